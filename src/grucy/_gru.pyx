@@ -1,0 +1,468 @@
+"""GRU kernels: one nogil call runs every time step of one layer and one direction.
+
+Layout.  Sequences are sorted by length, longest first, so at time t the active
+sequences are the first ``bs[t]`` rows (``bs``: batch sizes per step, as in PyTorch's
+packed sequences).  Everything kept per step is stored *packed* in time order: step t
+owns rows ``off[t] .. off[t] + bs[t]`` of a (N, .) buffer, N = sum(bs).  With full
+lengths packed is the plain (T*B, .) layout and the input is used as it is; with
+variable lengths no work is spent on padding.
+
+Forward, per step: Gh = h @ W_hh^T (the one GEMM that must stay in the loop), then one
+fused pass over the active rows (biases, sigmoids, tanh, update, workspace writes).  The
+input projection X @ W_ih^T of all steps is one GEMM before the loop.
+
+Backward, per step: one fused pass producing the gate gradients, then dh += dGh @ W_hh.
+dX, dW_ih, dW_hh and the bias gradients are GEMMs over all N rows after the loop.
+
+Workspace kept for backward (training only): G (N, 3H) gates r, z, n; A (N, H) the
+auxiliary W_hn h + b_hn (reset-after) or r * h (reset-before); Hp (N, H) the state
+entering each step.
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport exp, expf, tanh, tanhf
+from libc.string cimport memcpy, memset
+
+import numpy as np
+
+from ._blas cimport gemm, colsum
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define GRUCY_OPENMP 1
+    static int grucy_omp_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    #define GRUCY_OPENMP 0
+    static int grucy_omp_max_threads(void) { return 1; }
+    #endif
+    """
+    int GRUCY_OPENMP
+    int grucy_omp_max_threads() noexcept nogil
+
+# Threads used by the fused elementwise passes.
+cdef int _num_threads = grucy_omp_max_threads()
+# Below this many elements per step, waking a second thread costs more than it saves.
+cdef Py_ssize_t PARALLEL_MIN_WORK = 8192
+
+
+def openmp_enabled():
+    """True when the kernels were compiled with OpenMP."""
+    return bool(GRUCY_OPENMP)
+
+
+def set_num_threads(int n):
+    """Threads for grucy's OpenMP loops (1 .. any); without OpenMP only 1 is meaningful."""
+    global _num_threads
+    if n < 1:
+        raise ValueError(f"n must be a positive number of threads, got {n}")
+    _num_threads = n if GRUCY_OPENMP else 1
+
+
+def get_num_threads():
+    """Threads grucy's OpenMP loops use."""
+    return _num_threads
+
+
+cdef inline int _threads_for(Py_ssize_t work) noexcept nogil:
+    if _num_threads > 1 and work >= PARALLEL_MIN_WORK:
+        return _num_threads
+    return 1
+
+
+cdef inline floating _sigmoid(floating x) noexcept nogil:
+    if floating is float:
+        return 1.0 / (1.0 + expf(-x))
+    else:
+        return 1.0 / (1.0 + exp(-x))
+
+
+cdef inline floating _tanh(floating x) noexcept nogil:
+    if floating is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
+
+
+# ---------------------------------------------------------------------------------------
+# Fused per-row passes.  g: this row's 3H gate slots (input projection on entry, gates on
+# exit); gh: the recurrent projection; h: the state (h_prev in, h_new out); y: output row.
+
+cdef inline void _fwd_row_after(int H, floating* g, const floating* gh,
+                                const floating* bih, const floating* bhh,
+                                floating* h, floating* y, floating* aux) noexcept nogil:
+    cdef int j
+    cdef floating r, z, hn, nn
+    for j in range(H):
+        r = _sigmoid(g[j] + bih[j] + gh[j] + bhh[j])
+        z = _sigmoid(g[H + j] + bih[H + j] + gh[H + j] + bhh[H + j])
+        hn = gh[2 * H + j] + bhh[2 * H + j]
+        nn = _tanh(g[2 * H + j] + bih[2 * H + j] + r * hn)
+        h[j] = nn + z * (h[j] - nn)
+        y[j] = h[j]
+        g[j] = r
+        g[H + j] = z
+        g[2 * H + j] = nn
+        aux[j] = hn
+
+
+cdef inline void _fwd_row_before_rz(int H, floating* g, const floating* gh,
+                                    const floating* bih, const floating* bhh,
+                                    const floating* h, floating* aux) noexcept nogil:
+    cdef int j
+    cdef floating r
+    for j in range(H):
+        r = _sigmoid(g[j] + bih[j] + gh[j] + bhh[j])
+        g[H + j] = _sigmoid(g[H + j] + bih[H + j] + gh[H + j] + bhh[H + j])
+        g[j] = r
+        aux[j] = r * h[j]
+
+
+cdef inline void _fwd_row_before_n(int H, floating* g, const floating* gh,
+                                   const floating* bih, const floating* bhh,
+                                   floating* h, floating* y) noexcept nogil:
+    # gh[2H:] holds W_hn (r * h) here.
+    cdef int j
+    cdef floating nn
+    for j in range(H):
+        nn = _tanh(g[2 * H + j] + bih[2 * H + j] + gh[2 * H + j] + bhh[2 * H + j])
+        h[j] = nn + g[H + j] * (h[j] - nn)
+        y[j] = h[j]
+        g[2 * H + j] = nn
+
+
+cdef inline void _bwd_row_after(int H, const floating* dy, floating* dh,
+                                const floating* g, const floating* hn,
+                                const floating* hp, floating* dgh,
+                                floating* dgxn) noexcept nogil:
+    # dh: gradient into h_new (from later steps) in, the direct part dh * z out.
+    cdef int j
+    cdef floating d, r, z, nn, dan
+    for j in range(H):
+        d = dh[j] + dy[j]
+        r = g[j]
+        z = g[H + j]
+        nn = g[2 * H + j]
+        dan = d * (1 - z) * (1 - nn * nn)
+        dgh[j] = dan * hn[j] * r * (1 - r)
+        dgh[H + j] = d * (hp[j] - nn) * z * (1 - z)
+        dgh[2 * H + j] = dan * r
+        dgxn[j] = dan
+        dh[j] = d * z
+
+
+cdef inline void _bwd_row_before_zn(int H, const floating* dy, floating* dh,
+                                    const floating* g, const floating* hp,
+                                    floating* dgh) noexcept nogil:
+    cdef int j
+    cdef floating d, z, nn
+    for j in range(H):
+        d = dh[j] + dy[j]
+        z = g[H + j]
+        nn = g[2 * H + j]
+        dgh[H + j] = d * (hp[j] - nn) * z * (1 - z)
+        dgh[2 * H + j] = d * (1 - z) * (1 - nn * nn)
+        dh[j] = d * z
+
+
+cdef inline void _bwd_row_before_r(int H, const floating* drh, floating* dh,
+                                   const floating* g, const floating* hp,
+                                   floating* dgh) noexcept nogil:
+    # drh = d(r * h_prev) = da_n @ W_hn.
+    cdef int j
+    cdef floating r
+    for j in range(H):
+        r = g[j]
+        dgh[j] = drh[j] * hp[j] * r * (1 - r)
+        dh[j] += drh[j] * r
+
+
+# ---------------------------------------------------------------------------------------
+# Whole-sequence kernels.
+
+cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize_t* off,
+                       bint reverse, bint reset_after, bint training,
+                       const floating* X, const floating* wih, const floating* whh,
+                       const floating* bih, const floating* bhh,
+                       floating* Y, Py_ssize_t y_t, Py_ssize_t y_b, floating* S,
+                       floating* G, floating* A, floating* Hp, floating* Gh,
+                       floating* Xp) noexcept nogil:
+    cdef int H3 = 3 * H
+    cdef int s, t, n, b, nt
+    cdef Py_ssize_t N = off[T]
+    cdef const floating* xsrc = X
+    cdef floating* g
+    cdef floating* aux
+    cdef floating* y
+    if Xp != NULL:  # variable lengths: gather the active rows of each step
+        for t in range(T):
+            memcpy(Xp + off[t] * I, X + <Py_ssize_t>t * B * I,
+                   <size_t>bs[t] * I * sizeof(floating))
+        xsrc = Xp
+    # G = X @ W_ih^T, every step at once
+    gemm(False, True, N, H3, I, 1, xsrc, I, wih, I, 0, G, H3)
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        n = bs[t]
+        if n == 0:
+            continue
+        g = G + off[t] * H3
+        y = Y + t * y_t
+        if training:
+            aux = A + off[t] * H
+            memcpy(Hp + off[t] * H, S, <size_t>n * H * sizeof(floating))
+        else:
+            aux = A
+        nt = _threads_for(<Py_ssize_t>n * H3)
+        if reset_after:
+            # Gh = h @ W_hh^T
+            gemm(False, True, n, H3, H, 1, S, H, whh, H, 0, Gh, H3)
+            if nt > 1:
+                for b in prange(n, num_threads=nt, schedule="static"):
+                    _fwd_row_after(H, g + b * H3, Gh + b * H3, bih, bhh, S + b * H,
+                                   y + b * y_b, aux + b * H)
+            else:
+                for b in range(n):
+                    _fwd_row_after(H, g + b * H3, Gh + b * H3, bih, bhh, S + b * H,
+                                   y + b * y_b, aux + b * H)
+        else:
+            # Gh[:, :2H] = h @ W_h{r,z}^T; then Gh[:, 2H:] = (r * h) @ W_hn^T
+            gemm(False, True, n, 2 * H, H, 1, S, H, whh, H, 0, Gh, H3)
+            if nt > 1:
+                for b in prange(n, num_threads=nt, schedule="static"):
+                    _fwd_row_before_rz(H, g + b * H3, Gh + b * H3, bih, bhh, S + b * H,
+                                       aux + b * H)
+            else:
+                for b in range(n):
+                    _fwd_row_before_rz(H, g + b * H3, Gh + b * H3, bih, bhh, S + b * H,
+                                       aux + b * H)
+            gemm(False, True, n, H, H, 1, aux, H, whh + 2 * H * H, H, 0, Gh + 2 * H, H3)
+            if nt > 1:
+                for b in prange(n, num_threads=nt, schedule="static"):
+                    _fwd_row_before_n(H, g + b * H3, Gh + b * H3, bih, bhh, S + b * H,
+                                      y + b * y_b)
+            else:
+                for b in range(n):
+                    _fwd_row_before_n(H, g + b * H3, Gh + b * H3, bih, bhh, S + b * H,
+                                      y + b * y_b)
+
+
+cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize_t* off,
+                        bint reverse, bint reset_after,
+                        const floating* dY, Py_ssize_t y_t, Py_ssize_t y_b, floating* dS,
+                        const floating* X, const floating* wih, const floating* whh,
+                        const floating* G, const floating* A, const floating* Hp,
+                        floating* dwih, floating* dwhh, floating* dbih, floating* dbhh,
+                        floating* dG, floating* dGxn, floating* dRH, const floating* ones,
+                        floating* dX, floating* dXp, bint accumulate) noexcept nogil:
+    cdef int H3 = 3 * H
+    cdef int s, t, n, b, nt
+    cdef Py_ssize_t N = off[T]
+    cdef const floating* dy
+    cdef floating* dg
+    cdef const floating* pn      # input-side gradient of the n gate (N, H), stride ld_pn
+    cdef int ld_pn
+    cdef floating* dxdst
+    cdef floating* row
+    cdef const floating* src
+    cdef Py_ssize_t k
+    for s in range(T - 1, -1, -1):
+        t = T - 1 - s if reverse else s
+        n = bs[t]
+        if n == 0:
+            continue
+        dy = dY + t * y_t
+        dg = dG + off[t] * H3
+        nt = _threads_for(<Py_ssize_t>n * H3)
+        if reset_after:
+            if nt > 1:
+                for b in prange(n, num_threads=nt, schedule="static"):
+                    _bwd_row_after(H, dy + b * y_b, dS + b * H, G + (off[t] + b) * H3,
+                                   A + (off[t] + b) * H, Hp + (off[t] + b) * H,
+                                   dg + b * H3, dGxn + (off[t] + b) * H)
+            else:
+                for b in range(n):
+                    _bwd_row_after(H, dy + b * y_b, dS + b * H, G + (off[t] + b) * H3,
+                                   A + (off[t] + b) * H, Hp + (off[t] + b) * H,
+                                   dg + b * H3, dGxn + (off[t] + b) * H)
+            # dh += dGh @ W_hh
+            gemm(False, False, n, H, H3, 1, dg, H3, whh, H, 1, dS, H)
+        else:
+            if nt > 1:
+                for b in prange(n, num_threads=nt, schedule="static"):
+                    _bwd_row_before_zn(H, dy + b * y_b, dS + b * H, G + (off[t] + b) * H3,
+                                       Hp + (off[t] + b) * H, dg + b * H3)
+            else:
+                for b in range(n):
+                    _bwd_row_before_zn(H, dy + b * y_b, dS + b * H, G + (off[t] + b) * H3,
+                                       Hp + (off[t] + b) * H, dg + b * H3)
+            # d(r * h) = da_n @ W_hn
+            gemm(False, False, n, H, H, 1, dg + 2 * H, H3, whh + 2 * H * H, H, 0, dRH, H)
+            if nt > 1:
+                for b in prange(n, num_threads=nt, schedule="static"):
+                    _bwd_row_before_r(H, dRH + b * H, dS + b * H, G + (off[t] + b) * H3,
+                                      Hp + (off[t] + b) * H, dg + b * H3)
+            else:
+                for b in range(n):
+                    _bwd_row_before_r(H, dRH + b * H, dS + b * H, G + (off[t] + b) * H3,
+                                      Hp + (off[t] + b) * H, dg + b * H3)
+            # dh += dG[:, :2H] @ W_h{r,z}
+            gemm(False, False, n, H, 2 * H, 1, dg, H3, whh, H, 1, dS, H)
+
+    # Input-side gate gradients: r and z equal the hidden side; n differs for reset-after.
+    if reset_after:
+        pn = dGxn
+        ld_pn = H
+    else:
+        pn = dG + 2 * H
+        ld_pn = H3
+    # dW_ih += dGx^T @ X
+    gemm(True, False, 2 * H, I, N, 1, dG, H3, X, I, 1, dwih, I)
+    gemm(True, False, H, I, N, 1, pn, ld_pn, X, I, 1, dwih + 2 * H * I, I)
+    # dW_hh += dGh^T @ [H_prev | H_prev or r*H_prev]
+    gemm(True, False, 2 * H, H, N, 1, dG, H3, Hp, H, 1, dwhh, H)
+    gemm(True, False, H, H, N, 1, dG + 2 * H, H3, Hp if reset_after else A, H, 1,
+         dwhh + 2 * H * H, H)
+    # db_ih += dGx.sum(0); db_hh += dGh.sum(0)
+    colsum(N, 2 * H, dG, H3, ones, dbih)
+    colsum(N, H, pn, ld_pn, ones, dbih + 2 * H)
+    colsum(N, H3, dG, H3, ones, dbhh)
+    # dX (+)= dGx @ W_ih
+    dxdst = dX if dXp == NULL else dXp
+    gemm(False, False, N, I, 2 * H, 1, dG, H3, wih, I,
+         1 if (accumulate and dXp == NULL) else 0, dxdst, I)
+    gemm(False, False, N, I, H, 1, pn, ld_pn, wih + 2 * H * I, I, 1, dxdst, I)
+    if dXp != NULL:  # scatter the packed rows back; padding gets no gradient
+        for t in range(T):
+            row = dX + <Py_ssize_t>t * B * I
+            src = dXp + off[t] * I
+            if accumulate:
+                for k in range(<Py_ssize_t>bs[t] * I):
+                    row[k] += src[k]
+            else:
+                memcpy(row, src, <size_t>bs[t] * I * sizeof(floating))
+                memset(row + <Py_ssize_t>bs[t] * I, 0, <size_t>(B - bs[t]) * I * sizeof(floating))
+
+
+# ---------------------------------------------------------------------------------------
+# Python entry points (called by grucy.layer.GRU, which validates user input).
+
+def _check(bint ok, str what):
+    if not ok:
+        raise ValueError(f"grucy._gru: inconsistent arguments: {what}")
+
+
+def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
+            const floating[:, ::1] w_hh, const floating[::1] b_ih,
+            const floating[::1] b_hh, floating[:, ::1] h, floating[:, :, :] Y,
+            const int[::1] batch_sizes, bint reverse, bint reset_after, bint training):
+    """Run one layer and direction over the whole sequence.
+
+    X (T, B, I) time-major; h (B, H) holds h0 on entry and h_n on exit; Y (T, B, H) (a
+    view of the layer output, last axis contiguous) receives h_t for active rows only;
+    batch_sizes (T,) is non-increasing (sequences sorted longest first).  Returns the
+    workspace backward() needs when ``training``, else None.
+    """
+    cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], H = w_hh.shape[1]
+    _check(w_ih.shape[0] == 3 * H and w_ih.shape[1] == I, "w_ih shape")
+    _check(w_hh.shape[0] == 3 * H, "w_hh shape")
+    _check(b_ih.shape[0] == 3 * H and b_hh.shape[0] == 3 * H, "bias shape")
+    _check(h.shape[0] == B and h.shape[1] == H, "h shape")
+    _check(Y.shape[0] == T and Y.shape[1] == B and Y.shape[2] == H, "Y shape")
+    _check(Y.strides[2] == sizeof(floating), "Y must be contiguous on its last axis")
+    _check(batch_sizes.shape[0] == T, "batch_sizes length")
+    bs_arr = np.asarray(batch_sizes, dtype=np.intp)
+    _check(bool(np.all((bs_arr >= 0) & (bs_arr <= B))) and
+           bool(np.all(np.diff(bs_arr) <= 0)), "batch_sizes must be non-increasing in [0, B]")
+    off_arr = np.zeros(T + 1, dtype=np.intp)
+    np.cumsum(bs_arr, out=off_arr[1:])
+    cdef Py_ssize_t N = off_arr[T]
+    cdef bint full = N == <Py_ssize_t>T * B
+    dtype = np.float32 if floating is float else np.float64
+    G_arr = np.empty((max(N, 1), 3 * H), dtype)
+    A_arr = np.empty((max(N, 1) if training else B, H), dtype)
+    Hp_arr = np.empty((max(N, 1), H), dtype) if training else None
+    Gh_arr = np.empty((B, 3 * H), dtype)
+    Xp_arr = None if full else np.empty((max(N, 1), I), dtype)
+    cdef floating[:, ::1] G = G_arr
+    cdef floating[:, ::1] A = A_arr
+    cdef floating[:, ::1] Gh = Gh_arr
+    cdef floating[:, ::1] Hp
+    cdef floating[:, ::1] Xp
+    cdef floating* hp_ptr = NULL
+    cdef floating* xp_ptr = NULL
+    cdef Py_ssize_t[::1] off = off_arr
+    cdef int[::1] bs = np.ascontiguousarray(batch_sizes, dtype=np.intc)
+    if training:
+        Hp = Hp_arr
+        hp_ptr = &Hp[0, 0]
+    if not full:
+        Xp = Xp_arr
+        xp_ptr = &Xp[0, 0]
+    cdef Py_ssize_t y_t = Y.strides[0] // sizeof(floating)
+    cdef Py_ssize_t y_b = Y.strides[1] // sizeof(floating)
+    with nogil:
+        _forward_seq(T, B, I, H, &bs[0], &off[0], reverse, reset_after, training,
+                     &X[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &b_ih[0], &b_hh[0],
+                     &Y[0, 0, 0], y_t, y_b, &h[0, 0], &G[0, 0], &A[0, 0], hp_ptr,
+                     &Gh[0, 0], xp_ptr)
+    if not training:
+        return None
+    return {"X": np.asarray(X) if full else Xp_arr, "G": G_arr, "A": A_arr, "Hp": Hp_arr,
+            "bs": np.asarray(bs), "off": off_arr, "full": full, "reverse": reverse,
+            "reset_after": reset_after, "shape": (T, B, I, H)}
+
+
+def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
+             const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
+             floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
+             floating[::1] db_hh, floating[:, :, ::1] dX, bint accumulate):
+    """Backpropagate one layer and direction through time.
+
+    ws: what forward() returned.  dY (T, B, H) gradient of this direction's outputs; dh
+    (B, H) holds dh_n on entry and dh0 on exit; parameter gradients are accumulated;
+    dX (T, B, I) is overwritten (``accumulate`` False) or added to.
+    """
+    cdef int T, B, I, H
+    T, B, I, H = ws["shape"]
+    _check(dY.shape[0] == T and dY.shape[1] == B and dY.shape[2] == H, "dY shape")
+    _check(dY.strides[2] == sizeof(floating), "dY must be contiguous on its last axis")
+    _check(dh.shape[0] == B and dh.shape[1] == H, "dh shape")
+    _check(dX.shape[0] == T and dX.shape[1] == B and dX.shape[2] == I, "dX shape")
+    _check(w_ih.shape[0] == 3 * H and w_ih.shape[1] == I and w_hh.shape[0] == 3 * H
+           and w_hh.shape[1] == H, "weight shapes")
+    _check(dw_ih.shape[0] == 3 * H and dw_ih.shape[1] == I and dw_hh.shape[0] == 3 * H
+           and dw_hh.shape[1] == H and db_ih.shape[0] == 3 * H and db_hh.shape[0] == 3 * H,
+           "gradient shapes")
+    cdef bint reset_after = ws["reset_after"]
+    cdef bint full = ws["full"]
+    cdef const floating[:, ::1] X = ws["X"].reshape(-1, I)
+    cdef const floating[:, ::1] G = ws["G"]
+    cdef const floating[:, ::1] A = ws["A"]
+    cdef const floating[:, ::1] Hp = ws["Hp"]
+    cdef Py_ssize_t[::1] off = ws["off"]
+    cdef int[::1] bs = ws["bs"]
+    cdef Py_ssize_t N = off[T]
+    dtype = np.float32 if floating is float else np.float64
+    rows = max(N, 1)
+    cdef floating[:, ::1] dG = np.empty((rows, 3 * H), dtype)
+    cdef floating[:, ::1] dGxn = np.empty((rows if reset_after else 1, H), dtype)
+    cdef floating[:, ::1] dRH = np.empty((B if not reset_after else 1, H), dtype)
+    cdef floating[::1] ones = np.ones(rows, dtype)
+    cdef floating[:, ::1] dXp
+    cdef floating* dxp_ptr = NULL
+    if not full:
+        dXp = np.empty((rows, I), dtype)
+        dxp_ptr = &dXp[0, 0]
+    cdef Py_ssize_t y_t = dY.strides[0] // sizeof(floating)
+    cdef Py_ssize_t y_b = dY.strides[1] // sizeof(floating)
+    cdef bint reverse = ws["reverse"]
+    with nogil:
+        _backward_seq(T, B, I, H, &bs[0], &off[0], reverse, reset_after,
+                      &dY[0, 0, 0], y_t, y_b, &dh[0, 0],
+                      &X[0, 0], &w_ih[0, 0], &w_hh[0, 0], &G[0, 0], &A[0, 0], &Hp[0, 0],
+                      &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0], &db_hh[0],
+                      &dG[0, 0], &dGxn[0, 0], &dRH[0, 0], &ones[0],
+                      &dX[0, 0, 0], dxp_ptr, accumulate)

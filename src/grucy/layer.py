@@ -1,0 +1,123 @@
+"""The GRU layer: validates, allocates and calls the compiled kernels (grucy._gru)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _gru
+from ._base import GRUBase
+
+
+class GRU(GRUBase):
+    """Multi-layer, optionally bidirectional GRU with exact backpropagation through time.
+
+    Same parameters, shapes and semantics as ``torch.nn.GRU`` (packed-sequence semantics
+    for ``lengths``), plus the reset-before form (``reset_after=False``, Cho et al. 2014).
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+        Features per step of the input and of the state.
+    num_layers : int, default 1
+        Stacked layers; layer k > 0 reads the (concatenated) outputs of layer k - 1.
+    bias : bool, default True
+    batch_first : bool, default False
+        x and y are (B, T, F) instead of (T, B, F); states stay (L*D, B, H).
+    dropout : float in [0, 1), default 0
+        Inverted dropout on the inputs of layers 1 .. L-1, in training forwards only.
+    bidirectional : bool, default False
+    reset_after : bool, default True
+        True: n = tanh(W_in x + b_in + r * (W_hn h + b_hn)) (PyTorch, cuDNN, Keras 3).
+        False: n = tanh(W_in x + b_in + W_hn (r * h) + b_hn).
+    dtype : float32 or float64, default float32
+    seed : int or None
+        Seeds the U(-1/sqrt(H), 1/sqrt(H)) initialisation and the dropout masks.
+    """
+
+    def forward(self, x, h0=None, lengths=None, training=True):
+        """Run the GRU; returns ``(y, h_n)``.
+
+        x: (T, B, I), or (B, T, I) with ``batch_first``.  h0: (L*D, B, H) or None (zeros).
+        lengths: (B,) integers in [1, T], any order; y is 0 past each sequence's end and
+        h_n holds each sequence's state at its last valid step.  With ``training=True``
+        what backward() needs is kept; with False nothing is kept and dropout is off.
+        """
+        x, h0, lengths = self._check_inputs(x, h0, lengths)
+        T, B, _ = x.shape
+        H, D = self.hidden_size, self.num_directions
+        order = None
+        if lengths is None:
+            batch_sizes = np.full(T, B, np.intc)
+        else:
+            # The kernels want the longest sequences first (active rows form a prefix).
+            order = np.argsort(-lengths, kind="stable")
+            x, h0 = x[:, order], h0[:, order]
+            batch_sizes = (lengths[order][None, :] > np.arange(T)[:, None]).sum(1)
+            batch_sizes = batch_sizes.astype(np.intc)
+        layer_in = np.ascontiguousarray(x)
+        h_n = np.array(h0, order="C")  # the kernels turn h0 into h_n in place
+        new_output = np.zeros if lengths is not None else np.empty
+        saved = []
+        for layer in range(self.num_layers):
+            mask = None
+            if layer > 0 and training and self.dropout > 0:
+                # Drawn in the caller's batch order so masks do not depend on sorting.
+                mask = self._dropout_mask(layer_in.shape)
+                if order is not None:
+                    mask = mask[:, order]
+                layer_in = layer_in * mask
+            y = new_output((T, B, D * H), self.dtype)
+            workspaces = []
+            for direction in range(D):
+                w_ih, w_hh, b_ih, b_hh = self.layer_params(layer, direction)
+                workspaces.append(_gru.forward(
+                    layer_in, w_ih, w_hh, b_ih, b_hh, h_n[layer * D + direction],
+                    y[:, :, direction * H:(direction + 1) * H], batch_sizes,
+                    direction == 1, self.reset_after, training))
+            saved.append((mask, workspaces))
+            layer_in = y
+        y = layer_in
+        if order is not None:
+            inverse = np.argsort(order)
+            y, h_n = y[:, inverse], h_n[:, inverse]
+        self._cache = ({"T": T, "B": B, "order": order, "layers": saved}
+                       if training else None)
+        if self.batch_first:
+            y = y.transpose(1, 0, 2)
+        return np.ascontiguousarray(y), np.ascontiguousarray(h_n)
+
+    def backward(self, dy, dh_n=None):
+        """Backpropagate the last training forward; returns ``(dx, dh0)``.
+
+        dy has y's shape, dh_n h_n's (None: zeros).  Parameter gradients are added to
+        ``grads``.  Each training forward supports one backward.
+        """
+        dy, dh_n = self._check_backward(dy, dh_n)
+        cache, self._cache = self._cache, None
+        order = cache["order"]
+        if order is not None:
+            dy, dh_n = dy[:, order], dh_n[:, order]
+        grad_out = np.ascontiguousarray(dy)
+        dh = np.array(dh_n, order="C")  # the kernels turn dh_n into dh0 in place
+        H, D = self.hidden_size, self.num_directions
+        T, B = cache["T"], cache["B"]
+        for layer in reversed(range(self.num_layers)):
+            mask, workspaces = cache["layers"][layer]
+            in_size = self.input_size if layer == 0 else D * H
+            dx = np.empty((T, B, in_size), self.dtype)
+            for direction in range(D):
+                w_ih, w_hh, _, _ = self.layer_params(layer, direction)
+                _gru.backward(workspaces[direction],
+                              grad_out[:, :, direction * H:(direction + 1) * H],
+                              dh[layer * D + direction], w_ih, w_hh,
+                              *self.layer_grads(layer, direction), dx, direction > 0)
+            if mask is not None:
+                dx *= mask
+            grad_out = dx
+        dx = grad_out
+        if order is not None:
+            inverse = np.argsort(order)
+            dx, dh = dx[:, inverse], dh[:, inverse]
+        if self.batch_first:
+            dx = dx.transpose(1, 0, 2)
+        return np.ascontiguousarray(dx), np.ascontiguousarray(dh)
