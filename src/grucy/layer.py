@@ -42,6 +42,7 @@ class GRU(GRUBase):
         h_n holds each sequence's state at its last valid step.  With ``training=True``
         what backward() needs is kept; with False nothing is kept and dropout is off.
         """
+        given = x
         x, h0, lengths = self._check_inputs(x, h0, lengths)
         T, B, _ = x.shape
         H, D = self.hidden_size, self.num_directions
@@ -55,6 +56,10 @@ class GRU(GRUBase):
             batch_sizes = (lengths[order][None, :] > np.arange(T)[:, None]).sum(1)
             batch_sizes = batch_sizes.astype(np.intc)
         layer_in = np.ascontiguousarray(x)
+        if training and np.may_share_memory(layer_in, given):
+            # backward reads the input again; a caller editing x in between must not
+            # change the gradient.
+            layer_in = layer_in.copy()
         h_n = np.array(h0, order="C")  # the kernels turn h0 into h_n in place
         new_output = np.zeros if lengths is not None else np.empty
         saved = []

@@ -1,0 +1,203 @@
+"""Plain NumPy GRU: the benchmark's NumPy baseline and the test oracle of the kernels.
+
+Written for readability, not speed: a Python loop over time steps, one layer and one
+direction at a time.  Only the input projection ``X @ W_ih^T`` is hoisted out of the loop,
+because it does not depend on the recurrence.  The compiled layer must agree with this
+module to rounding error; keep the arithmetic here independent of the kernels.
+
+Semantics follow ``torch.nn.GRU`` (packed sequences when ``lengths`` is given); see
+DESIGN.md for the two forms of the cell and the backward pass of one step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import expit as _sigmoid  # overflow-free logistic, keeps float32
+
+from ._base import GRUBase
+
+__all__ = ["GRU"]
+
+
+def _step_mask(lengths, T, B):
+    """Boolean (T, B): True where step t lies inside sequence b."""
+    if lengths is None:
+        return np.ones((T, B), dtype=bool)
+    return np.arange(T)[:, None] < lengths[None, :]
+
+
+def _direction_forward(x, h0, valid, W_ih, W_hh, b_ih, b_hh, reset_after, reverse):
+    """Run one direction of one layer over all steps.
+
+    x (T, B, I), h0 (B, H), valid (T, B).  Returns y (T, B, H), h_n (B, H) and the
+    per-step workspace the backward pass needs.
+
+    Padded steps (valid False) leave the state untouched and output 0.  The reverse
+    direction walks t = T-1 .. 0; a sequence of length len therefore starts its reverse
+    pass at t = len-1, exactly like PyTorch's packed sequences.
+    """
+    T, B, _ = x.shape
+    H = h0.shape[1]
+    dtype = h0.dtype
+    # The input side of all three gates for every step in one GEMM: (T, B, 3H).
+    gx = x @ W_ih.T + b_ih
+    W_hr, W_hz, W_hn = W_hh[:H], W_hh[H:2 * H], W_hh[2 * H:]
+    b_hr, b_hz, b_hn = b_hh[:H], b_hh[H:2 * H], b_hh[2 * H:]
+
+    y = np.zeros((T, B, H), dtype)
+    h_prev = np.zeros((T, B, H), dtype)  # state entering each step
+    r = np.zeros((T, B, H), dtype)
+    z = np.zeros((T, B, H), dtype)
+    n = np.zeros((T, B, H), dtype)
+    # reset-after: W_hn h + b_hn (multiplied by r);  reset-before: r * h (fed to W_hn)
+    hn_or_rh = np.zeros((T, B, H), dtype)
+
+    h = h0.copy()
+    steps = range(T - 1, -1, -1) if reverse else range(T)
+    for t in steps:
+        g = gx[t]
+        r_t = _sigmoid(g[:, :H] + h @ W_hr.T + b_hr)
+        z_t = _sigmoid(g[:, H:2 * H] + h @ W_hz.T + b_hz)
+        if reset_after:
+            extra = h @ W_hn.T + b_hn
+            n_t = np.tanh(g[:, 2 * H:] + r_t * extra)
+        else:
+            extra = r_t * h
+            n_t = np.tanh(g[:, 2 * H:] + extra @ W_hn.T + b_hn)
+        h_new = (1 - z_t) * n_t + z_t * h
+
+        h_prev[t], r[t], z[t], n[t], hn_or_rh[t] = h, r_t, z_t, n_t, extra
+        keep = valid[t][:, None]
+        h = np.where(keep, h_new, h)
+        y[t] = np.where(keep, h_new, 0)
+
+    cache = dict(x=x, valid=valid, h_prev=h_prev, r=r, z=z, n=n, hn_or_rh=hn_or_rh,
+                 reverse=reverse)
+    return y, h, cache
+
+
+def _direction_backward(dy, dh_n, cache, W_ih, W_hh, grads, reset_after):
+    """Exact BPTT through one direction of one layer.
+
+    dy (T, B, H) is the gradient w.r.t. this direction's outputs, dh_n (B, H) w.r.t. its
+    final state.  Accumulates into ``grads`` = (dW_ih, dW_hh, db_ih, db_hh) and returns
+    (dx (T, B, I), dh0 (B, H)).
+    """
+    x, valid = cache["x"], cache["valid"]
+    h_prev, r, z, n, hn_or_rh = (cache[k] for k in ("h_prev", "r", "z", "n", "hn_or_rh"))
+    T, B, H = h_prev.shape
+    dW_ih, dW_hh, db_ih, db_hh = grads
+    W_hr, W_hz, W_hn = W_hh[:H], W_hh[H:2 * H], W_hh[2 * H:]
+
+    dGx = np.zeros((T, B, 3 * H), x.dtype)  # gradient w.r.t. gx = x W_ih^T + b_ih
+    dh = dh_n.copy()
+    # Walk the steps in the opposite order of the forward pass.
+    steps = range(T) if cache["reverse"] else range(T - 1, -1, -1)
+    for t in steps:
+        keep = valid[t][:, None]
+        # Outputs past a sequence's end are constant 0: their gradient is dropped.
+        dh_t = dh + np.where(keep, dy[t], 0)
+        h, r_t, z_t, n_t = h_prev[t], r[t], z[t], n[t]
+
+        dn = dh_t * (1 - z_t)
+        dz = dh_t * (h - n_t)
+        dh_back = dh_t * z_t
+        da_n = dn * (1 - n_t * n_t)
+        da_z = dz * z_t * (1 - z_t)
+        if reset_after:
+            hn = hn_or_rh[t]  # W_hn h + b_hn
+            da_r = da_n * hn * r_t * (1 - r_t)
+            dgh_n = da_n * r_t  # gradient w.r.t. W_hn h + b_hn
+            dh_back = dh_back + dgh_n @ W_hn
+            dW_hh[2 * H:] += np.where(keep, dgh_n, 0).T @ h
+            db_hh[2 * H:] += np.where(keep, dgh_n, 0).sum(axis=0)
+        else:
+            rh = hn_or_rh[t]  # r * h
+            d_rh = da_n @ W_hn
+            da_r = d_rh * h * r_t * (1 - r_t)
+            dh_back = dh_back + d_rh * r_t
+            dW_hh[2 * H:] += np.where(keep, da_n, 0).T @ rh
+            db_hh[2 * H:] += np.where(keep, da_n, 0).sum(axis=0)
+        dh_back = dh_back + da_r @ W_hr + da_z @ W_hz
+        da_rz = np.where(keep, np.concatenate([da_r, da_z], axis=1), 0)
+        dW_hh[:2 * H] += da_rz.T @ h
+        db_hh[:2 * H] += da_rz.sum(axis=0)
+
+        dGx[t] = np.where(keep, np.concatenate([da_r, da_z, da_n], axis=1), 0)
+        # A padded step passed the state through unchanged, so does its gradient.
+        dh = np.where(keep, dh_back, dh_t)
+
+    # Input side, hoisted out of the loop like the input projection of the forward pass.
+    TB = T * B
+    dW_ih += dGx.reshape(TB, 3 * H).T @ x.reshape(TB, -1)
+    db_ih += dGx.reshape(TB, 3 * H).sum(axis=0)
+    dx = dGx @ W_ih
+    return dx, dh
+
+
+class GRU(GRUBase):
+    """Multi-layer, optionally bidirectional GRU in plain NumPy (same API as ``grucy.GRU``)."""
+
+    def forward(self, x, h0=None, lengths=None, training=True):
+        x, h0, lengths = self._check_inputs(x, h0, lengths)
+        T, B, _ = x.shape
+        D, H = self.num_directions, self.hidden_size
+        valid = _step_mask(lengths, T, B)
+        use_dropout = training and self.dropout > 0
+
+        # Copy so that a caller mutating x between forward and backward cannot change dW_ih.
+        layer_input = x.copy() if training else x
+        h_n = np.zeros((self.num_layers * D, B, H), self.dtype)
+        masks, caches = [], []
+        for layer in range(self.num_layers):
+            if layer > 0 and use_dropout:
+                # Masks are drawn layer 1, 2, ... so a same-seed compiled layer matches.
+                mask = self._dropout_mask((T, B, D * H))
+                layer_input = layer_input * mask
+                masks.append(mask)
+            else:
+                masks.append(None)
+            outputs = []
+            for direction in range(D):
+                W_ih, W_hh, b_ih, b_hh = self.layer_params(layer, direction)
+                y_d, h_d, cache = _direction_forward(
+                    layer_input, h0[layer * D + direction], valid, W_ih, W_hh, b_ih, b_hh,
+                    self.reset_after, reverse=bool(direction))
+                outputs.append(y_d)
+                h_n[layer * D + direction] = h_d
+                caches.append(cache)
+            layer_input = np.concatenate(outputs, axis=2)
+        y = layer_input
+
+        self._cache = (dict(T=T, B=B, masks=masks, caches=caches, valid=valid)
+                       if training else None)
+        if self.batch_first:
+            y = np.ascontiguousarray(y.transpose(1, 0, 2))
+        return y, h_n
+
+    def backward(self, dy, dh_n=None):
+        dy, dh_n = self._check_backward(dy, dh_n)
+        cache = self._cache
+        D, H = self.num_directions, self.hidden_size
+        dh0 = np.zeros_like(dh_n)
+
+        d_out = dy  # gradient w.r.t. the current layer's output, (T, B, D*H)
+        for layer in range(self.num_layers - 1, -1, -1):
+            d_in = None
+            for direction in range(D):
+                idx = layer * D + direction
+                W_ih, W_hh, _, _ = self.layer_params(layer, direction)
+                dx_d, dh0[idx] = _direction_backward(
+                    d_out[:, :, direction * H:(direction + 1) * H], dh_n[idx],
+                    cache["caches"][idx], W_ih, W_hh, self.layer_grads(layer, direction),
+                    self.reset_after)
+                d_in = dx_d if d_in is None else d_in + dx_d
+            if cache["masks"][layer] is not None:
+                d_in = d_in * cache["masks"][layer]
+            d_out = d_in
+        dx = d_out
+
+        self._cache = None
+        if self.batch_first:
+            dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
+        return dx, dh0
