@@ -41,8 +41,11 @@ def _direction_forward(x, h0, valid, W_ih, W_hh, b_ih, b_hh, reset_after, revers
     dtype = h0.dtype
     # The input side of all three gates for every step in one GEMM: (T, B, 3H).
     gx = x @ W_ih.T + b_ih
-    W_hr, W_hz, W_hn = W_hh[:H], W_hh[H:2 * H], W_hh[2 * H:]
-    b_hr, b_hz, b_hn = b_hh[:H], b_hh[H:2 * H], b_hh[2 * H:]
+    W_hn, b_hn = W_hh[2 * H:], b_hh[2 * H:]
+    # Reset-after: one matmul gives the hidden side of all three gates.  Reset-before:
+    # r must be known before W_hn (r * h), so only the r and z rows go first.
+    W_first = W_hh if reset_after else W_hh[:2 * H]
+    b_first = b_hh if reset_after else b_hh[:2 * H]
 
     y = np.zeros((T, B, H), dtype)
     h_prev = np.zeros((T, B, H), dtype)  # state entering each step
@@ -56,10 +59,11 @@ def _direction_forward(x, h0, valid, W_ih, W_hh, b_ih, b_hh, reset_after, revers
     steps = range(T - 1, -1, -1) if reverse else range(T)
     for t in steps:
         g = gx[t]
-        r_t = _sigmoid(g[:, :H] + h @ W_hr.T + b_hr)
-        z_t = _sigmoid(g[:, H:2 * H] + h @ W_hz.T + b_hz)
+        gh = h @ W_first.T + b_first
+        r_t = _sigmoid(g[:, :H] + gh[:, :H])
+        z_t = _sigmoid(g[:, H:2 * H] + gh[:, H:2 * H])
         if reset_after:
-            extra = h @ W_hn.T + b_hn
+            extra = gh[:, 2 * H:]  # W_hn h + b_hn
             n_t = np.tanh(g[:, 2 * H:] + r_t * extra)
         else:
             extra = r_t * h
@@ -87,9 +91,12 @@ def _direction_backward(dy, dh_n, cache, W_ih, W_hh, grads, reset_after):
     h_prev, r, z, n, hn_or_rh = (cache[k] for k in ("h_prev", "r", "z", "n", "hn_or_rh"))
     T, B, H = h_prev.shape
     dW_ih, dW_hh, db_ih, db_hh = grads
-    W_hr, W_hz, W_hn = W_hh[:H], W_hh[H:2 * H], W_hh[2 * H:]
+    W_rz, W_hn = W_hh[:2 * H], W_hh[2 * H:]
 
     dGx = np.zeros((T, B, 3 * H), x.dtype)  # gradient w.r.t. gx = x W_ih^T + b_ih
+    # Gradient w.r.t. the hidden-side pre-activations W_hh @ (h or r*h) + b_hh; the weight
+    # gradients are one matmul each after the loop.
+    dGh = np.zeros((T, B, 3 * H), x.dtype)
     dh = dh_n.copy()
     # Walk the steps in the opposite order of the forward pass.
     steps = range(T) if cache["reverse"] else range(T - 1, -1, -1)
@@ -107,28 +114,26 @@ def _direction_backward(dy, dh_n, cache, W_ih, W_hh, grads, reset_after):
         if reset_after:
             hn = hn_or_rh[t]  # W_hn h + b_hn
             da_r = da_n * hn * r_t * (1 - r_t)
-            dgh_n = da_n * r_t  # gradient w.r.t. W_hn h + b_hn
-            dh_back = dh_back + dgh_n @ W_hn
-            dW_hh[2 * H:] += np.where(keep, dgh_n, 0).T @ h
-            db_hh[2 * H:] += np.where(keep, dgh_n, 0).sum(axis=0)
+            dgh = np.concatenate([da_r, da_z, da_n * r_t], axis=1)
+            dh_back = dh_back + dgh @ W_hh
         else:
-            rh = hn_or_rh[t]  # r * h
-            d_rh = da_n @ W_hn
+            d_rh = da_n @ W_hn  # gradient w.r.t. r * h
             da_r = d_rh * h * r_t * (1 - r_t)
-            dh_back = dh_back + d_rh * r_t
-            dW_hh[2 * H:] += np.where(keep, da_n, 0).T @ rh
-            db_hh[2 * H:] += np.where(keep, da_n, 0).sum(axis=0)
-        dh_back = dh_back + da_r @ W_hr + da_z @ W_hz
-        da_rz = np.where(keep, np.concatenate([da_r, da_z], axis=1), 0)
-        dW_hh[:2 * H] += da_rz.T @ h
-        db_hh[:2 * H] += da_rz.sum(axis=0)
-
+            dgh = np.concatenate([da_r, da_z, da_n], axis=1)
+            dh_back = dh_back + d_rh * r_t + dgh[:, :2 * H] @ W_rz
+        dGh[t] = np.where(keep, dgh, 0)
         dGx[t] = np.where(keep, np.concatenate([da_r, da_z, da_n], axis=1), 0)
         # A padded step passed the state through unchanged, so does its gradient.
         dh = np.where(keep, dh_back, dh_t)
 
-    # Input side, hoisted out of the loop like the input projection of the forward pass.
+    # Weight gradients, hoisted out of the loop like the input projection of the forward.
     TB = T * B
+    dGh2 = dGh.reshape(TB, 3 * H)
+    h_all = h_prev.reshape(TB, H)
+    dW_hh[:2 * H] += dGh2[:, :2 * H].T @ h_all
+    # reset-after: W_hn multiplies h; reset-before: it multiplies r * h
+    dW_hh[2 * H:] += dGh2[:, 2 * H:].T @ (h_all if reset_after else hn_or_rh.reshape(TB, H))
+    db_hh += dGh2.sum(axis=0)
     dW_ih += dGx.reshape(TB, 3 * H).T @ x.reshape(TB, -1)
     db_ih += dGx.reshape(TB, 3 * H).sum(axis=0)
     dx = dGx @ W_ih
