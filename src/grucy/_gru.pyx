@@ -21,12 +21,16 @@ entering each step.
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport exp, expf, tanh, tanhf
 from libc.string cimport memcpy, memset
 
 import numpy as np
 
 from ._blas cimport gemm, colsum
+
+cdef extern from "_fastmath.h" nogil:
+    float grucy_sigmoidf(float x)
+    float grucy_tanhf(float x)
+    float grucy_expf(float x)
 
 cdef extern from *:
     """
@@ -72,65 +76,74 @@ cdef inline int _threads_for(Py_ssize_t work) noexcept nogil:
     return 1
 
 
-cdef inline floating _sigmoid(floating x) noexcept nogil:
-    if floating is float:
-        return 1.0 / (1.0 + expf(-x))
-    else:
-        return 1.0 / (1.0 + exp(-x))
+def _fast_expf(const float[::1] x, float[::1] out):
+    """Vectorizable float32 exp, sigmoid, tanh over arrays (exposed for the tests)."""
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        out[i] = grucy_expf(x[i])
 
 
-cdef inline floating _tanh(floating x) noexcept nogil:
-    if floating is float:
-        return tanhf(x)
-    else:
-        return tanh(x)
+def _fast_sigmoidf(const float[::1] x, float[::1] out):
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        out[i] = grucy_sigmoidf(x[i])
+
+
+def _fast_tanhf(const float[::1] x, float[::1] out):
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        out[i] = grucy_tanhf(x[i])
 
 
 # ---------------------------------------------------------------------------------------
-# Fused per-row passes.  g: this row's 3H gate slots (input projection on entry, gates on
-# exit); gh: the recurrent projection; h: the state (h_prev in, h_new out); y: output row.
+# Fused per-row passes: the arithmetic lives in _gru_rows.h (C, so that `restrict` lets
+# gcc vectorize it); these wrappers split a row into its r, z, n slices.  g: the row's 3H
+# gate slots (input projection in, gates out); gh: recurrent projection; h: the state
+# (h_prev in, h_new out); y: output row.
+
+cdef extern from "_gru_rows.h" nogil:
+    void grucy_fwd_after_f(int H, float* xr, float* xz, float* xn, const float* hr, const float* hz, const float* hn, const float* bir, const float* biz, const float* bin_, const float* bhr, const float* bhz, const float* bhn, float* h, float* y, float* aux)
+    void grucy_fwd_before_rz_f(int H, float* xr, float* xz, const float* hr, const float* hz, const float* bir, const float* biz, const float* bhr, const float* bhz, const float* h, float* aux)
+    void grucy_fwd_before_n_f(int H, const float* z, float* xn, const float* hn, const float* bin_, const float* bhn, float* h, float* y)
+    void grucy_bwd_after_f(int H, const float* dy, float* dh, const float* r, const float* z, const float* n, const float* aux, const float* hp, float* dr, float* dz, float* dhn, float* dxn)
+    void grucy_bwd_before_zn_f(int H, const float* dy, float* dh, const float* z, const float* n, const float* hp, float* dz, float* dn)
+    void grucy_bwd_before_r_f(int H, const float* drh, float* dh, const float* r, const float* hp, float* dr)
+    void grucy_fwd_after_d(int H, double* xr, double* xz, double* xn, const double* hr, const double* hz, const double* hn, const double* bir, const double* biz, const double* bin_, const double* bhr, const double* bhz, const double* bhn, double* h, double* y, double* aux)
+    void grucy_fwd_before_rz_d(int H, double* xr, double* xz, const double* hr, const double* hz, const double* bir, const double* biz, const double* bhr, const double* bhz, const double* h, double* aux)
+    void grucy_fwd_before_n_d(int H, const double* z, double* xn, const double* hn, const double* bin_, const double* bhn, double* h, double* y)
+    void grucy_bwd_after_d(int H, const double* dy, double* dh, const double* r, const double* z, const double* n, const double* aux, const double* hp, double* dr, double* dz, double* dhn, double* dxn)
+    void grucy_bwd_before_zn_d(int H, const double* dy, double* dh, const double* z, const double* n, const double* hp, double* dz, double* dn)
+    void grucy_bwd_before_r_d(int H, const double* drh, double* dh, const double* r, const double* hp, double* dr)
+
 
 cdef inline void _fwd_row_after(int H, floating* g, const floating* gh,
                                 const floating* bih, const floating* bhh,
                                 floating* h, floating* y, floating* aux) noexcept nogil:
-    cdef int j
-    cdef floating r, z, hn, nn
-    for j in range(H):
-        r = _sigmoid(g[j] + bih[j] + gh[j] + bhh[j])
-        z = _sigmoid(g[H + j] + bih[H + j] + gh[H + j] + bhh[H + j])
-        hn = gh[2 * H + j] + bhh[2 * H + j]
-        nn = _tanh(g[2 * H + j] + bih[2 * H + j] + r * hn)
-        h[j] = nn + z * (h[j] - nn)
-        y[j] = h[j]
-        g[j] = r
-        g[H + j] = z
-        g[2 * H + j] = nn
-        aux[j] = hn
+    if floating is float:
+        grucy_fwd_after_f(H, g, g + H, g + 2 * H, gh, gh + H, gh + 2 * H,
+                          bih, bih + H, bih + 2 * H, bhh, bhh + H, bhh + 2 * H, h, y, aux)
+    else:
+        grucy_fwd_after_d(H, g, g + H, g + 2 * H, gh, gh + H, gh + 2 * H,
+                          bih, bih + H, bih + 2 * H, bhh, bhh + H, bhh + 2 * H, h, y, aux)
 
 
 cdef inline void _fwd_row_before_rz(int H, floating* g, const floating* gh,
                                     const floating* bih, const floating* bhh,
                                     const floating* h, floating* aux) noexcept nogil:
-    cdef int j
-    cdef floating r
-    for j in range(H):
-        r = _sigmoid(g[j] + bih[j] + gh[j] + bhh[j])
-        g[H + j] = _sigmoid(g[H + j] + bih[H + j] + gh[H + j] + bhh[H + j])
-        g[j] = r
-        aux[j] = r * h[j]
+    if floating is float:
+        grucy_fwd_before_rz_f(H, g, g + H, gh, gh + H, bih, bih + H, bhh, bhh + H, h, aux)
+    else:
+        grucy_fwd_before_rz_d(H, g, g + H, gh, gh + H, bih, bih + H, bhh, bhh + H, h, aux)
 
 
 cdef inline void _fwd_row_before_n(int H, floating* g, const floating* gh,
                                    const floating* bih, const floating* bhh,
                                    floating* h, floating* y) noexcept nogil:
     # gh[2H:] holds W_hn (r * h) here.
-    cdef int j
-    cdef floating nn
-    for j in range(H):
-        nn = _tanh(g[2 * H + j] + bih[2 * H + j] + gh[2 * H + j] + bhh[2 * H + j])
-        h[j] = nn + g[H + j] * (h[j] - nn)
-        y[j] = h[j]
-        g[2 * H + j] = nn
+    if floating is float:
+        grucy_fwd_before_n_f(H, g + H, g + 2 * H, gh + 2 * H, bih + 2 * H, bhh + 2 * H, h, y)
+    else:
+        grucy_fwd_before_n_d(H, g + H, g + 2 * H, gh + 2 * H, bih + 2 * H, bhh + 2 * H, h, y)
 
 
 cdef inline void _bwd_row_after(int H, const floating* dy, floating* dh,
@@ -138,45 +151,31 @@ cdef inline void _bwd_row_after(int H, const floating* dy, floating* dh,
                                 const floating* hp, floating* dgh,
                                 floating* dgxn) noexcept nogil:
     # dh: gradient into h_new (from later steps) in, the direct part dh * z out.
-    cdef int j
-    cdef floating d, r, z, nn, dan
-    for j in range(H):
-        d = dh[j] + dy[j]
-        r = g[j]
-        z = g[H + j]
-        nn = g[2 * H + j]
-        dan = d * (1 - z) * (1 - nn * nn)
-        dgh[j] = dan * hn[j] * r * (1 - r)
-        dgh[H + j] = d * (hp[j] - nn) * z * (1 - z)
-        dgh[2 * H + j] = dan * r
-        dgxn[j] = dan
-        dh[j] = d * z
+    if floating is float:
+        grucy_bwd_after_f(H, dy, dh, g, g + H, g + 2 * H, hn, hp,
+                          dgh, dgh + H, dgh + 2 * H, dgxn)
+    else:
+        grucy_bwd_after_d(H, dy, dh, g, g + H, g + 2 * H, hn, hp,
+                          dgh, dgh + H, dgh + 2 * H, dgxn)
 
 
 cdef inline void _bwd_row_before_zn(int H, const floating* dy, floating* dh,
                                     const floating* g, const floating* hp,
                                     floating* dgh) noexcept nogil:
-    cdef int j
-    cdef floating d, z, nn
-    for j in range(H):
-        d = dh[j] + dy[j]
-        z = g[H + j]
-        nn = g[2 * H + j]
-        dgh[H + j] = d * (hp[j] - nn) * z * (1 - z)
-        dgh[2 * H + j] = d * (1 - z) * (1 - nn * nn)
-        dh[j] = d * z
+    if floating is float:
+        grucy_bwd_before_zn_f(H, dy, dh, g + H, g + 2 * H, hp, dgh + H, dgh + 2 * H)
+    else:
+        grucy_bwd_before_zn_d(H, dy, dh, g + H, g + 2 * H, hp, dgh + H, dgh + 2 * H)
 
 
 cdef inline void _bwd_row_before_r(int H, const floating* drh, floating* dh,
                                    const floating* g, const floating* hp,
                                    floating* dgh) noexcept nogil:
     # drh = d(r * h_prev) = da_n @ W_hn.
-    cdef int j
-    cdef floating r
-    for j in range(H):
-        r = g[j]
-        dgh[j] = drh[j] * hp[j] * r * (1 - r)
-        dh[j] += drh[j] * r
+    if floating is float:
+        grucy_bwd_before_r_f(H, drh, dh, g, hp, dgh)
+    else:
+        grucy_bwd_before_r_d(H, drh, dh, g, hp, dgh)
 
 
 # ---------------------------------------------------------------------------------------
