@@ -15,19 +15,7 @@ from grucy.datasets import load_co2, load_sunspots
 from grucy.nn import Linear, mse_loss
 from grucy.optim import Adam, clip_grad_norm
 
-
-def _numeric_grad(f, arr, eps=1e-6):
-    """Central finite differences of the scalar f() w.r.t. every element of arr."""
-    grad = np.zeros_like(arr)
-    for i in np.ndindex(arr.shape):
-        old = arr[i]
-        arr[i] = old + eps
-        up = f()
-        arr[i] = old - eps
-        down = f()
-        arr[i] = old
-        grad[i] = (up - down) / (2 * eps)
-    return grad
+from conftest import central_difference
 
 
 # -- Linear -------------------------------------------------------------------------------
@@ -43,9 +31,9 @@ def test_linear_backward_matches_finite_differences(bias):
 
     layer.forward(x)
     dx = layer.backward(w)
-    np.testing.assert_allclose(dx, _numeric_grad(loss, x), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(dx, central_difference(loss, x), rtol=1e-7, atol=1e-9)
     for name, param in layer.named_parameters():
-        np.testing.assert_allclose(layer.grads[name], _numeric_grad(loss, param),
+        np.testing.assert_allclose(layer.grads[name], central_difference(loss, param),
                                    rtol=1e-7, atol=1e-9)
     assert list(layer.grads) == (["weight", "bias"] if bias else ["weight"])
 
@@ -99,7 +87,7 @@ def test_mse_loss_value_and_gradient():
     target = rng.normal(size=(4, 3))
     loss, dpred = mse_loss(pred, target)
     assert loss == pytest.approx(np.mean((pred - target) ** 2), rel=1e-14)
-    np.testing.assert_allclose(dpred, _numeric_grad(lambda: mse_loss(pred, target)[0], pred),
+    np.testing.assert_allclose(dpred, central_difference(lambda: mse_loss(pred, target)[0], pred),
                                rtol=1e-7, atol=1e-10)
     loss32, d32 = mse_loss(pred.astype(np.float32), target)
     assert d32.dtype == np.float32 and isinstance(loss32, float)

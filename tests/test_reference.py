@@ -14,6 +14,8 @@ import pytest
 
 from grucy.reference import GRU
 
+from conftest import central_difference
+
 T, B, I, H = 4, 3, 3, 3
 LENGTHS = np.array([2, 4, 1])  # unsorted, one full, one of length 1
 
@@ -55,19 +57,7 @@ def numeric_grads(gru, x, h0, lengths, Wy, Wh, eps=1e-6, before_forward=lambda: 
         before_forward()
         return loss(gru, x, h0, lengths, Wy, Wh)
 
-    grads = {}
-    for name, arr in arrays.items():
-        g = np.zeros_like(arr)
-        for idx in np.ndindex(arr.shape):
-            old = arr[idx]
-            arr[idx] = old + eps
-            fp = f()
-            arr[idx] = old - eps
-            fm = f()
-            arr[idx] = old
-            g[idx] = (fp - fm) / (2 * eps)
-        grads[name] = g
-    return grads
+    return {name: central_difference(f, arr, eps) for name, arr in arrays.items()}
 
 
 def assert_grads_close(analytic, numeric, rtol=1e-6):

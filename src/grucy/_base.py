@@ -34,95 +34,29 @@ def as_float_array(name, value, dtype):
     return arr.astype(dtype, copy=False)
 
 
-def param_names(num_layers, bidirectional, bias):
-    """Parameter names in PyTorch's order (the order of ``torch.nn.GRU.state_dict()``)."""
-    names = []
-    for layer in range(num_layers):
-        for suffix in ("", "_reverse") if bidirectional else ("",):
-            names += [f"weight_ih_l{layer}{suffix}", f"weight_hh_l{layer}{suffix}"]
-            if bias:
-                names += [f"bias_ih_l{layer}{suffix}", f"bias_hh_l{layer}{suffix}"]
-    return names
+def check_dtype(dtype):
+    """``dtype`` as np.dtype float32 or float64, or a TypeError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
+    if dt.type not in _DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
 
 
-class GRUBase:
-    """Configuration, parameters and input checks of a multi-layer GRU.
+class ParameterHolder:
+    """Named parameter arrays with gradient accumulators of the same names.
 
-    Parameters follow ``torch.nn.GRU``: ``weight_ih_l{k}`` (3H, I_k), ``weight_hh_l{k}``
-    (3H, H), ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (3H,), ``_reverse`` for the second
-    direction, gates stacked in the order r, z, n.
+    Subclasses fill ``self._params`` (name -> array of ``self.dtype``) and then call
+    ``_init_grads()``.  Optimizers update the arrays of :meth:`parameters` in place.
     """
 
-    def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True,
-                 batch_first=False, dropout=0.0, bidirectional=False, reset_after=True,
-                 dtype=np.float32, seed=None):
-        self.input_size = _positive_int("input_size", input_size)
-        self.hidden_size = _positive_int("hidden_size", hidden_size)
-        self.num_layers = _positive_int("num_layers", num_layers)
-        if isinstance(dropout, (bool, np.bool_)) or not isinstance(dropout, numbers.Real):
-            raise TypeError(f"dropout must be a number in [0, 1), got {dropout!r}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        try:
-            dt = np.dtype(dtype)
-        except TypeError as exc:
-            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
-        if dt.type not in _DTYPES:
-            raise TypeError(f"dtype must be float32 or float64, got {dt}")
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
-        self.dropout = float(dropout)
-        self.bidirectional = bool(bidirectional)
-        self.reset_after = bool(reset_after)
-        self.dtype = dt
-        self.num_directions = 2 if self.bidirectional else 1
-
-        rng = np.random.default_rng(seed)
-        bound = 1.0 / np.sqrt(self.hidden_size)
-        self._params = {}
-        for name in param_names(self.num_layers, self.bidirectional, self.bias):
-            shape = self._param_shape(name)
-            self._params[name] = rng.uniform(-bound, bound, size=shape).astype(dt)
+    def _init_grads(self):
         self.grads = {k: np.zeros_like(v) for k, v in self._params.items()}
-        # Dropout masks come from their own stream so that two layers built with the same
-        # seed (the compiled one and the reference) draw identical masks.
-        self._dropout_rng = np.random.default_rng(rng.integers(2**63))
-        self._cache = None
-
-    # -- parameters -------------------------------------------------------------------
-    def _param_shape(self, name):
-        H = self.hidden_size
-        layer = int(name.split("_l")[1].split("_")[0])
-        in_size = self.input_size if layer == 0 else self.num_directions * H
-        if name.startswith("weight_ih"):
-            return (3 * H, in_size)
-        if name.startswith("weight_hh"):
-            return (3 * H, H)
-        return (3 * H,)
-
-    def layer_params(self, layer, direction):
-        """(W_ih, W_hh, b_ih, b_hh) of one layer and direction; zero biases when bias=False."""
-        sfx = f"l{layer}" + ("_reverse" if direction else "")
-        p = self._params
-        w_ih, w_hh = p[f"weight_ih_{sfx}"], p[f"weight_hh_{sfx}"]
-        if self.bias:
-            return w_ih, w_hh, p[f"bias_ih_{sfx}"], p[f"bias_hh_{sfx}"]
-        zeros = np.zeros(3 * self.hidden_size, self.dtype)
-        return w_ih, w_hh, zeros, zeros
-
-    def layer_grads(self, layer, direction):
-        """Gradient accumulators matching :meth:`layer_params` (scratch zeros when bias=False)."""
-        sfx = f"l{layer}" + ("_reverse" if direction else "")
-        g = self.grads
-        if self.bias:
-            return (g[f"weight_ih_{sfx}"], g[f"weight_hh_{sfx}"],
-                    g[f"bias_ih_{sfx}"], g[f"bias_hh_{sfx}"])
-        return (g[f"weight_ih_{sfx}"], g[f"weight_hh_{sfx}"],
-                np.zeros(3 * self.hidden_size, self.dtype),
-                np.zeros(3 * self.hidden_size, self.dtype))
 
     def parameters(self):
-        """The parameter arrays themselves, in PyTorch's order; update them in place."""
+        """The parameter arrays themselves, in the order of ``grads``; update in place."""
         return list(self._params.values())
 
     def named_parameters(self):
@@ -165,6 +99,89 @@ class GRUBase:
     def zero_grad(self):
         for g in self.grads.values():
             g.fill(0)
+
+
+def param_names(num_layers, bidirectional, bias):
+    """Parameter names in PyTorch's order (the order of ``torch.nn.GRU.state_dict()``)."""
+    names = []
+    for layer in range(num_layers):
+        for suffix in ("", "_reverse") if bidirectional else ("",):
+            names += [f"weight_ih_l{layer}{suffix}", f"weight_hh_l{layer}{suffix}"]
+            if bias:
+                names += [f"bias_ih_l{layer}{suffix}", f"bias_hh_l{layer}{suffix}"]
+    return names
+
+
+class GRUBase(ParameterHolder):
+    """Configuration, parameters and input checks of a multi-layer GRU.
+
+    Parameters follow ``torch.nn.GRU``: ``weight_ih_l{k}`` (3H, I_k), ``weight_hh_l{k}``
+    (3H, H), ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (3H,), ``_reverse`` for the second
+    direction, gates stacked in the order r, z, n.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, reset_after=True,
+                 dtype=np.float32, seed=None):
+        self.input_size = _positive_int("input_size", input_size)
+        self.hidden_size = _positive_int("hidden_size", hidden_size)
+        self.num_layers = _positive_int("num_layers", num_layers)
+        if isinstance(dropout, (bool, np.bool_)) or not isinstance(dropout, numbers.Real):
+            raise TypeError(f"dropout must be a number in [0, 1), got {dropout!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        dt = check_dtype(dtype)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.dropout = float(dropout)
+        self.bidirectional = bool(bidirectional)
+        self.reset_after = bool(reset_after)
+        self.dtype = dt
+        self.num_directions = 2 if self.bidirectional else 1
+
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        self._params = {}
+        for name in param_names(self.num_layers, self.bidirectional, self.bias):
+            shape = self._param_shape(name)
+            self._params[name] = rng.uniform(-bound, bound, size=shape).astype(dt)
+        self._init_grads()
+        # Dropout masks come from their own stream so that two layers built with the same
+        # seed (the compiled one and the reference) draw identical masks.
+        self._dropout_rng = np.random.default_rng(rng.integers(2**63))
+        self._cache = None
+
+    # -- parameters -------------------------------------------------------------------
+    def _param_shape(self, name):
+        H = self.hidden_size
+        layer = int(name.split("_l")[1].split("_")[0])
+        in_size = self.input_size if layer == 0 else self.num_directions * H
+        if name.startswith("weight_ih"):
+            return (3 * H, in_size)
+        if name.startswith("weight_hh"):
+            return (3 * H, H)
+        return (3 * H,)
+
+    def layer_params(self, layer, direction):
+        """(W_ih, W_hh, b_ih, b_hh) of one layer and direction; zero biases when bias=False."""
+        sfx = f"l{layer}" + ("_reverse" if direction else "")
+        p = self._params
+        w_ih, w_hh = p[f"weight_ih_{sfx}"], p[f"weight_hh_{sfx}"]
+        if self.bias:
+            return w_ih, w_hh, p[f"bias_ih_{sfx}"], p[f"bias_hh_{sfx}"]
+        zeros = np.zeros(3 * self.hidden_size, self.dtype)
+        return w_ih, w_hh, zeros, zeros
+
+    def layer_grads(self, layer, direction):
+        """Gradient accumulators matching :meth:`layer_params` (scratch zeros when bias=False)."""
+        sfx = f"l{layer}" + ("_reverse" if direction else "")
+        g = self.grads
+        if self.bias:
+            return (g[f"weight_ih_{sfx}"], g[f"weight_hh_{sfx}"],
+                    g[f"bias_ih_{sfx}"], g[f"bias_hh_{sfx}"])
+        return (g[f"weight_ih_{sfx}"], g[f"weight_hh_{sfx}"],
+                np.zeros(3 * self.hidden_size, self.dtype),
+                np.zeros(3 * self.hidden_size, self.dtype))
 
     # -- input checks -----------------------------------------------------------------
     def _check_inputs(self, x, h0, lengths):

@@ -9,22 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._base import _DTYPES, _positive_int, as_float_array
+from ._base import ParameterHolder, _positive_int, as_float_array, check_dtype
 
 __all__ = ["Linear", "mse_loss"]
 
 
-def _check_dtype(dtype):
-    try:
-        dt = np.dtype(dtype)
-    except TypeError as exc:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
-    if dt.type not in _DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
-
-
-class Linear:
+class Linear(ParameterHolder):
     """``y = x @ weight.T + bias`` over the last axis, like ``torch.nn.Linear``.
 
     ``weight`` is (out_features, in_features) and ``bias`` (out_features,), initialised
@@ -36,7 +26,7 @@ class Linear:
                  seed=None):
         self.in_features = _positive_int("in_features", in_features)
         self.out_features = _positive_int("out_features", out_features)
-        self.dtype = _check_dtype(dtype)
+        self.dtype = check_dtype(dtype)
         self.bias = bool(bias)
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.in_features)
@@ -45,54 +35,13 @@ class Linear:
             shapes["bias"] = (self.out_features,)
         self._params = {k: rng.uniform(-bound, bound, size=s).astype(self.dtype)
                         for k, s in shapes.items()}
-        self.grads = {k: np.zeros_like(v) for k, v in self._params.items()}
+        self._init_grads()
         self._x = None
 
     # -- parameters -------------------------------------------------------------------
     @property
     def weight(self):
         return self._params["weight"]
-
-    def parameters(self):
-        """The parameter arrays themselves, in the order of ``grads``; update in place."""
-        return list(self._params.values())
-
-    def named_parameters(self):
-        return list(self._params.items())
-
-    def zero_grad(self):
-        for g in self.grads.values():
-            g.fill(0)
-
-    def state_dict(self):
-        """Copies of the parameters (``weight``, ``bias``), as in PyTorch."""
-        return {k: v.copy() for k, v in self._params.items()}
-
-    def load_state_dict(self, state_dict):
-        """Copy parameters in place; keys and shapes must match, else nothing changes."""
-        if not hasattr(state_dict, "keys"):
-            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
-        missing = [k for k in self._params if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in self._params]
-        if missing or unexpected:
-            raise ValueError(
-                f"state_dict keys do not match: missing {missing}, unexpected {unexpected}"
-            )
-        new = {}
-        for k, target in self._params.items():
-            value = state_dict[k]
-            if hasattr(value, "detach"):  # a torch tensor
-                value = value.detach().cpu().numpy()
-            arr = as_float_array(f"state_dict[{k!r}]", value, self.dtype)
-            if arr.shape != target.shape:
-                raise ValueError(
-                    f"state_dict[{k!r}] has shape {arr.shape}, expected {target.shape}"
-                )
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"state_dict[{k!r}] contains NaN or inf")
-            new[k] = arr
-        for k, arr in new.items():
-            self._params[k][...] = arr
 
     # -- calling ----------------------------------------------------------------------
     def forward(self, x, training=True):
