@@ -1,8 +1,9 @@
 """Plain NumPy GRU: the benchmark's NumPy baseline and the test oracle of the kernels.
 
-Written for readability, not speed: a Python loop over time steps, one layer and one
-direction at a time.  Only the input projection ``X @ W_ih^T`` is hoisted out of the loop,
-because it does not depend on the recurrence.  The compiled layer must agree with this
+Written for readability, as a NumPy user would: a Python loop over time steps, one layer
+and one direction at a time, one recurrent matmul per step (two for the reset-before
+form); the input projection ``X @ W_ih^T`` and the weight gradients, which do not depend
+on the recurrence, are single matmuls outside the loop.  The compiled layer must agree with this
 module to rounding error; keep the arithmetic here independent of the kernels.
 
 Semantics follow ``torch.nn.GRU`` (packed sequences when ``lengths`` is given); see
