@@ -264,6 +264,23 @@ class GRUBase(ParameterHolder):
         keep = self._dropout_rng.random(shape) >= self.dropout
         return (keep / (1.0 - self.dropout)).astype(self.dtype)
 
+    # -- saving (grucy.save / grucy.load) ----------------------------------------------
+    def _get_config(self):
+        return {"input_size": self.input_size, "hidden_size": self.hidden_size,
+                "num_layers": self.num_layers, "bias": self.bias,
+                "batch_first": self.batch_first, "dropout": self.dropout,
+                "bidirectional": self.bidirectional, "reset_after": self.reset_after,
+                "dtype": self.dtype.name}
+
+    def _get_arrays(self):
+        return self.state_dict()
+
+    @classmethod
+    def _from_saved(cls, config, arrays):
+        obj = cls(**config)
+        obj.load_state_dict(arrays)
+        return obj
+
     # -- calling ----------------------------------------------------------------------
     def forward(self, x, h0=None, lengths=None, training=True):  # pragma: no cover
         raise NotImplementedError

@@ -6,8 +6,10 @@ import numpy as np
 
 from . import _gru
 from ._base import GRUBase
+from .io import register
 
 
+@register(kind="grucy.GRU")
 class GRU(GRUBase):
     """Multi-layer, optionally bidirectional GRU with exact backpropagation through time.
 

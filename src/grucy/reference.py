@@ -16,6 +16,7 @@ import numpy as np
 from scipy.special import expit as _sigmoid  # overflow-free logistic, keeps float32
 
 from ._base import GRUBase
+from .io import register
 
 __all__ = ["GRU"]
 
@@ -141,6 +142,7 @@ def _direction_backward(dy, dh_n, cache, W_ih, W_hh, grads, reset_after):
     return dx, dh
 
 
+@register(kind="grucy.reference.GRU")
 class GRU(GRUBase):
     """Multi-layer, optionally bidirectional GRU in plain NumPy (same API as ``grucy.GRU``)."""
 
