@@ -1179,9 +1179,11 @@ def main(argv=None, *, prog=None, json_default=None):
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
+    cmd_args = sys.argv[1:] if argv is None else list(argv)
+    command = " ".join([prog or "grucy bench"] + cmd_args)
     if args.profile:
         from ._bench_profile import run_profile
-        return run_profile(args, grucy, log)
+        return run_profile(args, grucy, log, command)
 
     shapes = args.shapes or DEFAULT_SHAPES
     limiter = None
@@ -1236,11 +1238,10 @@ def main(argv=None, *, prog=None, json_default=None):
             if "gflops" in d:
                 d["pct_gemm"] = 100.0 * d["gflops"] / gemm[r["dtype"]]["gflops"]
     targets = evaluate_targets(rows, scaling, varlen, memory, streaming, shapes)
-    cmd_args = sys.argv[1:] if argv is None else list(argv)
     doc = {
         "benchmark": "grucy", "format": 2,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([prog or "grucy bench"] + cmd_args),
+        "command": command,
         "options": {"quick": args.quick, "threads": args.threads, "modes": args.modes,
                     "peers": args.peers, "cases": args.cases,
                     "shapes": ["x".join(map(str, s)) for s in shapes],
