@@ -174,3 +174,47 @@ def test_onnx_model_matches_grucy_with_two_bidirectional_layers_and_lengths():
     np.testing.assert_allclose(ort["y"], ref["y"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ort["h_n"], ref["h_n"], rtol=1e-5, atol=1e-6)
     assert np.all(ort["y"][2:, 1] == 0)  # past the end of the length-2 sequence
+
+
+def test_profile_mode_reports_every_piece(tmp_path, capsys):
+    path = tmp_path / "p.json"
+    status = benchmark.main(["--profile", "--quick", "--shapes", "3x6x4x5", "--gemm-size",
+                             "64", "--target-seconds", "0.01", "--min-repeats", "2",
+                             "--json", str(path)])
+    assert status == 0
+    doc = json.loads(path.read_text())
+    (shape,) = doc["shapes"]
+    assert shape["label"] == "3x6x4x5" and shape["notes"] == []
+    pieces = {k.strip(): v for k, v in shape["pieces"].items()}
+    for name in ("training step (layer API)", "kernel calls (_gru.forward + backward)",
+                 "recurrent GEMM, forward", "recurrent GEMM, backward",
+                 "hoisted GEMM, forward (X W_ih^T)", "hoisted GEMMs + bias sums, backward",
+                 "workspace allocation + first touch",
+                 "rest: fused passes, state copies, thread wake-ups"):
+        assert np.isfinite(pieces[name]["ms"]), name
+    assert pieces["training step (layer API)"]["pct"] == pytest.approx(100.0)
+    perf = doc["perf"]
+    if "unavailable" not in perf:
+        cats = perf["3x6x4x5"]["categories"]
+        assert sum(cats.values()) == pytest.approx(100.0, abs=2.0)
+    assert "Training step of grucy.GRU broken down" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("m", [1, 5])
+@pytest.mark.parametrize("trans_a, trans_b", [(False, True), (False, False), (True, False)])
+def test_profile_blas_calls_compute_what_the_kernels_compute(m, trans_a, trans_b, rng):
+    """The profiler times GEMMs through raw BLAS pointers; make sure they are the right
+    GEMMs (row-major C = op(A) @ op(B) + beta C, GEMV when m == 1, as _blas.pxd)."""
+    from grucy._bench_profile import ScipyBlas
+
+    if trans_a and m == 1:
+        pytest.skip("the kernels never call a transposed single row")
+    n, k = 7, 4
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    c = rng.standard_normal((m, n)).astype(np.float32)
+    want = (a.T if trans_a else a) @ (b.T if trans_b else b) + 0.5 * c
+    call = ScipyBlas().gemm_call(trans_a, trans_b, m, n, k, (a, 0), a.shape[1], (b, 0),
+                                 b.shape[1], 0.5, (c, 0), n)
+    call()
+    np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
