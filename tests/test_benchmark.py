@@ -120,7 +120,7 @@ def test_side_cases_have_their_figures(report):
     for row in doc["memory"]["shapes"]:
         for name, res in row["impls"].items():
             assert "error" not in res, (name, res)
-            assert res["rss_peak_mb"] >= 0
+            assert res["rss_peak_mib"] >= 0
     names = [t["name"] for t in doc["targets"]]
     assert names == ["train_vs_fastest", "train_geomean_torch", "infer_vs_onnxruntime",
                      "train_pct_sgemm", "thread_scaling", "varlen_cost",

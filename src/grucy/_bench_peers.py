@@ -224,6 +224,13 @@ class TorchPeer:
         self.gru.zero_grad(set_to_none=True)
         self.x_grad.grad = None
 
+    def allocate_grads(self):
+        """Parameter gradient buffers as they exist after the first step of a training
+        loop (grucy's exist from construction); the input gradient stays unallocated,
+        as grucy allocates dx in every step."""
+        for param in self.gru.parameters():
+            param.grad = self.torch.zeros_like(param)
+
     def train_outputs(self):
         self.reset()
         y, h_n = self._forward(self.x_grad)

@@ -545,10 +545,11 @@ def run_timed_groups(bench, shapes):
     rows, varlen = [], []
     for k, (kind, variants) in enumerate(plan, 1):
         for mode in args.modes:
-            t0 = time.perf_counter()
+            t0, load = time.perf_counter(), loadavg()
             res = bench.time_case(variants, mode)
             prob = variants[0][1]
             row = bench.summarize_case(kind, prob, mode, res["main"])
+            row["loadavg_before"] = load
             rows.append(row)
             if kind == "varlen":
                 full_res = res["full"]
@@ -698,6 +699,9 @@ def memory_child(spec):
     resets the peak-RSS mark and runs one step of the real problem.  Reports the peak RSS
     above the RSS just before the step, and for numpy-based implementations the peak of
     memory traced by tracemalloc (numpy reports its array buffers to it) during the step.
+    Parameter gradient buffers exist before the step for every implementation (grucy's
+    from construction, torch's allocated here), as in a training loop after its first
+    step; the input gradient is allocated by the step in both.
     """
     import resource
     import tracemalloc
@@ -715,6 +719,8 @@ def memory_child(spec):
     tiny.train_step()
     prob = bp.Problem(*shape, dtype=dtype, seed=int(seed))
     peer = cls(prob, threads)
+    if hasattr(peer, "allocate_grads"):
+        peer.allocate_grads()  # parameter gradients exist before the step, as grucy's
     del tiny
     gc.collect()
     exact = _reset_peak_rss()
@@ -733,10 +739,10 @@ def memory_child(spec):
         else maxrss1 - maxrss0
     inputs = prob.x.nbytes + prob.dy.nbytes
     params = sum(v.nbytes for v in prob.state.values())
-    print(json.dumps({"impl": impl, "rss_peak_mb": peak / 2**20,
+    print(json.dumps({"impl": impl, "rss_peak_mib": peak / 2**20,
                       "rss_method": "VmHWM reset" if exact else "ru_maxrss delta",
-                      "traced_peak_mb": None if traced_peak is None else traced_peak / 2**20,
-                      "inputs_mb": inputs / 2**20, "params_mb": params / 2**20}))
+                      "traced_peak_mib": None if traced_peak is None else traced_peak / 2**20,
+                      "inputs_mib": inputs / 2**20, "params_mib": params / 2**20}))
     return 0
 
 
@@ -768,12 +774,12 @@ def run_memory(bench, shapes):
                 row["impls"][impl] = {"error": str(exc)}
                 log(f"  memory {impl} {row['label']}: {exc}")
         g, t = row["impls"].get("grucy", {}), row["impls"].get("torch", {})
-        if "rss_peak_mb" in g and "rss_peak_mb" in t and t["rss_peak_mb"] > 0:
-            row["grucy_over_torch"] = g["rss_peak_mb"] / t["rss_peak_mb"]
+        if "rss_peak_mib" in g and "rss_peak_mib" in t and t["rss_peak_mib"] > 0:
+            row["grucy_over_torch"] = g["rss_peak_mib"] / t["rss_peak_mib"]
         rows.append(row)
         log(f"  memory {row['label']}: " + "  ".join(
-            f"{n} {r['rss_peak_mb']:.1f} MB" for n, r in row["impls"].items()
-            if "rss_peak_mb" in r))
+            f"{n} {r['rss_peak_mib']:.1f} MiB" for n, r in row["impls"].items()
+            if "rss_peak_mib" in r))
     return {"method": "peak RSS above the RSS before one training step (after a warm-up "
                       "step on a tiny problem), fresh process per measurement",
             "shapes": rows}
@@ -995,7 +1001,7 @@ def report_lines(doc):
         out.append(text_table(["implementation", "us/call", "API"], body, left=1))
     mem = doc.get("memory")
     if mem:
-        out += ["", "Peak memory of one training step, MB above the memory before it "
+        out += ["", "Peak memory of one training step, MiB above the memory before it "
                     "(fresh process each; see bench/README.md)"]
         impls = sorted({n for r in mem["shapes"] for n in r["impls"]},
                        key=lambda n: (n != "grucy", n))
@@ -1004,12 +1010,12 @@ def report_lines(doc):
             cells = [r["label"]]
             for n in impls:
                 d = r["impls"].get(n, {})
-                cells.append(_mb(d["rss_peak_mb"]) if "rss_peak_mb" in d else "error")
+                cells.append(_mb(d["rss_peak_mib"]) if "rss_peak_mib" in d else "error")
             g = r["impls"].get("grucy", {})
-            cells.append(_mb(g["traced_peak_mb"]) if g.get("traced_peak_mb") is not None
+            cells.append(_mb(g["traced_peak_mib"]) if g.get("traced_peak_mib") is not None
                          else "-")
             cells.append(f"{r['grucy_over_torch']:.2f}" if "grucy_over_torch" in r else "-")
-            cells.append(_mb(g.get("inputs_mb", 0) + g.get("params_mb", 0)))
+            cells.append(_mb(g.get("inputs_mib", 0) + g.get("params_mib", 0)))
             body.append(cells)
         out.append(text_table(["shape"] + [f"{n} RSS" for n in impls]
                               + ["grucy numpy-traced", "grucy/torch", "inputs+params"], body))
