@@ -883,3 +883,189 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
             if dxp_ptr != NULL:
                 _scatter_rows(T, B, I, &bs[0], &off[0], dxp_ptr, &dX[0, 0, 0], accumulate)
         grucy_blas_exit()
+
+
+# ---------------------------------------------------------------------------------------
+# Streaming: one step at a time, state kept between calls.
+
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+
+ctypedef struct _LayerPtrs:
+    char* wih
+    char* whh
+    char* bih
+    char* bhh
+    int in_size
+
+
+cdef bint _all_finite(const floating* p, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating acc = 0
+    for i in range(n):
+        acc = acc + p[i] * 0  # NaN or inf make the product NaN
+    return acc == 0
+
+
+cdef class GRUStream:
+    """Online inference: feed one step of every stream, get its output, keep the state.
+
+    Made by :meth:`grucy.GRU.stream`.  It works on the layer's parameter arrays in place,
+    so optimizer updates and ``load_state_dict`` are seen by later steps.  Unidirectional
+    layers only (a bidirectional layer needs the future).  Not thread-safe: use one
+    stream per thread.
+
+    Attributes
+    ----------
+    h : ndarray (num_layers, batch_size, hidden_size)
+        The state after the last step (a copy; assign to replace it).
+    batch_size, hidden_size, num_layers, input_size : int
+    """
+
+    cdef _LayerPtrs* lp
+    cdef readonly int num_layers, batch_size, hidden_size, input_size
+    cdef bint reset_after, dbl
+    cdef object dtype
+    cdef object keep
+    cdef object S_arr, G_arr, A_arr, Gh_arr, Y_arr
+    cdef char* S
+    cdef char* G
+    cdef char* A
+    cdef char* Gh
+    cdef char* Y
+    cdef int bs[1]
+    cdef Py_ssize_t off[2]
+
+    def __cinit__(self, list layers, int batch_size, int hidden_size, bint reset_after,
+                  dtype, h0):
+        cdef int L = len(layers), H = hidden_size, B = batch_size
+        cdef int l
+        if L < 1 or H < 1 or B < 1:
+            raise ValueError("GRUStream needs at least one layer, unit and stream")
+        self.lp = <_LayerPtrs*>PyMem_Malloc(L * sizeof(_LayerPtrs))
+        if self.lp == NULL:
+            raise MemoryError()
+        self.num_layers, self.batch_size, self.hidden_size = L, B, H
+        self.reset_after = reset_after
+        self.dtype = np.dtype(dtype)
+        self.dbl = self.dtype == np.float64
+        keep = []
+        for l in range(L):
+            # Already contiguous arrays of the right dtype: the layer's own parameters.
+            arrs = [np.ascontiguousarray(a, dtype=self.dtype) for a in layers[l]]
+            if (arrs[0].shape[0] != 3 * H or arrs[1].shape != (3 * H, H)
+                    or arrs[2].shape != (3 * H,) or arrs[3].shape != (3 * H,)
+                    or (l > 0 and arrs[0].shape[1] != H)):
+                raise ValueError(f"GRUStream: parameter shapes of layer {l} do not match")
+            keep.append(arrs)
+            self.lp[l].wih = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrs[0])
+            self.lp[l].whh = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrs[1])
+            self.lp[l].bih = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrs[2])
+            self.lp[l].bhh = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrs[3])
+            self.lp[l].in_size = arrs[0].shape[1]
+        self.keep = keep
+        self.input_size = self.lp[0].in_size
+        self.S_arr = np.array(h0, dtype=self.dtype, order="C")
+        if self.S_arr.shape != (L, B, H):
+            raise ValueError(f"h0 must have shape {(L, B, H)}, got {self.S_arr.shape}")
+        self.G_arr = np.empty((B, 3 * H), self.dtype)
+        self.A_arr = np.empty((B, H), self.dtype)
+        self.Gh_arr = np.empty((B, 3 * H), self.dtype)
+        self.Y_arr = np.empty((max(L - 1, 1), B, H), self.dtype)
+        self.S = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.S_arr)
+        self.G = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.G_arr)
+        self.A = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.A_arr)
+        self.Gh = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.Gh_arr)
+        self.Y = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.Y_arr)
+        self.bs[0] = B
+        self.off[0] = 0
+        self.off[1] = B
+
+    def __dealloc__(self):
+        PyMem_Free(self.lp)
+
+    @property
+    def h(self):
+        return self.S_arr.copy()
+
+    @h.setter
+    def h(self, value):
+        shape = (self.num_layers, self.batch_size, self.hidden_size)
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"h must be an array of real numbers, got dtype {arr.dtype}")
+        if arr.shape != shape:
+            raise ValueError(f"h must have shape (num_layers, batch_size, hidden_size) = "
+                             f"{shape}, got {arr.shape}")
+        arr = arr.astype(self.dtype, copy=False)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("h contains NaN or inf")
+        self.S_arr[...] = arr
+
+    def reset(self):
+        """Set the state of every stream to zeros."""
+        self.S_arr.fill(0)
+
+    def step(self, x):
+        """Advance every stream by one step; returns the top layer's output (B, H).
+
+        x: (batch_size, input_size), or (input_size,) when batch_size is 1 (the output
+        is then (hidden_size,)).  Integers and the other float width are cast; NaN or
+        inf are refused (ValueError) and leave the state unchanged.
+        """
+        cdef int B = self.batch_size, H = self.hidden_size, I0 = self.input_size
+        cdef bint flat = False
+        cdef int typenum = cnp.NPY_DOUBLE if self.dbl else cnp.NPY_FLOAT
+        cdef cnp.ndarray xa
+        if (type(x) is not np.ndarray or cnp.PyArray_TYPE(<cnp.ndarray>x) != typenum
+                or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)):
+            arr = np.asarray(x)
+            if arr.dtype.kind not in "fiu":
+                raise TypeError(f"x must be an array of real numbers, got dtype "
+                                f"{arr.dtype}")
+            x = np.ascontiguousarray(arr, dtype=self.dtype)
+        xa = <cnp.ndarray>x
+        cdef int nd = cnp.PyArray_NDIM(xa)
+        cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(xa)
+        cdef cnp.npy_intp odims[2]
+        if nd == 1 and B == 1 and dims[0] == I0:
+            flat = True
+        elif nd != 2 or dims[0] != B or dims[1] != I0:
+            raise ValueError(f"x must have shape (batch_size, input_size) = ({B}, {I0})"
+                             + (f" or ({I0},)" if B == 1 else "") + f", got {x.shape}")
+        odims[0] = B
+        odims[1] = H
+        if flat:
+            out = cnp.PyArray_EMPTY(1, &odims[1], typenum, 0)
+        else:
+            out = cnp.PyArray_EMPTY(2, odims, typenum, 0)
+        cdef char* xp = <char*>cnp.PyArray_DATA(xa)
+        cdef char* op = <char*>cnp.PyArray_DATA(<cnp.ndarray>out)
+        cdef bint ok
+        with nogil:
+            if self.dbl:
+                ok = _all_finite(<double*>xp, <Py_ssize_t>B * I0)
+                if ok:
+                    self._run(<double*>xp, <double*>op)
+            else:
+                ok = _all_finite(<float*>xp, <Py_ssize_t>B * I0)
+                if ok:
+                    self._run(<float*>xp, <float*>op)
+        if not ok:
+            raise ValueError("x contains NaN or inf")
+        return out
+
+    cdef void _run(self, floating* x, floating* out) noexcept nogil:
+        cdef int l, L = self.num_layers, B = self.batch_size, H = self.hidden_size
+        cdef floating* inp = x
+        cdef floating* y
+        grucy_blas_enter()
+        for l in range(L):
+            y = out if l == L - 1 else <floating*>self.Y + <Py_ssize_t>l * B * H
+            _forward_seq(1, B, self.lp[l].in_size, H, self.bs, self.off, False,
+                         self.reset_after, False, inp, <floating*>self.lp[l].wih,
+                         <floating*>self.lp[l].whh, <floating*>self.lp[l].bih,
+                         <floating*>self.lp[l].bhh, y, <Py_ssize_t>B * H, H,
+                         <floating*>self.S + <Py_ssize_t>l * B * H, <floating*>self.G,
+                         <floating*>self.A, NULL, <floating*>self.Gh, NULL)
+            inp = y
+        grucy_blas_exit()
