@@ -190,7 +190,7 @@ def test_profile_mode_reports_every_piece(tmp_path, capsys):
                  "recurrent GEMM, forward", "recurrent GEMM, backward",
                  "hoisted GEMM, forward (X W_ih^T)", "hoisted GEMMs + bias sums, backward",
                  "workspace allocation + first touch",
-                 "rest: fused passes, state copies, thread wake-ups"):
+                 "rest: fused passes, copies, barriers, imbalance"):
         assert np.isfinite(pieces[name]["ms"]), name
     assert pieces["training step (layer API)"]["pct"] == pytest.approx(100.0)
     perf = doc["perf"]

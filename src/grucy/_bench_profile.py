@@ -114,11 +114,41 @@ def _bound(fn, args, arrays):
     return call
 
 
-def gemm_pieces(blas, B, T, I, H):
-    """Callables issuing the GEMMs of one training step exactly as grucy/_gru.pyx does
-    (reset-after form, full lengths): {piece: (callable, number of BLAS calls, flops)}."""
+# Mirrors of the kernels' work split (grucy/_gru.pyx): MAX_CHUNKS and ROW_BLOCKS are
+# compile-time constants there; the chunk size settings are read through _set_chunking.
+MAX_CHUNKS = 8
+ROW_BLOCKS = 8
+
+
+def kernel_split(H, B):
+    """How grucy/_gru.pyx splits a layer of H units at batch B: (chunked?, unit bounds).
+
+    Chunked kernels (per-step work B*3H*H at or above the threshold) give each OpenMP
+    thread whole chunks of hidden units; otherwise one thread issues whole GEMMs."""
+    from . import _gru
+
+    min_work, min_chunk, align = 1 << 17, 32, 16
+    if hasattr(_gru, "_set_chunking"):
+        old = _gru._set_chunking(min_work)
+        _gru._set_chunking(*old)
+        min_work, min_chunk, align = old
+    chunked = B * 3 * H * H >= min_work
+    nc = max(1, min(H // min_chunk, MAX_CHUNKS)) if chunked else 1
+    bounds = [H if k >= nc else (k * H // nc) // align * align for k in range(nc + 1)]
+    return chunked, bounds
+
+
+def gemm_pieces(blas, B, T, I, H, bounds):
+    """Callables issuing the BLAS calls of one training step as grucy/_gru.pyx does
+    (reset-after form, full lengths), all on the calling thread:
+    {piece: (callable, number of BLAS calls, flops)}.  ``bounds``: the unit chunks
+    (one chunk [0, H] for the unchunked kernels, which issue whole GEMMs)."""
     rng = np.random.default_rng(0)
     H3, N = 3 * H, T * B
+    chunks = [(bounds[k], bounds[k + 1] - bounds[k]) for k in range(len(bounds) - 1)]
+    split = len(chunks) > 1
+    blocks = ([(N * b // ROW_BLOCKS, N * (b + 1) // ROW_BLOCKS) for b in range(ROW_BLOCKS)]
+              if split else [(0, N)])
 
     def arr(*shape):
         return rng.standard_normal(shape).astype(np.float32)
@@ -128,50 +158,57 @@ def gemm_pieces(blas, B, T, I, H):
     dG, dGxn, Hp, dS = arr(N, H3), arr(N, H), arr(N, H), arr(B, H)
     dwih, dwhh, dX, ones = arr(H3, I), arr(H3, H), arr(N, I), np.ones(N, np.float32)
     dbih, dbhh = arr(H3), arr(H3)
-    # G = X @ W_ih^T
-    fwd_in = blas.gemm_call(False, True, N, H3, I, (X, 0), I, (wih, 0), I, 0.0, (G, 0), H3)
-    # Gh = h @ W_hh^T, once per step
-    fwd_rec1 = blas.gemm_call(False, True, B, H3, H, (S, 0), H, (whh, 0), H, 0.0, (Gh, 0), H3)
-    # dh += dGh @ W_hh, once per step
-    bwd_rec1 = blas.gemm_call(False, False, B, H, H3, (dG, 0), H3, (whh, 0), H, 1.0,
-                              (dS, 0), H)
-    hoisted_bwd = [
-        # dW_ih += dGx^T @ X (r, z rows, then n rows from dGxn)
-        blas.gemm_call(True, False, 2 * H, I, N, (dG, 0), H3, (X, 0), I, 1.0, (dwih, 0), I),
-        blas.gemm_call(True, False, H, I, N, (dGxn, 0), H, (X, 0), I, 1.0,
-                       (dwih, 2 * H * I), I),
-        # dW_hh += dGh^T @ H_prev
-        blas.gemm_call(True, False, 2 * H, H, N, (dG, 0), H3, (Hp, 0), H, 1.0, (dwhh, 0), H),
-        blas.gemm_call(True, False, H, H, N, (dG, 2 * H), H3, (Hp, 0), H, 1.0,
-                       (dwhh, 2 * H * H), H),
-        # db_ih, db_hh: column sums as GEMV with a vector of ones
-        blas.colsum_call(N, 2 * H, (dG, 0), H3, ones, dbih),
-        blas.colsum_call(N, H, (dGxn, 0), H, ones, dbih[2 * H:]),
-        blas.colsum_call(N, H3, (dG, 0), H3, ones, dbhh),
-        # dX = dGx @ W_ih
-        blas.gemm_call(False, False, N, I, 2 * H, (dG, 0), H3, (wih, 0), I, 0.0, (dX, 0), I),
-        blas.gemm_call(False, False, N, I, H, (dGxn, 0), H, (wih, 2 * H * I), I, 1.0,
-                       (dX, 0), I),
-    ]
+    g = blas.gemm_call
+    # G = X @ W_ih^T (by row blocks when split)
+    fwd_in = [g(False, True, r1 - r0, H3, I, (X, r0 * I), I, (wih, 0), I, 0.0,
+                (G, r0 * H3), H3) for r0, r1 in blocks if r1 > r0]
+    if split:
+        # Gh[:, chunk] = h @ W_hh[chunk rows]^T (W_hh regrouped chunk-major); one step
+        fwd_rec = [g(False, True, B, 3 * c, H, (S, 0), H, (whh, 3 * j0 * H), H, 0.0,
+                     (Gh, 3 * j0), H3) for j0, c in chunks]
+        # dh[:, chunk] += dGh @ W_hh[:, chunk]
+        bwd_rec = [g(False, False, B, c, H3, (dG, 0), H3, (whh, j0), H, 1.0, (dS, j0), H)
+                   for j0, c in chunks]
+    else:
+        fwd_rec = [g(False, True, B, H3, H, (S, 0), H, (whh, 0), H, 0.0, (Gh, 0), H3)]
+        bwd_rec = [g(False, False, B, H, H3, (dG, 0), H3, (whh, 0), H, 1.0, (dS, 0), H)]
+    bwd_hoisted = []
+    for j0, c in chunks:
+        for q in range(2):  # r and z: dW_ih, dW_hh and both bias sums share dG
+            bwd_hoisted += [
+                g(True, False, c, I, N, (dG, q * H + j0), H3, (X, 0), I, 1.0,
+                  (dwih, (q * H + j0) * I), I),
+                g(True, False, c, H, N, (dG, q * H + j0), H3, (Hp, 0), H, 1.0,
+                  (dwhh, (q * H + j0) * H), H),
+                blas.colsum_call(N, c, (dG, q * H + j0), H3, ones, dbih[q * H + j0:]),
+                blas.colsum_call(N, c, (dG, q * H + j0), H3, ones, dbhh[q * H + j0:])]
+        bwd_hoisted += [
+            g(True, False, c, I, N, (dGxn, j0), H, (X, 0), I, 1.0, (dwih, (2 * H + j0) * I), I),
+            g(True, False, c, H, N, (dG, 2 * H + j0), H3, (Hp, 0), H, 1.0,
+              (dwhh, (2 * H + j0) * H), H),
+            blas.colsum_call(N, c, (dGxn, j0), H, ones, dbih[2 * H + j0:]),
+            blas.colsum_call(N, c, (dG, 2 * H + j0), H3, ones, dbhh[2 * H + j0:])]
+    for r0, r1 in blocks:  # dX = dGx @ W_ih
+        if r1 > r0:
+            bwd_hoisted += [
+                g(False, False, r1 - r0, I, 2 * H, (dG, r0 * H3), H3, (wih, 0), I, 0.0,
+                  (dX, r0 * I), I),
+                g(False, False, r1 - r0, I, H, (dGxn, r0 * H), H, (wih, 2 * H * I), I, 1.0,
+                  (dX, r0 * I), I)]
 
-    def repeat(fn, n):
-        def run():
-            for _ in range(n):
-                fn()
-        return run
-
-    def chain(fns):
-        def run():
-            for fn in fns:
-                fn()
-        return run
+    def run(fns, times=1):
+        def go():
+            for _ in range(times):
+                for fn in fns:
+                    fn()
+        return go
 
     flop = 2.0 * N * H3
     return {
-        "recurrent GEMM, forward": (repeat(fwd_rec1, T), T, flop * H),
-        "recurrent GEMM, backward": (repeat(bwd_rec1, T), T, flop * H),
-        "hoisted GEMM, forward (X W_ih^T)": (fwd_in, 1, flop * I),
-        "hoisted GEMMs + bias sums, backward": (chain(hoisted_bwd), len(hoisted_bwd),
+        "recurrent GEMM, forward": (run(fwd_rec, T), T * len(fwd_rec), flop * H),
+        "recurrent GEMM, backward": (run(bwd_rec, T), T * len(bwd_rec), flop * H),
+        "hoisted GEMM, forward (X W_ih^T)": (run(fwd_in), len(fwd_in), flop * I),
+        "hoisted GEMMs + bias sums, backward": (run(bwd_hoisted), len(bwd_hoisted),
                                                 flop * (2 * I + H)),
     }
 
@@ -235,11 +272,18 @@ def profile_shape(shape, grucy, blas, peak, target, min_repeats, seed, log):
     from ._bench_peers import GrucyPeer, Problem
 
     B, T, I, H = shape
+    nt = grucy.get_num_threads()
     prob = Problem(B, T, I, H, seed=seed)
-    peer = GrucyPeer(prob, grucy.get_num_threads())
+    peer = GrucyPeer(prob, nt)
     layer = peer.layer
+    chunked, bounds = kernel_split(H, B)
+    # The unchunked kernels issue every GEMM from one thread; the chunked ones share the
+    # chunks (and row blocks) among nt OpenMP threads, each on single-threaded BLAS, so
+    # the wall time of a GEMM phase is ideally its 1-thread time / nt.
+    share = nt if chunked else 1
     out = {"label": "x".join(map(str, shape)), "B": B, "T": T, "I": I, "H": H,
-           "gflop": prob.flops("train") / 1e9, "pieces": {}, "notes": []}
+           "gflop": prob.flops("train") / 1e9, "pieces": {}, "notes": [],
+           "chunked": chunked, "chunks": len(bounds) - 1, "threads": nt}
     entries = [Entry("layer step", peer.train_step)]
     try:
         k_fwd, k_bwd, k_both = kernel_calls(grucy, layer, prob.x, prob.dy)
@@ -255,8 +299,13 @@ def profile_shape(shape, grucy, blas, peak, target, min_repeats, seed, log):
     entries += [Entry("workspace alloc+touch", fresh), Entry("workspace touch", reuse)]
     empty = blas.empty_call()
     entries.append(Entry("ctypes BLAS call", lambda: [empty() for _ in range(100)], calls=100))
-    pieces = gemm_pieces(blas, B, T, I, H)
+    pieces = gemm_pieces(blas, B, T, I, H, bounds)
     entries += [Entry(name, fn) for name, (fn, _, _) in pieces.items()]
+    if chunked:  # _gru.forward regroups W_hh chunk-major on every call
+        w = layer.layer_params(0, 0)[1]
+        entries.append(Entry("W_hh regroup", lambda: np.concatenate(
+            [w[g * H + bounds[k]:g * H + bounds[k + 1]]
+             for k in range(len(bounds) - 1) for g in range(3)])))
     from . import _gru
     if hasattr(_gru, "_fast_sigmoidf"):
         a2, b2 = (np.random.default_rng(1).standard_normal(T * B * 2 * H).astype(np.float32),
@@ -264,7 +313,17 @@ def profile_shape(shape, grucy, blas, peak, target, min_repeats, seed, log):
         a1, b1 = a2[:T * B * H].copy(), b2[:T * B * H].copy()
         entries.append(Entry("sigmoid+tanh of the forward pass (1 thread)",
                              lambda: (_gru._fast_sigmoidf(a2, b2), _gru._fast_tanhf(a1, b1))))
-    times = measure(entries, target, min_repeats)
+    try:  # BLAS on one thread, as inside the kernels (grucy_blas_enter)
+        from threadpoolctl import threadpool_limits
+        limiter = threadpool_limits(limits=1, user_api="blas")
+    except ImportError:
+        limiter = None
+        out["notes"].append("threadpoolctl missing: GEMM pieces ran on BLAS's own threads")
+    try:
+        times = measure(entries, target, min_repeats)
+    finally:
+        if limiter is not None:
+            limiter.restore_original_limits()
     ms = {k: min(v) * 1e3 for k, v in times.items()}
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     call_ms = ms["ctypes BLAS call"]
@@ -287,21 +346,31 @@ def profile_shape(shape, grucy, blas, peak, target, min_repeats, seed, log):
     alloc = max(ms["workspace alloc+touch"] - ms["workspace touch"], 0.0)
     put("    workspace allocation + first touch", alloc,
         "np.empty + write of G, A, Hp, Gh, dG, dGxn, ones - the write alone")
+    regroup = ms.get("W_hh regroup", 0.0)
+    if chunked:
+        put("    W_hh regroup copy (chunked kernels)", regroup,
+            "the np.concatenate _gru.forward does per call")
     gemm_total = 0.0
     for name, (_, ncalls, flops) in pieces.items():
-        value = max(ms[name] - ncalls * call_ms, 0.0)
+        one = max(ms[name] - ncalls * call_ms, 0.0)
+        value = one / share
         gemm_total += value
-        put(f"    {name}", value, f"{ncalls} BLAS call(s) via ctypes, minus "
-            f"{call_ms * 1e3:.1f} us per call; {flops / max(value, 1e-9) / 1e6:.0f} GFLOP/s")
-        P[f"    {name}"]["gflops"] = flops / max(value, 1e-9) / 1e6
-        P[f"    {name}"]["pct_sgemm"] = 100.0 * P[f"    {name}"]["gflops"] / peak
+        gflops_1 = flops / max(one, 1e-9) / 1e6
+        how = (f"{ncalls} BLAS calls on 1 thread via ctypes (minus {call_ms * 1e3:.1f} us "
+               f"each): {one:.3f} ms at {gflops_1:.0f} GFLOP/s")
+        if share > 1:
+            how += f", / {share} threads"
+        put(f"    {name}", value, how)
+        P[f"    {name}"].update({"ms_one_thread": one, "gflops_one_thread": gflops_1})
     if "kernel calls" in ms:
-        rest = ms["kernel calls"] - ms["kernel entry (1x1x1x1)"] - alloc - gemm_total
-        put("    rest: fused passes, state copies, thread wake-ups", rest,
-            "kernel calls - entry - allocation - GEMMs")
+        rest = (ms["kernel calls"] - ms["kernel entry (1x1x1x1)"] - alloc - regroup
+                - gemm_total)
+        put("    rest: fused passes, copies, barriers, imbalance", rest,
+            "kernel calls - entry - allocation - regroup - GEMMs")
     key = "sigmoid+tanh of the forward pass (1 thread)"
     if key in ms:
         put(f"    (for scale: {key})", ms[key], "grucy._gru._fast_sigmoidf/_fast_tanhf")
+    # If everything but the GEMMs were free: the ceiling of this algorithm and split.
     out["gemm_bound_pct_sgemm"] = (100.0 * prob.flops("train") / (gemm_total * 1e-3)
                                    / 1e9 / peak) if gemm_total else None
     out["step_pct_sgemm"] = 100.0 * prob.flops("train") / (step * 1e-3) / 1e9 / peak
@@ -439,10 +508,12 @@ def run_profile(args, grucy, log, command):
 
 def profile_lines(doc):
     out = [f"Training step of grucy.GRU broken down (float32, 1 layer, {doc['threads']} "
-           f"threads; SGEMM peak {doc['sgemm_gflops']:.1f} GFLOP/s; min of interleaved "
-           f"repeats)"]
+           f"threads; SGEMM peak {doc['sgemm_gflops']:.1f} GFLOP/s with BLAS's own threads; "
+           f"min of interleaved repeats)"]
     for r in doc["shapes"]:
-        out += ["", f"{r['label']}: {r['gflop']:.3g} GFLOP per step; step at "
+        split = (f"chunked kernels, {r['chunks']} unit chunks over {r['threads']} threads"
+                 if r.get("chunked") else "unchunked kernels (one thread issues the GEMMs)")
+        out += ["", f"{r['label']} ({split}): {r['gflop']:.3g} GFLOP per step; step at "
                     f"{r['step_pct_sgemm']:.0f}% of SGEMM peak"
                 + (f"; its GEMMs alone would allow {r['gemm_bound_pct_sgemm']:.0f}%"
                    if r.get("gemm_bound_pct_sgemm") else "")]
