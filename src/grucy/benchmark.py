@@ -311,16 +311,20 @@ class Entry:
         return timed(self.fn) / self.calls
 
 
-def measure(entries, target, min_repeats, max_repeats=1000, order="interleaved"):
+def measure(entries, target, min_repeats, max_repeats=1000, order="interleaved",
+            warm=None):
     """Seconds per call of each entry: ``{key: [times]}``, warmed up, then repeated.
 
     Interleaved: every round runs each entry once, the starting entry rotating from round
     to round, so neither is always the one running right after another (cache, turbo,
     thread wake-up) and a burst of noise hits all alike.  Blocked: all repeats of one
     entry, then the next.  Repeats: about ``target`` seconds in total, at least
-    ``min_repeats``, at most ``max_repeats``.
+    ``min_repeats``, at most ``max_repeats``.  ``warm``: {key: seconds} of a call each
+    entry has just made (the correctness check), which then serves as its warm-up.
     """
-    best = {e.key: e.once() * e.calls for e in entries}  # warm-up: thread pools, caches
+    warm = warm or {}
+    best = {e.key: warm[e.key] if e.key in warm else e.once() * e.calls
+            for e in entries}  # warm-up: thread pools, caches, first-touch of buffers
     extra = min(20, int(0.1 * target / max(sum(best.values()), 1e-9)))
     for _ in range(extra):
         for e in entries:
@@ -430,11 +434,13 @@ class Bench:
         """variants: [(tag, Problem)], timed together; returns {tag: {impl: result}}."""
         bp = self.bp
         peers = self.available_peers(mode) if peers is None else peers
-        entries, results, impls = [], {}, []
+        entries, results, impls, warm = [], {}, [], {}
         for tag, prob in variants:
             res = results[tag] = {}
             subject = self.subject(prob, self.threads)
+            t0 = time.perf_counter()
             ref = subject.train_outputs() if mode == "train" else subject.infer_outputs()
+            warm[(tag, "grucy")] = time.perf_counter() - t0
             impls.append(subject)
             res["grucy"] = {"status": "ok"}
             entries.append(Entry((tag, "grucy"), getattr(subject, _method(mode))))
@@ -442,7 +448,9 @@ class Bench:
                 cls = bp.PEERS[name]
                 try:
                     peer = cls(prob, self.threads)
+                    t0 = time.perf_counter()
                     out = peer.train_outputs() if mode == "train" else peer.infer_outputs()
+                    warm[(tag, name)] = time.perf_counter() - t0
                 except bp.Unsupported as exc:
                     res[name] = {"status": "unsupported", "detail": str(exc)}
                     continue
@@ -464,7 +472,8 @@ class Bench:
                 res[name]["status"] = "ok"
                 impls.append(peer)
                 entries.append(Entry((tag, name), getattr(peer, _method(mode))))
-        times = measure(entries, self.target, self.min_repeats, order=self.args.order)
+        times = measure(entries, self.target, self.min_repeats, order=self.args.order,
+                        warm=warm)
         for impl in impls:
             impl.reset()  # gradients accumulated over the repeats
         dtype_name = variants[0][1].dtype.name
@@ -601,7 +610,7 @@ def run_scaling(bench, shapes):
                     bench.grucy.set_num_threads(k)
                     ctl.limit(limits=k, user_api="blas")
                 entries.append(Entry(("grucy", k), g.train_step, set_grucy))
-            if "torch" in bench.available_peers("train"):
+            if "torch" in bench.available_peers("train") and not bench.args.quick:
                 import torch
                 for k in (1, n):
                     tp = bp.TorchPeer(prob, bench.threads)
@@ -756,6 +765,8 @@ def run_memory(bench, shapes):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([pkg_root] + [p for p in env.get("PYTHONPATH", "")
                                                       .split(os.pathsep) if p])
+    if bench.args.quick:  # the two largest: where memory matters
+        shapes = sorted(shapes, key=lambda s: s[0] * s[1] * s[3] * (s[2] + s[3]))[-2:]
     rows = []
     for shape in shapes:
         row = {"label": "x".join(map(str, shape)), "impls": {}}
@@ -1222,9 +1233,11 @@ def main(argv=None, *, prog=None, json_default=None):
         log("grucy bench: peers: " + "; ".join(f"{n}: {s['detail']}"
                                                 for n, s in bench.peer_status.items()))
         rows, varlen = run_timed_groups(bench, shapes)
+        t0 = time.perf_counter()
         scaling = run_scaling(bench, shapes) if "scaling" in args.cases else {}
         streaming = run_streaming(bench) if "streaming" in args.cases else {}
         memory = run_memory(bench, shapes) if "memory" in args.cases else {}
+        log(f"grucy bench: scaling, streaming and memory took {time.perf_counter() - t0:.0f} s")
         gemm_end = {dt: gemm_peak(args.gemm_size, gemm_repeats, dt) for dt in dtypes}
         machine["loadavg_end"] = loadavg()
     finally:
