@@ -287,6 +287,7 @@ def machine_info(grucy, threads):
         "grucy_threads": call("get_num_threads"),
         "threads": threads,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
         "blas": blas_info(),
     }
 
@@ -943,7 +944,8 @@ def report_lines(doc):
                f"{m['logical_cpus']} logical CPUs")
     out.append(f"Python   {m['python']} on {m['platform']}")
     out.append(f"numpy    {m['numpy']}   scipy {m['scipy']}   grucy {m['grucy']} "
-               f"(openmp={m['grucy_openmp']}, OMP_WAIT_POLICY={m['omp_wait_policy']})")
+               f"(openmp={m['grucy_openmp']}, OMP_WAIT_POLICY={m['omp_wait_policy']}, "
+               f"GOMP_SPINCOUNT={m.get('gomp_spincount')}: shared by every OpenMP user here)")
     out.append(f"threads  {m['threads']} for grucy and every peer"
                + ("" if opts["threads"] else " (grucy's default; BLAS left as loaded)"))
     for b in m["blas"] or []:
