@@ -174,7 +174,7 @@ def build_parser(prog=None):
                         "it to PATH")
     p.add_argument("--target-seconds", type=positive_float, default=None, metavar="S",
                    help="approximate time per case, all implementations together "
-                        "(default 2, 0.25 with --quick)")
+                        "(default 3, 0.25 with --quick)")
     p.add_argument("--min-repeats", type=positive_int, default=None, metavar="N",
                    help="minimum timed repeats per implementation and case "
                         "(default 5, 3 with --quick)")
@@ -413,7 +413,7 @@ class Bench:
 
         self.args, self.grucy, self.log, self.bp = args, grucy, log, bp
         self.threads = args.threads or grucy.get_num_threads()
-        self.target = args.target_seconds or (0.25 if args.quick else 2.0)
+        self.target = args.target_seconds or (0.25 if args.quick else 3.0)
         self.min_repeats = args.min_repeats or (3 if args.quick else 5)
         self.subject = bp.NumpyPeer if args.self_test else bp.SUBJECT
         self.peer_status = {}
