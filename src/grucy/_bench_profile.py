@@ -531,8 +531,9 @@ def run_profile(args, grucy, log, command):
 
 
 def profile_lines(doc):
-    out = [f"Training step of grucy.GRU broken down (float32, 1 layer, {doc['threads']} "
-           f"threads; SGEMM peak {doc['sgemm_gflops']:.1f} GFLOP/s with BLAS's threads, "
+    n = doc["threads"]
+    out = [f"Training step of grucy.GRU broken down (float32, 1 layer, {n} "
+           f"thread{'s' if n != 1 else ''}; SGEMM peak {doc['sgemm_gflops']:.1f} GFLOP/s with BLAS's threads, "
            f"{doc['sgemm_gflops_one_thread']:.1f} on one; min of interleaved repeats): "
            f"{doc['command']}"]
     for r in doc["shapes"]:

@@ -901,6 +901,10 @@ def _ms(r):
             "missing": "missing"}.get(r.get("status"), "-")
 
 
+def _threads(n):
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
 def _mb(x):
     return f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}"
 
@@ -1061,7 +1065,7 @@ def markdown_lines(doc):
     labels = list(dict.fromkeys(r["label"] for r in rows))
     gemm = doc["gemm"].get("float32", {})
     out = [f"Machine: {m['cpu']}, {m['usable_cpus']} CPUs ({', '.join(m['cpu_flags'])}); "
-           f"numpy {m['numpy']}, scipy {m['scipy']}; {m['threads']} threads for every "
+           f"numpy {m['numpy']}, scipy {m['scipy']}; {_threads(m['threads'])} for every "
            f"implementation; SGEMM {gemm.get('n')}^3 peak in the same run "
            f"{gemm.get('gflops', float('nan')):.0f} GFLOP/s. Peers: "
            + ", ".join(f"{n} {s['detail']}" for n, s in doc["peers"].items()) + ".",
@@ -1158,7 +1162,7 @@ def plot_speedups(doc, path):
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xticks(range(len(mr)), [r["label"] for r in mr], rotation=20, fontsize=8)
         ax.set_ylabel("speedup of grucy (peer min time / grucy min time)")
-        ax.set_title(f"{MODE_TITLES[mode]}, float32, {doc['machine']['threads']} threads",
+        ax.set_title(f"{MODE_TITLES[mode]}, float32, {_threads(doc['machine']['threads'])}",
                      fontsize=10)
         ax.legend(fontsize=8)
     buf = io.BytesIO()
