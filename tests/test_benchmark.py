@@ -188,7 +188,9 @@ def test_profile_mode_reports_every_piece(tmp_path, capsys):
     pieces = {k.strip(): v for k, v in shape["pieces"].items()}
     for name in ("training step (layer API)", "kernel calls (_gru.forward + backward)",
                  "recurrent GEMM, forward", "recurrent GEMM, backward",
-                 "hoisted GEMM, forward (X W_ih^T)", "hoisted GEMMs + bias sums, backward",
+                 "hoisted GEMM, forward (X W_ih^T)", "hoisted GEMM, backward dW_ih",
+                 "hoisted GEMM, backward dW_hh", "hoisted GEMM, backward dX",
+                 "bias gradient sums (GEMV), backward",
                  "workspace allocation + first touch",
                  "rest: fused passes, copies, barriers, imbalance"):
         assert np.isfinite(pieces[name]["ms"]), name

@@ -172,29 +172,27 @@ def gemm_pieces(blas, B, T, I, H, bounds):
     else:
         fwd_rec = [g(False, True, B, H3, H, (S, 0), H, (whh, 0), H, 0.0, (Gh, 0), H3)]
         bwd_rec = [g(False, False, B, H, H3, (dG, 0), H3, (whh, 0), H, 1.0, (dS, 0), H)]
-    bwd_hoisted = []
+    dw_ih, dw_hh, bias, dx = [], [], [], []
     for j0, c in chunks:
         for q in range(2):  # r and z: dW_ih, dW_hh and both bias sums share dG
-            bwd_hoisted += [
-                g(True, False, c, I, N, (dG, q * H + j0), H3, (X, 0), I, 1.0,
-                  (dwih, (q * H + j0) * I), I),
-                g(True, False, c, H, N, (dG, q * H + j0), H3, (Hp, 0), H, 1.0,
-                  (dwhh, (q * H + j0) * H), H),
-                blas.colsum_call(N, c, (dG, q * H + j0), H3, ones, dbih[q * H + j0:]),
-                blas.colsum_call(N, c, (dG, q * H + j0), H3, ones, dbhh[q * H + j0:])]
-        bwd_hoisted += [
-            g(True, False, c, I, N, (dGxn, j0), H, (X, 0), I, 1.0, (dwih, (2 * H + j0) * I), I),
-            g(True, False, c, H, N, (dG, 2 * H + j0), H3, (Hp, 0), H, 1.0,
-              (dwhh, (2 * H + j0) * H), H),
-            blas.colsum_call(N, c, (dGxn, j0), H, ones, dbih[2 * H + j0:]),
-            blas.colsum_call(N, c, (dG, 2 * H + j0), H3, ones, dbhh[2 * H + j0:])]
+            dw_ih.append(g(True, False, c, I, N, (dG, q * H + j0), H3, (X, 0), I, 1.0,
+                           (dwih, (q * H + j0) * I), I))
+            dw_hh.append(g(True, False, c, H, N, (dG, q * H + j0), H3, (Hp, 0), H, 1.0,
+                           (dwhh, (q * H + j0) * H), H))
+            bias += [blas.colsum_call(N, c, (dG, q * H + j0), H3, ones, dbih[q * H + j0:]),
+                     blas.colsum_call(N, c, (dG, q * H + j0), H3, ones, dbhh[q * H + j0:])]
+        dw_ih.append(g(True, False, c, I, N, (dGxn, j0), H, (X, 0), I, 1.0,
+                       (dwih, (2 * H + j0) * I), I))
+        dw_hh.append(g(True, False, c, H, N, (dG, 2 * H + j0), H3, (Hp, 0), H, 1.0,
+                       (dwhh, (2 * H + j0) * H), H))
+        bias += [blas.colsum_call(N, c, (dGxn, j0), H, ones, dbih[2 * H + j0:]),
+                 blas.colsum_call(N, c, (dG, 2 * H + j0), H3, ones, dbhh[2 * H + j0:])]
     for r0, r1 in blocks:  # dX = dGx @ W_ih
         if r1 > r0:
-            bwd_hoisted += [
-                g(False, False, r1 - r0, I, 2 * H, (dG, r0 * H3), H3, (wih, 0), I, 0.0,
-                  (dX, r0 * I), I),
-                g(False, False, r1 - r0, I, H, (dGxn, r0 * H), H, (wih, 2 * H * I), I, 1.0,
-                  (dX, r0 * I), I)]
+            dx += [g(False, False, r1 - r0, I, 2 * H, (dG, r0 * H3), H3, (wih, 0), I, 0.0,
+                     (dX, r0 * I), I),
+                   g(False, False, r1 - r0, I, H, (dGxn, r0 * H), H, (wih, 2 * H * I), I,
+                     1.0, (dX, r0 * I), I)]
 
     def run(fns, times=1):
         def go():
@@ -208,8 +206,10 @@ def gemm_pieces(blas, B, T, I, H, bounds):
         "recurrent GEMM, forward": (run(fwd_rec, T), T * len(fwd_rec), flop * H),
         "recurrent GEMM, backward": (run(bwd_rec, T), T * len(bwd_rec), flop * H),
         "hoisted GEMM, forward (X W_ih^T)": (run(fwd_in), len(fwd_in), flop * I),
-        "hoisted GEMMs + bias sums, backward": (run(bwd_hoisted), len(bwd_hoisted),
-                                                flop * (2 * I + H)),
+        "hoisted GEMM, backward dW_ih": (run(dw_ih), len(dw_ih), flop * I),
+        "hoisted GEMM, backward dW_hh": (run(dw_hh), len(dw_hh), flop * H),
+        "hoisted GEMM, backward dX": (run(dx), len(dx), flop * I),
+        "bias gradient sums (GEMV), backward": (run(bias), len(bias), 4.0 * N * H3),
     }
 
 
