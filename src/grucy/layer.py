@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _gru
-from ._base import GRUBase
+from ._base import GRUBase, exclusive
 from .io import register
 
 
@@ -36,6 +36,7 @@ class GRU(GRUBase):
         Seeds the U(-1/sqrt(H), 1/sqrt(H)) initialisation and the dropout masks.
     """
 
+    @exclusive
     def forward(self, x, h0=None, lengths=None, training=True):
         """Run the GRU; returns ``(y, h_n)``.
 
@@ -45,7 +46,7 @@ class GRU(GRUBase):
         what backward() needs is kept; with False nothing is kept and dropout is off.
         """
         given = x
-        x, h0, lengths = self._check_inputs(x, h0, lengths)
+        x, h0, lengths = self._check_inputs(x, h0, lengths, training)
         T, B, _ = x.shape
         H, D = self.hidden_size, self.num_directions
         order = None
@@ -87,12 +88,15 @@ class GRU(GRUBase):
         if order is not None:
             inverse = np.argsort(order)
             y, h_n = y[:, inverse], h_n[:, inverse]
+        # h_n is NaN whenever any output is (NaN propagates through the recurrence).
+        self._check_result("the output", h_n)
         self._cache = ({"T": T, "B": B, "order": order, "layers": saved}
                        if training else None)
         if self.batch_first:
             y = y.transpose(1, 0, 2)
         return np.ascontiguousarray(y), np.ascontiguousarray(h_n)
 
+    @exclusive
     def backward(self, dy, dh_n=None):
         """Backpropagate the last training forward; returns ``(dx, dh0)``.
 

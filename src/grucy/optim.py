@@ -16,6 +16,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._base import check_finite
+
 __all__ = ["Adam", "clip_grad_norm"]
 
 
@@ -93,8 +95,9 @@ class Adam:
                 raise ValueError(f"betas[{i}] must be in [0, 1), got {b}")
         self.betas = (beta1, beta2)
         self.eps = _real("eps", eps)
-        if self.eps < 0:
-            raise ValueError(f"eps must be >= 0, got {eps}")
+        if self.eps <= 0:
+            # eps = 0 divides 0 by 0 wherever a gradient has been exactly 0 so far.
+            raise ValueError(f"eps must be > 0, got {eps}")
         self.weight_decay = _real("weight_decay", weight_decay)
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
@@ -106,7 +109,17 @@ class Adam:
         self.exp_avg_sq = [np.zeros_like(p) for p in params]
 
     def step(self):
-        """Apply one update to every parameter, in place."""
+        """Apply one update to every parameter, in place.
+
+        Refuses (ValueError, before changing anything: parameters, moments and step
+        count stay as they were) when a gradient holds NaN or inf, so a diverged
+        backward cannot poison the weights; skip the batch or lower the learning rate.
+        """
+        for i, g in enumerate(self.grads):
+            try:
+                check_finite(f"grads[{i}]", g)
+            except ValueError as exc:
+                raise ValueError(f"{exc}; Adam.step updated nothing") from None
         self.t += 1
         beta1, beta2 = self.betas
         step_size = self.lr / (1.0 - beta1 ** self.t)
