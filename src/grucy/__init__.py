@@ -11,6 +11,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ._base import GRUBase  # noqa: E402
+from ._base import SizeLimitError  # noqa: E402
 from ._gru import get_num_threads, openmp_enabled, set_num_threads  # noqa: E402
 from .io import FileFormatError, load, save  # noqa: E402
 from .layer import GRU  # noqa: E402
@@ -18,3 +19,4 @@ from .layer import GRU  # noqa: E402
 __version__ = "0.1.0"
 __all__ = ["GRU", "GRUBase", "FileFormatError", "get_num_threads", "load",
            "openmp_enabled", "save", "set_num_threads", "__version__"]
+__all__ += ["SizeLimitError"]

@@ -68,7 +68,9 @@ def _as_real_array(name, value):
 def as_float_array(name, value, dtype):
     """``value`` as an array of ``dtype``: integers and floats of any width are cast,
     anything else (bool, complex, object, strings) refused with TypeError."""
-    return _as_real_array(name, value).astype(dtype, copy=False)
+    arr = _as_real_array(name, value)
+    with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf: check_finite
+        return arr.astype(dtype, copy=False)
 
 
 def check_finite(name, arr):
@@ -112,7 +114,7 @@ def _rng(seed):
 
 # -- how much memory grucy may use -------------------------------------------------------
 def _parse_bytes(text):
-    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50}
     t = text.strip().upper().removesuffix("B").removesuffix("I")
     unit = t[-1:] if t[-1:] in units and t[-1:] else ""
     number = t[:-1] if unit else t
@@ -295,17 +297,26 @@ class ParameterHolder:
         for k, arr in new.items():
             self._params[k][...] = arr
 
-    def _check_result(self, name, arr):
-        """After a computation: non-finite ``arr`` means non-finite parameters (set in
-        place through parameters()) or an overflow; say which, never return it."""
-        if np.isfinite(arr).all():
-            return
+    def _check_parameters(self):
+        """ValueError naming the first parameter holding NaN or inf.
+
+        Parameters enter finite (initialisation, load_state_dict, grucy.load, optimizer
+        steps refusing non-finite gradients); this catches arrays written in place
+        through parameters().  An infinite weight can saturate a gate and give finite,
+        meaningless outputs, so the output check alone would not do.
+        """
         for k, p in self._params.items():
-            if not np.isfinite(p).all():
-                raise ValueError(f"parameter {k!r} contains NaN or inf (written through "
-                                 f"parameters()?); {name} would be NaN")
-        raise ValueError(f"{name} overflowed to NaN or inf: the inputs are too large "
-                         f"for {self.dtype}")
+            try:
+                check_finite(f"parameter {k!r}", p)
+            except ValueError as exc:
+                raise ValueError(f"{exc} (written in place through parameters()?)") from None
+
+    def _check_result(self, name, arr):
+        """After a computation from finite inputs and parameters: a non-finite result is
+        an overflow; raise rather than return it."""
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} overflowed to NaN or inf: the inputs are too large "
+                             f"for {self.dtype}")
 
     def zero_grad(self):
         for g in self.grads.values():
@@ -451,7 +462,8 @@ class GRUBase(ParameterHolder):
                            "B*max(input_size, num_directions*hidden_size)":
                            B * max(I, D * H)})
         check_memory(what, self._call_bytes(T, B, training))
-        x = x.astype(self.dtype, copy=False)
+        with np.errstate(over="ignore"):
+            x = x.astype(self.dtype, copy=False)
         check_finite("x", x)
         state_shape = (self.num_layers * self.num_directions, B, self.hidden_size)
         if h0 is None:
@@ -462,6 +474,7 @@ class GRUBase(ParameterHolder):
                 raise ValueError(f"h0 must have shape (num_layers*num_directions, B, H) = "
                                  f"{state_shape}, got {h0.shape}")
             check_finite("h0", h0)
+        self._check_parameters()
         if lengths is not None:
             lengths = self._check_lengths(lengths, T, B)
             if np.all(lengths == T):
@@ -511,6 +524,7 @@ class GRUBase(ParameterHolder):
                 raise ValueError(f"dh_n must have the shape of h_n, {state_shape}, "
                                  f"got {dh_n.shape}")
             check_finite("dh_n", dh_n)
+        self._check_parameters()
         return dy, dh_n
 
     def _dropout_mask(self, shape):

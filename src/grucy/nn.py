@@ -66,8 +66,9 @@ class Linear(ParameterHolder):
         rows = x.size // self.in_features
         check_memory(lambda: f"Linear.forward of x with shape {x.shape}",
                      rows * (self.in_features + self.out_features) * self.dtype.itemsize)
-        x = x.astype(self.dtype, copy=False)
+        x = as_float_array("x", x, self.dtype)
         check_finite("x", x)
+        self._check_parameters()
         # y = x @ W^T + b
         y = x @ self._params["weight"].T
         if self.bias:
@@ -89,6 +90,7 @@ class Linear(ParameterHolder):
         if dy.shape != out_shape:
             raise ValueError(f"dy must have the shape of y, {out_shape}, got {dy.shape}")
         check_finite("dy", dy)
+        self._check_parameters()
         x2 = x.reshape(-1, self.in_features)
         dy2 = dy.reshape(-1, self.out_features)
         # dW += dy^T x ; db += sum_rows dy ; dx = dy @ W
