@@ -231,6 +231,35 @@ def exclusive(method):
     return wrapper
 
 
+class PerThreadState:
+    """Descriptor for what a forward leaves for its backward (the cache).
+
+    Reading it from a thread other than the one that stored it raises RuntimeError, so
+    a backward can never use the cache of a forward another thread ran in between
+    (which would silently give the wrong gradients).
+    """
+
+    def __set_name__(self, owner, name):
+        self.key = f"{name}_per_thread"
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        entry = obj.__dict__.get(self.key)
+        if entry is None:
+            return None
+        thread, value = entry
+        if thread != threading.get_ident():
+            raise RuntimeError(
+                f"{type(obj).__name__}: the latest forward() ran in another thread; "
+                f"backward() must run in the thread of its forward (one layer serves one "
+                f"thread at a time)")
+        return value
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.key] = None if value is None else (threading.get_ident(), value)
+
+
 class ParameterHolder:
     """Named parameter arrays with gradient accumulators of the same names.
 
@@ -341,6 +370,8 @@ class GRUBase(ParameterHolder):
     (3H, H), ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (3H,), ``_reverse`` for the second
     direction, gates stacked in the order r, z, n.
     """
+
+    _cache = PerThreadState()
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, reset_after=True,

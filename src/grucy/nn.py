@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._base import (ParameterHolder, _as_real_array, _flag, _positive_int, _rng,
-                    as_float_array, check_dtype, check_finite, check_memory,
+from ._base import (ParameterHolder, PerThreadState, _as_real_array, _flag, _positive_int,
+                    _rng, as_float_array, check_dtype, check_finite, check_memory,
                     exclusive)
 
 __all__ = ["Linear", "mse_loss"]
@@ -42,6 +42,8 @@ class Linear(ParameterHolder):
                         for k, s in shapes.items()}
         self._init_grads()
         self._x = None
+
+    _x = PerThreadState()  # the input kept for backward
 
     # -- parameters -------------------------------------------------------------------
     @property
