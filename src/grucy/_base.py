@@ -326,19 +326,33 @@ class ParameterHolder:
         for k, arr in new.items():
             self._params[k][...] = arr
 
-    def _check_parameters(self):
-        """ValueError naming the first parameter holding NaN or inf.
+    def _check_parameters(self, grads=False):
+        """ValueError naming the first parameter (or, with ``grads``, gradient array)
+        that is no longer what the kernels need.
 
-        Parameters enter finite (initialisation, load_state_dict, grucy.load, optimizer
-        steps refusing non-finite gradients); this catches arrays written in place
-        through parameters().  An infinite weight can saturate a gate and give finite,
-        meaningless outputs, so the output check alone would not do.
+        Parameters enter finite and well-formed (initialisation, load_state_dict,
+        grucy.load, optimizer steps refusing non-finite gradients); this catches arrays
+        changed in place through parameters() or ``grads`` (NaN or inf written in,
+        resized, made read-only, replaced by another dtype).  An infinite weight can
+        saturate a gate and give finite, meaningless outputs, so checking the outputs
+        alone would not do.
         """
         for k, p in self._params.items():
+            g = self.grads.get(k)
+            if (not isinstance(p, np.ndarray) or p.dtype != self.dtype
+                    or not p.flags.c_contiguous or g is None or p.shape != g.shape):
+                raise ValueError(f"parameter {k!r} is no longer a C-contiguous {self.dtype} "
+                                 f"array of its original shape (resized or replaced?)")
             try:
                 check_finite(f"parameter {k!r}", p)
             except ValueError as exc:
                 raise ValueError(f"{exc} (written in place through parameters()?)") from None
+            if grads and (not isinstance(g, np.ndarray) or g.dtype != self.dtype
+                          or not g.flags.c_contiguous or not g.flags.writeable):
+                raise ValueError(f"grads[{k!r}] must be a writeable C-contiguous "
+                                 f"{self.dtype} array of shape {p.shape}, got "
+                                 f"{type(g).__name__} {getattr(g, 'dtype', '')} "
+                                 f"(replaced or made read-only?)")
 
     def _check_result(self, name, arr):
         """After a computation from finite inputs and parameters: a non-finite result is
@@ -555,7 +569,7 @@ class GRUBase(ParameterHolder):
                 raise ValueError(f"dh_n must have the shape of h_n, {state_shape}, "
                                  f"got {dh_n.shape}")
             check_finite("dh_n", dh_n)
-        self._check_parameters()
+        self._check_parameters(grads=True)
         return dy, dh_n
 
     def _dropout_mask(self, shape):

@@ -92,7 +92,7 @@ class Linear(ParameterHolder):
         if dy.shape != out_shape:
             raise ValueError(f"dy must have the shape of y, {out_shape}, got {dy.shape}")
         check_finite("dy", dy)
-        self._check_parameters()
+        self._check_parameters(grads=True)
         x2 = x.reshape(-1, self.in_features)
         dy2 = dy.reshape(-1, self.out_features)
         # dW += dy^T x ; db += sum_rows dy ; dx = dy @ W
