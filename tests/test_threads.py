@@ -220,6 +220,17 @@ def test_second_thread_on_a_busy_layer_is_refused(cls, rng):
     for k, g in expected["grads"].items():
         np.testing.assert_array_equal(layer.grads[k], g, err_msg=k)
 
+    # Writing the parameters or zeroing the gradients mid-call is refused too.
+    held = BlockingArray(inputs["x"])
+    t, box = _hold_inside(layer.forward, held, inputs["h0"], training=False)
+    with pytest.raises(RuntimeError, match="in use by another thread"):
+        layer.load_state_dict(layer.state_dict())
+    with pytest.raises(RuntimeError, match="in use by another thread"):
+        layer.zero_grad()
+    held.release.set()
+    t.join()
+    np.testing.assert_array_equal(box["result"][0], expected["y"])
+
     # Free again: this thread may use it.
     assert_results_equal(run_layer(layer, inputs), expected)
 

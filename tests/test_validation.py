@@ -550,7 +550,7 @@ def test_memory_limit_parsing(text, value):
     assert _parse_bytes(text) == int(value)
 
 
-@pytest.mark.parametrize("text", ["lots", "-1", "0", "G"])
+@pytest.mark.parametrize("text", ["lots", "-1", "0", "G", "inf", "nan"])
 def test_bad_memory_limit_is_refused(monkeypatch, text):
     monkeypatch.setenv("GRUCY_MAX_MEMORY", text)
     with pytest.raises(ValueError, match="GRUCY_MAX_MEMORY"):

@@ -69,8 +69,10 @@ def as_float_array(name, value, dtype):
     """``value`` as an array of ``dtype``: integers and floats of any width are cast,
     anything else (bool, complex, object, strings) refused with TypeError."""
     arr = _as_real_array(name, value)
+    if arr.dtype == dtype:
+        return arr
     with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf: check_finite
-        return arr.astype(dtype, copy=False)
+        return arr.astype(dtype)
 
 
 def check_finite(name, arr):
@@ -123,8 +125,8 @@ def _parse_bytes(text):
     except ValueError:
         raise ValueError(f"GRUCY_MAX_MEMORY must be a number of bytes such as 8e9 or "
                          f"16G, got {text!r}") from None
-    if not value > 0:
-        raise ValueError(f"GRUCY_MAX_MEMORY must be positive, got {text!r}")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"GRUCY_MAX_MEMORY must be positive and finite, got {text!r}")
     return int(value)
 
 
@@ -161,7 +163,7 @@ def _address_space_limit():
 def memory_limit():
     """Bytes one grucy call may plan to allocate.
 
-    ``GRUCY_MAX_MEMORY`` (bytes, or with a K/M/G/T suffix) when set; otherwise the
+    ``GRUCY_MAX_MEMORY`` (bytes, or with a K/M/G/T/P suffix) when set; otherwise the
     smaller of physical memory, the container (cgroup) limit and the address-space limit
     (``ulimit -v``; these three are read once per process).  Asking for more could only
     end in a MemoryError or, with memory overcommit, in the kernel's OOM killer ending
@@ -298,6 +300,7 @@ class ParameterHolder:
         """Copies of the parameters under PyTorch's names and shapes."""
         return {k: v.copy() for k, v in self._params.items()}
 
+    @exclusive
     def load_state_dict(self, state_dict):
         """Copy parameters in (in place, so arrays from :meth:`parameters` stay valid).
 
@@ -361,6 +364,7 @@ class ParameterHolder:
             raise ValueError(f"{name} overflowed to NaN or inf: the inputs are too large "
                              f"for {self.dtype}")
 
+    @exclusive
     def zero_grad(self):
         for g in self.grads.values():
             g.fill(0)
@@ -383,6 +387,15 @@ class GRUBase(ParameterHolder):
     Parameters follow ``torch.nn.GRU``: ``weight_ih_l{k}`` (3H, I_k), ``weight_hh_l{k}``
     (3H, H), ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (3H,), ``_reverse`` for the second
     direction, gates stacked in the order r, z, n.
+
+    What every call checks (README, "Guarantees"): inputs of any real dtype are cast to
+    ``dtype`` (bool, complex, object and strings are refused with TypeError); any memory
+    layout gives bit-identical results and inputs are never modified; NaN or inf in x,
+    h0, dy, dh_n or the parameters raises ValueError, as does a result that overflowed;
+    sizes beyond memory or the kernels' 32-bit indices raise SizeLimitError before
+    anything is allocated.  backward() uses the latest forward() of the same thread,
+    which must have been a successful training forward; a call while another thread is
+    inside forward/backward of the same layer raises RuntimeError.
     """
 
     _cache = PerThreadState()
@@ -507,8 +520,7 @@ class GRUBase(ParameterHolder):
                            "B*max(input_size, num_directions*hidden_size)":
                            B * max(I, D * H)})
         check_memory(what, self._call_bytes(T, B, training))
-        with np.errstate(over="ignore"):
-            x = x.astype(self.dtype, copy=False)
+        x = as_float_array("x", x, self.dtype)
         check_finite("x", x)
         state_shape = (self.num_layers * self.num_directions, B, self.hidden_size)
         if h0 is None:
