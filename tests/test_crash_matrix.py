@@ -153,6 +153,23 @@ CASES = [
     ("lengths-ragged", "L().forward(X(), lengths=[[1], [1, 2]])", "ValueError"),
     ("lengths-scalar", "L().forward(X(), lengths=5)", "ValueError"),
     ("lengths-unsorted-ok", "L().forward(X(), lengths=np.array([2, 5])[::-1])", None),
+    # -- legal edge shapes through the kernels (bounds-checked under .ci/debug-kernels) --
+    ("edge-all-ones", "g = grucy.GRU(1, 1); g.forward(np.ones((1, 1, 1))); "
+                      "g.backward(np.ones((1, 1, 1)))", None),
+    ("edge-lengths-all-one",
+     "g = L(reset_after=False); g.forward(X(T=50, B=3), lengths=[1, 1, 1]); "
+     "g.backward(np.ones((50, 3, 8)))", None),
+    ("edge-one-long-many-short",
+     "g = L(batch_first=True); g.forward(X(T=7, B=40).transpose(1, 0, 2), "
+     "lengths=[7] + [1] * 39); g.backward(np.ones((40, 7, 8)))", None),
+    ("edge-wide-batch", "g = grucy.GRU(2, 1, bidirectional=True); "
+                        "g.forward(np.ones((2, 5000, 2))); g.backward(np.ones((2, 5000, 2)))",
+     None),
+    ("edge-wide-hidden", "g = grucy.GRU(1, 1000, dtype=np.float32); "
+                         "g.forward(np.ones((2, 1, 1))); g.backward(np.ones((2, 1, 1000)))",
+     None),
+    ("edge-deep-stack", "g = grucy.GRU(2, 3, num_layers=12, bidirectional=True, dropout=0.5); "
+                        "g.forward(np.ones((4, 2, 2))); g.backward(np.ones((4, 2, 6)))", None),
     # -- backward -------------------------------------------------------------------------
     ("bwd-no-forward", "L().backward(DY())", "RuntimeError"),
     ("bwd-twice", "g = trained(); g.backward(DY()); g.backward(DY())", "RuntimeError"),
