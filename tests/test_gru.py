@@ -5,10 +5,13 @@ reference grucy.reference.GRU (float32 and float64), and torch.nn.GRU when insta
 
 ``GRUCY_TEST_LAYER=reference`` runs this whole file against the reference instead (a check
 of the tests themselves; the tests needing the compiled module's thread API then skip).
+``GRUCY_TEST_CHUNKED=1`` forces the chunked multi-threaded kernels (normally used only
+from a size on) for every shape, so the whole file checks them too; CI runs it both ways.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -35,6 +38,25 @@ else:
     _needs_compiled = pytest.mark.skipif(False, reason="")
 
 DTYPES = [np.float32, np.float64]
+
+
+@contextlib.contextmanager
+def chunked_kernels(force=True, min_chunk=32, align=16):
+    """Run the chunked (one OpenMP team per sequence) kernels for every size."""
+    if GRU is RefGRU or not force:
+        yield
+        return
+    old = grucy._gru._set_chunking(0, min_chunk, align)
+    try:
+        yield
+    finally:
+        grucy._gru._set_chunking(*old)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _chunked_everywhere():
+    with chunked_kernels(os.environ.get("GRUCY_TEST_CHUNKED", "") not in ("", "0")):
+        yield
 
 
 def make_pair(*args, **kwargs):
@@ -66,6 +88,23 @@ def test_gradients_match_finite_differences(config, reset_after, rng):
     layer = GRU(3, 2, reset_after=reset_after, dtype=np.float64, seed=1, **opts)
     inputs = make_inputs(rng, layer, T=4, B=3, lengths=lengths)
     check_finite_differences(layer, inputs)
+
+
+@_needs_compiled
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
+@pytest.mark.parametrize("config", ["lengths", "all_together"])
+def test_chunked_kernels_match_finite_differences(config, reset_after, rng,
+                                                  restore_num_threads):
+    # One thread: thousands of tiny forwards; the chunk logic is the same for any count
+    # (test_one_and_two_threads_bitwise_equal and the reference comparisons use two).
+    grucy.set_num_threads(1)
+    opts = dict(FD_CONFIGS[config])
+    lengths = opts.pop("lengths", False)
+    # Chunks of one unit each, so small H still has several chunks.
+    layer = GRU(3, 4, reset_after=reset_after, dtype=np.float64, seed=1, **opts)
+    inputs = make_inputs(rng, layer, T=4, B=3, lengths=lengths)
+    with chunked_kernels(min_chunk=1, align=1):
+        check_finite_differences(layer, inputs)
 
 
 # --------------------------------------------------------------------------------------
@@ -104,6 +143,22 @@ def test_matches_reference(shape, variant, reset_after, dtype, rng):
     for key in ("y", "h_n", "dx", "dh0"):
         assert got[key].dtype == dtype, key
     assert_results_close(got, expected, dtype)
+
+
+@_needs_compiled
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
+@pytest.mark.parametrize("variant", list(VARIANTS), ids=list(VARIANTS))
+@pytest.mark.parametrize("H, min_chunk", [(1, 1), (17, 1), (33, 4), (100, 32)])
+def test_chunked_kernels_match_reference(H, min_chunk, variant, reset_after, dtype, rng):
+    # 100 units: chunks of 32, 32, 36; 33 units with min_chunk 4: 8 chunks of 0..16
+    # units on 16-unit boundaries (some empty); 17 with min_chunk 1: 8 ragged chunks.
+    layer_opts, input_opts = VARIANTS[variant]
+    layer, ref = make_pair(5, H, reset_after=reset_after, dtype=dtype, **layer_opts)
+    inputs = make_inputs(rng, layer, 4, 7, **input_opts)
+    with chunked_kernels(min_chunk=min_chunk, align=1 if min_chunk == 1 else 16):
+        got = run_layer(layer, inputs)
+    assert_results_close(got, run_layer(ref, inputs), dtype)
 
 
 def test_outputs_past_length_are_zero(rng):

@@ -25,59 +25,73 @@ PYX = Path(grucy.__file__).with_name("_gru.pyx")
 
 
 # -- the GIL is released around every kernel ----------------------------------------------
-def _nogil_functions(source):
-    """Names of the cdef functions declared ``nogil`` (the kernels and their helpers)."""
+def _signature(lines, i):
+    """The (possibly multi-line) signature starting at line i, up to its colon."""
+    text = ""
+    for line in lines[i:]:
+        text += line
+        if line.rstrip().endswith(":"):
+            return text
+    return text
+
+
+def _kernel_functions(source):
+    """Names of the non-inline ``cdef void ... nogil`` functions and methods: the loops
+    over time steps (and row gathers) that do the heavy work."""
+    lines = source.splitlines()
     names = set()
-    for m in re.finditer(r"^cdef\s+(?:inline\s+)?\w+\**\s+(\w+)\s*\(", source, re.M):
-        end = source.index(":\n", m.end())
-        if "nogil" in source[m.end():end]:
+    for i, line in enumerate(lines):
+        m = re.match(r"^\s*cdef\s+void\s+(\w+)\s*\(", line)
+        if m and "nogil" in _signature(lines, i):
             names.add(m.group(1))
     return names
 
 
-def _calls_outside_nogil(source, names):
-    """(line number, text) of calls to ``names`` inside ``def`` functions that are not
-    within a ``with nogil:`` block."""
+def _calls_holding_the_gil(source, names):
+    """(line number, text) of calls to ``names`` that can run with the GIL held: reached
+    from a ``def`` without passing a ``with nogil:`` block or a nogil function."""
     lines = source.splitlines()
     bad = []
-    in_def = False
     for i, line in enumerate(lines):
-        if re.match(r"^(def|cdef|cpdef)\b", line):
-            in_def = line.startswith("def ")
+        if not any(re.search(rf"\b{n}\s*\(", line) for n in names):
             continue
-        if not in_def:
-            continue
-        called = {n for n in names if re.search(rf"\b{n}\s*\(", line)}
-        if not called:
-            continue
+        if re.match(r"^\s*cdef\s", line):
+            continue  # the definition itself
         indent = len(line) - len(line.lstrip())
-        j = i - 1
-        inside = False
-        while j >= 0:
+        verdict = "bad"
+        for j in range(i - 1, -1, -1):
             prev = lines[j]
-            if prev.strip():
-                pind = len(prev) - len(prev.lstrip())
-                if pind < indent:
-                    if prev.strip() == "with nogil:":
-                        inside = True
-                        break
-                    indent = pind
-                    if pind == 0:
-                        break
-            j -= 1
-        if not inside:
+            if not prev.strip() or prev.lstrip().startswith("#"):
+                continue
+            pind = len(prev) - len(prev.lstrip())
+            if pind >= indent:
+                continue
+            indent = pind
+            head = prev.strip()
+            if head == "with nogil:":
+                verdict = "ok"
+                break
+            if head.startswith(("cdef ", "cpdef ")) and "nogil" in _signature(lines, j):
+                verdict = "ok"
+                break
+            if head.startswith("def ") or pind == 0:
+                break
+        if verdict == "bad":
             bad.append((i + 1, line.strip()))
     return bad
 
 
 def test_every_kernel_call_releases_the_gil():
     source = PYX.read_text()
-    names = _nogil_functions(source)
-    assert {"_forward_seq", "_backward_seq"} <= names
-    assert _calls_outside_nogil(source, names) == []
-    # ... and the checker itself finds a call outside a nogil block.
-    fake = "def f():\n    x = 1\n    _forward_seq(1)\n"
-    assert _calls_outside_nogil(fake, {"_forward_seq"}) == [(3, "_forward_seq(1)")]
+    names = _kernel_functions(source)
+    assert {"_forward_seq", "_backward_seq"} <= names, names
+    assert _calls_holding_the_gil(source, names) == []
+    # ... and the checker itself finds calls that hold the GIL.
+    fake = ("cdef void _k(int n) noexcept nogil:\n    pass\n"
+            "def f():\n    x = 1\n    _k(1)\n    with nogil:\n        _k(2)\n"
+            "class C:\n    def g(self):\n        if True:\n            _k(3)\n")
+    assert _kernel_functions(fake) == {"_k"}
+    assert _calls_holding_the_gil(fake, {"_k"}) == [(5, "_k(1)"), (11, "_k(3)")]
 
 
 # -- several layers, several threads: exactly the sequential results -----------------------

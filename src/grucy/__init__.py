@@ -9,6 +9,12 @@ import os
 # waiting.  The runtime reads this when the extension first loads it; a user's own
 # setting is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Inside a kernel, though, the threads meet at a barrier after every phase of every time
+# step, tens of microseconds apart; sleeping there costs a futex wake-up each time.  A
+# short spin (GCC's libgomp reads this; it overrides the passive policy's zero) keeps
+# them awake across a step without burning a core for long after a kernel returns:
+# (16, 100, 64, 128) training went from 14.9 ms to 7.7 ms on 2 cores.
+os.environ.setdefault("GOMP_SPINCOUNT", "30000")
 
 from ._base import GRUBase  # noqa: E402
 from ._base import SizeLimitError  # noqa: E402

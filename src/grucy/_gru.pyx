@@ -20,12 +20,15 @@ entering each step.
 """
 
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.string cimport memcpy, memset
 
 import numpy as np
+cimport numpy as cnp
 
 from ._blas cimport gemm, colsum
+
+cnp.import_array()
 
 cdef extern from "_fastmath.h" nogil:
     float grucy_sigmoidf(float x)
@@ -38,18 +41,92 @@ cdef extern from *:
     #include <omp.h>
     #define GRUCY_OPENMP 1
     static int grucy_omp_max_threads(void) { return omp_get_max_threads(); }
+    static inline void grucy_barrier(void) { _Pragma("omp barrier") }
+    static inline int grucy_thread_num(void) { return omp_get_thread_num(); }
     #else
     #define GRUCY_OPENMP 0
     static int grucy_omp_max_threads(void) { return 1; }
+    static inline void grucy_barrier(void) {}
+    static inline int grucy_thread_num(void) { return 0; }
     #endif
+
+    /* BLAS threads are set to 1 while a kernel runs (the kernels parallelise with
+     * their own OpenMP threads, each calling BLAS on its own slice), and restored
+     * when the last concurrent kernel call returns. */
+    #include <pthread.h>
+    typedef void (*grucy_blas_set_t)(int);
+    typedef int (*grucy_blas_get_t)(void);
+    static grucy_blas_set_t grucy_blas_set = 0;
+    static grucy_blas_get_t grucy_blas_get = 0;
+    static pthread_mutex_t grucy_blas_lock = PTHREAD_MUTEX_INITIALIZER;
+    static int grucy_blas_users = 0, grucy_blas_saved = 1;
+    static void grucy_blas_enter(void) {
+        if (!grucy_blas_set) return;
+        pthread_mutex_lock(&grucy_blas_lock);
+        if (grucy_blas_users++ == 0) {
+            grucy_blas_saved = grucy_blas_get();
+            if (grucy_blas_saved != 1) grucy_blas_set(1);
+        }
+        pthread_mutex_unlock(&grucy_blas_lock);
+    }
+    static void grucy_blas_exit(void) {
+        if (!grucy_blas_set) return;
+        pthread_mutex_lock(&grucy_blas_lock);
+        if (--grucy_blas_users == 0 && grucy_blas_saved != 1) grucy_blas_set(grucy_blas_saved);
+        pthread_mutex_unlock(&grucy_blas_lock);
+    }
+    static void grucy_blas_install(size_t set, size_t get) {
+        grucy_blas_set = (grucy_blas_set_t)set;
+        grucy_blas_get = (grucy_blas_get_t)get;
+    }
     """
     int GRUCY_OPENMP
     int grucy_omp_max_threads() noexcept nogil
+    void grucy_barrier() noexcept nogil
+    int grucy_thread_num() noexcept nogil
+    void grucy_blas_enter() noexcept nogil
+    void grucy_blas_exit() noexcept nogil
+    void grucy_blas_install(size_t set, size_t get) noexcept
 
 # Threads used by the fused elementwise passes.
 cdef int _num_threads = grucy_omp_max_threads()
 # Below this many elements per step, waking a second thread costs more than it saves.
 cdef Py_ssize_t PARALLEL_MIN_WORK = 8192
+
+
+cdef str _blas_control = "none"
+
+
+def _install_blas_control():
+    """Find the thread setter of the BLAS behind scipy.linalg.cython_blas (OpenBLAS)."""
+    global _blas_control
+    import ctypes
+    import scipy.linalg.cython_blas as cython_blas
+    try:
+        lib = ctypes.CDLL(cython_blas.__file__)
+    except OSError:  # pragma: no cover - unusual platform
+        return
+    for prefix in ("scipy_openblas", "openblas"):
+        for suffix in ("", "64_"):
+            try:
+                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}")
+                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}")
+            except AttributeError:
+                continue
+            grucy_blas_install(ctypes.cast(setter, ctypes.c_void_p).value,
+                               ctypes.cast(getter, ctypes.c_void_p).value)
+            _blas_control = f"{prefix}_set_num_threads{suffix}"
+            return
+
+
+_install_blas_control()
+
+
+def blas_thread_control():
+    """Name of the BLAS function grucy uses to keep BLAS single-threaded inside its
+    kernels, or "none" when scipy's BLAS offers none (then BLAS threads are left as
+    they are and may compete with grucy's OpenMP threads)."""
+    return _blas_control
 
 
 def openmp_enabled():
@@ -181,6 +258,33 @@ cdef inline void _bwd_row_before_r(int H, const floating* drh, floating* dh,
 # ---------------------------------------------------------------------------------------
 # Whole-sequence kernels.
 
+cdef void _gather_rows(int T, int B, int I, const int* bs, const Py_ssize_t* off,
+                       const floating* X, floating* Xp) noexcept nogil:
+    """Variable lengths: copy the active rows of each step of X (T, B, I) to packed Xp."""
+    cdef int t
+    for t in range(T):
+        memcpy(Xp + off[t] * I, X + <Py_ssize_t>t * B * I,
+               <size_t>bs[t] * I * sizeof(floating))
+
+
+cdef void _scatter_rows(int T, int B, int I, const int* bs, const Py_ssize_t* off,
+                        const floating* dXp, floating* dX, bint accumulate) noexcept nogil:
+    """Packed rows back to dX (T, B, I), set or added; padding gets no gradient."""
+    cdef int t
+    cdef Py_ssize_t k
+    cdef floating* row
+    cdef const floating* src
+    for t in range(T):
+        row = dX + <Py_ssize_t>t * B * I
+        src = dXp + off[t] * I
+        if accumulate:
+            for k in range(<Py_ssize_t>bs[t] * I):
+                row[k] += src[k]
+        else:
+            memcpy(row, src, <size_t>bs[t] * I * sizeof(floating))
+            memset(row + <Py_ssize_t>bs[t] * I, 0,
+                   <size_t>(B - bs[t]) * I * sizeof(floating))
+
 cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize_t* off,
                        bint reverse, bint reset_after, bint training,
                        const floating* X, const floating* wih, const floating* whh,
@@ -196,9 +300,7 @@ cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize
     cdef floating* aux
     cdef floating* y
     if Xp != NULL:  # variable lengths: gather the active rows of each step
-        for t in range(T):
-            memcpy(Xp + off[t] * I, X + <Py_ssize_t>t * B * I,
-                   <size_t>bs[t] * I * sizeof(floating))
+        _gather_rows(T, B, I, bs, off, X, Xp)
         xsrc = Xp
     # G = X @ W_ih^T, every step at once
     gemm(False, True, N, H3, I, 1, xsrc, I, wih, I, 0, G, H3)
@@ -264,9 +366,6 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
     cdef const floating* pn      # input-side gradient of the n gate (N, H), stride ld_pn
     cdef int ld_pn
     cdef floating* dxdst
-    cdef floating* row
-    cdef const floating* src
-    cdef Py_ssize_t k
     for s in range(T - 1, -1, -1):
         t = T - 1 - s if reverse else s
         n = bs[t]
@@ -333,16 +432,298 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
     gemm(False, False, N, I, 2 * H, 1, dG, H3, wih, I,
          1 if (accumulate and dXp == NULL) else 0, dxdst, I)
     gemm(False, False, N, I, H, 1, pn, ld_pn, wih + 2 * H * I, I, 1, dxdst, I)
-    if dXp != NULL:  # scatter the packed rows back; padding gets no gradient
-        for t in range(T):
-            row = dX + <Py_ssize_t>t * B * I
-            src = dXp + off[t] * I
-            if accumulate:
-                for k in range(<Py_ssize_t>bs[t] * I):
-                    row[k] += src[k]
-            else:
-                memcpy(row, src, <size_t>bs[t] * I * sizeof(floating))
-                memset(row + <Py_ssize_t>bs[t] * I, 0, <size_t>(B - bs[t]) * I * sizeof(floating))
+    if dXp != NULL:
+        _scatter_rows(T, B, I, bs, off, dXp, dX, accumulate)
+
+
+# ---------------------------------------------------------------------------------------
+# Parallel whole-sequence kernels: one OpenMP team for the whole sequence.
+#
+# The hidden units are cut into a fixed number of chunks (at most MAX_CHUNKS, at least
+# 16 units each, boundaries on multiples of 16) that depend only on H, never on the
+# thread count; thread `tid` takes chunks tid, tid + nt, ...  Each thread runs the
+# recurrent GEMM for its own units with single-threaded BLAS, then the fused pass for
+# its own units; barriers separate the phases.  Because every GEMM call and every
+# summation is the same whatever the number of threads, results are bit-identical for
+# 1, 2, ... threads.  The hoisted GEMMs (input projection, weight and input gradients)
+# are split the same way, by unit chunks or by fixed blocks of rows.
+
+DEF MAX_CHUNKS = 8
+DEF ROW_BLOCKS = 8
+# Chunks have at least _min_chunk units and start on multiples of _chunk_align units.
+cdef int _min_chunk = 32
+cdef int _chunk_align = 16
+
+# Per-step work (B * 3H * H multiply-adds) from which the chunked kernels are used.
+cdef Py_ssize_t CHUNKED_MIN_WORK = 1 << 17
+
+
+def _set_chunking(Py_ssize_t min_work, int min_chunk=32, int align=16):
+    """Test hook: per-step work from which the chunked kernels run, smallest chunk and
+    chunk alignment (units).  Returns the old settings as a tuple."""
+    global CHUNKED_MIN_WORK, _min_chunk, _chunk_align
+    if min_chunk < 1 or align < 1:
+        raise ValueError("min_chunk and align must be positive")
+    old = (CHUNKED_MIN_WORK, _min_chunk, _chunk_align)
+    CHUNKED_MIN_WORK, _min_chunk, _chunk_align = min_work, min_chunk, align
+    return old
+
+
+cdef inline int _nchunks(int H) noexcept nogil:
+    cdef int c = H // _min_chunk
+    if c < 1:
+        return 1
+    return c if c < MAX_CHUNKS else MAX_CHUNKS
+
+
+cdef inline int _chunk_lo(int k, int nc, int H) noexcept nogil:
+    if k >= nc:
+        return H
+    return <int>((<long long>k * H // nc) // _chunk_align * _chunk_align)
+
+
+cdef inline Py_ssize_t _row_lo(int blk, Py_ssize_t N) noexcept nogil:
+    return N * blk // ROW_BLOCKS
+
+
+cdef inline void _fwd_chunk_after(int c, floating* g, const floating* gh,
+                                  const floating* bih, const floating* bhh, int H,
+                                  floating* h, floating* y, floating* aux) noexcept nogil:
+    # g: the row's r slot at unit j0 (z, n at +H, +2H); gh: the chunk's [r z n] block
+    # (width c each); biases at unit j0.
+    if floating is float:
+        grucy_fwd_after_f(c, g, g + H, g + 2 * H, gh, gh + c, gh + 2 * c,
+                          bih, bih + H, bih + 2 * H, bhh, bhh + H, bhh + 2 * H, h, y, aux)
+    else:
+        grucy_fwd_after_d(c, g, g + H, g + 2 * H, gh, gh + c, gh + 2 * c,
+                          bih, bih + H, bih + 2 * H, bhh, bhh + H, bhh + 2 * H, h, y, aux)
+
+
+cdef inline void _fwd_chunk_before_rz(int c, floating* g, const floating* gh,
+                                      const floating* bih, const floating* bhh, int H,
+                                      const floating* h, floating* aux) noexcept nogil:
+    if floating is float:
+        grucy_fwd_before_rz_f(c, g, g + H, gh, gh + c, bih, bih + H, bhh, bhh + H, h, aux)
+    else:
+        grucy_fwd_before_rz_d(c, g, g + H, gh, gh + c, bih, bih + H, bhh, bhh + H, h, aux)
+
+
+cdef inline void _fwd_chunk_before_n(int c, floating* g, const floating* gh,
+                                     const floating* bih, const floating* bhh, int H,
+                                     floating* h, floating* y) noexcept nogil:
+    if floating is float:
+        grucy_fwd_before_n_f(c, g + H, g + 2 * H, gh + 2 * c, bih + 2 * H, bhh + 2 * H, h, y)
+    else:
+        grucy_fwd_before_n_d(c, g + H, g + 2 * H, gh + 2 * c, bih + 2 * H, bhh + 2 * H, h, y)
+
+
+cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
+                       const Py_ssize_t* off, bint reverse, bint reset_after,
+                       bint training, const floating* X, const floating* wih,
+                       const floating* whp, const floating* bih, const floating* bhh,
+                       floating* Y, Py_ssize_t y_t, Py_ssize_t y_b, floating* S,
+                       floating* G, floating* A, floating* Hp, floating* Gh) noexcept nogil:
+    """Forward with one OpenMP team.  X: packed input rows (N, I); whp: W_hh with its
+    rows regrouped by chunk ([r z n] of chunk 0, then of chunk 1, ...); Gh (B, 3H) in
+    the same chunk-major column order."""
+    cdef int H3 = 3 * H, nc = _nchunks(H)
+    cdef Py_ssize_t N = off[T]
+    # (initialised: Cython makes them firstprivate in the parallel block)
+    cdef int tid = 0, k = 0, s = 0, t = 0, n = 0, b = 0, j0 = 0, c = 0, blk = 0
+    cdef Py_ssize_t r0 = 0, r1 = 0
+    cdef floating* g = NULL
+    cdef floating* aux = NULL
+    cdef floating* y = NULL
+    with parallel(num_threads=nt):
+        tid = grucy_thread_num()
+        # G = X @ W_ih^T in fixed row blocks
+        blk = tid
+        while blk < ROW_BLOCKS:
+            r0 = _row_lo(blk, N)
+            r1 = _row_lo(blk + 1, N)
+            gemm(False, True, <int>(r1 - r0), H3, I, 1, X + r0 * I, I, wih, I, 0,
+                 G + r0 * H3, H3)
+            blk = blk + nt
+        grucy_barrier()
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            n = bs[t]
+            if n == 0:
+                continue
+            g = G + off[t] * H3
+            y = Y + t * y_t
+            aux = A + off[t] * H if training else A
+            # Phase 1: this thread's recurrent GEMMs (they read all of S).
+            k = tid
+            while k < nc:
+                j0 = _chunk_lo(k, nc, H)
+                c = _chunk_lo(k + 1, nc, H) - j0
+                if training:
+                    for b in range(n):
+                        memcpy(Hp + (off[t] + b) * H + j0, S + b * H + j0,
+                               <size_t>c * sizeof(floating))
+                gemm(False, True, n, (3 if reset_after else 2) * c, H, 1, S, H,
+                     whp + <Py_ssize_t>3 * j0 * H, H, 0, Gh + 3 * j0, H3)
+                if not reset_after:
+                    for b in range(n):
+                        _fwd_chunk_before_rz(c, g + b * H3 + j0, Gh + b * H3 + 3 * j0,
+                                             bih + j0, bhh + j0, H, S + b * H + j0,
+                                             aux + b * H + j0)
+                k = k + nt
+            grucy_barrier()
+            if not reset_after:
+                # Gh_n = (r * h) @ W_hn^T for this thread's units (reads all of aux).
+                k = tid
+                while k < nc:
+                    j0 = _chunk_lo(k, nc, H)
+                    c = _chunk_lo(k + 1, nc, H) - j0
+                    gemm(False, True, n, c, H, 1, aux, H,
+                         whp + <Py_ssize_t>(3 * j0 + 2 * c) * H, H, 0,
+                         Gh + 3 * j0 + 2 * c, H3)
+                    k = k + nt
+            # Phase 2: the fused pass for this thread's units (writes its part of S).
+            k = tid
+            while k < nc:
+                j0 = _chunk_lo(k, nc, H)
+                c = _chunk_lo(k + 1, nc, H) - j0
+                for b in range(n):
+                    if reset_after:
+                        _fwd_chunk_after(c, g + b * H3 + j0, Gh + b * H3 + 3 * j0,
+                                         bih + j0, bhh + j0, H, S + b * H + j0,
+                                         y + b * y_b + j0, aux + b * H + j0)
+                    else:
+                        _fwd_chunk_before_n(c, g + b * H3 + j0, Gh + b * H3 + 3 * j0,
+                                            bih + j0, bhh + j0, H, S + b * H + j0,
+                                            y + b * y_b + j0)
+                k = k + nt
+            grucy_barrier()
+
+
+cdef inline void _bwd_chunk_after(int c, int H, const floating* dy, floating* dh,
+                                  const floating* g, const floating* aux,
+                                  const floating* hp, floating* dg,
+                                  floating* dgxn) noexcept nogil:
+    # all pointers at unit j0 of their row; gates/gradients r, z, n at +0, +H, +2H
+    if floating is float:
+        grucy_bwd_after_f(c, dy, dh, g, g + H, g + 2 * H, aux, hp,
+                          dg, dg + H, dg + 2 * H, dgxn)
+    else:
+        grucy_bwd_after_d(c, dy, dh, g, g + H, g + 2 * H, aux, hp,
+                          dg, dg + H, dg + 2 * H, dgxn)
+
+
+cdef inline void _bwd_chunk_before_zn(int c, int H, const floating* dy, floating* dh,
+                                      const floating* g, const floating* hp,
+                                      floating* dg) noexcept nogil:
+    if floating is float:
+        grucy_bwd_before_zn_f(c, dy, dh, g + H, g + 2 * H, hp, dg + H, dg + 2 * H)
+    else:
+        grucy_bwd_before_zn_d(c, dy, dh, g + H, g + 2 * H, hp, dg + H, dg + 2 * H)
+
+
+cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
+                        const Py_ssize_t* off, bint reverse, bint reset_after,
+                        const floating* dY, Py_ssize_t y_t, Py_ssize_t y_b, floating* dS,
+                        const floating* X, const floating* wih, const floating* whh,
+                        const floating* G, const floating* A, const floating* Hp,
+                        floating* dwih, floating* dwhh, floating* dbih, floating* dbhh,
+                        floating* dG, floating* dGxn, floating* dRH,
+                        const floating* ones, floating* dX, bint beta_dx) noexcept nogil:
+    """BPTT with one OpenMP team (see _forward_par); dX (N, I) packed rows, added to
+    when ``beta_dx``."""
+    cdef int H3 = 3 * H, nc = _nchunks(H)
+    cdef Py_ssize_t N = off[T]
+    cdef int tid = 0, k = 0, s = 0, t = 0, n = 0, b = 0, j0 = 0, c = 0, blk = 0, q = 0
+    cdef Py_ssize_t r0 = 0, r1 = 0, row = 0
+    cdef const floating* dy = NULL
+    cdef floating* dg = NULL
+    cdef const floating* pn
+    cdef int ld_pn
+    if reset_after:
+        pn = dGxn
+        ld_pn = H
+    else:
+        pn = dG + 2 * H
+        ld_pn = H3
+    with parallel(num_threads=nt):
+        tid = grucy_thread_num()
+        for s in range(T - 1, -1, -1):
+            t = T - 1 - s if reverse else s
+            n = bs[t]
+            if n == 0:
+                continue
+            dy = dY + t * y_t
+            dg = dG + off[t] * H3
+            # Phase 1: fused pass on this thread's units.
+            k = tid
+            while k < nc:
+                j0 = _chunk_lo(k, nc, H)
+                c = _chunk_lo(k + 1, nc, H) - j0
+                for b in range(n):
+                    row = off[t] + b
+                    if reset_after:
+                        _bwd_chunk_after(c, H, dy + b * y_b + j0, dS + b * H + j0,
+                                         G + row * H3 + j0, A + row * H + j0,
+                                         Hp + row * H + j0, dg + b * H3 + j0,
+                                         dGxn + row * H + j0)
+                    else:
+                        _bwd_chunk_before_zn(c, H, dy + b * y_b + j0, dS + b * H + j0,
+                                             G + row * H3 + j0, Hp + row * H + j0,
+                                             dg + b * H3 + j0)
+                k = k + nt
+            grucy_barrier()
+            if not reset_after:
+                # d(r * h) = dn @ W_hn for this thread's units, then dr.
+                k = tid
+                while k < nc:
+                    j0 = _chunk_lo(k, nc, H)
+                    c = _chunk_lo(k + 1, nc, H) - j0
+                    gemm(False, False, n, c, H, 1, dg + 2 * H, H3,
+                         whh + <Py_ssize_t>2 * H * H + j0, H, 0, dRH + j0, H)
+                    for b in range(n):
+                        row = off[t] + b
+                        _bwd_row_before_r(c, dRH + b * H + j0, dS + b * H + j0,
+                                          G + row * H3 + j0, Hp + row * H + j0,
+                                          dg + b * H3 + j0)
+                    k = k + nt
+                grucy_barrier()
+            # Phase 2: dh[:, own units] += dGh @ W_hh[:, own units].
+            k = tid
+            while k < nc:
+                j0 = _chunk_lo(k, nc, H)
+                c = _chunk_lo(k + 1, nc, H) - j0
+                gemm(False, False, n, c, H3 if reset_after else 2 * H, 1, dg, H3,
+                     whh + j0, H, 1, dS + j0, H)
+                k = k + nt
+        grucy_barrier()
+        # Hoisted gradients: dW_ih, dW_hh and biases by unit chunks, dX by row blocks.
+        k = tid
+        while k < nc:
+            j0 = _chunk_lo(k, nc, H)
+            c = _chunk_lo(k + 1, nc, H) - j0
+            for q in range(2):  # r and z: input side and hidden side share dG
+                gemm(True, False, c, I, <int>N, 1, dG + q * H + j0, H3, X, I, 1,
+                     dwih + <Py_ssize_t>(q * H + j0) * I, I)
+                gemm(True, False, c, H, <int>N, 1, dG + q * H + j0, H3, Hp, H, 1,
+                     dwhh + <Py_ssize_t>(q * H + j0) * H, H)
+                colsum(<int>N, c, dG + q * H + j0, H3, ones, dbih + q * H + j0)
+                colsum(<int>N, c, dG + q * H + j0, H3, ones, dbhh + q * H + j0)
+            gemm(True, False, c, I, <int>N, 1, pn + j0, ld_pn, X, I, 1,
+                 dwih + <Py_ssize_t>(2 * H + j0) * I, I)
+            gemm(True, False, c, H, <int>N, 1, dG + 2 * H + j0, H3,
+                 Hp if reset_after else A, H, 1, dwhh + <Py_ssize_t>(2 * H + j0) * H, H)
+            colsum(<int>N, c, pn + j0, ld_pn, ones, dbih + 2 * H + j0)
+            colsum(<int>N, c, dG + 2 * H + j0, H3, ones, dbhh + 2 * H + j0)
+            k = k + nt
+        blk = tid
+        while blk < ROW_BLOCKS:
+            r0 = _row_lo(blk, N)
+            r1 = _row_lo(blk + 1, N)
+            gemm(False, False, <int>(r1 - r0), I, 2 * H, 1, dG + r0 * H3, H3, wih, I,
+                 1 if beta_dx else 0, dX + r0 * I, I)
+            gemm(False, False, <int>(r1 - r0), I, H, 1, pn + r0 * ld_pn, ld_pn,
+                 wih + <Py_ssize_t>2 * H * I, I, 1, dX + r0 * I, I)
+            blk = blk + nt
 
 
 # ---------------------------------------------------------------------------------------
@@ -402,11 +783,33 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
         xp_ptr = &Xp[0, 0]
     cdef Py_ssize_t y_t = Y.strides[0] // sizeof(floating)
     cdef Py_ssize_t y_b = Y.strides[1] // sizeof(floating)
+    cdef bint chunked = <Py_ssize_t>B * 3 * H * H >= CHUNKED_MIN_WORK
+    cdef floating[:, ::1] whp
+    cdef int t, nt = _num_threads
+    cdef const floating* xsrc = &X[0, 0, 0]
+    if chunked:
+        # W_hh rows regrouped by unit chunk: [r z n] of chunk 0, of chunk 1, ...
+        nc = _nchunks(H)
+        bounds = [_chunk_lo(k, nc, H) for k in range(nc + 1)]
+        w = np.asarray(w_hh)
+        whp = np.concatenate([w[g * H + bounds[k]:g * H + bounds[k + 1]]
+                              for k in range(nc) for g in range(3)])
     with nogil:
-        _forward_seq(T, B, I, H, &bs[0], &off[0], reverse, reset_after, training,
-                     &X[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &b_ih[0], &b_hh[0],
-                     &Y[0, 0, 0], y_t, y_b, &h[0, 0], &G[0, 0], &A[0, 0], hp_ptr,
-                     &Gh[0, 0], xp_ptr)
+        grucy_blas_enter()
+        if not chunked:
+            _forward_seq(T, B, I, H, &bs[0], &off[0], reverse, reset_after, training,
+                         &X[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &b_ih[0], &b_hh[0],
+                         &Y[0, 0, 0], y_t, y_b, &h[0, 0], &G[0, 0], &A[0, 0], hp_ptr,
+                         &Gh[0, 0], xp_ptr)
+        else:
+            if xp_ptr != NULL:
+                _gather_rows(T, B, I, &bs[0], &off[0], &X[0, 0, 0], xp_ptr)
+                xsrc = xp_ptr
+            _forward_par(nt, T, B, I, H, &bs[0], &off[0], reverse, reset_after, training,
+                         xsrc, &w_ih[0, 0], &whp[0, 0], &b_ih[0], &b_hh[0],
+                         &Y[0, 0, 0], y_t, y_b, &h[0, 0], &G[0, 0], &A[0, 0], hp_ptr,
+                         &Gh[0, 0])
+        grucy_blas_exit()
     if not training:
         return None
     return {"X": np.asarray(X) if full else Xp_arr, "G": G_arr, "A": A_arr, "Hp": Hp_arr,
@@ -458,10 +861,211 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
     cdef Py_ssize_t y_t = dY.strides[0] // sizeof(floating)
     cdef Py_ssize_t y_b = dY.strides[1] // sizeof(floating)
     cdef bint reverse = ws["reverse"]
+    cdef bint chunked = <Py_ssize_t>B * 3 * H * H >= CHUNKED_MIN_WORK
+    cdef int nt = _num_threads
     with nogil:
-        _backward_seq(T, B, I, H, &bs[0], &off[0], reverse, reset_after,
-                      &dY[0, 0, 0], y_t, y_b, &dh[0, 0],
-                      &X[0, 0], &w_ih[0, 0], &w_hh[0, 0], &G[0, 0], &A[0, 0], &Hp[0, 0],
-                      &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0], &db_hh[0],
-                      &dG[0, 0], &dGxn[0, 0], &dRH[0, 0], &ones[0],
-                      &dX[0, 0, 0], dxp_ptr, accumulate)
+        grucy_blas_enter()
+        if not chunked:
+            _backward_seq(T, B, I, H, &bs[0], &off[0], reverse, reset_after,
+                          &dY[0, 0, 0], y_t, y_b, &dh[0, 0],
+                          &X[0, 0], &w_ih[0, 0], &w_hh[0, 0], &G[0, 0], &A[0, 0],
+                          &Hp[0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0], &db_hh[0],
+                          &dG[0, 0], &dGxn[0, 0], &dRH[0, 0], &ones[0],
+                          &dX[0, 0, 0], dxp_ptr, accumulate)
+        else:
+            _backward_par(nt, T, B, I, H, &bs[0], &off[0], reverse, reset_after,
+                          &dY[0, 0, 0], y_t, y_b, &dh[0, 0],
+                          &X[0, 0], &w_ih[0, 0], &w_hh[0, 0], &G[0, 0], &A[0, 0],
+                          &Hp[0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0], &db_hh[0],
+                          &dG[0, 0], &dGxn[0, 0], &dRH[0, 0], &ones[0],
+                          &dX[0, 0, 0] if dxp_ptr == NULL else dxp_ptr,
+                          accumulate and dxp_ptr == NULL)
+            if dxp_ptr != NULL:
+                _scatter_rows(T, B, I, &bs[0], &off[0], dxp_ptr, &dX[0, 0, 0], accumulate)
+        grucy_blas_exit()
+
+
+# ---------------------------------------------------------------------------------------
+# Streaming: one step at a time, state kept between calls.
+
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+
+ctypedef struct _LayerPtrs:
+    char* wih
+    char* whh
+    char* bih
+    char* bhh
+    int in_size
+
+
+cdef bint _all_finite(const floating* p, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating acc = 0
+    for i in range(n):
+        acc = acc + p[i] * 0  # NaN or inf make the product NaN
+    return acc == 0
+
+
+cdef class GRUStream:
+    """Online inference: feed one step of every stream, get its output, keep the state.
+
+    Made by :meth:`grucy.GRU.stream`.  It works on the layer's parameter arrays in place,
+    so optimizer updates and ``load_state_dict`` are seen by later steps.  Unidirectional
+    layers only (a bidirectional layer needs the future).  Not thread-safe: use one
+    stream per thread.
+
+    Attributes
+    ----------
+    h : ndarray (num_layers, batch_size, hidden_size)
+        The state after the last step (a copy; assign to replace it).
+    batch_size, hidden_size, num_layers, input_size : int
+    """
+
+    cdef _LayerPtrs* lp
+    cdef readonly int num_layers, batch_size, hidden_size, input_size
+    cdef bint reset_after, dbl
+    cdef object dtype
+    cdef object keep
+    cdef object S_arr, G_arr, A_arr, Gh_arr, Y_arr
+    cdef char* S
+    cdef char* G
+    cdef char* A
+    cdef char* Gh
+    cdef char* Y
+    cdef int bs[1]
+    cdef Py_ssize_t off[2]
+
+    def __cinit__(self, list layers, int batch_size, int hidden_size, bint reset_after,
+                  dtype, h0):
+        cdef int L = len(layers), H = hidden_size, B = batch_size
+        cdef int l
+        if L < 1 or H < 1 or B < 1:
+            raise ValueError("GRUStream needs at least one layer, unit and stream")
+        self.lp = <_LayerPtrs*>PyMem_Malloc(L * sizeof(_LayerPtrs))
+        if self.lp == NULL:
+            raise MemoryError()
+        self.num_layers, self.batch_size, self.hidden_size = L, B, H
+        self.reset_after = reset_after
+        self.dtype = np.dtype(dtype)
+        self.dbl = self.dtype == np.float64
+        keep = []
+        for l in range(L):
+            # Already contiguous arrays of the right dtype: the layer's own parameters.
+            arrs = [np.ascontiguousarray(a, dtype=self.dtype) for a in layers[l]]
+            if (arrs[0].shape[0] != 3 * H or arrs[1].shape != (3 * H, H)
+                    or arrs[2].shape != (3 * H,) or arrs[3].shape != (3 * H,)
+                    or (l > 0 and arrs[0].shape[1] != H)):
+                raise ValueError(f"GRUStream: parameter shapes of layer {l} do not match")
+            keep.append(arrs)
+            self.lp[l].wih = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrs[0])
+            self.lp[l].whh = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrs[1])
+            self.lp[l].bih = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrs[2])
+            self.lp[l].bhh = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrs[3])
+            self.lp[l].in_size = arrs[0].shape[1]
+        self.keep = keep
+        self.input_size = self.lp[0].in_size
+        self.S_arr = np.array(h0, dtype=self.dtype, order="C")
+        if self.S_arr.shape != (L, B, H):
+            raise ValueError(f"h0 must have shape {(L, B, H)}, got {self.S_arr.shape}")
+        self.G_arr = np.empty((B, 3 * H), self.dtype)
+        self.A_arr = np.empty((B, H), self.dtype)
+        self.Gh_arr = np.empty((B, 3 * H), self.dtype)
+        self.Y_arr = np.empty((max(L - 1, 1), B, H), self.dtype)
+        self.S = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.S_arr)
+        self.G = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.G_arr)
+        self.A = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.A_arr)
+        self.Gh = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.Gh_arr)
+        self.Y = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.Y_arr)
+        self.bs[0] = B
+        self.off[0] = 0
+        self.off[1] = B
+
+    def __dealloc__(self):
+        PyMem_Free(self.lp)
+
+    @property
+    def h(self):
+        return self.S_arr.copy()
+
+    @h.setter
+    def h(self, value):
+        shape = (self.num_layers, self.batch_size, self.hidden_size)
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"h must be an array of real numbers, got dtype {arr.dtype}")
+        if arr.shape != shape:
+            raise ValueError(f"h must have shape (num_layers, batch_size, hidden_size) = "
+                             f"{shape}, got {arr.shape}")
+        arr = arr.astype(self.dtype, copy=False)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("h contains NaN or inf")
+        self.S_arr[...] = arr
+
+    def reset(self):
+        """Set the state of every stream to zeros."""
+        self.S_arr.fill(0)
+
+    def step(self, x):
+        """Advance every stream by one step; returns the top layer's output (B, H).
+
+        x: (batch_size, input_size), or (input_size,) when batch_size is 1 (the output
+        is then (hidden_size,)).  Integers and the other float width are cast; NaN or
+        inf are refused (ValueError) and leave the state unchanged.
+        """
+        cdef int B = self.batch_size, H = self.hidden_size, I0 = self.input_size
+        cdef bint flat = False
+        cdef int typenum = cnp.NPY_DOUBLE if self.dbl else cnp.NPY_FLOAT
+        cdef cnp.ndarray xa
+        if (type(x) is not np.ndarray or cnp.PyArray_TYPE(<cnp.ndarray>x) != typenum
+                or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)):
+            arr = np.asarray(x)
+            if arr.dtype.kind not in "fiu":
+                raise TypeError(f"x must be an array of real numbers, got dtype "
+                                f"{arr.dtype}")
+            x = np.ascontiguousarray(arr, dtype=self.dtype)
+        xa = <cnp.ndarray>x
+        cdef int nd = cnp.PyArray_NDIM(xa)
+        cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(xa)
+        cdef cnp.npy_intp odims[2]
+        if nd == 1 and B == 1 and dims[0] == I0:
+            flat = True
+        elif nd != 2 or dims[0] != B or dims[1] != I0:
+            raise ValueError(f"x must have shape (batch_size, input_size) = ({B}, {I0})"
+                             + (f" or ({I0},)" if B == 1 else "") + f", got {x.shape}")
+        odims[0] = B
+        odims[1] = H
+        if flat:
+            out = cnp.PyArray_EMPTY(1, &odims[1], typenum, 0)
+        else:
+            out = cnp.PyArray_EMPTY(2, odims, typenum, 0)
+        cdef char* xp = <char*>cnp.PyArray_DATA(xa)
+        cdef char* op = <char*>cnp.PyArray_DATA(<cnp.ndarray>out)
+        cdef bint ok
+        with nogil:
+            if self.dbl:
+                ok = _all_finite(<double*>xp, <Py_ssize_t>B * I0)
+                if ok:
+                    self._run(<double*>xp, <double*>op)
+            else:
+                ok = _all_finite(<float*>xp, <Py_ssize_t>B * I0)
+                if ok:
+                    self._run(<float*>xp, <float*>op)
+        if not ok:
+            raise ValueError("x contains NaN or inf")
+        return out
+
+    cdef void _run(self, floating* x, floating* out) noexcept nogil:
+        cdef int l, L = self.num_layers, B = self.batch_size, H = self.hidden_size
+        cdef floating* inp = x
+        cdef floating* y
+        grucy_blas_enter()
+        for l in range(L):
+            y = out if l == L - 1 else <floating*>self.Y + <Py_ssize_t>l * B * H
+            _forward_seq(1, B, self.lp[l].in_size, H, self.bs, self.off, False,
+                         self.reset_after, False, inp, <floating*>self.lp[l].wih,
+                         <floating*>self.lp[l].whh, <floating*>self.lp[l].bih,
+                         <floating*>self.lp[l].bhh, y, <Py_ssize_t>B * H, H,
+                         <floating*>self.S + <Py_ssize_t>l * B * H, <floating*>self.G,
+                         <floating*>self.A, NULL, <floating*>self.Gh, NULL)
+            inp = y
+        grucy_blas_exit()

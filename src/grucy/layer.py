@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _gru
-from ._base import GRUBase, exclusive
+from ._base import GRUBase, _positive_int, as_float_array, exclusive
 from .io import register
 
 
@@ -95,6 +95,53 @@ class GRU(GRUBase):
         if self.batch_first:
             y = y.transpose(1, 0, 2)
         return np.ascontiguousarray(y), np.ascontiguousarray(h_n)
+
+    def stream(self, batch_size=1, h0=None):
+        """A :class:`GRUStream` for online inference, one step per call.
+
+        Parameters
+        ----------
+        batch_size : int, default 1
+            Number of independent streams advanced together.
+        h0 : array_like (num_layers, batch_size, hidden_size), optional
+            Initial state (default zeros).
+
+        Examples
+        --------
+        >>> s = gru.stream()                  # doctest: +SKIP
+        >>> for x_t in signal:                # x_t: (input_size,)
+        ...     y_t = s.step(x_t)             # (hidden_size,); state kept in s.h
+        """
+        if self.bidirectional:
+            raise ValueError("stream() needs a unidirectional GRU: a bidirectional layer "
+                             "reads the whole sequence (bidirectional=True)")
+        batch_size = _positive_int("batch_size", batch_size)
+        shape = (self.num_layers, batch_size, self.hidden_size)
+        if h0 is None:
+            h0 = np.zeros(shape, self.dtype)
+        else:
+            h0 = as_float_array("h0", h0, self.dtype)
+            if h0.shape != shape:
+                raise ValueError(f"h0 must have shape (num_layers, batch_size, "
+                                 f"hidden_size) = {shape}, got {h0.shape}")
+            if not np.all(np.isfinite(h0)):
+                raise ValueError("h0 contains NaN or inf")
+        layers = [self.layer_params(layer, 0) for layer in range(self.num_layers)]
+        return _gru.GRUStream(layers, batch_size, self.hidden_size, self.reset_after,
+                              self.dtype, h0)
+
+    def step(self, x, h=None):
+        """One step with the state carried by the caller: returns ``(y, h_new)``.
+
+        x: (B, input_size); h: (num_layers, B, hidden_size) or None (zeros).  Same numbers
+        as ``forward`` on a one-step sequence; for a long stream :meth:`stream` is faster.
+        """
+        x = as_float_array("x", x, self.dtype)
+        if x.ndim != 2:
+            raise ValueError(f"x must be 2-D (B, input_size), got shape {x.shape}")
+        s = self.stream(x.shape[0], h)
+        y = s.step(x)
+        return y, s.h
 
     @exclusive
     def backward(self, dy, dh_n=None):
