@@ -280,6 +280,42 @@ CASES = [
      "TypeError"),
     ("archive-arrays-list", "io.write_archive(os.path.join(TMP, 'x'), 'k', {}, [1])",
      "TypeError"),
+    # -- streaming (GRU.stream / GRUStream.step / GRU.step) -------------------------------
+    ("stream-bidirectional", "L().stream()", "ValueError"),
+    ("stream-batch-zero", "grucy.GRU(3, 4).stream(0)", "ValueError"),
+    ("stream-batch-float", "grucy.GRU(3, 4).stream(2.0)", "TypeError"),
+    ("stream-batch-huge", "grucy.GRU(3, 4).stream(2**40)", "SizeLimitError"),
+    ("stream-h0-shape", "grucy.GRU(3, 4).stream(2, np.zeros((1, 1, 4)))", "ValueError"),
+    ("stream-h0-nan", "grucy.GRU(3, 4).stream(1, np.full((1, 1, 4), np.nan))", "ValueError"),
+    ("stream-h0-strings", "grucy.GRU(3, 4).stream(1, np.full((1, 1, 4), 'a'))", "TypeError"),
+    ("stream-nan-params", "g = grucy.GRU(3, 4); g.parameters()[0][0, 0] = np.nan; g.stream()",
+     "ValueError"),
+    ("stream-step-shape", "grucy.GRU(3, 4).stream(2).step(np.ones(3))", "ValueError"),
+    ("stream-step-3d", "grucy.GRU(3, 4).stream().step(np.ones((1, 1, 3)))", "ValueError"),
+    ("stream-step-scalar", "grucy.GRU(3, 4).stream().step(1.0)", "ValueError"),
+    ("stream-step-nan", "grucy.GRU(3, 4).stream().step(np.array([1.0, np.nan, 0.0]))",
+     "ValueError"),
+    ("stream-step-inf-f32", "grucy.GRU(3, 4).stream().step(np.array([1e300, 0.0, 0.0]))",
+     "ValueError"),
+    ("stream-step-bool", "grucy.GRU(3, 4).stream().step(np.ones(3, bool))", "TypeError"),
+    ("stream-step-complex", "grucy.GRU(3, 4).stream().step(np.ones(3, complex))", "TypeError"),
+    ("stream-step-none", "grucy.GRU(3, 4).stream().step(None)", "TypeError"),
+    ("stream-step-ragged", "grucy.GRU(3, 4).stream(2).step([[1.0, 2.0, 3.0], [1.0]])",
+     "ValueError"),
+    ("stream-h-setter-shape", "s = grucy.GRU(3, 4).stream(); s.h = np.zeros(4)", "ValueError"),
+    ("stream-h-setter-bool", "s = grucy.GRU(3, 4).stream(); s.h = np.zeros((1, 1, 4), bool)",
+     "TypeError"),
+    ("stream-step-layouts-ok",
+     "s = grucy.GRU(3, 4).stream(2)\nx = np.ones((2, 6))\ns.step(x[:, ::2])\n"
+     "s.step(np.asfortranarray(np.ones((2, 3))))\ns.step(np.ones((2, 3))[::-1, ::-1])\n"
+     "ro = np.ones((2, 3)); ro.flags.writeable = False; s.step(ro)\n"
+     "s.step(np.broadcast_to(np.ones(3), (2, 3)))", None),
+    ("step-1d", "grucy.GRU(3, 4).step(np.ones(3))", "ValueError"),
+    ("step-empty-batch", "grucy.GRU(3, 4).step(np.ones((0, 3)))", "ValueError"),
+    ("step-h-shape", "grucy.GRU(3, 4).step(np.ones((2, 3)), np.zeros((1, 3, 4)))",
+     "ValueError"),
+    ("step-nan-params", "g = grucy.GRU(3, 4); g.parameters()[1][0, 0] = np.inf; "
+                        "g.step(np.ones((1, 3)))", "ValueError"),
     # -- threads --------------------------------------------------------------------------
     ("one-layer-two-threads",
      "import threading\ng = L()\nentered, go = threading.Event(), threading.Event()\n"
@@ -315,6 +351,8 @@ ISOLATED = [
      "p = os.path.join(TMP, 'h')\n"
      "open(p, 'wb').write(io._PREFIX.pack(io.MAGIC, 1, len(head), "
      "hashlib.sha256(head).digest()) + head)\ngrucy.load(p)", "FileFormatError"),
+    ("stream-beyond-memory", "grucy.GRU(8, 4096, num_layers=4).stream(2**17)",
+     "SizeLimitError"),
     ("largest-legal-single-step",  # big but allowed: must run, not crash
      "grucy.GRU(4096, 4096, dtype=np.float32).forward(np.ones((1, 1, 4096), np.float32))",
      None),

@@ -171,6 +171,27 @@ def test_layers_in_parallel_threads_match_sequential_bitwise(omp_threads, blas_t
                 raise AssertionError(f"layer {i}, batch {j}: {exc}") from None
 
 
+@pytest.mark.parametrize("omp_threads", [1, 2])
+def test_streams_of_one_layer_in_parallel_threads_match_sequential(omp_threads,
+                                                                    thread_limits, rng):
+    """Streams share their layer's parameters (read only) and own their state: several
+    streams of one layer stepped from several threads give the sequential results."""
+    thread_limits(omp_threads, 1)
+    layer = grucy.GRU(6, 48, num_layers=2, dtype=np.float32, seed=0)
+    xs = [rng.standard_normal((200, 3, 6)).astype(np.float32) for _ in range(3)]
+
+    def run(x):
+        s = layer.stream(3)
+        return np.stack([s.step(x_t) for x_t in x]), s.h
+
+    expected = [run(x) for x in xs]
+    results, errors = _in_threads([lambda x=x: run(x) for x in xs])
+    assert not errors, errors
+    for (y, h), (y_want, h_want) in zip(results, expected):
+        np.testing.assert_array_equal(y, y_want)
+        np.testing.assert_array_equal(h, h_want)
+
+
 # -- one layer, two threads: refused, never corrupted -------------------------------------
 class BlockingArray:
     """An array-like whose conversion waits: holds a forward inside the layer until told."""

@@ -456,6 +456,20 @@ class GRUBase(ParameterHolder):
             total += N * 4 * H + 2 * N * widest + 2 * L * D * B * H
         return total * self.dtype.itemsize
 
+    def _check_stream(self, batch_size):
+        """Before a stream allocates its state and buffers: sizes, memory, parameters
+        (a stream then reads the parameters in place without checking them per step)."""
+        H, L, B = self.hidden_size, self.num_layers, batch_size
+
+        def what():
+            return f"a stream of batch_size={B}"
+        check_int32(what, {"batch_size*3*hidden_size": B * 3 * H,
+                           "num_layers*batch_size*hidden_size": L * B * H,
+                           "batch_size*input_size": B * self.input_size})
+        check_memory(what, (3 * L * B * H + 6 * B * H + 2 * B * self.input_size)
+                     * self.dtype.itemsize)
+        self._check_parameters()
+
     # -- parameters -------------------------------------------------------------------
     def _param_shape(self, name):
         H = self.hidden_size

@@ -116,6 +116,7 @@ class GRU(GRUBase):
             raise ValueError("stream() needs a unidirectional GRU: a bidirectional layer "
                              "reads the whole sequence (bidirectional=True)")
         batch_size = _positive_int("batch_size", batch_size)
+        self._check_stream(batch_size)
         shape = (self.num_layers, batch_size, self.hidden_size)
         if h0 is None:
             h0 = np.zeros(shape, self.dtype)
