@@ -11,7 +11,10 @@ comes from the two Python threads alone.  Reported, per mode:
   GIL, ~1 when they do not;
 * ``CPU overlap``: process CPU time / wall time while both threads run (the number of
   cores busy at once, up to 2);
-* for comparison, the same for a pure-Python loop, which holds the GIL (speedup ~1).
+* for comparison, the same for a pure-Python loop, which holds the GIL (speedup ~1);
+* Python progress beside one long call: how fast a pure-Python counter thread runs
+  while one long grucy forward runs, relative to alone (~0 if the call held the GIL,
+  as ``sum(range(n))`` does, shown for contrast).  Less sensitive to a busy machine.
 
 The results of the threaded run are checked bitwise against the sequential run.
 
@@ -78,6 +81,40 @@ def timed_pair(fa, fb):
     return seq, wall, cpu / wall, same
 
 
+def progress_ratio(f, alone_seconds=0.3):
+    """How fast a pure-Python counter thread advances while ``f`` runs in this thread,
+    relative to how fast it advances alone.  ~0 when ``f`` holds the GIL in C code, up
+    to ~1 when ``f`` releases it (less when the cores are busy)."""
+    def count_for(stop):
+        n = 0
+        while not stop.is_set():
+            n += 1
+        return n
+
+    stop = threading.Event()
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("n", count_for(stop)))
+    t0 = time.perf_counter()
+    t.start()
+    time.sleep(alone_seconds)
+    stop.set()
+    t.join()
+    rate_alone = box["n"] / (time.perf_counter() - t0)
+
+    stop = threading.Event()
+    box = {}
+    started = threading.Event()
+    t = threading.Thread(target=lambda: (started.set(), box.setdefault("n", count_for(stop))))
+    t.start()
+    started.wait()
+    t0 = time.perf_counter()
+    f()
+    wall = time.perf_counter() - t0
+    stop.set()
+    t.join()
+    return box["n"] / wall / rate_alone
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -111,6 +148,16 @@ def main():
             same = all(r[3] for r in runs)
             print(f"{name:<14} {seq:12.3f} {thr:11.3f} {seq / thr:8.2f} {overlap:11.2f}  "
                   f"{'yes' if same else 'NO'}")
+        print("\nPython progress beside one long call (counter rate during / alone; "
+              "~0 = the call holds the GIL):")
+        long_x = np.ascontiguousarray(np.tile(xs[0], (10, 1, 1)))
+        probes = {
+            "grucy forward": lambda: layers[0].forward(long_x, training=False),
+            "C holding GIL": lambda: sum(range(30_000_000)),
+        }
+        for name, f in probes.items():
+            ratios = [progress_ratio(f) for _ in range(rounds)]
+            print(f"  {name:<16} {max(ratios):.2f}")
     print(f"load at end {os.getloadavg()[0]:.2f}")
 
 
