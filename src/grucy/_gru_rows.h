@@ -17,10 +17,22 @@
 
 static inline double grucy_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 
+/* The build targets baseline x86-64 (SSE2) so that wheels run anywhere; these loops are
+ * where wider vectors pay, so GCC compiles each kernel also for AVX2 and AVX-512 and
+ * picks the best one for the running CPU when the module loads (an ifunc).  On one
+ * machine results are deterministic; across CPUs they may differ in the last bit
+ * (FMA contraction in the wider versions), as BLAS kernels do. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+    && !defined(GRUCY_NO_CLONES)
+#define GRUCY_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define GRUCY_CLONES
+#endif
+
 #define GRUCY_ROWS(T, SFX, SIGMOID, TANH)                                                 \
                                                                                           \
 /* reset-after: n = tanh(xn + bin + r * (hn + bhn)); aux = hn + bhn */                    \
-static inline void grucy_fwd_after_##SFX(                                                 \
+GRUCY_CLONES static void grucy_fwd_after_##SFX(                                                 \
     int H, T *restrict xr, T *restrict xz, T *restrict xn,                                \
     const T *restrict hr, const T *restrict hz, const T *restrict hn,                     \
     const T *restrict bir, const T *restrict biz, const T *restrict bin,                  \
@@ -43,7 +55,7 @@ static inline void grucy_fwd_after_##SFX(                                       
 }                                                                                         \
                                                                                           \
 /* reset-before, first half: r and z; aux = r * h (the input of W_hn) */                  \
-static inline void grucy_fwd_before_rz_##SFX(                                             \
+GRUCY_CLONES static void grucy_fwd_before_rz_##SFX(                                             \
     int H, T *restrict xr, T *restrict xz,                                                \
     const T *restrict hr, const T *restrict hz,                                           \
     const T *restrict bir, const T *restrict biz,                                         \
@@ -59,7 +71,7 @@ static inline void grucy_fwd_before_rz_##SFX(                                   
 }                                                                                         \
                                                                                           \
 /* reset-before, second half: hn = W_hn (r * h); z already in xz */                       \
-static inline void grucy_fwd_before_n_##SFX(                                              \
+GRUCY_CLONES static void grucy_fwd_before_n_##SFX(                                              \
     int H, const T *restrict z, T *restrict xn, const T *restrict hn,                     \
     const T *restrict bin, const T *restrict bhn, T *restrict h, T *restrict y)           \
 {                                                                                         \
@@ -74,7 +86,7 @@ static inline void grucy_fwd_before_n_##SFX(                                    
                                                                                           \
 /* reset-after backward.  dh: gradient into h_new in, its direct part dh * z out.        \
  * Writes the hidden-side gate gradients (dr, dz, dhn) and the input-side dn. */          \
-static inline void grucy_bwd_after_##SFX(                                                 \
+GRUCY_CLONES static void grucy_bwd_after_##SFX(                                                 \
     int H, const T *restrict dy, T *restrict dh,                                          \
     const T *restrict r, const T *restrict z, const T *restrict n,                        \
     const T *restrict aux, const T *restrict hp,                                          \
@@ -92,7 +104,7 @@ static inline void grucy_bwd_after_##SFX(                                       
 }                                                                                         \
                                                                                           \
 /* reset-before backward, first half: dz and dn (input and hidden side alike) */          \
-static inline void grucy_bwd_before_zn_##SFX(                                             \
+GRUCY_CLONES static void grucy_bwd_before_zn_##SFX(                                             \
     int H, const T *restrict dy, T *restrict dh,                                          \
     const T *restrict z, const T *restrict n, const T *restrict hp,                       \
     T *restrict dz, T *restrict dn)                                                       \
@@ -106,7 +118,7 @@ static inline void grucy_bwd_before_zn_##SFX(                                   
 }                                                                                         \
                                                                                           \
 /* reset-before backward, second half: drh = d(r * h_prev) = dn @ W_hn */                 \
-static inline void grucy_bwd_before_r_##SFX(                                              \
+GRUCY_CLONES static void grucy_bwd_before_r_##SFX(                                              \
     int H, const T *restrict drh, T *restrict dh, const T *restrict r,                    \
     const T *restrict hp, T *restrict dr)                                                 \
 {                                                                                         \
