@@ -7,6 +7,7 @@ Deterministic for CI (``derandomize=True``, no example database); set
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -60,11 +61,34 @@ def problems(draw):
     return cfg, inputs
 
 
+@contextlib.contextmanager
+def kernels(chunking):
+    """None: the kernels grucy picks by size; (min_chunk, align): the chunked
+    multi-threaded kernels forced for every size, with tiny odd chunks."""
+    if chunking is None:
+        yield
+        return
+    old = grucy._gru._set_chunking(0, *chunking)
+    try:
+        yield
+    finally:
+        grucy._gru._set_chunking(*old)
+
+
+chunkings = st.none() | st.tuples(st.integers(1, 5), st.integers(1, 3))
+
+
 @CI
-@given(problems())
-def test_compiled_layer_matches_reference(problem):
+@given(problems(), chunkings, st.sampled_from([1, 2]))
+def test_compiled_layer_matches_reference(problem, chunking, threads):
     cfg, inputs = problem
-    got = run_layer(grucy.GRU(**cfg), inputs)
+    before = grucy.get_num_threads()
+    grucy.set_num_threads(threads)
+    try:
+        with kernels(chunking):
+            got = run_layer(grucy.GRU(**cfg), inputs)
+    finally:
+        grucy.set_num_threads(before)
     expected = run_layer(reference.GRU(**cfg), inputs)
     assert_results_close(got, expected, cfg["dtype"])
 
