@@ -317,6 +317,16 @@ CASES = [
     ("step-nan-params", "g = grucy.GRU(3, 4); g.parameters()[1][0, 0] = np.inf; "
                         "g.step(np.ones((1, 3)))", "ValueError"),
     # -- threads --------------------------------------------------------------------------
+    ("threads-zero", "grucy.set_num_threads(0)", "ValueError"),
+    ("threads-string", "grucy.set_num_threads('2')", "TypeError"),
+    ("threads-float", "grucy.set_num_threads(2.0)", "TypeError"),
+    ("threads-huge", "grucy.set_num_threads(2**40)", "ValueError"),
+    ("threads-100000",  # OpenMP cannot create them: used to abort or segfault the process
+     "grucy.set_num_threads(100000)\n"
+     "grucy.GRU(64, 256).forward(np.ones((5, 64, 64), np.float32))", "ValueError"),
+    ("threads-max-ok", "from grucy._threads import MAX_THREADS\n"
+                       "grucy.set_num_threads(MAX_THREADS)\n"
+                       "grucy.GRU(64, 256).forward(np.ones((5, 64, 64), np.float32))", None),
     ("one-layer-two-threads",
      "import threading\ng = L()\nentered, go = threading.Event(), threading.Event()\n"
      "class Slow:\n    def __array__(self, dtype=None, copy=None):\n"

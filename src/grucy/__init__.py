@@ -21,6 +21,7 @@ from ._base import SizeLimitError  # noqa: E402
 from ._gru import get_num_threads, openmp_enabled, set_num_threads  # noqa: E402
 from .io import FileFormatError, load, save  # noqa: E402
 from .layer import GRU  # noqa: E402
+from ._threads import set_num_threads  # noqa: E402,F811  (validated; replaces _gru's)
 
 __version__ = "0.1.0"
 __all__ = ["GRU", "GRUBase", "FileFormatError", "get_num_threads", "load",
