@@ -538,8 +538,8 @@ def test_int32_overflow_of_batch_times_steps_is_refused(monkeypatch):
     x = np.broadcast_to(np.float32(0), (2**16, 2**15 + 1, 1))  # no memory behind it
     with pytest.raises(SizeLimitError, match=r"T\*B = 2147549184 exceeds 2\*\*31-1"):
         layer.forward(x)
-    wide = grucy.GRU(1, 2**12)
-    x = np.broadcast_to(np.float32(0), (1, 2**18, 1))  # B*3H = 3 * 2**30
+    wide = grucy.GRU(1, 2**11)
+    x = np.broadcast_to(np.float32(0), (1, 2**19, 1))  # B*3H = 3 * 2**30
     with pytest.raises(SizeLimitError, match=r"B\*3\*hidden_size"):
         wide.forward(x)
 
