@@ -340,16 +340,19 @@ class ParameterHolder:
         saturate a gate and give finite, meaningless outputs, so checking the outputs
         alone would not do.
         """
+        dtype, grad_arrays = self.dtype, self.grads
         for k, p in self._params.items():
-            g = self.grads.get(k)
-            if (not isinstance(p, np.ndarray) or p.dtype != self.dtype
-                    or not p.flags.c_contiguous or g is None or p.shape != g.shape):
+            g = grad_arrays.get(k)
+            if (type(p) is not np.ndarray or p.dtype != dtype or not p.flags.c_contiguous
+                    or g is None or p.shape != g.shape):
                 raise ValueError(f"parameter {k!r} is no longer a C-contiguous {self.dtype} "
                                  f"array of its original shape (resized or replaced?)")
-            try:
-                check_finite(f"parameter {k!r}", p)
-            except ValueError as exc:
-                raise ValueError(f"{exc} (written in place through parameters()?)") from None
+            if p.size > 65536 or not np.isfinite(p).all():  # small: the fast check here
+                try:
+                    check_finite(f"parameter {k!r}", p)
+                except ValueError as exc:
+                    raise ValueError(f"{exc} (written in place through parameters()?)") \
+                        from None
             if grads and (not isinstance(g, np.ndarray) or g.dtype != self.dtype
                           or not g.flags.c_contiguous or not g.flags.writeable):
                 raise ValueError(f"grads[{k!r}] must be a writeable C-contiguous "
