@@ -28,7 +28,9 @@ from ._base import ParameterHolder, _positive_int, check_dtype
 from .layer import GRU
 from .losses import LOSSES, cross_entropy_loss
 from .nn import Dropout, Embedding, Linear, Sequential, TruncatedBPTT
-from .training import ArrayTask, StreamTask, Trainer, read_checkpoint
+from .io import register
+from .training import (ArrayTask, StreamTask, Trainer, _from_json_floats, _json_floats,
+                       read_checkpoint)
 
 __all__ = ["Forecaster", "GRUClassifier", "GRURegressor", "CharLM", "NotFittedError",
            "ReadoutNet", "CharNet"]
@@ -85,6 +87,10 @@ class ReadoutNet(_Net):
 
     def __init__(self, input_size, hidden_size, output_size, *, num_layers=1, dropout=0.0,
                  bidirectional=False, dtype=np.float32, seed=None):
+        self.config = dict(input_size=int(input_size), hidden_size=int(hidden_size),
+                           output_size=int(output_size), num_layers=int(num_layers),
+                           dropout=float(dropout), bidirectional=bool(bidirectional),
+                           dtype=check_dtype(dtype).name)
         seeds = np.random.default_rng(seed).integers(2**63, size=3)
         self.dtype = check_dtype(dtype)
         self.gru = GRU(input_size, hidden_size, num_layers, batch_first=True,
@@ -125,6 +131,9 @@ class CharNet(_Net):
 
     def __init__(self, vocab_size, embedding_dim, hidden_size, *, num_layers=1,
                  dropout=0.0, dtype=np.float32, seed=None):
+        self.config = dict(vocab_size=int(vocab_size), embedding_dim=int(embedding_dim),
+                           hidden_size=int(hidden_size), num_layers=int(num_layers),
+                           dropout=float(dropout), dtype=check_dtype(dtype).name)
         seeds = np.random.default_rng(seed).integers(2**63, size=4)
         self.dtype = check_dtype(dtype)
         self.embedding = Embedding(vocab_size, embedding_dim, dtype=dtype, seed=seeds[0])
@@ -168,6 +177,33 @@ def _seed_from(random_state):
         return int(random_state.randint(2**31))
     raise TypeError(f"random_state must be None, an int or a generator, got "
                     f"{type(random_state).__name__}")
+
+
+def _plain(value):
+    """NumPy scalars and dtypes as the Python values JSON can hold."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (np.dtype, type)) and value is not None:
+        try:
+            return np.dtype(value).name
+        except TypeError:
+            return value
+    return value
+
+
+def _is_json(value):
+    """Plain JSON data (what a grucy file's config may hold)."""
+    if value is None or isinstance(value, (str, bool)):
+        return True
+    if isinstance(value, numbers.Integral):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_is_json(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
+    return False
 
 
 def _check_fraction(name, value):
@@ -230,6 +266,75 @@ class _GRUModel:
             raise _not_fitted_error_class()(f"This {type(self).__name__} instance is not fitted yet. "
                                  f"Call 'fit' with appropriate arguments before using it.")
 
+    # -- saving (grucy.save / grucy.load) ----------------------------------------------
+    #: private attributes set by ``fit`` that a saved model must keep
+    _fitted_private: tuple = ()
+    _net_class: type = None
+
+    def _fitted_names(self):
+        return sorted(k for k in vars(self) if (k.endswith("_") and not k.startswith("_")
+                                                and k != "net_")) + list(self._fitted_private)
+
+    def _get_config(self):
+        params, unsaved = {}, []
+        for name, value in self.get_params().items():
+            value = _plain(value)
+            if _is_json(value):
+                params[name] = list(value) if isinstance(value, tuple) else value
+            else:  # a Generator as random_state, a callable schedule...
+                params[name], unsaved = None, unsaved + [name]
+        config = {"params": params, "unsaved_params": unsaved, "fitted": None}
+        if hasattr(self, "net_"):
+            fitted = {}
+            for name in self._fitted_names():
+                value = getattr(self, name)
+                if isinstance(value, np.ndarray):
+                    if value.dtype.kind in "biuf":
+                        continue  # stored as an array
+                    value = {"__ndarray__": value.tolist(), "dtype": value.dtype.kind}
+                elif name == "history_":
+                    value = {k: _json_floats(v) for k, v in value.items()}
+                fitted[name] = _plain(value)
+            config["fitted"] = fitted
+            config["net"] = self.net_.config
+        return config
+
+    def _get_arrays(self):
+        if not hasattr(self, "net_"):
+            return {}
+        arrays = {f"net/{k}": v for k, v in self.net_.state_dict().items()}
+        for name in self._fitted_names():
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+                arrays[f"fitted/{name}"] = value
+        return arrays
+
+    @classmethod
+    def _from_saved(cls, config, arrays):
+        obj = cls(**config["params"])
+        fitted = config["fitted"]
+        if fitted is None:
+            return obj
+        for name, value in fitted.items():
+            if isinstance(value, dict) and "__ndarray__" in value:
+                value = np.array(value["__ndarray__"],
+                                 dtype=object if value["dtype"] == "O" else None)
+            elif name == "history_":
+                value = {k: _from_json_floats(v) for k, v in value.items()}
+            setattr(obj, name, value)
+        for key, value in arrays.items():
+            if key.startswith("fitted/"):
+                setattr(obj, key[len("fitted/"):], value)
+        net = cls._net_class(**config["net"])
+        net.load_state_dict({k[len("net/"):]: v for k, v in arrays.items()
+                             if k.startswith("net/")})
+        obj.net_ = net
+        obj._after_load()
+        return obj
+
+    def _after_load(self):
+        """Rebuild derived state after :meth:`_from_saved` (default: nothing)."""
+
     # -- training ---------------------------------------------------------------------
     def _dtype(self):
         return check_dtype(self.dtype)
@@ -278,6 +383,7 @@ def _validation_split(n, fraction, rng, *, chronological=False):
 
 
 # -- forecasting ---------------------------------------------------------------------------
+@register(kind="grucy.Forecaster")
 class Forecaster(_GRUModel):
     """GRU forecaster of the next values of a univariate or multivariate series.
 
@@ -328,6 +434,9 @@ class Forecaster(_GRUModel):
     >>> model = grucy.Forecaster(lookback=12, random_state=0).fit(spots[years <= 1978])
     >>> next_five = model.predict(spots[years <= 1978], horizon=5)
     """
+
+    _fitted_private = ("_univariate",)
+    _net_class = ReadoutNet
 
     def __init__(self, lookback: int = 12, horizon: int = 1, *, hidden_size: int = 32,
                  num_layers: int = 1, dropout: float = 0.0, loss: str = "mse",
@@ -499,6 +608,9 @@ def _sklearn_warning(category_name):
 class _SequenceEstimator(_GRUModel):
     """What GRUClassifier and GRURegressor share: input checks, scaling, the network."""
 
+    _fitted_private = ("_input_ndim",)
+    _net_class = ReadoutNet
+
     def __init__(self, hidden_size: int = 32, num_layers: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0, epochs: int = 60,
                  batch_size: int = 32, lr: float = 1e-2, optimizer: str = "adam",
@@ -623,6 +735,7 @@ class _SequenceEstimator(_GRUModel):
                                for i in range(0, len(X3), step)]).astype(np.float64)
 
 
+@register(kind="grucy.GRUClassifier")
 class GRUClassifier(_SequenceEstimator):
     """Sequence classifier: a GRU reads each sequence, a linear readout of its final
     state gives the class scores (softmax cross-entropy).
@@ -731,6 +844,7 @@ class GRUClassifier(_SequenceEstimator):
         return float(np.average(correct, weights=sample_weight))
 
 
+@register(kind="grucy.GRURegressor")
 class GRURegressor(_SequenceEstimator):
     """Sequence regressor: a GRU reads each sequence, a linear readout of its final
     state predicts one or several real targets (MSE by default; ``loss`` "mae", "huber").
@@ -741,6 +855,7 @@ class GRURegressor(_SequenceEstimator):
     """
 
     _estimator_type = "regressor"
+    _fitted_private = ("_input_ndim", "_y_ndim")
 
     def __init__(self, hidden_size: int = 32, num_layers: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0, loss: str = "mse",
@@ -810,6 +925,7 @@ class GRURegressor(_SequenceEstimator):
 
 
 # -- character language model --------------------------------------------------------------
+@register(kind="grucy.CharLM")
 class CharLM(_GRUModel):
     """Character-level GRU language model trained with truncated BPTT.
 
@@ -867,6 +983,11 @@ class CharLM(_GRUModel):
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
+
+    _net_class = CharNet
+
+    def _after_load(self):
+        self._set_vocab(self.vocab_)
 
     def _set_vocab(self, vocab):
         self.vocab_ = vocab
