@@ -2,12 +2,6 @@
 data sets, and the models end to end: Forecaster, GRUClassifier, GRURegressor, CharLM
 (learning, prediction contracts, errors, exact resume from checkpoints)."""
 
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -507,46 +501,6 @@ def test_resume_with_other_data_is_refused(tmp_path):
     with pytest.raises(ValueError, match="other data"):
         grucy.GRUClassifier(hidden_size=4, epochs=3, random_state=0).fit(
             X[:50], y[:50], resume=tmp_path / "c.grucy")
-
-
-# -- command line -------------------------------------------------------------------------
-def test_cli_demo_quiet(capsys):
-    from grucy.cli import main
-
-    assert main(["demo", "--quiet", "--seed", "0"]) == 0
-    out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1 and out[0].startswith("rmse_model=")
-    numbers = dict(item.split("=") for item in out[0].split())
-    assert float(numbers["rmse_model"]) < float(numbers["rmse_persistence"])
-
-
-def test_cli_without_command_prints_help(capsys):
-    from grucy.cli import main
-
-    assert main([]) == 2
-    assert "demo" in capsys.readouterr().err
-
-
-def _env_with_grucy_on_path():
-    env = dict(os.environ)
-    src = str(Path(grucy.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
-    return env
-
-
-@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["--version"]])
-def test_python_dash_m_grucy(argv):
-    proc = subprocess.run([sys.executable, "-m", "grucy", *argv], capture_output=True,
-                          text=True, timeout=60, env=_env_with_grucy_on_path())
-    assert proc.returncode == 0, proc.stderr
-    assert "grucy" in proc.stdout
-
-
-@pytest.mark.skipif(shutil.which("grucy") is None, reason="console script not installed")
-def test_console_script_help():
-    proc = subprocess.run(["grucy", "demo", "--help"], capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == 0 and "--seed" in proc.stdout
 
 
 # -- save / load --------------------------------------------------------------------------

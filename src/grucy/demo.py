@@ -182,18 +182,19 @@ def run_classify_demo(seed: int = 0, verbose: bool = True, **overrides) -> dict:
             "seed": seed}
 
 
-def run_lm_demo(seed: int = 0, verbose: bool = True, n_chars: int = LM_TEXT_CHARS,
+def run_lm_demo(seed: int = 0, verbose: bool = True, n_chars: Optional[int] = None,
                 **overrides) -> dict:
     """Train a :class:`grucy.CharLM` on standard-library source; held-out bits/char.
 
-    The text (:func:`grucy.datasets.load_stdlib_text` of ``n_chars`` characters) is split
+    The text (:func:`grucy.datasets.load_stdlib_text` of ``n_chars`` characters, default
+    ``LM_TEXT_CHARS``) is split
     into its first 90% (training) and last 10% (held out); the character bigram model of
     :func:`grucy.baselines.char_bigram_bits_per_char` sees the same split.  Returns a dict
     with ``bpc_model``, ``bpc_bigram``, ``sample`` (generated text), ``n_train``,
     ``n_test``, ``history``, ``seconds``, ``seed``.
     """
     say = _say(verbose)
-    text = load_stdlib_text(n_chars)
+    text = load_stdlib_text(LM_TEXT_CHARS if n_chars is None else n_chars)
     n_test = int(len(text) * LM_HELD_OUT)
     train, test = text[:-n_test], text[-n_test:]
     settings = {**LM_SETTINGS, **overrides}
