@@ -224,6 +224,37 @@ def test_load_co2():
     assert np.nanmin(values) > 300 and np.nanmax(values) < 400
 
 
+def test_load_digits_sequences():
+    pytest.importorskip("sklearn", reason="the digits ship with scikit-learn")
+    from sklearn.datasets import load_digits
+
+    from grucy.datasets import load_digits_sequences
+
+    X, y = load_digits_sequences()
+    assert X.shape == (1797, 8, 8) and X.dtype == np.float64 and y.dtype == np.int64
+    assert X.min() == 0.0 and X.max() == 1.0
+    digits = load_digits()
+    np.testing.assert_array_equal(X[5], digits.images[5] / 16)  # step t = image row t
+    np.testing.assert_array_equal(np.bincount(y), np.bincount(digits.target))
+
+
+def test_load_stdlib_text_is_deterministic_and_capped():
+    from grucy.datasets import STDLIB_MODULES, load_stdlib_text
+
+    text = load_stdlib_text(50_000)
+    assert len(text) == 50_000 and text == load_stdlib_text(50_000)
+    assert text.startswith(f"# ---- {STDLIB_MODULES[0]} ----\n")
+    import textwrap
+
+    with open(textwrap.__file__, encoding="utf-8") as f:
+        assert text[len("# ---- textwrap ----\n"):].startswith(f.read()[:2000])
+    assert load_stdlib_text(10).startswith("# ---- ")
+    small = load_stdlib_text(10**6, modules=("no_such_module_x", "string"))
+    assert small.startswith("# ---- string ----") and "no_such_module_x" not in small
+    with pytest.raises(RuntimeError, match="no standard-library source"):
+        load_stdlib_text(100, modules=("no_such_module_x",))
+
+
 # -- Forecaster ---------------------------------------------------------------------------
 def _sunspot_split(lookback):
     years, values = load_sunspots()
