@@ -689,3 +689,24 @@ def test_gradient_flow_charlm_and_float32_models():
                       .fit(X, y * 1.0), X)
     with pytest.raises(TypeError, match="Forecaster"):
         gradient_flow(object(), X)
+
+
+# -- typed public API ---------------------------------------------------------------------
+def test_package_is_typed_and_annotations_resolve():
+    import typing
+    from importlib import resources
+
+    from grucy import baselines, datasets, diagnostics, losses, nn, optim, training
+
+    assert resources.files("grucy").joinpath("py.typed").is_file()
+    public = [grucy.Forecaster.fit, grucy.Forecaster.predict, grucy.GRUClassifier.fit,
+              grucy.GRUClassifier.predict_proba, grucy.GRURegressor.score,
+              grucy.CharLM.generate, grucy.CharLM.bits_per_char, losses.mse_loss,
+              losses.cross_entropy_loss, nn.Embedding.forward, nn.TruncatedBPTT.forward,
+              optim.make_optimizer, optim.clip_grad_norm, optim.ReduceLROnPlateau.step,
+              training.Trainer.fit, training.read_checkpoint, diagnostics.gradient_flow,
+              datasets.load_stdlib_text, baselines.fit_ar]
+    for fn in public:
+        hints = typing.get_type_hints(fn)
+        assert "return" in hints, fn.__qualname__
+        assert fn.__doc__ and len(fn.__doc__) > 40, fn.__qualname__

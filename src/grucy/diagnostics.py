@@ -9,9 +9,10 @@ update gate z can carry the state, and its gradient, through unchanged).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .losses import LOSSES, cross_entropy_loss
 from .models import CharLM, CharNet, Forecaster, GRUClassifier, GRURegressor, ReadoutNet
@@ -54,7 +55,7 @@ def _suffix_gradients(gru, x, states, dy, dh_n):
     return grads
 
 
-def gradient_flow(model, x, y=None) -> np.ndarray:
+def gradient_flow(model: Any, x: Any, y: Optional[ArrayLike] = None) -> np.ndarray:
     """The norm of dLoss/dh_t for every step t = 1..T of ``x``.
 
     ``h_t`` is the GRU's state after step t (every layer: the state handed to step
