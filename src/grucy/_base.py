@@ -343,8 +343,10 @@ class ParameterHolder:
         dtype, grad_arrays = self.dtype, self.grads
         for k, p in self._params.items():
             g = grad_arrays.get(k)
-            if (type(p) is not np.ndarray or p.dtype != dtype or not p.flags.c_contiguous
-                    or g is None or p.shape != g.shape):
+            # (ndarray subclasses are fine: a model unpickled by joblib holds read-only
+            # memmaps, which inference reads as they are)
+            if (not isinstance(p, np.ndarray) or p.dtype != dtype
+                    or not p.flags.c_contiguous or g is None or p.shape != g.shape):
                 raise ValueError(f"parameter {k!r} is no longer a C-contiguous {self.dtype} "
                                  f"array of its original shape (resized or replaced?)")
             if p.size > 65536 or not np.isfinite(p).all():  # small: the fast check here
@@ -371,6 +373,14 @@ class ParameterHolder:
     def zero_grad(self):
         for g in self.grads.values():
             g.fill(0)
+
+    def generators(self):
+        """The random generators this object draws from while training (dropout masks).
+
+        The training loop saves their states in checkpoints so that a resumed run draws
+        exactly the masks the uninterrupted run would have drawn.
+        """
+        return []
 
 
 def param_names(num_layers, bidirectional, bias):
@@ -600,6 +610,9 @@ class GRUBase(ParameterHolder):
             check_finite("dh_n", dh_n)
         self._check_parameters(grads=True)
         return dy, dh_n
+
+    def generators(self):
+        return [self._dropout_rng]
 
     def _dropout_mask(self, shape):
         """Inverted-dropout mask (kept entries scaled by 1/(1-p)) of ``shape``."""
