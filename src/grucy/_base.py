@@ -100,6 +100,14 @@ class ParameterHolder:
         for g in self.grads.values():
             g.fill(0)
 
+    def generators(self):
+        """The random generators this object draws from while training (dropout masks).
+
+        The training loop saves their states in checkpoints so that a resumed run draws
+        exactly the masks the uninterrupted run would have drawn.
+        """
+        return []
+
 
 def param_names(num_layers, bidirectional, bias):
     """Parameter names in PyTorch's order (the order of ``torch.nn.GRU.state_dict()``)."""
@@ -258,6 +266,9 @@ class GRUBase(ParameterHolder):
                 raise ValueError(f"dh_n must have the shape of h_n, {state_shape}, "
                                  f"got {dh_n.shape}")
         return dy, dh_n
+
+    def generators(self):
+        return [self._dropout_rng]
 
     def _dropout_mask(self, shape):
         """Inverted-dropout mask (kept entries scaled by 1/(1-p)) of ``shape``."""

@@ -1,17 +1,21 @@
-"""Small building blocks around the GRU layers: a dense layer and a loss.
+"""Building blocks around the GRU layers: Linear, Embedding, Dropout, Sequential, TBPTT.
 
 Same explicit design as the GRU layers: ``forward`` caches what ``backward`` needs,
 ``backward`` returns the input gradient and *accumulates* parameter gradients into
-``grads`` (call ``zero_grad()`` between steps); there is no autograd.
+``grads`` (call ``zero_grad()`` between steps); there is no autograd.  The losses live in
+:mod:`grucy.losses` (``mse_loss`` is re-exported here for older code).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._base import ParameterHolder, _positive_int, as_float_array, check_dtype
+import numbers
 
-__all__ = ["Linear", "mse_loss"]
+from ._base import ParameterHolder, _positive_int, as_float_array, check_dtype
+from .losses import mse_loss
+
+__all__ = ["Linear", "Embedding", "Dropout", "Sequential", "TruncatedBPTT", "mse_loss"]
 
 
 class Linear(ParameterHolder):
@@ -83,21 +87,231 @@ class Linear(ParameterHolder):
                 f"dtype={self.dtype.name})")
 
 
-def mse_loss(pred, target):
-    """Mean squared error over all elements and its gradient: ``(loss, dloss/dpred)``.
+class Embedding(ParameterHolder):
+    """Lookup table ``y = weight[indices]``, like ``torch.nn.Embedding``.
 
-    ``loss = mean((pred - target)**2)`` as a Python float; the gradient has the shape and
-    dtype of ``pred`` (``2 * (pred - target) / pred.size``).
+    ``weight`` is (num_embeddings, embedding_dim), initialised N(0, 1) from ``seed``.
+    ``indices`` may have any shape (...) of integers in [0, num_embeddings); the output is
+    (..., embedding_dim).  ``backward`` adds the gradient rows into ``grads["weight"]``
+    (rows of repeated indices are summed) and returns None: integer inputs have no
+    gradient.
     """
-    pred = np.asarray(pred)
-    if pred.dtype.kind != "f":
-        pred = pred.astype(np.float64)
-    target = as_float_array("target", target, pred.dtype)
-    if pred.shape != target.shape:
-        raise ValueError(f"pred and target must have the same shape, got {pred.shape} "
-                         f"and {target.shape}")
-    if pred.size == 0:
-        raise ValueError("mse_loss of empty arrays is undefined")
-    diff = pred - target
-    loss = float(np.mean(np.square(diff, dtype=np.float64)))
-    return loss, (2.0 / pred.size) * diff
+
+    def __init__(self, num_embeddings, embedding_dim, *, dtype=np.float32, seed=None):
+        self.num_embeddings = _positive_int("num_embeddings", num_embeddings)
+        self.embedding_dim = _positive_int("embedding_dim", embedding_dim)
+        self.dtype = check_dtype(dtype)
+        rng = np.random.default_rng(seed)
+        self._params = {"weight": rng.standard_normal(
+            (self.num_embeddings, self.embedding_dim)).astype(self.dtype)}
+        self._init_grads()
+        self._indices = None
+
+    @property
+    def weight(self):
+        return self._params["weight"]
+
+    def forward(self, indices, training=True):
+        idx = np.asarray(indices)
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"indices must be integers, got dtype {idx.dtype}")
+        if idx.size and (idx.min() < 0 or idx.max() >= self.num_embeddings):
+            raise ValueError(f"indices must lie in [0, num_embeddings={self.num_embeddings}),"
+                             f" got values in [{idx.min()}, {idx.max()}]")
+        self._indices = idx.copy() if training else None
+        return self._params["weight"][idx]
+
+    def backward(self, dy):
+        """Accumulate ``grads["weight"][indices] += dy``; returns None."""
+        if self._indices is None:
+            raise RuntimeError("backward() needs a preceding forward(..., training=True)")
+        idx, self._indices = self._indices, None
+        expected = idx.shape + (self.embedding_dim,)
+        dy = as_float_array("dy", dy, self.dtype)
+        if dy.shape != expected:
+            raise ValueError(f"dy must have the shape of y, {expected}, got {dy.shape}")
+        # dW[idx[i]] += dy[i], summing repeated rows
+        np.add.at(self.grads["weight"], idx.reshape(-1),
+                  dy.reshape(-1, self.embedding_dim))
+        return None
+
+    def __call__(self, indices, training=True):
+        return self.forward(indices, training=training)
+
+    def __repr__(self):
+        return (f"Embedding({self.num_embeddings}, {self.embedding_dim}, "
+                f"dtype={self.dtype.name})")
+
+
+class Dropout(ParameterHolder):
+    """Inverted dropout: in training, zero each element with probability ``p`` and scale
+    the rest by ``1 / (1 - p)``; the identity otherwise (and when ``p == 0``).
+
+    Masks come from a generator seeded by ``seed`` (:meth:`generators` exposes it, so a
+    checkpoint can save and restore its state).
+    """
+
+    def __init__(self, p=0.5, *, seed=None):
+        if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
+            raise TypeError(f"p must be a number in [0, 1), got {p!r}")
+        if not 0.0 <= float(p) < 1.0:
+            raise ValueError(f"p must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.rng = np.random.default_rng(seed)
+        self._params = {}
+        self._init_grads()
+        self._mask = None
+
+    def generators(self):
+        return [self.rng]
+
+    def forward(self, x, training=True):
+        x = np.asarray(x)
+        if not training or self.p == 0.0:
+            self._mask = 1.0 if training else None
+            return x
+        keep = self.rng.random(x.shape) >= self.p
+        self._mask = (keep / (1.0 - self.p)).astype(x.dtype)
+        return x * self._mask
+
+    def backward(self, dy):
+        if self._mask is None:
+            raise RuntimeError("backward() needs a preceding forward(..., training=True)")
+        mask, self._mask = self._mask, None
+        return np.asarray(dy) * mask
+
+    def __call__(self, x, training=True):
+        return self.forward(x, training=training)
+
+    def __repr__(self):
+        return f"Dropout(p={self.p})"
+
+
+class Sequential(ParameterHolder):
+    """Layers applied in order; ``backward`` runs them in reverse.
+
+    Each layer has ``forward(x, training)`` and ``backward(dy)``.  Parameters and
+    gradients are the layers' own arrays, named ``"{index}.{name}"`` (PyTorch's naming),
+    so ``state_dict()``, ``load_state_dict()`` and ``zero_grad()`` act on the layers.
+    An :class:`Embedding` may only come first (its input has no gradient).
+    """
+
+    def __init__(self, *layers):
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not (callable(getattr(layer, "forward", None))
+                    and callable(getattr(layer, "backward", None))):
+                raise TypeError(f"layer {i} ({type(layer).__name__}) has no forward/backward")
+        self.layers = list(layers)
+        self._params, self.grads = {}, {}
+        dtypes = set()
+        for i, layer in enumerate(self.layers):
+            for name, arr in getattr(layer, "_params", {}).items():
+                self._params[f"{i}.{name}"] = arr
+                self.grads[f"{i}.{name}"] = layer.grads[name]
+                dtypes.add(arr.dtype)
+        if len(dtypes) > 1:
+            raise TypeError(f"all layers must have the same dtype, got {sorted(map(str, dtypes))}")
+        self.dtype = dtypes.pop() if dtypes else None
+
+    def generators(self):
+        return [g for layer in self.layers for g in layer.generators()]
+
+    def forward(self, x, training=True):
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
+        return x
+
+    def backward(self, dy):
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy
+
+    def __call__(self, x, training=True):
+        return self.forward(x, training=training)
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __repr__(self):
+        inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential({inner}\n)"
+
+
+class TruncatedBPTT:
+    """Run a GRU over consecutive chunks of long sequences, carrying its state.
+
+    A long series or text is cut into ``n_streams`` parallel streams
+    (:meth:`split_streams`), and the streams into chunks of ``bptt`` steps
+    (:meth:`chunk_slices`).  :meth:`forward` of a chunk starts from the state the
+    previous chunk ended in, so the model sees an unbroken sequence; :meth:`backward`
+    stops at the chunk's start (its initial state is treated as a constant), so memory
+    and time per step stay bounded: truncated backpropagation through time.
+
+    Parameters
+    ----------
+    gru : grucy.GRU or grucy.reference.GRU
+        A unidirectional GRU (a reverse direction would need the future).
+    n_streams : int
+        Number of parallel streams whose states are kept.
+    """
+
+    def __init__(self, gru, n_streams):
+        if getattr(gru, "bidirectional", False):
+            raise ValueError("truncated BPTT needs a unidirectional GRU, got a "
+                             "bidirectional one")
+        self.gru = gru
+        self.n_streams = _positive_int("n_streams", n_streams)
+        self.state = np.zeros((gru.num_layers, self.n_streams, gru.hidden_size), gru.dtype)
+
+    def reset(self):
+        """Zero every stream's state (the start of the sequences)."""
+        self.state.fill(0)
+
+    def forward(self, x, rows=None, training=True):
+        """Run one chunk; returns y and stores the final states for the next chunk.
+
+        ``x`` is (T, B, I) (or (B, T, I) with the GRU's ``batch_first``) for the streams
+        ``rows`` (B stream indices; default: all streams in order).
+        """
+        rows = np.arange(self.n_streams) if rows is None else np.asarray(rows)
+        if rows.ndim != 1 or rows.dtype.kind not in "iu":
+            raise TypeError("rows must be a 1-D array of stream indices")
+        if rows.size and (rows.min() < 0 or rows.max() >= self.n_streams):
+            raise ValueError(f"rows must lie in [0, n_streams={self.n_streams})")
+        y, h_n = self.gru.forward(x, h0=self.state[:, rows], training=training)
+        self.state[:, rows] = h_n
+        return y
+
+    def backward(self, dy):
+        """Backpropagate the last chunk; returns dx (the state gradient is dropped)."""
+        dx, _ = self.gru.backward(dy)
+        return dx
+
+    @staticmethod
+    def split_streams(sequence, n_streams):
+        """Cut ``sequence`` (N, ...) into ``n_streams`` contiguous streams (n_streams, N // n_streams, ...).
+
+        Stream b holds ``sequence[b*L:(b+1)*L]`` with ``L = N // n_streams``; the last
+        ``N % n_streams`` items are dropped.
+        """
+        seq = np.asarray(sequence)
+        n_streams = _positive_int("n_streams", n_streams)
+        if seq.ndim == 0 or len(seq) < n_streams:
+            raise ValueError(f"sequence needs at least n_streams={n_streams} items, got "
+                             f"{0 if seq.ndim == 0 else len(seq)}")
+        L = len(seq) // n_streams
+        return seq[:n_streams * L].reshape((n_streams, L) + seq.shape[1:])
+
+    @staticmethod
+    def chunk_slices(length, bptt):
+        """Consecutive slices of at most ``bptt`` steps covering ``range(length)``."""
+        length, bptt = _positive_int("length", length), _positive_int("bptt", bptt)
+        return [slice(s, min(s + bptt, length)) for s in range(0, length, bptt)]
+
+    def __repr__(self):
+        return f"TruncatedBPTT({self.gru!r}, n_streams={self.n_streams})"

@@ -1,0 +1,217 @@
+"""Losses with their gradients: ``(loss, dloss/dinput)``, weighted, for masked sequences.
+
+Every loss is a weighted sum of per-term losses divided by a normalizer::
+
+    loss = sum_i w_i * l_i / normalizer          (default normalizer: sum_i w_i)
+
+A *term* is one element of ``pred`` for the regression losses and one position (a row of
+logits) for :func:`cross_entropy_loss`.  ``weight`` broadcasts to the terms: a boolean
+mask drops padded steps of variable-length sequences (``mask = arange(T) < lengths``),
+real weights reweight them.  With the defaults every loss is the plain mean, like
+PyTorch's ``reduction="mean"``.
+
+``normalizer`` exists for data-parallel training: each process sums the terms of its
+shard of a global mini-batch and divides by the number of terms in the *whole* global
+batch, so that summing the processes' gradients gives exactly the gradient of the global
+mean (see :mod:`grucy.training`).  :func:`count_terms` gives that number for one shard.
+
+The loss value is a Python float accumulated in float64; the gradient has the shape and
+dtype of the input (float32 stays float32).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["mse_loss", "mae_loss", "huber_loss", "cross_entropy_loss", "count_terms",
+           "LOSSES"]
+
+
+def _as_pred(name, pred):
+    pred = np.asarray(pred)
+    if pred.dtype.kind in "iub":
+        pred = pred.astype(np.float64)
+    elif pred.dtype.kind != "f":
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {pred.dtype}")
+    if pred.size == 0:
+        raise ValueError(f"{name} is empty; a loss of no terms is undefined")
+    return pred
+
+
+def _term_weight(weight, shape):
+    """``weight`` broadcast to the terms' ``shape`` as float64 (None: all ones -> None)."""
+    if weight is None:
+        return None
+    w = np.asarray(weight)
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"weight must be a boolean mask or real numbers, got dtype {w.dtype}")
+    try:
+        w = np.broadcast_to(w.astype(np.float64, copy=False), shape)
+    except ValueError:
+        raise ValueError(f"weight of shape {w.shape} does not broadcast to the loss terms' "
+                         f"shape {shape}") from None
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("weight must be finite and >= 0")
+    return w
+
+
+def count_terms(shape, weight=None):
+    """The default normalizer of a loss over terms of ``shape``: ``sum(weight)``.
+
+    The number of terms (``prod(shape)``) without a weight.
+    """
+    shape = tuple(shape)
+    w = _term_weight(weight, shape)
+    return float(np.prod(shape)) if w is None else float(w.sum())
+
+
+def _normalize(normalizer, w, shape):
+    if normalizer is None:
+        normalizer = count_terms(shape) if w is None else float(w.sum())
+        if normalizer == 0:
+            raise ValueError("weight is zero everywhere; the mean over no terms is undefined")
+        return normalizer
+    if isinstance(normalizer, (bool, np.bool_)):
+        raise TypeError(f"normalizer must be a positive number, got {normalizer!r}")
+    try:
+        normalizer = float(normalizer)
+    except (TypeError, ValueError):
+        raise TypeError(f"normalizer must be a positive number, got {normalizer!r}") from None
+    if not np.isfinite(normalizer) or normalizer <= 0:
+        raise ValueError(f"normalizer must be a positive finite number, got {normalizer}")
+    return normalizer
+
+
+def _reduce(terms, dterms, w, normalizer):
+    """Weighted sum of ``terms`` / normalizer and the matching gradient (in place)."""
+    if w is None:
+        loss = float(np.sum(terms, dtype=np.float64)) / normalizer
+        dterms *= dterms.dtype.type(1.0 / normalizer)
+    else:
+        loss = float(np.sum(w * terms, dtype=np.float64)) / normalizer
+        dterms *= (w / normalizer).astype(dterms.dtype, copy=False).reshape(
+            w.shape + (1,) * (dterms.ndim - w.ndim))
+    return loss, dterms
+
+
+def _regression_inputs(pred, target, weight):
+    pred = _as_pred("pred", pred)
+    target = np.asarray(target)
+    if target.dtype.kind not in "biuf":
+        raise TypeError(f"target must be an array of real numbers, got dtype {target.dtype}")
+    target = target.astype(pred.dtype, copy=False)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred and target must have the same shape, got {pred.shape} "
+                         f"and {target.shape}")
+    return pred, target, _term_weight(weight, pred.shape)
+
+
+def mse_loss(pred, target, weight=None, *, normalizer=None):
+    """Mean squared error ``l = (pred - target)**2`` and its gradient.
+
+    Parameters
+    ----------
+    pred, target : array_like of the same shape
+        Every element is one term.
+    weight : array_like, optional
+        Boolean mask or non-negative weights broadcasting to ``pred.shape``.
+    normalizer : float, optional
+        Divide the weighted sum by this instead of ``sum(weight)`` (the term count).
+
+    Returns
+    -------
+    loss : float
+    grad : ndarray
+        ``dloss/dpred``, shape and dtype of ``pred``.
+    """
+    pred, target, w = _regression_inputs(pred, target, weight)
+    norm = _normalize(normalizer, w, pred.shape)
+    diff = pred - target
+    return _reduce(np.square(diff, dtype=np.float64), 2 * diff, w, norm)
+
+
+def mae_loss(pred, target, weight=None, *, normalizer=None):
+    """Mean absolute error ``l = |pred - target|`` (L1) and its (sub)gradient.
+
+    The gradient is ``sign(pred - target)``, 0 where they are equal (as in PyTorch).
+    Arguments and return values as in :func:`mse_loss`.
+    """
+    pred, target, w = _regression_inputs(pred, target, weight)
+    norm = _normalize(normalizer, w, pred.shape)
+    diff = pred - target
+    return _reduce(np.abs(diff, dtype=np.float64), np.sign(diff), w, norm)
+
+
+def huber_loss(pred, target, weight=None, *, delta=1.0, normalizer=None):
+    """Huber loss (``torch.nn.HuberLoss``): quadratic near 0, linear beyond ``delta``.
+
+    ``l = 0.5 d**2`` for ``|d| <= delta`` and ``delta (|d| - 0.5 delta)`` beyond, with
+    ``d = pred - target``; gradient ``clip(d, -delta, delta)``.  Arguments and return
+    values as in :func:`mse_loss`; ``delta > 0``.
+    """
+    delta = float(delta)
+    if not np.isfinite(delta) or delta <= 0:
+        raise ValueError(f"delta must be a positive finite number, got {delta}")
+    pred, target, w = _regression_inputs(pred, target, weight)
+    norm = _normalize(normalizer, w, pred.shape)
+    diff = pred - target
+    d64 = diff.astype(np.float64)
+    ad = np.abs(d64)
+    terms = np.where(ad <= delta, 0.5 * np.square(d64), delta * (ad - 0.5 * delta))
+    return _reduce(terms, np.clip(diff, -delta, delta), w, norm)
+
+
+def cross_entropy_loss(logits, target, weight=None, *, normalizer=None):
+    """Softmax cross-entropy on unnormalised logits and its gradient.
+
+    Parameters
+    ----------
+    logits : array_like, shape (..., C)
+        One row of class scores per term.
+    target : array_like of int, shape (...)
+        Class indices in ``[0, C)``.
+    weight : array_like, optional
+        Mask or weights broadcasting to ``target``'s shape (one per term).
+    normalizer : float, optional
+        As in :func:`mse_loss`.
+
+    Returns
+    -------
+    loss : float
+        ``sum(w * (logsumexp(logits) - logits[target])) / normalizer`` (in nats).
+    grad : ndarray
+        ``(softmax(logits) - onehot(target)) * w / normalizer``, shape of ``logits``.
+    """
+    logits = _as_pred("logits", logits)
+    if logits.ndim == 0:
+        raise ValueError("logits must have a class axis (..., C)")
+    C = logits.shape[-1]
+    target = np.asarray(target)
+    if target.dtype.kind not in "iu":
+        if (target.dtype.kind == "f" and np.all(np.isfinite(target))
+                and np.all(target == np.round(target))):
+            target = target.astype(np.int64)
+        else:
+            raise TypeError(f"target must hold integer class indices, got dtype "
+                            f"{target.dtype}")
+    if target.shape != logits.shape[:-1]:
+        raise ValueError(f"target must have shape logits.shape[:-1] = {logits.shape[:-1]}, "
+                         f"got {target.shape}")
+    if target.size and (target.min() < 0 or target.max() >= C):
+        raise ValueError(f"target must lie in [0, {C}), got values in "
+                         f"[{target.min()}, {target.max()}]")
+    w = _term_weight(weight, target.shape)
+    norm = _normalize(normalizer, w, target.shape)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    sumexp = exp.sum(axis=-1, keepdims=True)
+    picked = np.take_along_axis(shifted, target[..., None], axis=-1)[..., 0]
+    terms = np.log(sumexp[..., 0], dtype=np.float64) - picked
+    grad = exp / sumexp  # softmax
+    np.put_along_axis(grad, target[..., None],
+                      np.take_along_axis(grad, target[..., None], axis=-1) - 1, axis=-1)
+    return _reduce(terms, grad, w, norm)
+
+
+#: The regression losses by name, as the models' ``loss=`` argument accepts them.
+LOSSES = {"mse": mse_loss, "mae": mae_loss, "huber": huber_loss}
