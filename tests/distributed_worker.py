@@ -4,9 +4,10 @@
     exercises every collective of the communicator and writes what each rank saw.
 ``python distributed_worker.py fail OUT``
     rank 1 raises while rank 0 waits in a collective.
-``python distributed_worker.py train OUT [--epochs N] [--dtype D] [--distributed auto|0]``
-    a minimal data-parallel training loop (GRU + Linear + Adam, sunspot windows) written
-    against the communicator contract only, and writes the final weights.
+``python distributed_worker.py fit OUT [--epochs N] [--distributed auto|0|1] [--dropout P]
+[--checkpoint PATH] [--checkpoint-every K] [--resume PATH]``
+    trains GRU + Linear on sunspot windows with the shared loop (grucy.training) and
+    writes the final weights and history.
 
 Outputs are grucy archives (``OUT.rank<k>`` per rank), so the test compares numbers with
 the same reader users have.
@@ -24,8 +25,9 @@ from grucy.datasets import load_sunspots
 from grucy.distributed import get_communicator
 from grucy.forecast import sliding_windows
 from grucy.io import write_archive
-from grucy.nn import Linear
-from grucy.optim import Adam, clip_grad_norm
+from grucy.losses import mse_loss
+from grucy.nn import Dropout, Linear
+from grucy.training import ArrayTask, train
 
 
 def _write(out, comm, config, arrays):
@@ -77,64 +79,71 @@ def fail(out):
     _write(out, comm, {}, {})
 
 
-def train(out, epochs=3, dtype="float64", distributed="auto", batch_size=32, hidden=8,
-          lookback=12, seed=0):
-    """Data-parallel training of GRU(1->hidden) + Linear(hidden->1), one-step forecasts.
+class _LastState:
+    """GRU(1 -> hidden) read at its last step, then Linear(hidden -> 1): (B, T) -> (B, 1).
 
-    Exactly what the contract asks of the shared loop: broadcast the initial weights,
-    shuffle with the same seed on every rank, take this rank's shard of every global
-    mini-batch, scale by the global count, one allreduce of all gradients per step, and
-    reduce the epoch loss.
+    The network interface :class:`grucy.training.ArrayTask` expects.
+    """
+
+    def __init__(self, hidden, dtype, seed, dropout=0.0):
+        self.gru = grucy.GRU(1, hidden, batch_first=True, dtype=dtype, seed=seed)
+        self.drop = Dropout(dropout, seed=seed + 1)
+        self.head = Linear(hidden, 1, dtype=dtype, seed=seed + 2)
+        self.grads = {f"gru.{k}": g for k, g in self.gru.grads.items()}
+        self.grads.update({f"head.{k}": g for k, g in self.head.grads.items()})
+
+    def parameters(self):
+        return self.gru.parameters() + self.head.parameters()
+
+    def generators(self):
+        return self.drop.generators()
+
+    def forward(self, X, training=True):
+        self._shape = X.shape + (self.gru.hidden_size,)
+        _, h_n = self.gru.forward(X[:, :, None], training=training)
+        return self.head.forward(self.drop.forward(h_n[-1], training), training)
+
+    def backward(self, dout):
+        dh = self.drop.backward(self.head.backward(dout))
+        self.gru.backward(np.zeros(self._shape, self.gru.dtype), dh[None])
+
+
+def fit(out, epochs=3, dtype="float64", distributed="auto", batch_size=32, hidden=8,
+        lookback=12, seed=0, dropout=0.0, checkpoint=None, checkpoint_every=1,
+        resume=None):
+    """Train GRU + Linear one-step sunspot forecasts with the shared loop (Trainer).
+
+    The initial weights differ between ranks on purpose: the loop's broadcast must make
+    them identical.  The last 20% of the windows are the validation set.
     """
     comm = get_communicator(distributed)
     dtype = np.dtype(dtype)
     _, values = load_sunspots()
-    series = (values - values.mean()) / values.std()
-    X, y = sliding_windows(series, lookback)
-    X = X.astype(dtype)
-    y = y.astype(dtype)
-    n = len(y)
-    # Different seeds per rank on purpose: the broadcast must make the start identical.
-    gru = grucy.GRU(1, hidden, dtype=dtype, seed=seed + 1000 * comm.rank)
-    head = Linear(hidden, 1, dtype=dtype, seed=seed + 1 + 1000 * comm.rank)
-    params = gru.parameters() + head.parameters()
-    grads = list(gru.grads.values()) + list(head.grads.values())
-    comm.broadcast_(params)
-    opt = Adam(params, grads, lr=3e-3)
-    rng = np.random.default_rng(seed)
-    losses = []
-    for _ in range(epochs):
-        order = rng.permutation(n)
-        loss_sum = 0.0
-        for start in range(0, n, batch_size):
-            local = comm.shard(order[start:start + batch_size])
-            (count,) = comm.allreduce_sum([len(local)])
-            opt.zero_grad()
-            if len(local):
-                x = np.ascontiguousarray(X[local].T[:, :, None])  # (T, B, 1)
-                _, h_n = gru.forward(x, training=True)
-                pred = head.forward(h_n[0], training=True)[:, 0]
-                diff = pred - y[local]
-                loss_sum += float(np.sum(np.square(diff, dtype=np.float64)))
-                dh = head.backward((2.0 / count) * diff[:, None])
-                gru.backward(np.zeros((lookback, len(local), hidden), dtype), dh[None])
-            comm.allreduce_sum_(grads)
-            clip_grad_norm(grads, 1.0)
-            opt.step()
-        (total,) = comm.allreduce_sum([loss_sum])
-        losses.append(total / n)
-    arrays = {f"p{i}": p for i, p in enumerate(params)}
-    arrays["losses"] = np.array(losses)
-    _write(out, comm, {"type": type(comm).__name__}, arrays)
+    X, y = sliding_windows((values - values.mean()) / values.std(), lookback)
+    n_train = int(0.8 * len(y))
+    net = _LastState(hidden, dtype, seed + 1000 * comm.rank, dropout)
+    task = ArrayTask(net, X.astype(dtype), y[:, None].astype(dtype), mse_loss,
+                     np.arange(n_train), np.arange(n_train, len(y)))
+    trainer = train(task, epochs=epochs, batch_size=batch_size, lr=3e-3,
+                    max_grad_norm=1.0, seed=seed, distributed=comm,
+                    checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                    resume=resume)
+    arrays = {f"p{i}": p for i, p in enumerate(task.parameters())}
+    arrays.update({f"history_{k}": np.array(v) for k, v in trainer.history.items()})
+    _write(out, comm, {"type": type(comm).__name__, "epoch": trainer.epoch}, arrays)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser()
-    parser.add_argument("program", choices=["collectives", "fail", "train"])
+    parser.add_argument("program", choices=["collectives", "fail", "fit"])
     parser.add_argument("out")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--dtype", default="float64")
     parser.add_argument("--distributed", default="auto", choices=["auto", "0", "1"])
+    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--checkpoint-every", type=int, default=1)
+    parser.add_argument("--resume")
     args = parser.parse_args(argv)
     if args.program == "collectives":
         collectives(args.out)
@@ -142,7 +151,9 @@ def main(argv=None):
         fail(args.out)
     else:
         distributed = {"auto": "auto", "0": False, "1": True}[args.distributed]
-        train(args.out, epochs=args.epochs, dtype=args.dtype, distributed=distributed)
+        fit(args.out, epochs=args.epochs, dtype=args.dtype, distributed=distributed,
+            dropout=args.dropout, checkpoint=args.checkpoint,
+            checkpoint_every=args.checkpoint_every, resume=args.resume)
 
 
 if __name__ == "__main__":

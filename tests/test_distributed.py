@@ -13,6 +13,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from grucy.distributed import (SingleProcess, _contiguous_part, get_communicator
 from grucy.io import read_archive
 
 HERE = Path(__file__).resolve().parent
-WORKER = HERE / "distributed_worker.py"
+WORKER = str(HERE / "distributed_worker.py")
 TIMEOUT = 120  # seconds per launched job; far above the few seconds they take
 
 
@@ -157,7 +158,7 @@ def results(out, size):
 
 def test_collectives_under_mpirun(tmp_path):
     out = tmp_path / "coll"
-    run(mpi_launcher(2) + [sys.executable, str(WORKER), "collectives", str(out)])
+    run(mpi_launcher(2) + [sys.executable, WORKER, "collectives", str(out)])
     ranks = results(out, 2)
     for rank, (config, a) in enumerate(ranks):
         assert config["type"] == "MPICommunicator"
@@ -178,30 +179,97 @@ def test_collectives_under_mpirun(tmp_path):
         assert "ranks [1] passed arrays of other shapes" in config["mismatch"]
 
 
+def fit_results(out, size):
+    """Per-rank (config, weights, history) written by the worker's ``fit``."""
+    got = []
+    for config, arrays in results(out, size):
+        params = [arrays[f"p{i}"] for i in range(sum(k.startswith("p") for k in arrays))]
+        history = {k[len("history_"):]: v for k, v in arrays.items()
+                   if k.startswith("history_")}
+        got.append((config, params, history))
+    return got
+
+
 def test_data_parallel_training_matches_one_process(tmp_path):
-    """Same seed and global batch size: 2 ranks end where 1 process ends (float64)."""
+    """Same seed and global batch size: 2 ranks end where 1 process ends (float64).
+
+    Through the shared loop (grucy.training): broadcast of the initial weights (the ranks
+    build different ones), sharded batches, one gradient allreduce per step, validation
+    sums reduced across ranks.
+    """
     epochs = "4"
     single, multi = tmp_path / "single", tmp_path / "mpi"
-    run([sys.executable, str(WORKER), "train", str(single), "--epochs", epochs,
-         "--distributed", "0"])
-    run(mpi_launcher(2) + [sys.executable, str(WORKER), "train", str(multi),
-                           "--epochs", epochs])
-    [(c1, one)] = results(single, 1)
-    (c0, r0), (_, r1) = results(multi, 2)
+    run([sys.executable, WORKER, "fit", single, "--epochs", epochs, "--distributed", "0"])
+    run(mpi_launcher(2) + [sys.executable, WORKER, "fit", multi, "--epochs", epochs])
+    [(c1, one, hist1)] = fit_results(single, 1)
+    (c0, r0, hist0), (_, r1, _) = fit_results(multi, 2)
     assert c1["type"] == "SingleProcess" and c0["type"] == "MPICommunicator"
     # Every rank holds bit-identical weights (Allreduce gives all ranks the same sums).
-    for k in r0:
-        np.testing.assert_array_equal(r0[k], r1[k], err_msg=k)
-    # Training happened: the loss fell; and it is the single-process run, up to rounding.
-    assert one["losses"][-1] < 0.8 * one["losses"][0]
-    for k in one:
-        np.testing.assert_allclose(r0[k], one[k], rtol=0, atol=1e-10, err_msg=k)
+    for a, b in zip(r0, r1):
+        np.testing.assert_array_equal(a, b)
+    # Training happened, with validation; and it is the single-process run, up to rounding.
+    assert set(hist1) == {"loss", "val_loss", "lr"}
+    assert hist1["loss"][-1] < 0.9 * hist1["loss"][0]
+    for a, b in zip(r0, one):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
+    for k in hist1:
+        np.testing.assert_allclose(hist0[k], hist1[k], rtol=1e-10, err_msg=k)
+
+
+def kill_after_first_checkpoint(cmd, checkpoint):
+    """Start ``cmd``, SIGKILL it (and every rank) once ``checkpoint`` exists."""
+    proc = subprocess.Popen(list(map(str, cmd)), env=launch_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while not checkpoint.exists():
+            if proc.poll() is not None:
+                out, err = proc.communicate()
+                pytest.fail(f"the run ended before its first checkpoint ({proc.returncode})"
+                            f":\n{out}\n{err}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no checkpoint after {TIMEOUT} s")
+            time.sleep(0.002)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    return proc.returncode
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_killed_run_resumes_to_the_same_weights(tmp_path, ranks):
+    """SIGKILL mid-training, resume in a new process: bit-identical to an unbroken run.
+
+    With dropout, so the random streams (shuffling and masks) must come back exactly too.
+    """
+    prefix = mpi_launcher(ranks) if ranks > 1 else []
+    common = ["--epochs", "12", "--dropout", "0.2", "--distributed", "auto"]
+    full, broken, resumed = tmp_path / "full", tmp_path / "broken", tmp_path / "resumed"
+    checkpoint = tmp_path / "run.ckpt"
+    run(prefix + [sys.executable, WORKER, "fit", full] + common)
+    code = kill_after_first_checkpoint(
+        prefix + [sys.executable, WORKER, "fit", broken, "--checkpoint", checkpoint]
+        + common, checkpoint)
+    assert code != 0 and not Path(f"{broken}.rank0").exists()  # it really was killed
+    epoch = read_archive(checkpoint)[1]["epoch"]
+    assert 1 <= epoch < 12
+    run(prefix + [sys.executable, WORKER, "fit", resumed, "--resume", checkpoint] + common)
+    expected = fit_results(full, ranks)
+    got = fit_results(resumed, ranks)
+    for (_, w_full, h_full), (config, w_res, h_res) in zip(expected, got):
+        assert config["epoch"] == 12
+        for a, b in zip(w_res, w_full):
+            np.testing.assert_array_equal(a, b)
+        for k in h_full:
+            np.testing.assert_array_equal(h_res[k], h_full[k], err_msg=k)
 
 
 def test_an_exception_on_one_rank_ends_the_job(tmp_path):
     """Without the abort hook rank 0 would wait in its allreduce until the timeout."""
     out = tmp_path / "fail"
-    code, _, stderr = run(mpi_launcher(2) + [sys.executable, str(WORKER), "fail", str(out)],
+    code, _, stderr = run(mpi_launcher(2) + [sys.executable, WORKER, "fail", str(out)],
                           check=False)
     assert code != 0
     assert "deliberate failure on rank 1" in stderr

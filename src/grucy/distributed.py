@@ -44,8 +44,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["MPICommunicator", "SingleProcess", "get_communicator", "launcher_size",
-           "local_mpiexec"]
+__all__ = ["MPICommunicator", "SingleProcess", "common_seed", "get_communicator",
+           "launcher_size", "local_mpiexec"]
 
 
 class SingleProcess:
@@ -237,6 +237,18 @@ class MPICommunicator:
 
     def __repr__(self):
         return f"MPICommunicator(rank={self.rank}, size={self.size})"
+
+
+def common_seed(seed, comm):
+    """Rank 0's ``seed`` on every rank (collective); the identity for one process.
+
+    For seeds drawn from fresh entropy (``random_state=None``): each rank would draw its
+    own, and the ranks would then shuffle and split the data differently.  ``seed`` is an
+    int in [0, 2**63); returns an int.
+    """
+    buf = np.array([seed], dtype=np.int64)
+    comm.broadcast_([buf])
+    return int(buf[0])
 
 
 def _abort_job_on_uncaught_exception(comm):
