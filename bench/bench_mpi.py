@@ -82,6 +82,31 @@ def _set_threads(threads):
     return threadpool_limits(threads)
 
 
+def _timed_calls(comm, fn, target_seconds, min_calls=5, max_calls=1000):
+    """Per-call wall times of ``fn()`` on this rank, each call started after a barrier.
+
+    Timing calls one by one (rather than averaging a batch of them) lets the minimum
+    and median see through the stalls of a shared machine, where a rank loses its core
+    for a whole scheduler slice now and then.  The root picks the number of calls from a
+    first timed call so that the calls take about ``target_seconds``; every rank runs
+    the same number.
+    """
+    comm.barrier()
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    n = np.array([min(max_calls, max(min_calls, round(target_seconds / max(first, 1e-7))))],
+                 np.int64)
+    comm.broadcast_([n])
+    times = []
+    for _ in range(int(n[0])):
+        comm.barrier()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def worker_train(args):
     import grucy
     from grucy.distributed import get_communicator
@@ -108,34 +133,12 @@ def worker_train(args):
             comm.allreduce_sum_(grads)
             opt.step()
 
-        step()
-        comm.barrier()
-        t0 = time.perf_counter()
-        step()
-        comm.barrier()
-        first = time.perf_counter() - t0
-        # Every rank must run the same number of steps: the root decides.
-        n = np.array([max(1, round(args.target_seconds / max(first, 1e-6)))], np.int64)
-        comm.broadcast_([n])
-        n = int(n[0])
-        times = []
-        for _ in range(args.repeats):
-            comm.barrier()
-            t0 = time.perf_counter()
-            for _ in range(n):
-                step()
-            comm.barrier()
-            times.append((time.perf_counter() - t0) / n)
-        ar = []
-        for _ in range(args.repeats):
-            k = max(3, n)
-            comm.barrier()
-            t0 = time.perf_counter()
-            for _ in range(k):
-                comm.allreduce_sum_(grads)
-            ar.append((time.perf_counter() - t0) / k)
-        results.append({"shape": [B, T, I, H], "local_batch": b, "steps_per_repeat": n,
-                        "step_seconds": times, "allreduce_seconds": ar})
+        step()  # warm-up: allocations, the flat buffer, BLAS and OpenMP thread start
+        steps = _timed_calls(comm, step, args.target_seconds, min_calls=args.repeats)
+        reduce_times = _timed_calls(comm, lambda: comm.allreduce_sum_(grads),
+                                    args.target_seconds / 4, min_calls=args.repeats)
+        results.append({"shape": [B, T, I, H], "local_batch": b,
+                        "step_seconds": steps, "allreduce_seconds": reduce_times})
     del limits
     if comm.is_root:
         _write_json(args.out, {"ranks": comm.size, "threads": args.threads,
@@ -151,23 +154,9 @@ def worker_allreduce(args):
         for size in [1] + args.sizes:
             buf = [np.ones(size, dtype)]
             comm.allreduce_sum_(buf)
-            nbytes = buf[0].nbytes
-            comm.barrier()
-            t0 = time.perf_counter()
-            comm.allreduce_sum_(buf)
-            # Every rank must run the same number of calls: the root decides.
-            k = np.array([min(1000, max(3, round(args.target_seconds /
-                                                 max(time.perf_counter() - t0, 1e-7))))])
-            comm.broadcast_([k])
-            k = int(k[0])
-            times = []
-            for _ in range(args.repeats):
-                comm.barrier()
-                t0 = time.perf_counter()
-                for _ in range(k):
-                    comm.allreduce_sum_(buf)
-                times.append((time.perf_counter() - t0) / k)
-            out.append({"dtype": dtype, "elements": size, "bytes": nbytes,
+            times = _timed_calls(comm, lambda: comm.allreduce_sum_(buf),
+                                 args.target_seconds, min_calls=args.repeats)
+            out.append({"dtype": dtype, "elements": size, "bytes": buf[0].nbytes,
                         "seconds": times})
     if comm.is_root:
         _write_json(args.out, {"ranks": comm.size, "allreduce": out})
@@ -231,7 +220,7 @@ def measure(args):
         allreduce[transport] = _launch(2, 1, [
             "--worker", "allreduce", "--sizes", ",".join(map(str, sizes)),
             "--repeats", str(max(5, args.repeats)),
-            "--target-seconds", str(args.target_seconds / 4)],
+            "--target-seconds", str(args.target_seconds / 2)],
             transport=transport)["allreduce"]
     data = {"machine": started | {"loadavg_end": loadavg()}, "shapes": shapes,
             "configs": {}, "allreduce": allreduce}
@@ -352,9 +341,10 @@ def main(argv=None):
     p.add_argument("--shapes", type=parse_shapes, default=[list(s) for s in SHAPES],
                    help="BxTxIxH list or 1-based indices into bench_gru's shapes")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats per launch")
-    p.add_argument("--target-seconds", type=float, default=0.4,
-                   help="approximate length of one timed repeat")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="minimum timed calls per case and launch")
+    p.add_argument("--target-seconds", type=float, default=1.5,
+                   help="approximate time of the timed calls per case and launch")
     p.add_argument("--json", default=DEFAULT_JSON, help="results file ('-' to skip)")
     p.add_argument("--markdown", default=None, help="also write the tables here")
     p.add_argument("--project", nargs="?", const=DEFAULT_JSON, default=None,
@@ -377,7 +367,7 @@ def main(argv=None):
         print(projection(data))
         return 0
     if args.quick:
-        args.rounds, args.repeats, args.target_seconds = 1, 3, 0.2
+        args.rounds, args.repeats, args.target_seconds = 1, 3, 0.5
     data = measure(args)
     text = markdown(data) + "\n\nProjected weak-scaling efficiency (bench/README-mpi.md):\n\n" \
         + projection(data)
