@@ -38,6 +38,7 @@ epochs by 1e-10).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import warnings
@@ -143,13 +144,20 @@ class MPICommunicator:
 
     # -- layout checks ---------------------------------------------------------------
     def _check_same_layout(self, what, layout):
-        """Raise the same ValueError on every rank unless all ranks passed ``layout``."""
-        layouts = self.comm.allgather(layout)
-        if any(other != layouts[0] for other in layouts):
-            differing = [r for r, other in enumerate(layouts) if other != layouts[0]]
+        """Raise the same ValueError on every rank unless all ranks passed ``layout``.
+
+        Compares 64-bit digests of the layouts (one small Allgather of numbers; nothing
+        is pickled).
+        """
+        digest = hashlib.sha256(repr(layout).encode()).digest()[:8]
+        mine = np.frombuffer(digest, dtype=np.int64).copy()
+        everyone = np.empty(self.size, dtype=np.int64)
+        self.comm.Allgather(mine, everyone)
+        differing = np.flatnonzero(everyone != everyone[0]).tolist()
+        if differing:
             raise ValueError(f"{what}: ranks {differing} passed arrays of other shapes or "
-                             f"dtypes than rank 0 (rank 0: {layouts[0]}; rank "
-                             f"{differing[0]}: {layouts[differing[0]]})")
+                             f"dtypes than rank 0 (rank {self.rank} passed "
+                             f"{[(list(shape), dtype) for shape, dtype in layout]})")
 
     # -- collectives -----------------------------------------------------------------
     def broadcast_(self, arrays):
