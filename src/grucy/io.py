@@ -240,4 +240,4 @@ def load(path):
 
 def _ensure_registered():
     # Importing the modules registers their classes.
-    from . import layer, reference  # noqa: F401
+    from . import layer, models, reference  # noqa: F401
