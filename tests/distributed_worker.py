@@ -4,10 +4,9 @@
     exercises every collective of the communicator and writes what each rank saw.
 ``python distributed_worker.py fail OUT``
     rank 1 raises while rank 0 waits in a collective.
-``python distributed_worker.py fit OUT [--epochs N] [--distributed auto|0|1] [--dropout P]
-[--checkpoint PATH] [--checkpoint-every K] [--resume PATH]``
-    trains GRU + Linear on sunspot windows with the shared loop (grucy.training) and
-    writes the final weights and history.
+``python distributed_worker.py forecast OUT [--epochs N] [--distributed auto|0|1]
+[--seed S|none] [--dropout P] [--checkpoint PATH] [--checkpoint-every K] [--resume PATH]``
+    trains a grucy.Forecaster on the sunspot numbers and writes its weights and history.
 
 Outputs are grucy archives (``OUT.rank<k>`` per rank), so the test compares numbers with
 the same reader users have.
@@ -23,11 +22,10 @@ import numpy as np
 import grucy
 from grucy.datasets import load_sunspots
 from grucy.distributed import get_communicator
-from grucy.forecast import sliding_windows
 from grucy.io import write_archive
 from grucy.losses import mse_loss
-from grucy.nn import Dropout, Linear
-from grucy.training import ArrayTask, train
+from grucy.nn import Linear
+from grucy.training import ArrayTask, Trainer
 
 
 def _write(out, comm, config, arrays):
@@ -79,67 +77,42 @@ def fail(out):
     _write(out, comm, {}, {})
 
 
-class _LastState:
-    """GRU(1 -> hidden) read at its last step, then Linear(hidden -> 1): (B, T) -> (B, 1).
+def forecast(out, epochs=3, dtype="float64", distributed="auto", seed=0, dropout=0.0,
+             checkpoint=None, checkpoint_every=1, resume=None):
+    """Train a grucy.Forecaster on the yearly sunspot numbers (the shared loop).
 
-    The network interface :class:`grucy.training.ArrayTask` expects.
-    """
-
-    def __init__(self, hidden, dtype, seed, dropout=0.0):
-        self.gru = grucy.GRU(1, hidden, batch_first=True, dtype=dtype, seed=seed)
-        self.drop = Dropout(dropout, seed=seed + 1)
-        self.head = Linear(hidden, 1, dtype=dtype, seed=seed + 2)
-        self.grads = {f"gru.{k}": g for k, g in self.gru.grads.items()}
-        self.grads.update({f"head.{k}": g for k, g in self.head.grads.items()})
-
-    def parameters(self):
-        return self.gru.parameters() + self.head.parameters()
-
-    def generators(self):
-        return self.drop.generators()
-
-    def forward(self, X, training=True):
-        self._shape = X.shape + (self.gru.hidden_size,)
-        _, h_n = self.gru.forward(X[:, :, None], training=training)
-        return self.head.forward(self.drop.forward(h_n[-1], training), training)
-
-    def backward(self, dout):
-        dh = self.drop.backward(self.head.backward(dout))
-        self.gru.backward(np.zeros(self._shape, self.gru.dtype), dh[None])
-
-
-def fit(out, epochs=3, dtype="float64", distributed="auto", batch_size=32, hidden=8,
-        lookback=12, seed=0, dropout=0.0, checkpoint=None, checkpoint_every=1,
-        resume=None):
-    """Train GRU + Linear one-step sunspot forecasts with the shared loop (Trainer).
-
-    The initial weights differ between ranks on purpose: the loop's broadcast must make
-    them identical.  The last 20% of the windows are the validation set.
+    ``seed=None`` leaves ``random_state`` unset: every rank draws fresh entropy and the
+    model must agree on rank 0's.
     """
     comm = get_communicator(distributed)
-    dtype = np.dtype(dtype)
     _, values = load_sunspots()
-    X, y = sliding_windows((values - values.mean()) / values.std(), lookback)
-    n_train = int(0.8 * len(y))
-    net = _LastState(hidden, dtype, seed + 1000 * comm.rank, dropout)
-    task = ArrayTask(net, X.astype(dtype), y[:, None].astype(dtype), mse_loss,
-                     np.arange(n_train), np.arange(n_train, len(y)))
-    trainer = train(task, epochs=epochs, batch_size=batch_size, lr=3e-3,
-                    max_grad_norm=1.0, seed=seed, distributed=comm,
-                    checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                    resume=resume)
-    arrays = {f"p{i}": p for i, p in enumerate(task.parameters())}
-    arrays.update({f"history_{k}": np.array(v) for k, v in trainer.history.items()})
-    _write(out, comm, {"type": type(comm).__name__, "epoch": trainer.epoch}, arrays)
+    model = grucy.Forecaster(lookback=12, hidden_size=8, epochs=epochs, batch_size=32,
+                             dropout=dropout, validation_fraction=0.2, dtype=dtype,
+                             random_state=seed)
+    model.fit(values, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+              resume=resume, distributed=comm)
+    arrays = {f"p{i}": p for i, p in enumerate(model.net_.parameters())}
+    arrays.update({f"history_{k}": np.array(v) for k, v in model.history_.items()})
+    config = {"type": type(comm).__name__, "epoch": model.n_epochs_}
+    if seed is None:
+        # The seeds a fresh run uses, per rank: the model's (split, initial weights) and
+        # the loop's (shuffling); every rank must hold rank 0's.
+        config["model_seed"] = model._seed_for_fit(None, None, comm)
+        task = ArrayTask(Linear(1, 1), np.zeros((4, 1)), np.zeros((4, 1)), mse_loss,
+                         np.arange(4))
+        config["loop_rng"] = Trainer(task, epochs=1, seed=None,
+                                     distributed=comm).rng.bit_generator.state
+    _write(out, comm, config, arrays)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser()
-    parser.add_argument("program", choices=["collectives", "fail", "fit"])
+    parser.add_argument("program", choices=["collectives", "fail", "forecast"])
     parser.add_argument("out")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--dtype", default="float64")
     parser.add_argument("--distributed", default="auto", choices=["auto", "0", "1"])
+    parser.add_argument("--seed", default="0", help="an int, or 'none'")
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--checkpoint")
     parser.add_argument("--checkpoint-every", type=int, default=1)
@@ -150,10 +123,11 @@ def main(argv=None):
     elif args.program == "fail":
         fail(args.out)
     else:
-        distributed = {"auto": "auto", "0": False, "1": True}[args.distributed]
-        fit(args.out, epochs=args.epochs, dtype=args.dtype, distributed=distributed,
-            dropout=args.dropout, checkpoint=args.checkpoint,
-            checkpoint_every=args.checkpoint_every, resume=args.resume)
+        forecast(args.out, epochs=args.epochs, dtype=args.dtype,
+                 distributed={"auto": "auto", "0": False, "1": True}[args.distributed],
+                 seed=None if args.seed == "none" else int(args.seed),
+                 dropout=args.dropout, checkpoint=args.checkpoint,
+                 checkpoint_every=args.checkpoint_every, resume=args.resume)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import grucy
+import grucy.datasets
 from grucy import distributed
 from grucy.distributed import (SingleProcess, _contiguous_part, get_communicator,
                                launcher_size, local_mpiexec)
@@ -179,41 +181,63 @@ def test_collectives_under_mpirun(tmp_path):
         assert "ranks [1] passed arrays of other shapes" in config["mismatch"]
 
 
+SUNSPOTS = str(Path(grucy.datasets.__file__).with_name("sunspots.csv"))
+# `grucy train` on the sunspot numbers, float64 (equivalence to 1e-10 needs it)
+TRAIN = [sys.executable, "-m", "grucy", "train", "--csv", SUNSPOTS, "--dtype", "float64",
+         "--hidden-size", "8", "--validation-fraction", "0.2", "--seed", "3", "--quiet"]
+
+
 def fit_results(out, size):
-    """Per-rank (config, weights, history) written by the worker's ``fit``."""
+    """Per-rank (config, weights, history) written by the worker's ``forecast``."""
     got = []
     for config, arrays in results(out, size):
-        params = [arrays[f"p{i}"] for i in range(sum(k.startswith("p") for k in arrays))]
+        params = [arrays[f"p{i}"] for i in range(sum(k[1:].isdigit() for k in arrays))]
         history = {k[len("history_"):]: v for k, v in arrays.items()
                    if k.startswith("history_")}
         got.append((config, params, history))
     return got
 
 
-def test_data_parallel_training_matches_one_process(tmp_path):
-    """Same seed and global batch size: 2 ranks end where 1 process ends (float64).
+def saved_model(path):
+    model = grucy.load(path)
+    return model.net_.parameters(), model.history_
 
-    Through the shared loop (grucy.training): broadcast of the initial weights (the ranks
-    build different ones), sharded batches, one gradient allreduce per step, validation
-    sums reduced across ranks.
+
+def test_grucy_train_under_mpirun_matches_one_process(tmp_path):
+    """``mpirun -n 2 grucy train`` ends where ``grucy train`` ends (float64, 1e-10).
+
+    Same command, same seed and global batch size.  Through the whole stack: the CLI,
+    Forecaster, the shared loop (broadcast, shards, one gradient allreduce per step,
+    validation sums reduced), and rank 0 alone printing and saving.
     """
-    epochs = "4"
-    single, multi = tmp_path / "single", tmp_path / "mpi"
-    run([sys.executable, WORKER, "fit", single, "--epochs", epochs, "--distributed", "0"])
-    run(mpi_launcher(2) + [sys.executable, WORKER, "fit", multi, "--epochs", epochs])
-    [(c1, one, hist1)] = fit_results(single, 1)
-    (c0, r0, hist0), (_, r1, _) = fit_results(multi, 2)
-    assert c1["type"] == "SingleProcess" and c0["type"] == "MPICommunicator"
-    # Every rank holds bit-identical weights (Allreduce gives all ranks the same sums).
-    for a, b in zip(r0, r1):
-        np.testing.assert_array_equal(a, b)
-    # Training happened, with validation; and it is the single-process run, up to rounding.
-    assert set(hist1) == {"loss", "val_loss", "lr"}
-    assert hist1["loss"][-1] < 0.9 * hist1["loss"][0]
-    for a, b in zip(r0, one):
+    one, two = tmp_path / "one.grucy", tmp_path / "two.grucy"
+    args = ["--epochs", "4", "--lr", "0.01"]
+    run(TRAIN + args + ["-o", one])
+    _, stdout, _ = run(mpi_launcher(2) + TRAIN + args + ["-o", two])
+    assert stdout.count("saved Forecaster") == 1  # rank 0 only
+    w1, h1 = saved_model(one)
+    w2, h2 = saved_model(two)
+    assert set(h1) == {"loss", "val_loss", "val_rmse", "lr"}
+    assert h1["loss"][-1] < 0.9 * h1["loss"][0]  # it trained
+    for a, b in zip(w2, w1):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
-    for k in hist1:
-        np.testing.assert_allclose(hist0[k], hist1[k], rtol=1e-10, err_msg=k)
+    for k in h1:
+        np.testing.assert_allclose(h2[k], h1[k], rtol=1e-10, err_msg=k)
+
+
+def test_ranks_agree_on_a_fresh_seed_and_hold_identical_weights(tmp_path):
+    """random_state=None: each rank draws its own entropy; the model must use rank 0's."""
+    out = tmp_path / "fresh"
+    run(mpi_launcher(2) + [sys.executable, WORKER, "forecast", out, "--seed", "none",
+                           "--dropout", "0.2", "--epochs", "2"])
+    (c0, w0, h0), (c1, w1, h1) = fit_results(out, 2)
+    assert c0["type"] == "MPICommunicator"
+    assert c0["model_seed"] == c1["model_seed"]
+    assert c0["loop_rng"] == c1["loop_rng"]
+    for a, b in zip(w0, w1):  # Allreduce gives every rank the same sums
+        np.testing.assert_array_equal(a, b)
+    for k in h0:
+        np.testing.assert_array_equal(h0[k], h1[k])
 
 
 def kill_after_first_checkpoint(cmd, checkpoint):
@@ -238,32 +262,55 @@ def kill_after_first_checkpoint(cmd, checkpoint):
     return proc.returncode
 
 
-@pytest.mark.parametrize("ranks", [1, 2])
-def test_killed_run_resumes_to_the_same_weights(tmp_path, ranks):
-    """SIGKILL mid-training, resume in a new process: bit-identical to an unbroken run.
+EPOCHS = 20
 
-    With dropout, so the random streams (shuffling and masks) must come back exactly too.
-    """
-    prefix = mpi_launcher(ranks) if ranks > 1 else []
-    common = ["--epochs", "12", "--dropout", "0.2", "--distributed", "auto"]
-    full, broken, resumed = tmp_path / "full", tmp_path / "broken", tmp_path / "resumed"
-    checkpoint = tmp_path / "run.ckpt"
-    run(prefix + [sys.executable, WORKER, "fit", full] + common)
-    code = kill_after_first_checkpoint(
-        prefix + [sys.executable, WORKER, "fit", broken, "--checkpoint", checkpoint]
-        + common, checkpoint)
-    assert code != 0 and not Path(f"{broken}.rank0").exists()  # it really was killed
+
+def killed_and_resumed(cmd, checkpoint, resume_args):
+    """Kill ``cmd`` after its first checkpoint, then run it again with ``resume_args``."""
+    code = kill_after_first_checkpoint(cmd, checkpoint)
+    assert code != 0  # it was killed, not finished
     epoch = read_archive(checkpoint)[1]["epoch"]
-    assert 1 <= epoch < 12
-    run(prefix + [sys.executable, WORKER, "fit", resumed, "--resume", checkpoint] + common)
-    expected = fit_results(full, ranks)
-    got = fit_results(resumed, ranks)
-    for (_, w_full, h_full), (config, w_res, h_res) in zip(expected, got):
-        assert config["epoch"] == 12
-        for a, b in zip(w_res, w_full):
-            np.testing.assert_array_equal(a, b)
-        for k in h_full:
-            np.testing.assert_array_equal(h_res[k], h_full[k], err_msg=k)
+    assert 1 <= epoch < EPOCHS
+    run(cmd + resume_args)
+    return epoch
+
+
+def test_fit_resumes_a_killed_run_bit_for_bit(tmp_path):
+    """Forecaster.fit(..., resume=path) in a new process after SIGKILL mid-training.
+
+    With dropout, so the random streams (shuffling and masks) must come back too.
+    """
+    common = ["--epochs", str(EPOCHS), "--dropout", "0.2"]
+    full, broken, checkpoint = tmp_path / "full", tmp_path / "broken", tmp_path / "c.ckpt"
+    run([sys.executable, WORKER, "forecast", full] + common)
+    cmd = [sys.executable, WORKER, "forecast", broken, "--checkpoint", checkpoint] + common
+    killed_and_resumed(cmd, checkpoint, ["--resume", checkpoint])
+    [(_, w_full, h_full)] = fit_results(full, 1)
+    [(config, w_res, h_res)] = fit_results(broken, 1)
+    assert config["epoch"] == EPOCHS
+    for a, b in zip(w_res, w_full):
+        np.testing.assert_array_equal(a, b)
+    for k in h_full:
+        np.testing.assert_array_equal(h_res[k], h_full[k], err_msg=k)
+
+
+def test_grucy_train_resume_under_mpirun_bit_for_bit(tmp_path):
+    """``mpirun -n 2 grucy train --resume``: a killed 2-rank run ends exactly as an
+    unbroken 2-rank run (per-rank dropout streams included)."""
+    mpirun = mpi_launcher(2)
+    # 25 per batch: shards of 12 and 13, so the ranks draw different numbers of dropout
+    # masks and rank 1's streams cannot be rebuilt from rank 0's saved state.
+    common = ["--epochs", str(EPOCHS), "--dropout", "0.2", "--batch-size", "25"]
+    full, resumed = tmp_path / "full.grucy", tmp_path / "resumed.grucy"
+    checkpoint = tmp_path / "run.ckpt"
+    run(mpirun + TRAIN + common + ["-o", full])
+    cmd = mpirun + TRAIN + common + ["-o", resumed, "--checkpoint", checkpoint]
+    killed_and_resumed(cmd, checkpoint, ["--resume", checkpoint])
+    w_full, h_full = saved_model(full)
+    w_res, h_res = saved_model(resumed)
+    for a, b in zip(w_res, w_full):
+        np.testing.assert_array_equal(a, b)
+    assert h_res == h_full
 
 
 def test_an_exception_on_one_rank_ends_the_job(tmp_path):

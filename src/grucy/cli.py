@@ -169,6 +169,7 @@ def _is_number(s):
 # -- train ---------------------------------------------------------------------------------
 def _run_train(args):
     from . import io
+    from .distributed import get_communicator
     from .models import CharLM, Forecaster
 
     if (args.csv is None) == (args.text is None):
@@ -192,13 +193,17 @@ def _run_train(args):
                  if getattr(args, k) is not None}
         model = CharLM(**common, **extra)
         what = f"{len(data)} characters from {args.text}"
-    if not args.quiet:
+    # Under mpirun every rank runs this command: rank 0 alone reports and saves.
+    root = get_communicator("auto").is_root
+    if not args.quiet and root:
         print(f"Training {model!r} on {what}")
     try:
         model.fit(data, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
                   resume=args.resume)
     except (ValueError, TypeError, io.FileFormatError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from None
+    if not root:
+        return 0
     io.save(model, args.output)
     last = {k: v[-1] for k, v in model.history_.items()}
     shown = "  ".join(f"{k} {v:.5g}" for k, v in last.items() if k != "lr")
@@ -216,7 +221,10 @@ def _add_train(subparsers):
                     "oldest first); --text FILE trains a grucy.CharLM on a UTF-8 text. "
                     "With --checkpoint the training state is written every "
                     "--checkpoint-every epochs; after a crash, run the same command "
-                    "with --resume CHECKPOINT to continue exactly where it stopped.",
+                    "with --resume CHECKPOINT to continue exactly where it stopped. "
+                    "Launched by mpirun -n N (mpi4py installed: pip install "
+                    "'grucy[mpi]'), the N processes train data-parallel on one global "
+                    "batch; rank 0 prints, writes the checkpoints and saves the model.",
     )
     src = p.add_argument_group("input")
     src.add_argument("--csv", metavar="FILE", help="CSV file with the series")
