@@ -7,6 +7,8 @@
 ``python distributed_worker.py forecast OUT [--epochs N] [--distributed auto|0|1]
 [--seed S|none] [--dropout P] [--checkpoint PATH] [--checkpoint-every K] [--resume PATH]``
     trains a grucy.Forecaster on the sunspot numbers and writes its weights and history.
+``python distributed_worker.py models OUT [--distributed auto|0|1]``
+    briefly trains a GRUClassifier, a GRURegressor and a CharLM; writes their weights.
 
 Outputs are grucy archives (``OUT.rank<k>`` per rank), so the test compares numbers with
 the same reader users have.
@@ -105,9 +107,35 @@ def forecast(out, epochs=3, dtype="float64", distributed="auto", seed=0, dropout
     _write(out, comm, config, arrays)
 
 
+def models(out, distributed="auto"):
+    """Fit GRUClassifier, GRURegressor and CharLM briefly (float64, validation on)."""
+    comm = get_communicator(distributed)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 6, 2))
+    y_class = (X[:, :, 0].sum(axis=1) > 0).astype(int)
+    y_reg = X[:, :, 1].mean(axis=1)
+    text = "the quick brown fox jumps over the lazy dog. " * 12
+    options = dict(hidden_size=6, epochs=3, dtype="float64", validation_fraction=0.2,
+                   random_state=4)
+    fitted = {
+        "classifier": grucy.GRUClassifier(batch_size=16, **options).fit(
+            X, y_class, distributed=comm),
+        "regressor": grucy.GRURegressor(batch_size=16, **options).fit(
+            X, y_reg, distributed=comm),
+        "charlm": grucy.CharLM(embedding_dim=4, bptt=8, batch_size=5, **options).fit(
+            text, distributed=comm),
+    }
+    arrays = {}
+    for name, model in fitted.items():
+        arrays.update({f"{name}/p{i}": p for i, p in enumerate(model.net_.parameters())})
+        arrays.update({f"{name}/history_{k}": np.array(v)
+                       for k, v in model.history_.items()})
+    _write(out, comm, {"type": type(comm).__name__}, arrays)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser()
-    parser.add_argument("program", choices=["collectives", "fail", "forecast"])
+    parser.add_argument("program", choices=["collectives", "fail", "forecast", "models"])
     parser.add_argument("out")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--dtype", default="float64")
@@ -122,6 +150,8 @@ def main(argv=None):
         collectives(args.out)
     elif args.program == "fail":
         fail(args.out)
+    elif args.program == "models":
+        models(args.out, {"auto": "auto", "0": False, "1": True}[args.distributed])
     else:
         forecast(args.out, epochs=args.epochs, dtype=args.dtype,
                  distributed={"auto": "auto", "0": False, "1": True}[args.distributed],

@@ -225,6 +225,20 @@ def test_grucy_train_under_mpirun_matches_one_process(tmp_path):
         np.testing.assert_allclose(h2[k], h1[k], rtol=1e-10, err_msg=k)
 
 
+def test_every_model_under_mpirun_matches_one_process(tmp_path):
+    """GRUClassifier, GRURegressor and CharLM (streams split 2/3 between the ranks)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    run([sys.executable, WORKER, "models", one, "--distributed", "0"])
+    run(mpi_launcher(2) + [sys.executable, WORKER, "models", two])
+    [(_, single)] = results(one, 1)
+    (_, r0), (_, r1) = results(two, 2)
+    assert {k.split("/")[0] for k in single} == {"classifier", "regressor", "charlm"}
+    assert "charlm/history_val_bits_per_char" in single
+    for k in single:
+        np.testing.assert_array_equal(r0[k], r1[k], err_msg=k)
+        np.testing.assert_allclose(r0[k], single[k], rtol=1e-10, atol=1e-12, err_msg=k)
+
+
 def test_ranks_agree_on_a_fresh_seed_and_hold_identical_weights(tmp_path):
     """random_state=None: each rank draws its own entropy; the model must use rank 0's."""
     out = tmp_path / "fresh"
