@@ -609,3 +609,104 @@ def test_corrupt_model_file_is_refused(tmp_path):
     io.write_archive(path, kind, config, arrays)
     with pytest.raises(grucy.FileFormatError, match="cannot rebuild"):
         grucy.load(path)
+
+
+# -- diagnostics.gradient_flow --------------------------------------------------------------
+def _fd_state_gradient(loss_of_state, state, eps=1e-6):
+    state = state.copy()
+    return central_difference(lambda: loss_of_state(state), state, eps)
+
+
+def test_gradient_flow_matches_finite_differences_forecaster():
+    from grucy.diagnostics import gradient_flow
+    from grucy.losses import mse_loss as mse
+
+    series = np.sin(np.arange(60) / 3) + np.arange(60) / 30
+    model = grucy.Forecaster(4, horizon=2, hidden_size=3, num_layers=2, epochs=3,
+                             dtype="float64", random_state=0).fit(series)
+    history, target = series[:9], series[9:11]
+    flow = gradient_flow(model, history, target)
+    assert flow.shape == (9,)
+    net, T = model.net_, 9
+    X, _ = model._histories(history)
+    scaled_target = ((target - model.mean_) / model.scale_).reshape(1, 2)
+
+    def loss_of_state(t):
+        def f(state):
+            h_n = state if t == T else model.net_.gru.forward(X[:, t:], h0=state,
+                                                               training=False)[1]
+            out = net.head.forward(h_n[-1], training=False)
+            return mse(out, scaled_target)[0]
+        return f
+
+    h = None
+    for t in range(1, T + 1):
+        _, h = net.gru.forward(X[:, t - 1:t], h0=h, training=False)
+        numeric = _fd_state_gradient(loss_of_state(t), h)
+        assert flow[t - 1] == pytest.approx(np.linalg.norm(numeric), rel=1e-6), t
+    # without y: the gradient of the prediction itself (sum of outputs)
+    plain = gradient_flow(model, history)
+    assert plain.shape == (9,) and not np.allclose(plain, flow)
+
+
+def test_gradient_flow_charlm_and_float32_models():
+    from grucy.diagnostics import gradient_flow
+    from grucy.losses import cross_entropy_loss
+
+    lm = grucy.CharLM(hidden_size=5, embedding_dim=3, bptt=8, batch_size=2, epochs=1,
+                      dtype="float64", random_state=0).fit(TEXT[:300])
+    text = "the cat sat"
+    flow = gradient_flow(lm, text)
+    codes = lm.encode(text)
+    T = len(codes) - 1
+    assert flow.shape == (T,) and flow[-1] == 0.0
+    net = lm.net_
+    emb = net.embedding.forward(codes[None, :-1], training=False)
+
+    def loss_of_state(t):  # only the readouts of steps t+1..T depend on the state after t
+        def f(state):
+            y, _ = net.gru.forward(emb[:, t:], h0=state, training=False)
+            logits = net.head.forward(y, training=False)
+            return cross_entropy_loss(logits, codes[None, t + 1:], normalizer=T)[0]
+        return f
+
+    h = None
+    for t in range(1, T):
+        _, h = net.gru.forward(emb[:, t - 1:t], h0=h, training=False)
+        numeric = _fd_state_gradient(loss_of_state(t), h)
+        assert flow[t - 1] == pytest.approx(np.linalg.norm(numeric), rel=1e-6), t
+    # a float32 model is analysed in a float64 copy: the same numbers to float32 accuracy
+    X, y = _toy_sequences(n=30, T=6)
+    clf32 = grucy.GRUClassifier(hidden_size=4, epochs=2, random_state=0).fit(X, y)
+    clf64 = grucy.GRUClassifier(hidden_size=4, epochs=2, dtype="float64",
+                                random_state=0)
+    clf64.fit(X, y)
+    clf64.net_.load_state_dict(clf32.net_.state_dict())
+    np.testing.assert_allclose(gradient_flow(clf32, X[:3], y[:3]),
+                               gradient_flow(clf64, X[:3], y[:3]), rtol=1e-12)
+    with pytest.raises(ValueError, match="unidirectional"):
+        gradient_flow(grucy.GRURegressor(hidden_size=2, epochs=1, bidirectional=True)
+                      .fit(X, y * 1.0), X)
+    with pytest.raises(TypeError, match="Forecaster"):
+        gradient_flow(object(), X)
+
+
+# -- typed public API ---------------------------------------------------------------------
+def test_package_is_typed_and_annotations_resolve():
+    import typing
+    from importlib import resources
+
+    from grucy import baselines, datasets, diagnostics, losses, nn, optim, training
+
+    assert resources.files("grucy").joinpath("py.typed").is_file()
+    public = [grucy.Forecaster.fit, grucy.Forecaster.predict, grucy.GRUClassifier.fit,
+              grucy.GRUClassifier.predict_proba, grucy.GRURegressor.score,
+              grucy.CharLM.generate, grucy.CharLM.bits_per_char, losses.mse_loss,
+              losses.cross_entropy_loss, nn.Embedding.forward, nn.TruncatedBPTT.forward,
+              optim.make_optimizer, optim.clip_grad_norm, optim.ReduceLROnPlateau.step,
+              training.Trainer.fit, training.read_checkpoint, diagnostics.gradient_flow,
+              datasets.load_stdlib_text, baselines.fit_ar]
+    for fn in public:
+        hints = typing.get_type_hints(fn)
+        assert "return" in hints, fn.__qualname__
+        assert fn.__doc__ and len(fn.__doc__) > 40, fn.__qualname__

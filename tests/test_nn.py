@@ -14,7 +14,7 @@ from grucy.nn import Dropout, Embedding, Linear, Sequential, TruncatedBPTT
 from grucy.optim import (SGD, Adam, AdamW, CosineAnnealingLR, ReduceLROnPlateau, StepLR,
                          clip_grad_norm, make_optimizer)
 
-from conftest import assert_gradients_match_fd, check_finite_differences, make_inputs
+from conftest import assert_gradients_match_fd, check_finite_differences
 
 
 @pytest.fixture

@@ -276,3 +276,54 @@ def test_two_simulated_ranks_match_one_process(tmp_path):
     steps = results[1].step
     assert calls.count("allreduce_sum_") == steps  # one gradient reduction per step
     assert [p.name for p in tmp_path.iterdir()] == ["rank0.grucy"]
+
+
+def _run_ranks(size, fit_one):
+    """fit_one(comm) on `size` threads with ThreadComm; returns the results by rank."""
+    shared = {"size": size, "slots": [None] * size, "barrier": threading.Barrier(size)}
+    results, errors = {}, []
+
+    def run(r):
+        try:
+            results[r] = fit_one(ThreadComm(r, shared))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+            shared["barrier"].abort()
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    return results
+
+
+@pytest.mark.parametrize("kind", ["classifier", "lm"])
+def test_models_on_two_simulated_ranks_match_one_process(kind):
+    import grucy
+
+    rng = np.random.default_rng(0)
+    if kind == "classifier":
+        X = rng.normal(size=(90, 6, 2))
+        data = (X, (X[:, :, 0].sum(1) > 0).astype(int))
+
+        def make():
+            return grucy.GRUClassifier(hidden_size=6, num_layers=2, epochs=3,
+                                       batch_size=20, validation_fraction=0.2,
+                                       dtype="float64", random_state=5)
+    else:
+        data = ("the cat sat on the mat; the dog sat on the log. " * 30,)
+
+        def make():  # 6 streams: 3 per rank
+            return grucy.CharLM(hidden_size=8, embedding_dim=4, bptt=9, batch_size=6,
+                                epochs=2, dtype="float64", random_state=5)
+
+    single = make().fit(*data, distributed=False)
+    ranks = _run_ranks(2, lambda comm: make().fit(*data, distributed=comm))
+    for r, model in ranks.items():
+        for (name, a), (_, b) in zip(model.net_.named_parameters(),
+                                     single.net_.named_parameters()):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=name)
+        for k, v in single.history_.items():
+            np.testing.assert_allclose(model.history_[k], v, rtol=1e-10, err_msg=k)

@@ -6,14 +6,17 @@
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._base import _positive_int
 
 __all__ = ["sliding_windows", "fit_ar", "char_bigram_bits_per_char"]
 
 
-def sliding_windows(series, lookback):
+def sliding_windows(series: ArrayLike, lookback: int) -> Tuple[np.ndarray, np.ndarray]:
     """All (window, next value) pairs of a 1-D series.
 
     Returns ``X`` (N, lookback) and ``y`` (N,) with ``X[i] = series[i:i+lookback]`` and
@@ -30,7 +33,7 @@ def sliding_windows(series, lookback):
     return X.copy(), series[lookback:].copy()
 
 
-def fit_ar(series, order):
+def fit_ar(series: ArrayLike, order: int) -> Tuple[float, np.ndarray]:
     """Least-squares AR(order) with intercept: returns ``(c, a)`` with
     ``x[t] ~ c + a @ x[t-order:t]`` (coefficients oldest lag first)."""
     X, y = sliding_windows(series, order)
@@ -39,7 +42,7 @@ def fit_ar(series, order):
     return coef[0], coef[1:]
 
 
-def char_bigram_bits_per_char(train, test, alpha=0.1):
+def char_bigram_bits_per_char(train: str, test: str, alpha: float = 0.1) -> float:
     """Bits per character of ``test`` under a character bigram model of ``train``.
 
     ``P(b | a) = (count(a, b) + alpha) / (count(a) + alpha * V)`` (additive smoothing),

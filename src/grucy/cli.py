@@ -172,6 +172,9 @@ def _run_train(args):
     from .distributed import get_communicator
     from .models import CharLM, Forecaster
 
+    # Under an MPI launcher every rank runs this command; only the root talks and saves.
+    comm = get_communicator("auto" if args.distributed == "auto" else False)
+    say = print if comm.is_root else (lambda *a, **k: None)
     if (args.csv is None) == (args.text is None):
         raise CLIError("give exactly one of --csv FILE (a series: Forecaster) or "
                        "--text FILE (a text: CharLM)")
@@ -193,22 +196,19 @@ def _run_train(args):
                  if getattr(args, k) is not None}
         model = CharLM(**common, **extra)
         what = f"{len(data)} characters from {args.text}"
-    # Under mpirun every rank runs this command: rank 0 alone reports and saves.
-    root = get_communicator("auto").is_root
-    if not args.quiet and root:
-        print(f"Training {model!r} on {what}")
+    if not args.quiet:
+        say(f"Training {model!r} on {what}")
     try:
         model.fit(data, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
-                  resume=args.resume)
+                  resume=args.resume, distributed=comm)
     except (ValueError, TypeError, io.FileFormatError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from None
-    if not root:
-        return 0
-    io.save(model, args.output)
+    if comm.is_root:
+        io.save(model, args.output)
     last = {k: v[-1] for k, v in model.history_.items()}
     shown = "  ".join(f"{k} {v:.5g}" for k, v in last.items() if k != "lr")
-    print(f"epochs {model.n_epochs_}  {shown}")
-    print(f"saved {type(model).__name__} to {os.path.abspath(args.output)}")
+    say(f"epochs {model.n_epochs_}  {shown}")
+    say(f"saved {type(model).__name__} to {os.path.abspath(args.output)}")
     return 0
 
 
@@ -264,6 +264,9 @@ def _add_train(subparsers):
                     help="epochs between checkpoints (default: 1)")
     tr.add_argument("--resume", metavar="CHECKPOINT",
                     help="continue the run saved in this checkpoint")
+    tr.add_argument("--distributed", choices=["auto", "off"], default="auto",
+                    help="data-parallel training when started by an MPI launcher "
+                         "(auto, the default) or never (off)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(handler=_run_train)
 

@@ -21,7 +21,10 @@ dtype of the input (float32 stays float32).
 
 from __future__ import annotations
 
+from typing import Callable, Dict, Optional, Tuple
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["mse_loss", "mae_loss", "huber_loss", "cross_entropy_loss", "count_terms",
            "LOSSES"]
@@ -55,7 +58,7 @@ def _term_weight(weight, shape):
     return w
 
 
-def count_terms(shape, weight=None):
+def count_terms(shape: Tuple[int, ...], weight: Optional[ArrayLike] = None) -> float:
     """The default normalizer of a loss over terms of ``shape``: ``sum(weight)``.
 
     The number of terms (``prod(shape)``) without a weight.
@@ -106,7 +109,8 @@ def _regression_inputs(pred, target, weight):
     return pred, target, _term_weight(weight, pred.shape)
 
 
-def mse_loss(pred, target, weight=None, *, normalizer=None):
+def mse_loss(pred: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = None, *,
+             normalizer: Optional[float] = None) -> Tuple[float, np.ndarray]:
     """Mean squared error ``l = (pred - target)**2`` and its gradient.
 
     Parameters
@@ -124,25 +128,28 @@ def mse_loss(pred, target, weight=None, *, normalizer=None):
     grad : ndarray
         ``dloss/dpred``, shape and dtype of ``pred``.
     """
-    pred, target, w = _regression_inputs(pred, target, weight)
-    norm = _normalize(normalizer, w, pred.shape)
-    diff = pred - target
+    p, t, w = _regression_inputs(pred, target, weight)
+    norm = _normalize(normalizer, w, p.shape)
+    diff = p - t
     return _reduce(np.square(diff, dtype=np.float64), 2 * diff, w, norm)
 
 
-def mae_loss(pred, target, weight=None, *, normalizer=None):
+def mae_loss(pred: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = None, *,
+             normalizer: Optional[float] = None) -> Tuple[float, np.ndarray]:
     """Mean absolute error ``l = |pred - target|`` (L1) and its (sub)gradient.
 
     The gradient is ``sign(pred - target)``, 0 where they are equal (as in PyTorch).
     Arguments and return values as in :func:`mse_loss`.
     """
-    pred, target, w = _regression_inputs(pred, target, weight)
-    norm = _normalize(normalizer, w, pred.shape)
-    diff = pred - target
+    p, t, w = _regression_inputs(pred, target, weight)
+    norm = _normalize(normalizer, w, p.shape)
+    diff = p - t
     return _reduce(np.abs(diff, dtype=np.float64), np.sign(diff), w, norm)
 
 
-def huber_loss(pred, target, weight=None, *, delta=1.0, normalizer=None):
+def huber_loss(pred: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = None, *,
+               delta: float = 1.0,
+               normalizer: Optional[float] = None) -> Tuple[float, np.ndarray]:
     """Huber loss (``torch.nn.HuberLoss``): quadratic near 0, linear beyond ``delta``.
 
     ``l = 0.5 d**2`` for ``|d| <= delta`` and ``delta (|d| - 0.5 delta)`` beyond, with
@@ -152,16 +159,18 @@ def huber_loss(pred, target, weight=None, *, delta=1.0, normalizer=None):
     delta = float(delta)
     if not np.isfinite(delta) or delta <= 0:
         raise ValueError(f"delta must be a positive finite number, got {delta}")
-    pred, target, w = _regression_inputs(pred, target, weight)
-    norm = _normalize(normalizer, w, pred.shape)
-    diff = pred - target
+    p, t, w = _regression_inputs(pred, target, weight)
+    norm = _normalize(normalizer, w, p.shape)
+    diff = p - t
     d64 = diff.astype(np.float64)
     ad = np.abs(d64)
     terms = np.where(ad <= delta, 0.5 * np.square(d64), delta * (ad - 0.5 * delta))
     return _reduce(terms, np.clip(diff, -delta, delta), w, norm)
 
 
-def cross_entropy_loss(logits, target, weight=None, *, normalizer=None):
+def cross_entropy_loss(logits: ArrayLike, target: ArrayLike,
+                       weight: Optional[ArrayLike] = None, *,
+                       normalizer: Optional[float] = None) -> Tuple[float, np.ndarray]:
     """Softmax cross-entropy on unnormalised logits and its gradient.
 
     Parameters
@@ -182,36 +191,36 @@ def cross_entropy_loss(logits, target, weight=None, *, normalizer=None):
     grad : ndarray
         ``(softmax(logits) - onehot(target)) * w / normalizer``, shape of ``logits``.
     """
-    logits = _as_pred("logits", logits)
-    if logits.ndim == 0:
+    z = _as_pred("logits", logits)
+    if z.ndim == 0:
         raise ValueError("logits must have a class axis (..., C)")
-    C = logits.shape[-1]
-    target = np.asarray(target)
-    if target.dtype.kind not in "iu":
-        if (target.dtype.kind == "f" and np.all(np.isfinite(target))
-                and np.all(target == np.round(target))):
-            target = target.astype(np.int64)
+    C = z.shape[-1]
+    tgt = np.asarray(target)
+    if tgt.dtype.kind not in "iu":
+        if (tgt.dtype.kind == "f" and np.all(np.isfinite(tgt))
+                and np.all(tgt == np.round(tgt))):
+            tgt = tgt.astype(np.int64)
         else:
             raise TypeError(f"target must hold integer class indices, got dtype "
-                            f"{target.dtype}")
-    if target.shape != logits.shape[:-1]:
-        raise ValueError(f"target must have shape logits.shape[:-1] = {logits.shape[:-1]}, "
-                         f"got {target.shape}")
-    if target.size and (target.min() < 0 or target.max() >= C):
+                            f"{tgt.dtype}")
+    if tgt.shape != z.shape[:-1]:
+        raise ValueError(f"target must have shape logits.shape[:-1] = {z.shape[:-1]}, "
+                         f"got {tgt.shape}")
+    if tgt.size and (tgt.min() < 0 or tgt.max() >= C):
         raise ValueError(f"target must lie in [0, {C}), got values in "
-                         f"[{target.min()}, {target.max()}]")
-    w = _term_weight(weight, target.shape)
-    norm = _normalize(normalizer, w, target.shape)
-    shifted = logits - logits.max(axis=-1, keepdims=True)
+                         f"[{tgt.min()}, {tgt.max()}]")
+    w = _term_weight(weight, tgt.shape)
+    norm = _normalize(normalizer, w, tgt.shape)
+    shifted = z - z.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     sumexp = exp.sum(axis=-1, keepdims=True)
-    picked = np.take_along_axis(shifted, target[..., None], axis=-1)[..., 0]
+    picked = np.take_along_axis(shifted, tgt[..., None], axis=-1)[..., 0]
     terms = np.log(sumexp[..., 0], dtype=np.float64) - picked
     grad = exp / sumexp  # softmax
-    np.put_along_axis(grad, target[..., None],
-                      np.take_along_axis(grad, target[..., None], axis=-1) - 1, axis=-1)
+    np.put_along_axis(grad, tgt[..., None],
+                      np.take_along_axis(grad, tgt[..., None], axis=-1) - 1, axis=-1)
     return _reduce(terms, grad, w, norm)
 
 
 #: The regression losses by name, as the models' ``loss=`` argument accepts them.
-LOSSES = {"mse": mse_loss, "mae": mae_loss, "huber": huber_loss}
+LOSSES: Dict[str, Callable[..., Tuple[float, np.ndarray]]] = {"mse": mse_loss, "mae": mae_loss, "huber": huber_loss}

@@ -20,7 +20,9 @@ import inspect
 import math
 import numbers
 import warnings
-from typing import Any, Optional, Union
+from typing import Any, List, Optional, Tuple
+
+from numpy.typing import ArrayLike
 
 import numpy as np
 
@@ -45,7 +47,7 @@ class NotFittedError(ValueError, AttributeError):
     """
 
 
-_NOT_FITTED = []
+_NOT_FITTED: List[type] = []
 
 
 def _not_fitted_error_class():
@@ -234,7 +236,7 @@ class _GRUModel:
         """The constructor arguments, name -> value (``deep`` has nothing to descend)."""
         return {name: getattr(self, name) for name in self._get_param_names()}
 
-    def set_params(self, **params: Any):
+    def set_params(self, **params: Any) -> "_GRUModel":
         """Set constructor arguments by name; returns self.  Unknown names raise ValueError."""
         valid = self._get_param_names()
         for name, value in params.items():
@@ -269,8 +271,8 @@ class _GRUModel:
 
     # -- saving (grucy.save / grucy.load) ----------------------------------------------
     #: private attributes set by ``fit`` that a saved model must keep
-    _fitted_private: tuple = ()
-    _net_class: type = None
+    _fitted_private: Tuple[str, ...] = ()
+    _net_class: Any = None
 
     def _fitted_names(self):
         return sorted(k for k in vars(self) if (k.endswith("_") and not k.startswith("_")
@@ -493,8 +495,8 @@ class Forecaster(_GRUModel):
         Y = scaled[idx + L + np.arange(h)].reshape(N, -1)
         return X, Y
 
-    def fit(self, series, *, checkpoint=None, checkpoint_every: int = 1, resume=None,
-            distributed="auto"):
+    def fit(self, series: ArrayLike, *, checkpoint=None, checkpoint_every: int = 1,
+            resume=None, distributed: Any = "auto") -> "Forecaster":
         """Train on every window of ``series``; returns self.
 
         Parameters
@@ -563,7 +565,7 @@ class Forecaster(_GRUModel):
             raise ValueError("history contains NaN or inf")
         return (h - self.mean_) / self.scale_, single
 
-    def predict(self, history, horizon: int = 1) -> np.ndarray:
+    def predict(self, history: ArrayLike, horizon: int = 1) -> np.ndarray:
         """The next ``horizon`` values after ``history`` (recursive beyond ``self.horizon``).
 
         Parameters
@@ -612,7 +614,7 @@ def _sklearn_warning(category_name):
 class _SequenceEstimator(_GRUModel):
     """What GRUClassifier and GRURegressor share: input checks, scaling, the network."""
 
-    _fitted_private = ("_input_ndim",)
+    _fitted_private: Tuple[str, ...] = ("_input_ndim",)
     _net_class = ReadoutNet
 
     def __init__(self, hidden_size: int = 32, num_layers: int = 1,
@@ -788,27 +790,37 @@ class GRUClassifier(_SequenceEstimator):
 
     _estimator_type = "classifier"
 
-    def fit(self, X, y, *, checkpoint=None, checkpoint_every: int = 1, resume=None,
-            distributed="auto"):
-        """Train on sequences ``X`` with labels ``y``; returns self."""
+    def fit(self, X: ArrayLike, y: ArrayLike, *, checkpoint=None,
+            checkpoint_every: int = 1, resume=None,
+            distributed: Any = "auto") -> "GRUClassifier":
+        """Train on sequences ``X`` with labels ``y``; returns self.
+
+        Parameters
+        ----------
+        X : array_like, (n_samples, n_steps) or (n_samples, n_steps, n_features)
+        y : array_like, (n_samples,)
+            Labels of any sortable type (at least two distinct).
+        checkpoint, checkpoint_every, resume, distributed
+            See :class:`grucy.training.Trainer`.
+        """
         X3 = self._check_X(X, fitting=True)
-        y = self._check_y_present(X3, y)
-        if y.ndim == 2 and y.shape[1] == 1:
+        labels = self._check_y_present(X3, y)
+        if labels.ndim == 2 and labels.shape[1] == 1:
             warnings.warn("A column-vector y was passed when a 1d array was expected. "
                           "Please change the shape of y to (n_samples,), for example "
                           "using ravel().", _sklearn_warning("DataConversionWarning"),
                           stacklevel=2)
-            y = y.ravel()
-        if y.ndim != 1:
-            raise ValueError(f"y should be a 1d array of labels, got shape {y.shape}")
-        if y.dtype.kind == "f":
-            if not np.all(np.isfinite(y)):
+            labels = labels.ravel()
+        if labels.ndim != 1:
+            raise ValueError(f"y should be a 1d array of labels, got shape {labels.shape}")
+        if labels.dtype.kind == "f":
+            if not np.all(np.isfinite(labels)):
                 raise ValueError("Input y contains NaN or infinity.")
-            if np.any(y != np.round(y)):
+            if np.any(labels != np.round(labels)):
                 raise ValueError("Unknown label type: continuous. GRUClassifier needs "
                                  "discrete class labels; use GRURegressor for continuous "
                                  "targets.")
-        classes, y_enc = np.unique(y, return_inverse=True)
+        classes, y_enc = np.unique(labels, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(f"GRUClassifier needs samples of at least 2 classes; got 1 "
                              f"class ({classes[0]!r})")
@@ -823,29 +835,31 @@ class GRUClassifier(_SequenceEstimator):
                           distributed=distributed)
         return self
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities, (n_samples, n_classes), columns in ``classes_`` order."""
         logits = self._outputs(X)
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
         return p / p.sum(axis=1, keepdims=True)
 
-    def predict_log_proba(self, X) -> np.ndarray:
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """Log of :meth:`predict_proba`, computed stably."""
         logits = self._outputs(X)
         logits -= logits.max(axis=1, keepdims=True)
         return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """The most probable label of each sequence."""
         scores = self._outputs(X)
         return self.classes_[np.argmax(scores, axis=1)]
 
-    def score(self, X, y, sample_weight=None) -> float:
+    def score(self, X: ArrayLike, y: ArrayLike,
+              sample_weight: Optional[ArrayLike] = None) -> float:
         """Mean accuracy of :meth:`predict` on (X, y) (optionally weighted)."""
-        y = np.asarray(y)
-        correct = self.predict(X) == y.reshape(-1)
-        return float(np.average(correct, weights=sample_weight))
+        labels = np.asarray(y)
+        correct = self.predict(X) == labels.reshape(-1)
+        weights = None if sample_weight is None else np.asarray(sample_weight)
+        return float(np.average(correct, weights=weights))
 
 
 @register(kind="grucy.GRURegressor")
@@ -877,23 +891,32 @@ class GRURegressor(_SequenceEstimator):
                          dtype=dtype, random_state=random_state, verbose=verbose)
         self.loss = loss
 
-    def fit(self, X, y, *, checkpoint=None, checkpoint_every: int = 1, resume=None,
-            distributed="auto"):
-        """Train on sequences ``X`` with targets ``y`` (n,) or (n, n_targets); returns self."""
+    def fit(self, X: ArrayLike, y: ArrayLike, *, checkpoint=None,
+            checkpoint_every: int = 1, resume=None,
+            distributed: Any = "auto") -> "GRURegressor":
+        """Train on sequences ``X`` with targets ``y`` (n,) or (n, n_targets); returns self.
+
+        Parameters
+        ----------
+        X : array_like, (n_samples, n_steps) or (n_samples, n_steps, n_features)
+        y : array_like, (n_samples,) or (n_samples, n_targets)
+        checkpoint, checkpoint_every, resume, distributed
+            See :class:`grucy.training.Trainer`.
+        """
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
         X3 = self._check_X(X, fitting=True)
-        y = self._check_y_present(X3, y)
-        if y.dtype.kind not in "biufO":
-            raise ValueError(f"y must hold real numbers, got dtype {y.dtype}")
-        y = y.astype(np.float64)
-        if y.ndim not in (1, 2):
+        target = self._check_y_present(X3, y)
+        if target.dtype.kind not in "biufO":
+            raise ValueError(f"y must hold real numbers, got dtype {target.dtype}")
+        target = target.astype(np.float64)
+        if target.ndim not in (1, 2):
             raise ValueError(f"y must be (n_samples,) or (n_samples, n_targets), got shape "
-                             f"{y.shape}")
-        if not np.all(np.isfinite(y)):
+                             f"{target.shape}")
+        if not np.all(np.isfinite(target)):
             raise ValueError("Input y contains NaN or infinity.")
-        self._y_ndim = y.ndim
-        Y = y.reshape(len(y), -1)
+        self._y_ndim = target.ndim
+        Y = target.reshape(len(target), -1)
         self.y_mean_ = Y.mean(axis=0)
         scale = Y.std(axis=0)
         scale[scale == 0] = 1.0
@@ -909,16 +932,17 @@ class GRURegressor(_SequenceEstimator):
                           resume=resume, distributed=distributed)
         return self
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted targets, (n_samples,) or (n_samples, n_targets), float64."""
         pred = self._outputs(X) * self.y_scale_ + self.y_mean_
         return pred[:, 0] if self._y_ndim == 1 else pred
 
-    def score(self, X, y, sample_weight=None) -> float:
+    def score(self, X: ArrayLike, y: ArrayLike,
+              sample_weight: Optional[ArrayLike] = None) -> float:
         """Coefficient of determination R^2 (averaged uniformly over targets)."""
-        y = np.asarray(y, dtype=np.float64)
-        pred = self.predict(X).reshape(len(y), -1)
-        y2 = y.reshape(len(y), -1)
+        target = np.asarray(y, dtype=np.float64)
+        pred = self.predict(X).reshape(len(target), -1)
+        y2 = target.reshape(len(target), -1)
         w = None if sample_weight is None else np.asarray(sample_weight, np.float64)
         mean = np.average(y2, axis=0, weights=w)
         ss_res = np.average(np.square(y2 - pred), axis=0, weights=w)
@@ -1010,8 +1034,15 @@ class CharLM(_GRUModel):
         return np.fromiter((get(c, unk) for c in text), dtype=np.int64, count=len(text))
 
     def fit(self, text: str, *, checkpoint=None, checkpoint_every: int = 1, resume=None,
-            distributed="auto"):
-        """Train on ``text``; returns self."""
+            distributed: Any = "auto") -> "CharLM":
+        """Train on ``text``; returns self.
+
+        Parameters
+        ----------
+        text : str
+        checkpoint, checkpoint_every, resume, distributed
+            See :class:`grucy.training.Trainer`.
+        """
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         frac = _check_fraction("validation_fraction", self.validation_fraction)
@@ -1064,7 +1095,7 @@ class CharLM(_GRUModel):
         return total / (len(codes) - 1) / math.log(2)
 
     def generate(self, prompt: str = "\n", n: int = 200, temperature: float = 1.0,
-                 random_state=None) -> str:
+                 random_state: Any = None) -> str:
         """Continue ``prompt`` by ``n`` sampled characters; returns only the new ones.
 
         ``temperature`` scales the logits (lower: more conservative; 0: always the most

@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 import numbers
+from typing import Any, Dict, List, Optional, Tuple
+
+from numpy.typing import ArrayLike, DTypeLike
 
 from ._base import ParameterHolder, _positive_int, as_float_array, check_dtype
 from .losses import mse_loss
@@ -26,21 +29,22 @@ class Linear(ParameterHolder):
     number of leading axes: (..., in_features) -> (..., out_features).
     """
 
-    def __init__(self, in_features, out_features, *, bias=True, dtype=np.float32,
-                 seed=None):
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
+                 dtype: DTypeLike = np.float32, seed: Optional[int] = None):
         self.in_features = _positive_int("in_features", in_features)
         self.out_features = _positive_int("out_features", out_features)
         self.dtype = check_dtype(dtype)
         self.bias = bool(bias)
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.in_features)
-        shapes = {"weight": (self.out_features, self.in_features)}
+        shapes: Dict[str, Tuple[int, ...]] = {"weight": (self.out_features,
+                                                          self.in_features)}
         if self.bias:
             shapes["bias"] = (self.out_features,)
         self._params = {k: rng.uniform(-bound, bound, size=s).astype(self.dtype)
                         for k, s in shapes.items()}
         self._init_grads()
-        self._x = None
+        self._x: Optional[np.ndarray] = None
 
     # -- parameters -------------------------------------------------------------------
     @property
@@ -48,35 +52,36 @@ class Linear(ParameterHolder):
         return self._params["weight"]
 
     # -- calling ----------------------------------------------------------------------
-    def forward(self, x, training=True):
-        x = as_float_array("x", x, self.dtype)
-        if x.ndim == 0 or x.shape[-1] != self.in_features:
+    def forward(self, x: ArrayLike, training: bool = True) -> np.ndarray:
+        """``x @ weight.T + bias``; with ``training`` the input is kept for backward."""
+        xa = as_float_array("x", x, self.dtype)
+        if xa.ndim == 0 or xa.shape[-1] != self.in_features:
             raise ValueError(f"x must have shape (..., in_features={self.in_features}), "
-                             f"got {x.shape}")
+                             f"got {xa.shape}")
         # y = x @ W^T + b
-        y = x @ self._params["weight"].T
+        y = xa @ self._params["weight"].T
         if self.bias:
             y += self._params["bias"]
-        self._x = x if training else None
+        self._x = xa if training else None
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: ArrayLike) -> np.ndarray:
         """Gradient w.r.t. the input of the last training forward; accumulates ``grads``."""
         if self._x is None:
             raise RuntimeError("backward() needs a preceding forward(..., training=True)")
         x = self._x
         out_shape = x.shape[:-1] + (self.out_features,)
-        dy = as_float_array("dy", dy, self.dtype)
-        if dy.shape != out_shape:
-            raise ValueError(f"dy must have the shape of y, {out_shape}, got {dy.shape}")
+        dya = as_float_array("dy", dy, self.dtype)
+        if dya.shape != out_shape:
+            raise ValueError(f"dy must have the shape of y, {out_shape}, got {dya.shape}")
         x2 = x.reshape(-1, self.in_features)
-        dy2 = dy.reshape(-1, self.out_features)
+        dy2 = dya.reshape(-1, self.out_features)
         # dW += dy^T x ; db += sum_rows dy ; dx = dy @ W
         self.grads["weight"] += dy2.T @ x2
         if self.bias:
             self.grads["bias"] += dy2.sum(axis=0)
         self._x = None
-        return dy @ self._params["weight"]
+        return dya @ self._params["weight"]
 
     def __call__(self, x, training=True):
         return self.forward(x, training=training)
@@ -97,7 +102,8 @@ class Embedding(ParameterHolder):
     gradient.
     """
 
-    def __init__(self, num_embeddings, embedding_dim, *, dtype=np.float32, seed=None):
+    def __init__(self, num_embeddings: int, embedding_dim: int, *,
+                 dtype: DTypeLike = np.float32, seed: Optional[int] = None):
         self.num_embeddings = _positive_int("num_embeddings", num_embeddings)
         self.embedding_dim = _positive_int("embedding_dim", embedding_dim)
         self.dtype = check_dtype(dtype)
@@ -105,13 +111,14 @@ class Embedding(ParameterHolder):
         self._params = {"weight": rng.standard_normal(
             (self.num_embeddings, self.embedding_dim)).astype(self.dtype)}
         self._init_grads()
-        self._indices = None
+        self._indices: Optional[np.ndarray] = None
 
     @property
     def weight(self):
         return self._params["weight"]
 
-    def forward(self, indices, training=True):
+    def forward(self, indices: ArrayLike, training: bool = True) -> np.ndarray:
+        """Rows ``weight[indices]``, shape (..., embedding_dim)."""
         idx = np.asarray(indices)
         if idx.dtype.kind not in "iu":
             raise TypeError(f"indices must be integers, got dtype {idx.dtype}")
@@ -121,18 +128,18 @@ class Embedding(ParameterHolder):
         self._indices = idx.copy() if training else None
         return self._params["weight"][idx]
 
-    def backward(self, dy):
+    def backward(self, dy: ArrayLike) -> None:
         """Accumulate ``grads["weight"][indices] += dy``; returns None."""
         if self._indices is None:
             raise RuntimeError("backward() needs a preceding forward(..., training=True)")
         idx, self._indices = self._indices, None
         expected = idx.shape + (self.embedding_dim,)
-        dy = as_float_array("dy", dy, self.dtype)
-        if dy.shape != expected:
-            raise ValueError(f"dy must have the shape of y, {expected}, got {dy.shape}")
+        dya = as_float_array("dy", dy, self.dtype)
+        if dya.shape != expected:
+            raise ValueError(f"dy must have the shape of y, {expected}, got {dya.shape}")
         # dW[idx[i]] += dy[i], summing repeated rows
         np.add.at(self.grads["weight"], idx.reshape(-1),
-                  dy.reshape(-1, self.embedding_dim))
+                  dya.reshape(-1, self.embedding_dim))
         return None
 
     def __call__(self, indices, training=True):
@@ -151,7 +158,10 @@ class Dropout(ParameterHolder):
     checkpoint can save and restore its state).
     """
 
-    def __init__(self, p=0.5, *, seed=None):
+    p: float
+    rng: np.random.Generator
+
+    def __init__(self, p: float = 0.5, *, seed: Optional[int] = None):
         if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
             raise TypeError(f"p must be a number in [0, 1), got {p!r}")
         if not 0.0 <= float(p) < 1.0:
@@ -160,21 +170,23 @@ class Dropout(ParameterHolder):
         self.rng = np.random.default_rng(seed)
         self._params = {}
         self._init_grads()
-        self._mask = None
+        self._mask: Any = None  # the last training mask (1.0 when p == 0)
 
     def generators(self):
         return [self.rng]
 
-    def forward(self, x, training=True):
-        x = np.asarray(x)
+    def forward(self, x: ArrayLike, training: bool = True) -> np.ndarray:
+        """``x * mask`` in training (a fresh mask each call), ``x`` otherwise."""
+        xa = np.asarray(x)
         if not training or self.p == 0.0:
             self._mask = 1.0 if training else None
-            return x
-        keep = self.rng.random(x.shape) >= self.p
-        self._mask = (keep / (1.0 - self.p)).astype(x.dtype)
-        return x * self._mask
+            return xa
+        keep = self.rng.random(xa.shape) >= self.p
+        self._mask = (keep / (1.0 - self.p)).astype(xa.dtype)
+        return xa * self._mask
 
-    def backward(self, dy):
+    def backward(self, dy: ArrayLike) -> np.ndarray:
+        """``dy * mask`` of the last training forward."""
         if self._mask is None:
             raise RuntimeError("backward() needs a preceding forward(..., training=True)")
         mask, self._mask = self._mask, None
@@ -218,12 +230,14 @@ class Sequential(ParameterHolder):
     def generators(self):
         return [g for layer in self.layers for g in layer.generators()]
 
-    def forward(self, x, training=True):
+    def forward(self, x, training: bool = True):
+        """Each layer's forward in order."""
         for layer in self.layers:
             x = layer.forward(x, training=training)
         return x
 
     def backward(self, dy):
+        """Each layer's backward in reverse order; returns the first layer's result."""
         for layer in reversed(self.layers):
             dy = layer.backward(dy)
         return dy
@@ -260,7 +274,7 @@ class TruncatedBPTT:
         Number of parallel streams whose states are kept.
     """
 
-    def __init__(self, gru, n_streams):
+    def __init__(self, gru, n_streams: int):
         if getattr(gru, "bidirectional", False):
             raise ValueError("truncated BPTT needs a unidirectional GRU, got a "
                              "bidirectional one")
@@ -268,11 +282,12 @@ class TruncatedBPTT:
         self.n_streams = _positive_int("n_streams", n_streams)
         self.state = np.zeros((gru.num_layers, self.n_streams, gru.hidden_size), gru.dtype)
 
-    def reset(self):
+    def reset(self) -> None:
         """Zero every stream's state (the start of the sequences)."""
         self.state.fill(0)
 
-    def forward(self, x, rows=None, training=True):
+    def forward(self, x: ArrayLike, rows: Optional[ArrayLike] = None,
+                training: bool = True) -> np.ndarray:
         """Run one chunk; returns y and stores the final states for the next chunk.
 
         ``x`` is (T, B, I) (or (B, T, I) with the GRU's ``batch_first``) for the streams
@@ -287,13 +302,13 @@ class TruncatedBPTT:
         self.state[:, rows] = h_n
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: ArrayLike) -> np.ndarray:
         """Backpropagate the last chunk; returns dx (the state gradient is dropped)."""
         dx, _ = self.gru.backward(dy)
         return dx
 
     @staticmethod
-    def split_streams(sequence, n_streams):
+    def split_streams(sequence: ArrayLike, n_streams: int) -> np.ndarray:
         """Cut ``sequence`` (N, ...) into ``n_streams`` contiguous streams (n_streams, N // n_streams, ...).
 
         Stream b holds ``sequence[b*L:(b+1)*L]`` with ``L = N // n_streams``; the last
@@ -308,7 +323,7 @@ class TruncatedBPTT:
         return seq[:n_streams * L].reshape((n_streams, L) + seq.shape[1:])
 
     @staticmethod
-    def chunk_slices(length, bptt):
+    def chunk_slices(length: int, bptt: int) -> List[slice]:
         """Consecutive slices of at most ``bptt`` steps covering ``range(length)``."""
         length, bptt = _positive_int("length", length), _positive_int("bptt", bptt)
         return [slice(s, min(s + bptt, length)) for s in range(0, length, bptt)]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
+from typing import Any, Dict, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 
@@ -76,7 +77,8 @@ class Optimizer:
     _buffers: tuple = ()
     _hyper: tuple = ("lr",)
 
-    def __init__(self, params, grads, lr):
+    def __init__(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
+                 lr: float):
         params = _array_list("params", params)
         grads = _array_list("grads", grads)
         if not params:
@@ -98,22 +100,22 @@ class Optimizer:
         self.lr = _nonneg("lr", lr)
         self.t = 0
 
-    def step(self):  # pragma: no cover - abstract
+    def step(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every gradient array to zero (in place)."""
         for g in self.grads:
             g.fill(0)
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         """Everything needed to continue exactly: hyperparameters, step count, buffers.
 
         Returns a dict: ``"name"`` (the class), ``"step"``, the hyperparameters (plain
         numbers, JSON-safe) and, per buffer name, a list of array copies in parameter
         order.
         """
-        state = {"name": type(self).__name__, "step": self.t}
+        state: Dict[str, Any] = {"name": type(self).__name__, "step": self.t}
         for h in self._hyper:
             v = getattr(self, h)
             state[h] = list(v) if isinstance(v, tuple) else v
@@ -121,7 +123,7 @@ class Optimizer:
             state[b] = [a.copy() for a in getattr(self, b)]
         return state
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (arrays copied in place).
 
         The class, the number of parameters and every buffer's shape must match; nothing
@@ -147,7 +149,7 @@ class Optimizer:
                     raise ValueError(f"state[{b!r}][{i}] has shape {a.shape}, expected "
                                      f"{p.shape}")
             new[b] = arrays
-        hyper = {}
+        hyper: Dict[str, Any] = {}
         for h in self._hyper:
             current, value = getattr(self, h), state[h]
             if isinstance(current, bool):
@@ -186,8 +188,9 @@ class SGD(Optimizer):
     _buffers = ("momentum_buffer",)
     _hyper = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
 
-    def __init__(self, params, grads, lr=1e-2, momentum=0.0, dampening=0.0,
-                 weight_decay=0.0, nesterov=False):
+    def __init__(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
+                 lr: float = 1e-2, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False):
         super().__init__(params, grads, lr)
         self.momentum = _nonneg("momentum", momentum)
         self.dampening = _real("dampening", dampening)
@@ -197,7 +200,7 @@ class SGD(Optimizer):
             raise ValueError("nesterov=True needs momentum > 0 and dampening = 0")
         self.momentum_buffer = [np.zeros_like(p) for p in self.params]
 
-    def step(self):
+    def step(self) -> None:
         """Apply one update to every parameter, in place."""
         self.t += 1
         for p, g, buf in zip(self.params, self.grads, self.momentum_buffer):
@@ -233,8 +236,9 @@ class Adam(Optimizer):
     _hyper = ("lr", "betas", "eps", "weight_decay")
     _decoupled = False
 
-    def __init__(self, params, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-                 weight_decay=0.0):
+    def __init__(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
+                 lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(params, grads, lr)
         try:
             beta1, beta2 = betas
@@ -250,7 +254,7 @@ class Adam(Optimizer):
         self.exp_avg = [np.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [np.zeros_like(p) for p in self.params]
 
-    def step(self):
+    def step(self) -> None:
         """Apply one update to every parameter, in place."""
         self.t += 1
         beta1, beta2 = self.betas
@@ -287,21 +291,27 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-                 weight_decay=0.01):
+    def __init__(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
+                 lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01):
         super().__init__(params, grads, lr=lr, betas=betas, eps=eps,
                          weight_decay=weight_decay)
 
 
 #: Optimisers by the names the models' ``optimizer=`` argument accepts.
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+OPTIMIZERS: Dict[str, Type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
-def make_optimizer(name, params, grads, lr, weight_decay=0.0, **kwargs):
-    """An optimiser from its name (``"sgd"``, ``"adam"``, ``"adamw"``) or class."""
+def make_optimizer(name: Union[str, Type[Optimizer]], params: Sequence[np.ndarray],
+                   grads: Sequence[np.ndarray], lr: float, weight_decay: float = 0.0,
+                   **kwargs: Any) -> Optimizer:
+    """An optimiser from its name (``"sgd"``, ``"adam"``, ``"adamw"``) or class.
+
+    ``kwargs`` go to the optimiser (``momentum``, ``betas``...).
+    """
     if isinstance(name, str):
         try:
-            cls = OPTIMIZERS[name.lower()]
+            cls: Any = OPTIMIZERS[name.lower()]
         except KeyError:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got "
                              f"{name!r}") from None
@@ -312,7 +322,7 @@ def make_optimizer(name, params, grads, lr, weight_decay=0.0, **kwargs):
     return cls(params, grads, lr=lr, weight_decay=weight_decay, **kwargs)
 
 
-def clip_grad_norm(grads, max_norm):
+def clip_grad_norm(grads: Sequence[np.ndarray], max_norm: float) -> float:
     """Scale ``grads`` in place so their global L2 norm is at most ``max_norm``.
 
     Returns the total norm before clipping (a float, computed in float64), like
@@ -343,7 +353,7 @@ class Schedule:
 
     _state: tuple = ("last_epoch", "base_lr")
 
-    def __init__(self, optimizer):
+    def __init__(self, optimizer: Optimizer):
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a grucy.optim.Optimizer, got "
                             f"{type(optimizer).__name__}")
@@ -351,17 +361,19 @@ class Schedule:
         self.base_lr = optimizer.lr
         self.last_epoch = 0
 
-    def step(self, metric=None):  # pragma: no cover - abstract
+    def step(self, metric: Optional[float] = None) -> None:  # pragma: no cover
         raise NotImplementedError
 
-    def state_dict(self):
-        state = {"name": type(self).__name__}
+    def state_dict(self) -> Dict[str, Any]:
+        """Counters and settings as plain JSON data (infinities as None)."""
+        state: Dict[str, Any] = {"name": type(self).__name__}
         for k in self._state:
             v = getattr(self, k)
             state[k] = None if isinstance(v, float) and not math.isfinite(v) else v
         return state
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
         name = type(self).__name__
         if not hasattr(state, "keys") or state.get("name") != name:
             raise ValueError(f"state is not a {name} state: {state!r}")
@@ -384,14 +396,15 @@ class StepLR(Schedule):
 
     _args = ("step_size", "gamma")
 
-    def __init__(self, optimizer, step_size, gamma=0.1):
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
         super().__init__(optimizer)
         from ._base import _positive_int
 
         self.step_size = _positive_int("step_size", step_size)
         self.gamma = _nonneg("gamma", gamma)
 
-    def step(self, metric=None):
+    def step(self, metric: Optional[float] = None) -> None:
+        """Advance one epoch and set the optimiser's ``lr``."""
         self.last_epoch += 1
         self.optimizer.lr = self.base_lr * self.gamma ** (self.last_epoch // self.step_size)
 
@@ -405,14 +418,15 @@ class CosineAnnealingLR(Schedule):
 
     _args = ("T_max", "eta_min")
 
-    def __init__(self, optimizer, T_max, eta_min=0.0):
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0):
         super().__init__(optimizer)
         from ._base import _positive_int
 
         self.T_max = _positive_int("T_max", T_max)
         self.eta_min = _nonneg("eta_min", eta_min)
 
-    def step(self, metric=None):
+    def step(self, metric: Optional[float] = None) -> None:
+        """Advance one epoch and set the optimiser's ``lr``."""
         self.last_epoch += 1
         cos = math.cos(math.pi * self.last_epoch / self.T_max)
         self.optimizer.lr = self.eta_min + (self.base_lr - self.eta_min) * (1 + cos) / 2
@@ -430,10 +444,15 @@ class ReduceLROnPlateau(Schedule):
 
     _args = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown",
              "min_lr")
+    patience: int
+    cooldown: int
+    min_lr: float
+    eps: float
     _state = ("last_epoch", "base_lr", "best", "num_bad_epochs", "cooldown_counter")
 
-    def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4,
-                 threshold_mode="rel", cooldown=0, min_lr=0.0, eps=1e-8):
+    def __init__(self, optimizer: Optimizer, mode: str = "min", factor: float = 0.1,
+                 patience: int = 10, threshold: float = 1e-4, threshold_mode: str = "rel",
+                 cooldown: int = 0, min_lr: float = 0.0, eps: float = 1e-8):
         super().__init__(optimizer)
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
@@ -453,9 +472,9 @@ class ReduceLROnPlateau(Schedule):
         self.threshold = _nonneg("threshold", threshold)
         self.min_lr = _nonneg("min_lr", min_lr)
         self.eps = _nonneg("eps", eps)
-        self.best = math.inf if mode == "min" else -math.inf
-        self.num_bad_epochs = 0
-        self.cooldown_counter = 0
+        self.best: float = math.inf if mode == "min" else -math.inf
+        self.num_bad_epochs: int = 0
+        self.cooldown_counter: int = 0
 
     def _is_better(self, a):
         rel = self.threshold_mode == "rel"
@@ -463,7 +482,8 @@ class ReduceLROnPlateau(Schedule):
             return a < (self.best * (1.0 - self.threshold) if rel else self.best - self.threshold)
         return a > (self.best * (1.0 + self.threshold) if rel else self.best + self.threshold)
 
-    def step(self, metric=None):
+    def step(self, metric: Optional[float] = None) -> None:
+        """Record one epoch's monitored ``metric``; reduce ``lr`` on a plateau."""
         if metric is None:
             raise ValueError("ReduceLROnPlateau.step needs the monitored metric")
         current = _real("metric", metric) if math.isfinite(float(metric)) else float(metric)

@@ -50,7 +50,7 @@ import math
 import numbers
 import os
 import sys
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -161,7 +161,9 @@ class ArrayTask(Task):
         ``rmse``).
     """
 
-    def __init__(self, net, X, Y, loss, train_idx, val_idx=(), metrics=None):
+    def __init__(self, net: Any, X: np.ndarray, Y: np.ndarray, loss: Callable,
+                 train_idx: Any, val_idx: Any = (),
+                 metrics: Optional[Dict[str, Callable]] = None):
         self.net, self.X, self.Y, self.loss = net, X, Y, loss
         self.train_idx = np.asarray(train_idx, dtype=np.int64)
         self.val_idx = np.asarray(val_idx, dtype=np.int64)
@@ -252,7 +254,8 @@ class StreamTask(Task):
     metric_names = ("bits_per_char",)
     n_eval_sums = 2
 
-    def __init__(self, net, train_streams, val_streams, loss, bptt):
+    def __init__(self, net: Any, train_streams: np.ndarray,
+                 val_streams: Optional[np.ndarray], loss: Callable, bptt: int):
         self.net, self.loss = net, loss
         self.train_streams = np.asarray(train_streams)
         self.val_streams = None if val_streams is None else np.asarray(val_streams)
@@ -321,7 +324,7 @@ class StreamTask(Task):
 
 
 # -- helpers -------------------------------------------------------------------------------
-def make_schedule(spec, optimizer, epochs):
+def make_schedule(spec: Any, optimizer: Optimizer, epochs: int) -> Optional[Schedule]:
     """A schedule from ``None``, a name, a ``(name, kwargs)`` pair or a callable.
 
     Names: ``"step"`` (StepLR, step_size = epochs // 3, gamma 0.1), ``"cosine"``
@@ -360,7 +363,7 @@ def _from_json_floats(values):
     return [math.nan if v is None else float(v) for v in values]
 
 
-def read_checkpoint(path):
+def read_checkpoint(path: Union[str, "os.PathLike[str]"]) -> Tuple[dict, Dict[str, np.ndarray]]:
     """``(config, arrays)`` of a checkpoint written by :class:`Trainer` (checked kind)."""
     _, config, arrays = io.read_archive(path, kind=CHECKPOINT_KIND)
     if not isinstance(config, dict) or config.get("version") != _CHECKPOINT_VERSION:
@@ -442,11 +445,16 @@ class Trainer:
         JSON stored in checkpoints under ``"metadata"`` (the model's configuration).
     """
 
-    def __init__(self, task, *, epochs, batch_size=32, optimizer="adam", lr=1e-3,
-                 weight_decay=0.0, optimizer_options=None, schedule=None,
-                 max_grad_norm=None, patience=None, min_delta=0.0, seed=None, verbose=0,
-                 distributed="auto", checkpoint=None, checkpoint_every=1, resume=None,
-                 description="training", metadata=None):
+    def __init__(self, task: Task, *, epochs: int, batch_size: int = 32,
+                 optimizer: Union[str, type] = "adam", lr: float = 1e-3,
+                 weight_decay: float = 0.0, optimizer_options: Optional[dict] = None,
+                 schedule: Any = None, max_grad_norm: Optional[float] = None,
+                 patience: Optional[int] = None, min_delta: float = 0.0,
+                 seed: Any = None, verbose: int = 0, distributed: Any = "auto",
+                 checkpoint: Optional[Union[str, "os.PathLike[str]"]] = None,
+                 checkpoint_every: int = 1,
+                 resume: Optional[Union[str, "os.PathLike[str]"]] = None,
+                 description: str = "training", metadata: Optional[dict] = None):
         if not isinstance(task, Task):
             raise TypeError(f"task must be a grucy.training.Task, got {type(task).__name__}")
         self.task = task
@@ -491,7 +499,7 @@ class Trainer:
         self.best_epoch = 0
         self.wait = 0
         self.stopped = False
-        self.best_params = None
+        self.best_params: Optional[List[np.ndarray]] = None
 
     # -- one epoch ----------------------------------------------------------------------
     def _rank_streams(self):
@@ -559,7 +567,7 @@ class Trainer:
         path = os.fspath(self.checkpoint)
         return path.replace("{epoch}", str(self.epoch))
 
-    def save_checkpoint(self, path):
+    def save_checkpoint(self, path: Union[str, "os.PathLike[str]"]) -> None:
         """Write the complete training state to ``path`` (atomically)."""
         opt_state = self.optimizer.state_dict()
         buffers = {k: v for k, v in opt_state.items() if isinstance(v, list)
@@ -590,7 +598,7 @@ class Trainer:
             arrays.update({f"best/{i}": a for i, a in enumerate(self.best_params)})
         io.write_archive(path, CHECKPOINT_KIND, config, arrays)
 
-    def load_checkpoint(self, path):
+    def load_checkpoint(self, path: Union[str, "os.PathLike[str]"]) -> dict:
         """Restore the complete training state written by :meth:`save_checkpoint`."""
         config, arrays = read_checkpoint(path)
         where = os.fspath(path)
@@ -631,7 +639,7 @@ class Trainer:
         return config
 
     # -- the run --------------------------------------------------------------------------
-    def fit(self):
+    def fit(self) -> Dict[str, List[float]]:
         """Train; returns ``history`` (dict of per-epoch lists)."""
         comm = self.comm
         comm.broadcast_(self.params)

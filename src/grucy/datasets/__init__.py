@@ -18,6 +18,8 @@ import io
 import sys
 from importlib import resources
 
+from typing import Sequence, Tuple
+
 import numpy as np
 
 __all__ = ["load_sunspots", "load_co2", "load_digits_sequences", "load_stdlib_text",
@@ -32,7 +34,7 @@ def _rows(filename):
     return header, [row for row in reader if row]
 
 
-def load_sunspots():
+def load_sunspots() -> Tuple[np.ndarray, np.ndarray]:
     """Yearly mean sunspot number, 1700-2008 (309 years).
 
     Returns ``(years, values)``: ``years`` int64 (1700, 1701, ...), ``values`` float64.
@@ -45,7 +47,7 @@ def load_sunspots():
     return years, values
 
 
-def load_co2():
+def load_co2() -> Tuple[np.ndarray, np.ndarray]:
     """Weekly atmospheric CO2 (ppm) at Mauna Loa, 1958-03-29 to 2001-12-29 (2284 weeks).
 
     Returns ``(dates, values)``: ``dates`` datetime64[D], ``values`` float64 with NaN for
@@ -61,7 +63,7 @@ def load_co2():
     return dates, values
 
 
-def load_digits_sequences():
+def load_digits_sequences() -> Tuple[np.ndarray, np.ndarray]:
     """scikit-learn's handwritten digits as sequences: each 8x8 image read row by row.
 
     Returns ``(X, y)``: ``X`` float64 (1797, 8, 8), steps = image rows, features = the
@@ -92,7 +94,7 @@ STDLIB_MODULES = (
 )
 
 
-def load_stdlib_text(max_chars=400_000, modules=STDLIB_MODULES):
+def load_stdlib_text(max_chars: int = 400_000, modules: Sequence[str] = STDLIB_MODULES) -> str:
     """Python source text from the standard library, for character-level modelling.
 
     Reads the source files of ``modules`` (without importing them) in the given order and
