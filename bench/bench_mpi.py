@@ -13,10 +13,11 @@ sequences, in three configurations:
 and the time of ``allreduce_sum_`` on the gradient buffer of each shape (2 ranks), over
 shared memory and over TCP on the loopback interface, plus an 8-byte Allreduce (the
 latency).  Configurations alternate over ``--rounds`` rounds so that machine noise hits
-all alike; minima and medians over all repeats are reported.
+all alike; every call is timed on its own after a barrier, and minima and medians
+over all calls are reported.
 
-    python bench/bench_mpi.py                   # about 3 minutes on 2 quiet cores
-    python bench/bench_mpi.py --quick           # about 1 minute
+    python bench/bench_mpi.py                   # about 3.5 minutes on 2 cores
+    python bench/bench_mpi.py --quick           # about 1.5 minutes
     python bench/bench_mpi.py --project         # projection at 8/64/512 ranks from the
                                                 # last JSON (see bench/README-mpi.md)
 
