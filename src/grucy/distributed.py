@@ -33,7 +33,14 @@ the same optimizer arithmetic to the same numbers.  What is *not* guaranteed is 
 with a single-process run: there the gradient of a mini-batch is one sum over all its
 samples, here a sum of per-rank partial sums, so the two differ by rounding (about 1e-16
 relative per step in float64; the equivalence test bounds the drift after several
-epochs by 1e-10).
+epochs by 1e-10).  With dropout the runs differ more: each rank draws the masks of its
+own shard (see :mod:`grucy.training`), so N ranks are statistically equivalent to one
+process, not equal.
+
+Launching: the same script or ``grucy train`` command, started by the cluster's launcher
+(``mpirun -n 4 python train.py``, ``srun -n 4 grucy train ...``) with mpi4py installed
+(``pip install 'grucy[mpi]'``), trains data-parallel with no change; ``batch_size`` stays
+the global batch.  :func:`local_mpiexec` gives a robust command for one machine.
 """
 
 from __future__ import annotations
