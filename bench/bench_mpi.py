@@ -71,7 +71,7 @@ def n_params(I, H):
     return 3 * H * (I + H) + 6 * H
 
 
-# -- workers (run under the launcher) -------------------------------------------------------
+# -- workers (run under the launcher) ---------------------------------------------------
 def _set_threads(threads):
     import grucy
 
@@ -168,7 +168,7 @@ def _write_json(path, data):
         json.dump(data, f)
 
 
-# -- driver ---------------------------------------------------------------------------------
+# -- driver -----------------------------------------------------------------------------
 def _env(threads):
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -248,8 +248,8 @@ def markdown(data):
     cfg = data["configs"]
     lines = ["| B | T | I | H | grad MB | 1x1 ms | 1x2 ms | 2x1 ms | 2x1 allreduce ms | "
              "seq/s 1x2 | seq/s 2x1 | 2x1 / 1x2 |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
-             "---: |"]
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
+             "---: | ---: |"]
     for i, (B, T, I, H) in enumerate(shapes):
         a, b, c = (cfg[k][i] for k in ("1x1", "1x2", "2x1"))
         mb = n_params(I, H) * 4 / 1e6
@@ -370,8 +370,8 @@ def main(argv=None):
     if args.quick:
         args.rounds, args.repeats, args.target_seconds = 1, 3, 0.5
     data = measure(args)
-    text = markdown(data) + "\n\nProjected weak-scaling efficiency (bench/README-mpi.md):\n\n" \
-        + projection(data)
+    text = (markdown(data) + "\n\nProjected weak-scaling efficiency "
+            "(bench/README-mpi.md):\n\n" + projection(data))
     print(text)
     m = data["machine"]
     print(f"\n{m['cpu']}, {m['usable_cpus']} usable CPUs, load average "

@@ -53,10 +53,11 @@ def collectives(out):
     results["sum_again"] = again[0]
     # broadcast_ of mixed dtypes, non-contiguous target included
     big = np.zeros((3, 4))
-    bcast = [np.full(3, 10 + r, np.int64), np.full((2, 2), r + 0.25, np.float32), big[:, ::2]]
+    bcast = [np.full(3, 10 + r, np.int64), np.full((2, 2), r + 0.25, np.float32),
+             big[:, ::2]]
     bcast[2][...] = r + 0.5
     comm.broadcast_(bcast)
-    results["bcast_int"], results["bcast_f32"], results["bcast_view"] = bcast[0], bcast[1], big
+    results.update(bcast_int=bcast[0], bcast_f32=bcast[1], bcast_view=big)
     results["small_sum"] = comm.allreduce_sum([1.0, r, 0.5 * r])
     for n in (0, 1, 5, 8):
         results[f"shard_{n}"] = np.asarray(comm.shard(np.arange(n)), np.int64)

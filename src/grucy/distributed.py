@@ -49,8 +49,10 @@ import hashlib
 import os
 import sys
 import warnings
+from typing import Any, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["MPICommunicator", "SingleProcess", "common_seed", "get_communicator",
            "launcher_size", "local_mpiexec"]
@@ -63,19 +65,19 @@ class SingleProcess:
     size = 1
     is_root = True
 
-    def broadcast_(self, arrays):
+    def broadcast_(self, arrays: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
         return arrays
 
-    def allreduce_sum_(self, arrays):
+    def allreduce_sum_(self, arrays: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
         return arrays
 
-    def allreduce_sum(self, values):
+    def allreduce_sum(self, values: ArrayLike) -> np.ndarray:
         return np.array(values, dtype=np.float64)
 
-    def shard(self, indices):
+    def shard(self, indices: Any) -> Any:
         return indices
 
-    def barrier(self):
+    def barrier(self) -> None:
         pass
 
     def __repr__(self):
@@ -133,7 +135,7 @@ class MPICommunicator:
     other ranks waiting in a collective forever.
     """
 
-    def __init__(self, comm=None):
+    def __init__(self, comm: Any = None) -> None:
         MPI = _import_mpi()
         if comm is None:
             comm = MPI.COMM_WORLD
@@ -167,7 +169,7 @@ class MPICommunicator:
                              f"{[(list(shape), dtype) for shape, dtype in layout]})")
 
     # -- collectives -----------------------------------------------------------------
-    def broadcast_(self, arrays):
+    def broadcast_(self, arrays: Sequence[np.ndarray]) -> List[np.ndarray]:
         """Overwrite every array in place with rank 0's values; one ``MPI_Bcast``.
 
         The arrays may have any dtypes and shapes (the same on every rank); they travel
@@ -185,7 +187,7 @@ class MPICommunicator:
             self._unpack(buf, arrays, bytes_view=True)
         return arrays
 
-    def allreduce_sum_(self, arrays):
+    def allreduce_sum_(self, arrays: Sequence[np.ndarray]) -> List[np.ndarray]:
         """Replace every array in place by its elementwise sum over ranks.
 
         All arrays must share one floating dtype (float32 or float64); the sum is taken
@@ -211,22 +213,22 @@ class MPICommunicator:
         self._unpack(buf, arrays)
         return arrays
 
-    def allreduce_sum(self, values):
+    def allreduce_sum(self, values: ArrayLike) -> np.ndarray:
         """Sum over ranks of a small float64 vector (or scalar); returns a new array."""
         local = np.array(values, dtype=np.float64)
         total = np.empty_like(local)
         self.comm.Allreduce(local, total, op=self._MPI.SUM)
         return total
 
-    def shard(self, indices):
+    def shard(self, indices: Any) -> Any:
         """This rank's contiguous part of ``indices`` (possibly empty)."""
         lo, hi = _contiguous_part(len(indices), self.rank, self.size)
         return indices[lo:hi]
 
-    def barrier(self):
+    def barrier(self) -> None:
         self.comm.Barrier()
 
-    def abort(self, errorcode=1):
+    def abort(self, errorcode: int = 1) -> None:
         """End every rank of the job (``MPI_Abort``); for an error on one rank only."""
         self.comm.Abort(errorcode)
 
@@ -254,7 +256,7 @@ class MPICommunicator:
         return f"MPICommunicator(rank={self.rank}, size={self.size})"
 
 
-def common_seed(seed, comm):
+def common_seed(seed: int, comm: Any) -> int:
     """Rank 0's ``seed`` on every rank (collective); the identity for one process.
 
     For seeds drawn from fresh entropy (``random_state=None``): each rank would draw its
@@ -298,7 +300,7 @@ _SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
 _RANK_VARIABLES = ("PMIX_RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK")
 
 
-def launcher_size(environ=None):
+def launcher_size(environ: Optional[Mapping[str, str]] = None) -> Optional[int]:
     """Number of ranks an MPI launcher announced to this process, from the environment.
 
     Returns an int (>= 1) when a launcher set a size variable, ``None`` when a launcher
@@ -330,7 +332,8 @@ def _import_mpi():
     return MPI
 
 
-def local_mpiexec(n, *, transport="tcp-loopback", executable=None):
+def local_mpiexec(n: int, *, transport: Optional[str] = "tcp-loopback",
+                  executable: Optional[str] = None) -> List[str]:
     """Command prefix starting ``n`` ranks on this machine with the MPI on ``PATH``.
 
     For tests, benchmarks and trying things out on one machine; on a cluster use the
@@ -391,7 +394,7 @@ def local_mpiexec(n, *, transport="tcp-loopback", executable=None):
     return cmd
 
 
-def get_communicator(distributed="auto"):
+def get_communicator(distributed: Union[str, bool, None, Any] = "auto") -> Any:
     """The communicator for this process.
 
     Parameters
