@@ -341,7 +341,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="1 round, short repeats")
     p.add_argument("--shapes", type=parse_shapes, default=[list(s) for s in SHAPES],
                    help="BxTxIxH list or 1-based indices into bench_gru's shapes")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds over the three configurations (default: 3)")
     p.add_argument("--repeats", type=int, default=3,
                    help="minimum timed calls per case and launch")
     p.add_argument("--target-seconds", type=float, default=1.5,
