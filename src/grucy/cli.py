@@ -221,7 +221,10 @@ def _add_train(subparsers):
                     "oldest first); --text FILE trains a grucy.CharLM on a UTF-8 text. "
                     "With --checkpoint the training state is written every "
                     "--checkpoint-every epochs; after a crash, run the same command "
-                    "with --resume CHECKPOINT to continue exactly where it stopped.",
+                    "with --resume CHECKPOINT to continue exactly where it stopped. "
+                    "Launched by mpirun -n N (mpi4py installed: pip install "
+                    "'grucy[mpi]'), the N processes train data-parallel on one global "
+                    "batch; rank 0 prints, writes the checkpoints and saves the model.",
     )
     src = p.add_argument_group("input")
     src.add_argument("--csv", metavar="FILE", help="CSV file with the series")

@@ -27,6 +27,7 @@ from numpy.typing import ArrayLike
 import numpy as np
 
 from ._base import ParameterHolder, _positive_int, check_dtype
+from .distributed import common_seed, get_communicator
 from .layer import GRU
 from .losses import LOSSES, cross_entropy_loss
 from .nn import Dropout, Embedding, Linear, Sequential, TruncatedBPTT
@@ -349,14 +350,17 @@ class _GRUModel:
                     patience=self.patience, verbose=self.verbose)
 
     @staticmethod
-    def _seed_for_fit(random_state, resume):
+    def _seed_for_fit(random_state, resume, distributed):
         """The run's seed: from the checkpoint when resuming (same split, same init)."""
         if resume is not None:
             config, _ = read_checkpoint(resume)
             seed = config.get("metadata", {}).get("seed")
             if isinstance(seed, int):
                 return seed
-        return _seed_from(random_state)
+        seed = _seed_from(random_state)
+        if random_state is None:  # fresh entropy differs per process: take rank 0's
+            seed = common_seed(seed, get_communicator(distributed))
+        return seed
 
     def _run(self, task, seed, *, checkpoint, checkpoint_every, resume, distributed):
         trainer = Trainer(task, seed=int(np.random.default_rng(seed).integers(2**63)),
@@ -515,7 +519,7 @@ class Forecaster(_GRUModel):
         scale[scale == 0] = 1.0
         dtype = self._dtype()
         X, Y = self._windows((s2 - mean) / scale)
-        seed = self._seed_for_fit(self.random_state, resume)
+        seed = self._seed_for_fit(self.random_state, resume, distributed)
         rng = np.random.default_rng(seed)
         train_idx, val_idx = _validation_split(len(X), frac, rng, chronological=True)
         net = ReadoutNet(k, _positive_int("hidden_size", self.hidden_size), self.horizon_ * k,
@@ -715,7 +719,7 @@ class _SequenceEstimator(_GRUModel):
         scale[scale == 0] = 1.0
         self.x_scale_ = scale
         dtype = self._dtype()
-        seed = self._seed_for_fit(self.random_state, resume)
+        seed = self._seed_for_fit(self.random_state, resume, distributed)
         rng = np.random.default_rng(seed)
         train_idx, val_idx = _validation_split(len(X3), frac, rng)
         self.net_ = ReadoutNet(X3.shape[2], _positive_int("hidden_size", self.hidden_size),
@@ -1058,7 +1062,7 @@ class CharLM(_GRUModel):
             n_val_streams = max(1, min(streams, n_val // max(bptt, 2)))
             val_streams = TruncatedBPTT.split_streams(codes[len(train_text):],
                                                       n_val_streams)
-        seed = self._seed_for_fit(self.random_state, resume)
+        seed = self._seed_for_fit(self.random_state, resume, distributed)
         rng = np.random.default_rng(seed)
         self.net_ = CharNet(len(self.vocab_) + 1,
                             _positive_int("embedding_dim", self.embedding_dim),
