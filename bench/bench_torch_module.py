@@ -13,20 +13,12 @@ grucy is faster).
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import platform
 import statistics
 import sys
 import time
-
-# grucy first: it asks OpenMP to wait passively (see grucy/__init__.py), and the OpenMP
-# runtime reads that setting once, when the first library using it loads -- which is
-# torch when torch comes first.  See the report printed under "OpenMP" below.
-import grucy  # noqa: E402,I001
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from grucy.torch import GRU  # noqa: E402
 
 
 def _cpu_name():
@@ -48,7 +40,11 @@ def parse_shape(text):
     return b, t, i, h
 
 
+grucy = np = torch = None  # imported in main(), in the order asked for
+
+
 def main(argv=None):
+    wait_policy = os.environ.get("OMP_WAIT_POLICY", "(unset)")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", type=parse_shape, default=(32, 100, 128, 256),
                     help="BxTxIxH (default 32x100x128x256)")
@@ -60,12 +56,26 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2,
                     help="torch.set_num_threads and grucy.set_num_threads (default 2)")
+    ap.add_argument("--grucy-threads", type=int, default=None,
+                    help="grucy.set_num_threads only (default: --threads)")
+    ap.add_argument("--import-order", choices=["torch-first", "grucy-first"],
+                    default="torch-first",
+                    help="which library the process imports first (default torch-first, as "
+                         "most scripts do); the OpenMP runtime reads OMP_WAIT_POLICY when "
+                         "the first of them loads it")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    global grucy, np, torch
+    first, second = (("torch", "grucy") if args.import_order == "torch-first"
+                     else ("grucy", "torch"))
+    mods = {name: importlib.import_module(name) for name in (first, second)}
+    grucy, torch = mods["grucy"], mods["torch"]
+    import numpy as np
+    from grucy.torch import GRU
 
     B, T, I, H = args.shape
     torch.set_num_threads(args.threads)
-    grucy.set_num_threads(args.threads)
+    grucy.set_num_threads(args.threads if args.grucy_threads is None else args.grucy_threads)
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(args.seed)
     ref = torch.nn.GRU(I, H, args.layers, bidirectional=args.bidirectional, dtype=dtype)
@@ -110,7 +120,7 @@ def main(argv=None):
           f"numpy {np.__version__}, grucy {grucy.__version__} "
           f"(OpenMP {'on' if grucy.openmp_enabled() else 'off'})")
     print(f"threads: torch {torch.get_num_threads()}, grucy {grucy.get_num_threads()}; "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
+          f"imported {first} first; OMP_WAIT_POLICY at start: {wait_policy}")
     print(f"case: {args.mode}, B={B} T={T} I={I} H={H}, layers={args.layers}, "
           f"bidirectional={args.bidirectional}, {args.dtype}; {args.repeats} interleaved "
           f"repeats after {args.warmup} warm-up; max |y diff| = {diff:.2g}")

@@ -17,13 +17,16 @@ Importing this module imports torch; ``import grucy`` never does.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import sys
 
 import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from . import _gru
 from .layer import GRU as _LayerGRU
 
 __all__ = ["GRU"]
@@ -48,6 +51,30 @@ def _as_numpy(t):
     return t.numpy()
 
 
+def _torch_came_first():
+    """Whether torch was imported before grucy (sys.modules keeps import order).
+
+    Then torch started the OpenMP runtime that grucy shares (same libgomp.so.1) before
+    grucy/__init__.py could ask it to wait passively, so its idle workers busy-wait.
+    """
+    order = list(sys.modules)
+    return "torch" in order and order.index("torch") < order.index("grucy")
+
+
+@contextlib.contextmanager
+def _omp_threads(n):
+    """grucy's OpenMP threads set to ``n`` for the block (None: leave them)."""
+    old = _gru.get_num_threads()
+    if n is None or n == old:
+        yield
+        return
+    _gru.set_num_threads(n)
+    try:
+        yield
+    finally:
+        _gru.set_num_threads(old)
+
+
 class _GRUFunction(torch.autograd.Function):
     """y, h_n = GRU(x, h0; weights) with grucy's forward and backward kernels.
 
@@ -57,8 +84,9 @@ class _GRUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, engine, lengths, x, h0, *weights):
-        y, h_n = engine.forward(_as_numpy(x), h0=None if h0 is None else _as_numpy(h0),
-                                lengths=lengths, training=True)
+        with _omp_threads(engine.omp_threads):
+            y, h_n = engine.forward(_as_numpy(x), h0=None if h0 is None else _as_numpy(h0),
+                                    lengths=lengths, training=True)
         ctx.engine = engine
         ctx.cache = engine._cache  # kept apart so that retain_graph can backward again
         ctx.has_h0 = h0 is not None
@@ -74,7 +102,8 @@ class _GRUFunction(torch.autograd.Function):
         engine = ctx.engine
         engine._cache = ctx.cache
         engine.grads = {k: np.zeros_like(v) for k, v in engine._params.items()}
-        dx, dh0 = engine.backward(_as_numpy(dy), _as_numpy(dh_n))
+        with _omp_threads(engine.omp_threads):
+            dx, dh0 = engine.backward(_as_numpy(dy), _as_numpy(dh_n))
         needs = ctx.needs_input_grad
         weight_grads = [torch.from_numpy(g) if need else None
                         for g, need in zip(engine.grads.values(), needs[4:])]
@@ -111,6 +140,14 @@ class GRU(torch.nn.GRU):
     (torch.Size([4, 10, 16]), torch.Size([2, 4, 16]))
     """
 
+    #: OpenMP threads of grucy's fused elementwise loops during this module's calls (BLAS
+    #: keeps its own threads); None means grucy's global setting (grucy.set_num_threads).
+    #: The default is 1 when torch was imported before grucy: torch then started the
+    #: shared OpenMP runtime with busy-waiting workers, which starve the BLAS threads
+    #: between grucy's per-step parallel loops (measured: a training step 20-100x slower).
+    #: Set it on the class or on an instance.
+    omp_threads = 1 if _torch_came_first() else None
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         for name, p in zip(self._flat_weights_names, self._flat_weights):
@@ -126,6 +163,7 @@ class GRU(torch.nn.GRU):
                                dtype=dtype)
             self._engines[dtype] = template
         engine = copy.copy(template)
+        engine.omp_threads = self.omp_threads
         engine.batch_first = batch_first
         engine.dropout = float(self.dropout) if self.training and self.num_layers > 1 else 0.0
         engine._params = {name: _as_numpy(w)
@@ -151,8 +189,9 @@ class GRU(torch.nn.GRU):
             return _GRUFunction.apply(engine, lengths, x, hx, *weights)
         # Nothing to differentiate: no workspace, unless torch's train-mode dropout
         # (which needs grucy's training forward) applies.
-        y, h_n = engine.forward(_as_numpy(x), None if hx is None else _as_numpy(hx),
-                                lengths=lengths, training=engine.dropout > 0)
+        with _omp_threads(engine.omp_threads):
+            y, h_n = engine.forward(_as_numpy(x), None if hx is None else _as_numpy(hx),
+                                    lengths=lengths, training=engine.dropout > 0)
         return torch.from_numpy(y), torch.from_numpy(h_n)
 
     def forward(self, input, hx=None):  # noqa: A002  (torch's argument name)
