@@ -8,6 +8,9 @@ grucy is faster).
     PYTHONPATH=src python bench/bench_torch_module.py                # B=32 T=100 I=128 H=256
     PYTHONPATH=src python bench/bench_torch_module.py --shape 16x50x64x128 --repeats 30
     PYTHONPATH=src python bench/bench_torch_module.py --mode infer
+    PYTHONPATH=src python bench/bench_torch_module.py --import-order grucy-first
+
+The import order matters on a shared OpenMP runtime: see ``grucy.torch.GRU.omp_threads``.
 """
 
 from __future__ import annotations
@@ -40,9 +43,6 @@ def parse_shape(text):
     return b, t, i, h
 
 
-grucy = np = torch = None  # imported in main(), in the order asked for
-
-
 def main(argv=None):
     wait_policy = os.environ.get("OMP_WAIT_POLICY", "(unset)")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -57,7 +57,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2,
                     help="torch.set_num_threads and grucy.set_num_threads (default 2)")
     ap.add_argument("--grucy-threads", type=int, default=None,
-                    help="grucy.set_num_threads only (default: --threads)")
+                    help="OpenMP threads of grucy's fused loops (grucy.set_num_threads and "
+                         "grucy.torch.GRU.omp_threads); default: --threads, except that "
+                         "grucy.torch.GRU picks 1 itself when torch was imported first")
     ap.add_argument("--import-order", choices=["torch-first", "grucy-first"],
                     default="torch-first",
                     help="which library the process imports first (default torch-first, as "
@@ -65,7 +67,7 @@ def main(argv=None):
                          "the first of them loads it")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    global grucy, np, torch
+    # Imported here, in the order asked for.
     first, second = (("torch", "grucy") if args.import_order == "torch-first"
                      else ("grucy", "torch"))
     mods = {name: importlib.import_module(name) for name in (first, second)}
@@ -76,6 +78,8 @@ def main(argv=None):
     B, T, I, H = args.shape
     torch.set_num_threads(args.threads)
     grucy.set_num_threads(args.threads if args.grucy_threads is None else args.grucy_threads)
+    if args.grucy_threads is not None:
+        GRU.omp_threads = args.grucy_threads
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(args.seed)
     ref = torch.nn.GRU(I, H, args.layers, bidirectional=args.bidirectional, dtype=dtype)
@@ -119,7 +123,9 @@ def main(argv=None):
     print(f"python {platform.python_version()}, torch {torch.__version__}, "
           f"numpy {np.__version__}, grucy {grucy.__version__} "
           f"(OpenMP {'on' if grucy.openmp_enabled() else 'off'})")
-    print(f"threads: torch {torch.get_num_threads()}, grucy {grucy.get_num_threads()}; "
+    module_threads = grucy.get_num_threads() if GRU.omp_threads is None else GRU.omp_threads
+    print(f"threads: torch {torch.get_num_threads()}, grucy.torch.GRU's OpenMP loops "
+          f"{module_threads}, BLAS default; "
           f"imported {first} first; OMP_WAIT_POLICY at start: {wait_policy}")
     print(f"case: {args.mode}, B={B} T={T} I={I} H={H}, layers={args.layers}, "
           f"bidirectional={args.bidirectional}, {args.dtype}; {args.repeats} interleaved "

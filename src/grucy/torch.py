@@ -150,8 +150,8 @@ class GRU(torch.nn.GRU):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        for name, p in zip(self._flat_weights_names, self._flat_weights):
-            _check_tensor(f"parameter {name}", p)
+        for name in self._flat_weights_names:
+            _check_tensor(f"parameter {name}", getattr(self, name))
         self._engines = {}
 
     def _engine(self, dtype, batch_first, weights):
@@ -172,8 +172,8 @@ class GRU(torch.nn.GRU):
 
     def _run(self, x, hx, lengths, batch_first):
         """Forward through grucy; x is padded (lengths given) or full, hx may be None."""
-        self._update_flat_weights()
-        weights = list(self._flat_weights)
+        # Looked up afresh: load_state_dict, .double() or assignment may have replaced them.
+        weights = [getattr(self, name) for name in self._flat_weights_names]
         dtype = _check_tensor("parameter weight_ih_l0", weights[0])
         for name, w in zip(self._flat_weights_names, weights):
             if _check_tensor(f"parameter {name}", w) != dtype:
