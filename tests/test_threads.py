@@ -346,3 +346,16 @@ def test_hammering_one_layer_from_two_threads_never_gives_wrong_numbers(rng):
         t.join()
     assert not problems, problems[:5]
     assert sum(c["ok"] for c in counts) > 0, counts
+
+
+def test_default_threads_share_the_cores_among_local_mpi_ranks():
+    from grucy._threads import default_threads_for_local_ranks as threads
+
+    assert threads({}, cpus=8, allowed=8) is None  # no launcher: OpenMP's default
+    assert threads({"OMPI_COMM_WORLD_LOCAL_SIZE": "2"}, cpus=2, allowed=2) == 1
+    assert threads({"PMI_LOCAL_SIZE": "3"}, cpus=8, allowed=8) == 2
+    assert threads({"MPI_LOCALNRANKS": "16"}, cpus=8, allowed=8) == 1
+    assert threads({"OMPI_COMM_WORLD_LOCAL_SIZE": "4"}, cpus=16, allowed=4) == 4  # bound
+    assert threads({"OMPI_COMM_WORLD_LOCAL_SIZE": "2", "OMP_NUM_THREADS": "2"},
+                   cpus=2, allowed=2) is None  # the user's choice wins
+    assert threads({"OMPI_COMM_WORLD_LOCAL_SIZE": "x"}, cpus=2, allowed=2) is None

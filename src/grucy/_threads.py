@@ -31,3 +31,38 @@ def set_num_threads(n):
         raise ValueError(f"n must be at most {MAX_THREADS} threads (4 x the "
                          f"{os.cpu_count()} cores, at least 64), got {n}")
     _gru.set_num_threads(n)
+
+
+# Launcher variables giving the number of ranks on this node (Open MPI, MPICH/Hydra, PMIx,
+# Slurm).
+_LOCAL_SIZE_VARS = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMI_LOCAL_SIZE",
+                    "SLURM_NTASKS_PER_NODE")
+
+
+def default_threads_for_local_ranks(environ=None, cpus=None, allowed=None):
+    """Threads per process when several MPI ranks share a node and the user set no
+    ``OMP_NUM_THREADS``: the cores this process may use (when the launcher bound it to a
+    subset) or the node's cores divided among the local ranks, at least 1, so that
+    ranks x threads never oversubscribe the cores.  None when no launcher is detected."""
+    environ = os.environ if environ is None else environ
+    if environ.get("OMP_NUM_THREADS"):
+        return None
+    cpus = cpus or os.cpu_count() or 1
+    if allowed is None:
+        allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
+    for var in _LOCAL_SIZE_VARS:
+        try:
+            local = int(environ.get(var, ""))
+        except ValueError:
+            continue
+        if local > 1:
+            if allowed < cpus:  # bound by the launcher: its share is already ours
+                return max(1, allowed)
+            return max(1, cpus // local)
+    return None
+
+
+_n = default_threads_for_local_ranks()
+if _n is not None:
+    _gru.set_num_threads(_n)
+del _n
