@@ -154,7 +154,17 @@ def check_finite_differences(layer, inputs, *, eps=1e-6, rtol=1e-6, atol=1e-8):
         checked["h0"] = (inputs["h0"], analytic["dh0"])
     for name, param in layer.named_parameters():
         checked[name] = (param, analytic["grads"][name])
+    assert_gradients_match_fd(f, checked, eps=eps, rtol=rtol, atol=atol)
+
+
+def assert_gradients_match_fd(f, checked, *, eps=1e-6, rtol=1e-6, atol=1e-8):
+    """Each analytic gradient against central differences of the scalar ``f()``.
+
+    ``checked`` maps a name to ``(array, analytic_gradient)``; ``array`` is perturbed in
+    place (it must be what ``f`` computes with), float64.
+    """
     for name, (arr, grad) in checked.items():
+        assert arr.dtype == np.float64, f"{name}: finite differences need float64"
         numeric = central_difference(f, arr, eps)
         np.testing.assert_allclose(grad, numeric, rtol=rtol, atol=atol,
                                    err_msg=f"gradient of {name}")

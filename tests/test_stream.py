@@ -87,3 +87,41 @@ def test_stream_arguments():
         g.stream(2, np.zeros((1, 1, 4)))
     with pytest.raises(ValueError, match="2-D"):
         g.step(np.zeros(3))
+
+
+def test_stream_refuses_scalar_and_ragged_input():
+    s = grucy.GRU(1, 2).stream()
+    with pytest.raises(ValueError, match="scalar"):
+        s.step(1.0)
+    s2 = grucy.GRU(2, 2).stream(2)
+    with pytest.raises(ValueError, match="x must be an array"):
+        s2.step([[1.0, 2.0], [3.0]])
+
+
+def test_one_stream_refuses_a_second_thread():
+    import threading
+
+    g = grucy.GRU(64, 256, 4, seed=0)
+    s = g.stream(64)
+    x = np.ones((64, 64), np.float32)
+    errors, stop = [], threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            try:
+                s.step(x)
+            except RuntimeError as exc:
+                errors.append(str(exc))
+
+    threads = [threading.Thread(target=hammer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for _ in range(200):
+        if errors:
+            break
+        threading.Event().wait(0.01)
+    stop.set()
+    for t in threads:
+        t.join()
+    # The GIL is released while stepping, so the second thread must have been refused.
+    assert errors and "in use by another thread" in errors[0]

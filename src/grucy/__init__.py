@@ -17,10 +17,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GOMP_SPINCOUNT", "30000")
 
 from ._base import GRUBase  # noqa: E402
+from ._base import SizeLimitError  # noqa: E402
 from ._gru import get_num_threads, openmp_enabled, set_num_threads  # noqa: E402
 from .io import FileFormatError, load, save  # noqa: E402
 from .layer import GRU  # noqa: E402
+from ._threads import set_num_threads  # noqa: E402,F811  (validated; replaces _gru's)
+from .models import (CharLM, Forecaster, GRUClassifier, GRURegressor,  # noqa: E402
+                     NotFittedError)
 
 __version__ = "0.1.0"
-__all__ = ["GRU", "GRUBase", "FileFormatError", "get_num_threads", "load",
-           "openmp_enabled", "save", "set_num_threads", "__version__"]
+__all__ = ["GRU", "GRUBase", "FileFormatError", "SizeLimitError", "get_num_threads",
+           "load", "openmp_enabled", "save", "set_num_threads", "__version__",
+           "CharLM", "Forecaster", "GRUClassifier", "GRURegressor", "NotFittedError"]

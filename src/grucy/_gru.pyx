@@ -155,18 +155,24 @@ cdef inline int _threads_for(Py_ssize_t work) noexcept nogil:
 
 def _fast_expf(const float[::1] x, float[::1] out):
     """Vectorizable float32 exp, sigmoid, tanh over arrays (exposed for the tests)."""
+    if out.shape[0] < x.shape[0]:
+        raise ValueError(f"out must hold at least {x.shape[0]} values, got {out.shape[0]}")
     cdef Py_ssize_t i
     for i in range(x.shape[0]):
         out[i] = grucy_expf(x[i])
 
 
 def _fast_sigmoidf(const float[::1] x, float[::1] out):
+    if out.shape[0] < x.shape[0]:
+        raise ValueError(f"out must hold at least {x.shape[0]} values, got {out.shape[0]}")
     cdef Py_ssize_t i
     for i in range(x.shape[0]):
         out[i] = grucy_sigmoidf(x[i])
 
 
 def _fast_tanhf(const float[::1] x, float[::1] out):
+    if out.shape[0] < x.shape[0]:
+        raise ValueError(f"out must hold at least {x.shape[0]} values, got {out.shape[0]}")
     cdef Py_ssize_t i
     for i in range(x.shape[0]):
         out[i] = grucy_tanhf(x[i])
@@ -926,7 +932,9 @@ cdef class GRUStream:
     cdef bint reset_after, dbl
     cdef object dtype
     cdef object keep
-    cdef object S_arr, G_arr, A_arr, Gh_arr, Y_arr
+    cdef object S_arr, G_arr, A_arr, Gh_arr, Y_arr, S_prev_arr
+    cdef bint busy
+    cdef char* S_prev
     cdef char* S
     cdef char* G
     cdef char* A
@@ -967,6 +975,8 @@ cdef class GRUStream:
         self.S_arr = np.array(h0, dtype=self.dtype, order="C")
         if self.S_arr.shape != (L, B, H):
             raise ValueError(f"h0 must have shape {(L, B, H)}, got {self.S_arr.shape}")
+        self.S_prev_arr = np.empty_like(self.S_arr)
+        self.S_prev = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.S_prev_arr)
         self.G_arr = np.empty((B, 3 * H), self.dtype)
         self.A_arr = np.empty((B, H), self.dtype)
         self.Gh_arr = np.empty((B, 3 * H), self.dtype)
@@ -1010,18 +1020,37 @@ cdef class GRUStream:
 
         x: (batch_size, input_size), or (input_size,) when batch_size is 1 (the output
         is then (hidden_size,)).  Integers and the other float width are cast; NaN or
-        inf are refused (ValueError) and leave the state unchanged.
+        inf are refused (ValueError) and leave the state unchanged, as does a step whose
+        new state is not finite (parameters made NaN or inf in place).  One stream
+        serves one thread at a time (RuntimeError otherwise).
         """
+        if self.busy:
+            raise RuntimeError("this GRUStream is in use by another thread; give each "
+                               "thread its own stream")
+        self.busy = True
+        try:
+            return self._step(x)
+        finally:
+            self.busy = False
+
+    cdef object _step(self, x):
         cdef int B = self.batch_size, H = self.hidden_size, I0 = self.input_size
         cdef bint flat = False
         cdef int typenum = cnp.NPY_DOUBLE if self.dbl else cnp.NPY_FLOAT
         cdef cnp.ndarray xa
         if (type(x) is not np.ndarray or cnp.PyArray_TYPE(<cnp.ndarray>x) != typenum
                 or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)):
-            arr = np.asarray(x)
+            try:
+                arr = np.asarray(x)
+            except ValueError as exc:  # ragged nested sequences
+                raise ValueError(f"x must be an array of shape (batch_size, input_size), "
+                                 f"got {type(x).__name__}: {exc}") from None
             if arr.dtype.kind not in "fiu":
                 raise TypeError(f"x must be an array of real numbers, got dtype "
                                 f"{arr.dtype}")
+            if arr.ndim == 0:
+                raise ValueError(f"x must have shape (batch_size, input_size) = "
+                                 f"({B}, {I0}), got a scalar")
             x = np.ascontiguousarray(arr, dtype=self.dtype)
         xa = <cnp.ndarray>x
         cdef int nd = cnp.PyArray_NDIM(xa)
@@ -1040,18 +1069,29 @@ cdef class GRUStream:
             out = cnp.PyArray_EMPTY(2, odims, typenum, 0)
         cdef char* xp = <char*>cnp.PyArray_DATA(xa)
         cdef char* op = <char*>cnp.PyArray_DATA(<cnp.ndarray>out)
-        cdef bint ok
+        cdef bint ok, state_ok = True
+        cdef Py_ssize_t ns = <Py_ssize_t>self.num_layers * B * H
+        cdef size_t nbytes = ns * (8 if self.dbl else 4)
         with nogil:
             if self.dbl:
                 ok = _all_finite(<double*>xp, <Py_ssize_t>B * I0)
-                if ok:
-                    self._run(<double*>xp, <double*>op)
             else:
                 ok = _all_finite(<float*>xp, <Py_ssize_t>B * I0)
-                if ok:
+            if ok:
+                memcpy(self.S_prev, self.S, nbytes)
+                if self.dbl:
+                    self._run(<double*>xp, <double*>op)
+                    state_ok = _all_finite(<double*>self.S, ns)
+                else:
                     self._run(<float*>xp, <float*>op)
+                    state_ok = _all_finite(<float*>self.S, ns)
+                if not state_ok:
+                    memcpy(self.S, self.S_prev, nbytes)
         if not ok:
             raise ValueError("x contains NaN or inf")
+        if not state_ok:
+            raise ValueError("the new state is not finite: the layer's parameters contain "
+                             "NaN or inf (the state is left as it was)")
         return out
 
     cdef void _run(self, floating* x, floating* out) noexcept nogil:

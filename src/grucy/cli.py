@@ -3,51 +3,486 @@
 Each command is one ``_add_<name>`` function that declares its sub-parser and sets
 ``handler`` to a function ``(args) -> exit status``; add it to ``_COMMANDS``.  Heavy
 imports happen inside the handlers so that ``grucy --help`` stays instant.
+
+Commands: ``demo`` (forecast | classify | lm), ``train``, ``predict``, ``bench``
+(forwards to ``grucy.benchmark``), ``info``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import os
+import platform
 import sys
+from typing import List, Optional
 
 from . import __version__
 
 __all__ = ["main", "build_parser"]
 
 
-def _run_demo(args):
-    from .demo import run_demo
+class CLIError(Exception):
+    """A user error: printed as ``grucy <command>: error: ...``, exit status 2."""
 
-    result = run_demo(seed=args.seed, verbose=not args.quiet)
-    if args.quiet:
-        print(f"rmse_model={result['rmse_model']:.2f} "
-              f"rmse_ar{result['ar_order']}={result['rmse_ar']:.2f} "
-              f"rmse_persistence={result['rmse_persistence']:.2f}")
+
+# -- demo ----------------------------------------------------------------------------------
+def _run_demo(args):
+    from . import demo
+
+    verbose = not args.quiet
+    if args.which == "forecast":
+        plot = None if args.no_plot else (args.plot or demo.DEFAULT_PLOT)
+        r = demo.run_forecast_demo(seed=args.seed, verbose=verbose, plot=plot)
+        if args.quiet:
+            line = (f"rmse_model={r['rmse_model']:.2f} "
+                    f"rmse_ar{r['ar_order']}={r['rmse_ar']:.2f} "
+                    f"rmse_persistence={r['rmse_persistence']:.2f}")
+            if r["plot"]:
+                line += f" plot={r['plot']}"
+            print(line)
+        elif plot is not None and r["plot"] is None:
+            print("matplotlib is not installed, so no plot was written "
+                  "(pip install 'grucy[plot]').")
+    elif args.which == "classify":
+        r = demo.run_classify_demo(seed=args.seed, verbose=verbose)
+        if args.quiet:
+            print(f"accuracy={r['accuracy']:.4f} majority={r['majority_baseline']:.4f}")
+    else:
+        r = demo.run_lm_demo(seed=args.seed, verbose=verbose)
+        if args.quiet:
+            print(f"bpc_model={r['bpc_model']:.3f} bpc_bigram={r['bpc_bigram']:.3f}")
     return 0
 
 
 def _add_demo(subparsers):
     p = subparsers.add_parser(
         "demo",
-        help="train a GRU forecaster on yearly sunspot numbers (takes seconds)",
-        description="Train a one-layer GRU + linear readout on yearly sunspot numbers "
-                    "1700-1978, forecast 1979-2008 one year ahead, and compare the "
-                    "held-out RMSE with persistence and a least-squares AR(9) model.",
+        help="train a model on real data and compare it with a baseline (seconds)",
+        description="Train a GRU model on real data shipped with grucy and compare it "
+                    "with a simple baseline. forecast (default): yearly sunspot numbers "
+                    "1700-1978, one-year-ahead forecasts of 1979-2008 against "
+                    "persistence and a least-squares AR(9); writes a PNG of forecast vs "
+                    "truth when matplotlib is installed. classify: scikit-learn's digits "
+                    "read row by row, 30%% held out (needs scikit-learn). lm: a "
+                    "character-level language model of Python standard-library source, "
+                    "held-out bits per character against a character bigram model.",
     )
+    p.add_argument("which", nargs="?", choices=["forecast", "classify", "lm"],
+                   default="forecast", help="which demo (default: forecast)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for initialisation and shuffling (default: 0)")
     p.add_argument("--quiet", "-q", action="store_true",
-                   help="print only the final RMSEs on one line")
+                   help="print only the final numbers on one line")
+    p.add_argument("--plot", metavar="PATH",
+                   help="forecast demo: where to write the PNG (default: "
+                        "./grucy-demo-forecast.png)")
+    p.add_argument("--no-plot", action="store_true", help="forecast demo: write no plot")
     p.set_defaults(handler=_run_demo)
 
 
-_COMMANDS = [_add_demo]
+# -- reading data --------------------------------------------------------------------------
+def _read_column(path, column, missing="error"):
+    """One numeric column of a CSV file (by header name or 0-based index) as float64."""
+    import numpy as np
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f) if r]
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror}") from None
+    if not rows:
+        raise CLIError(f"{path} is empty")
+    header = rows[0]
+    has_header = not _is_number(header[0]) if header else False
+    if column is None:
+        index = 0 if len(header) == 1 else len(header) - 1
+    elif column.isdigit():
+        index = int(column)
+    elif has_header and column in header:
+        index = header.index(column)
+    else:
+        names = header if has_header else "(the file has no header)"
+        raise CLIError(f"column {column!r} not found in {path}; columns: {names}")
+    values = []
+    for line, row in enumerate(rows[1 if has_header else 0:], start=2 if has_header else 1):
+        field = row[index].strip() if index < len(row) else ""
+        if field == "":
+            values.append(float("nan"))
+        elif _is_number(field):
+            values.append(float(field))
+        else:
+            raise CLIError(f"{path}, line {line}: {field!r} in column {index} is not a number")
+    series = np.array(values, dtype=np.float64)
+    gaps = ~np.isfinite(series)
+    if gaps.any():
+        if missing == "error":
+            raise CLIError(f"{path}: column {index} has {int(gaps.sum())} missing or "
+                           f"non-finite values; use --missing drop or --missing interpolate")
+        if missing == "drop":
+            series = series[~gaps]
+        else:
+            t = np.arange(len(series))
+            series[gaps] = np.interp(t[gaps], t[~gaps], series[~gaps])
+    if series.size == 0:
+        raise CLIError(f"{path}: no values in column {index}")
+    return series
+
+
+def _read_rows(path):
+    """A numeric CSV (optional header) as a 2-D float64 array: one sequence per row."""
+    import numpy as np
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f) if r]
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror}") from None
+    if rows and not all(_is_number(v) for v in rows[0]):
+        rows = rows[1:]
+    try:
+        return np.array([[float(v) for v in r] for r in rows], dtype=np.float64)
+    except ValueError as exc:
+        raise CLIError(f"{path}: every row must be numbers of the same length ({exc})") \
+            from None
+
+
+def _read_text(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"{path} is not UTF-8 text ({exc.reason})") from None
+
+
+def _is_number(s):
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+# -- train ---------------------------------------------------------------------------------
+def _run_train(args):
+    from . import io
+    from .distributed import get_communicator
+    from .models import CharLM, Forecaster
+
+    # Under an MPI launcher every rank runs this command; only the root talks and saves.
+    comm = get_communicator("auto" if args.distributed == "auto" else False)
+    say = print if comm.is_root else (lambda *a, **k: None)
+    if (args.csv is None) == (args.text is None):
+        raise CLIError("give exactly one of --csv FILE (a series: Forecaster) or "
+                       "--text FILE (a text: CharLM)")
+    common = dict(random_state=args.seed, dtype=args.dtype,
+                  verbose=0 if args.quiet else 1)
+    for name in ("epochs", "lr", "dropout", "patience", "schedule", "hidden_size",
+                 "num_layers", "batch_size", "validation_fraction"):
+        if getattr(args, name) is not None:
+            common[name] = getattr(args, name)
+    if args.csv is not None:
+        data = _read_column(args.csv, args.column, args.missing)
+        model = Forecaster(lookback=args.lookback, horizon=args.horizon, **common)
+        what = f"{len(data)} values from {args.csv}"
+    else:
+        data = _read_text(args.text)
+        if args.max_chars:
+            data = data[:args.max_chars]
+        extra = {k: getattr(args, k) for k in ("bptt", "embedding_dim")
+                 if getattr(args, k) is not None}
+        model = CharLM(**common, **extra)
+        what = f"{len(data)} characters from {args.text}"
+    if not args.quiet:
+        say(f"Training {model!r} on {what}")
+    try:
+        model.fit(data, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+                  resume=args.resume, distributed=comm)
+    except (ValueError, TypeError, io.FileFormatError, FileNotFoundError) as exc:
+        raise CLIError(str(exc)) from None
+    if comm.is_root:
+        io.save(model, args.output)
+    last = {k: v[-1] for k, v in model.history_.items()}
+    shown = "  ".join(f"{k} {v:.5g}" for k, v in last.items() if k != "lr")
+    say(f"epochs {model.n_epochs_}  {shown}")
+    say(f"saved {type(model).__name__} to {os.path.abspath(args.output)}")
+    return 0
+
+
+def _add_train(subparsers):
+    p = subparsers.add_parser(
+        "train",
+        help="train a Forecaster on a CSV column or a CharLM on a text file; save it",
+        description="Train a model and save it in grucy's file format. --csv FILE trains "
+                    "a grucy.Forecaster on one column of a CSV file (a time series, "
+                    "oldest first); --text FILE trains a grucy.CharLM on a UTF-8 text. "
+                    "With --checkpoint the training state is written every "
+                    "--checkpoint-every epochs; after a crash, run the same command "
+                    "with --resume CHECKPOINT to continue exactly where it stopped. "
+                    "Launched by mpirun -n N (mpi4py installed: pip install "
+                    "'grucy[mpi]'), the N processes train data-parallel on one global "
+                    "batch; rank 0 prints, writes the checkpoints and saves the model.",
+    )
+    src = p.add_argument_group("input")
+    src.add_argument("--csv", metavar="FILE", help="CSV file with the series")
+    src.add_argument("--column", metavar="NAME|INDEX",
+                     help="column name (header) or 0-based index (default: the last)")
+    src.add_argument("--missing", choices=["error", "drop", "interpolate"],
+                     default="error", help="what to do with empty or non-finite values "
+                                           "(default: error)")
+    src.add_argument("--text", metavar="FILE", help="UTF-8 text file for a CharLM")
+    src.add_argument("--max-chars", type=int, metavar="N",
+                     help="use only the first N characters of the text")
+    p.add_argument("--output", "-o", required=True, metavar="PATH",
+                   help="where to save the trained model (.grucy)")
+    fc = p.add_argument_group("Forecaster")
+    fc.add_argument("--lookback", type=int, default=12, help="steps read (default: 12)")
+    fc.add_argument("--horizon", type=int, default=1, help="steps predicted (default: 1)")
+    lm = p.add_argument_group("CharLM")
+    lm.add_argument("--bptt", type=int, help="characters per BPTT chunk (default: 64)")
+    lm.add_argument("--embedding-dim", type=int, help="embedding size (default: 32)")
+    tr = p.add_argument_group("training")
+    tr.add_argument("--epochs", type=int, help="(model default: Forecaster 80, CharLM 4)")
+    tr.add_argument("--hidden-size", type=int, help="GRU units (model default)")
+    tr.add_argument("--num-layers", type=int, help="GRU layers (default: 1)")
+    tr.add_argument("--batch-size", type=int, help="mini-batch size / text streams")
+    tr.add_argument("--lr", type=float, help="learning rate (model default: 3e-3)")
+    tr.add_argument("--dropout", type=float, help="(default: 0)")
+    tr.add_argument("--schedule", choices=["step", "cosine", "plateau"],
+                    help="learning-rate schedule (default: constant)")
+    tr.add_argument("--validation-fraction", type=float,
+                    help="held-out share for validation (model default)")
+    tr.add_argument("--patience", type=int, help="early stopping patience (default: off)")
+    tr.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    tr.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    tr.add_argument("--checkpoint", metavar="PATH",
+                    help="write checkpoints here ({epoch} in the name keeps one per epoch)")
+    tr.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                    help="epochs between checkpoints (default: 1)")
+    tr.add_argument("--resume", metavar="CHECKPOINT",
+                    help="continue the run saved in this checkpoint")
+    tr.add_argument("--distributed", choices=["auto", "off"], default="auto",
+                    help="data-parallel training when started by an MPI launcher "
+                         "(auto, the default) or never (off)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_run_train)
+
+
+# -- predict -------------------------------------------------------------------------------
+def _run_predict(args):
+    import numpy as np
+
+    from . import io
+    from .models import CharLM, Forecaster, GRUClassifier, GRURegressor
+
+    try:
+        model = io.load(args.model)
+    except (FileNotFoundError, io.FileFormatError) as exc:
+        raise CLIError(str(exc)) from None
+    if isinstance(model, Forecaster):
+        if args.values is not None:
+            try:
+                history = np.array([float(v) for v in args.values.split(",")])
+            except ValueError:
+                raise CLIError("--values must be comma-separated numbers") from None
+        elif args.csv is not None:
+            history = _read_column(args.csv, args.column, args.missing)
+        else:
+            raise CLIError("a Forecaster needs the history: --csv FILE [--column C] or "
+                           "--values v1,v2,...")
+        try:
+            pred = model.predict(history, horizon=args.horizon)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+        for row in np.atleast_1d(pred):
+            print(" ".join(f"{v:.6g}" for v in np.atleast_1d(row)))
+    elif isinstance(model, CharLM):
+        if args.text is not None:
+            print(f"bits_per_char={model.bits_per_char(_read_text(args.text)):.6f}")
+        else:
+            try:
+                out = model.generate(args.prompt, args.n, temperature=args.temperature,
+                                     random_state=args.seed)
+            except ValueError as exc:
+                raise CLIError(str(exc)) from None
+            print(args.prompt + out)
+    elif isinstance(model, (GRUClassifier, GRURegressor)):
+        if args.csv is None:
+            raise CLIError(f"a {type(model).__name__} needs --csv FILE with one sequence "
+                           f"per row")
+        try:
+            pred = model.predict(_read_rows(args.csv))
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+        for v in pred:
+            print(" ".join(str(x) for x in np.atleast_1d(v)))
+    else:
+        raise CLIError(f"{args.model} holds a {type(model).__name__}, which predict "
+                       f"does not handle")
+    return 0
+
+
+def _add_predict(subparsers):
+    p = subparsers.add_parser(
+        "predict",
+        help="use a saved model: forecast, generate text, or classify sequences",
+        description="Load a model saved by 'grucy train' (or grucy.save) and use it. "
+                    "Forecaster: the next --horizon values after the history in --csv "
+                    "or --values, one line per step. CharLM: --prompt text continued by "
+                    "-n characters, or --text FILE to print its bits per character. "
+                    "GRUClassifier / GRURegressor: --csv FILE with one sequence per row; "
+                    "one prediction per line.",
+    )
+    p.add_argument("model", help="a .grucy model file")
+    p.add_argument("--csv", metavar="FILE", help="history column / sequences, one per row")
+    p.add_argument("--column", metavar="NAME|INDEX", help="Forecaster: the CSV column")
+    p.add_argument("--missing", choices=["error", "drop", "interpolate"], default="error")
+    p.add_argument("--values", metavar="V1,V2,...", help="Forecaster: the history inline")
+    p.add_argument("--horizon", type=int, default=1, help="Forecaster: steps (default: 1)")
+    p.add_argument("--prompt", default="\n", help="CharLM: text to continue")
+    p.add_argument("-n", type=int, default=200, help="CharLM: characters (default: 200)")
+    p.add_argument("--temperature", type=float, default=0.8, help="CharLM (default: 0.8)")
+    p.add_argument("--text", metavar="FILE", help="CharLM: report bits per character")
+    p.add_argument("--seed", type=int, default=None, help="CharLM: sampling seed")
+    p.set_defaults(handler=_run_predict)
+
+
+# -- bench ---------------------------------------------------------------------------------
+BENCH_DESCRIPTION = ("Run grucy's benchmark (grucy.benchmark.main); every argument after "
+                     "'bench' is passed on to it, so 'grucy bench --help' shows its "
+                     "options.")
+
+
+def _run_bench(args):
+    import importlib
+
+    try:
+        benchmark = importlib.import_module(".benchmark", __package__)
+    except ModuleNotFoundError as exc:
+        if exc.name not in (f"{__package__}.benchmark",):
+            raise
+        if "-h" in args.forwarded or "--help" in args.forwarded:
+            print(f"usage: grucy bench [ARGS...]\n\n{BENCH_DESCRIPTION}")
+        print("grucy bench: error: this installation has no grucy.benchmark module "
+              "(the benchmark is not part of this build of grucy)", file=sys.stderr)
+        return 2
+    status = benchmark.main(list(args.forwarded))
+    return 0 if status is None else int(status)
+
+
+def _add_bench(subparsers):
+    p = subparsers.add_parser("bench", add_help=False,
+                              help="run the benchmark (arguments go to grucy.benchmark)",
+                              description=BENCH_DESCRIPTION)
+    p.set_defaults(handler=_run_bench, forwarded=[])
+
+
+# -- info ----------------------------------------------------------------------------------
+OPTIONAL = ("scikit-learn", "tqdm", "matplotlib", "threadpoolctl", "mpi4py", "torch",
+            "onnx", "onnxruntime", "keras")
+
+
+def collect_info():
+    """Versions, OpenMP and threads, and BLAS as a JSON-able dict."""
+    from importlib import metadata
+
+    import numpy as np
+    import scipy
+
+    from . import get_num_threads, openmp_enabled
+
+    info = {
+        "grucy": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "openmp": bool(openmp_enabled()),
+        "threads": int(get_num_threads()),
+        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY",
+                                           "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+                if k in os.environ},
+        "optional": {},
+    }
+    for name in OPTIONAL:
+        try:
+            info["optional"][name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            info["optional"][name] = None
+    info["blas"] = _blas_info()
+    return info
+
+
+def _blas_info():
+    import scipy.linalg  # noqa: F401  (loads scipy's BLAS, which grucy calls)
+
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        pass
+    else:
+        return [{"library": p.get("internal_api"), "version": p.get("version"),
+                 "threads": p.get("num_threads"), "architecture": p.get("architecture"),
+                 "user_api": p.get("user_api"), "path": p.get("filepath")}
+                for p in threadpool_info()]
+    try:
+        import numpy as np
+
+        deps = np.show_config(mode="dicts")["Build Dependencies"]
+        blas = deps.get("blas", {})
+        return [{"library": blas.get("name"), "version": blas.get("version"),
+                 "threads": None, "source": "numpy build configuration"}]
+    except Exception:  # pragma: no cover - very old or unusual numpy builds
+        return []
+
+
+def _run_info(args):
+    info = collect_info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"grucy {info['grucy']}  (Python {info['python']}, {info['platform']})")
+    print(f"numpy {info['numpy']}, scipy {info['scipy']}")
+    print(f"OpenMP: {'on' if info['openmp'] else 'off'}, {info['threads']} threads "
+          f"(cpus: {info['cpus']})")
+    for k, v in info["env"].items():
+        print(f"  {k}={v}")
+    print("BLAS / thread pools:")
+    for b in info["blas"]:
+        extra = ", ".join(f"{k} {b[k]}" for k in ("version", "threads", "architecture")
+                          if b.get(k) is not None)
+        where = os.path.basename(b["path"]) if b.get("path") else b.get("source", "")
+        print(f"  {b.get('library')} ({extra})  {where}")
+    print("optional packages:")
+    for name, version in info["optional"].items():
+        print(f"  {name:<13} {version or 'not installed'}")
+    return 0
+
+
+def _add_info(subparsers):
+    p = subparsers.add_parser(
+        "info", help="versions, OpenMP, threads and BLAS of this installation",
+        description="Print grucy's version, Python, numpy and scipy versions, whether "
+                    "the kernels were built with OpenMP and how many threads they use, "
+                    "the BLAS libraries and their thread pools (through threadpoolctl "
+                    "when installed, else numpy's build configuration), and which "
+                    "optional packages are installed.")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=_run_info)
+
+
+_COMMANDS = [_add_demo, _add_train, _add_predict, _add_bench, _add_info]
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="grucy",
-        description="grucy: fast GRU layers for CPUs (Cython + OpenMP over scipy's BLAS).",
+        description="grucy: fast GRU layers and models for CPUs (Cython + OpenMP over "
+                    "scipy's BLAS).",
     )
     parser.add_argument("--version", action="version", version=f"grucy {__version__}")
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
@@ -56,11 +491,19 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: Optional[List[str]] = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), run the command, return its status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
         return 2
-    return args.handler(args)
+    if args.command == "bench":
+        args.forwarded = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return args.handler(args)
+    except CLIError as exc:
+        print(f"grucy {args.command}: error: {exc}", file=sys.stderr)
+        return 2

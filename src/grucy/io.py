@@ -35,8 +35,11 @@ import tempfile
 
 import numpy as np
 
+from ._base import memory_limit
+
 __all__ = ["FileFormatError", "FORMAT_VERSION", "write_archive", "read_archive",
            "save", "load", "register"]
+__all__ += ["temp_name_pattern"]
 
 MAGIC = b"GRUCY\x00\r\n"
 FORMAT_VERSION = 1
@@ -50,11 +53,39 @@ class FileFormatError(ValueError):
     """A file is not a grucy file, is damaged, or cannot be read on this machine."""
 
 
+# The process umask, read once: mkstemp creates files readable by the owner only, and a
+# saved model should get the permissions any other new file gets.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def temp_name_pattern(path):
+    """Glob pattern of the temporary files a save of ``path`` writes before renaming.
+
+    A save killed mid-write (SIGKILL, power loss) leaves one such file next to the
+    target; the target itself is never touched until the rename.  grucy never reads
+    these files and never deletes them on its own (it cannot tell a dead save's file
+    from one another process is still writing); delete them when no save is running.
+    They start with a dot and end in ``.tmp``, so ``*.grucy`` globs do not see them.
+    """
+    path = os.fspath(path)
+    return os.path.join(os.path.dirname(os.path.abspath(path)),
+                        f".{os.path.basename(path)}.*.tmp")
+
+
 def _atomic_write(path, chunks):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".grucy-", suffix=".tmp", dir=directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot save {path}: directory {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                               dir=directory)
     try:
+        try:  # the permissions of the file it replaces, else those of any new file
+            mode = os.stat(path).st_mode & 0o7777
+        except OSError:
+            mode = 0o666 & ~_UMASK
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             for chunk in chunks:
                 f.write(chunk)
@@ -136,20 +167,27 @@ def read_archive(path, kind=None):
     """
     path = os.fspath(path)
     with open(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < _PREFIX.size:
-        if MAGIC.startswith(raw[:8]) and raw:
-            raise FileFormatError(f"{path}: truncated grucy file ({len(raw)} bytes)")
-        raise FileFormatError(f"{path}: not a grucy file (too short, {len(raw)} bytes)")
-    magic, version, head_len, checksum = _PREFIX.unpack_from(raw)
-    if magic != MAGIC:
-        if magic.replace(b"\r\n", b"\n").startswith(b"GRUCY"):
-            raise FileFormatError(f"{path}: damaged grucy file (line endings were altered)")
-        raise FileFormatError(f"{path}: not a grucy file (bad magic {magic[:8]!r})")
-    if version != FORMAT_VERSION:
-        raise FileFormatError(f"{path}: grucy file format version {version}; this grucy "
-                              f"reads version {FORMAT_VERSION}")
-    body = memoryview(raw)[_PREFIX.size:]
+        raw = f.read(_PREFIX.size)
+        if len(raw) < _PREFIX.size:
+            if MAGIC.startswith(raw[:8]) and raw:
+                raise FileFormatError(f"{path}: truncated grucy file ({len(raw)} bytes)")
+            raise FileFormatError(f"{path}: not a grucy file (too short, {len(raw)} "
+                                  f"bytes)")
+        magic, version, head_len, checksum = _PREFIX.unpack_from(raw)
+        if magic != MAGIC:
+            if magic.replace(b"\r\n", b"\n").startswith(b"GRUCY"):
+                raise FileFormatError(f"{path}: damaged grucy file (line endings were "
+                                      f"altered)")
+            raise FileFormatError(f"{path}: not a grucy file (bad magic {magic[:8]!r})")
+        if version != FORMAT_VERSION:
+            raise FileFormatError(f"{path}: grucy file format version {version}; this "
+                                  f"grucy reads version {FORMAT_VERSION}")
+        # Only now, knowing it is a grucy file, read the rest (never more than memory).
+        size = os.fstat(f.fileno()).st_size - _PREFIX.size
+        if size > memory_limit():
+            raise FileFormatError(f"{path}: {size} bytes, more than the memory grucy may "
+                                  f"use ({memory_limit()} bytes)")
+        body = memoryview(f.read())
     if head_len > min(_MAX_HEADER, len(body)):
         raise FileFormatError(f"{path}: truncated or damaged grucy file (header of "
                               f"{head_len} bytes, {len(body)} bytes follow)")
@@ -162,8 +200,12 @@ def read_archive(path, kind=None):
         config = header["config"]
         entries = header["arrays"]
         byteorder = header["byteorder"]
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        if not isinstance(file_kind, str) or not isinstance(entries, list):
+            raise TypeError("kind must be a string and arrays a list")
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise FileFormatError(f"{path}: damaged grucy header ({exc})") from None
+    if byteorder not in ("little", "big"):
+        raise FileFormatError(f"{path}: damaged grucy header (byteorder {byteorder!r})")
     if byteorder != sys.byteorder:
         raise FileFormatError(f"{path}: written on a {byteorder}-endian machine; this "
                               f"machine is {sys.byteorder}-endian")
@@ -175,12 +217,14 @@ def read_archive(path, kind=None):
         for e in entries:
             name, dtype, shape = e["name"], e["dtype"], tuple(e["shape"])
             offset, nbytes = e["offset"], e["nbytes"]
-            if dtype not in _DTYPES:
+            if not isinstance(name, str) or name in arrays:
+                raise ValueError(f"bad or repeated array name {name!r}")
+            if not isinstance(dtype, str) or dtype not in _DTYPES:
                 raise ValueError(f"dtype {dtype!r} of {name!r} is not allowed")
-            if not all(isinstance(s, int) and s >= 0 for s in shape):
+            if not all(type(s) is int and s >= 0 for s in shape):
                 raise ValueError(f"bad shape {shape} of {name!r}")
             itemsize = np.dtype(dtype).itemsize
-            if (not isinstance(offset, int) or offset < 0
+            if (type(offset) is not int or offset < 0 or type(nbytes) is not int
                     or nbytes != math.prod(shape) * itemsize
                     or offset + nbytes > len(payload)):
                 raise ValueError(f"array {name!r} lies outside the file")
@@ -240,4 +284,4 @@ def load(path):
 
 def _ensure_registered():
     # Importing the modules registers their classes.
-    from . import layer, reference  # noqa: F401
+    from . import layer, models, reference  # noqa: F401

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _gru
-from ._base import GRUBase, _positive_int, as_float_array
+from ._base import GRUBase, _positive_int, as_float_array, exclusive
 from .io import register
 
 
@@ -36,6 +36,7 @@ class GRU(GRUBase):
         Seeds the U(-1/sqrt(H), 1/sqrt(H)) initialisation and the dropout masks.
     """
 
+    @exclusive
     def forward(self, x, h0=None, lengths=None, training=True):
         """Run the GRU; returns ``(y, h_n)``.
 
@@ -45,7 +46,7 @@ class GRU(GRUBase):
         what backward() needs is kept; with False nothing is kept and dropout is off.
         """
         given = x
-        x, h0, lengths = self._check_inputs(x, h0, lengths)
+        x, h0, lengths = self._check_inputs(x, h0, lengths, training)
         T, B, _ = x.shape
         H, D = self.hidden_size, self.num_directions
         order = None
@@ -87,6 +88,8 @@ class GRU(GRUBase):
         if order is not None:
             inverse = np.argsort(order)
             y, h_n = y[:, inverse], h_n[:, inverse]
+        # h_n is NaN whenever any output is (NaN propagates through the recurrence).
+        self._check_result("the output", h_n)
         self._cache = ({"T": T, "B": B, "order": order, "layers": saved}
                        if training else None)
         if self.batch_first:
@@ -113,6 +116,7 @@ class GRU(GRUBase):
             raise ValueError("stream() needs a unidirectional GRU: a bidirectional layer "
                              "reads the whole sequence (bidirectional=True)")
         batch_size = _positive_int("batch_size", batch_size)
+        self._check_stream(batch_size)
         shape = (self.num_layers, batch_size, self.hidden_size)
         if h0 is None:
             h0 = np.zeros(shape, self.dtype)
@@ -140,6 +144,7 @@ class GRU(GRUBase):
         y = s.step(x)
         return y, s.h
 
+    @exclusive
     def backward(self, dy, dh_n=None):
         """Backpropagate the last training forward; returns ``(dx, dh0)``.
 

@@ -1,17 +1,50 @@
-"""Small building blocks around the GRU layers: a dense layer and a loss.
+"""Building blocks around the GRU layers: Linear, Embedding, Dropout, Sequential, TBPTT.
 
 Same explicit design as the GRU layers: ``forward`` caches what ``backward`` needs,
 ``backward`` returns the input gradient and *accumulates* parameter gradients into
-``grads`` (call ``zero_grad()`` between steps); there is no autograd.
+``grads`` (call ``zero_grad()`` between steps); there is no autograd.  The losses live in
+:mod:`grucy.losses` (``mse_loss`` is re-exported here for older code).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._base import ParameterHolder, _positive_int, as_float_array, check_dtype
+import numbers
+from typing import Any, Dict, List, Optional, Tuple
 
-__all__ = ["Linear", "mse_loss"]
+from numpy.typing import ArrayLike, DTypeLike
+
+from scipy.linalg import blas as _scipy_blas
+
+from ._base import (ParameterHolder, PerThreadState, _as_real_array, _flag, _positive_int,
+                    _rng, as_float_array, check_dtype, check_finite, check_memory,
+                    exclusive)
+from .losses import mse_loss
+
+__all__ = ["Linear", "Embedding", "Dropout", "Sequential", "TruncatedBPTT", "mse_loss"]
+
+
+_GEMM = {np.dtype(np.float32): _scipy_blas.sgemm, np.dtype(np.float64): _scipy_blas.dgemm}
+
+
+def _matmul(a, b, trans_a=False, trans_b=False):
+    """``op(a) @ op(b)`` for 2-D arrays through scipy's BLAS, the library the GRU kernels
+    call.
+
+    numpy's matmul would run on numpy's own OpenBLAS, a second BLAS thread pool next to
+    scipy's and the kernels' OpenMP threads.  On 2 cores the three pools spin against
+    each other: a CharLM training step (32 x 64 characters, 256 units) took 422 ms with
+    numpy's matmul here and 49 ms with numpy's pool limited to one thread.  Row-major
+    operands are passed as their (column-major) transposes: C^T = op(b)^T op(a)^T, so
+    nothing is copied.
+    """
+    gemm = _GEMM.get(a.dtype)
+    if gemm is None or a.dtype != b.dtype or 0 in a.shape or 0 in b.shape:
+        return (a.T if trans_a else a) @ (b.T if trans_b else b)
+    a = np.ascontiguousarray(a)
+    b = np.ascontiguousarray(b)
+    return gemm(1.0, b.T, a.T, trans_a=trans_b, trans_b=trans_a).T
 
 
 class Linear(ParameterHolder):
@@ -22,15 +55,19 @@ class Linear(ParameterHolder):
     number of leading axes: (..., in_features) -> (..., out_features).
     """
 
-    def __init__(self, in_features, out_features, *, bias=True, dtype=np.float32,
-                 seed=None):
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
+                 dtype: DTypeLike = np.float32, seed: Optional[int] = None):
         self.in_features = _positive_int("in_features", in_features)
         self.out_features = _positive_int("out_features", out_features)
         self.dtype = check_dtype(dtype)
-        self.bias = bool(bias)
-        rng = np.random.default_rng(seed)
+        self.bias = _flag("bias", bias)
+        what = f"Linear({self.in_features}, {self.out_features})"
+        n = self.in_features * self.out_features
+        check_memory(what, n * (2 * self.dtype.itemsize + 8))
+        rng = _rng(seed)
         bound = 1.0 / np.sqrt(self.in_features)
-        shapes = {"weight": (self.out_features, self.in_features)}
+        shapes: Dict[str, Tuple[int, ...]] = {"weight": (self.out_features,
+                                                          self.in_features)}
         if self.bias:
             shapes["bias"] = (self.out_features,)
         self._params = {k: rng.uniform(-bound, bound, size=s).astype(self.dtype)
@@ -38,41 +75,65 @@ class Linear(ParameterHolder):
         self._init_grads()
         self._x = None
 
+    _x = PerThreadState()  # the input kept for backward
+
     # -- parameters -------------------------------------------------------------------
     @property
     def weight(self):
         return self._params["weight"]
 
     # -- calling ----------------------------------------------------------------------
-    def forward(self, x, training=True):
-        x = as_float_array("x", x, self.dtype)
-        if x.ndim == 0 or x.shape[-1] != self.in_features:
+    @exclusive
+    def forward(self, x: ArrayLike, training: bool = True) -> np.ndarray:
+        """``x @ weight.T + bias``; with ``training`` the input is kept for backward.
+
+        x is cast to the layer's dtype (integers and floats of any width); NaN or inf
+        in x is refused with ValueError, as are parameters made non-finite in place.
+        """
+        self._x = None
+        training = _flag("training", training)
+        given = x
+        xr = _as_real_array("x", x)
+        if xr.ndim == 0 or xr.shape[-1] != self.in_features:
             raise ValueError(f"x must have shape (..., in_features={self.in_features}), "
-                             f"got {x.shape}")
+                             f"got {xr.shape}")
+        rows = xr.size // self.in_features
+        check_memory(lambda: f"Linear.forward of x with shape {xr.shape}",
+                     rows * (self.in_features + self.out_features) * self.dtype.itemsize)
+        xa = as_float_array("x", xr, self.dtype)
+        check_finite("x", xa)
+        self._check_parameters()
         # y = x @ W^T + b
-        y = x @ self._params["weight"].T
+        y = _matmul(xa.reshape(-1, self.in_features), self._params["weight"],
+                    trans_b=True).reshape(xa.shape[:-1] + (self.out_features,))
         if self.bias:
             y += self._params["bias"]
-        self._x = x if training else None
+        self._check_result("the output", y)
+        if training and np.may_share_memory(xa, given):
+            xa = xa.copy()  # backward must not see the caller's later edits of x
+        self._x = xa if training else None
         return y
 
-    def backward(self, dy):
+    @exclusive
+    def backward(self, dy: ArrayLike) -> np.ndarray:
         """Gradient w.r.t. the input of the last training forward; accumulates ``grads``."""
         if self._x is None:
             raise RuntimeError("backward() needs a preceding forward(..., training=True)")
         x = self._x
         out_shape = x.shape[:-1] + (self.out_features,)
-        dy = as_float_array("dy", dy, self.dtype)
-        if dy.shape != out_shape:
-            raise ValueError(f"dy must have the shape of y, {out_shape}, got {dy.shape}")
+        dya = as_float_array("dy", dy, self.dtype)
+        if dya.shape != out_shape:
+            raise ValueError(f"dy must have the shape of y, {out_shape}, got {dya.shape}")
+        check_finite("dy", dya)
+        self._check_parameters(grads=True)
         x2 = x.reshape(-1, self.in_features)
-        dy2 = dy.reshape(-1, self.out_features)
+        dy2 = dya.reshape(-1, self.out_features)
         # dW += dy^T x ; db += sum_rows dy ; dx = dy @ W
-        self.grads["weight"] += dy2.T @ x2
+        self.grads["weight"] += _matmul(dy2, x2, trans_a=True)
         if self.bias:
             self.grads["bias"] += dy2.sum(axis=0)
         self._x = None
-        return dy @ self._params["weight"]
+        return _matmul(dy2, self._params["weight"]).reshape(x.shape)
 
     def __call__(self, x, training=True):
         return self.forward(x, training=training)
@@ -83,21 +144,241 @@ class Linear(ParameterHolder):
                 f"dtype={self.dtype.name})")
 
 
-def mse_loss(pred, target):
-    """Mean squared error over all elements and its gradient: ``(loss, dloss/dpred)``.
+class Embedding(ParameterHolder):
+    """Lookup table ``y = weight[indices]``, like ``torch.nn.Embedding``.
 
-    ``loss = mean((pred - target)**2)`` as a Python float; the gradient has the shape and
-    dtype of ``pred`` (``2 * (pred - target) / pred.size``).
+    ``weight`` is (num_embeddings, embedding_dim), initialised N(0, 1) from ``seed``.
+    ``indices`` may have any shape (...) of integers in [0, num_embeddings); the output is
+    (..., embedding_dim).  ``backward`` adds the gradient rows into ``grads["weight"]``
+    (rows of repeated indices are summed) and returns None: integer inputs have no
+    gradient.
     """
-    pred = np.asarray(pred)
-    if pred.dtype.kind != "f":
-        pred = pred.astype(np.float64)
-    target = as_float_array("target", target, pred.dtype)
-    if pred.shape != target.shape:
-        raise ValueError(f"pred and target must have the same shape, got {pred.shape} "
-                         f"and {target.shape}")
-    if pred.size == 0:
-        raise ValueError("mse_loss of empty arrays is undefined")
-    diff = pred - target
-    loss = float(np.mean(np.square(diff, dtype=np.float64)))
-    return loss, (2.0 / pred.size) * diff
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, *,
+                 dtype: DTypeLike = np.float32, seed: Optional[int] = None):
+        self.num_embeddings = _positive_int("num_embeddings", num_embeddings)
+        self.embedding_dim = _positive_int("embedding_dim", embedding_dim)
+        self.dtype = check_dtype(dtype)
+        rng = np.random.default_rng(seed)
+        self._params = {"weight": rng.standard_normal(
+            (self.num_embeddings, self.embedding_dim)).astype(self.dtype)}
+        self._init_grads()
+        self._indices: Optional[np.ndarray] = None
+
+    @property
+    def weight(self):
+        return self._params["weight"]
+
+    def forward(self, indices: ArrayLike, training: bool = True) -> np.ndarray:
+        """Rows ``weight[indices]``, shape (..., embedding_dim)."""
+        idx = np.asarray(indices)
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"indices must be integers, got dtype {idx.dtype}")
+        if idx.size and (idx.min() < 0 or idx.max() >= self.num_embeddings):
+            raise ValueError(f"indices must lie in [0, num_embeddings={self.num_embeddings}),"
+                             f" got values in [{idx.min()}, {idx.max()}]")
+        self._indices = idx.copy() if training else None
+        return self._params["weight"][idx]
+
+    def backward(self, dy: ArrayLike) -> None:
+        """Accumulate ``grads["weight"][indices] += dy``; returns None."""
+        if self._indices is None:
+            raise RuntimeError("backward() needs a preceding forward(..., training=True)")
+        idx, self._indices = self._indices, None
+        expected = idx.shape + (self.embedding_dim,)
+        dya = as_float_array("dy", dy, self.dtype)
+        if dya.shape != expected:
+            raise ValueError(f"dy must have the shape of y, {expected}, got {dya.shape}")
+        # dW[idx[i]] += dy[i], summing repeated rows
+        np.add.at(self.grads["weight"], idx.reshape(-1),
+                  dya.reshape(-1, self.embedding_dim))
+        return None
+
+    def __call__(self, indices, training=True):
+        return self.forward(indices, training=training)
+
+    def __repr__(self):
+        return (f"Embedding({self.num_embeddings}, {self.embedding_dim}, "
+                f"dtype={self.dtype.name})")
+
+
+class Dropout(ParameterHolder):
+    """Inverted dropout: in training, zero each element with probability ``p`` and scale
+    the rest by ``1 / (1 - p)``; the identity otherwise (and when ``p == 0``).
+
+    Masks come from a generator seeded by ``seed`` (:meth:`generators` exposes it, so a
+    checkpoint can save and restore its state).
+    """
+
+    p: float
+    rng: np.random.Generator
+
+    def __init__(self, p: float = 0.5, *, seed: Optional[int] = None):
+        if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
+            raise TypeError(f"p must be a number in [0, 1), got {p!r}")
+        if not 0.0 <= float(p) < 1.0:
+            raise ValueError(f"p must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.rng = np.random.default_rng(seed)
+        self._params = {}
+        self._init_grads()
+        self._mask: Any = None  # the last training mask (1.0 when p == 0)
+
+    def generators(self):
+        return [self.rng]
+
+    def forward(self, x: ArrayLike, training: bool = True) -> np.ndarray:
+        """``x * mask`` in training (a fresh mask each call), ``x`` otherwise."""
+        xa = np.asarray(x)
+        if not training or self.p == 0.0:
+            self._mask = 1.0 if training else None
+            return xa
+        keep = self.rng.random(xa.shape) >= self.p
+        self._mask = (keep / (1.0 - self.p)).astype(xa.dtype)
+        return xa * self._mask
+
+    def backward(self, dy: ArrayLike) -> np.ndarray:
+        """``dy * mask`` of the last training forward."""
+        if self._mask is None:
+            raise RuntimeError("backward() needs a preceding forward(..., training=True)")
+        mask, self._mask = self._mask, None
+        return np.asarray(dy) * mask
+
+    def __call__(self, x, training=True):
+        return self.forward(x, training=training)
+
+    def __repr__(self):
+        return f"Dropout(p={self.p})"
+
+
+class Sequential(ParameterHolder):
+    """Layers applied in order; ``backward`` runs them in reverse.
+
+    Each layer has ``forward(x, training)`` and ``backward(dy)``.  Parameters and
+    gradients are the layers' own arrays, named ``"{index}.{name}"`` (PyTorch's naming),
+    so ``state_dict()``, ``load_state_dict()`` and ``zero_grad()`` act on the layers.
+    An :class:`Embedding` may only come first (its input has no gradient).
+    """
+
+    def __init__(self, *layers):
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not (callable(getattr(layer, "forward", None))
+                    and callable(getattr(layer, "backward", None))):
+                raise TypeError(f"layer {i} ({type(layer).__name__}) has no forward/backward")
+        self.layers = list(layers)
+        self._params, self.grads = {}, {}
+        dtypes = set()
+        for i, layer in enumerate(self.layers):
+            for name, arr in getattr(layer, "_params", {}).items():
+                self._params[f"{i}.{name}"] = arr
+                self.grads[f"{i}.{name}"] = layer.grads[name]
+                dtypes.add(arr.dtype)
+        if len(dtypes) > 1:
+            raise TypeError(f"all layers must have the same dtype, got {sorted(map(str, dtypes))}")
+        self.dtype = dtypes.pop() if dtypes else None
+
+    def generators(self):
+        return [g for layer in self.layers for g in layer.generators()]
+
+    def forward(self, x, training: bool = True):
+        """Each layer's forward in order."""
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
+        return x
+
+    def backward(self, dy):
+        """Each layer's backward in reverse order; returns the first layer's result."""
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy
+
+    def __call__(self, x, training=True):
+        return self.forward(x, training=training)
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __repr__(self):
+        inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential({inner}\n)"
+
+
+class TruncatedBPTT:
+    """Run a GRU over consecutive chunks of long sequences, carrying its state.
+
+    A long series or text is cut into ``n_streams`` parallel streams
+    (:meth:`split_streams`), and the streams into chunks of ``bptt`` steps
+    (:meth:`chunk_slices`).  :meth:`forward` of a chunk starts from the state the
+    previous chunk ended in, so the model sees an unbroken sequence; :meth:`backward`
+    stops at the chunk's start (its initial state is treated as a constant), so memory
+    and time per step stay bounded: truncated backpropagation through time.
+
+    Parameters
+    ----------
+    gru : grucy.GRU or grucy.reference.GRU
+        A unidirectional GRU (a reverse direction would need the future).
+    n_streams : int
+        Number of parallel streams whose states are kept.
+    """
+
+    def __init__(self, gru, n_streams: int):
+        if getattr(gru, "bidirectional", False):
+            raise ValueError("truncated BPTT needs a unidirectional GRU, got a "
+                             "bidirectional one")
+        self.gru = gru
+        self.n_streams = _positive_int("n_streams", n_streams)
+        self.state = np.zeros((gru.num_layers, self.n_streams, gru.hidden_size), gru.dtype)
+
+    def reset(self) -> None:
+        """Zero every stream's state (the start of the sequences)."""
+        self.state.fill(0)
+
+    def forward(self, x: ArrayLike, rows: Optional[ArrayLike] = None,
+                training: bool = True) -> np.ndarray:
+        """Run one chunk; returns y and stores the final states for the next chunk.
+
+        ``x`` is (T, B, I) (or (B, T, I) with the GRU's ``batch_first``) for the streams
+        ``rows`` (B stream indices; default: all streams in order).
+        """
+        rows = np.arange(self.n_streams) if rows is None else np.asarray(rows)
+        if rows.ndim != 1 or rows.dtype.kind not in "iu":
+            raise TypeError("rows must be a 1-D array of stream indices")
+        if rows.size and (rows.min() < 0 or rows.max() >= self.n_streams):
+            raise ValueError(f"rows must lie in [0, n_streams={self.n_streams})")
+        y, h_n = self.gru.forward(x, h0=self.state[:, rows], training=training)
+        self.state[:, rows] = h_n
+        return y
+
+    def backward(self, dy: ArrayLike) -> np.ndarray:
+        """Backpropagate the last chunk; returns dx (the state gradient is dropped)."""
+        dx, _ = self.gru.backward(dy)
+        return dx
+
+    @staticmethod
+    def split_streams(sequence: ArrayLike, n_streams: int) -> np.ndarray:
+        """Cut ``sequence`` (N, ...) into ``n_streams`` contiguous streams (n_streams, N // n_streams, ...).
+
+        Stream b holds ``sequence[b*L:(b+1)*L]`` with ``L = N // n_streams``; the last
+        ``N % n_streams`` items are dropped.
+        """
+        seq = np.asarray(sequence)
+        n_streams = _positive_int("n_streams", n_streams)
+        if seq.ndim == 0 or len(seq) < n_streams:
+            raise ValueError(f"sequence needs at least n_streams={n_streams} items, got "
+                             f"{0 if seq.ndim == 0 else len(seq)}")
+        L = len(seq) // n_streams
+        return seq[:n_streams * L].reshape((n_streams, L) + seq.shape[1:])
+
+    @staticmethod
+    def chunk_slices(length: int, bptt: int) -> List[slice]:
+        """Consecutive slices of at most ``bptt`` steps covering ``range(length)``."""
+        length, bptt = _positive_int("length", length), _positive_int("bptt", bptt)
+        return [slice(s, min(s + bptt, length)) for s in range(0, length, bptt)]
+
+    def __repr__(self):
+        return f"TruncatedBPTT({self.gru!r}, n_streams={self.n_streams})"

@@ -1,4 +1,6 @@
-"""Optimisers that update parameter arrays in place from matching gradient arrays.
+"""Optimisers, gradient clipping and learning-rate schedules.
+
+Optimisers update parameter arrays in place from matching gradient arrays.
 
 Layers expose ``parameters()`` (the arrays themselves) and ``grads`` (a dict in the same
 order), so an optimiser over several layers is built from two parallel lists::
@@ -6,6 +8,12 @@ order), so an optimiser over several layers is built from two parallel lists::
     params = gru.parameters() + head.parameters()
     grads = list(gru.grads.values()) + list(head.grads.values())
     opt = Adam(params, grads, lr=1e-3)
+
+The update rules and hyperparameters are PyTorch's (``torch.optim.SGD``, ``Adam``,
+``AdamW``; ``torch.optim.lr_scheduler.StepLR``, ``CosineAnnealingLR``,
+``ReduceLROnPlateau``), so settings carry over.  Optimisers and schedules have
+``state_dict()`` / ``load_state_dict()`` holding everything a resumed run needs (moments,
+step counts, the current learning rate), so a checkpointed run continues bit for bit.
 """
 
 from __future__ import annotations
@@ -13,10 +21,14 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
+from typing import Any, Dict, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 
-__all__ = ["Adam", "clip_grad_norm"]
+from ._base import check_finite
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm", "Schedule", "StepLR",
+           "CosineAnnealingLR", "ReduceLROnPlateau", "OPTIMIZERS", "make_optimizer"]
 
 
 def _real(name, value):
@@ -47,23 +59,28 @@ def _array_list(name, arrays):
     return arrays
 
 
-class Adam:
-    """Adam (Kingma & Ba, 2015) with PyTorch's ``torch.optim.Adam`` semantics.
+def _nonneg(name, value):
+    value = _real(name, value)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
 
-    For each parameter ``p`` with gradient ``g`` at step ``t`` (1-based)::
 
-        g = g + weight_decay * p                  # L2 penalty (not AdamW)
-        m = beta1 * m + (1 - beta1) * g
-        v = beta2 * v + (1 - beta2) * g**2
-        p -= lr * (m / (1 - beta1**t)) / (sqrt(v / (1 - beta2**t)) + eps)
+class Optimizer:
+    """Base of the optimisers: validated parallel lists of parameters and gradients.
 
     ``params`` are updated in place, so they must be the layers' own arrays (from
     ``parameters()``); ``grads`` are read, never written (except by :meth:`zero_grad`).
-    ``lr`` may be changed between steps (a schedule).
+    ``lr`` may be changed between steps (that is what the schedules do).  Subclasses
+    name their per-parameter state arrays in ``_buffers`` and their hyperparameters in
+    ``_hyper``; :meth:`state_dict` and :meth:`load_state_dict` handle both.
     """
 
-    def __init__(self, params, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-                 weight_decay=0.0):
+    _buffers: tuple = ()
+    _hyper: tuple = ("lr",)
+
+    def __init__(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
+                 lr: float):
         params = _array_list("params", params)
         grads = _array_list("grads", grads)
         if not params:
@@ -76,13 +93,168 @@ class Adam:
                 raise ValueError(f"grads[{i}] has shape {g.shape}, but params[{i}] has "
                                  f"shape {p.shape}")
             if not p.flags.writeable:
-                raise ValueError(f"params[{i}] is read-only; Adam updates it in place")
+                raise ValueError(f"params[{i}] is read-only; {type(self).__name__} "
+                                 f"updates it in place")
         if len({id(p) for p in params}) != len(params):
             raise ValueError("params contains the same array more than once")
+        self.params = params
+        self.grads = grads
+        self.lr = _nonneg("lr", lr)
+        self.t = 0
 
-        self.lr = _real("lr", lr)
-        if self.lr < 0:
-            raise ValueError(f"lr must be >= 0, got {lr}")
+    def step(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check_grads(self) -> None:
+        """Refuse NaN/inf gradients before anything changes (parameters, buffers and
+        the step count stay as they were), so a diverged backward cannot poison the
+        weights; skip the batch or lower the learning rate."""
+        for i, g in enumerate(self.grads):
+            try:
+                check_finite(f"grads[{i}]", g)
+            except ValueError as exc:
+                raise ValueError(f"{exc}; {type(self).__name__}.step updated "
+                                 f"nothing") from None
+
+    def zero_grad(self) -> None:
+        """Set every gradient array to zero (in place)."""
+        for g in self.grads:
+            g.fill(0)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything needed to continue exactly: hyperparameters, step count, buffers.
+
+        Returns a dict: ``"name"`` (the class), ``"step"``, the hyperparameters (plain
+        numbers, JSON-safe) and, per buffer name, a list of array copies in parameter
+        order.
+        """
+        state: Dict[str, Any] = {"name": type(self).__name__, "step": self.t}
+        for h in self._hyper:
+            v = getattr(self, h)
+            state[h] = list(v) if isinstance(v, tuple) else v
+        for b in self._buffers:
+            state[b] = [a.copy() for a in getattr(self, b)]
+        return state
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (arrays copied in place).
+
+        The class, the number of parameters and every buffer's shape must match; nothing
+        changes unless everything does.
+        """
+        if not hasattr(state, "keys"):
+            raise TypeError(f"state must be a mapping, got {type(state).__name__}")
+        name = type(self).__name__
+        if state.get("name") != name:
+            raise ValueError(f"state is of a {state.get('name')!r} optimiser, this is {name!r}")
+        missing = [k for k in ("step", *self._hyper, *self._buffers) if k not in state]
+        if missing:
+            raise ValueError(f"state lacks {missing}")
+        new = {}
+        for b in self._buffers:
+            arrays = list(state[b])
+            if len(arrays) != len(self.params):
+                raise ValueError(f"state[{b!r}] has {len(arrays)} arrays, expected "
+                                 f"{len(self.params)}")
+            for i, (a, p) in enumerate(zip(arrays, self.params)):
+                a = np.asarray(a)
+                if a.shape != p.shape:
+                    raise ValueError(f"state[{b!r}][{i}] has shape {a.shape}, expected "
+                                     f"{p.shape}")
+            new[b] = arrays
+        hyper: Dict[str, Any] = {}
+        for h in self._hyper:
+            current, value = getattr(self, h), state[h]
+            if isinstance(current, bool):
+                hyper[h] = bool(value)
+            elif isinstance(current, tuple):
+                hyper[h] = tuple(_real(f"{h}[{i}]", v) for i, v in enumerate(value))
+            else:
+                hyper[h] = _real(h, value)
+        step = state["step"]
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+            raise ValueError(f"state['step'] must be a non-negative integer, got {step!r}")
+        for b, arrays in new.items():
+            for dst, src in zip(getattr(self, b), arrays):
+                dst[...] = src
+        for h, v in hyper.items():
+            setattr(self, h, v)
+        self.t = int(step)
+
+    def __repr__(self):
+        hyper = ", ".join(f"{h}={getattr(self, h)}" for h in self._hyper)
+        return f"{type(self).__name__}({len(self.params)} arrays, {hyper})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, Nesterov momentum and weight decay.
+
+    ``torch.optim.SGD``'s rule, per parameter ``p`` with gradient ``g``::
+
+        g = g + weight_decay * p
+        b = g                                   (first step)
+        b = momentum * b + (1 - dampening) * g  (later steps)
+        g = g + momentum * b if nesterov else b      (when momentum > 0)
+        p -= lr * g
+    """
+
+    _buffers = ("momentum_buffer",)
+    _hyper = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+
+    def __init__(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
+                 lr: float = 1e-2, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False):
+        super().__init__(params, grads, lr)
+        self.momentum = _nonneg("momentum", momentum)
+        self.dampening = _real("dampening", dampening)
+        self.weight_decay = _nonneg("weight_decay", weight_decay)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("nesterov=True needs momentum > 0 and dampening = 0")
+        self.momentum_buffer = [np.zeros_like(p) for p in self.params]
+
+    def step(self) -> None:
+        """Apply one update to every parameter, in place (ValueError, changing nothing,
+        when a gradient holds NaN or inf)."""
+        self._check_grads()
+        self.t += 1
+        for p, g, buf in zip(self.params, self.grads, self.momentum_buffer):
+            if self.weight_decay:
+                g = g + self.weight_decay * p
+            if self.momentum:
+                if self.t == 1:
+                    buf[...] = g
+                else:
+                    # b = momentum b + (1 - dampening) g
+                    buf *= self.momentum
+                    buf += (1.0 - self.dampening) * g
+                g = g + self.momentum * buf if self.nesterov else buf
+            p -= self.lr * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015) with PyTorch's ``torch.optim.Adam`` semantics.
+
+    For each parameter ``p`` with gradient ``g`` at step ``t`` (1-based)::
+
+        g = g + weight_decay * p                  # L2 penalty (see AdamW for decoupled)
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g**2
+        p -= lr * (m / (1 - beta1**t)) / (sqrt(v / (1 - beta2**t)) + eps)
+
+    ``params`` are updated in place, so they must be the layers' own arrays (from
+    ``parameters()``); ``grads`` are read, never written (except by :meth:`zero_grad`).
+    ``lr`` may be changed between steps (a schedule).
+    """
+
+    _buffers = ("exp_avg", "exp_avg_sq")
+    _hyper = ("lr", "betas", "eps", "weight_decay")
+    _decoupled = False
+
+    def __init__(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
+                 lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__(params, grads, lr)
         try:
             beta1, beta2 = betas
         except (TypeError, ValueError) as exc:
@@ -92,28 +264,29 @@ class Adam:
             if not 0.0 <= b < 1.0:
                 raise ValueError(f"betas[{i}] must be in [0, 1), got {b}")
         self.betas = (beta1, beta2)
-        self.eps = _real("eps", eps)
-        if self.eps < 0:
-            raise ValueError(f"eps must be >= 0, got {eps}")
-        self.weight_decay = _real("weight_decay", weight_decay)
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        self.eps = _nonneg("eps", eps)
+        if self.eps <= 0:
+            # eps = 0 divides 0 by 0 wherever a gradient has been exactly 0 so far.
+            raise ValueError(f"eps must be > 0, got {eps}")
+        self.weight_decay = _nonneg("weight_decay", weight_decay)
+        self.exp_avg = [np.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [np.zeros_like(p) for p in self.params]
 
-        self.params = params
-        self.grads = grads
-        self.t = 0
-        self.exp_avg = [np.zeros_like(p) for p in params]
-        self.exp_avg_sq = [np.zeros_like(p) for p in params]
-
-    def step(self):
-        """Apply one update to every parameter, in place."""
+    def step(self) -> None:
+        """Apply one update to every parameter, in place (ValueError, changing nothing,
+        when a gradient holds NaN or inf)."""
+        self._check_grads()
         self.t += 1
         beta1, beta2 = self.betas
         step_size = self.lr / (1.0 - beta1 ** self.t)
         sqrt_bc2 = math.sqrt(1.0 - beta2 ** self.t)
         for p, g, m, v in zip(self.params, self.grads, self.exp_avg, self.exp_avg_sq):
             if self.weight_decay:
-                g = g + self.weight_decay * p
+                if self._decoupled:
+                    # p *= 1 - lr * weight_decay  (AdamW: decay outside the moments)
+                    p *= 1.0 - self.lr * self.weight_decay
+                else:
+                    g = g + self.weight_decay * p
             # m = beta1 m + (1 - beta1) g ; v = beta2 v + (1 - beta2) g^2
             m *= beta1
             m += (1.0 - beta1) * g
@@ -127,17 +300,49 @@ class Adam:
             denom *= step_size
             p -= denom
 
-    def zero_grad(self):
-        """Set every gradient array to zero (in place)."""
-        for g in self.grads:
-            g.fill(0)
 
-    def __repr__(self):
-        return (f"Adam({len(self.params)} arrays, lr={self.lr}, betas={self.betas}, "
-                f"eps={self.eps}, weight_decay={self.weight_decay})")
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), ``torch.optim.AdamW``.
+
+    Each step first shrinks the parameters, ``p *= 1 - lr * weight_decay``, then applies
+    the Adam update of the raw gradient (the decay never enters the moments).  PyTorch's
+    default ``weight_decay=0.01``.
+    """
+
+    _decoupled = True
+
+    def __init__(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
+                 lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01):
+        super().__init__(params, grads, lr=lr, betas=betas, eps=eps,
+                         weight_decay=weight_decay)
 
 
-def clip_grad_norm(grads, max_norm):
+#: Optimisers by the names the models' ``optimizer=`` argument accepts.
+OPTIMIZERS: Dict[str, Type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+def make_optimizer(name: Union[str, Type[Optimizer]], params: Sequence[np.ndarray],
+                   grads: Sequence[np.ndarray], lr: float, weight_decay: float = 0.0,
+                   **kwargs: Any) -> Optimizer:
+    """An optimiser from its name (``"sgd"``, ``"adam"``, ``"adamw"``) or class.
+
+    ``kwargs`` go to the optimiser (``momentum``, ``betas``...).
+    """
+    if isinstance(name, str):
+        try:
+            cls: Any = OPTIMIZERS[name.lower()]
+        except KeyError:
+            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got "
+                             f"{name!r}") from None
+    elif isinstance(name, type) and issubclass(name, Optimizer):
+        cls = name
+    else:
+        raise TypeError(f"optimizer must be a name or an Optimizer class, got {name!r}")
+    return cls(params, grads, lr=lr, weight_decay=weight_decay, **kwargs)
+
+
+def clip_grad_norm(grads: Sequence[np.ndarray], max_norm: float) -> float:
     """Scale ``grads`` in place so their global L2 norm is at most ``max_norm``.
 
     Returns the total norm before clipping (a float, computed in float64), like
@@ -155,3 +360,171 @@ def clip_grad_norm(grads, max_norm):
         for g in grads:
             g *= scale
     return total
+
+
+# -- learning-rate schedules ---------------------------------------------------------------
+class Schedule:
+    """Base of the learning-rate schedules: ``step()`` once per epoch sets ``optimizer.lr``.
+
+    ``step(metric)`` takes the monitored value (only :class:`ReduceLROnPlateau` uses it).
+    ``state_dict()`` / ``load_state_dict()`` are plain JSON-safe dicts; the optimiser's
+    own state holds the current ``lr``.
+    """
+
+    _state: tuple = ("last_epoch", "base_lr")
+
+    def __init__(self, optimizer: Optimizer):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a grucy.optim.Optimizer, got "
+                            f"{type(optimizer).__name__}")
+        self.optimizer = optimizer
+        self.base_lr = optimizer.lr
+        self.last_epoch = 0
+
+    def step(self, metric: Optional[float] = None) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Counters and settings as plain JSON data (infinities as None)."""
+        state: Dict[str, Any] = {"name": type(self).__name__}
+        for k in self._state:
+            v = getattr(self, k)
+            state[k] = None if isinstance(v, float) and not math.isfinite(v) else v
+        return state
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        name = type(self).__name__
+        if not hasattr(state, "keys") or state.get("name") != name:
+            raise ValueError(f"state is not a {name} state: {state!r}")
+        missing = [k for k in self._state if k not in state]
+        if missing:
+            raise ValueError(f"state lacks {missing}")
+        for k in self._state:
+            setattr(self, k, self._restore(k, state[k]))
+
+    def _restore(self, key, value):
+        return value
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._args)
+        return f"{type(self).__name__}({args})"
+
+
+class StepLR(Schedule):
+    """``lr = base_lr * gamma ** (epoch // step_size)`` (``torch``'s ``StepLR``)."""
+
+    _args = ("step_size", "gamma")
+
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
+        super().__init__(optimizer)
+        from ._base import _positive_int
+
+        self.step_size = _positive_int("step_size", step_size)
+        self.gamma = _nonneg("gamma", gamma)
+
+    def step(self, metric: Optional[float] = None) -> None:
+        """Advance one epoch and set the optimiser's ``lr``."""
+        self.last_epoch += 1
+        self.optimizer.lr = self.base_lr * self.gamma ** (self.last_epoch // self.step_size)
+
+
+class CosineAnnealingLR(Schedule):
+    """``lr = eta_min + (base_lr - eta_min) (1 + cos(pi epoch / T_max)) / 2``.
+
+    The closed form of ``torch``'s ``CosineAnnealingLR``: from ``base_lr`` down to
+    ``eta_min`` over ``T_max`` epochs (and back up after, periodically).
+    """
+
+    _args = ("T_max", "eta_min")
+
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0):
+        super().__init__(optimizer)
+        from ._base import _positive_int
+
+        self.T_max = _positive_int("T_max", T_max)
+        self.eta_min = _nonneg("eta_min", eta_min)
+
+    def step(self, metric: Optional[float] = None) -> None:
+        """Advance one epoch and set the optimiser's ``lr``."""
+        self.last_epoch += 1
+        cos = math.cos(math.pi * self.last_epoch / self.T_max)
+        self.optimizer.lr = self.eta_min + (self.base_lr - self.eta_min) * (1 + cos) / 2
+
+
+class ReduceLROnPlateau(Schedule):
+    """Multiply ``lr`` by ``factor`` when ``metric`` stopped improving (``torch``'s rule).
+
+    An epoch improves when ``metric < best * (1 - threshold)`` (``mode="min"``,
+    ``threshold_mode="rel"``; ``"abs"``: ``metric < best - threshold``; ``mode="max"``
+    mirrors both).  After more than ``patience`` epochs without improvement the rate
+    drops to ``max(lr * factor, min_lr)`` (ignored if the change is below ``eps``), and
+    ``cooldown`` epochs follow in which bad epochs are not counted.
+    """
+
+    _args = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown",
+             "min_lr")
+    patience: int
+    cooldown: int
+    min_lr: float
+    eps: float
+    _state = ("last_epoch", "base_lr", "best", "num_bad_epochs", "cooldown_counter")
+
+    def __init__(self, optimizer: Optimizer, mode: str = "min", factor: float = 0.1,
+                 patience: int = 10, threshold: float = 1e-4, threshold_mode: str = "rel",
+                 cooldown: int = 0, min_lr: float = 0.0, eps: float = 1e-8):
+        super().__init__(optimizer)
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
+        self.mode, self.threshold_mode = mode, threshold_mode
+        self.factor = _real("factor", factor)
+        if not 0.0 <= self.factor < 1.0:
+            raise ValueError(f"factor must be in [0, 1), got {factor}")
+        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) \
+                or patience < 0:
+            raise ValueError(f"patience must be a non-negative integer, got {patience!r}")
+        if isinstance(cooldown, bool) or not isinstance(cooldown, numbers.Integral) \
+                or cooldown < 0:
+            raise ValueError(f"cooldown must be a non-negative integer, got {cooldown!r}")
+        self.patience, self.cooldown = int(patience), int(cooldown)
+        self.threshold = _nonneg("threshold", threshold)
+        self.min_lr = _nonneg("min_lr", min_lr)
+        self.eps = _nonneg("eps", eps)
+        self.best: float = math.inf if mode == "min" else -math.inf
+        self.num_bad_epochs: int = 0
+        self.cooldown_counter: int = 0
+
+    def _is_better(self, a):
+        rel = self.threshold_mode == "rel"
+        if self.mode == "min":
+            return a < (self.best * (1.0 - self.threshold) if rel else self.best - self.threshold)
+        return a > (self.best * (1.0 + self.threshold) if rel else self.best + self.threshold)
+
+    def step(self, metric: Optional[float] = None) -> None:
+        """Record one epoch's monitored ``metric``; reduce ``lr`` on a plateau."""
+        if metric is None:
+            raise ValueError("ReduceLROnPlateau.step needs the monitored metric")
+        current = _real("metric", metric) if math.isfinite(float(metric)) else float(metric)
+        self.last_epoch += 1
+        if self._is_better(current):
+            self.best = current
+            self.num_bad_epochs = 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0
+        if self.num_bad_epochs > self.patience:
+            old = self.optimizer.lr
+            new = max(old * self.factor, self.min_lr)
+            if old - new > self.eps:
+                self.optimizer.lr = new
+            self.cooldown_counter = self.cooldown
+            self.num_bad_epochs = 0
+
+    def _restore(self, key, value):
+        if key == "best" and value is None:
+            return math.inf if self.mode == "min" else -math.inf
+        return value

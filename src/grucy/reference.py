@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit as _sigmoid  # overflow-free logistic, keeps float32
 
-from ._base import GRUBase
+from ._base import GRUBase, exclusive
 from .io import register
 
 __all__ = ["GRU"]
@@ -146,8 +146,9 @@ def _direction_backward(dy, dh_n, cache, W_ih, W_hh, grads, reset_after):
 class GRU(GRUBase):
     """Multi-layer, optionally bidirectional GRU in plain NumPy (same API as ``grucy.GRU``)."""
 
+    @exclusive
     def forward(self, x, h0=None, lengths=None, training=True):
-        x, h0, lengths = self._check_inputs(x, h0, lengths)
+        x, h0, lengths = self._check_inputs(x, h0, lengths, training)
         T, B, _ = x.shape
         D, H = self.num_directions, self.hidden_size
         valid = _step_mask(lengths, T, B)
@@ -177,12 +178,15 @@ class GRU(GRUBase):
             layer_input = np.concatenate(outputs, axis=2)
         y = layer_input
 
+        # h_n is NaN whenever any output is (NaN propagates through the recurrence).
+        self._check_result("the output", h_n)
         self._cache = (dict(T=T, B=B, masks=masks, caches=caches, valid=valid)
                        if training else None)
         if self.batch_first:
             y = np.ascontiguousarray(y.transpose(1, 0, 2))
         return y, h_n
 
+    @exclusive
     def backward(self, dy, dh_n=None):
         dy, dh_n = self._check_backward(dy, dh_n)
         cache = self._cache

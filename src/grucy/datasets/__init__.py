@@ -1,19 +1,29 @@
-"""Small real time series shipped with grucy, so demos and tests work offline.
+"""Real data for the demos and tests, all available offline.
 
-Both files are public domain, copied unchanged from statsmodels; see README.md in this
-directory for provenance.  They are read through :mod:`importlib.resources`, so they load
-from a source tree, an installed wheel or a zip alike.
+- :func:`load_sunspots`, :func:`load_co2`: small real time series shipped with grucy
+  (public domain, copied unchanged from statsmodels; see README.md in this directory for
+  provenance), read through :mod:`importlib.resources`, so they load from a source tree,
+  an installed wheel or a zip alike.
+- :func:`load_digits_sequences`: scikit-learn's 8x8 digits read row by row, 8-step
+  sequences of 8 features (needs scikit-learn, which ships the data).
+- :func:`load_stdlib_text`: a text corpus from the Python standard library's own source
+  files, for the character-level language model.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
+import sys
 from importlib import resources
+
+from typing import Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["load_sunspots", "load_co2"]
+__all__ = ["load_sunspots", "load_co2", "load_digits_sequences", "load_stdlib_text",
+           "STDLIB_MODULES"]
 
 
 def _rows(filename):
@@ -24,7 +34,7 @@ def _rows(filename):
     return header, [row for row in reader if row]
 
 
-def load_sunspots():
+def load_sunspots() -> Tuple[np.ndarray, np.ndarray]:
     """Yearly mean sunspot number, 1700-2008 (309 years).
 
     Returns ``(years, values)``: ``years`` int64 (1700, 1701, ...), ``values`` float64.
@@ -37,7 +47,7 @@ def load_sunspots():
     return years, values
 
 
-def load_co2():
+def load_co2() -> Tuple[np.ndarray, np.ndarray]:
     """Weekly atmospheric CO2 (ppm) at Mauna Loa, 1958-03-29 to 2001-12-29 (2284 weeks).
 
     Returns ``(dates, values)``: ``dates`` datetime64[D], ``values`` float64 with NaN for
@@ -51,3 +61,75 @@ def load_co2():
     values = np.array([float(r[1]) if len(r) > 1 and r[1].strip() else np.nan
                        for r in rows], dtype=np.float64)
     return dates, values
+
+
+def load_digits_sequences() -> Tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's handwritten digits as sequences: each 8x8 image read row by row.
+
+    Returns ``(X, y)``: ``X`` float64 (1797, 8, 8), steps = image rows, features = the
+    row's 8 pixels scaled to [0, 1] (the raw values are 0..16); ``y`` int64 labels 0..9.
+    The data (UCI ML hand-written digits, test set of Alpaydin & Kaynak) ships with
+    scikit-learn, which this function needs (``pip install scikit-learn``).
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:
+        raise ImportError("load_digits_sequences needs scikit-learn, which ships the "
+                          "digits data: pip install scikit-learn") from exc
+    digits = load_digits()
+    X = digits.images.astype(np.float64) / 16.0
+    return X, digits.target.astype(np.int64)
+
+
+#: Standard-library modules whose source :func:`load_stdlib_text` reads, in this order.
+#: Plain, long-lived pure-Python modules, chosen once and fixed so the corpus is the same
+#: on every machine with the same Python version.
+STDLIB_MODULES = (
+    "textwrap", "string", "bisect", "heapq", "copy", "fractions", "numbers", "queue",
+    "shlex", "glob", "fnmatch", "calendar", "difflib", "statistics", "csv", "pprint",
+    "contextlib", "functools", "dataclasses", "enum", "argparse", "configparser",
+    "gettext", "tempfile", "shutil", "tokenize", "traceback", "warnings", "weakref",
+    "ipaddress", "datetime", "decimal", "inspect", "typing", "random", "threading",
+    "subprocess", "zipfile", "tarfile", "pickle", "ast", "optparse", "locale",
+)
+
+
+def load_stdlib_text(max_chars: int = 400_000, modules: Sequence[str] = STDLIB_MODULES) -> str:
+    """Python source text from the standard library, for character-level modelling.
+
+    Reads the source files of ``modules`` (without importing them) in the given order and
+    joins them, each preceded by a ``# ---- <module> ----`` line, until ``max_chars``
+    characters (the last file is cut there).  Deterministic for a given Python version;
+    modules absent from this Python, or shipped without source, are skipped.
+
+    Returns
+    -------
+    str
+    """
+    from .._base import _positive_int
+
+    max_chars = _positive_int("max_chars", max_chars)
+    parts, total = [], 0
+    for name in modules:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        origin = getattr(spec, "origin", None)
+        if not origin or not origin.endswith(".py"):
+            continue
+        try:
+            with open(origin, encoding="utf-8") as f:
+                source = f.read()
+        except OSError:
+            continue
+        piece = f"# ---- {name} ----\n{source}"
+        parts.append(piece[:max_chars - total])
+        total += len(parts[-1])
+        if total >= max_chars:
+            break
+    if not parts:
+        raise RuntimeError(f"no standard-library source files found for Python "
+                           f"{sys.version.split()[0]} (is the standard library installed "
+                           f"without .py sources?)")
+    return "".join(parts)

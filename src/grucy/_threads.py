@@ -1,0 +1,68 @@
+"""The validated public ``grucy.set_num_threads``.
+
+The kernels' own setter (``grucy._gru.set_num_threads``) accepts any C int, and OpenMP
+asked for tens of thousands of threads aborts or crashes the process when it cannot
+create them.  More threads than cores never helps these kernels, so the public setter
+refuses anything above a generous bound before it reaches the kernels.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import _gru
+from ._base import _positive_int
+
+__all__ = ["MAX_THREADS", "set_num_threads"]
+
+# Four times the cores, and never less than 64 (oversubscription stays possible for
+# experiments; thousands of threads are not).
+MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
+
+
+def set_num_threads(n):
+    """Threads for grucy's OpenMP loops, 1 .. MAX_THREADS (4 x the cores, at least 64).
+
+    Without OpenMP only 1 is meaningful (any valid n is accepted and 1 is used).
+    Results are bit-identical for every thread count.
+    """
+    n = _positive_int("n", n)
+    if n > MAX_THREADS:
+        raise ValueError(f"n must be at most {MAX_THREADS} threads (4 x the "
+                         f"{os.cpu_count()} cores, at least 64), got {n}")
+    _gru.set_num_threads(n)
+
+
+# Launcher variables giving the number of ranks on this node (Open MPI, MPICH/Hydra, PMIx,
+# Slurm).
+_LOCAL_SIZE_VARS = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMI_LOCAL_SIZE",
+                    "SLURM_NTASKS_PER_NODE")
+
+
+def default_threads_for_local_ranks(environ=None, cpus=None, allowed=None):
+    """Threads per process when several MPI ranks share a node and the user set no
+    ``OMP_NUM_THREADS``: the cores this process may use (when the launcher bound it to a
+    subset) or the node's cores divided among the local ranks, at least 1, so that
+    ranks x threads never oversubscribe the cores.  None when no launcher is detected."""
+    environ = os.environ if environ is None else environ
+    if environ.get("OMP_NUM_THREADS"):
+        return None
+    cpus = cpus or os.cpu_count() or 1
+    if allowed is None:
+        allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
+    for var in _LOCAL_SIZE_VARS:
+        try:
+            local = int(environ.get(var, ""))
+        except ValueError:
+            continue
+        if local > 1:
+            if allowed < cpus:  # bound by the launcher: its share is already ours
+                return max(1, allowed)
+            return max(1, cpus // local)
+    return None
+
+
+_n = default_threads_for_local_ranks()
+if _n is not None:
+    _gru.set_num_threads(_n)
+del _n

@@ -1,0 +1,824 @@
+"""Exact weight exchange between grucy and PyTorch, Keras and ONNX.
+
+Every converter copies weights bitwise (gate blocks reordered and transposed, nothing
+rounded) and refuses, naming the setting, whatever the target cannot compute exactly:
+reset-after and reset-before GRUs are different functions and are never converted into
+one another.  Layouts and formulas: DESIGN.md section 2.  In short, grucy (like PyTorch)
+stacks the gates r, z, n; Keras and ONNX stack z, r, h, so ``_swap_rz`` swaps the first two
+H-blocks, and is its own inverse.
+
+The peers are optional: each is imported inside the functions that need it, so this
+module imports without torch, keras or onnx installed.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ._base import GRUBase
+
+__all__ = ["from_keras", "from_onnx", "from_torch", "to_keras", "to_onnx", "to_torch"]
+
+
+def _swap_rz(a, axis=0):
+    """Swap the first two thirds of ``axis`` (gate order r,z,n <-> z,r,n); a copy."""
+    H = a.shape[axis] // 3
+    order = np.r_[H:2 * H, 0:H, 2 * H:3 * H]
+    return np.take(a, order, axis=axis)
+
+
+def _layer_class(cls):
+    if cls is None:
+        from .layer import GRU
+        return GRU
+    if not (isinstance(cls, type) and issubclass(cls, GRUBase)):
+        raise TypeError(f"cls must be a grucy GRU class (a GRUBase subclass), got {cls!r}")
+    return cls
+
+
+def _check_gru(gru):
+    if not isinstance(gru, GRUBase):
+        raise TypeError(f"gru must be a grucy GRU layer (grucy.GRU or grucy.reference.GRU), "
+                        f"got {type(gru).__name__}")
+
+
+def _build(cls, params, **config):
+    """A grucy layer of ``config`` holding exactly ``params`` (name -> array)."""
+    layer = _layer_class(cls)(**config)
+    layer.load_state_dict(params)
+    return layer
+
+
+def _sfx(layer, direction):
+    return f"l{layer}" + ("_reverse" if direction else "")
+
+
+# ---------------------------------------------------------------------------------------
+# PyTorch
+
+_TORCH_DTYPES = ("float32", "float64")
+
+
+def from_torch(module, *, cls=None):
+    """A grucy GRU computing exactly what ``torch.nn.GRU`` ``module`` computes.
+
+    Parameters
+    ----------
+    module : torch.nn.GRU
+        Any options (layers, bidirectional, bias, batch_first, dropout), float32 or
+        float64, on any device (the weights are copied to the host).
+        ``grucy.torch.GRU`` is accepted too.
+    cls : grucy GRU class, optional
+        The layer class to build (default ``grucy.GRU``; ``grucy.reference.GRU`` works).
+
+    Returns
+    -------
+    grucy.GRU
+        Same configuration, parameters equal bitwise to the module's.
+    """
+    import torch
+
+    if not isinstance(module, torch.nn.GRU):
+        raise TypeError(f"module must be a torch.nn.GRU, got {type(module).__name__}")
+    if getattr(module, "proj_size", 0):
+        raise ValueError(f"module has proj_size={module.proj_size}; grucy has no projections")
+    if not 0.0 <= float(module.dropout) < 1.0:
+        raise ValueError(f"module has dropout={module.dropout}; grucy needs dropout in [0, 1)")
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    dtypes = {str(v.dtype).replace("torch.", "") for v in state.values()}
+    if len(dtypes) != 1 or not dtypes <= set(_TORCH_DTYPES):
+        raise TypeError(f"module parameters must all be float32 or float64, got dtypes "
+                        f"{sorted(dtypes)}")
+    return _build(cls, {k: v.numpy().copy() for k, v in state.items()},
+                  input_size=module.input_size, hidden_size=module.hidden_size,
+                  num_layers=module.num_layers, bias=module.bias,
+                  batch_first=module.batch_first, dropout=float(module.dropout),
+                  bidirectional=module.bidirectional, reset_after=True,
+                  dtype=dtypes.pop())
+
+
+def to_torch(gru, *, module_class=None):
+    """A ``torch.nn.GRU`` (on the CPU) computing exactly what grucy GRU ``gru`` computes.
+
+    Parameters
+    ----------
+    gru : grucy.GRU or grucy.reference.GRU
+        Must be in the reset-after form (``reset_after=True``): PyTorch has no other.
+    module_class : type, optional
+        ``torch.nn.GRU`` (default) or a subclass such as ``grucy.torch.GRU``.
+
+    Returns
+    -------
+    torch.nn.GRU
+        Same options and dtype; parameters equal bitwise to ``gru``'s.
+    """
+    import torch
+
+    _check_gru(gru)
+    if module_class is None:
+        module_class = torch.nn.GRU
+    if not (isinstance(module_class, type) and issubclass(module_class, torch.nn.GRU)):
+        raise TypeError(f"module_class must be torch.nn.GRU or a subclass, got "
+                        f"{module_class!r}")
+    if not gru.reset_after:
+        raise ValueError("gru has reset_after=False (the reset-before form); torch.nn.GRU "
+                         "computes only the reset-after form and converting one into the "
+                         "other is not exact")
+    module = module_class(gru.input_size, gru.hidden_size, gru.num_layers, bias=gru.bias,
+                          batch_first=gru.batch_first, dropout=gru.dropout,
+                          bidirectional=gru.bidirectional,
+                          dtype=getattr(torch, gru.dtype.name))
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in gru.state_dict().items()})
+    return module
+
+
+# ---------------------------------------------------------------------------------------
+# Keras
+
+def _keras():
+    try:
+        import keras
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("grucy.interop's Keras converters need keras 3 "
+                          "(pip install 'grucy[keras]')") from exc
+    return keras
+
+
+def _keras_dtype(keras, layer, what):
+    dtype, compute = layer.dtype, getattr(layer, "compute_dtype", layer.dtype)
+    if dtype not in ("float32", "float64") or compute != dtype:
+        raise TypeError(f"{what} has dtype policy {layer.dtype_policy.name!r} (variables "
+                        f"{dtype}, compute {compute}); grucy computes in float32 or float64 "
+                        f"with variables of the same dtype")
+    return dtype
+
+
+def _keras_gru_spec(keras, layer, what, *, ignore_dropout, backwards=False):
+    """Configuration and (W_ih, W_hh, b_ih, b_hh) of one built keras.layers.GRU."""
+    if not isinstance(layer, keras.layers.GRU):
+        raise TypeError(f"{what} must be a keras.layers.GRU, got {type(layer).__name__}")
+    if not layer.built:
+        raise ValueError(f"{what} is not built: call it on data or call .build(input_shape) "
+                         f"first, so that it has weights")
+    cell = layer.cell
+    if cell.activation is not keras.activations.tanh:
+        raise ValueError(f"{what} has activation={_keras_name(keras, cell.activation)!r}; "
+                         f"grucy computes only activation='tanh'")
+    if cell.recurrent_activation is not keras.activations.sigmoid:
+        raise ValueError(f"{what} has recurrent_activation="
+                         f"{_keras_name(keras, cell.recurrent_activation)!r}; grucy computes "
+                         f"only recurrent_activation='sigmoid'")
+    if bool(layer.go_backwards) != backwards:
+        raise ValueError(f"{what} has go_backwards={layer.go_backwards}; grucy runs a reverse "
+                         f"pass only as the second direction of a bidirectional layer "
+                         f"(keras.layers.Bidirectional)")
+    if layer.stateful:
+        raise ValueError(f"{what} has stateful=True; grucy layers carry no state between "
+                         f"calls (pass h0 explicitly)")
+    if not ignore_dropout:
+        for name in ("dropout", "recurrent_dropout"):
+            if getattr(cell, name):
+                raise ValueError(f"{what} has {name}={getattr(cell, name)}, which grucy "
+                                 f"cannot reproduce in training; it does not change "
+                                 f"inference, pass ignore_dropout=True to convert anyway")
+    dtype = _keras_dtype(keras, layer, what)
+    to_np = keras.ops.convert_to_numpy
+    kernel, recurrent = to_np(cell.kernel), to_np(cell.recurrent_kernel)
+    H = cell.units
+    w_ih, w_hh = _swap_rz(kernel.T), _swap_rz(recurrent.T)
+    if cell.use_bias:
+        bias = to_np(cell.bias)
+        if cell.reset_after:
+            b_ih, b_hh = _swap_rz(bias[0]), _swap_rz(bias[1])
+        else:
+            # Keras' reset-before form has one bias; every recurrent bias of that form sits
+            # outside the reset product, so b_hh = 0 is exact (DESIGN.md section 2).
+            b_ih, b_hh = _swap_rz(bias), np.zeros_like(bias)
+    else:
+        b_ih = b_hh = None
+    return dict(units=H, input_size=kernel.shape[0], reset_after=bool(cell.reset_after),
+                use_bias=bool(cell.use_bias), dtype=dtype,
+                return_sequences=bool(layer.return_sequences),
+                weights=(w_ih, w_hh, b_ih, b_hh))
+
+
+def _keras_name(keras, fn):
+    try:
+        return keras.activations.serialize(fn)
+    except Exception:  # noqa: BLE001 - only for the error message
+        return getattr(fn, "__name__", repr(fn))
+
+
+def _keras_layer_spec(keras, layer, what, ignore_dropout):
+    """One grucy layer from a keras GRU or Bidirectional(GRU): config + directions."""
+    if isinstance(layer, keras.layers.Bidirectional):
+        if layer.merge_mode != "concat":
+            raise ValueError(f"{what} has merge_mode={layer.merge_mode!r}; grucy "
+                             f"concatenates the two directions (merge_mode='concat')")
+        fwd = _keras_gru_spec(keras, layer.forward_layer, f"{what}.forward_layer",
+                              ignore_dropout=ignore_dropout)
+        bwd = _keras_gru_spec(keras, layer.backward_layer, f"{what}.backward_layer",
+                              ignore_dropout=ignore_dropout, backwards=True)
+        for key in ("units", "input_size", "reset_after", "use_bias", "dtype"):
+            if fwd[key] != bwd[key]:
+                raise ValueError(f"{what}: forward and backward layers differ in {key} "
+                                 f"({fwd[key]} vs {bwd[key]}); grucy needs them equal")
+        spec = dict(fwd, directions=[fwd["weights"], bwd["weights"]])
+        spec["return_sequences"] = bool(layer.return_sequences)
+        return spec
+    spec = _keras_gru_spec(keras, layer, what, ignore_dropout=ignore_dropout)
+    spec["directions"] = [spec["weights"]]
+    return spec
+
+
+def from_keras(layer, *, batch_first=True, ignore_dropout=False, cls=None):
+    """A grucy GRU computing exactly what a Keras GRU (or a stack of them) computes.
+
+    Parameters
+    ----------
+    layer : keras.layers.GRU, keras.layers.Bidirectional, keras.Sequential or list
+        A built ``GRU``, a ``Bidirectional`` around one (``merge_mode='concat'``), or a
+        stack of them -- a ``keras.Sequential`` or a list of layers, all with the same
+        units, ``reset_after``, ``use_bias``, dtype and directions, every layer but the
+        last with ``return_sequences=True``; ``keras.layers.Dropout`` layers of one rate
+        between all of them become grucy's ``dropout``.  Refused (the error names the
+        setting): activations other than tanh / sigmoid, ``go_backwards`` outside
+        ``Bidirectional``, ``stateful``, non-concat ``merge_mode``, mixed precision, and
+        ``dropout`` / ``recurrent_dropout`` unless ``ignore_dropout``.
+    batch_first : bool, default True
+        Layout of the grucy layer; Keras itself is always batch first, so the default lets
+        the same ``x`` feed both.  It does not change the weights.
+    ignore_dropout : bool, default False
+        Convert layers with ``dropout`` / ``recurrent_dropout`` anyway (inference is
+        unaffected; training would drop differently).
+    cls : grucy GRU class, optional
+        Default ``grucy.GRU``.
+
+    Returns
+    -------
+    grucy.GRU
+        ``y`` equals Keras' output with ``return_sequences=True`` (Keras' last output when
+        False is ``y[:, -1]``); ``h_n`` stacks the final states Keras returns with
+        ``return_state=True``.  Keras' initial states are grucy's ``h0``.
+
+    Notes
+    -----
+    A Keras GRU with ``reset_after=False`` has a single bias; it becomes ``bias_ih`` with
+    ``bias_hh = 0`` (exact: that form adds the recurrent bias outside the reset product).
+    """
+    keras = _keras()
+    if isinstance(layer, (keras.layers.GRU, keras.layers.Bidirectional)):
+        layers = [layer]
+    elif isinstance(layer, keras.Sequential):
+        layers = list(layer.layers)
+    elif isinstance(layer, (list, tuple)):
+        layers = list(layer)
+    else:
+        raise TypeError(f"layer must be a keras.layers.GRU, a keras.layers.Bidirectional, a "
+                        f"keras.Sequential or a list of layers, got {type(layer).__name__}")
+    specs, rates, between = [], set(), 0
+    for i, item in enumerate(layers):
+        what = f"layer {i} ({getattr(item, 'name', type(item).__name__)})"
+        if isinstance(item, keras.layers.InputLayer):
+            continue
+        if isinstance(item, keras.layers.Dropout):
+            if not specs:
+                raise ValueError(f"{what}: a Dropout before the first GRU has no grucy "
+                                 f"equivalent (grucy drops the inputs of layers 1 .. L-1)")
+            rates.add(float(item.rate))
+            between += 1
+            continue
+        if not isinstance(item, (keras.layers.GRU, keras.layers.Bidirectional)):
+            raise TypeError(f"{what} is a {type(item).__name__}; only GRU, Bidirectional(GRU)"
+                            f", Dropout and InputLayer can become a grucy GRU")
+        specs.append(_keras_layer_spec(keras, item, what, ignore_dropout))
+    if not specs:
+        raise ValueError("layer contains no GRU")
+    first = specs[0]
+    for k, spec in enumerate(specs[1:], start=1):
+        for key in ("units", "reset_after", "use_bias", "dtype"):
+            if spec[key] != first[key]:
+                raise ValueError(f"GRU {k} has {key}={spec[key]} but GRU 0 has "
+                                 f"{first[key]}; a grucy GRU needs them equal in all layers")
+        if len(spec["directions"]) != len(first["directions"]):
+            raise ValueError(f"GRU {k} and GRU 0 differ in being Bidirectional; a grucy GRU "
+                             f"needs every layer alike")
+        if not specs[k - 1]["return_sequences"]:
+            raise ValueError(f"GRU {k - 1} has return_sequences=False, so the next GRU does "
+                             f"not see its outputs; this is not a stacked GRU")
+    if rates and (len(rates) > 1 or between != len(specs) - 1):
+        raise ValueError(f"Dropout layers must sit between every two GRUs with one rate to "
+                         f"become grucy's dropout; got {between} Dropout layers with rates "
+                         f"{sorted(rates)} for {len(specs)} GRUs")
+    D = len(first["directions"])
+    params = {}
+    for k, spec in enumerate(specs):
+        for d, (w_ih, w_hh, b_ih, b_hh) in enumerate(spec["directions"]):
+            s = _sfx(k, d)
+            params[f"weight_ih_{s}"], params[f"weight_hh_{s}"] = w_ih, w_hh
+            if first["use_bias"]:
+                params[f"bias_ih_{s}"], params[f"bias_hh_{s}"] = b_ih, b_hh
+    return _build(cls, params, input_size=first["input_size"], hidden_size=first["units"],
+                  num_layers=len(specs), bias=first["use_bias"],
+                  batch_first=bool(batch_first), dropout=rates.pop() if rates else 0.0,
+                  bidirectional=D == 2, reset_after=first["reset_after"],
+                  dtype=first["dtype"])
+
+
+def _keras_weights(gru, layer, direction):
+    """[kernel, recurrent_kernel(, bias)] of one direction, Keras' shapes and gate order."""
+    w_ih, w_hh, b_ih, b_hh = (gru._params.get(f"{n}_{_sfx(layer, direction)}")
+                              for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    weights = [_swap_rz(w_ih).T, _swap_rz(w_hh).T]
+    if gru.bias:
+        if gru.reset_after:
+            weights.append(np.stack([_swap_rz(b_ih), _swap_rz(b_hh)]))
+        else:
+            # Exact in the reset-before form, where b_hh sits outside the reset product;
+            # bitwise when b_hh is 0 (as from_keras makes it).
+            weights.append(_swap_rz(b_ih + b_hh))
+    return [np.ascontiguousarray(w) for w in weights]
+
+
+def to_keras(gru, *, return_sequences=True, return_state=False):
+    """Keras layers computing exactly what grucy GRU ``gru`` computes.
+
+    Parameters
+    ----------
+    gru : grucy.GRU or grucy.reference.GRU
+        Either form (Keras' ``reset_after`` follows ``gru.reset_after``).
+    return_sequences, return_state : bool
+        Passed to the (last) Keras GRU; inner layers of a stack always return sequences.
+
+    Returns
+    -------
+    keras.layers.GRU, keras.layers.Bidirectional or keras.Sequential
+        A built ``GRU`` (one layer, one direction), ``Bidirectional(GRU)`` (one layer,
+        two directions; ``merge_mode='concat'``), or for ``num_layers > 1`` a
+        ``keras.Sequential`` of those, with ``keras.layers.Dropout`` between them when
+        ``gru.dropout > 0``.  Keras input is batch first: ``(B, T, I)``.
+    """
+    keras = _keras()
+    _check_gru(gru)
+    if gru.num_layers > 1 and return_state:
+        raise ValueError("return_state=True needs num_layers=1: a keras.Sequential passes "
+                         "on one output only")
+    layers = []
+    in_size = gru.input_size
+    for k in range(gru.num_layers):
+        last = k == gru.num_layers - 1
+        kwargs = dict(activation="tanh", recurrent_activation="sigmoid", use_bias=gru.bias,
+                      reset_after=gru.reset_after, dtype=gru.dtype.name,
+                      return_sequences=return_sequences if last else True,
+                      return_state=return_state and last)
+        if gru.bidirectional:
+            layer = keras.layers.Bidirectional(keras.layers.GRU(gru.hidden_size, **kwargs),
+                                               merge_mode="concat", dtype=gru.dtype.name)
+        else:
+            layer = keras.layers.GRU(gru.hidden_size, **kwargs)
+        layer.build((None, None, in_size))
+        weights = []
+        for d in range(gru.num_directions):
+            weights += _keras_weights(gru, k, d)
+        layer.set_weights(weights)
+        if layers and gru.dropout > 0:
+            layers.append(keras.layers.Dropout(gru.dropout, dtype=gru.dtype.name))
+        layers.append(layer)
+        in_size = gru.num_directions * gru.hidden_size
+    if len(layers) == 1:
+        return layers[0]
+    model = keras.Sequential([keras.Input(shape=(None, gru.input_size),
+                                          dtype=gru.dtype.name)] + layers)
+    return model
+
+
+# ---------------------------------------------------------------------------------------
+# ONNX
+
+_DEFAULT_OPSET = 17  # GRU-14 (layout attribute) and the axes-as-input Slice/Squeeze of 13
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("grucy.interop's ONNX converters need onnx "
+                          "(pip install 'grucy[onnx]')") from exc
+    return onnx
+
+
+def to_onnx(gru, path=None, *, h0=False, lengths=False, batch_size=None, seq_len=None,
+            opset=_DEFAULT_OPSET):
+    """An ONNX model computing grucy GRU ``gru``'s forward, with grucy's own shapes.
+
+    Parameters
+    ----------
+    gru : grucy.GRU or grucy.reference.GRU
+        Either form (ONNX ``linear_before_reset`` = ``reset_after``), any layers,
+        directions and layout.  Dropout is a training-time operation and is not exported.
+    path : str or os.PathLike, optional
+        Also write the model there (atomically: an existing file is replaced only by a
+        complete one).
+    h0 : bool, default False
+        Add the input ``h0`` (L*D, B, H); without it the initial state is 0.
+    lengths : bool, default False
+        Add the input ``lengths`` (B,) int64, each in [1, T]: as in grucy, ``y`` is 0 past
+        each sequence's end, ``h_n`` is the state at its last valid step and the reverse
+        direction starts there (ONNX ``sequence_lens``).
+    batch_size, seq_len : int, optional
+        Fix these dimensions; by default they are symbolic (``"B"``, ``"T"``).
+    opset : int, default 17
+        Default-domain opset, at least 14.
+
+    Returns
+    -------
+    onnx.ModelProto
+        Inputs ``x`` ((T, B, I), or (B, T, I) when ``gru.batch_first``), then ``h0`` and
+        ``lengths`` when asked for; outputs ``y`` (y's grucy shape) and ``h_n``
+        (L*D, B, H).  Checked with ``onnx.checker`` (full check).  ONNX Runtime runs the
+        float32 models; it has no float64 GRU kernel (the model is still valid ONNX).
+    """
+    onnx = _onnx()
+    from onnx import TensorProto, helper, numpy_helper
+
+    _check_gru(gru)
+    opset = int(opset)
+    if opset < 14:
+        raise ValueError(f"opset must be at least 14 (GRU with the layout attribute), "
+                         f"got {opset}")
+    for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
+        if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+            raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+    L, D, H, I = gru.num_layers, gru.num_directions, gru.hidden_size, gru.input_size
+    elem = TensorProto.FLOAT if gru.dtype == np.float32 else TensorProto.DOUBLE
+    Bdim = "B" if batch_size is None else int(batch_size)
+    Tdim = "T" if seq_len is None else int(seq_len)
+    seq = [Bdim, Tdim] if gru.batch_first else [Tdim, Bdim]
+
+    inputs = [helper.make_tensor_value_info("x", elem, seq + [I])]
+    nodes, inits = [], []
+
+    def const(name, values, dtype=np.int64):
+        inits.append(numpy_helper.from_array(np.asarray(values, dtype=dtype), name))
+        return name
+
+    if h0:
+        inputs.append(helper.make_tensor_value_info("h0", elem, [L * D, Bdim, H]))
+    seq_lens = ""
+    if lengths:
+        inputs.append(helper.make_tensor_value_info("lengths", TensorProto.INT64, [Bdim]))
+        seq_lens = "sequence_lens"  # ONNX wants int32
+        nodes.append(helper.make_node("Cast", ["lengths"], [seq_lens], to=TensorProto.INT32))
+    cur = "x"
+    if gru.batch_first:
+        nodes.append(helper.make_node("Transpose", [cur], ["x_time_major"], perm=[1, 0, 2]))
+        cur = "x_time_major"
+    if D > 1:
+        const("shape_TB_", [0, 0, -1])
+    states = []
+    for k in range(L):
+        ws, rs, bs = [], [], []
+        for d in range(D):
+            s = _sfx(k, d)
+            ws.append(_swap_rz(gru._params[f"weight_ih_{s}"]))
+            rs.append(_swap_rz(gru._params[f"weight_hh_{s}"]))
+            if gru.bias:
+                bs.append(np.concatenate([_swap_rz(gru._params[f"bias_ih_{s}"]),
+                                          _swap_rz(gru._params[f"bias_hh_{s}"])]))
+        gate_inputs = [cur, const(f"W_l{k}", np.stack(ws), gru.dtype),
+                       const(f"R_l{k}", np.stack(rs), gru.dtype),
+                       const(f"B_l{k}", np.stack(bs), gru.dtype) if gru.bias else "",
+                       seq_lens]
+        if h0:
+            init = f"h0_l{k}"
+            nodes.append(helper.make_node(
+                "Slice", ["h0", const(f"h0_start_l{k}", [k * D]),
+                          const(f"h0_end_l{k}", [(k + 1) * D]), const("axis_0", [0])],
+                [init]))
+            gate_inputs.append(init)
+        while gate_inputs[-1] == "":
+            gate_inputs.pop()
+        Y, Y_h = f"Y_l{k}", f"Y_h_l{k}"
+        nodes.append(helper.make_node(
+            "GRU", gate_inputs, [Y, Y_h], name=f"gru_l{k}", hidden_size=H,
+            direction="bidirectional" if D == 2 else "forward",
+            linear_before_reset=int(gru.reset_after), layout=0))
+        states.append(Y_h)
+        last = k == L - 1
+        out = "y" if last and not gru.batch_first else f"y_l{k}"
+        if D == 1:
+            # (T, 1, B, H) -> (T, B, H)
+            nodes.append(helper.make_node("Squeeze", [Y, const("axis_1", [1])], [out]))
+        else:
+            # (T, D, B, H) -> (T, B, D, H) -> (T, B, D*H), directions concatenated
+            nodes.append(helper.make_node("Transpose", [Y], [f"Y_tbdh_l{k}"],
+                                          perm=[0, 2, 1, 3]))
+            nodes.append(helper.make_node("Reshape", [f"Y_tbdh_l{k}", "shape_TB_"], [out]))
+        cur = out
+    if gru.batch_first:
+        nodes.append(helper.make_node("Transpose", [cur], ["y"], perm=[1, 0, 2]))
+    if L == 1:
+        nodes.append(helper.make_node("Identity", [states[0]], ["h_n"]))
+    else:
+        nodes.append(helper.make_node("Concat", states, ["h_n"], axis=0))
+    # inits may hold a name twice (axis constants shared by layers): keep the first.
+    seen, unique = set(), []
+    for t in inits:
+        if t.name not in seen:
+            seen.add(t.name)
+            unique.append(t)
+    outputs = [helper.make_tensor_value_info("y", elem, seq + [D * H]),
+               helper.make_tensor_value_info("h_n", elem, [L * D, Bdim, H])]
+    graph = helper.make_graph(nodes, "grucy_gru", inputs, outputs, unique)
+    model = helper.make_model_gen_version(
+        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="grucy",
+        doc_string=f"grucy {type(gru).__name__}: {gru!r}")
+    from . import __version__
+    model.producer_version = __version__
+    onnx.checker.check_model(model, full_check=True)
+    if path is not None:
+        from .io import _atomic_write
+        _atomic_write(path, [model.SerializeToString()])
+    return model
+
+
+# Ops allowed between two stacked GRU nodes; what they do is checked on a probe array.
+_RESHAPING_OPS = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity"}
+
+
+class _OnnxGraph:
+    """Constants, producers and consumers of an ONNX graph (the outer graph only)."""
+
+    def __init__(self, model):
+        from onnx import numpy_helper
+
+        self.graph = model.graph
+        self.consts = {t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
+        self.inputs = {i.name for i in self.graph.input} - set(self.consts)
+        self.producer = {}
+        for node in self.graph.node:
+            for out in node.output:
+                self.producer[out] = node
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                attr = {a.name: a for a in node.attribute}
+                if "value" in attr:
+                    self.consts[node.output[0]] = numpy_helper.to_array(attr["value"].t)
+
+    def const(self, name):
+        return self.consts.get(name)
+
+
+def _attr(node, name, default=None):
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            value = helper.get_attribute_value(a)
+            return value.decode() if isinstance(value, bytes) else value
+    return default
+
+
+def _onnx_node_spec(g, node, k):
+    """Configuration and per-direction (W_ih, W_hh, b_ih, b_hh) of GRU node ``k``."""
+    what = f"GRU node {k} ({node.name or node.output[0]!r})"
+    for name in ("clip", "activation_alpha", "activation_beta"):
+        if _attr(node, name) is not None:
+            raise ValueError(f"{what} sets {name}={_attr(node, name)!r}; grucy computes the "
+                             f"plain GRU (no clipping, default activations)")
+    direction = _attr(node, "direction", "forward")
+    if direction == "reverse":
+        raise ValueError(f"{what} has direction='reverse'; a single reverse pass has no "
+                         f"grucy equivalent (grucy runs the reverse pass only as the second "
+                         f"direction of a bidirectional layer).  Reverse each sequence "
+                         f"(within its length) and use direction='forward' instead")
+    if direction not in ("forward", "bidirectional"):
+        raise ValueError(f"{what} has direction={direction!r}; expected 'forward', "
+                         f"'reverse' or 'bidirectional'")
+    D = 2 if direction == "bidirectional" else 1
+    acts = _attr(node, "activations")
+    if acts is not None:
+        acts = [a.decode() if isinstance(a, bytes) else a for a in acts]
+        if [a.lower() for a in acts] != ["sigmoid", "tanh"] * D:
+            raise ValueError(f"{what} has activations={acts}; grucy computes only "
+                             f"{['Sigmoid', 'Tanh'] * D}")
+    layout = int(_attr(node, "layout", 0))
+    if layout not in (0, 1):
+        raise ValueError(f"{what} has layout={layout}; expected 0 or 1")
+    lbr = int(_attr(node, "linear_before_reset", 0))
+    if lbr not in (0, 1):
+        raise ValueError(f"{what} has linear_before_reset={lbr}; expected 0 or 1")
+    ins = list(node.input) + [""] * (6 - len(node.input))
+    arrays = {}
+    for pos, name in ((1, "W"), (2, "R"), (3, "B")):
+        if ins[pos] == "":
+            arrays[name] = None
+            continue
+        value = g.const(ins[pos])
+        if value is None:
+            raise ValueError(f"{what}: input {name} ({ins[pos]!r}) is not a constant of the "
+                             f"graph (initializer or Constant); grucy needs fixed weights")
+        arrays[name] = value
+    W, R, Bias = arrays["W"], arrays["R"], arrays["B"]
+    if W is None or R is None:
+        raise ValueError(f"{what} lacks its W or R input")
+    if W.dtype not in (np.float32, np.float64) or R.dtype != W.dtype or (
+            Bias is not None and Bias.dtype != W.dtype):
+        raise TypeError(f"{what}: weights must be float32 or float64 (all alike), got "
+                        f"{W.dtype}, {R.dtype}" + ("" if Bias is None else f", {Bias.dtype}"))
+    if R.ndim != 3 or R.shape[0] != D or R.shape[1] != 3 * R.shape[2]:
+        raise ValueError(f"{what}: R must be ({D}, 3H, H), got {R.shape}")
+    H = R.shape[2]
+    hidden = _attr(node, "hidden_size")
+    if hidden is not None and int(hidden) != H:
+        raise ValueError(f"{what} has hidden_size={hidden} but R is {R.shape}")
+    if W.ndim != 3 or W.shape[:2] != (D, 3 * H):
+        raise ValueError(f"{what}: W must be ({D}, {3 * H}, input_size), got {W.shape}")
+    if Bias is not None and Bias.shape != (D, 6 * H):
+        raise ValueError(f"{what}: B must be ({D}, {6 * H}), got {Bias.shape}")
+    seq_lens, init_h = ins[4], ins[5]
+    for name, value in (("sequence_lens", seq_lens), ("initial_h", init_h)):
+        c = g.const(value) if value else None
+        if c is not None and not (name == "initial_h" and not np.any(c)):
+            raise ValueError(f"{what}: {name} is a constant of the graph ({value!r}); a grucy "
+                             f"layer takes it at call time (h0=..., lengths=...), so the "
+                             f"graph cannot be converted as it is")
+    directions = []
+    for d in range(D):
+        b = Bias[d] if Bias is not None else np.zeros(6 * H, W.dtype)
+        directions.append((_swap_rz(W[d]), _swap_rz(R[d]), _swap_rz(b[:3 * H]),
+                           _swap_rz(b[3 * H:])))
+    return dict(what=what, D=D, H=H, I=W.shape[2], layout=layout, reset_after=bool(lbr),
+                dtype=W.dtype, has_bias=Bias is not None, directions=directions,
+                seq_lens=seq_lens, X=ins[0], Y=node.output[0] if node.output else "")
+
+
+def _check_link(g, prev, spec, probe_tb):
+    """Check that ``spec``'s X is ``prev``'s Y with the directions concatenated.
+
+    The ops on the path are replayed in NumPy on a probe array with distinct entries, so
+    any path that moves values anywhere else is refused.
+    """
+    path, name = [], spec["X"]
+    while name != prev["Y"]:
+        node = g.producer.get(name)
+        if node is None or node.op_type not in _RESHAPING_OPS or node.domain not in (
+                "", "ai.onnx"):
+            found = "a graph input" if node is None else f"a {node.op_type} node"
+            raise ValueError(f"{spec['what']}: its input X comes from {found}, not from the "
+                             f"Y of {prev['what']} through {sorted(_RESHAPING_OPS)}; only "
+                             f"stacks of GRU nodes convert")
+        path.append(node)
+        name = node.input[0]
+    T, B = probe_tb
+    D, H = prev["D"], prev["H"]
+    shape = (T, D, B, H) if prev["layout"] == 0 else (B, T, D, H)
+    y = np.arange(np.prod(shape)).reshape(shape)
+    value = y
+    for node in reversed(path):
+        value = _replay(g, node, value, spec["what"])
+    y_tb = y.transpose(0, 2, 1, 3) if prev["layout"] == 0 else y.transpose(1, 0, 2, 3)
+    expected = y_tb.reshape(T, B, D * H)  # time-major, directions concatenated
+    if spec["layout"] == 1:
+        expected = expected.transpose(1, 0, 2)
+    if value.shape != expected.shape or not np.array_equal(value, expected):
+        raise ValueError(f"{spec['what']}: its input X is not the output of "
+                         f"{prev['what']} with the directions concatenated on the last "
+                         f"axis (checked by replaying {[n.op_type for n in path]})")
+
+
+def _replay(g, node, value, what):
+    def operand(i):
+        c = g.const(node.input[i]) if len(node.input) > i and node.input[i] else None
+        if len(node.input) > i and node.input[i] and c is None:
+            raise ValueError(f"{what}: {node.op_type} between GRU nodes has a non-constant "
+                             f"input {node.input[i]!r}")
+        return c
+
+    op = node.op_type
+    try:
+        if op == "Identity":
+            return value
+        if op == "Transpose":
+            perm = _attr(node, "perm")
+            return value.transpose(perm) if perm is not None else value.T
+        if op == "Reshape":
+            shape = [int(s) for s in operand(1)]
+            if not int(_attr(node, "allowzero", 0)):
+                shape = [value.shape[i] if s == 0 else s for i, s in enumerate(shape)]
+            return value.reshape(shape)
+        axes = operand(1) if len(node.input) > 1 else _attr(node, "axes")
+        if op == "Squeeze":
+            return np.squeeze(value, axis=None if axes is None else tuple(int(a) for a in axes))
+        if op == "Unsqueeze":
+            out = value
+            ndim = value.ndim + len(axes)
+            for a in sorted(int(a) % ndim for a in axes):
+                out = np.expand_dims(out, a)
+            return out
+    except (ValueError, TypeError, IndexError) as exc:
+        raise ValueError(f"{what}: cannot follow {op} between GRU nodes: {exc}") from exc
+    raise AssertionError(op)  # pragma: no cover
+
+
+def from_onnx(model_or_path, *, cls=None):
+    """A grucy GRU computing exactly what the GRU nodes of an ONNX model compute.
+
+    Parameters
+    ----------
+    model_or_path : onnx.ModelProto, str, os.PathLike or bytes
+        A model whose GRU nodes form one stack: node k+1 reads node k's ``Y`` with the
+        directions concatenated (through Transpose / Reshape / Squeeze / Unsqueeze /
+        Identity nodes, as exporters write it; verified by replaying them).  Nodes around
+        the stack (pre-processing, heads) are not converted.  Each node: constant ``W``,
+        ``R`` and optional ``B``; ``linear_before_reset`` 0 or 1 (grucy's reset_after),
+        ``layout`` 0 or 1, direction ``forward`` or ``bidirectional``; ``sequence_lens``
+        and ``initial_h`` absent or run-time inputs.  Refused, naming the setting:
+        ``direction='reverse'`` (a lone reverse pass has no grucy equivalent), ``clip``,
+        ``activation_alpha`` / ``activation_beta``, activations other than
+        Sigmoid / Tanh, a constant ``sequence_lens`` or non-zero constant ``initial_h``,
+        and nodes differing in form, direction, layout, hidden size, dtype or use of
+        ``sequence_lens``.
+    cls : grucy GRU class, optional
+        Default ``grucy.GRU``.
+
+    Returns
+    -------
+    grucy.GRU
+        ``batch_first`` is ``layout == 1``, flipped when the first node's ``X`` is a
+        batch/time Transpose (perm [1, 0, 2]) of a graph input, so the layer's ``x`` is
+        what the graph is fed.  At run time ``layer(x, h0, lengths)`` gives the nodes'
+        numbers when ``lengths`` = ``sequence_lens`` and ``h0`` stacks the nodes'
+        ``initial_h`` in node order (transposed to (D, B, H) for ``layout=1``); the
+        layer's ``y`` is the last node's ``Y`` with the directions concatenated on the
+        last axis, ``h_n`` stacks the nodes' ``Y_h``.
+    """
+    onnx = _onnx()
+    if isinstance(model_or_path, onnx.ModelProto):
+        model = model_or_path
+    elif isinstance(model_or_path, (bytes, bytearray)):
+        model = onnx.load_from_string(bytes(model_or_path))
+    elif isinstance(model_or_path, (str, os.PathLike)):
+        model = onnx.load(os.fspath(model_or_path))
+    else:
+        raise TypeError(f"model_or_path must be an onnx.ModelProto, a path or bytes, got "
+                        f"{type(model_or_path).__name__}")
+    g = _OnnxGraph(model)
+    nodes = [n for n in g.graph.node if n.op_type == "GRU" and n.domain in ("", "ai.onnx")]
+    if not nodes:
+        raise ValueError("the model has no GRU node (only the outer graph is searched)")
+    specs = [_onnx_node_spec(g, n, k) for k, n in enumerate(nodes)]
+    first = specs[0]
+    for spec in specs[1:]:
+        for key, label in (("reset_after", "linear_before_reset"), ("D", "direction"),
+                           ("layout", "layout"), ("H", "hidden_size"), ("dtype", "dtype")):
+            if spec[key] != first[key]:
+                raise ValueError(f"{spec['what']} differs from {first['what']} in {label} "
+                                 f"({spec[key]} vs {first[key]}); one grucy GRU needs all "
+                                 f"layers alike")
+        if spec["seq_lens"] != first["seq_lens"]:
+            raise ValueError(f"{spec['what']} has sequence_lens {spec['seq_lens']!r} but "
+                             f"{first['what']} has {first['seq_lens']!r}; grucy applies one "
+                             f"`lengths` to every layer")
+    probe = _probe_sizes(g, first)
+    for prev, spec in zip(specs, specs[1:]):
+        if spec["I"] != prev["D"] * prev["H"]:
+            raise ValueError(f"{spec['what']} has input size {spec['I']}, expected "
+                             f"{prev['D'] * prev['H']} (the outputs of {prev['what']})")
+        _check_link(g, prev, spec, probe)
+    batch_first = first["layout"] == 1
+    feeder = g.producer.get(first["X"])
+    if (feeder is not None and feeder.op_type == "Transpose" and feeder.input[0] in g.inputs
+            and list(_attr(feeder, "perm") or []) == [1, 0, 2]):
+        batch_first = not batch_first
+    params = {}
+    for k, spec in enumerate(specs):
+        for d, arrays in enumerate(spec["directions"]):
+            s = _sfx(k, d)
+            for name, arr in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), arrays):
+                params[f"{name}_{s}"] = arr
+    use_bias = any(s["has_bias"] for s in specs)
+    if not use_bias:
+        params = {k: v for k, v in params.items() if k.startswith("weight")}
+    return _build(cls, params, input_size=first["I"], hidden_size=first["H"],
+                  num_layers=len(specs), bias=use_bias, batch_first=batch_first,
+                  bidirectional=first["D"] == 2, reset_after=first["reset_after"],
+                  dtype=np.dtype(first["dtype"]).name)
+
+
+def _probe_sizes(g, first):
+    """(T, B) for replaying the links: the graph's fixed sizes when it has them."""
+    T, B = 2, 3
+    for vi in g.graph.input:
+        if vi.name == first["X"] or (g.producer.get(first["X"]) is not None
+                                     and vi.name in g.producer[first["X"]].input):
+            dims = [d.dim_value if d.HasField("dim_value") else None
+                    for d in vi.type.tensor_type.shape.dim]
+            if len(dims) == 3:
+                t, b = dims[:2] if first["layout"] == 0 else dims[1::-1]
+                if g.producer.get(first["X"]) is not None:  # fed through a Transpose
+                    t, b = b, t
+                T, B = t or T, b or B
+    return T, B
+

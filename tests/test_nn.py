@@ -1,0 +1,444 @@
+"""Building blocks: Embedding, Dropout, Sequential, losses, truncated BPTT, optimisers and
+schedules.  Gradients against central finite differences (float64); losses, optimisers,
+clipping and schedules against PyTorch when it is installed."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+
+import grucy
+from grucy import losses
+from grucy.nn import Dropout, Embedding, Linear, Sequential, TruncatedBPTT
+from grucy.optim import (SGD, Adam, AdamW, CosineAnnealingLR, ReduceLROnPlateau, StepLR,
+                         clip_grad_norm, make_optimizer)
+
+from conftest import assert_gradients_match_fd, check_finite_differences
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(7)
+
+
+# -- Embedding ----------------------------------------------------------------------------
+def test_embedding_forward_and_backward_against_finite_differences(rng):
+    emb = Embedding(6, 3, dtype=np.float64, seed=0)
+    idx = np.array([[0, 5, 5], [2, 0, 1]])  # repeated indices must accumulate
+    w = rng.normal(size=(2, 3, 3))
+    y = emb(idx)
+    np.testing.assert_array_equal(y, emb.weight[idx])
+    assert emb.backward(w) is None
+
+    def f():
+        return float(np.sum(emb.forward(idx, training=False) * w))
+
+    assert_gradients_match_fd(f, {"weight": (emb.weight, emb.grads["weight"].copy())})
+    assert not emb.grads["weight"][[3, 4]].any()  # unused rows get no gradient
+
+
+def test_embedding_errors_and_seed():
+    emb = Embedding(4, 2, seed=1)
+    np.testing.assert_array_equal(emb.weight, Embedding(4, 2, seed=1).weight)
+    assert emb.weight.dtype == np.float32
+    with pytest.raises(ValueError, match=r"\[0, num_embeddings=4\)"):
+        emb(np.array([0, 4]))
+    with pytest.raises(TypeError, match="integers"):
+        emb(np.array([0.5]))
+    with pytest.raises(RuntimeError, match="forward"):
+        emb.backward(np.zeros((1, 2)))
+    emb(np.array([1, 2]))
+    with pytest.raises(ValueError, match="shape of y"):
+        emb.backward(np.zeros((3, 2)))
+
+
+# -- Dropout ------------------------------------------------------------------------------
+def test_dropout_mask_scaling_backward_and_eval(rng):
+    drop = Dropout(0.25, seed=3)
+    x = np.ones((400, 50), np.float32)
+    y = drop(x)
+    assert y.dtype == np.float32
+    kept = y != 0
+    assert abs(kept.mean() - 0.75) < 0.01
+    np.testing.assert_allclose(y[kept], 1 / 0.75, rtol=1e-6)
+    dy = rng.normal(size=x.shape).astype(np.float32)
+    np.testing.assert_array_equal(drop.backward(dy), dy * y)  # y is the mask here
+    np.testing.assert_array_equal(drop(x, training=False), x)
+    np.testing.assert_array_equal(Dropout(0.25, seed=3)(x), y)  # seeded
+    assert drop.generators() == [drop.rng]
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        Dropout(1.0)
+    with pytest.raises(RuntimeError, match="forward"):
+        Dropout(0.5).backward(dy)
+
+
+# -- Sequential ---------------------------------------------------------------------------
+def test_sequential_gradients_names_and_state(rng):
+    net = Sequential(Linear(4, 5, dtype=np.float64, seed=0), Dropout(0.3, seed=1),
+                     Linear(5, 2, dtype=np.float64, seed=2))
+    assert list(net.grads) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert net.parameters()[0] is net[0].weight
+    x = rng.normal(size=(3, 4))
+    w = rng.normal(size=(3, 2))
+    state = copy.deepcopy(net[1].rng.bit_generator.state)
+
+    def f():  # the same dropout mask at every evaluation
+        net[1].rng.bit_generator.state = state
+        return float(np.sum(net.forward(x) * w))
+
+    f()
+    net.zero_grad()
+    dx = net.backward(w)
+    checked = {"x": (x, dx)}
+    checked.update({k: (p, net.grads[k].copy()) for k, p in net.named_parameters()})
+    assert_gradients_match_fd(f, checked)
+    other = Sequential(Linear(4, 5, dtype=np.float64), Dropout(0.3),
+                       Linear(5, 2, dtype=np.float64))
+    other.load_state_dict(net.state_dict())
+    np.testing.assert_array_equal(other.forward(x, training=False),
+                                  net.forward(x, training=False))
+    assert net.generators() == [net[1].rng]
+    with pytest.raises(TypeError, match="same dtype"):
+        Sequential(Linear(2, 2, dtype=np.float32), Linear(2, 2, dtype=np.float64))
+    with pytest.raises(TypeError, match="forward/backward"):
+        Sequential(object())
+
+
+# -- losses -------------------------------------------------------------------------------
+REGRESSION = {"mse": losses.mse_loss, "mae": losses.mae_loss, "huber": losses.huber_loss}
+
+
+@pytest.mark.parametrize("name", sorted(REGRESSION))
+@pytest.mark.parametrize("weighting", ["none", "mask", "weights", "normalizer"])
+def test_regression_loss_gradients(rng, name, weighting):
+    fn = REGRESSION[name]
+    pred = rng.normal(size=(4, 5, 2)) * 2
+    target = rng.normal(size=(4, 5, 2))
+    kwargs = {}
+    if weighting == "mask":  # variable lengths: (B, T, 1) broadcast over features
+        kwargs["weight"] = (np.arange(5)[None, :] < np.array([5, 2, 3, 1])[:, None])[..., None]
+    elif weighting == "weights":
+        kwargs["weight"] = rng.uniform(0, 2, size=(4, 5, 2))
+    elif weighting == "normalizer":
+        kwargs["normalizer"] = 17.0
+    loss, grad = fn(pred, target, **kwargs)
+    assert grad.shape == pred.shape and grad.dtype == pred.dtype
+    assert_gradients_match_fd(lambda: fn(pred, target, **kwargs)[0], {"pred": (pred, grad)},
+                              rtol=1e-6, atol=1e-9)
+    # against a direct NumPy expression of the definition
+    d = pred - target
+    terms = {"mse": d**2, "mae": np.abs(d),
+             "huber": np.where(np.abs(d) <= 1, 0.5 * d**2, np.abs(d) - 0.5)}[name]
+    w = np.broadcast_to(kwargs.get("weight", 1.0), terms.shape).astype(float)
+    expected = np.sum(w * terms) / kwargs.get("normalizer", w.sum())
+    assert loss == pytest.approx(expected, rel=1e-13)
+
+
+@pytest.mark.parametrize("weighting", ["none", "mask", "normalizer"])
+def test_cross_entropy_gradients(rng, weighting):
+    logits = rng.normal(size=(3, 4, 6)) * 3
+    target = rng.integers(0, 6, size=(3, 4))
+    kwargs = {}
+    if weighting == "mask":
+        kwargs["weight"] = np.arange(4)[None, :] < np.array([4, 1, 2])[:, None]
+    elif weighting == "normalizer":
+        kwargs["normalizer"] = 5.0
+    loss, grad = losses.cross_entropy_loss(logits, target, **kwargs)
+    assert_gradients_match_fd(lambda: losses.cross_entropy_loss(logits, target, **kwargs)[0],
+                              {"logits": (logits, grad)}, rtol=1e-6, atol=1e-9)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp, target[..., None], -1)[..., 0]
+    w = np.broadcast_to(kwargs.get("weight", 1.0), nll.shape).astype(float)
+    assert loss == pytest.approx(np.sum(w * nll) / kwargs.get("normalizer", w.sum()),
+                                 rel=1e-13)
+
+
+def test_cross_entropy_is_stable_for_huge_logits():
+    logits = np.array([[1000.0, 0.0, -1000.0]], np.float32)
+    loss, grad = losses.cross_entropy_loss(logits, [1])
+    assert loss == pytest.approx(1000.0) and np.all(np.isfinite(grad))
+    np.testing.assert_allclose(grad, [[1, -1, 0]], atol=1e-6)
+    assert grad.dtype == np.float32
+
+
+def test_masked_loss_equals_loss_of_the_kept_terms(rng):
+    pred, target = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
+    mask = np.array([1, 0, 1, 1, 0, 1], bool)
+    loss, grad = losses.mse_loss(pred, target, mask[:, None])
+    loss_kept, grad_kept = losses.mse_loss(pred[mask], target[mask])
+    assert loss == pytest.approx(loss_kept, rel=1e-14)
+    np.testing.assert_allclose(grad[mask], grad_kept, rtol=1e-14)
+    assert not grad[~mask].any()
+    assert losses.count_terms((6, 3), mask[:, None]) == 12.0
+    assert losses.count_terms((6, 3)) == 18.0
+
+
+def test_losses_match_torch(rng):
+    torch = pytest.importorskip("torch", reason="PyTorch comparison")
+    F = torch.nn.functional
+    pred, target = rng.normal(size=(5, 3)) * 2, rng.normal(size=(5, 3))
+    tp = torch.tensor(pred, requires_grad=True)
+    for fn, tfn in [(losses.mse_loss, F.mse_loss), (losses.mae_loss, F.l1_loss),
+                    (lambda p, t: losses.huber_loss(p, t, delta=0.7),
+                     lambda p, t: F.huber_loss(p, t, delta=0.7))]:
+        loss, grad = fn(pred, target)
+        tp.grad = None
+        tl = tfn(tp, torch.tensor(target))
+        tl.backward()
+        assert loss == pytest.approx(tl.item(), rel=1e-12)
+        np.testing.assert_allclose(grad, tp.grad.numpy(), rtol=1e-12, atol=1e-15)
+    logits, labels = rng.normal(size=(7, 4)), rng.integers(0, 4, 7)
+    tl = torch.tensor(logits, requires_grad=True)
+    ref = F.cross_entropy(tl, torch.tensor(labels))
+    ref.backward()
+    loss, grad = losses.cross_entropy_loss(logits, labels)
+    assert loss == pytest.approx(ref.item(), rel=1e-12)
+    np.testing.assert_allclose(grad, tl.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+def test_loss_input_errors():
+    with pytest.raises(ValueError, match="same shape"):
+        losses.mse_loss(np.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match="broadcast"):
+        losses.mae_loss(np.zeros((2, 3)), np.zeros((2, 3)), weight=np.ones(2))
+    with pytest.raises(ValueError, match=">= 0"):
+        losses.mse_loss(np.zeros(2), np.zeros(2), weight=[1, -1])
+    with pytest.raises(ValueError, match="zero everywhere"):
+        losses.mse_loss(np.zeros(2), np.zeros(2), weight=[0, 0])
+    with pytest.raises(ValueError, match="normalizer"):
+        losses.mse_loss(np.zeros(2), np.zeros(2), normalizer=0)
+    with pytest.raises(ValueError, match="delta"):
+        losses.huber_loss(np.zeros(2), np.zeros(2), delta=0)
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        losses.cross_entropy_loss(np.zeros((2, 3)), [0, 3])
+    with pytest.raises(TypeError, match="integer class"):
+        losses.cross_entropy_loss(np.zeros((2, 3)), [0.5, 1])
+    with pytest.raises(ValueError, match="empty"):
+        losses.mse_loss(np.zeros(0), np.zeros(0))
+
+
+# -- truncated BPTT -----------------------------------------------------------------------
+def test_tbptt_carries_the_state_across_chunks(rng):
+    gru = grucy.GRU(3, 4, num_layers=2, dtype=np.float64, seed=0)
+    x = rng.normal(size=(20, 2, 3))
+    full, _ = gru.forward(x, training=False)
+    tb = TruncatedBPTT(gru, n_streams=2)
+    pieces = [tb.forward(x[s], training=False) for s in TruncatedBPTT.chunk_slices(20, 6)]
+    assert [p.shape[0] for p in pieces] == [6, 6, 6, 2]
+    np.testing.assert_allclose(np.concatenate(pieces), full, rtol=1e-12, atol=1e-14)
+    tb.reset()
+    assert not tb.state.any()
+    # a subset of streams moves only its own state
+    tb.forward(x[:5, [1]], rows=np.array([1]), training=False)
+    assert not tb.state[:, 0].any() and tb.state[:, 1].any()
+
+
+def test_tbptt_chunk_gradient_treats_the_carried_state_as_constant(rng):
+    gru = grucy.GRU(2, 3, dtype=np.float64, seed=1)
+    tb = TruncatedBPTT(gru, n_streams=2)
+    x = rng.normal(size=(8, 2, 2))
+    tb.forward(x[:5], training=False)  # chunk 1 leaves a non-zero state
+    h0 = tb.state.copy()
+    inputs = dict(x=np.ascontiguousarray(x[5:]), h0=h0, lengths=None,
+                  dy=rng.normal(size=(3, 2, 3)), dh_n=None)
+    gru.zero_grad()
+    tb.forward(inputs["x"])
+    dx = tb.backward(inputs["dy"])
+    grads = {k: v.copy() for k, v in gru.grads.items()}
+    # the same chunk as an ordinary GRU call starting from the carried state
+    check_finite_differences(gru, inputs)
+    gru.zero_grad()
+    gru.forward(inputs["x"], h0=h0)
+    dx_ref, _ = gru.backward(inputs["dy"])
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-13)
+    for k in grads:
+        np.testing.assert_allclose(grads[k], gru.grads[k], rtol=1e-13)
+
+
+def test_tbptt_streams_and_errors():
+    s = TruncatedBPTT.split_streams(np.arange(11), 3)
+    np.testing.assert_array_equal(s, [[0, 1, 2], [3, 4, 5], [6, 7, 8]])
+    assert TruncatedBPTT.split_streams(np.zeros((10, 2)), 2).shape == (2, 5, 2)
+    with pytest.raises(ValueError, match="unidirectional"):
+        TruncatedBPTT(grucy.GRU(2, 2, bidirectional=True), 1)
+    with pytest.raises(ValueError, match="n_streams=5"):
+        TruncatedBPTT.split_streams(np.zeros(3), 5)
+
+
+# -- optimisers ---------------------------------------------------------------------------
+def _run_against_torch(rng, ours, theirs, steps=6):
+    torch = pytest.importorskip("torch", reason="PyTorch comparison")
+    p_np = [rng.normal(size=(3, 4)), rng.normal(size=5)]
+    g_np = [np.zeros_like(p) for p in p_np]
+    p_t = [torch.tensor(p.copy(), requires_grad=True) for p in p_np]
+    opt, opt_t = ours(p_np, g_np), theirs(p_t)
+    for _ in range(steps):
+        for g, pt in zip(g_np, p_t):
+            g[...] = rng.normal(size=g.shape)
+            pt.grad = torch.tensor(g.copy())
+        opt.step()
+        opt_t.step()
+    for p, pt in zip(p_np, p_t):
+        np.testing.assert_allclose(p, pt.detach().numpy(), rtol=1e-6, atol=1e-9)
+        # float64 agrees far beyond the required 1e-6
+        np.testing.assert_allclose(p, pt.detach().numpy(), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(lr=0.1),
+    dict(lr=0.05, momentum=0.9),
+    dict(lr=0.05, momentum=0.8, dampening=0.3, weight_decay=0.01),
+    dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.1),
+])
+def test_sgd_matches_torch(rng, kwargs):
+    torch = pytest.importorskip("torch", reason="PyTorch comparison")
+    _run_against_torch(rng, lambda p, g: SGD(p, g, **kwargs),
+                       lambda p: torch.optim.SGD(p, **kwargs))
+
+
+@pytest.mark.parametrize("kwargs", [dict(lr=0.01), dict(lr=0.02, weight_decay=0.1,
+                                                         betas=(0.8, 0.95), eps=1e-6)])
+def test_adamw_matches_torch(rng, kwargs):
+    torch = pytest.importorskip("torch", reason="PyTorch comparison")
+    _run_against_torch(rng, lambda p, g: AdamW(p, g, **kwargs),
+                       lambda p: torch.optim.AdamW(p, **kwargs))
+
+
+@pytest.mark.parametrize("make", [
+    lambda p, g: SGD(p, g, lr=0.1, momentum=0.9, nesterov=True),
+    lambda p, g: Adam(p, g, lr=0.01, weight_decay=0.01),
+    lambda p, g: AdamW(p, g, lr=0.01),
+])
+def test_optimizer_state_dict_resumes_exactly(rng, make):
+    grads_seq = [[rng.normal(size=(2, 3)), rng.normal(size=4)] for _ in range(6)]
+    start = [rng.normal(size=(2, 3)), rng.normal(size=4)]
+
+    def run(opt, params, grads, seq):
+        for gs in seq:
+            for g, v in zip(grads, gs):
+                g[...] = v
+            opt.step()
+
+    p_full = [p.copy() for p in start]
+    g_full = [np.zeros_like(p) for p in p_full]
+    run(make(p_full, g_full), p_full, g_full, grads_seq)
+
+    p_a = [p.copy() for p in start]
+    g_a = [np.zeros_like(p) for p in p_a]
+    opt_a = make(p_a, g_a)
+    run(opt_a, p_a, g_a, grads_seq[:3])
+    state = opt_a.state_dict()
+    opt_a.lr = 123.0  # the saved state must not alias the live optimiser
+    p_b = [p.copy() for p in p_a]
+    g_b = [np.zeros_like(p) for p in p_b]
+    opt_b = make(p_b, g_b)
+    opt_b.load_state_dict(state)
+    assert opt_b.t == 3
+    run(opt_b, p_b, g_b, grads_seq[3:])
+    for a, b in zip(p_full, p_b):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_optimizer_state_dict_errors():
+    p, g = [np.zeros(2)], [np.zeros(2)]
+    with pytest.raises(ValueError, match="'SGD' optimiser"):
+        Adam(p, g).load_state_dict(SGD(p, g).state_dict())
+    state = Adam(p, g).state_dict()
+    state["exp_avg"] = [np.zeros(3)]
+    with pytest.raises(ValueError, match="shape"):
+        Adam(p, g).load_state_dict(state)
+    with pytest.raises(ValueError, match="nesterov"):
+        SGD(p, g, nesterov=True)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        make_optimizer("lbfgs", p, g, lr=0.1)
+    assert isinstance(make_optimizer("AdamW", p, g, lr=0.1), AdamW)
+
+
+def test_clip_grad_norm_matches_torch(rng):
+    torch = pytest.importorskip("torch", reason="PyTorch comparison")
+    grads = [rng.normal(size=(3, 3)), rng.normal(size=4)]
+    tensors = [torch.zeros(g.shape, dtype=torch.float64, requires_grad=True) for g in grads]
+    for t, g in zip(tensors, grads):
+        t.grad = torch.tensor(g.copy())
+    total_t = torch.nn.utils.clip_grad_norm_(tensors, 0.5)
+    total = clip_grad_norm(grads, 0.5)
+    assert total == pytest.approx(total_t.item(), rel=1e-14)
+    for g, t in zip(grads, tensors):
+        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-12)
+
+
+# -- schedules ----------------------------------------------------------------------------
+def _lr_sequences(make_ours, make_theirs, metrics):
+    torch = pytest.importorskip("torch", reason="PyTorch comparison")
+    p = [np.zeros(2)]
+    opt = SGD(p, [np.zeros(2)], lr=0.5)
+    ours = make_ours(opt)
+    topt = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=0.5)
+    theirs = make_theirs(topt)
+    got, want = [], []
+    for m in metrics:
+        topt.step()
+        ours.step(m)
+        theirs.step(m) if m is not None else theirs.step()
+        got.append(opt.lr)
+        want.append(topt.param_groups[0]["lr"])
+    return np.array(got), np.array(want)
+
+
+def test_step_and_cosine_schedules_match_torch():
+    torch = pytest.importorskip("torch", reason="PyTorch comparison")
+    sched = torch.optim.lr_scheduler
+    got, want = _lr_sequences(lambda o: StepLR(o, 3, gamma=0.5),
+                              lambda o: sched.StepLR(o, 3, gamma=0.5), [None] * 10)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    got, want = _lr_sequences(lambda o: CosineAnnealingLR(o, 8, eta_min=0.01),
+                              lambda o: sched.CosineAnnealingLR(o, 8, eta_min=0.01),
+                              [None] * 8)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert got[-1] == pytest.approx(0.01)
+
+
+def test_reduce_on_plateau_matches_torch():
+    torch = pytest.importorskip("torch", reason="PyTorch comparison")
+    metrics = [5, 4, 4, 4, 4, 3.9999, 4, 4, 4, 4, 4, 4, 2, 2, 2, 2, 2, 2]
+    for kwargs in [dict(patience=2, factor=0.5),
+                   dict(patience=1, factor=0.1, cooldown=2, min_lr=0.004),
+                   dict(mode="max", patience=0, threshold=0.1, threshold_mode="abs")]:
+        got, want = _lr_sequences(
+            lambda o: ReduceLROnPlateau(o, **kwargs),
+            lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, **kwargs),
+            [float(m) for m in metrics])
+        np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=str(kwargs))
+
+
+@pytest.mark.parametrize("make", [
+    lambda o: StepLR(o, 2, gamma=0.3),
+    lambda o: CosineAnnealingLR(o, 5),
+    lambda o: ReduceLROnPlateau(o, patience=1, factor=0.5, cooldown=1),
+])
+def test_schedule_state_dict_resumes_exactly(make):
+    import json
+
+    metrics = [3.0, 2.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0]
+
+    def fresh():
+        opt = Adam([np.zeros(1)], [np.zeros(1)], lr=0.1)
+        return opt, make(opt)
+
+    opt, s = fresh()
+    lrs = []
+    for m in metrics:
+        s.step(m)
+        lrs.append(opt.lr)
+    opt_a, a = fresh()
+    for m in metrics[:4]:
+        a.step(m)
+    state = json.loads(json.dumps(a.state_dict(), allow_nan=False))  # JSON-safe
+    opt_b, b = fresh()
+    b.load_state_dict(state)
+    opt_b.load_state_dict(opt_a.state_dict())
+    for m in metrics[4:]:
+        b.step(m)
+    assert opt_b.lr == lrs[-1]
+    assert math.isfinite(opt_b.lr)

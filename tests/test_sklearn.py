@@ -1,0 +1,107 @@
+"""GRUClassifier and GRURegressor as scikit-learn estimators: the full check_estimator
+suite, Pipeline, GridSearchCV, clone, cross-validation.  Skipped without scikit-learn;
+grucy itself never imports it."""
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import grucy
+
+sklearn = pytest.importorskip("sklearn", reason="scikit-learn is an optional extra")
+
+from sklearn.base import clone, is_classifier, is_regressor  # noqa: E402
+from sklearn.exceptions import NotFittedError  # noqa: E402
+from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
+from sklearn.pipeline import Pipeline  # noqa: E402
+from sklearn.preprocessing import FunctionTransformer, StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
+
+
+@pytest.mark.parametrize("Estimator", [grucy.GRUClassifier, grucy.GRURegressor])
+def test_check_estimator_passes_with_default_settings(Estimator):
+    with warnings.catch_warnings():
+        # sklearn notes that we do not inherit from BaseEstimator: grucy implements the
+        # protocol (get_params, set_params, __sklearn_tags__) without importing sklearn
+        warnings.filterwarnings("ignore", message=".*does not inherit from")
+        results = check_estimator(Estimator(), on_fail=None)
+    failed = {r["check_name"]: r["exception"] for r in results if r["status"] == "failed"}
+    assert not failed, failed
+    assert sum(r["status"] == "passed" for r in results) > 45
+
+
+def test_grucy_import_does_not_import_sklearn():
+    code = "import sys, grucy; grucy.GRUClassifier(); print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env=_env())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def _env():
+    import os
+    from pathlib import Path
+
+    env = dict(os.environ)
+    src = str(Path(grucy.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    return env
+
+
+def _data(n=160, T=8, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, T))
+    y = (X[:, :3].sum(1) > 0).astype(int)
+    return X, y
+
+
+def test_params_clone_and_tags():
+    clf = grucy.GRUClassifier(hidden_size=7, lr=0.1, random_state=3)
+    params = clf.get_params()
+    assert params["hidden_size"] == 7 and params["random_state"] == 3
+    twin = clone(clf)
+    assert twin is not clf and twin.get_params() == params
+    assert clf.set_params(hidden_size=9) is clf and clf.hidden_size == 9
+    with pytest.raises(ValueError, match="Invalid parameter 'hidden'"):
+        clf.set_params(hidden=3)
+    assert is_classifier(clf) and is_regressor(grucy.GRURegressor())
+    assert repr(grucy.GRUClassifier(hidden_size=7)) == "GRUClassifier(hidden_size=7)"
+    with pytest.raises(NotFittedError):  # scikit-learn's class, and grucy's
+        grucy.GRURegressor().predict(np.zeros((2, 3)))
+
+
+def test_pipeline_and_grid_search():
+    X, y = _data()
+    pipe = Pipeline([("scale", StandardScaler()),
+                     ("gru", grucy.GRUClassifier(epochs=15, hidden_size=8, random_state=0))])
+    search = GridSearchCV(pipe, {"gru__hidden_size": [4, 16], "gru__lr": [0.01]}, cv=3)
+    search.fit(X[:120], y[:120])
+    assert search.best_params_["gru__hidden_size"] in (4, 16)
+    assert set(search.cv_results_["param_gru__hidden_size"]) == {4, 16}
+    assert search.score(X[120:], y[120:]) > 0.75  # chance 0.5
+    proba = search.predict_proba(X[120:])
+    assert proba.shape == (40, 2)
+
+
+def test_regressor_in_a_pipeline_with_cross_validation():
+    X, _ = _data(n=150)
+    y = X[:, -2:].sum(1) * 10 + 3
+    # a transformer that makes 3-D sequences out of the flat rows
+    to_3d = FunctionTransformer(lambda A: np.asarray(A)[:, :, None])
+    pipe = Pipeline([("seq", to_3d),
+                     ("gru", grucy.GRURegressor(epochs=30, hidden_size=12, random_state=0))])
+    scores = cross_val_score(pipe, X, y, cv=3)
+    assert scores.shape == (3,) and scores.min() > 0.8
+
+
+def test_fit_is_idempotent_and_predictions_are_batch_invariant():
+    X, y = _data()
+    clf = grucy.GRUClassifier(epochs=5, hidden_size=8, random_state=2)
+    p1 = clf.fit(X, y).predict_proba(X)
+    p2 = clf.fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(p1, p2)
+    parts = np.concatenate([clf.predict_proba(X[i:i + 7]) for i in range(0, len(X), 7)])
+    np.testing.assert_allclose(parts, p1, rtol=0, atol=1e-7)

@@ -1,0 +1,341 @@
+"""The shared training loop: equal to a hand-written loop, reproducible, early stopping,
+schedules, progress output, exact resume from checkpoints, and the data-parallel contract
+(simulated with two threads and an in-process communicator)."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from grucy import io
+from grucy.losses import mse_loss
+from grucy.nn import Dropout, Linear, Sequential
+from grucy.optim import Adam, clip_grad_norm
+from grucy.training import ArrayTask, Trainer, read_checkpoint, train
+
+
+def make_data(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    w = rng.normal(size=(4, 2))
+    Y = X @ w + 0.1 * rng.normal(size=(n, 2))
+    return X, Y
+
+
+def make_task(X, Y, *, dropout=0.0, n_val=20, seed=1, dtype=np.float64):
+    net = Sequential(Linear(4, 8, dtype=dtype, seed=seed), Dropout(dropout, seed=seed + 1),
+                     Linear(8, 2, dtype=dtype, seed=seed + 2))
+    n = len(X)
+    metrics = {"rmse": lambda out, y: (float(np.sum((out - y) ** 2)), float(y.size))}
+    return ArrayTask(net, X.astype(dtype), Y.astype(dtype), mse_loss,
+                     np.arange(n - n_val), np.arange(n - n_val, n), metrics=metrics)
+
+
+def weights(task):
+    return [p.copy() for p in task.parameters()]
+
+
+def assert_same_weights(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+# -- the loop is ordinary training ------------------------------------------------------
+def test_loop_equals_a_hand_written_loop_bit_for_bit():
+    X, Y = make_data()
+    task = make_task(X, Y, n_val=0)
+    ref = make_task(X, Y, n_val=0)
+    hist = train(task, epochs=3, batch_size=16, lr=0.01, max_grad_norm=0.5, seed=5).history
+    # the same thing written out by hand
+    net = ref.net
+    opt = Adam(net.parameters(), list(net.grads.values()), lr=0.01)
+    rng = np.random.default_rng(5)
+    losses = []
+    for _ in range(3):
+        order = np.arange(len(X))[rng.permutation(len(X))]
+        total = 0.0
+        for s in range(0, len(X), 16):
+            idx = order[s:s + 16]
+            net.zero_grad()
+            loss, dout = mse_loss(net.forward(ref.X[idx]), ref.Y[idx],
+                                  normalizer=float(idx.size * 2))
+            net.backward(dout)
+            clip_grad_norm(opt.grads, 0.5)
+            opt.step()
+            total += loss * idx.size * 2
+        losses.append(total / (len(X) * 2))
+    assert_same_weights(weights(task), weights(ref))
+    assert hist["loss"] == losses
+    assert hist["lr"] == [0.01] * 3
+
+
+def test_reproducible_from_seed_and_learns():
+    X, Y = make_data()
+    runs = []
+    for seed in (3, 3, 4):
+        task = make_task(X, Y, dropout=0.2)
+        hist = train(task, epochs=5, batch_size=16, lr=0.02, seed=seed).history
+        runs.append((weights(task), hist))
+    assert_same_weights(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1]
+    assert not np.array_equal(runs[0][0][0], runs[2][0][0])
+    hist = runs[0][1]
+    assert set(hist) == {"loss", "val_loss", "val_rmse", "lr"}
+    assert hist["loss"][-1] < 0.5 * hist["loss"][0]
+    assert hist["val_rmse"][-1] == pytest.approx(np.sqrt(hist["val_loss"][-1]))
+
+
+def test_early_stopping_restores_the_best_weights():
+    X, Y = make_data()
+    task = make_task(X, Y)
+    # a huge learning rate makes the validation loss bounce, so stopping triggers
+    trainer = train(task, epochs=60, batch_size=16, lr=0.3, optimizer="sgd",
+                    patience=3, seed=0)
+    hist = trainer.history
+    assert len(hist["loss"]) < 60 and trainer.stopped
+    best = int(np.argmin(hist["val_loss"]))
+    assert trainer.best_epoch == best + 1
+    assert len(hist["val_loss"]) == best + 1 + 3  # stopped after `patience` bad epochs
+    val = task.metrics(task.evaluate(task.val_idx, None))
+    assert val["loss"] == pytest.approx(hist["val_loss"][best], rel=1e-12)
+
+
+def test_schedules_drive_the_learning_rate():
+    X, Y = make_data()
+    hist = train(make_task(X, Y), epochs=6, lr=0.1, schedule="step", seed=0).history
+    np.testing.assert_allclose(hist["lr"], [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    hist = train(make_task(X, Y), epochs=4, lr=0.1, schedule="cosine", seed=0).history
+    np.testing.assert_allclose(hist["lr"], 0.05 * (1 + np.cos(np.pi * np.arange(4) / 4)))
+    # "improving" needs a 50% drop per epoch here, so the rate halves once progress slows
+    hist = train(make_task(X, Y), epochs=8, lr=0.05, optimizer="sgd", seed=0,
+                 schedule=("plateau", {"patience": 0, "factor": 0.5,
+                                       "threshold": 0.5})).history
+    assert np.all(np.isfinite(hist["loss"]))
+    ratios = np.array(hist["lr"][1:]) / np.array(hist["lr"][:-1])
+    assert set(ratios) <= {1.0, 0.5} and 0.5 in ratios and hist["lr"][0] == 0.05
+    with pytest.raises(ValueError, match="schedule"):
+        Trainer(make_task(X, Y), epochs=2, schedule="linear")
+
+
+def test_verbose_zero_is_silent_and_verbose_shows_metrics(capsys):
+    X, Y = make_data()
+    train(make_task(X, Y), epochs=2, seed=0, verbose=0)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    train(make_task(X, Y), epochs=2, seed=0, verbose=2, description="fitting")
+    err = capsys.readouterr().err
+    assert "fitting" in err and "val_loss" in err and "val_rmse" in err
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_diverging_gradients_are_skipped_then_refused():
+    X, Y = make_data()
+    task = make_task(X, Y)
+    # The layers refuse non-finite inputs, so poison the gradients themselves: an
+    # overflow inside a backward pass is what this guard is for.
+    backward = task.net.backward
+    calls = {"n": 0, "poison": {1}}
+
+    def poisoned_backward(dy):
+        out = backward(dy)
+        calls["n"] += 1
+        if calls["n"] in calls["poison"] or "all" in calls["poison"]:
+            next(iter(task.net.grads.values())).flat[0] = np.inf
+        return out
+
+    task.net.backward = poisoned_backward
+    trainer = train(task, epochs=1, batch_size=8, max_grad_norm=1.0, seed=0)
+    assert trainer.skipped_steps == 1
+    calls["poison"] = {"all"}
+    with pytest.raises(RuntimeError, match="diverged"):
+        train(task, epochs=1, batch_size=8, max_grad_norm=1.0, seed=0)
+
+
+# -- checkpoints and resume ---------------------------------------------------------------
+OPTIONS = dict(batch_size=16, lr=0.02, optimizer="adamw", schedule="plateau",
+               max_grad_norm=1.0, patience=10)
+
+
+def test_resume_from_epoch_k_is_bit_identical(tmp_path):
+    X, Y = make_data()
+    full = make_task(X, Y, dropout=0.3)
+    ckpt = tmp_path / "run-{epoch}.grucy"
+    t_full = train(full, epochs=4, seed=7, checkpoint=ckpt, checkpoint_every=1, **OPTIONS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"run-{e}.grucy" for e in (1, 2, 3, 4)]
+    # a "killed" run: a fresh model and optimiser continue from the end of epoch 2
+    resumed = make_task(X, Y, dropout=0.3, seed=99)  # other initial weights: overwritten
+    t_res = train(resumed, epochs=4, seed=12345, resume=tmp_path / "run-2.grucy", **OPTIONS)
+    assert_same_weights(weights(full), weights(resumed))
+    assert t_res.history == t_full.history
+    assert t_res.step == t_full.step and t_res.epoch == 4
+    for a, b in zip(t_full.optimizer.exp_avg_sq, t_res.optimizer.exp_avg_sq):
+        np.testing.assert_array_equal(a, b)
+    assert t_res.rng.bit_generator.state == t_full.rng.bit_generator.state
+
+
+def test_two_epochs_then_resume_to_four_equals_four(tmp_path):
+    X, Y = make_data()
+    opts = dict(batch_size=16, lr=0.02, max_grad_norm=1.0)
+    four = make_task(X, Y, dropout=0.2)
+    train(four, epochs=4, seed=1, checkpoint=tmp_path / "a.grucy", **opts)
+    two = make_task(X, Y, dropout=0.2)
+    train(two, epochs=2, seed=1, checkpoint=tmp_path / "b.grucy", **opts)
+    assert not all(np.array_equal(a, b) for a, b in zip(weights(two), weights(four)))
+    again = make_task(X, Y, dropout=0.2)
+    train(again, epochs=4, seed=1, resume=tmp_path / "b.grucy",
+          checkpoint=tmp_path / "b.grucy", **opts)
+    assert_same_weights(weights(again), weights(four))
+    config, arrays = read_checkpoint(tmp_path / "b.grucy")
+    assert config["epoch"] == 4 and config["history"]["loss"] == \
+        read_checkpoint(tmp_path / "a.grucy")[0]["history"]["loss"]
+
+
+def test_resume_refuses_other_data_model_or_file(tmp_path):
+    X, Y = make_data()
+    path = tmp_path / "c.grucy"
+    train(make_task(X, Y), epochs=1, seed=0, checkpoint=path)
+    X2 = X.copy()
+    X2[0, 0] += 1
+    with pytest.raises(ValueError, match="other data"):
+        train(make_task(X2, Y), epochs=2, seed=0, resume=path)
+    net = Sequential(Linear(4, 3, dtype=np.float64), Linear(3, 2, dtype=np.float64))
+    other = ArrayTask(net, X, Y, mse_loss, np.arange(100))
+    with pytest.raises(ValueError, match="parameter shapes"):
+        train(other, epochs=2, resume=path)
+    io.write_archive(tmp_path / "m.grucy", "grucy.GRU", {}, {})
+    with pytest.raises(io.FileFormatError, match="expected a 'grucy.checkpoint'"):
+        train(make_task(X, Y), epochs=2, resume=tmp_path / "m.grucy")
+
+
+# -- the data-parallel contract -----------------------------------------------------------
+class ThreadComm:
+    """An in-process communicator for N threads (the interface of grucy.distributed)."""
+
+    def __init__(self, rank, shared):
+        self.rank, self.size, self.shared = rank, shared["size"], shared
+        self.is_root = rank == 0
+        self.calls = []
+
+    def _exchange(self, value):
+        sh = self.shared
+        sh["slots"][self.rank] = value
+        sh["barrier"].wait()
+        values = list(sh["slots"])
+        sh["barrier"].wait()
+        return values
+
+    def broadcast_(self, arrays):
+        self.calls.append("broadcast_")
+        root = self._exchange([a.copy() for a in arrays])[0]
+        for a, r in zip(arrays, root):
+            a[...] = r
+        return arrays
+
+    def allreduce_sum_(self, arrays):
+        self.calls.append("allreduce_sum_")
+        flat = np.concatenate([a.ravel() for a in arrays])  # one flat buffer
+        total = sum(self._exchange(flat))  # rank order: deterministic
+        offset = 0
+        for a in arrays:
+            a[...] = total[offset:offset + a.size].reshape(a.shape)
+            offset += a.size
+        return arrays
+
+    def allreduce_sum(self, values):
+        self.calls.append("allreduce_sum")
+        return sum(self._exchange(np.array(values, dtype=np.float64)))
+
+    def shard(self, indices):
+        return np.array_split(indices, self.size)[self.rank]
+
+
+def test_two_simulated_ranks_match_one_process(tmp_path):
+    X, Y = make_data(n=110)
+    opts = dict(epochs=3, batch_size=16, lr=0.02, max_grad_norm=1.0, schedule="plateau",
+                patience=5, seed=3)
+    single = make_task(X, Y)
+    t_single = train(single, **opts)
+
+    shared = {"size": 2, "slots": [None, None], "barrier": threading.Barrier(2)}
+    comms = [ThreadComm(r, shared) for r in range(2)]
+    tasks = [make_task(X, Y, seed=1 + 10 * r) for r in range(2)]  # different init weights
+    results, errors = {}, []
+
+    def run(r):
+        try:
+            ck = tmp_path / f"rank{r}.grucy"
+            results[r] = train(tasks[r], distributed=comms[r], checkpoint=ck, **opts)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+            shared["barrier"].abort()
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    for r in range(2):  # identical on both ranks, and equal to one process up to rounding
+        for a, b in zip(weights(tasks[r]), weights(single)):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        for k, v in t_single.history.items():
+            np.testing.assert_allclose(results[r].history[k], v, rtol=1e-10)
+    assert_same_weights(weights(tasks[0]), weights(tasks[1]))
+    # the documented call pattern, and checkpoints from the root only
+    calls = comms[1].calls
+    assert calls[0] == "broadcast_"
+    steps = results[1].step
+    assert calls.count("allreduce_sum_") == steps  # one gradient reduction per step
+    assert [p.name for p in tmp_path.iterdir()] == ["rank0.grucy"]
+
+
+def _run_ranks(size, fit_one):
+    """fit_one(comm) on `size` threads with ThreadComm; returns the results by rank."""
+    shared = {"size": size, "slots": [None] * size, "barrier": threading.Barrier(size)}
+    results, errors = {}, []
+
+    def run(r):
+        try:
+            results[r] = fit_one(ThreadComm(r, shared))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+            shared["barrier"].abort()
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    return results
+
+
+@pytest.mark.parametrize("kind", ["classifier", "lm"])
+def test_models_on_two_simulated_ranks_match_one_process(kind):
+    import grucy
+
+    rng = np.random.default_rng(0)
+    if kind == "classifier":
+        X = rng.normal(size=(90, 6, 2))
+        data = (X, (X[:, :, 0].sum(1) > 0).astype(int))
+
+        def make():
+            return grucy.GRUClassifier(hidden_size=6, num_layers=2, epochs=3,
+                                       batch_size=20, validation_fraction=0.2,
+                                       dtype="float64", random_state=5)
+    else:
+        data = ("the cat sat on the mat; the dog sat on the log. " * 30,)
+
+        def make():  # 6 streams: 3 per rank
+            return grucy.CharLM(hidden_size=8, embedding_dim=4, bptt=9, batch_size=6,
+                                epochs=2, dtype="float64", random_state=5)
+
+    single = make().fit(*data, distributed=False)
+    ranks = _run_ranks(2, lambda comm: make().fit(*data, distributed=comm))
+    for r, model in ranks.items():
+        for (name, a), (_, b) in zip(model.net_.named_parameters(),
+                                     single.net_.named_parameters()):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=name)
+        for k, v in single.history_.items():
+            np.testing.assert_allclose(model.history_[k], v, rtol=1e-10, err_msg=k)
