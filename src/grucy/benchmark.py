@@ -1191,6 +1191,7 @@ def main(argv=None, *, prog=None, json_default=None):
     ``json_default`` replaces the default --json path (bench/bench_gru.py anchors it to
     its own directory).
     """
+    prog = prog or "grucy bench"
     parser = build_parser(prog)
     if json_default is not None:
         parser.set_defaults(json=json_default)
@@ -1203,7 +1204,7 @@ def main(argv=None, *, prog=None, json_default=None):
         print(msg, file=sys.stderr, flush=True)
 
     cmd_args = sys.argv[1:] if argv is None else list(argv)
-    command = " ".join([prog or "grucy bench"] + cmd_args)
+    command = " ".join([prog] + cmd_args)
     if args.profile:
         from ._bench_profile import run_profile
         return run_profile(args, grucy, log, command)
