@@ -10,7 +10,8 @@ grucy is faster).
     PYTHONPATH=src python bench/bench_torch_module.py --mode infer
     PYTHONPATH=src python bench/bench_torch_module.py --import-order grucy-first
 
-The import order matters on a shared OpenMP runtime: see ``grucy.torch.GRU.omp_threads``.
+torch and grucy share one OpenMP runtime; its waiting policy comes from whichever of them
+is imported first (``--import-order``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def parse_shape(text):
 
 
 def main(argv=None):
-    wait_policy = os.environ.get("OMP_WAIT_POLICY", "(unset)")
+    omp_env = {k: os.environ.get(k, "(unset)") for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", type=parse_shape, default=(32, 100, 128, 256),
                     help="BxTxIxH (default 32x100x128x256)")
@@ -57,14 +58,13 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2,
                     help="torch.set_num_threads and grucy.set_num_threads (default 2)")
     ap.add_argument("--grucy-threads", type=int, default=None,
-                    help="OpenMP threads of grucy's fused loops (grucy.set_num_threads and "
-                         "grucy.torch.GRU.omp_threads); default: --threads, except that "
-                         "grucy.torch.GRU picks 1 itself when torch was imported first")
+                    help="OpenMP threads of grucy's kernels (grucy.set_num_threads and "
+                         "grucy.torch.GRU.omp_threads); default: --threads")
     ap.add_argument("--import-order", choices=["torch-first", "grucy-first"],
                     default="torch-first",
                     help="which library the process imports first (default torch-first, as "
-                         "most scripts do); the OpenMP runtime reads OMP_WAIT_POLICY when "
-                         "the first of them loads it")
+                         "most scripts do); the shared OpenMP runtime reads OMP_WAIT_POLICY "
+                         "and GOMP_SPINCOUNT (which grucy sets) when the first loads it")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     # Imported here, in the order asked for.
@@ -124,9 +124,8 @@ def main(argv=None):
           f"numpy {np.__version__}, grucy {grucy.__version__} "
           f"(OpenMP {'on' if grucy.openmp_enabled() else 'off'})")
     module_threads = grucy.get_num_threads() if GRU.omp_threads is None else GRU.omp_threads
-    print(f"threads: torch {torch.get_num_threads()}, grucy.torch.GRU's OpenMP loops "
-          f"{module_threads}, BLAS default; "
-          f"imported {first} first; OMP_WAIT_POLICY at start: {wait_policy}")
+    print(f"threads: torch {torch.get_num_threads()}, grucy.torch.GRU {module_threads}; "
+          f"imported {first} first; at start {omp_env}")
     print(f"case: {args.mode}, B={B} T={T} I={I} H={H}, layers={args.layers}, "
           f"bidirectional={args.bidirectional}, {args.dtype}; {args.repeats} interleaved "
           f"repeats after {args.warmup} warm-up; max |y diff| = {diff:.2g}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import sys
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import _gru
+from ._threads import set_num_threads as _set_num_threads
 from .layer import GRU as _LayerGRU
 
 __all__ = ["GRU"]
@@ -51,16 +51,6 @@ def _as_numpy(t):
     return t.numpy()
 
 
-def _torch_came_first():
-    """Whether torch was imported before grucy (sys.modules keeps import order).
-
-    Then torch started the OpenMP runtime that grucy shares (same libgomp.so.1) before
-    grucy/__init__.py could ask it to wait passively, so its idle workers busy-wait.
-    """
-    order = list(sys.modules)
-    return "torch" in order and order.index("torch") < order.index("grucy")
-
-
 @contextlib.contextmanager
 def _omp_threads(n):
     """grucy's OpenMP threads set to ``n`` for the block (None: leave them)."""
@@ -68,7 +58,7 @@ def _omp_threads(n):
     if n is None or n == old:
         yield
         return
-    _gru.set_num_threads(n)
+    _set_num_threads(n)  # validated: n comes from the user
     try:
         yield
     finally:
@@ -140,13 +130,10 @@ class GRU(torch.nn.GRU):
     (torch.Size([4, 10, 16]), torch.Size([2, 4, 16]))
     """
 
-    #: OpenMP threads of grucy's fused elementwise loops during this module's calls (BLAS
-    #: keeps its own threads); None means grucy's global setting (grucy.set_num_threads).
-    #: The default is 1 when torch was imported before grucy: torch then started the
-    #: shared OpenMP runtime with busy-waiting workers, which starve the BLAS threads
-    #: between grucy's per-step parallel loops (measured: a training step 20-100x slower).
-    #: Set it on the class or on an instance.
-    omp_threads = 1 if _torch_came_first() else None
+    #: OpenMP threads of grucy's kernels during this module's calls; None (the default)
+    #: means grucy's global setting, ``grucy.set_num_threads``.  Set it on the class or on
+    #: an instance.
+    omp_threads = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
