@@ -199,56 +199,61 @@ cdef extern from "_gru_rows.h" nogil:
     void grucy_bwd_before_r_d(int H, const double* drh, double* dh, const double* r, const double* hp, double* dr)
 
 
-cdef inline void _fwd_row_after(int H, floating* g, const floating* gh,
-                                const floating* bih, const floating* bhh,
-                                floating* h, floating* y, floating* aux) noexcept nogil:
+# The wrappers below run the fused pass on a run of c units starting at some unit j0 of
+# a row (c = H: the whole row).  Gate slots r, z, n of g, the biases and the gradients
+# are H apart; those of gh (the recurrent projection, chunk-major) are c apart.
+
+cdef inline void _fwd_chunk_after(int c, floating* g, const floating* gh,
+                                  const floating* bih, const floating* bhh, int H,
+                                  floating* h, floating* y, floating* aux) noexcept nogil:
+    # g: the row's r slot at unit j0 (z, n at +H, +2H); gh: the chunk's [r z n] block
+    # (width c each); biases at unit j0.
     if floating is float:
-        grucy_fwd_after_f(H, g, g + H, g + 2 * H, gh, gh + H, gh + 2 * H,
+        grucy_fwd_after_f(c, g, g + H, g + 2 * H, gh, gh + c, gh + 2 * c,
                           bih, bih + H, bih + 2 * H, bhh, bhh + H, bhh + 2 * H, h, y, aux)
     else:
-        grucy_fwd_after_d(H, g, g + H, g + 2 * H, gh, gh + H, gh + 2 * H,
+        grucy_fwd_after_d(c, g, g + H, g + 2 * H, gh, gh + c, gh + 2 * c,
                           bih, bih + H, bih + 2 * H, bhh, bhh + H, bhh + 2 * H, h, y, aux)
 
 
-cdef inline void _fwd_row_before_rz(int H, floating* g, const floating* gh,
-                                    const floating* bih, const floating* bhh,
-                                    const floating* h, floating* aux) noexcept nogil:
+cdef inline void _fwd_chunk_before_rz(int c, floating* g, const floating* gh,
+                                      const floating* bih, const floating* bhh, int H,
+                                      const floating* h, floating* aux) noexcept nogil:
     if floating is float:
-        grucy_fwd_before_rz_f(H, g, g + H, gh, gh + H, bih, bih + H, bhh, bhh + H, h, aux)
+        grucy_fwd_before_rz_f(c, g, g + H, gh, gh + c, bih, bih + H, bhh, bhh + H, h, aux)
     else:
-        grucy_fwd_before_rz_d(H, g, g + H, gh, gh + H, bih, bih + H, bhh, bhh + H, h, aux)
+        grucy_fwd_before_rz_d(c, g, g + H, gh, gh + c, bih, bih + H, bhh, bhh + H, h, aux)
 
 
-cdef inline void _fwd_row_before_n(int H, floating* g, const floating* gh,
-                                   const floating* bih, const floating* bhh,
-                                   floating* h, floating* y) noexcept nogil:
-    # gh[2H:] holds W_hn (r * h) here.
+cdef inline void _fwd_chunk_before_n(int c, floating* g, const floating* gh,
+                                     const floating* bih, const floating* bhh, int H,
+                                     floating* h, floating* y) noexcept nogil:
     if floating is float:
-        grucy_fwd_before_n_f(H, g + H, g + 2 * H, gh + 2 * H, bih + 2 * H, bhh + 2 * H, h, y)
+        grucy_fwd_before_n_f(c, g + H, g + 2 * H, gh + 2 * c, bih + 2 * H, bhh + 2 * H, h, y)
     else:
-        grucy_fwd_before_n_d(H, g + H, g + 2 * H, gh + 2 * H, bih + 2 * H, bhh + 2 * H, h, y)
+        grucy_fwd_before_n_d(c, g + H, g + 2 * H, gh + 2 * c, bih + 2 * H, bhh + 2 * H, h, y)
 
 
-cdef inline void _bwd_row_after(int H, const floating* dy, floating* dh,
-                                const floating* g, const floating* hn,
-                                const floating* hp, floating* dgh,
-                                floating* dgxn) noexcept nogil:
-    # dh: gradient into h_new (from later steps) in, the direct part dh * z out.
+cdef inline void _bwd_chunk_after(int c, int H, const floating* dy, floating* dh,
+                                  const floating* g, const floating* aux,
+                                  const floating* hp, floating* dg,
+                                  floating* dgxn) noexcept nogil:
+    # all pointers at unit j0 of their row; gates/gradients r, z, n at +0, +H, +2H
     if floating is float:
-        grucy_bwd_after_f(H, dy, dh, g, g + H, g + 2 * H, hn, hp,
-                          dgh, dgh + H, dgh + 2 * H, dgxn)
+        grucy_bwd_after_f(c, dy, dh, g, g + H, g + 2 * H, aux, hp,
+                          dg, dg + H, dg + 2 * H, dgxn)
     else:
-        grucy_bwd_after_d(H, dy, dh, g, g + H, g + 2 * H, hn, hp,
-                          dgh, dgh + H, dgh + 2 * H, dgxn)
+        grucy_bwd_after_d(c, dy, dh, g, g + H, g + 2 * H, aux, hp,
+                          dg, dg + H, dg + 2 * H, dgxn)
 
 
-cdef inline void _bwd_row_before_zn(int H, const floating* dy, floating* dh,
-                                    const floating* g, const floating* hp,
-                                    floating* dgh) noexcept nogil:
+cdef inline void _bwd_chunk_before_zn(int c, int H, const floating* dy, floating* dh,
+                                      const floating* g, const floating* hp,
+                                      floating* dg) noexcept nogil:
     if floating is float:
-        grucy_bwd_before_zn_f(H, dy, dh, g + H, g + 2 * H, hp, dgh + H, dgh + 2 * H)
+        grucy_bwd_before_zn_f(c, dy, dh, g + H, g + 2 * H, hp, dg + H, dg + 2 * H)
     else:
-        grucy_bwd_before_zn_d(H, dy, dh, g + H, g + 2 * H, hp, dgh + H, dgh + 2 * H)
+        grucy_bwd_before_zn_d(c, dy, dh, g + H, g + 2 * H, hp, dg + H, dg + 2 * H)
 
 
 cdef inline void _bwd_row_before_r(int H, const floating* drh, floating* dh,
@@ -328,31 +333,35 @@ cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize
             gemm(False, True, n, H3, H, 1, S, H, whh, H, 0, Gh, H3)
             if nt > 1:
                 for b in prange(n, num_threads=nt, schedule="static"):
-                    _fwd_row_after(H, g + b * H3, Gh + b * H3, bih, bhh, S + b * H,
+                    _fwd_chunk_after(H, g + b * H3, Gh + b * H3, bih, bhh, H, S + b * H,
                                    y + b * y_b, aux + b * H)
             else:
                 for b in range(n):
-                    _fwd_row_after(H, g + b * H3, Gh + b * H3, bih, bhh, S + b * H,
+                    _fwd_chunk_after(H, g + b * H3, Gh + b * H3, bih, bhh, H, S + b * H,
                                    y + b * y_b, aux + b * H)
         else:
             # Gh[:, :2H] = h @ W_h{r,z}^T; then Gh[:, 2H:] = (r * h) @ W_hn^T
             gemm(False, True, n, 2 * H, H, 1, S, H, whh, H, 0, Gh, H3)
             if nt > 1:
                 for b in prange(n, num_threads=nt, schedule="static"):
-                    _fwd_row_before_rz(H, g + b * H3, Gh + b * H3, bih, bhh, S + b * H,
+                    _fwd_chunk_before_rz(H, g + b * H3, Gh + b * H3, bih, bhh, H,
+                                         S + b * H,
                                        aux + b * H)
             else:
                 for b in range(n):
-                    _fwd_row_before_rz(H, g + b * H3, Gh + b * H3, bih, bhh, S + b * H,
+                    _fwd_chunk_before_rz(H, g + b * H3, Gh + b * H3, bih, bhh, H,
+                                         S + b * H,
                                        aux + b * H)
             gemm(False, True, n, H, H, 1, aux, H, whh + 2 * H * H, H, 0, Gh + 2 * H, H3)
             if nt > 1:
                 for b in prange(n, num_threads=nt, schedule="static"):
-                    _fwd_row_before_n(H, g + b * H3, Gh + b * H3, bih, bhh, S + b * H,
+                    _fwd_chunk_before_n(H, g + b * H3, Gh + b * H3, bih, bhh, H,
+                                        S + b * H,
                                       y + b * y_b)
             else:
                 for b in range(n):
-                    _fwd_row_before_n(H, g + b * H3, Gh + b * H3, bih, bhh, S + b * H,
+                    _fwd_chunk_before_n(H, g + b * H3, Gh + b * H3, bih, bhh, H,
+                                        S + b * H,
                                       y + b * y_b)
 
 
@@ -383,12 +392,12 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
         if reset_after:
             if nt > 1:
                 for b in prange(n, num_threads=nt, schedule="static"):
-                    _bwd_row_after(H, dy + b * y_b, dS + b * H, G + (off[t] + b) * H3,
+                    _bwd_chunk_after(H, H, dy + b * y_b, dS + b * H, G + (off[t] + b) * H3,
                                    A + (off[t] + b) * H, Hp + (off[t] + b) * H,
                                    dg + b * H3, dGxn + (off[t] + b) * H)
             else:
                 for b in range(n):
-                    _bwd_row_after(H, dy + b * y_b, dS + b * H, G + (off[t] + b) * H3,
+                    _bwd_chunk_after(H, H, dy + b * y_b, dS + b * H, G + (off[t] + b) * H3,
                                    A + (off[t] + b) * H, Hp + (off[t] + b) * H,
                                    dg + b * H3, dGxn + (off[t] + b) * H)
             # dh += dGh @ W_hh
@@ -396,11 +405,13 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
         else:
             if nt > 1:
                 for b in prange(n, num_threads=nt, schedule="static"):
-                    _bwd_row_before_zn(H, dy + b * y_b, dS + b * H, G + (off[t] + b) * H3,
+                    _bwd_chunk_before_zn(H, H, dy + b * y_b, dS + b * H,
+                                         G + (off[t] + b) * H3,
                                        Hp + (off[t] + b) * H, dg + b * H3)
             else:
                 for b in range(n):
-                    _bwd_row_before_zn(H, dy + b * y_b, dS + b * H, G + (off[t] + b) * H3,
+                    _bwd_chunk_before_zn(H, H, dy + b * y_b, dS + b * H,
+                                         G + (off[t] + b) * H3,
                                        Hp + (off[t] + b) * H, dg + b * H3)
             # d(r * h) = da_n @ W_hn
             gemm(False, False, n, H, H, 1, dg + 2 * H, H3, whh + 2 * H * H, H, 0, dRH, H)
@@ -492,37 +503,6 @@ cdef inline Py_ssize_t _row_lo(int blk, Py_ssize_t N) noexcept nogil:
     return N * blk // ROW_BLOCKS
 
 
-cdef inline void _fwd_chunk_after(int c, floating* g, const floating* gh,
-                                  const floating* bih, const floating* bhh, int H,
-                                  floating* h, floating* y, floating* aux) noexcept nogil:
-    # g: the row's r slot at unit j0 (z, n at +H, +2H); gh: the chunk's [r z n] block
-    # (width c each); biases at unit j0.
-    if floating is float:
-        grucy_fwd_after_f(c, g, g + H, g + 2 * H, gh, gh + c, gh + 2 * c,
-                          bih, bih + H, bih + 2 * H, bhh, bhh + H, bhh + 2 * H, h, y, aux)
-    else:
-        grucy_fwd_after_d(c, g, g + H, g + 2 * H, gh, gh + c, gh + 2 * c,
-                          bih, bih + H, bih + 2 * H, bhh, bhh + H, bhh + 2 * H, h, y, aux)
-
-
-cdef inline void _fwd_chunk_before_rz(int c, floating* g, const floating* gh,
-                                      const floating* bih, const floating* bhh, int H,
-                                      const floating* h, floating* aux) noexcept nogil:
-    if floating is float:
-        grucy_fwd_before_rz_f(c, g, g + H, gh, gh + c, bih, bih + H, bhh, bhh + H, h, aux)
-    else:
-        grucy_fwd_before_rz_d(c, g, g + H, gh, gh + c, bih, bih + H, bhh, bhh + H, h, aux)
-
-
-cdef inline void _fwd_chunk_before_n(int c, floating* g, const floating* gh,
-                                     const floating* bih, const floating* bhh, int H,
-                                     floating* h, floating* y) noexcept nogil:
-    if floating is float:
-        grucy_fwd_before_n_f(c, g + H, g + 2 * H, gh + 2 * c, bih + 2 * H, bhh + 2 * H, h, y)
-    else:
-        grucy_fwd_before_n_d(c, g + H, g + 2 * H, gh + 2 * c, bih + 2 * H, bhh + 2 * H, h, y)
-
-
 cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
                        const Py_ssize_t* off, bint reverse, bint reset_after,
                        bint training, const floating* X, const floating* wih,
@@ -603,28 +583,6 @@ cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
                                             y + b * y_b + j0)
                 k = k + nt
             grucy_barrier()
-
-
-cdef inline void _bwd_chunk_after(int c, int H, const floating* dy, floating* dh,
-                                  const floating* g, const floating* aux,
-                                  const floating* hp, floating* dg,
-                                  floating* dgxn) noexcept nogil:
-    # all pointers at unit j0 of their row; gates/gradients r, z, n at +0, +H, +2H
-    if floating is float:
-        grucy_bwd_after_f(c, dy, dh, g, g + H, g + 2 * H, aux, hp,
-                          dg, dg + H, dg + 2 * H, dgxn)
-    else:
-        grucy_bwd_after_d(c, dy, dh, g, g + H, g + 2 * H, aux, hp,
-                          dg, dg + H, dg + 2 * H, dgxn)
-
-
-cdef inline void _bwd_chunk_before_zn(int c, int H, const floating* dy, floating* dh,
-                                      const floating* g, const floating* hp,
-                                      floating* dg) noexcept nogil:
-    if floating is float:
-        grucy_bwd_before_zn_f(c, dy, dh, g + H, g + 2 * H, hp, dg + H, dg + 2 * H)
-    else:
-        grucy_bwd_before_zn_d(c, dy, dh, g + H, g + 2 * H, hp, dg + H, dg + 2 * H)
 
 
 cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
