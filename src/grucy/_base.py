@@ -516,6 +516,17 @@ class GRUBase(ParameterHolder):
                 np.zeros(3 * self.hidden_size, self.dtype))
 
     # -- input checks -----------------------------------------------------------------
+    def _initial_state(self, h0, shape, layout):
+        """``h0`` validated as a finite array of ``shape`` in the layer's dtype (zeros
+        for None); ``layout`` names the axes in the error message."""
+        if h0 is None:
+            return np.zeros(shape, self.dtype)
+        h0 = as_float_array("h0", h0, self.dtype)
+        if h0.shape != shape:
+            raise ValueError(f"h0 must have shape {layout} = {shape}, got {h0.shape}")
+        check_finite("h0", h0)
+        return h0
+
     def _check_inputs(self, x, h0, lengths, training=True):
         """Validate and convert; returns time-major x (T, B, I), h0 (L*D, B, H), lengths.
 
@@ -549,15 +560,8 @@ class GRUBase(ParameterHolder):
         check_memory(what, self._call_bytes(T, B, training))
         x = as_float_array("x", x, self.dtype)
         check_finite("x", x)
-        state_shape = (self.num_layers * self.num_directions, B, self.hidden_size)
-        if h0 is None:
-            h0 = np.zeros(state_shape, self.dtype)
-        else:
-            h0 = as_float_array("h0", h0, self.dtype)
-            if h0.shape != state_shape:
-                raise ValueError(f"h0 must have shape (num_layers*num_directions, B, H) = "
-                                 f"{state_shape}, got {h0.shape}")
-            check_finite("h0", h0)
+        h0 = self._initial_state(h0, (self.num_layers * self.num_directions, B,
+                                      self.hidden_size), "(num_layers*num_directions, B, H)")
         self._check_parameters()
         if lengths is not None:
             lengths = self._check_lengths(lengths, T, B)

@@ -117,16 +117,8 @@ class GRU(GRUBase):
                              "reads the whole sequence (bidirectional=True)")
         batch_size = _positive_int("batch_size", batch_size)
         self._check_stream(batch_size)
-        shape = (self.num_layers, batch_size, self.hidden_size)
-        if h0 is None:
-            h0 = np.zeros(shape, self.dtype)
-        else:
-            h0 = as_float_array("h0", h0, self.dtype)
-            if h0.shape != shape:
-                raise ValueError(f"h0 must have shape (num_layers, batch_size, "
-                                 f"hidden_size) = {shape}, got {h0.shape}")
-            if not np.all(np.isfinite(h0)):
-                raise ValueError("h0 contains NaN or inf")
+        h0 = self._initial_state(h0, (self.num_layers, batch_size, self.hidden_size),
+                                 "(num_layers, batch_size, hidden_size)")
         layers = [self.layer_params(layer, 0) for layer in range(self.num_layers)]
         return _gru.GRUStream(layers, batch_size, self.hidden_size, self.reset_after,
                               self.dtype, h0)
