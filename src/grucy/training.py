@@ -140,7 +140,20 @@ def _digest(*arrays):
     return h.hexdigest()[:16]
 
 
-class ArrayTask(Task):
+class _NetTask(Task):
+    """A task whose parameters, gradients and generators are those of ``self.net``."""
+
+    def parameters(self):
+        return self.net.parameters()
+
+    def gradients(self):
+        return list(self.net.grads.values())
+
+    def generators(self):
+        return self.net.generators()
+
+
+class ArrayTask(_NetTask):
     """Supervised examples ``X[i] -> Y[i]`` through a network with forward/backward.
 
     Parameters
@@ -173,15 +186,6 @@ class ArrayTask(Task):
         self.metric_names = tuple(self._metric_fns)
         # one loss term per target element (cross-entropy targets have no class axis)
         self._terms_per_example = count_terms(Y.shape[1:])
-
-    def parameters(self):
-        return self.net.parameters()
-
-    def gradients(self):
-        return list(self.net.grads.values())
-
-    def generators(self):
-        return self.net.generators()
 
     @property
     def has_validation(self):
@@ -228,7 +232,7 @@ class ArrayTask(Task):
                 "data": _digest(self.X, self.Y, self.train_idx, self.val_idx)}
 
 
-class StreamTask(Task):
+class StreamTask(_NetTask):
     """Truncated BPTT over parallel streams of a long sequence (a text, a long series).
 
     Each epoch walks the streams' time axis in chunks of ``bptt`` steps, in order (the
@@ -264,15 +268,6 @@ class StreamTask(Task):
             raise ValueError(f"train_streams must be (S, L) with L >= 2, got shape "
                              f"{self.train_streams.shape}")
         self._current = None
-
-    def parameters(self):
-        return self.net.parameters()
-
-    def gradients(self):
-        return list(self.net.grads.values())
-
-    def generators(self):
-        return self.net.generators()
 
     @property
     def has_validation(self):
