@@ -38,7 +38,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -1107,25 +1106,13 @@ def markdown_lines(doc):
 
 
 def write_atomic(path, data):
-    """Write text or bytes to path via a temporary file in the same directory + os.replace."""
+    """Write text or bytes to ``path`` atomically (grucy's file writer), making its
+    directory first."""
+    from .io import _atomic_write
+
     path = os.path.abspath(path)
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
-            f.write(data)
-        umask = os.umask(0)  # mkstemp creates 0600; give the file the usual permissions
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _atomic_write(path, [data.encode("utf-8") if isinstance(data, str) else data])
 
 
 def plot_speedups(doc, path):
