@@ -7,6 +7,8 @@ reference grucy.reference.GRU (float32 and float64), and torch.nn.GRU when insta
 of the tests themselves; the tests needing the compiled module's thread API then skip).
 ``GRUCY_TEST_CHUNKED=1`` forces the chunked multi-threaded kernels (normally used only
 from a size on) for every shape, so the whole file checks them too; CI runs it both ways.
+``GRUCY_TEST_BLAS=1`` makes the recurrent GEMMs call BLAS instead of grucy's packed
+AVX-512 kernel (the path of CPUs without AVX-512); CI runs that too.
 """
 
 from __future__ import annotations
@@ -53,9 +55,28 @@ def chunked_kernels(force=True, min_chunk=32, align=16):
         grucy._gru._set_chunking(*old)
 
 
+@contextlib.contextmanager
+def recurrent_gemm(packed):
+    """Recurrent GEMMs through grucy's packed kernel (_pgemm.h; when the CPU has
+    AVX-512) if ``packed``, through BLAS if not, unchanged if None."""
+    if GRU is RefGRU or packed is None:
+        yield
+        return
+    old = grucy._gru._set_packed(packed)
+    try:
+        yield
+    finally:
+        grucy._gru._set_packed(old)
+
+
+def _env_flag(name):
+    return os.environ.get(name, "") not in ("", "0")
+
+
 @pytest.fixture(autouse=True, scope="module")
-def _chunked_everywhere():
-    with chunked_kernels(os.environ.get("GRUCY_TEST_CHUNKED", "") not in ("", "0")):
+def _kernel_choice():
+    with chunked_kernels(_env_flag("GRUCY_TEST_CHUNKED")), \
+            recurrent_gemm(False if _env_flag("GRUCY_TEST_BLAS") else None):
         yield
 
 
@@ -157,6 +178,23 @@ def test_chunked_kernels_match_reference(H, min_chunk, variant, reset_after, dty
     layer, ref = make_pair(5, H, reset_after=reset_after, dtype=dtype, **layer_opts)
     inputs = make_inputs(rng, layer, 4, 7, **input_opts)
     with chunked_kernels(min_chunk=min_chunk, align=1 if min_chunk == 1 else 16):
+        got = run_layer(layer, inputs)
+    assert_results_close(got, run_layer(ref, inputs), dtype)
+
+
+@_needs_compiled
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["serial", "chunked"])
+@pytest.mark.parametrize("packed", [False, True], ids=["blas", "packed"])
+def test_recurrent_gemm_paths_match_reference(packed, chunked, reset_after, dtype, rng):
+    # B = 19: two full 8-row register blocks and a 3-row rest; H = 70: panels of 32 (16
+    # in float64) columns with a ragged last one, in every gate block.
+    layer, ref = make_pair(5, 70, bidirectional=True, reset_after=reset_after, dtype=dtype)
+    inputs = make_inputs(rng, layer, 6, 19, lengths=True)
+    with chunked_kernels(chunked, min_chunk=8, align=1), recurrent_gemm(packed):
+        if packed and not grucy._gru.packed_gemm_enabled():
+            pytest.skip("the packed recurrent GEMM needs AVX-512; this CPU runs BLAS")
         got = run_layer(layer, inputs)
     assert_results_close(got, run_layer(ref, inputs), dtype)
 

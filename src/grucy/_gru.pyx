@@ -267,6 +267,113 @@ cdef inline void _bwd_row_before_r(int H, const floating* drh, floating* dh,
 
 
 # ---------------------------------------------------------------------------------------
+# The recurrent GEMMs on a packed W_hh (_pgemm.h): W_hh is packed once per call into
+# the layout of grucy's AVX-512 kernel instead of being re-packed by BLAS at every step.
+# A packed block covers the gates of a run of c units starting at unit j0 (a chunk, or
+# the whole layer with j0 = 0, c = H):
+#   forward, reset-after:  B = W_hh[[r z n] rows of the run]^T     (H, 3c)
+#   forward, reset-before: B = W_hh[[r z] rows]^T (H, 2c), then W_hn[rows]^T (H, c)
+#   backward:              B = W_hh[:, run]                         (3H, c)
+
+cdef extern from "_pgemm.h" nogil:
+    int grucy_pgemm_available()
+    size_t grucy_pgemm_size(int K, int N, int nr)
+    void grucy_pack_t_f(int K, int c, int g0, int ng, int H, int j0, const float* W, int ldw, float* P)
+    void grucy_pack_t_d(int K, int c, int g0, int ng, int H, int j0, const double* W, int ldw, double* P)
+    void grucy_pack_n_f(int K, int N, const float* W, int ldw, float* P)
+    void grucy_pack_n_d(int K, int N, const double* W, int ldw, double* P)
+    void grucy_pgemm_f(int M, int N, int K, const float* A, int lda, const float* P, size_t pstride, float* C, int ldc, int beta)
+    void grucy_pgemm_d(int M, int N, int K, const double* A, int lda, const double* P, size_t pstride, double* C, int ldc, int beta)
+
+# Whether the kernels use the packed recurrent GEMM (AVX-512 CPUs); _set_packed changes it.
+cdef bint _packed = grucy_pgemm_available()
+# The serial kernels pack only for sequences of at least this many steps (the packing
+# costs about one step's GEMM).
+DEF PACKED_MIN_STEPS = 4
+
+
+def _set_packed(bint on):
+    """Test hook: use the packed recurrent GEMM (when the CPU has AVX-512) or BLAS.
+    Returns the old setting."""
+    global _packed
+    old = _packed
+    _packed = on and grucy_pgemm_available()
+    return old
+
+
+def packed_gemm_enabled():
+    """True when the recurrent GEMMs run grucy's own AVX-512 kernel on a W_hh packed
+    once per call (False: BLAS, on CPUs without AVX-512)."""
+    return bool(_packed)
+
+
+cdef inline int _nr(const floating* p) noexcept nogil:
+    """Columns per panel of a packed operand of this element type."""
+    return 32 if floating is float else 16
+
+
+cdef inline Py_ssize_t _pk_fwd_size(const floating* p, int H, int c,
+                                    bint reset_after) noexcept nogil:
+    """Values of the forward packed block of a run of c units."""
+    if reset_after:
+        return grucy_pgemm_size(H, 3 * c, _nr(p))
+    return grucy_pgemm_size(H, 2 * c, _nr(p)) + grucy_pgemm_size(H, c, _nr(p))
+
+
+cdef inline Py_ssize_t _pk_n_off(const floating* p, int H, int c) noexcept nogil:
+    """Reset-before forward block: where the W_hn part starts."""
+    return grucy_pgemm_size(H, 2 * c, _nr(p))
+
+
+cdef inline Py_ssize_t _pk_bwd_size(const floating* p, int H, int c) noexcept nogil:
+    return grucy_pgemm_size(3 * H, c, _nr(p))
+
+
+cdef Py_ssize_t _pk_total(const floating* p, int H, bint chunked, bint forward,
+                         bint reset_after) noexcept nogil:
+    """Values of all packed blocks of a layer: one per chunk, or one for all H units."""
+    cdef int k, c, nc = _nchunks(H) if chunked else 1
+    cdef Py_ssize_t total = 0
+    for k in range(nc):
+        c = _chunk_lo(k + 1, nc, H) - _chunk_lo(k, nc, H) if chunked else H
+        total += _pk_fwd_size(p, H, c, reset_after) if forward else _pk_bwd_size(p, H, c)
+    return total
+
+
+cdef void _pack_fwd(int H, int j0, int c, bint reset_after, const floating* whh,
+                    floating* P) noexcept nogil:
+    if floating is float:
+        if reset_after:
+            grucy_pack_t_f(H, c, 0, 3, H, j0, whh, H, P)
+        else:
+            grucy_pack_t_f(H, c, 0, 2, H, j0, whh, H, P)
+            grucy_pack_t_f(H, c, 2, 1, H, j0, whh, H, P + _pk_n_off(P, H, c))
+    else:
+        if reset_after:
+            grucy_pack_t_d(H, c, 0, 3, H, j0, whh, H, P)
+        else:
+            grucy_pack_t_d(H, c, 0, 2, H, j0, whh, H, P)
+            grucy_pack_t_d(H, c, 2, 1, H, j0, whh, H, P + _pk_n_off(P, H, c))
+
+
+cdef void _pack_bwd(int H, int j0, int c, const floating* whh, floating* P) noexcept nogil:
+    if floating is float:
+        grucy_pack_n_f(3 * H, c, whh + j0, H, P)
+    else:
+        grucy_pack_n_d(3 * H, c, whh + j0, H, P)
+
+
+cdef inline void _pgemm(int m, int n, int k, const floating* a, int lda,
+                        const floating* P, Py_ssize_t pstride, floating* c, int ldc,
+                        bint beta) noexcept nogil:
+    """C (m, n) (+)= A (m, k) @ B, B packed (see above)."""
+    if floating is float:
+        grucy_pgemm_f(m, n, k, a, lda, P, pstride, c, ldc, beta)
+    else:
+        grucy_pgemm_d(m, n, k, a, lda, P, pstride, c, ldc, beta)
+
+
+# ---------------------------------------------------------------------------------------
 # Whole-sequence kernels.
 
 cdef void _gather_rows(int T, int B, int I, const int* bs, const Py_ssize_t* off,
@@ -302,7 +409,9 @@ cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize
                        const floating* bih, const floating* bhh,
                        floating* Y, Py_ssize_t y_t, Py_ssize_t y_b, floating* S,
                        floating* G, floating* A, floating* Hp, floating* Gh,
-                       floating* Xp) noexcept nogil:
+                       floating* Xp, floating* pk) noexcept nogil:
+    """pk: room for the packed W_hh of the whole layer (_pk_fwd_size), or NULL to call
+    BLAS for the recurrent GEMMs."""
     cdef int H3 = 3 * H
     cdef int s, t, n, b, nt
     cdef Py_ssize_t N = off[T]
@@ -315,6 +424,8 @@ cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize
         xsrc = Xp
     # G = X @ W_ih^T, every step at once
     gemm(False, True, N, H3, I, 1, xsrc, I, wih, I, 0, G, H3)
+    if pk != NULL:
+        _pack_fwd(H, 0, H, reset_after, whh, pk)
     for s in range(T):
         t = T - 1 - s if reverse else s
         n = bs[t]
@@ -330,7 +441,10 @@ cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize
         nt = _threads_for(<Py_ssize_t>n * H3)
         if reset_after:
             # Gh = h @ W_hh^T
-            gemm(False, True, n, H3, H, 1, S, H, whh, H, 0, Gh, H3)
+            if pk != NULL:
+                _pgemm(n, H3, H, S, H, pk, <Py_ssize_t>H * _nr(pk), Gh, H3, False)
+            else:
+                gemm(False, True, n, H3, H, 1, S, H, whh, H, 0, Gh, H3)
             if nt > 1:
                 for b in prange(n, num_threads=nt, schedule="static"):
                     _fwd_chunk_after(H, g + b * H3, Gh + b * H3, bih, bhh, H, S + b * H,
@@ -341,7 +455,10 @@ cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize
                                    y + b * y_b, aux + b * H)
         else:
             # Gh[:, :2H] = h @ W_h{r,z}^T; then Gh[:, 2H:] = (r * h) @ W_hn^T
-            gemm(False, True, n, 2 * H, H, 1, S, H, whh, H, 0, Gh, H3)
+            if pk != NULL:
+                _pgemm(n, 2 * H, H, S, H, pk, <Py_ssize_t>H * _nr(pk), Gh, H3, False)
+            else:
+                gemm(False, True, n, 2 * H, H, 1, S, H, whh, H, 0, Gh, H3)
             if nt > 1:
                 for b in prange(n, num_threads=nt, schedule="static"):
                     _fwd_chunk_before_rz(H, g + b * H3, Gh + b * H3, bih, bhh, H,
@@ -352,7 +469,11 @@ cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize
                     _fwd_chunk_before_rz(H, g + b * H3, Gh + b * H3, bih, bhh, H,
                                          S + b * H,
                                        aux + b * H)
-            gemm(False, True, n, H, H, 1, aux, H, whh + 2 * H * H, H, 0, Gh + 2 * H, H3)
+            if pk != NULL:
+                _pgemm(n, H, H, aux, H, pk + _pk_n_off(pk, H, H), <Py_ssize_t>H * _nr(pk),
+                       Gh + 2 * H, H3, False)
+            else:
+                gemm(False, True, n, H, H, 1, aux, H, whh + 2 * H * H, H, 0, Gh + 2 * H, H3)
             if nt > 1:
                 for b in prange(n, num_threads=nt, schedule="static"):
                     _fwd_chunk_before_n(H, g + b * H3, Gh + b * H3, bih, bhh, H,
@@ -372,7 +493,9 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
                         const floating* G, const floating* A, const floating* Hp,
                         floating* dwih, floating* dwhh, floating* dbih, floating* dbhh,
                         floating* dG, floating* dGxn, floating* dRH, const floating* ones,
-                        floating* dX, floating* dXp, bint accumulate) noexcept nogil:
+                        floating* dX, floating* dXp, bint accumulate,
+                        floating* pk) noexcept nogil:
+    """pk: room for the packed W_hh (_pk_bwd_size with c = H), or NULL (BLAS)."""
     cdef int H3 = 3 * H
     cdef int s, t, n, b, nt
     cdef Py_ssize_t N = off[T]
@@ -381,6 +504,9 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
     cdef const floating* pn      # input-side gradient of the n gate (N, H), stride ld_pn
     cdef int ld_pn
     cdef floating* dxdst
+    cdef Py_ssize_t ps = <Py_ssize_t>3 * H * (_nr(pk))
+    if pk != NULL:
+        _pack_bwd(H, 0, H, whh, pk)
     for s in range(T - 1, -1, -1):
         t = T - 1 - s if reverse else s
         n = bs[t]
@@ -401,7 +527,10 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
                                    A + (off[t] + b) * H, Hp + (off[t] + b) * H,
                                    dg + b * H3, dGxn + (off[t] + b) * H)
             # dh += dGh @ W_hh
-            gemm(False, False, n, H, H3, 1, dg, H3, whh, H, 1, dS, H)
+            if pk != NULL:
+                _pgemm(n, H, H3, dg, H3, pk, ps, dS, H, True)
+            else:
+                gemm(False, False, n, H, H3, 1, dg, H3, whh, H, 1, dS, H)
         else:
             if nt > 1:
                 for b in prange(n, num_threads=nt, schedule="static"):
@@ -414,7 +543,11 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
                                          G + (off[t] + b) * H3,
                                        Hp + (off[t] + b) * H, dg + b * H3)
             # d(r * h) = da_n @ W_hn
-            gemm(False, False, n, H, H, 1, dg + 2 * H, H3, whh + 2 * H * H, H, 0, dRH, H)
+            if pk != NULL:
+                _pgemm(n, H, H, dg + 2 * H, H3, pk + <Py_ssize_t>2 * H * _nr(pk), ps,
+                       dRH, H, False)
+            else:
+                gemm(False, False, n, H, H, 1, dg + 2 * H, H3, whh + 2 * H * H, H, 0, dRH, H)
             if nt > 1:
                 for b in prange(n, num_threads=nt, schedule="static"):
                     _bwd_row_before_r(H, dRH + b * H, dS + b * H, G + (off[t] + b) * H3,
@@ -424,7 +557,10 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
                     _bwd_row_before_r(H, dRH + b * H, dS + b * H, G + (off[t] + b) * H3,
                                       Hp + (off[t] + b) * H, dg + b * H3)
             # dh += dG[:, :2H] @ W_h{r,z}
-            gemm(False, False, n, H, 2 * H, 1, dg, H3, whh, H, 1, dS, H)
+            if pk != NULL:
+                _pgemm(n, H, 2 * H, dg, H3, pk, ps, dS, H, True)
+            else:
+                gemm(False, False, n, H, 2 * H, 1, dg, H3, whh, H, 1, dS, H)
 
     # Input-side gate gradients: r and z equal the hidden side; n differs for reset-after.
     if reset_after:
@@ -503,25 +639,72 @@ cdef inline Py_ssize_t _row_lo(int blk, Py_ssize_t N) noexcept nogil:
     return N * blk // ROW_BLOCKS
 
 
+# Blocks of gate rows for the hoisted weight gradients (fixed: results must not depend
+# on the thread count); boundaries on multiples of 16 rows.
+DEF WGRAD_BLOCKS = 4
+
+
+cdef inline int _wgrad_lo(int blk, int H3) noexcept nogil:
+    if blk >= WGRAD_BLOCKS:
+        return H3
+    return <int>((<long long>blk * H3 // WGRAD_BLOCKS) // 16 * 16)
+
+
+cdef void _wgrad_rows(int g0, int g1, int H, int N, const floating* d_rz, int ld_rz,
+                      const floating* d_n, int ld_n, const floating* src_rz,
+                      const floating* src_n, int ld_src, floating* dw,
+                      const floating* ones, floating* db) noexcept nogil:
+    """Rows g0:g1 of a weight gradient (3H, F): dw[g] += D[:, g] @ src and db[g] +=
+    sum(D[:, g]), where gate column g of D is d_rz[:, g] below 2H and d_n[:, g - 2H]
+    from 2H on, and src is src_rz for the r, z rows and src_n for the n rows."""
+    cdef int m
+    if g0 < 2 * H:
+        m = (g1 if g1 < 2 * H else 2 * H) - g0
+        gemm(True, False, m, ld_src, N, 1, d_rz + g0, ld_rz, src_rz, ld_src, 1,
+             dw + <Py_ssize_t>g0 * ld_src, ld_src)
+        colsum(N, m, d_rz + g0, ld_rz, ones, db + g0)
+        g0 = g0 + m
+    if g1 > g0:
+        gemm(True, False, g1 - g0, ld_src, N, 1, d_n + (g0 - 2 * H), ld_n, src_n, ld_src,
+             1, dw + <Py_ssize_t>g0 * ld_src, ld_src)
+        colsum(N, g1 - g0, d_n + (g0 - 2 * H), ld_n, ones, db + g0)
+
+
 cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
                        const Py_ssize_t* off, bint reverse, bint reset_after,
                        bint training, const floating* X, const floating* wih,
                        const floating* whp, const floating* bih, const floating* bhh,
                        floating* Y, Py_ssize_t y_t, Py_ssize_t y_b, floating* S,
-                       floating* G, floating* A, floating* Hp, floating* Gh) noexcept nogil:
-    """Forward with one OpenMP team.  X: packed input rows (N, I); whp: W_hh with its
-    rows regrouped by chunk ([r z n] of chunk 0, then of chunk 1, ...); Gh (B, 3H) in
-    the same chunk-major column order."""
+                       floating* G, floating* A, floating* Hp, floating* Gh,
+                       const floating* whh, floating* pk) noexcept nogil:
+    """Forward with one OpenMP team.  X: packed input rows (N, I); Gh (B, 3H) in
+    chunk-major column order ([r z n] of chunk 0, then of chunk 1, ...).  The recurrent
+    GEMMs use pk (room for the packed blocks of every chunk, _pk_fwd_size each) when it
+    is not NULL, else BLAS on whp: W_hh with its rows regrouped in the order of Gh."""
     cdef int H3 = 3 * H, nc = _nchunks(H)
     cdef Py_ssize_t N = off[T]
+    cdef Py_ssize_t pko[MAX_CHUNKS + 1]   # where each chunk's packed block starts
+    cdef Py_ssize_t ps = <Py_ssize_t>H * _nr(pk)
     # (initialised: Cython makes them firstprivate in the parallel block)
     cdef int tid = 0, k = 0, s = 0, t = 0, n = 0, b = 0, j0 = 0, c = 0, blk = 0
     cdef Py_ssize_t r0 = 0, r1 = 0
     cdef floating* g = NULL
     cdef floating* aux = NULL
     cdef floating* y = NULL
+    pko[0] = 0
+    for k in range(nc):
+        pko[k + 1] = pko[k] + _pk_fwd_size(
+            pk, H, _chunk_lo(k + 1, nc, H) - _chunk_lo(k, nc, H), reset_after)
     with parallel(num_threads=nt):
         tid = grucy_thread_num()
+        if pk != NULL:
+            # Each thread packs the chunks it will multiply by (no barrier needed).
+            k = tid
+            while k < nc:
+                j0 = _chunk_lo(k, nc, H)
+                _pack_fwd(H, j0, _chunk_lo(k + 1, nc, H) - j0, reset_after, whh,
+                          pk + pko[k])
+                k = k + nt
         # G = X @ W_ih^T in fixed row blocks
         blk = tid
         while blk < ROW_BLOCKS:
@@ -548,8 +731,12 @@ cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
                     for b in range(n):
                         memcpy(Hp + (off[t] + b) * H + j0, S + b * H + j0,
                                <size_t>c * sizeof(floating))
-                gemm(False, True, n, (3 if reset_after else 2) * c, H, 1, S, H,
-                     whp + <Py_ssize_t>3 * j0 * H, H, 0, Gh + 3 * j0, H3)
+                if pk != NULL:
+                    _pgemm(n, (3 if reset_after else 2) * c, H, S, H, pk + pko[k], ps,
+                           Gh + 3 * j0, H3, False)
+                else:
+                    gemm(False, True, n, (3 if reset_after else 2) * c, H, 1, S, H,
+                         whp + <Py_ssize_t>3 * j0 * H, H, 0, Gh + 3 * j0, H3)
                 if not reset_after:
                     for b in range(n):
                         _fwd_chunk_before_rz(c, g + b * H3 + j0, Gh + b * H3 + 3 * j0,
@@ -563,9 +750,13 @@ cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
                 while k < nc:
                     j0 = _chunk_lo(k, nc, H)
                     c = _chunk_lo(k + 1, nc, H) - j0
-                    gemm(False, True, n, c, H, 1, aux, H,
-                         whp + <Py_ssize_t>(3 * j0 + 2 * c) * H, H, 0,
-                         Gh + 3 * j0 + 2 * c, H3)
+                    if pk != NULL:
+                        _pgemm(n, c, H, aux, H, pk + pko[k] + _pk_n_off(pk, H, c), ps,
+                               Gh + 3 * j0 + 2 * c, H3, False)
+                    else:
+                        gemm(False, True, n, c, H, 1, aux, H,
+                             whp + <Py_ssize_t>(3 * j0 + 2 * c) * H, H, 0,
+                             Gh + 3 * j0 + 2 * c, H3)
                     k = k + nt
             # Phase 2: the fused pass for this thread's units (writes its part of S).
             k = tid
@@ -592,10 +783,14 @@ cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
                         const floating* G, const floating* A, const floating* Hp,
                         floating* dwih, floating* dwhh, floating* dbih, floating* dbhh,
                         floating* dG, floating* dGxn, floating* dRH,
-                        const floating* ones, floating* dX, bint beta_dx) noexcept nogil:
+                        const floating* ones, floating* dX, bint beta_dx,
+                        floating* pk) noexcept nogil:
     """BPTT with one OpenMP team (see _forward_par); dX (N, I) packed rows, added to
-    when ``beta_dx``."""
+    when ``beta_dx``.  pk: room for the packed W_hh[:, chunk] of every chunk
+    (_pk_bwd_size each), or NULL (BLAS)."""
     cdef int H3 = 3 * H, nc = _nchunks(H)
+    cdef Py_ssize_t pko[MAX_CHUNKS + 1]
+    cdef Py_ssize_t ps = <Py_ssize_t>3 * H * _nr(pk)
     cdef Py_ssize_t N = off[T]
     cdef int tid = 0, k = 0, s = 0, t = 0, n = 0, b = 0, j0 = 0, c = 0, blk = 0, q = 0
     cdef Py_ssize_t r0 = 0, r1 = 0, row = 0
@@ -603,6 +798,10 @@ cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
     cdef floating* dg = NULL
     cdef const floating* pn
     cdef int ld_pn
+    pko[0] = 0
+    for k in range(nc):
+        pko[k + 1] = pko[k] + _pk_bwd_size(
+            pk, H, _chunk_lo(k + 1, nc, H) - _chunk_lo(k, nc, H))
     if reset_after:
         pn = dGxn
         ld_pn = H
@@ -611,6 +810,12 @@ cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
         ld_pn = H3
     with parallel(num_threads=nt):
         tid = grucy_thread_num()
+        if pk != NULL:
+            k = tid
+            while k < nc:
+                j0 = _chunk_lo(k, nc, H)
+                _pack_bwd(H, j0, _chunk_lo(k + 1, nc, H) - j0, whh, pk + pko[k])
+                k = k + nt
         for s in range(T - 1, -1, -1):
             t = T - 1 - s if reverse else s
             n = bs[t]
@@ -642,8 +847,13 @@ cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
                 while k < nc:
                     j0 = _chunk_lo(k, nc, H)
                     c = _chunk_lo(k + 1, nc, H) - j0
-                    gemm(False, False, n, c, H, 1, dg + 2 * H, H3,
-                         whh + <Py_ssize_t>2 * H * H + j0, H, 0, dRH + j0, H)
+                    if pk != NULL:
+                        _pgemm(n, c, H, dg + 2 * H, H3,
+                               pk + pko[k] + <Py_ssize_t>2 * H * _nr(pk), ps,
+                               dRH + j0, H, False)
+                    else:
+                        gemm(False, False, n, c, H, 1, dg + 2 * H, H3,
+                             whh + <Py_ssize_t>2 * H * H + j0, H, 0, dRH + j0, H)
                     for b in range(n):
                         row = off[t] + b
                         _bwd_row_before_r(c, dRH + b * H + j0, dS + b * H + j0,
@@ -656,29 +866,25 @@ cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
             while k < nc:
                 j0 = _chunk_lo(k, nc, H)
                 c = _chunk_lo(k + 1, nc, H) - j0
-                gemm(False, False, n, c, H3 if reset_after else 2 * H, 1, dg, H3,
-                     whh + j0, H, 1, dS + j0, H)
+                if pk != NULL:
+                    _pgemm(n, c, H3 if reset_after else 2 * H, dg, H3, pk + pko[k], ps,
+                           dS + j0, H, True)
+                else:
+                    gemm(False, False, n, c, H3 if reset_after else 2 * H, 1, dg, H3,
+                         whh + j0, H, 1, dS + j0, H)
                 k = k + nt
         grucy_barrier()
-        # Hoisted gradients: dW_ih, dW_hh and biases by unit chunks, dX by row blocks.
-        k = tid
-        while k < nc:
-            j0 = _chunk_lo(k, nc, H)
-            c = _chunk_lo(k + 1, nc, H) - j0
-            for q in range(2):  # r and z: input side and hidden side share dG
-                gemm(True, False, c, I, <int>N, 1, dG + q * H + j0, H3, X, I, 1,
-                     dwih + <Py_ssize_t>(q * H + j0) * I, I)
-                gemm(True, False, c, H, <int>N, 1, dG + q * H + j0, H3, Hp, H, 1,
-                     dwhh + <Py_ssize_t>(q * H + j0) * H, H)
-                colsum(<int>N, c, dG + q * H + j0, H3, ones, dbih + q * H + j0)
-                colsum(<int>N, c, dG + q * H + j0, H3, ones, dbhh + q * H + j0)
-            gemm(True, False, c, I, <int>N, 1, pn + j0, ld_pn, X, I, 1,
-                 dwih + <Py_ssize_t>(2 * H + j0) * I, I)
-            gemm(True, False, c, H, <int>N, 1, dG + 2 * H + j0, H3,
-                 Hp if reset_after else A, H, 1, dwhh + <Py_ssize_t>(2 * H + j0) * H, H)
-            colsum(<int>N, c, pn + j0, ld_pn, ones, dbih + 2 * H + j0)
-            colsum(<int>N, c, dG + 2 * H + j0, H3, ones, dbhh + 2 * H + j0)
-            k = k + nt
+        # Hoisted gradients: dW_ih, dW_hh and biases by fixed blocks of their 3H rows
+        # (few, large GEMMs: each call packs its right operand once), dX by row blocks.
+        blk = tid
+        while blk < WGRAD_BLOCKS:
+            q = _wgrad_lo(blk, H3)
+            c = _wgrad_lo(blk + 1, H3)
+            # dW_ih[q:c] += dGx[:, q:c]^T @ X;  dW_hh[q:c] += dGh[:, q:c]^T @ [Hp | Hp or A]
+            _wgrad_rows(q, c, H, <int>N, dG, H3, pn, ld_pn, X, X, I, dwih, ones, dbih)
+            _wgrad_rows(q, c, H, <int>N, dG, H3, dG + 2 * H, H3, Hp,
+                        Hp if reset_after else A, H, dwhh, ones, dbhh)
+            blk = blk + nt
         blk = tid
         while blk < ROW_BLOCKS:
             r0 = _row_lo(blk, N)
@@ -748,31 +954,38 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     cdef Py_ssize_t y_t = Y.strides[0] // sizeof(floating)
     cdef Py_ssize_t y_b = Y.strides[1] // sizeof(floating)
     cdef bint chunked = <Py_ssize_t>B * 3 * H * H >= CHUNKED_MIN_WORK
-    cdef floating[:, ::1] whp
+    cdef floating[:, ::1] whp = None
+    cdef floating[::1] pk
+    cdef floating* pk_ptr = NULL
+    cdef const floating* whp_ptr = NULL
     cdef int t, nt = _num_threads
     cdef const floating* xsrc = &X[0, 0, 0]
-    if chunked:
+    if _packed and (chunked or T >= PACKED_MIN_STEPS):
+        pk = np.empty(_pk_total(pk_ptr, H, chunked, True, reset_after), dtype)
+        pk_ptr = &pk[0]
+    elif chunked:
         # W_hh rows regrouped by unit chunk: [r z n] of chunk 0, of chunk 1, ...
         nc = _nchunks(H)
         bounds = [_chunk_lo(k, nc, H) for k in range(nc + 1)]
         w = np.asarray(w_hh)
         whp = np.concatenate([w[g * H + bounds[k]:g * H + bounds[k + 1]]
                               for k in range(nc) for g in range(3)])
+        whp_ptr = &whp[0, 0]
     with nogil:
         grucy_blas_enter()
         if not chunked:
             _forward_seq(T, B, I, H, &bs[0], &off[0], reverse, reset_after, training,
                          &X[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &b_ih[0], &b_hh[0],
                          &Y[0, 0, 0], y_t, y_b, &h[0, 0], &G[0, 0], &A[0, 0], hp_ptr,
-                         &Gh[0, 0], xp_ptr)
+                         &Gh[0, 0], xp_ptr, pk_ptr)
         else:
             if xp_ptr != NULL:
                 _gather_rows(T, B, I, &bs[0], &off[0], &X[0, 0, 0], xp_ptr)
                 xsrc = xp_ptr
             _forward_par(nt, T, B, I, H, &bs[0], &off[0], reverse, reset_after, training,
-                         xsrc, &w_ih[0, 0], &whp[0, 0], &b_ih[0], &b_hh[0],
+                         xsrc, &w_ih[0, 0], whp_ptr, &b_ih[0], &b_hh[0],
                          &Y[0, 0, 0], y_t, y_b, &h[0, 0], &G[0, 0], &A[0, 0], hp_ptr,
-                         &Gh[0, 0])
+                         &Gh[0, 0], &w_hh[0, 0], pk_ptr)
         grucy_blas_exit()
     if not training:
         return None
@@ -827,6 +1040,11 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
     cdef bint reverse = ws["reverse"]
     cdef bint chunked = <Py_ssize_t>B * 3 * H * H >= CHUNKED_MIN_WORK
     cdef int nt = _num_threads
+    cdef floating[::1] pk
+    cdef floating* pk_ptr = NULL
+    if _packed and (chunked or T >= PACKED_MIN_STEPS):
+        pk = np.empty(_pk_total(pk_ptr, H, chunked, False, reset_after), dtype)
+        pk_ptr = &pk[0]
     with nogil:
         grucy_blas_enter()
         if not chunked:
@@ -835,7 +1053,7 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
                           &X[0, 0], &w_ih[0, 0], &w_hh[0, 0], &G[0, 0], &A[0, 0],
                           &Hp[0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0], &db_hh[0],
                           &dG[0, 0], &dGxn[0, 0], &dRH[0, 0], &ones[0],
-                          &dX[0, 0, 0], dxp_ptr, accumulate)
+                          &dX[0, 0, 0], dxp_ptr, accumulate, pk_ptr)
         else:
             _backward_par(nt, T, B, I, H, &bs[0], &off[0], reverse, reset_after,
                           &dY[0, 0, 0], y_t, y_b, &dh[0, 0],
@@ -843,7 +1061,7 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
                           &Hp[0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0], &db_hh[0],
                           &dG[0, 0], &dGxn[0, 0], &dRH[0, 0], &ones[0],
                           &dX[0, 0, 0] if dxp_ptr == NULL else dxp_ptr,
-                          accumulate and dxp_ptr == NULL)
+                          accumulate and dxp_ptr == NULL, pk_ptr)
             if dxp_ptr != NULL:
                 _scatter_rows(T, B, I, &bs[0], &off[0], dxp_ptr, &dX[0, 0, 0], accumulate)
         grucy_blas_exit()
@@ -1064,6 +1282,6 @@ cdef class GRUStream:
                          <floating*>self.lp[l].whh, <floating*>self.lp[l].bih,
                          <floating*>self.lp[l].bhh, y, <Py_ssize_t>B * H, H,
                          <floating*>self.S + <Py_ssize_t>l * B * H, <floating*>self.G,
-                         <floating*>self.A, NULL, <floating*>self.Gh, NULL)
+                         <floating*>self.A, NULL, <floating*>self.Gh, NULL, NULL)
             inp = y
         grucy_blas_exit()
