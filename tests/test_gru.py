@@ -365,6 +365,37 @@ def test_dropout_matches_reference(dtype, rng):
         assert_results_close(got, expected, dtype)
 
 
+@_needs_compiled
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
+def test_reused_buffers_give_fresh_results(reset_after, rng):
+    """A layer reuses its kernel buffers from call to call; every call must still give
+    bit for bit what a fresh copy of the layer gives, whatever came before (larger or
+    smaller batches, other lengths, inference in between)."""
+    import copy
+    layer = GRU(5, 40, num_layers=2, bidirectional=True, reset_after=reset_after,
+                dtype=np.float64, seed=3)
+    pristine = copy.deepcopy(layer)
+    calls = [(6, 4, True, True), (3, 2, False, True), (7, 5, True, False),
+             (7, 5, True, True), (2, 3, False, False), (6, 4, True, True)]
+    buffers = None
+    for T, B, lengths, training in calls:  # the largest, 7x5, comes third
+        inputs = make_inputs(rng, layer, T, B, lengths=lengths)
+        fresh = copy.deepcopy(pristine)
+        if training:
+            assert_results_equal(run_layer(layer, inputs), run_layer(fresh, inputs))
+        else:
+            got = layer.forward(inputs["x"], inputs["h0"], inputs["lengths"], training=False)
+            want = fresh.forward(inputs["x"], inputs["h0"], inputs["lengths"], training=False)
+            for a, b in zip(got, want):
+                np.testing.assert_array_equal(a, b)
+        if (T, B) == (7, 5) and buffers is None:
+            buffers = layer._scratch[0]["G"]
+    # the gate buffer of the largest call served every later (smaller) call
+    assert layer._scratch[0]["G"] is buffers
+    # copies never share buffers
+    assert "_scratch" not in copy.copy(layer).__dict__
+
+
 def test_dropout_changes_training_output_only(rng):
     drop = GRU(4, 8, num_layers=2, dropout=0.5, dtype=np.float64, seed=8)
     plain = GRU(4, 8, num_layers=2, dtype=np.float64, seed=8)
