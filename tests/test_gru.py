@@ -199,6 +199,26 @@ def test_recurrent_gemm_paths_match_reference(packed, chunked, reset_after, dtyp
     assert_results_close(got, run_layer(ref, inputs), dtype)
 
 
+@_needs_compiled
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("transposed", [True, False], ids=["a_wT", "a_w"])
+def test_packed_kernel_matches_numpy(transposed, dtype, rng):
+    """The packed GEMM of the recurrent steps (_pgemm.h) on its own: every row-block
+    remainder (M = 1 .. 9, 17) and ragged panels (N around multiples of 16 and 32)."""
+    with recurrent_gemm(True):
+        if not grucy._gru.packed_gemm_enabled():
+            pytest.skip("the packed recurrent GEMM needs AVX-512; this CPU runs BLAS")
+    for M in [1, 2, 3, 4, 5, 6, 7, 8, 9, 17]:
+        for N in [1, 15, 16, 17, 31, 33, 64]:
+            for K in [1, 3, 64]:
+                a = rng.standard_normal((M, K)).astype(dtype)
+                w = rng.standard_normal((N, K) if transposed else (K, N)).astype(dtype)
+                c = np.full((M, N), np.nan, dtype)
+                grucy._gru._pgemm_probe(a, w, transposed, c, 1)
+                want = a.astype(np.float64) @ (w.T if transposed else w).astype(np.float64)
+                assert_close(c, want, dtype, err_msg=f"M={M} N={N} K={K}")
+
+
 def test_outputs_past_length_are_zero(rng):
     layer = GRU(3, 4, bidirectional=True, num_layers=2, dtype=np.float64, seed=0)
     inputs = make_inputs(rng, layer, T=5, B=3, lengths=[5, 2, 1])

@@ -363,6 +363,42 @@ cdef void _pack_bwd(int H, int j0, int c, const floating* whh, floating* P) noex
         grucy_pack_n_d(3 * H, c, whh + j0, H, P)
 
 
+def _pgemm_probe(const floating[:, ::1] a, const floating[:, ::1] w, bint transposed,
+                 floating[:, ::1] c, int repeats):
+    """Profiling/test hook: pack ``w`` once, then run the packed kernel ``repeats`` times:
+    c = a @ w.T (``transposed``, the forward's shape: w is (N, K)) or c = a @ w (the
+    backward's: w is (K, N)).  Returns the seconds of the repeats (packing excluded)."""
+    import time
+    cdef int M = a.shape[0], K = a.shape[1]
+    cdef int N = w.shape[0] if transposed else w.shape[1]
+    if (w.shape[1] if transposed else w.shape[0]) != K or c.shape[0] != M or c.shape[1] != N:
+        raise ValueError("_pgemm_probe: shapes do not match")
+    if not grucy_pgemm_available():
+        raise RuntimeError("the packed kernel needs AVX-512")
+    if repeats < 1 or M < 1 or N < 1 or K < 1:
+        raise ValueError("_pgemm_probe: sizes and repeats must be positive")
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[::1] P = np.empty(grucy_pgemm_size(K, N, 32 if floating is float else 16),
+                                    dtype)
+    cdef int r
+    if floating is float:
+        if transposed:
+            grucy_pack_t_f(K, N, 0, 1, 0, 0, &w[0, 0], K, &P[0])
+        else:
+            grucy_pack_n_f(K, N, &w[0, 0], N, &P[0])
+    else:
+        if transposed:
+            grucy_pack_t_d(K, N, 0, 1, 0, 0, &w[0, 0], K, &P[0])
+        else:
+            grucy_pack_n_d(K, N, &w[0, 0], N, &P[0])
+    t0 = time.perf_counter()
+    with nogil:
+        for r in range(repeats):
+            _pgemm(M, N, K, &a[0, 0], K, &P[0], <Py_ssize_t>K * _nr(&P[0]), &c[0, 0], N,
+                   False)
+    return time.perf_counter() - t0
+
+
 cdef inline void _pgemm(int m, int n, int k, const floating* a, int lda,
                         const floating* P, Py_ssize_t pstride, floating* c, int ldc,
                         bint beta) noexcept nogil:
