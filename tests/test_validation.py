@@ -625,3 +625,27 @@ def test_stream_size_limits(monkeypatch):
     with pytest.raises(SizeLimitError, match="stream of batch_size=4096"):
         g.stream(4096)
     g.stream(16)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_matches_numpy(dtype):
+    """The C finite check behind every NaN/inf refusal, against np.isfinite: each
+    non-finite kind at every position class (vector body, tail, first, last), extreme
+    finite values, and the arrays it hands back to NumPy (None)."""
+    from grucy import _gru
+    rng = np.random.default_rng(0)
+    info = np.finfo(dtype)
+    for n in [1, 15, 16, 17, 63, 64, 65, 1000]:
+        base = rng.standard_normal(n).astype(dtype)
+        assert _gru.all_finite(base) is True
+        for bad in [np.nan, -np.nan, np.inf, -np.inf]:
+            for pos in {0, n // 2, n - 1}:
+                a = base.copy()
+                a[pos] = bad
+                assert _gru.all_finite(a) is False, (n, bad, pos)
+        a = base.copy()
+        a[[0, n - 1]] = [info.max, -info.tiny / 2]  # largest and a subnormal: finite
+        assert _gru.all_finite(a) is True
+    assert _gru.all_finite(np.ones((4, 4), dtype)[:, ::2]) is None  # not contiguous
+    assert _gru.all_finite(np.ones(3, np.int64)) is None
+    assert _gru.all_finite(np.ones(0, dtype)) is True

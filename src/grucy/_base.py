@@ -16,6 +16,8 @@ import threading
 
 import numpy as np
 
+from . import _gru
+
 _DTYPES = (np.float32, np.float64)
 # The kernels index with C ints and call BLAS with 32-bit integer sizes.
 INT32_MAX = 2**31 - 1
@@ -75,19 +77,24 @@ def as_float_array(name, value, dtype):
         return arr.astype(dtype)
 
 
-def check_finite(name, arr):
-    """Raise ValueError naming ``name`` and the first bad index if ``arr`` has NaN/inf."""
-    if arr.dtype.kind != "f":
-        return
-    if arr.size <= 65536:
-        if np.isfinite(arr).all():
-            return
-    else:
+def _finite(arr):
+    """True when the float array ``arr`` holds no NaN or inf."""
+    ok = _gru.all_finite(arr)  # C-contiguous float32/float64: one vectorized C pass
+    if ok is not None:
+        return ok
+    if arr.size > 65536:
         # No boolean temporary: any NaN or inf makes the sum non-finite (a finite sum
         # that overflows only sends us to the exact check below).
         with np.errstate(over="ignore", invalid="ignore"):
             if np.isfinite(np.add.reduce(arr, axis=None)):
-                return
+                return True
+    return bool(np.isfinite(arr).all())
+
+
+def check_finite(name, arr):
+    """Raise ValueError naming ``name`` and the first bad index if ``arr`` has NaN/inf."""
+    if arr.dtype.kind != "f" or _finite(arr):
+        return
     bad = ~np.isfinite(arr)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -350,7 +357,7 @@ class ParameterHolder:
                     or not p.flags.c_contiguous or g is None or p.shape != g.shape):
                 raise ValueError(f"parameter {k!r} is no longer a C-contiguous {self.dtype} "
                                  f"array of its original shape (resized or replaced?)")
-            if p.size > 65536 or not np.isfinite(p).all():  # small: the fast check here
+            if not _finite(p):
                 try:
                     check_finite(f"parameter {k!r}", p)
                 except ValueError as exc:
@@ -366,7 +373,7 @@ class ParameterHolder:
     def _check_result(self, name, arr):
         """After a computation from finite inputs and parameters: a non-finite result is
         an overflow; raise rather than return it."""
-        if not np.isfinite(arr).all():
+        if not _finite(arr):
             raise ValueError(f"{name} overflowed to NaN or inf: the inputs are too large "
                              f"for {self.dtype}")
 
