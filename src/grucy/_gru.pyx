@@ -755,11 +755,17 @@ cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
                        const floating* whp, const floating* bih, const floating* bhh,
                        floating* Y, Py_ssize_t y_t, Py_ssize_t y_b, floating* S,
                        floating* G, floating* A, floating* Hp, floating* Gh,
-                       const floating* whh, floating* pk) noexcept nogil:
+                       const floating* whh, floating* pk, floating* S2) noexcept nogil:
     """Forward with one OpenMP team.  X: packed input rows (N, I); Gh (B, 3H) in
     chunk-major column order ([r z n] of chunk 0, then of chunk 1, ...).  The recurrent
     GEMMs use pk (room for the packed blocks of every chunk, _pk_fwd_size each) when it
-    is not NULL, else BLAS on whp: W_hh with its rows regrouped in the order of Gh."""
+    is not NULL, else BLAS on whp: W_hh with its rows regrouped in the order of Gh.
+
+    Reset-after: S2 (B, H) is a second state buffer.  Step s reads the state from one
+    buffer and writes the new state to the other (S at even steps, S2 at odd), so the
+    GEMMs of a step never read what the fused passes of the same step write: one
+    barrier per step instead of two.  Reset-before updates S in place (its second GEMM
+    needs a barrier anyway)."""
     cdef int H3 = 3 * H, nc = _nchunks(H)
     cdef Py_ssize_t N = off[T]
     cdef Py_ssize_t pko[MAX_CHUNKS + 1]   # where each chunk's packed block starts
@@ -770,6 +776,9 @@ cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
     cdef floating* g = NULL
     cdef floating* aux = NULL
     cdef floating* y = NULL
+    cdef floating* cur = NULL
+    cdef floating* nxt = NULL
+    cdef int steps = T
     pko[0] = 0
     for k in range(nc):
         pko[k + 1] = pko[k] + _pk_fwd_size(
@@ -792,6 +801,10 @@ cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
             gemm(False, True, <int>(r1 - r0), H3, I, 1, X + r0 * I, I, wih, I, 0,
                  G + r0 * H3, H3)
             blk = blk + nt
+        if reset_after and tid == 0:
+            # h0 in both buffers: a sequence joining late (reverse direction, variable
+            # lengths) reads it from whichever buffer its first step reads.
+            memcpy(S2, S, <size_t>B * H * sizeof(floating))
         grucy_barrier()
         for s in range(T):
             t = T - 1 - s if reverse else s
@@ -801,23 +814,32 @@ cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
             g = G + off[t] * H3
             y = Y + t * y_t
             aux = A + off[t] * H if training else A
-            # Phase 1: this thread's recurrent GEMMs (they read all of S).
+            cur = S2 if reset_after and s % 2 == 1 else S
+            nxt = S if s % 2 == 1 else S2
+            # Phase 1: this thread's recurrent GEMMs (they read all of cur); reset-after
+            # also runs its fused pass here (it writes only nxt).
             k = tid
             while k < nc:
                 j0 = _chunk_lo(k, nc, H)
                 c = _chunk_lo(k + 1, nc, H) - j0
                 if training:
                     for b in range(n):
-                        memcpy(Hp + (off[t] + b) * H + j0, S + b * H + j0,
+                        memcpy(Hp + (off[t] + b) * H + j0, cur + b * H + j0,
                                <size_t>c * sizeof(floating))
                 if pk != NULL:
-                    _pgemm(n, (3 if reset_after else 2) * c, H, S, H, pk + pko[k], ps,
+                    _pgemm(n, (3 if reset_after else 2) * c, H, cur, H, pk + pko[k], ps,
                            Gh + 3 * j0, H3, False)
                 else:
-                    gemm(False, True, n, (3 if reset_after else 2) * c, H, 1, S, H,
+                    gemm(False, True, n, (3 if reset_after else 2) * c, H, 1, cur, H,
                          whp + <Py_ssize_t>3 * j0 * H, H, 0, Gh + 3 * j0, H3)
-                if not reset_after:
-                    for b in range(n):
+                for b in range(n):
+                    if reset_after:
+                        memcpy(nxt + b * H + j0, cur + b * H + j0,
+                               <size_t>c * sizeof(floating))
+                        _fwd_chunk_after(c, g + b * H3 + j0, Gh + b * H3 + 3 * j0,
+                                         bih + j0, bhh + j0, H, nxt + b * H + j0,
+                                         y + b * y_b + j0, aux + b * H + j0)
+                    else:
                         _fwd_chunk_before_rz(c, g + b * H3 + j0, Gh + b * H3 + 3 * j0,
                                              bih + j0, bhh + j0, H, S + b * H + j0,
                                              aux + b * H + j0)
@@ -837,22 +859,27 @@ cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
                              whp + <Py_ssize_t>(3 * j0 + 2 * c) * H, H, 0,
                              Gh + 3 * j0 + 2 * c, H3)
                     k = k + nt
-            # Phase 2: the fused pass for this thread's units (writes its part of S).
-            k = tid
-            while k < nc:
-                j0 = _chunk_lo(k, nc, H)
-                c = _chunk_lo(k + 1, nc, H) - j0
-                for b in range(n):
-                    if reset_after:
-                        _fwd_chunk_after(c, g + b * H3 + j0, Gh + b * H3 + 3 * j0,
-                                         bih + j0, bhh + j0, H, S + b * H + j0,
-                                         y + b * y_b + j0, aux + b * H + j0)
-                    else:
+                # Phase 2: the fused pass for this thread's units (writes its part of S).
+                k = tid
+                while k < nc:
+                    j0 = _chunk_lo(k, nc, H)
+                    c = _chunk_lo(k + 1, nc, H) - j0
+                    for b in range(n):
                         _fwd_chunk_before_n(c, g + b * H3 + j0, Gh + b * H3 + 3 * j0,
                                             bih + j0, bhh + j0, H, S + b * H + j0,
                                             y + b * y_b + j0)
-                k = k + nt
-            grucy_barrier()
+                    k = k + nt
+                grucy_barrier()
+        if reset_after and tid == 0:
+            # Each sequence's last step wrote its final state to S2 when that step was
+            # even: copy those rows to S (h_n).  steps: how many steps row b is active
+            # (rows are sorted longest first, bs non-increasing).
+            steps = T
+            for b in range(B):
+                while steps > 0 and bs[steps - 1] <= b:
+                    steps = steps - 1
+                if steps > 0 and (T - 1 if reverse else steps - 1) % 2 == 0:
+                    memcpy(S + b * H, S2 + b * H, <size_t>H * sizeof(floating))
 
 
 cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
@@ -1071,6 +1098,11 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     cdef floating[::1] pk
     cdef floating* pk_ptr = NULL
     cdef const floating* whp_ptr = NULL
+    cdef floating[:, ::1] S2
+    cdef floating* s2_ptr = NULL
+    if chunked and reset_after:
+        S2 = _buffer(pool, "S2", (B, H), dtype)
+        s2_ptr = &S2[0, 0]
     cdef int t, nt = _num_threads
     cdef const floating* xsrc = &X[0, 0, 0]
     if _packed and (chunked or T >= PACKED_MIN_STEPS):
@@ -1098,7 +1130,7 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
             _forward_par(nt, T, B, I, H, &bs[0], &off[0], reverse, reset_after, training,
                          xsrc, &w_ih[0, 0], whp_ptr, &b_ih[0], &b_hh[0],
                          &Y[0, 0, 0], y_t, y_b, &h[0, 0], &G[0, 0], &A[0, 0], hp_ptr,
-                         &Gh[0, 0], &w_hh[0, 0], pk_ptr)
+                         &Gh[0, 0], &w_hh[0, 0], pk_ptr, s2_ptr)
         grucy_blas_exit()
     if not training:
         return None
