@@ -718,35 +718,29 @@ cdef inline Py_ssize_t _row_lo(int blk, Py_ssize_t N) noexcept nogil:
     return N * blk // ROW_BLOCKS
 
 
-# Blocks of gate rows for the hoisted weight gradients (fixed: results must not depend
-# on the thread count); boundaries on multiples of 16 rows.
-DEF WGRAD_BLOCKS = 4
+cdef void _wgrad(int H, int N, const floating* d_rz, int ld_rz, const floating* d_n,
+                 int ld_n, const floating* src_rz, const floating* src_n, int ld_src,
+                 floating* dw, const floating* ones, floating* db,
+                 bint beta) noexcept nogil:
+    """A weight gradient (3H, F) over N rows: dw[g] (+)= D[:, g] @ src and db[g] (+)=
+    sum(D[:, g]) (added when ``beta``, else set), where gate column g of D is d_rz[:, g]
+    below 2H and d_n[:, g - 2H] from 2H on, and src is src_rz for the r, z rows and
+    src_n for the n rows: two GEMMs, so BLAS packs each operand once."""
+    if not beta:
+        memset(db, 0, <size_t>3 * H * sizeof(floating))
+    gemm(True, False, 2 * H, ld_src, N, 1, d_rz, ld_rz, src_rz, ld_src, 1 if beta else 0,
+         dw, ld_src)
+    colsum(N, 2 * H, d_rz, ld_rz, ones, db)
+    gemm(True, False, H, ld_src, N, 1, d_n, ld_n, src_n, ld_src, 1 if beta else 0,
+         dw + <Py_ssize_t>2 * H * ld_src, ld_src)
+    colsum(N, H, d_n, ld_n, ones, db + 2 * H)
 
 
-cdef inline int _wgrad_lo(int blk, int H3) noexcept nogil:
-    if blk >= WGRAD_BLOCKS:
-        return H3
-    return <int>((<long long>blk * H3 // WGRAD_BLOCKS) // 16 * 16)
-
-
-cdef void _wgrad_rows(int g0, int g1, int H, int N, const floating* d_rz, int ld_rz,
-                      const floating* d_n, int ld_n, const floating* src_rz,
-                      const floating* src_n, int ld_src, floating* dw,
-                      const floating* ones, floating* db) noexcept nogil:
-    """Rows g0:g1 of a weight gradient (3H, F): dw[g] += D[:, g] @ src and db[g] +=
-    sum(D[:, g]), where gate column g of D is d_rz[:, g] below 2H and d_n[:, g - 2H]
-    from 2H on, and src is src_rz for the r, z rows and src_n for the n rows."""
-    cdef int m
-    if g0 < 2 * H:
-        m = (g1 if g1 < 2 * H else 2 * H) - g0
-        gemm(True, False, m, ld_src, N, 1, d_rz + g0, ld_rz, src_rz, ld_src, 1,
-             dw + <Py_ssize_t>g0 * ld_src, ld_src)
-        colsum(N, m, d_rz + g0, ld_rz, ones, db + g0)
-        g0 = g0 + m
-    if g1 > g0:
-        gemm(True, False, g1 - g0, ld_src, N, 1, d_n + (g0 - 2 * H), ld_n, src_n, ld_src,
-             1, dw + <Py_ssize_t>g0 * ld_src, ld_src)
-        colsum(N, g1 - g0, d_n + (g0 - 2 * H), ld_n, ones, db + g0)
+cdef inline void _add_rows(floating* dst, const floating* src, Py_ssize_t lo,
+                           Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        dst[i] += src[i]
 
 
 cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
@@ -890,10 +884,17 @@ cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
                         floating* dwih, floating* dwhh, floating* dbih, floating* dbhh,
                         floating* dG, floating* dGxn, floating* dRH,
                         const floating* ones, floating* dX, bint beta_dx,
-                        floating* pk) noexcept nogil:
+                        floating* pk, floating* W2) noexcept nogil:
     """BPTT with one OpenMP team (see _forward_par); dX (N, I) packed rows, added to
     when ``beta_dx``.  pk: room for the packed W_hh[:, chunk] of every chunk
-    (_pk_bwd_size each), or NULL (BLAS)."""
+    (_pk_bwd_size each), or NULL (BLAS).  W2: room for a second copy of the weight and
+    bias gradients, 3H * (I + H + 2) values.
+
+    The weight gradients are sums over all N rows, computed as two halves of the rows
+    (fixed, whatever the thread count): the first half is added to the gradients, the
+    second is put into W2 and added after a barrier.  So each half is one large GEMM per
+    weight and BLAS packs every operand once (split by gate rows instead, the source
+    matrices were packed again for every block: 12% of the backward's CPU time)."""
     cdef int H3 = 3 * H, nc = _nchunks(H)
     cdef Py_ssize_t pko[MAX_CHUNKS + 1]
     cdef Py_ssize_t ps = <Py_ssize_t>3 * H * _nr(pk)
@@ -980,17 +981,21 @@ cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
                          whh + j0, H, 1, dS + j0, H)
                 k = k + nt
         grucy_barrier()
-        # Hoisted gradients: dW_ih, dW_hh and biases by fixed blocks of their 3H rows
-        # (few, large GEMMs: each call packs its right operand once), dX by row blocks.
-        blk = tid
-        while blk < WGRAD_BLOCKS:
-            q = _wgrad_lo(blk, H3)
-            c = _wgrad_lo(blk + 1, H3)
-            # dW_ih[q:c] += dGx[:, q:c]^T @ X;  dW_hh[q:c] += dGh[:, q:c]^T @ [Hp | Hp or A]
-            _wgrad_rows(q, c, H, <int>N, dG, H3, pn, ld_pn, X, X, I, dwih, ones, dbih)
-            _wgrad_rows(q, c, H, <int>N, dG, H3, dG + 2 * H, H3, Hp,
-                        Hp if reset_after else A, H, dwhh, ones, dbhh)
-            blk = blk + nt
+        # Hoisted gradients: dW_ih, dW_hh and biases in two halves of the rows (see
+        # above), dX by row blocks.
+        q = tid
+        while q < 2:
+            r0 = 0 if q == 0 else N // 2
+            r1 = N // 2 if q == 0 else N
+            # dW_ih (+)= dGx^T @ X;  dW_hh (+)= dGh^T @ [Hp | Hp or A], rows r0:r1
+            _wgrad(H, <int>(r1 - r0), dG + r0 * H3, H3, pn + r0 * ld_pn, ld_pn,
+                   X + r0 * I, X + r0 * I, I, dwih if q == 0 else W2, ones,
+                   dbih if q == 0 else W2 + <Py_ssize_t>H3 * (I + H), q == 0)
+            _wgrad(H, <int>(r1 - r0), dG + r0 * H3, H3, dG + r0 * H3 + 2 * H, H3,
+                   Hp + r0 * H, (Hp if reset_after else A) + r0 * H, H,
+                   dwhh if q == 0 else W2 + <Py_ssize_t>H3 * I, ones,
+                   dbhh if q == 0 else W2 + <Py_ssize_t>H3 * (I + H + 1), q == 0)
+            q = q + nt
         blk = tid
         while blk < ROW_BLOCKS:
             r0 = _row_lo(blk, N)
@@ -999,6 +1004,19 @@ cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
                  1 if beta_dx else 0, dX + r0 * I, I)
             gemm(False, False, <int>(r1 - r0), I, H, 1, pn + r0 * ld_pn, ld_pn,
                  wih + <Py_ssize_t>2 * H * I, I, 1, dX + r0 * I, I)
+            blk = blk + nt
+        grucy_barrier()
+        # gradients += the second half's, by blocks of the flat arrays
+        blk = tid
+        while blk < ROW_BLOCKS:
+            _add_rows(dwih, W2, _row_lo(blk, <Py_ssize_t>H3 * I),
+                      _row_lo(blk + 1, <Py_ssize_t>H3 * I))
+            _add_rows(dwhh, W2 + <Py_ssize_t>H3 * I, _row_lo(blk, <Py_ssize_t>H3 * H),
+                      _row_lo(blk + 1, <Py_ssize_t>H3 * H))
+            _add_rows(dbih, W2 + <Py_ssize_t>H3 * (I + H), _row_lo(blk, H3),
+                      _row_lo(blk + 1, H3))
+            _add_rows(dbhh, W2 + <Py_ssize_t>H3 * (I + H + 1), _row_lo(blk, H3),
+                      _row_lo(blk + 1, H3))
             blk = blk + nt
 
 
@@ -1191,6 +1209,9 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
     cdef int nt = _num_threads
     cdef floating[::1] pk
     cdef floating* pk_ptr = NULL
+    cdef floating[::1] W2
+    if chunked:
+        W2 = _buffer(pool, "W2", (3 * H * (I + H + 2),), dtype)
     if _packed and (chunked or T >= PACKED_MIN_STEPS):
         pk = _buffer(pool, "pkb", (_pk_total(pk_ptr, H, chunked, False, reset_after),),
                      dtype)
@@ -1211,7 +1232,7 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
                           &Hp[0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0], &db_hh[0],
                           &dG[0, 0], &dGxn[0, 0], &dRH[0, 0], &ones[0],
                           &dX[0, 0, 0] if dxp_ptr == NULL else dxp_ptr,
-                          accumulate and dxp_ptr == NULL, pk_ptr)
+                          accumulate and dxp_ptr == NULL, pk_ptr, &W2[0])
             if dxp_ptr != NULL:
                 _scatter_rows(T, B, I, &bs[0], &off[0], dxp_ptr, &dX[0, 0, 0], accumulate)
         grucy_blas_exit()
