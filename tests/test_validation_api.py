@@ -1,0 +1,443 @@
+"""Input validation of the entry points around the GRU layers: grucy.nn, grucy.losses,
+grucy.optim, grucy.training, the models, grucy.interop and grucy.torch.
+
+Every refusal must be a ValueError / TypeError / RuntimeError whose message names the
+argument, what was expected and what was given (each case below checks the message with
+a regular expression, not only the class); a refused call changes nothing.  Cases that
+reach compiled code also run in a child process in test_crash_matrix.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import grucy
+from grucy import losses
+from grucy.nn import Dropout, Embedding, Linear, Sequential, TruncatedBPTT
+from grucy.optim import SGD, Adam, AdamW, ReduceLROnPlateau
+from grucy.training import ArrayTask, StreamTask, Trainer
+
+
+def _refused(fn, exc, match):
+    with pytest.raises(exc, match=match):
+        fn()
+
+
+# -- grucy.nn -----------------------------------------------------------------------------
+def _emb():
+    return Embedding(5, 3, dtype=np.float64, seed=0)
+
+
+def _drop():
+    return Dropout(0.5, seed=0)
+
+
+def _trained_emb():
+    e = _emb()
+    e.forward(np.array([1, 2]))
+    return e
+
+
+def _trained_drop():
+    d = _drop()
+    d.forward(np.ones((2, 3)))
+    return d
+
+
+NN_CASES = [
+    ("emb-seed", lambda: Embedding(5, 3, seed="x"), TypeError, r"seed must be None.*'x'"),
+    ("emb-huge", lambda: Embedding(2**40, 2**20), grucy.SizeLimitError, r"Embedding\("),
+    ("emb-float-indices", lambda: _emb().forward([[1.5]]), TypeError,
+     r"indices must be integers, got dtype float64"),
+    ("emb-bool-indices", lambda: _emb().forward(np.array([True])), TypeError,
+     r"indices .*got dtype bool"),
+    ("emb-ragged-indices", lambda: _emb().forward([[1, 2], [3]]), ValueError,
+     r"indices must be a rectangular array"),
+    ("emb-strings", lambda: _emb().forward("a"), TypeError, r"indices .*dtype <U1"),
+    ("emb-out-of-range", lambda: _emb().forward([0, 5]), ValueError,
+     r"indices must lie in \[0, num_embeddings=5\), got values in \[0, 5\]"),
+    ("emb-negative", lambda: _emb().forward([-1]), ValueError, r"got values in \[-1, -1\]"),
+    ("emb-training-string", lambda: _emb().forward([1], training="yes"), TypeError,
+     r"training must be True or False, got str 'yes'"),
+    ("emb-bwd-no-forward", lambda: _emb().backward(np.zeros((2, 3))), RuntimeError,
+     r"backward\(\) needs a preceding forward"),
+    ("emb-bwd-shape", lambda: _trained_emb().backward(np.zeros((3, 3))), ValueError,
+     r"dy must have the shape of y, \(2, 3\), got \(3, 3\)"),
+    ("emb-bwd-nan", lambda: _trained_emb().backward(np.full((2, 3), np.nan)), ValueError,
+     r"dy contains NaN or inf"),
+    ("emb-bwd-strings", lambda: _trained_emb().backward(np.full((2, 3), "a")), TypeError,
+     r"dy must be an array of real numbers"),
+    ("drop-p-string", lambda: Dropout("a"), TypeError, r"p must be a number in \[0, 1\)"),
+    ("drop-seed", lambda: Dropout(0.5, seed="x"), TypeError, r"seed must be None"),
+    ("drop-strings", lambda: _drop().forward("abc"), TypeError, r"x must be an array of real"),
+    ("drop-none", lambda: _drop().forward(None), TypeError, r"x .*dtype object"),
+    ("drop-complex", lambda: _drop().forward(np.ones(2, complex)), TypeError,
+     r"x .*complex128"),
+    ("drop-bool", lambda: _drop().forward(np.ones(2, bool)), TypeError, r"x .*dtype bool"),
+    ("drop-nan", lambda: _drop().forward([1.0, np.nan]), ValueError, r"x contains NaN"),
+    ("drop-nan-eval", lambda: _drop().forward([np.inf], training=False), ValueError,
+     r"x contains NaN or inf"),
+    ("drop-ragged", lambda: _drop().forward([[1, 2], [3]]), ValueError,
+     r"x must be a rectangular array"),
+    ("drop-training-string", lambda: _drop().forward([1.0], training="no"), TypeError,
+     r"training must be True or False"),
+    ("drop-bwd-no-forward", lambda: _drop().backward(np.ones(3)), RuntimeError,
+     r"needs a preceding forward"),
+    ("drop-bwd-shape", lambda: _trained_drop().backward(np.ones(4)), ValueError,
+     r"dy must have the shape of y, \(2, 3\), got \(4,\)"),
+    ("drop-bwd-strings", lambda: _trained_drop().backward("x"), TypeError,
+     r"dy must be an array of real numbers"),
+    ("drop-bwd-nan", lambda: _trained_drop().backward(np.full((2, 3), np.nan)), ValueError,
+     r"dy contains NaN"),
+    ("drop-p0-bwd-shape",
+     lambda: (lambda d: (d.forward(np.ones(3)), d.backward(np.ones(5))))(Dropout(0.0)),
+     ValueError, r"dy must have the shape of y, \(3,\), got \(5,\)"),
+    ("seq-gru", lambda: Sequential(grucy.GRU(3, 4)), TypeError,
+     r"layer 0 is a GRU, whose forward returns \(y, h_n\)"),
+    ("seq-embedding-not-first", lambda: Sequential(Linear(3, 2), Embedding(4, 2)),
+     ValueError, r"layer 1 is an Embedding: it may only come first"),
+    ("seq-training-string", lambda: Sequential(Linear(3, 2)).forward(np.ones((1, 3)), "x"),
+     TypeError, r"training must be True or False"),
+    ("tbptt-not-a-gru", lambda: TruncatedBPTT("gru", 2), TypeError,
+     r"gru must be a grucy GRU layer .*got str"),
+    ("tbptt-repeated-rows",
+     lambda: TruncatedBPTT(grucy.GRU(3, 4), 2).forward(np.ones((3, 2, 3)), rows=[0, 0]),
+     ValueError, r"rows must not repeat a stream"),
+    ("tbptt-float-rows",
+     lambda: TruncatedBPTT(grucy.GRU(3, 4), 2).forward(np.ones((3, 1, 3)), rows=[1.0]),
+     TypeError, r"rows must be a 1-D array of integer stream indices, got dtype float64"),
+    ("tbptt-rows-range",
+     lambda: TruncatedBPTT(grucy.GRU(3, 4), 2).forward(np.ones((3, 1, 3)), rows=[5]),
+     ValueError, r"rows must lie in \[0, n_streams=2\), got values in \[5, 5\]"),
+    ("tbptt-batch-vs-rows",
+     lambda: TruncatedBPTT(grucy.GRU(3, 4), 2).forward(np.ones((3, 3, 3))), ValueError,
+     r"x has 3 sequences on axis 1 but rows selects 2 streams"),
+    ("tbptt-split-scalar", lambda: TruncatedBPTT.split_streams("abc", 2), TypeError,
+     r"sequence must be an array of items \(N, \.\.\.\), got a str scalar"),
+]
+
+
+@pytest.mark.parametrize("case_id, fn, exc, match", NN_CASES, ids=[c[0] for c in NN_CASES])
+def test_nn_refusals_name_the_argument(case_id, fn, exc, match):
+    _refused(fn, exc, match)
+
+
+def test_dropout_of_integers_scales_in_floating_point():
+    """Integers used to get an integer mask: 1/(1-p) truncated to 1, so nothing was
+    scaled (silently wrong numbers)."""
+    y = Dropout(0.3, seed=0)(np.ones(2000, np.int64))
+    assert y.dtype == np.float64
+    kept = y[y != 0]
+    np.testing.assert_allclose(kept, 1 / 0.7, rtol=1e-15)
+    assert 0.6 < kept.size / y.size < 0.8
+
+
+def test_dropout_backward_returns_the_forward_dtype_and_a_new_array():
+    d = Dropout(0.0)
+    x = np.ones((2, 3), np.float32)
+    assert d.forward(x) is x  # the identity, as in PyTorch
+    dy = np.ones((2, 3))
+    dx = d.backward(dy)
+    assert dx.dtype == np.float32 and dx is not dy
+    d2 = Dropout(0.5, seed=1)
+    y = d2.forward(x)
+    dx2 = d2.backward(dy)
+    assert dx2.dtype == np.float32
+    np.testing.assert_array_equal(dx2, y)  # x is ones: y is the mask
+
+
+def test_embedding_checks_the_rows_it_reads_and_a_refused_backward_keeps_the_forward():
+    e = _emb()
+    e.weight[4, 1] = np.nan  # written in place, in a row not looked up
+    np.testing.assert_array_equal(e.forward([0, 1]), e.weight[[0, 1]])
+    with pytest.raises(ValueError, match=r"rows of weight looked up contains NaN"):
+        e.forward([[4, 0]])
+    e.weight[4, 1] = 0
+    e.forward([1, 2])
+    with pytest.raises(ValueError, match="dy must have the shape"):
+        e.backward(np.zeros((5, 3)))
+    e.backward(np.ones((2, 3)))  # the forward was not consumed by the refusal
+    np.testing.assert_array_equal(e.grads["weight"][[1, 2]], 1)
+    e.grads["weight"] = np.zeros((5, 3), np.float32)  # replaced by the wrong dtype
+    e.forward([1])
+    with pytest.raises(ValueError, match=r"grads\['weight'\] must be a writeable"):
+        e.backward(np.ones((1, 3)))
+
+
+def test_sequential_accepts_layers_without_generators():
+    class Scale:
+        def forward(self, x, training=True):
+            return 2 * np.asarray(x)
+
+        def backward(self, dy):
+            return 2 * np.asarray(dy)
+
+    net = Sequential(Linear(3, 2, dtype=np.float64, seed=0), Scale())
+    assert net.generators() == []
+    net.forward(np.ones((1, 3)))
+    np.testing.assert_array_equal(net.backward(np.ones((1, 2))),
+                                  2 * np.ones((1, 2)) @ net[0].weight)
+
+
+# -- grucy.losses -------------------------------------------------------------------------
+LOSS_CASES = [
+    ("huber-delta-string", lambda: losses.huber_loss([1.0], [1.0], delta="a"), TypeError,
+     r"delta must be a real number, got str 'a'"),
+    ("huber-delta-none", lambda: losses.huber_loss([1.0], [1.0], delta=None), TypeError,
+     r"delta must be a real number, got NoneType"),
+    ("huber-delta-bool", lambda: losses.huber_loss([1.0], [1.0], delta=True), TypeError,
+     r"delta must be a real number, got bool"),
+    ("huber-delta-nan", lambda: losses.huber_loss([1.0], [1.0], delta=np.nan), ValueError,
+     r"delta must be finite"),
+    ("ce-target-ragged", lambda: losses.cross_entropy_loss(np.zeros((2, 3)), [[0], [1, 2]]),
+     ValueError, r"target must be a rectangular array"),
+    ("ce-target-bool", lambda: losses.cross_entropy_loss(np.zeros((2, 3)), [True, False]),
+     TypeError, r"target .*dtype bool"),
+    ("ce-target-none", lambda: losses.cross_entropy_loss(np.zeros((2, 3)), None), TypeError,
+     r"target .*dtype object"),
+    ("count-terms-string", lambda: losses.count_terms("ab"), TypeError,
+     r"shape must be a tuple of non-negative integers, got 'ab'"),
+    ("count-terms-int", lambda: losses.count_terms(5), TypeError, r"got 5"),
+    ("count-terms-float", lambda: losses.count_terms((2.5,)), TypeError, r"shape must be"),
+    ("count-terms-negative", lambda: losses.count_terms((2, -1)), ValueError,
+     r"got \(2, -1\)"),
+    ("weight-negative", lambda: losses.mse_loss(np.zeros(3), np.zeros(3), weight=[1, -2, 1]),
+     ValueError, r"weight must be finite and >= 0, got -2.0 at index \(1,\)"),
+    ("weight-nan", lambda: losses.mae_loss(np.zeros(3), np.zeros(3), weight=[1, np.nan, 1]),
+     ValueError, r"got nan at index \(1,\)"),
+    ("weight-ragged", lambda: losses.mse_loss(np.zeros(2), np.zeros(2), weight=[[1], [1, 2]]),
+     ValueError, r"weight must be a rectangular array"),
+]
+
+
+@pytest.mark.parametrize("case_id, fn, exc, match", LOSS_CASES,
+                         ids=[c[0] for c in LOSS_CASES])
+def test_loss_refusals_name_the_argument(case_id, fn, exc, match):
+    _refused(fn, exc, match)
+
+
+# -- grucy.optim --------------------------------------------------------------------------
+def _pg():
+    return [np.arange(3.0)], [np.ones(3)]
+
+
+OPTIM_CASES = [
+    ("sgd-nesterov-string", lambda: SGD(*_pg(), nesterov="no"), TypeError,
+     r"nesterov must be True or False, got str 'no'"),
+    ("sgd-nesterov-needs-momentum", lambda: SGD(*_pg(), nesterov=True), ValueError,
+     r"nesterov=True needs momentum > 0 and dampening = 0, got momentum=0.0"),
+    ("sgd-lr-negative", lambda: SGD(*_pg(), lr=-1), ValueError, r"lr must be >= 0, got -1"),
+    ("sgd-int-params", lambda: SGD([np.zeros(2, int)], [np.zeros(2)]), TypeError,
+     r"params\[0\] must have a floating dtype, got int64"),
+    ("sgd-list-params", lambda: SGD([[0.0, 1.0]], [np.zeros(2)]), TypeError,
+     r"params\[0\] must be a NumPy array, got list"),
+    ("sgd-read-only-params",
+     lambda: SGD([np.broadcast_to(np.zeros(1), (2,))], [np.zeros(2)]), ValueError,
+     r"params\[0\] is read-only"),
+    ("adamw-betas-string", lambda: AdamW(*_pg(), betas="ab"), TypeError,
+     r"betas must be a pair \(beta1, beta2\), got 'ab'"),
+    ("adamw-betas-three", lambda: AdamW(*_pg(), betas=(0.9, 0.9, 0.9)), ValueError,
+     r"betas must be a pair"),
+    ("adamw-beta-one", lambda: AdamW(*_pg(), betas=(0.9, 1.0)), ValueError,
+     r"betas\[1\] must be in \[0, 1\), got 1.0"),
+    ("adamw-lr-string", lambda: AdamW(*_pg(), lr="fast"), TypeError,
+     r"lr must be a real number, got str 'fast'"),
+    ("adamw-weight-decay-inf", lambda: AdamW(*_pg(), weight_decay=np.inf), ValueError,
+     r"weight_decay must be finite, got inf"),
+    ("adamw-grads-complex", lambda: AdamW([np.zeros(2)], [np.zeros(2, complex)]), TypeError,
+     r"grads\[0\] must have a floating dtype, got complex128"),
+    ("plateau-metric-string", lambda: ReduceLROnPlateau(SGD(*_pg())).step("abc"), TypeError,
+     r"metric must be a real number, got str 'abc'"),
+    ("plateau-metric-list", lambda: ReduceLROnPlateau(SGD(*_pg())).step([1.0]), TypeError,
+     r"metric must be a real number, got list"),
+]
+
+
+@pytest.mark.parametrize("case_id, fn, exc, match", OPTIM_CASES,
+                         ids=[c[0] for c in OPTIM_CASES])
+def test_optim_refusals_name_the_argument(case_id, fn, exc, match):
+    _refused(fn, exc, match)
+
+
+@pytest.mark.parametrize("make", [lambda p, g: SGD(p, g, lr=0.1, momentum=0.9),
+                                  lambda p, g: Adam(p, g), lambda p, g: AdamW(p, g)],
+                         ids=["SGD", "Adam", "AdamW"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_step_with_non_finite_gradients_changes_nothing(make, value):
+    params, grads = [np.arange(3.0), np.ones((2, 2))], [np.ones(3), np.ones((2, 2))]
+    opt = make(params, grads)
+    opt.step()
+    before = ([p.copy() for p in params], opt.state_dict())
+    grads[1][1, 0] = value
+    with pytest.raises(ValueError, match=r"grads\[1\] contains NaN or inf .*updated nothing"):
+        opt.step()
+    for p, q in zip(params, before[0]):
+        np.testing.assert_array_equal(p, q)
+    after = opt.state_dict()
+    assert after["step"] == before[1]["step"] == 1
+    for b in opt._buffers:
+        for x, y in zip(after[b], before[1][b]):
+            np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("value, exc", [(np.nan, ValueError), (-1.0, ValueError),
+                                        ("x", TypeError), (None, TypeError)])
+def test_a_bad_learning_rate_is_refused_on_assignment(value, exc):
+    params, grads = _pg()
+    opt = Adam(params, grads, lr=0.1)
+    with pytest.raises(exc, match="lr must be"):
+        opt.lr = value
+    assert opt.lr == 0.1
+    opt.step()
+    assert np.all(np.isfinite(params[0]))
+
+
+def _adam_state(**changes):
+    state = {"name": "Adam", "step": 3, "lr": 0.01, "betas": [0.8, 0.9], "eps": 1e-7,
+             "weight_decay": 0.0, "exp_avg": [np.full(3, 0.5), np.full(2, 0.5)],
+             "exp_avg_sq": [np.full(3, 0.25), np.full(2, 0.25)]}
+    state.update(changes)
+    return state
+
+
+@pytest.mark.parametrize("changes, exc, match", [
+    (dict(exp_avg_sq=[np.full(3, 0.25), np.full(2, "a")]), TypeError,
+     r"state\['exp_avg_sq'\]\[1\] must be an array of real numbers"),
+    (dict(exp_avg_sq=[np.full(3, 0.25), np.array([0.1, np.nan])]), ValueError,
+     r"state\['exp_avg_sq'\]\[1\] contains NaN"),
+    (dict(exp_avg_sq=[np.full(3, 0.25), np.zeros(3)]), ValueError,
+     r"state\['exp_avg_sq'\]\[1\] has shape \(3,\), expected \(2,\)"),
+    (dict(exp_avg=5), TypeError, r"state\['exp_avg'\] must be a list of arrays, got int"),
+    (dict(eps=0), ValueError, r"eps must be > 0"),
+    (dict(lr=-1), ValueError, r"lr must be >= 0, got -1"),
+    (dict(betas=[0.9]), ValueError, r"betas must be a pair"),
+    (dict(betas=[0.9, 1.5]), ValueError, r"betas\[1\] must be in \[0, 1\)"),
+    (dict(step=-2), ValueError, r"state\['step'\] must be a non-negative integer"),
+])
+def test_failed_optimizer_load_changes_nothing(changes, exc, match):
+    params, grads = [np.zeros(3), np.zeros(2)], [np.ones(3), np.ones(2)]
+    opt = Adam(params, grads)
+    opt.step()
+    before = opt.state_dict()
+    with pytest.raises(exc, match=match):
+        opt.load_state_dict(_adam_state(**changes))
+    after = opt.state_dict()
+    for k, v in before.items():
+        if isinstance(v, list) and v and isinstance(v[0], np.ndarray):
+            for x, y in zip(after[k], v):
+                np.testing.assert_array_equal(x, y)
+        else:
+            assert after[k] == v, k
+    opt.load_state_dict(_adam_state())  # a good state still loads
+    assert opt.t == 3 and opt.betas == (0.8, 0.9)
+    np.testing.assert_array_equal(opt.exp_avg[0], 0.5)
+
+
+# -- grucy.training -----------------------------------------------------------------------
+def _net():
+    return Sequential(Linear(3, 2, dtype=np.float64, seed=0))
+
+
+def _data(n=10):
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((n, 3)), rng.standard_normal((n, 2))
+
+
+def _task(**kw):
+    X, Y = _data()
+    args = dict(net=_net(), X=X, Y=Y, loss=losses.mse_loss, train_idx=np.arange(8),
+                val_idx=[8, 9])
+    args.update(kw)
+    return ArrayTask(**args)
+
+
+TRAIN_CASES = [
+    ("task-length-mismatch", lambda: _task(Y=np.zeros((5, 2))), ValueError,
+     r"X and Y must hold the same number of examples .*\(10, 3\) and \(5, 2\)"),
+    ("task-index-past-end", lambda: _task(train_idx=np.arange(12)), ValueError,
+     r"train_idx must lie in \[0, 10\) .*got values in \[0, 11\]"),
+    ("task-negative-index", lambda: _task(val_idx=[-1]), ValueError,
+     r"val_idx must lie in \[0, 10\)"),
+    ("task-fractional-index", lambda: _task(train_idx=[0.5, 1.7]), TypeError,
+     r"train_idx must be a 1-D array of integer example indices, got dtype float64"),
+    ("task-2d-index", lambda: _task(train_idx=[[0, 1]]), TypeError, r"shape \(1, 2\)"),
+    ("task-no-training", lambda: _task(train_idx=[]), ValueError, r"train_idx is empty"),
+    ("task-loss-name", lambda: _task(loss="mse"), TypeError,
+     r"loss must be a callable .*got str 'mse'"),
+    ("task-net-string", lambda: _task(net="net"), TypeError,
+     r"net must be a network with forward, backward, parameters and grads, got str"),
+    ("task-metrics-int", lambda: _task(metrics=5), TypeError, r"metrics must be a dict"),
+    ("task-metric-not-callable", lambda: _task(metrics={"a": 5}), TypeError,
+     r"metrics must be a dict"),
+    ("task-x-nan", lambda: _task(X=np.full((10, 3), np.nan)), ValueError,
+     r"X contains NaN or inf"),
+    ("task-y-strings", lambda: _task(Y=np.full((10, 2), "a")), TypeError,
+     r"Y must be an array of real numbers"),
+    ("trainer-min-delta", lambda: Trainer(_task(), epochs=1, min_delta="a"), TypeError,
+     r"min_delta must be a real number, got str 'a'"),
+    ("trainer-min-delta-nan", lambda: Trainer(_task(), epochs=1, min_delta=np.nan),
+     ValueError, r"min_delta must be finite"),
+    ("trainer-verbose", lambda: Trainer(_task(), epochs=1, verbose="loud"), TypeError,
+     r"verbose must be a non-negative integer \(0, 1 or 2\), got 'loud'"),
+    ("trainer-seed", lambda: Trainer(_task(), epochs=1, seed="x"), TypeError,
+     r"seed must be None, a non-negative integer .*'x'"),
+    ("trainer-max-grad-norm-bool", lambda: Trainer(_task(), epochs=1, max_grad_norm=True),
+     ValueError, r"max_grad_norm must be None or > 0, got True"),
+    ("trainer-checkpoint-int", lambda: Trainer(_task(), epochs=1, checkpoint=5), TypeError,
+     r"checkpoint must be None or a path \(str or os.PathLike\), got int 5"),
+    ("trainer-resume-int", lambda: Trainer(_task(), epochs=1, resume=1.5), TypeError,
+     r"resume must be None or a path"),
+    ("trainer-description", lambda: Trainer(_task(), epochs=1, description=5), TypeError,
+     r"description must be a str, got int"),
+    ("trainer-metadata-int", lambda: Trainer(_task(), epochs=1, metadata=5), TypeError,
+     r"metadata must be a dict, got int"),
+    ("trainer-metadata-object", lambda: Trainer(_task(), epochs=1, metadata={"a": object()}),
+     TypeError, r"metadata must be plain JSON data"),
+    ("trainer-optimizer-options", lambda: Trainer(_task(), epochs=1, optimizer_options=5),
+     TypeError, r"optimizer_options must be a dict of keyword arguments, got int"),
+    ("trainer-epochs-float", lambda: Trainer(_task(), epochs=1.5), TypeError,
+     r"epochs must be an integer, got float 1.5"),
+    ("trainer-batch-zero", lambda: Trainer(_task(), epochs=1, batch_size=0), ValueError,
+     r"batch_size must be a positive integer, got 0"),
+    ("stream-task-net", lambda: StreamTask(_net(), np.zeros((2, 5), int), None,
+                                           losses.cross_entropy_loss, 2),
+     TypeError, r"net must be a network with reset_state, .*\(missing reset_state\)"),
+]
+
+
+def _char_net():
+    from grucy.models import CharNet
+    return CharNet(5, 3, 4, dtype=np.float64, seed=0)
+
+
+TRAIN_CASES += [
+    ("stream-task-val-1d", lambda: StreamTask(_char_net(), np.zeros((2, 5), int),
+                                              np.zeros(5, int), losses.cross_entropy_loss, 2),
+     ValueError, r"val_streams must be \(S, L\) with S >= 1 and L >= 2, got shape \(5,\)"),
+    ("stream-task-float-codes", lambda: StreamTask(_char_net(), np.zeros((2, 5)), None,
+                                                   losses.cross_entropy_loss, 2),
+     TypeError, r"train_streams must hold integer token codes, got dtype float64"),
+    ("stream-task-short", lambda: StreamTask(_char_net(), np.zeros((2, 1), int), None,
+                                             losses.cross_entropy_loss, 2),
+     ValueError, r"train_streams must be \(S, L\)"),
+]
+
+
+@pytest.mark.parametrize("case_id, fn, exc, match", TRAIN_CASES,
+                         ids=[c[0] for c in TRAIN_CASES])
+def test_training_refusals_name_the_argument(case_id, fn, exc, match):
+    _refused(fn, exc, match)
+
+
+def test_a_checkpoint_into_a_missing_directory_fails_before_training(tmp_path):
+    task = _task()
+    before = [p.copy() for p in task.parameters()]
+    trainer = Trainer(task, epochs=2, checkpoint=tmp_path / "no" / "ck-{epoch}.grucy")
+    with pytest.raises(FileNotFoundError, match=r"checkpoint .*directory .*does not exist"):
+        trainer.fit()
+    assert trainer.epoch == 0 and trainer.step == 0
+    for p, q in zip(task.parameters(), before):
+        np.testing.assert_array_equal(p, q)
