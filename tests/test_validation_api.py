@@ -441,3 +441,196 @@ def test_a_checkpoint_into_a_missing_directory_fails_before_training(tmp_path):
     assert trainer.epoch == 0 and trainer.step == 0
     for p, q in zip(task.parameters(), before):
         np.testing.assert_array_equal(p, q)
+
+
+# -- models -------------------------------------------------------------------------------
+KW = dict(epochs=1, hidden_size=4, random_state=0)
+SERIES = np.sin(np.arange(60) / 3)
+XS = np.random.default_rng(0).standard_normal((20, 6))
+YS = np.arange(20) % 2
+TEXT = "hello world, hello grucy. " * 8
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return {
+        "forecaster": grucy.Forecaster(**KW).fit(SERIES),
+        "forecaster2": grucy.Forecaster(**KW).fit(np.c_[SERIES, SERIES]),
+        "classifier": grucy.GRUClassifier(**KW).fit(XS, YS),
+        "regressor": grucy.GRURegressor(**KW).fit(XS, YS.astype(float)),
+        "charlm": grucy.CharLM(epochs=1, hidden_size=8, embedding_dim=4, bptt=8,
+                               batch_size=2, random_state=0).fit(TEXT),
+    }
+
+
+NOT_FITTED = [
+    ("forecaster-predict", lambda: grucy.Forecaster().predict(SERIES)),
+    ("classifier-predict", lambda: grucy.GRUClassifier().predict(XS)),
+    ("classifier-proba", lambda: grucy.GRUClassifier().predict_proba(XS)),
+    ("classifier-score", lambda: grucy.GRUClassifier().score(XS, YS)),
+    ("regressor-predict", lambda: grucy.GRURegressor().predict(XS)),
+    ("charlm-generate", lambda: grucy.CharLM().generate()),
+    ("charlm-encode", lambda: grucy.CharLM().encode("abc")),
+    ("charlm-bits", lambda: grucy.CharLM().bits_per_char("abc")),
+]
+
+
+@pytest.mark.parametrize("case_id, fn", NOT_FITTED, ids=[c[0] for c in NOT_FITTED])
+def test_use_before_fit_raises_not_fitted(case_id, fn):
+    with pytest.raises(grucy.NotFittedError, match=r"is not fitted yet.*Call 'fit'") as info:
+        fn()
+    assert isinstance(info.value, ValueError) and isinstance(info.value, AttributeError)
+
+
+FIT_CASES = [
+    ("fc-empty", lambda: grucy.Forecaster(**KW).fit([]), ValueError,
+     r"series is empty \(shape \(0,\)\)"),
+    ("fc-no-rows", lambda: grucy.Forecaster(**KW).fit(np.zeros((0, 2))), ValueError,
+     r"series is empty \(shape \(0, 2\)\)"),
+    ("fc-no-columns", lambda: grucy.Forecaster(**KW).fit(np.zeros((60, 0))), ValueError,
+     r"series is empty \(shape \(60, 0\)\)"),
+    ("fc-strings", lambda: grucy.Forecaster(**KW).fit("abc"), TypeError,
+     r"series must hold real numbers, got dtype <U3"),
+    ("fc-nan", lambda: grucy.Forecaster(**KW).fit(np.r_[SERIES, np.nan]), ValueError,
+     r"series contains NaN or inf"),
+    ("fc-3d", lambda: grucy.Forecaster(**KW).fit(SERIES.reshape(3, 4, 5)), ValueError,
+     r"series must be 1-D \(n,\) or 2-D \(n, k\), got shape \(3, 4, 5\)"),
+    ("fc-short", lambda: grucy.Forecaster(lookback=100, **KW).fit(SERIES), ValueError,
+     r"series needs at least lookback \+ horizon = 101 values, got 60"),
+    ("fc-dropout-string", lambda: grucy.Forecaster(dropout="a", **KW).fit(SERIES), TypeError,
+     r"dropout must be a number in \[0, 1\), got 'a'"),
+    ("fc-hidden-zero", lambda: grucy.Forecaster(hidden_size=0, epochs=1).fit(SERIES),
+     ValueError, r"hidden_size must be a positive integer, got 0"),
+    ("fc-loss", lambda: grucy.Forecaster(loss="l2", **KW).fit(SERIES), ValueError,
+     r"loss must be one of \['huber', 'mae', 'mse'\], got 'l2'"),
+    ("fc-dtype", lambda: grucy.Forecaster(dtype="float16", **KW).fit(SERIES), TypeError,
+     r"dtype must be float32 or float64, got float16"),
+    ("fc-random-state", lambda: grucy.Forecaster(epochs=1, random_state="x").fit(SERIES),
+     TypeError, r"random_state must be None, an int or a generator"),
+    ("fc-verbose", lambda: grucy.Forecaster(verbose="x", **KW).fit(SERIES), TypeError,
+     r"verbose must be a non-negative integer"),
+    ("clf-y-length", lambda: grucy.GRUClassifier(**KW).fit(XS, YS[:5]), ValueError,
+     r"X and y must have the same number of samples, got 20 and 5"),
+    ("clf-y-none", lambda: grucy.GRUClassifier(**KW).fit(XS, None), ValueError,
+     r"requires y to be passed"),
+    ("clf-one-class", lambda: grucy.GRUClassifier(**KW).fit(XS, np.zeros(20)), ValueError,
+     r"needs samples of at least 2 classes"),
+    ("clf-y-nan", lambda: grucy.GRUClassifier(**KW).fit(XS, np.full(20, np.nan)),
+     ValueError, r"y contains NaN"),
+    ("clf-x-4d", lambda: grucy.GRUClassifier(**KW).fit(XS[:, :, None, None], YS),
+     ValueError, r"X must be 2-D .* or 3-D .*got a 4-D array of shape \(20, 6, 1, 1\)"),
+    ("clf-x-strings", lambda: grucy.GRUClassifier(**KW).fit(np.full((20, 6), "a"), YS),
+     TypeError, r"X must hold real numbers, got dtype <U1"),
+    ("clf-x-empty", lambda: grucy.GRUClassifier(**KW).fit(np.zeros((0, 6)), []), ValueError,
+     r"0 sample\(s\)"),
+    ("clf-bidirectional-string",
+     lambda: grucy.GRUClassifier(bidirectional="yes", **KW).fit(XS, YS), TypeError,
+     r"bidirectional must be True or False, got str 'yes'"),
+    ("clf-dropout-one", lambda: grucy.GRUClassifier(dropout=1.0, **KW).fit(XS, YS),
+     ValueError, r"dropout must be in \[0, 1\), got 1.0"),
+    ("reg-y-strings", lambda: grucy.GRURegressor(**KW).fit(XS, np.full(20, "a")),
+     ValueError, r"y must hold real numbers, got dtype <U1"),
+    ("reg-y-3d", lambda: grucy.GRURegressor(**KW).fit(XS, np.zeros((20, 2, 2))), ValueError,
+     r"y must be \(n_samples,\) or \(n_samples, n_targets\), got shape \(20, 2, 2\)"),
+    ("reg-no-targets", lambda: grucy.GRURegressor(**KW).fit(XS, np.zeros((20, 0))),
+     ValueError, r"y has no targets \(shape \(20, 0\)\)"),
+    ("lm-bytes", lambda: grucy.CharLM(epochs=1).fit(b"bytes"), TypeError,
+     r"text must be a str, got bytes"),
+    ("lm-short", lambda: grucy.CharLM(epochs=1, batch_size=2).fit("ab"), ValueError,
+     r"text is too short: 2 training characters for batch_size=2"),
+    ("lm-bptt", lambda: grucy.CharLM(epochs=1, bptt=0).fit(TEXT), ValueError,
+     r"bptt must be a positive integer, got 0"),
+]
+
+
+@pytest.mark.parametrize("case_id, fn, exc, match", FIT_CASES, ids=[c[0] for c in FIT_CASES])
+def test_model_fit_refusals_name_the_argument(case_id, fn, exc, match):
+    _refused(fn, exc, match)
+
+
+FITTED_CASES = [
+    ("fc-horizon-zero", "forecaster", lambda m: m.predict(SERIES, horizon=0), ValueError,
+     r"horizon must be a positive integer, got 0"),
+    ("fc-horizon-float", "forecaster", lambda m: m.predict(SERIES, horizon=2.0), TypeError,
+     r"horizon must be an integer, got float 2.0"),
+    ("fc-history-short", "forecaster", lambda m: m.predict(SERIES[:3]), ValueError,
+     r"history needs at least lookback=12 steps, got 3"),
+    ("fc-history-nan", "forecaster", lambda m: m.predict(np.r_[SERIES, np.nan]), ValueError,
+     r"history contains NaN or inf"),
+    ("fc-history-empty", "forecaster", lambda m: m.predict(np.zeros((0, 20))), ValueError,
+     r"history is empty \(shape \(0, 20\)\)"),
+    ("fc-history-3d", "forecaster", lambda m: m.predict(SERIES.reshape(2, 3, 10)),
+     ValueError, r"history must be \(m,\) or \(N, m\) for a model fitted on a 1-D series"),
+    ("fc2-wrong-series", "forecaster2", lambda m: m.predict(np.c_[SERIES, SERIES, SERIES]),
+     ValueError, r"history must be \(m, 2\) or \(N, m, 2\) for a model fitted on 2 series, "
+                 r"got shape \(60, 3\)"),
+    ("fc2-empty", "forecaster2", lambda m: m.predict(np.zeros((0, 20, 2))), ValueError,
+     r"history is empty"),
+    ("clf-features", "classifier", lambda m: m.predict(XS[:, :5]), ValueError,
+     r"X has 5 features, but GRUClassifier is expecting 6 features"),
+    ("clf-features-per-step", "classifier", lambda m: m.predict(np.stack([XS, XS], -1)),
+     ValueError, r"X has 2 features per step, but GRUClassifier is expecting 1"),
+    ("clf-1d", "classifier", lambda m: m.predict(XS[0]), ValueError,
+     r"got a 1-D array of shape \(6,\)"),
+    ("clf-nan", "classifier", lambda m: m.predict(np.full((2, 6), np.nan)), ValueError,
+     r"X contains NaN"),
+    ("clf-proba-empty", "classifier", lambda m: m.predict_proba(np.zeros((0, 6))),
+     ValueError, r"0 sample\(s\)"),
+    ("clf-score-y-length", "classifier", lambda m: m.score(XS, YS[:5]), ValueError,
+     r"X and y must have the same number of samples, got 20 and 5"),
+    ("clf-score-weight-shape", "classifier", lambda m: m.score(XS, YS, sample_weight=[1, 2]),
+     ValueError, r"sample_weight must have shape \(n_samples,\) = \(20,\), got \(2,\)"),
+    ("clf-score-weight-nan", "classifier",
+     lambda m: m.score(XS, YS, sample_weight=np.full(20, np.nan)), ValueError,
+     r"sample_weight contains NaN"),
+    ("clf-score-weight-negative", "classifier",
+     lambda m: m.score(XS, YS, sample_weight=-np.ones(20)), ValueError,
+     r"sample_weight must be >= 0"),
+    ("reg-score-y-length", "regressor", lambda m: m.score(XS, YS[:5]), ValueError,
+     r"X and y must have the same number of samples, got 20 and 5"),
+    ("reg-score-y-strings", "regressor", lambda m: m.score(XS, np.full(20, "a")), TypeError,
+     r"y must be an array of real numbers"),
+    ("reg-score-y-nan", "regressor", lambda m: m.score(XS, np.full(20, np.nan)), ValueError,
+     r"y contains NaN"),
+    ("reg-score-y-shape", "regressor", lambda m: m.score(XS, np.zeros((20, 2))), ValueError,
+     r"y must have the shape of the predictions, \(20,\), got \(20, 2\)"),
+    ("reg-features", "regressor", lambda m: m.predict(XS[:, :4]), ValueError,
+     r"X has 4 features, but GRURegressor is expecting 6"),
+    ("lm-temperature-string", "charlm", lambda m: m.generate(temperature="hot"), TypeError,
+     r"temperature must be a real number, got str 'hot'"),
+    ("lm-temperature-nan", "charlm", lambda m: m.generate(temperature=np.nan), ValueError,
+     r"temperature must be finite"),
+    ("lm-temperature-negative", "charlm", lambda m: m.generate(temperature=-1), ValueError,
+     r"temperature must be >= 0, got -1.0"),
+    ("lm-random-state", "charlm", lambda m: m.generate(random_state="x"), TypeError,
+     r"random_state must be None, a non-negative integer"),
+    ("lm-prompt-int", "charlm", lambda m: m.generate(prompt=5), ValueError,
+     r"prompt must be a non-empty str, got 5"),
+    ("lm-n-zero", "charlm", lambda m: m.generate(n=0), ValueError,
+     r"n must be a positive integer, got 0"),
+    ("lm-bits-short", "charlm", lambda m: m.bits_per_char("a"), ValueError,
+     r"text needs at least 2 characters"),
+    ("lm-bits-int", "charlm", lambda m: m.bits_per_char(5), TypeError,
+     r"text must be a str, got int"),
+    ("lm-bits-chunk", "charlm", lambda m: m.bits_per_char("abc", chunk=0), ValueError,
+     r"chunk must be a positive integer, got 0"),
+]
+
+
+@pytest.mark.parametrize("case_id, name, fn, exc, match", FITTED_CASES,
+                         ids=[c[0] for c in FITTED_CASES])
+def test_fitted_model_refusals_name_the_argument(fitted, case_id, name, fn, exc, match):
+    _refused(lambda: fn(fitted[name]), exc, match)
+
+
+def test_regressor_score_of_a_mismatched_y_is_refused_not_computed(fitted):
+    """score(X, y[:5]) used to reshape 20 predictions into 5 rows and return a number."""
+    m = fitted["regressor"]
+    y = YS.astype(float)
+    pred = m.predict(XS)
+    r2 = 1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2)
+    assert m.score(XS, y) == pytest.approx(r2, rel=1e-12)
+    w = np.linspace(0.5, 2, 20)
+    mean = np.average(y, weights=w)
+    r2w = 1 - np.average((y - pred) ** 2, weights=w) / np.average((y - mean) ** 2, weights=w)
+    assert m.score(XS, y, sample_weight=w) == pytest.approx(r2w, rel=1e-12)
