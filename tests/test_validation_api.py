@@ -634,3 +634,134 @@ def test_regressor_score_of_a_mismatched_y_is_refused_not_computed(fitted):
     mean = np.average(y, weights=w)
     r2w = 1 - np.average((y - pred) ** 2, weights=w) / np.average((y - mean) ** 2, weights=w)
     assert m.score(XS, y, sample_weight=w) == pytest.approx(r2w, rel=1e-12)
+
+
+# -- grucy.interop and grucy.torch --------------------------------------------------------
+def _small_gru(**kw):
+    return grucy.GRU(3, 4, seed=0, **kw)
+
+
+def test_onnx_export_arguments_are_checked(tmp_path):
+    pytest.importorskip("onnx", reason="ONNX export needs onnx")
+    from grucy import interop
+
+    g = _small_gru()
+    for kwargs, exc, match in [
+        (dict(opset="17"), TypeError, r"opset must be an integer, got str '17'"),
+        (dict(opset=17.5), TypeError, r"opset must be an integer, got float 17.5"),
+        (dict(opset=10), ValueError, r"opset must be at least 14 .*got 10"),
+        (dict(opset=10**6), ValueError, r"at most \d+ \(the newest this onnx .* knows\), "
+                                        r"got 1000000"),
+        (dict(batch_size=0), ValueError, r"batch_size must be a positive integer, got 0"),
+        (dict(batch_size=True), TypeError, r"batch_size must be an integer, got bool"),
+        (dict(seq_len=2.0), TypeError, r"seq_len must be an integer, got float"),
+        (dict(h0="yes"), TypeError, r"h0 must be True or False, got str 'yes'"),
+        (dict(lengths=2), TypeError, r"lengths must be True or False"),
+        (dict(path=5), TypeError, r"path must be None or a path .*got int 5"),
+    ]:
+        with pytest.raises(exc, match=match):
+            interop.to_onnx(g, **kwargs)
+    with pytest.raises(FileNotFoundError, match=r"directory .* does not exist"):
+        interop.to_onnx(g, path=tmp_path / "missing" / "m.onnx")
+    with pytest.raises(TypeError, match=r"gru must be a grucy GRU layer .*got str"):
+        interop.to_onnx("gru")
+    with pytest.raises(FileNotFoundError):
+        interop.from_onnx(tmp_path / "nope.onnx")
+    with pytest.raises(TypeError, match=r"model_or_path must be an onnx.ModelProto, a path "
+                                        r"or bytes, got int"):
+        interop.from_onnx(5)
+    with pytest.raises(TypeError, match=r"cls must be a grucy GRU class"):
+        interop.from_onnx(interop.to_onnx(g), cls=str)
+
+
+def test_torch_converters_refuse_wrong_types():
+    torch = pytest.importorskip("torch", reason="PyTorch interop")
+    from grucy import interop
+
+    for module, exc, match in [
+        (torch.nn.LSTM(3, 4), TypeError, r"module must be a torch.nn.GRU, got LSTM"),
+        ("gru", TypeError, r"module must be a torch.nn.GRU, got str"),
+        (torch.nn.GRU(3, 4).half(), TypeError,
+         r"module parameters must all be float32 or float64, got dtypes \['float16'\]"),
+    ]:
+        with pytest.raises(exc, match=match):
+            interop.from_torch(module)
+    m = torch.nn.GRU(3, 4)
+    with torch.no_grad():
+        m.weight_hh_l0[1, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"state_dict\['weight_hh_l0'\] contains NaN"):
+        interop.from_torch(m)
+    with pytest.raises(TypeError, match=r"gru must be a grucy GRU layer .*got GRU"):
+        interop.to_torch(torch.nn.GRU(3, 4))
+    with pytest.raises(TypeError, match=r"module_class must be torch.nn.GRU or a subclass"):
+        interop.to_torch(_small_gru(), module_class=torch.nn.LSTM)
+    with pytest.raises(ValueError, match=r"reset_after=False"):
+        interop.to_torch(_small_gru(reset_after=False))
+
+
+def test_keras_converters_refuse_wrong_types():
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras", reason="Keras interop")
+    from grucy import interop
+
+    for layer, exc, match in [
+        ("x", TypeError, r"layer must be a keras.layers.GRU, .*got str"),
+        (keras.layers.LSTM(4), TypeError, r"got LSTM"),
+        (keras.layers.GRU(4), ValueError, r"is not built: call it on data"),
+        ([], ValueError, r"layer contains no GRU"),
+        ([keras.layers.Dense(3)], TypeError, r"layer 0 \(dense\w*\) is a Dense"),
+    ]:
+        with pytest.raises(exc, match=match):
+            interop.from_keras(layer)
+    built = keras.layers.GRU(4)
+    built.build((None, None, 3))
+    with pytest.raises(TypeError, match=r"batch_first must be True or False, got str"):
+        interop.from_keras(built, batch_first="yes")
+    with pytest.raises(TypeError, match=r"gru must be a grucy GRU layer"):
+        interop.to_keras("x")
+    with pytest.raises(TypeError, match=r"return_sequences must be True or False, got str"):
+        interop.to_keras(_small_gru(), return_sequences="no")
+    with pytest.raises(ValueError, match=r"return_state=True needs num_layers=1"):
+        interop.to_keras(grucy.GRU(3, 4, num_layers=2), return_state=True)
+
+
+def test_grucy_torch_gru_refuses_bad_arguments_and_inputs():
+    torch = pytest.importorskip("torch", reason="grucy.torch needs PyTorch")
+    from grucy.torch import GRU
+
+    for args, kwargs, exc, match in [
+        ((0, 4), {}, ValueError, r"input_size must be greater than zero"),
+        ((3.5, 4), {}, TypeError, r"input_size should be of type int, got: float"),
+        ((3, 4), dict(dropout=1.5), ValueError, r"dropout should be a number"),
+        ((3, 4), dict(dtype=torch.float16), TypeError,
+         r"computes in float32 or float64; parameter weight_ih_l0 has dtype torch.float16"),
+        ((2**31, 4), {}, grucy.SizeLimitError, r"grucy.torch.GRU\(input_size=2147483648"),
+        ((3, 2**20), {}, grucy.SizeLimitError, r"exceeds 2\*\*31-1"),
+        ((4096, 4096), dict(num_layers=64, bidirectional=True), grucy.SizeLimitError,
+         r"needs about .* GiB, more than"),
+    ]:
+        with pytest.raises(exc, match=match):
+            GRU(*args, **kwargs)
+    g = GRU(3, 4)
+    x = torch.ones(5, 2, 3)
+    for call, exc, match in [
+        (lambda: g(torch.ones(5, 2, 4)), RuntimeError, r"Expected 3, got 4"),
+        (lambda: g(torch.ones(5, 2, 3, 1)), ValueError, r"Expected input to be 2D or 3D, got 4D"),
+        (lambda: g(x.double()), ValueError, r"input dtype \(torch.float64\) does not match"),
+        (lambda: g(x.long()), ValueError, r"input dtype \(torch.int64\) does not match"),
+        (lambda: g(np.ones((5, 2, 3), np.float32)), TypeError,
+         r"input must be a torch.Tensor or a PackedSequence, got ndarray"),
+        (lambda: g(torch.ones(0, 2, 3)), ValueError, r"at least one step and one sequence"),
+        (lambda: g(torch.full((5, 2, 3), float("nan"))), ValueError, r"x contains NaN"),
+        (lambda: g(x, torch.ones(1, 3, 4)), RuntimeError, r"Expected hidden size \(1, 2, 4\)"),
+        (lambda: g(x, torch.full((1, 2, 4), float("inf"))), ValueError, r"h0 contains NaN"),
+        (lambda: g(x, np.zeros((1, 2, 4))), TypeError,
+         r"hx must be a torch.Tensor or None, got ndarray"),
+        (lambda: g(x, "h"), TypeError, r"hx must be a torch.Tensor or None, got str"),
+    ]:
+        with pytest.raises(exc, match=match):
+            call()
+    y, _ = g(x)
+    ref = torch.nn.GRU(3, 4)
+    ref.load_state_dict(g.state_dict())
+    torch.testing.assert_close(y, ref(x)[0], rtol=1e-5, atol=1e-6)  # still fine after all
