@@ -190,11 +190,11 @@ class Embedding(ParameterHolder):
         idx = _as_real_array("indices", indices)
         if idx.dtype.kind not in "iu":
             raise TypeError(f"indices must be integers, got dtype {idx.dtype}")
+        check_memory(lambda: f"Embedding.forward of indices with shape {idx.shape}",
+                     idx.size * (self.embedding_dim * self.dtype.itemsize + 8))
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_embeddings):
             raise ValueError(f"indices must lie in [0, num_embeddings={self.num_embeddings}),"
                              f" got values in [{idx.min()}, {idx.max()}]")
-        check_memory(lambda: f"Embedding.forward of indices with shape {idx.shape}",
-                     idx.size * self.embedding_dim * self.dtype.itemsize)
         # The table may be large and only a few rows are read: check its layout here and
         # the values of the rows read below.
         self._check_parameters(values=False)
@@ -264,25 +264,22 @@ class Dropout(ParameterHolder):
     def generators(self):
         return [self.rng]
 
-    @staticmethod
-    def _as_input(name, value):
-        arr = _as_real_array(name, value)
-        if arr.dtype.kind != "f":
-            arr = arr.astype(np.float64)
-        check_finite(name, arr)
-        return arr
-
     @exclusive
     def forward(self, x: ArrayLike, training: bool = True) -> np.ndarray:
         """``x * mask`` in training (a fresh mask each call), ``x`` otherwise."""
         self._mask = None
         training = _flag("training", training)
-        xa = self._as_input("x", x)
-        if not training or self.p == 0.0:
+        xa = _as_real_array("x", x)
+        masked = training and self.p > 0.0
+        if masked or xa.dtype.kind != "f":  # a mask, an output, a cast: before allocating
+            check_memory(lambda: f"Dropout.forward of x with shape {xa.shape}",
+                         xa.size * (8 + 16 if masked else 8))
+        if xa.dtype.kind != "f":
+            xa = xa.astype(np.float64)
+        check_finite("x", xa)
+        if not masked:
             self._mask = (xa.shape, xa.dtype, None) if training else None
             return xa
-        check_memory(lambda: f"Dropout.forward of x with shape {xa.shape}",
-                     xa.size * (8 + 2 * xa.dtype.itemsize))
         keep = self.rng.random(xa.shape) >= self.p
         mask = (keep / (1.0 - self.p)).astype(xa.dtype)
         self._mask = (xa.shape, xa.dtype, mask)
