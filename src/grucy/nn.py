@@ -53,6 +53,10 @@ class Linear(ParameterHolder):
     ``weight`` is (out_features, in_features) and ``bias`` (out_features,), initialised
     U(-1/sqrt(in_features), 1/sqrt(in_features)) from ``seed``.  ``x`` may have any
     number of leading axes: (..., in_features) -> (..., out_features).
+
+    Threads: the input of the last training forward is kept for backward, so one Linear
+    serves one thread at a time (a call while another thread is inside it raises
+    RuntimeError; backward() must run in the thread of its forward).
     """
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
