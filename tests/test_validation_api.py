@@ -765,3 +765,49 @@ def test_grucy_torch_gru_refuses_bad_arguments_and_inputs():
     ref = torch.nn.GRU(3, 4)
     ref.load_state_dict(g.state_dict())
     torch.testing.assert_close(y, ref(x)[0], rtol=1e-5, atol=1e-6)  # still fine after all
+
+
+# -- layouts: any memory layout, the same numbers; inputs never modified -------------------
+def _layouts(a):
+    """``a`` as C, Fortran, negative-stride (same values), strided and read-only arrays."""
+    out = {"C": np.ascontiguousarray(a), "F": np.asfortranarray(a)}
+    rev = np.ascontiguousarray(a[::-1])[::-1]
+    out["negative-strides"] = rev
+    wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+    wide[..., ::2] = a
+    out["strided"] = wide[..., ::2]
+    ro = a.copy()
+    ro.flags.writeable = False
+    out["read-only"] = ro
+    return out
+
+
+def test_building_blocks_give_identical_numbers_for_every_layout():
+    rng = np.random.default_rng(21)
+    idx = rng.integers(0, 9, size=(5, 4))
+    x = rng.standard_normal((5, 4))
+    ref_rows = Embedding(9, 3, seed=0).forward(idx)
+    ref_drop = Dropout(0.5, seed=1).forward(x)
+    for name, i in _layouts(idx).items():
+        before = i.copy()
+        np.testing.assert_array_equal(Embedding(9, 3, seed=0).forward(i), ref_rows,
+                                      err_msg=name)
+        np.testing.assert_array_equal(i, before)
+    for name, a in _layouts(x).items():
+        before = a.copy()
+        d = Dropout(0.5, seed=1)
+        np.testing.assert_array_equal(d.forward(a), ref_drop, err_msg=name)
+        np.testing.assert_array_equal(a, before)
+
+
+def test_fitted_models_give_identical_numbers_for_every_layout(fitted):
+    clf, fc = fitted["classifier"], fitted["forecaster2"]
+    ref_p = clf.predict_proba(XS)
+    hist = np.c_[SERIES, np.cos(SERIES)]
+    ref_f = fc.predict(hist, horizon=3)
+    for name, a in _layouts(XS).items():
+        np.testing.assert_array_equal(clf.predict_proba(a), ref_p, err_msg=name)
+    for name, h in _layouts(hist).items():
+        before = h.copy()
+        np.testing.assert_array_equal(fc.predict(h, horizon=3), ref_f, err_msg=name)
+        np.testing.assert_array_equal(h, before)
