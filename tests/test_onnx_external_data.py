@@ -199,3 +199,25 @@ def test_a_truncated_model_file_is_refused(tmp_path):
         path.write_bytes(raw[:cut])
         with pytest.raises(ValueError):
             interop.from_onnx(path)
+
+
+def test_a_hard_link_to_data_elsewhere_is_refused(model_dir):
+    path = _save_external(_layer(), model_dir)
+    try:
+        os.link(model_dir.parent / "secret.bin", model_dir / "hard.bin")
+    except OSError as exc:  # pragma: no cover - file systems without hard links
+        pytest.skip(f"cannot make a hard link here: {exc}")
+    _point_to(path, "hard.bin")
+    with pytest.raises(ValueError, match=r"multiple hard links"):
+        interop.from_onnx(path)
+
+
+def test_external_data_needs_an_onnx_whose_loader_refuses_links(model_dir, monkeypatch):
+    path = _save_external(_layer(), model_dir)
+    plain = model_dir / "plain.onnx"
+    onnx.save_model(interop.to_onnx(_layer()), os.fspath(plain))
+    monkeypatch.setattr(onnx, "__version__", "1.20.1")
+    with pytest.raises(ValueError, match=r"reads only with onnx >= 1\.21 .*this is onnx "
+                                         r"1\.20\.1: upgrade onnx"):
+        interop.from_onnx(path)
+    assert isinstance(interop.from_onnx(plain), grucy.GRU)  # no external data: fine

@@ -596,6 +596,16 @@ def _tensor_array(tensor, what):
         raise ValueError(f"{what} is damaged or of an unsupported type: {exc}") from None
 
 
+# onnx 1.21 made its external-data loader refuse symbolic links and hard links out of the
+# model's directory (CVE-2026-27489) and unknown external-data keys (CVE-2026-34445).
+_ONNX_SAFE_EXTERNAL_DATA = (1, 21)
+
+
+def _onnx_version(onnx):
+    major, minor = onnx.__version__.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
 def _load_onnx(onnx, model_or_path):
     """An onnx.ModelProto from a ModelProto, bytes or a path, with clear errors.
 
@@ -625,6 +635,15 @@ def _load_onnx(onnx, model_or_path):
     except DecodeError as exc:
         raise ValueError(f"{path}: not an ONNX model, or a truncated or damaged one "
                          f"({exc})") from None
+    # every tensor onnx's loader would read (its own walk, subgraphs and attributes too)
+    every_tensor = getattr(external_data_helper, "_get_all_tensors",
+                           lambda m: m.graph.initializer)
+    if _onnx_version(onnx) < _ONNX_SAFE_EXTERNAL_DATA and any(
+            external_data_helper.uses_external_data(t) for t in every_tensor(model)):
+        raise ValueError(f"{path}: the model keeps weights in external data files, which "
+                         f"grucy reads only with onnx >= 1.21 (earlier loaders follow "
+                         f"symbolic links out of the model's directory); this is onnx "
+                         f"{onnx.__version__}: upgrade onnx")
     try:
         external_data_helper.load_external_data_for_model(
             model, os.path.dirname(os.path.abspath(path)))
