@@ -7,6 +7,8 @@ reference grucy.reference.GRU (float32 and float64), and torch.nn.GRU when insta
 of the tests themselves; the tests needing the compiled module's thread API then skip).
 ``GRUCY_TEST_CHUNKED=1`` forces the chunked multi-threaded kernels (normally used only
 from a size on) for every shape, so the whole file checks them too; CI runs it both ways.
+``GRUCY_TEST_BLAS=1`` makes the recurrent GEMMs call BLAS instead of grucy's packed
+AVX-512 kernel (the path of CPUs without AVX-512); CI runs that too.
 """
 
 from __future__ import annotations
@@ -53,9 +55,28 @@ def chunked_kernels(force=True, min_chunk=32, align=16):
         grucy._gru._set_chunking(*old)
 
 
+@contextlib.contextmanager
+def recurrent_gemm(packed):
+    """Recurrent GEMMs through grucy's packed kernel (_pgemm.h; when the CPU has
+    AVX-512) if ``packed``, through BLAS if not, unchanged if None."""
+    if GRU is RefGRU or packed is None:
+        yield
+        return
+    old = grucy._gru._set_packed(packed)
+    try:
+        yield
+    finally:
+        grucy._gru._set_packed(old)
+
+
+def _env_flag(name):
+    return os.environ.get(name, "") not in ("", "0")
+
+
 @pytest.fixture(autouse=True, scope="module")
-def _chunked_everywhere():
-    with chunked_kernels(os.environ.get("GRUCY_TEST_CHUNKED", "") not in ("", "0")):
+def _kernel_choice():
+    with chunked_kernels(_env_flag("GRUCY_TEST_CHUNKED")), \
+            recurrent_gemm(False if _env_flag("GRUCY_TEST_BLAS") else None):
         yield
 
 
@@ -159,6 +180,43 @@ def test_chunked_kernels_match_reference(H, min_chunk, variant, reset_after, dty
     with chunked_kernels(min_chunk=min_chunk, align=1 if min_chunk == 1 else 16):
         got = run_layer(layer, inputs)
     assert_results_close(got, run_layer(ref, inputs), dtype)
+
+
+@_needs_compiled
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["serial", "chunked"])
+@pytest.mark.parametrize("packed", [False, True], ids=["blas", "packed"])
+def test_recurrent_gemm_paths_match_reference(packed, chunked, reset_after, dtype, rng):
+    # B = 19: two full 8-row register blocks and a 3-row rest; H = 70: panels of 32 (16
+    # in float64) columns with a ragged last one, in every gate block.
+    layer, ref = make_pair(5, 70, bidirectional=True, reset_after=reset_after, dtype=dtype)
+    inputs = make_inputs(rng, layer, 6, 19, lengths=True)
+    with chunked_kernels(chunked, min_chunk=8, align=1), recurrent_gemm(packed):
+        if packed and not grucy._gru.packed_gemm_enabled():
+            pytest.skip("the packed recurrent GEMM needs AVX-512; this CPU runs BLAS")
+        got = run_layer(layer, inputs)
+    assert_results_close(got, run_layer(ref, inputs), dtype)
+
+
+@_needs_compiled
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("transposed", [True, False], ids=["a_wT", "a_w"])
+def test_packed_kernel_matches_numpy(transposed, dtype, rng):
+    """The packed GEMM of the recurrent steps (_pgemm.h) on its own: every row-block
+    remainder (M = 1 .. 9, 17) and ragged panels (N around multiples of 16 and 32)."""
+    with recurrent_gemm(True):
+        if not grucy._gru.packed_gemm_enabled():
+            pytest.skip("the packed recurrent GEMM needs AVX-512; this CPU runs BLAS")
+    for M in [1, 2, 3, 4, 5, 6, 7, 8, 9, 17]:
+        for N in [1, 15, 16, 17, 31, 33, 64]:
+            for K in [1, 3, 64]:
+                a = rng.standard_normal((M, K)).astype(dtype)
+                w = rng.standard_normal((N, K) if transposed else (K, N)).astype(dtype)
+                c = np.full((M, N), np.nan, dtype)
+                grucy._gru._pgemm_probe(a, w, transposed, c, 1)
+                want = a.astype(np.float64) @ (w.T if transposed else w).astype(np.float64)
+                assert_close(c, want, dtype, err_msg=f"M={M} N={N} K={K}")
 
 
 def test_outputs_past_length_are_zero(rng):
@@ -325,6 +383,37 @@ def test_dropout_matches_reference(dtype, rng):
         got = run_layer(layer, inputs)
         expected = run_layer(ref, inputs)
         assert_results_close(got, expected, dtype)
+
+
+@_needs_compiled
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
+def test_reused_buffers_give_fresh_results(reset_after, rng):
+    """A layer reuses its kernel buffers from call to call; every call must still give
+    bit for bit what a fresh copy of the layer gives, whatever came before (larger or
+    smaller batches, other lengths, inference in between)."""
+    import copy
+    layer = GRU(5, 40, num_layers=2, bidirectional=True, reset_after=reset_after,
+                dtype=np.float64, seed=3)
+    pristine = copy.deepcopy(layer)
+    calls = [(6, 4, True, True), (3, 2, False, True), (7, 5, True, False),
+             (7, 5, True, True), (2, 3, False, False), (6, 4, True, True)]
+    buffers = None
+    for T, B, lengths, training in calls:  # the largest, 7x5, comes third
+        inputs = make_inputs(rng, layer, T, B, lengths=lengths)
+        fresh = copy.deepcopy(pristine)
+        if training:
+            assert_results_equal(run_layer(layer, inputs), run_layer(fresh, inputs))
+        else:
+            got = layer.forward(inputs["x"], inputs["h0"], inputs["lengths"], training=False)
+            want = fresh.forward(inputs["x"], inputs["h0"], inputs["lengths"], training=False)
+            for a, b in zip(got, want):
+                np.testing.assert_array_equal(a, b)
+        if (T, B) == (7, 5) and buffers is None:
+            buffers = layer._scratch[0]["G"]
+    # the gate buffer of the largest call served every later (smaller) call
+    assert layer._scratch[0]["G"] is buffers
+    # copies never share buffers
+    assert "_scratch" not in copy.copy(layer).__dict__
 
 
 def test_dropout_changes_training_output_only(rng):

@@ -285,6 +285,35 @@ def test_drop_in_retain_graph_and_weight_only_gradients():
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
+def test_drop_in_buffers_not_reused_while_a_graph_lives():
+    """Calls reuse kernel buffers, but never those of a graph that can still backward:
+    other calls (larger, smaller, without grad) between a forward and its (repeated)
+    backward leave its gradients exactly as without them."""
+    ours, _ = _pair(num_layers=2, bidirectional=True)
+    x, h, _ = _random_case(ours, torch.float64, T=6, B=4)
+    x.requires_grad_(True)
+
+    def grads_of(loss):
+        ours.zero_grad()
+        x.grad = None
+        loss.backward(retain_graph=True)
+        return [x.grad.clone()] + [p.grad.clone() for p in ours.parameters()]
+
+    y, h_n = ours(x, h)
+    loss = (y.square().sum() + h_n.sum())
+    first = grads_of(loss)
+    for T, B in [(9, 5), (2, 1), (6, 4)]:  # other calls, some dropped right away
+        other, hh, _ = _random_case(ours, torch.float64, T=T, B=B, seed=T)
+        ours(other, hh)[0].sum().backward()
+        with torch.no_grad():
+            ours(other, hh)
+        kept = ours(other.requires_grad_(True), hh)  # noqa: F841  a second live graph
+    again = grads_of(loss)
+    for a, b in zip(first, again):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert ours._scratch_free._free  # buffers of finished calls came back for reuse
+
+
 def test_drop_in_inference_and_in_place_weight_change():
     ours, ref = _pair(bidirectional=True)
     x, h, _ = _random_case(ours, torch.float64)

@@ -291,6 +291,7 @@ class ParameterHolder:
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("_lock", None)
+        state.pop("_scratch", None)  # reusable kernel buffers (GRU), never shared
         return state
 
     def __setstate__(self, state):

@@ -267,6 +267,149 @@ cdef inline void _bwd_row_before_r(int H, const floating* drh, floating* dh,
 
 
 # ---------------------------------------------------------------------------------------
+# The recurrent GEMMs on a packed W_hh (_pgemm.h): W_hh is packed once per call into
+# the layout of grucy's AVX-512 kernel instead of being re-packed by BLAS at every step.
+# A packed block covers the gates of a run of c units starting at unit j0 (a chunk, or
+# the whole layer with j0 = 0, c = H):
+#   forward, reset-after:  B = W_hh[[r z n] rows of the run]^T     (H, 3c)
+#   forward, reset-before: B = W_hh[[r z] rows]^T (H, 2c), then W_hn[rows]^T (H, c)
+#   backward:              B = W_hh[:, run]                         (3H, c)
+
+cdef extern from "_pgemm.h" nogil:
+    int grucy_pgemm_available()
+    size_t grucy_pgemm_size(int K, int N, int nr)
+    void grucy_pack_t_f(int K, int c, int g0, int ng, int H, int j0, const float* W, int ldw, float* P)
+    void grucy_pack_t_d(int K, int c, int g0, int ng, int H, int j0, const double* W, int ldw, double* P)
+    void grucy_pack_n_f(int K, int N, const float* W, int ldw, float* P)
+    void grucy_pack_n_d(int K, int N, const double* W, int ldw, double* P)
+    void grucy_pgemm_f(int M, int N, int K, const float* A, int lda, const float* P, size_t pstride, float* C, int ldc, int beta)
+    void grucy_pgemm_d(int M, int N, int K, const double* A, int lda, const double* P, size_t pstride, double* C, int ldc, int beta)
+
+# Whether the kernels use the packed recurrent GEMM (AVX-512 CPUs); _set_packed changes it.
+cdef bint _packed = grucy_pgemm_available()
+# The serial kernels pack only for sequences of at least this many steps (the packing
+# costs about one step's GEMM).
+DEF PACKED_MIN_STEPS = 4
+
+
+def _set_packed(bint on):
+    """Test hook: use the packed recurrent GEMM (when the CPU has AVX-512) or BLAS.
+    Returns the old setting."""
+    global _packed
+    old = _packed
+    _packed = on and grucy_pgemm_available()
+    return old
+
+
+def packed_gemm_enabled():
+    """True when the recurrent GEMMs run grucy's own AVX-512 kernel on a W_hh packed
+    once per call (False: BLAS, on CPUs without AVX-512)."""
+    return bool(_packed)
+
+
+cdef inline int _nr(const floating* p) noexcept nogil:
+    """Columns per panel of a packed operand of this element type."""
+    return 32 if floating is float else 16
+
+
+cdef inline Py_ssize_t _pk_fwd_size(const floating* p, int H, int c,
+                                    bint reset_after) noexcept nogil:
+    """Values of the forward packed block of a run of c units."""
+    if reset_after:
+        return grucy_pgemm_size(H, 3 * c, _nr(p))
+    return grucy_pgemm_size(H, 2 * c, _nr(p)) + grucy_pgemm_size(H, c, _nr(p))
+
+
+cdef inline Py_ssize_t _pk_n_off(const floating* p, int H, int c) noexcept nogil:
+    """Reset-before forward block: where the W_hn part starts."""
+    return grucy_pgemm_size(H, 2 * c, _nr(p))
+
+
+cdef inline Py_ssize_t _pk_bwd_size(const floating* p, int H, int c) noexcept nogil:
+    return grucy_pgemm_size(3 * H, c, _nr(p))
+
+
+cdef Py_ssize_t _pk_total(const floating* p, int H, bint chunked, bint forward,
+                         bint reset_after) noexcept nogil:
+    """Values of all packed blocks of a layer: one per chunk, or one for all H units."""
+    cdef int k, c, nc = _nchunks(H) if chunked else 1
+    cdef Py_ssize_t total = 0
+    for k in range(nc):
+        c = _chunk_lo(k + 1, nc, H) - _chunk_lo(k, nc, H) if chunked else H
+        total += _pk_fwd_size(p, H, c, reset_after) if forward else _pk_bwd_size(p, H, c)
+    return total
+
+
+cdef void _pack_fwd(int H, int j0, int c, bint reset_after, const floating* whh,
+                    floating* P) noexcept nogil:
+    if floating is float:
+        if reset_after:
+            grucy_pack_t_f(H, c, 0, 3, H, j0, whh, H, P)
+        else:
+            grucy_pack_t_f(H, c, 0, 2, H, j0, whh, H, P)
+            grucy_pack_t_f(H, c, 2, 1, H, j0, whh, H, P + _pk_n_off(P, H, c))
+    else:
+        if reset_after:
+            grucy_pack_t_d(H, c, 0, 3, H, j0, whh, H, P)
+        else:
+            grucy_pack_t_d(H, c, 0, 2, H, j0, whh, H, P)
+            grucy_pack_t_d(H, c, 2, 1, H, j0, whh, H, P + _pk_n_off(P, H, c))
+
+
+cdef void _pack_bwd(int H, int j0, int c, const floating* whh, floating* P) noexcept nogil:
+    if floating is float:
+        grucy_pack_n_f(3 * H, c, whh + j0, H, P)
+    else:
+        grucy_pack_n_d(3 * H, c, whh + j0, H, P)
+
+
+def _pgemm_probe(const floating[:, ::1] a, const floating[:, ::1] w, bint transposed,
+                 floating[:, ::1] c, int repeats):
+    """Profiling/test hook: pack ``w`` once, then run the packed kernel ``repeats`` times:
+    c = a @ w.T (``transposed``, the forward's shape: w is (N, K)) or c = a @ w (the
+    backward's: w is (K, N)).  Returns the seconds of the repeats (packing excluded)."""
+    import time
+    cdef int M = a.shape[0], K = a.shape[1]
+    cdef int N = w.shape[0] if transposed else w.shape[1]
+    if (w.shape[1] if transposed else w.shape[0]) != K or c.shape[0] != M or c.shape[1] != N:
+        raise ValueError("_pgemm_probe: shapes do not match")
+    if not grucy_pgemm_available():
+        raise RuntimeError("the packed kernel needs AVX-512")
+    if repeats < 1 or M < 1 or N < 1 or K < 1:
+        raise ValueError("_pgemm_probe: sizes and repeats must be positive")
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[::1] P = np.empty(grucy_pgemm_size(K, N, 32 if floating is float else 16),
+                                    dtype)
+    cdef int r
+    if floating is float:
+        if transposed:
+            grucy_pack_t_f(K, N, 0, 1, 0, 0, &w[0, 0], K, &P[0])
+        else:
+            grucy_pack_n_f(K, N, &w[0, 0], N, &P[0])
+    else:
+        if transposed:
+            grucy_pack_t_d(K, N, 0, 1, 0, 0, &w[0, 0], K, &P[0])
+        else:
+            grucy_pack_n_d(K, N, &w[0, 0], N, &P[0])
+    t0 = time.perf_counter()
+    with nogil:
+        for r in range(repeats):
+            _pgemm(M, N, K, &a[0, 0], K, &P[0], <Py_ssize_t>K * _nr(&P[0]), &c[0, 0], N,
+                   False)
+    return time.perf_counter() - t0
+
+
+cdef inline void _pgemm(int m, int n, int k, const floating* a, int lda,
+                        const floating* P, Py_ssize_t pstride, floating* c, int ldc,
+                        bint beta) noexcept nogil:
+    """C (m, n) (+)= A (m, k) @ B, B packed (see above)."""
+    if floating is float:
+        grucy_pgemm_f(m, n, k, a, lda, P, pstride, c, ldc, beta)
+    else:
+        grucy_pgemm_d(m, n, k, a, lda, P, pstride, c, ldc, beta)
+
+
+# ---------------------------------------------------------------------------------------
 # Whole-sequence kernels.
 
 cdef void _gather_rows(int T, int B, int I, const int* bs, const Py_ssize_t* off,
@@ -302,7 +445,9 @@ cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize
                        const floating* bih, const floating* bhh,
                        floating* Y, Py_ssize_t y_t, Py_ssize_t y_b, floating* S,
                        floating* G, floating* A, floating* Hp, floating* Gh,
-                       floating* Xp) noexcept nogil:
+                       floating* Xp, floating* pk) noexcept nogil:
+    """pk: room for the packed W_hh of the whole layer (_pk_fwd_size), or NULL to call
+    BLAS for the recurrent GEMMs."""
     cdef int H3 = 3 * H
     cdef int s, t, n, b, nt
     cdef Py_ssize_t N = off[T]
@@ -315,6 +460,8 @@ cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize
         xsrc = Xp
     # G = X @ W_ih^T, every step at once
     gemm(False, True, N, H3, I, 1, xsrc, I, wih, I, 0, G, H3)
+    if pk != NULL:
+        _pack_fwd(H, 0, H, reset_after, whh, pk)
     for s in range(T):
         t = T - 1 - s if reverse else s
         n = bs[t]
@@ -330,7 +477,10 @@ cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize
         nt = _threads_for(<Py_ssize_t>n * H3)
         if reset_after:
             # Gh = h @ W_hh^T
-            gemm(False, True, n, H3, H, 1, S, H, whh, H, 0, Gh, H3)
+            if pk != NULL:
+                _pgemm(n, H3, H, S, H, pk, <Py_ssize_t>H * _nr(pk), Gh, H3, False)
+            else:
+                gemm(False, True, n, H3, H, 1, S, H, whh, H, 0, Gh, H3)
             if nt > 1:
                 for b in prange(n, num_threads=nt, schedule="static"):
                     _fwd_chunk_after(H, g + b * H3, Gh + b * H3, bih, bhh, H, S + b * H,
@@ -341,7 +491,10 @@ cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize
                                    y + b * y_b, aux + b * H)
         else:
             # Gh[:, :2H] = h @ W_h{r,z}^T; then Gh[:, 2H:] = (r * h) @ W_hn^T
-            gemm(False, True, n, 2 * H, H, 1, S, H, whh, H, 0, Gh, H3)
+            if pk != NULL:
+                _pgemm(n, 2 * H, H, S, H, pk, <Py_ssize_t>H * _nr(pk), Gh, H3, False)
+            else:
+                gemm(False, True, n, 2 * H, H, 1, S, H, whh, H, 0, Gh, H3)
             if nt > 1:
                 for b in prange(n, num_threads=nt, schedule="static"):
                     _fwd_chunk_before_rz(H, g + b * H3, Gh + b * H3, bih, bhh, H,
@@ -352,7 +505,11 @@ cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize
                     _fwd_chunk_before_rz(H, g + b * H3, Gh + b * H3, bih, bhh, H,
                                          S + b * H,
                                        aux + b * H)
-            gemm(False, True, n, H, H, 1, aux, H, whh + 2 * H * H, H, 0, Gh + 2 * H, H3)
+            if pk != NULL:
+                _pgemm(n, H, H, aux, H, pk + _pk_n_off(pk, H, H), <Py_ssize_t>H * _nr(pk),
+                       Gh + 2 * H, H3, False)
+            else:
+                gemm(False, True, n, H, H, 1, aux, H, whh + 2 * H * H, H, 0, Gh + 2 * H, H3)
             if nt > 1:
                 for b in prange(n, num_threads=nt, schedule="static"):
                     _fwd_chunk_before_n(H, g + b * H3, Gh + b * H3, bih, bhh, H,
@@ -372,7 +529,9 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
                         const floating* G, const floating* A, const floating* Hp,
                         floating* dwih, floating* dwhh, floating* dbih, floating* dbhh,
                         floating* dG, floating* dGxn, floating* dRH, const floating* ones,
-                        floating* dX, floating* dXp, bint accumulate) noexcept nogil:
+                        floating* dX, floating* dXp, bint accumulate,
+                        floating* pk) noexcept nogil:
+    """pk: room for the packed W_hh (_pk_bwd_size with c = H), or NULL (BLAS)."""
     cdef int H3 = 3 * H
     cdef int s, t, n, b, nt
     cdef Py_ssize_t N = off[T]
@@ -381,6 +540,9 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
     cdef const floating* pn      # input-side gradient of the n gate (N, H), stride ld_pn
     cdef int ld_pn
     cdef floating* dxdst
+    cdef Py_ssize_t ps = <Py_ssize_t>3 * H * (_nr(pk))
+    if pk != NULL:
+        _pack_bwd(H, 0, H, whh, pk)
     for s in range(T - 1, -1, -1):
         t = T - 1 - s if reverse else s
         n = bs[t]
@@ -401,7 +563,10 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
                                    A + (off[t] + b) * H, Hp + (off[t] + b) * H,
                                    dg + b * H3, dGxn + (off[t] + b) * H)
             # dh += dGh @ W_hh
-            gemm(False, False, n, H, H3, 1, dg, H3, whh, H, 1, dS, H)
+            if pk != NULL:
+                _pgemm(n, H, H3, dg, H3, pk, ps, dS, H, True)
+            else:
+                gemm(False, False, n, H, H3, 1, dg, H3, whh, H, 1, dS, H)
         else:
             if nt > 1:
                 for b in prange(n, num_threads=nt, schedule="static"):
@@ -414,7 +579,11 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
                                          G + (off[t] + b) * H3,
                                        Hp + (off[t] + b) * H, dg + b * H3)
             # d(r * h) = da_n @ W_hn
-            gemm(False, False, n, H, H, 1, dg + 2 * H, H3, whh + 2 * H * H, H, 0, dRH, H)
+            if pk != NULL:
+                _pgemm(n, H, H, dg + 2 * H, H3, pk + <Py_ssize_t>2 * H * _nr(pk), ps,
+                       dRH, H, False)
+            else:
+                gemm(False, False, n, H, H, 1, dg + 2 * H, H3, whh + 2 * H * H, H, 0, dRH, H)
             if nt > 1:
                 for b in prange(n, num_threads=nt, schedule="static"):
                     _bwd_row_before_r(H, dRH + b * H, dS + b * H, G + (off[t] + b) * H3,
@@ -424,7 +593,10 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
                     _bwd_row_before_r(H, dRH + b * H, dS + b * H, G + (off[t] + b) * H3,
                                       Hp + (off[t] + b) * H, dg + b * H3)
             # dh += dG[:, :2H] @ W_h{r,z}
-            gemm(False, False, n, H, 2 * H, 1, dg, H3, whh, H, 1, dS, H)
+            if pk != NULL:
+                _pgemm(n, H, 2 * H, dg, H3, pk, ps, dS, H, True)
+            else:
+                gemm(False, False, n, H, 2 * H, 1, dg, H3, whh, H, 1, dS, H)
 
     # Input-side gate gradients: r and z equal the hidden side; n differs for reset-after.
     if reset_after:
@@ -503,25 +675,72 @@ cdef inline Py_ssize_t _row_lo(int blk, Py_ssize_t N) noexcept nogil:
     return N * blk // ROW_BLOCKS
 
 
+# Blocks of gate rows for the hoisted weight gradients (fixed: results must not depend
+# on the thread count); boundaries on multiples of 16 rows.
+DEF WGRAD_BLOCKS = 4
+
+
+cdef inline int _wgrad_lo(int blk, int H3) noexcept nogil:
+    if blk >= WGRAD_BLOCKS:
+        return H3
+    return <int>((<long long>blk * H3 // WGRAD_BLOCKS) // 16 * 16)
+
+
+cdef void _wgrad_rows(int g0, int g1, int H, int N, const floating* d_rz, int ld_rz,
+                      const floating* d_n, int ld_n, const floating* src_rz,
+                      const floating* src_n, int ld_src, floating* dw,
+                      const floating* ones, floating* db) noexcept nogil:
+    """Rows g0:g1 of a weight gradient (3H, F): dw[g] += D[:, g] @ src and db[g] +=
+    sum(D[:, g]), where gate column g of D is d_rz[:, g] below 2H and d_n[:, g - 2H]
+    from 2H on, and src is src_rz for the r, z rows and src_n for the n rows."""
+    cdef int m
+    if g0 < 2 * H:
+        m = (g1 if g1 < 2 * H else 2 * H) - g0
+        gemm(True, False, m, ld_src, N, 1, d_rz + g0, ld_rz, src_rz, ld_src, 1,
+             dw + <Py_ssize_t>g0 * ld_src, ld_src)
+        colsum(N, m, d_rz + g0, ld_rz, ones, db + g0)
+        g0 = g0 + m
+    if g1 > g0:
+        gemm(True, False, g1 - g0, ld_src, N, 1, d_n + (g0 - 2 * H), ld_n, src_n, ld_src,
+             1, dw + <Py_ssize_t>g0 * ld_src, ld_src)
+        colsum(N, g1 - g0, d_n + (g0 - 2 * H), ld_n, ones, db + g0)
+
+
 cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
                        const Py_ssize_t* off, bint reverse, bint reset_after,
                        bint training, const floating* X, const floating* wih,
                        const floating* whp, const floating* bih, const floating* bhh,
                        floating* Y, Py_ssize_t y_t, Py_ssize_t y_b, floating* S,
-                       floating* G, floating* A, floating* Hp, floating* Gh) noexcept nogil:
-    """Forward with one OpenMP team.  X: packed input rows (N, I); whp: W_hh with its
-    rows regrouped by chunk ([r z n] of chunk 0, then of chunk 1, ...); Gh (B, 3H) in
-    the same chunk-major column order."""
+                       floating* G, floating* A, floating* Hp, floating* Gh,
+                       const floating* whh, floating* pk) noexcept nogil:
+    """Forward with one OpenMP team.  X: packed input rows (N, I); Gh (B, 3H) in
+    chunk-major column order ([r z n] of chunk 0, then of chunk 1, ...).  The recurrent
+    GEMMs use pk (room for the packed blocks of every chunk, _pk_fwd_size each) when it
+    is not NULL, else BLAS on whp: W_hh with its rows regrouped in the order of Gh."""
     cdef int H3 = 3 * H, nc = _nchunks(H)
     cdef Py_ssize_t N = off[T]
+    cdef Py_ssize_t pko[MAX_CHUNKS + 1]   # where each chunk's packed block starts
+    cdef Py_ssize_t ps = <Py_ssize_t>H * _nr(pk)
     # (initialised: Cython makes them firstprivate in the parallel block)
     cdef int tid = 0, k = 0, s = 0, t = 0, n = 0, b = 0, j0 = 0, c = 0, blk = 0
     cdef Py_ssize_t r0 = 0, r1 = 0
     cdef floating* g = NULL
     cdef floating* aux = NULL
     cdef floating* y = NULL
+    pko[0] = 0
+    for k in range(nc):
+        pko[k + 1] = pko[k] + _pk_fwd_size(
+            pk, H, _chunk_lo(k + 1, nc, H) - _chunk_lo(k, nc, H), reset_after)
     with parallel(num_threads=nt):
         tid = grucy_thread_num()
+        if pk != NULL:
+            # Each thread packs the chunks it will multiply by (no barrier needed).
+            k = tid
+            while k < nc:
+                j0 = _chunk_lo(k, nc, H)
+                _pack_fwd(H, j0, _chunk_lo(k + 1, nc, H) - j0, reset_after, whh,
+                          pk + pko[k])
+                k = k + nt
         # G = X @ W_ih^T in fixed row blocks
         blk = tid
         while blk < ROW_BLOCKS:
@@ -548,8 +767,12 @@ cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
                     for b in range(n):
                         memcpy(Hp + (off[t] + b) * H + j0, S + b * H + j0,
                                <size_t>c * sizeof(floating))
-                gemm(False, True, n, (3 if reset_after else 2) * c, H, 1, S, H,
-                     whp + <Py_ssize_t>3 * j0 * H, H, 0, Gh + 3 * j0, H3)
+                if pk != NULL:
+                    _pgemm(n, (3 if reset_after else 2) * c, H, S, H, pk + pko[k], ps,
+                           Gh + 3 * j0, H3, False)
+                else:
+                    gemm(False, True, n, (3 if reset_after else 2) * c, H, 1, S, H,
+                         whp + <Py_ssize_t>3 * j0 * H, H, 0, Gh + 3 * j0, H3)
                 if not reset_after:
                     for b in range(n):
                         _fwd_chunk_before_rz(c, g + b * H3 + j0, Gh + b * H3 + 3 * j0,
@@ -563,9 +786,13 @@ cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
                 while k < nc:
                     j0 = _chunk_lo(k, nc, H)
                     c = _chunk_lo(k + 1, nc, H) - j0
-                    gemm(False, True, n, c, H, 1, aux, H,
-                         whp + <Py_ssize_t>(3 * j0 + 2 * c) * H, H, 0,
-                         Gh + 3 * j0 + 2 * c, H3)
+                    if pk != NULL:
+                        _pgemm(n, c, H, aux, H, pk + pko[k] + _pk_n_off(pk, H, c), ps,
+                               Gh + 3 * j0 + 2 * c, H3, False)
+                    else:
+                        gemm(False, True, n, c, H, 1, aux, H,
+                             whp + <Py_ssize_t>(3 * j0 + 2 * c) * H, H, 0,
+                             Gh + 3 * j0 + 2 * c, H3)
                     k = k + nt
             # Phase 2: the fused pass for this thread's units (writes its part of S).
             k = tid
@@ -592,10 +819,14 @@ cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
                         const floating* G, const floating* A, const floating* Hp,
                         floating* dwih, floating* dwhh, floating* dbih, floating* dbhh,
                         floating* dG, floating* dGxn, floating* dRH,
-                        const floating* ones, floating* dX, bint beta_dx) noexcept nogil:
+                        const floating* ones, floating* dX, bint beta_dx,
+                        floating* pk) noexcept nogil:
     """BPTT with one OpenMP team (see _forward_par); dX (N, I) packed rows, added to
-    when ``beta_dx``."""
+    when ``beta_dx``.  pk: room for the packed W_hh[:, chunk] of every chunk
+    (_pk_bwd_size each), or NULL (BLAS)."""
     cdef int H3 = 3 * H, nc = _nchunks(H)
+    cdef Py_ssize_t pko[MAX_CHUNKS + 1]
+    cdef Py_ssize_t ps = <Py_ssize_t>3 * H * _nr(pk)
     cdef Py_ssize_t N = off[T]
     cdef int tid = 0, k = 0, s = 0, t = 0, n = 0, b = 0, j0 = 0, c = 0, blk = 0, q = 0
     cdef Py_ssize_t r0 = 0, r1 = 0, row = 0
@@ -603,6 +834,10 @@ cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
     cdef floating* dg = NULL
     cdef const floating* pn
     cdef int ld_pn
+    pko[0] = 0
+    for k in range(nc):
+        pko[k + 1] = pko[k] + _pk_bwd_size(
+            pk, H, _chunk_lo(k + 1, nc, H) - _chunk_lo(k, nc, H))
     if reset_after:
         pn = dGxn
         ld_pn = H
@@ -611,6 +846,12 @@ cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
         ld_pn = H3
     with parallel(num_threads=nt):
         tid = grucy_thread_num()
+        if pk != NULL:
+            k = tid
+            while k < nc:
+                j0 = _chunk_lo(k, nc, H)
+                _pack_bwd(H, j0, _chunk_lo(k + 1, nc, H) - j0, whh, pk + pko[k])
+                k = k + nt
         for s in range(T - 1, -1, -1):
             t = T - 1 - s if reverse else s
             n = bs[t]
@@ -642,8 +883,13 @@ cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
                 while k < nc:
                     j0 = _chunk_lo(k, nc, H)
                     c = _chunk_lo(k + 1, nc, H) - j0
-                    gemm(False, False, n, c, H, 1, dg + 2 * H, H3,
-                         whh + <Py_ssize_t>2 * H * H + j0, H, 0, dRH + j0, H)
+                    if pk != NULL:
+                        _pgemm(n, c, H, dg + 2 * H, H3,
+                               pk + pko[k] + <Py_ssize_t>2 * H * _nr(pk), ps,
+                               dRH + j0, H, False)
+                    else:
+                        gemm(False, False, n, c, H, 1, dg + 2 * H, H3,
+                             whh + <Py_ssize_t>2 * H * H + j0, H, 0, dRH + j0, H)
                     for b in range(n):
                         row = off[t] + b
                         _bwd_row_before_r(c, dRH + b * H + j0, dS + b * H + j0,
@@ -656,29 +902,25 @@ cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
             while k < nc:
                 j0 = _chunk_lo(k, nc, H)
                 c = _chunk_lo(k + 1, nc, H) - j0
-                gemm(False, False, n, c, H3 if reset_after else 2 * H, 1, dg, H3,
-                     whh + j0, H, 1, dS + j0, H)
+                if pk != NULL:
+                    _pgemm(n, c, H3 if reset_after else 2 * H, dg, H3, pk + pko[k], ps,
+                           dS + j0, H, True)
+                else:
+                    gemm(False, False, n, c, H3 if reset_after else 2 * H, 1, dg, H3,
+                         whh + j0, H, 1, dS + j0, H)
                 k = k + nt
         grucy_barrier()
-        # Hoisted gradients: dW_ih, dW_hh and biases by unit chunks, dX by row blocks.
-        k = tid
-        while k < nc:
-            j0 = _chunk_lo(k, nc, H)
-            c = _chunk_lo(k + 1, nc, H) - j0
-            for q in range(2):  # r and z: input side and hidden side share dG
-                gemm(True, False, c, I, <int>N, 1, dG + q * H + j0, H3, X, I, 1,
-                     dwih + <Py_ssize_t>(q * H + j0) * I, I)
-                gemm(True, False, c, H, <int>N, 1, dG + q * H + j0, H3, Hp, H, 1,
-                     dwhh + <Py_ssize_t>(q * H + j0) * H, H)
-                colsum(<int>N, c, dG + q * H + j0, H3, ones, dbih + q * H + j0)
-                colsum(<int>N, c, dG + q * H + j0, H3, ones, dbhh + q * H + j0)
-            gemm(True, False, c, I, <int>N, 1, pn + j0, ld_pn, X, I, 1,
-                 dwih + <Py_ssize_t>(2 * H + j0) * I, I)
-            gemm(True, False, c, H, <int>N, 1, dG + 2 * H + j0, H3,
-                 Hp if reset_after else A, H, 1, dwhh + <Py_ssize_t>(2 * H + j0) * H, H)
-            colsum(<int>N, c, pn + j0, ld_pn, ones, dbih + 2 * H + j0)
-            colsum(<int>N, c, dG + 2 * H + j0, H3, ones, dbhh + 2 * H + j0)
-            k = k + nt
+        # Hoisted gradients: dW_ih, dW_hh and biases by fixed blocks of their 3H rows
+        # (few, large GEMMs: each call packs its right operand once), dX by row blocks.
+        blk = tid
+        while blk < WGRAD_BLOCKS:
+            q = _wgrad_lo(blk, H3)
+            c = _wgrad_lo(blk + 1, H3)
+            # dW_ih[q:c] += dGx[:, q:c]^T @ X;  dW_hh[q:c] += dGh[:, q:c]^T @ [Hp | Hp or A]
+            _wgrad_rows(q, c, H, <int>N, dG, H3, pn, ld_pn, X, X, I, dwih, ones, dbih)
+            _wgrad_rows(q, c, H, <int>N, dG, H3, dG + 2 * H, H3, Hp,
+                        Hp if reset_after else A, H, dwhh, ones, dbhh)
+            blk = blk + nt
         blk = tid
         while blk < ROW_BLOCKS:
             r0 = _row_lo(blk, N)
@@ -698,16 +940,52 @@ def _check(bint ok, str what):
         raise ValueError(f"grucy._gru: inconsistent arguments: {what}")
 
 
+def _buffer(dict pool, str key, tuple shape, dtype):
+    """An uninitialised array of ``shape``: a view of ``pool[key]`` when that buffer is
+    large enough, else of a new buffer left in the pool.  Reusing buffers across calls
+    saves the page faults and zeroing of fresh memory (about a tenth of a forward at
+    32x100x128x256)."""
+    cdef Py_ssize_t n = 1
+    for d in shape:
+        n *= d
+    buf = pool.get(key)
+    if buf is None or buf.dtype != dtype or buf.shape[0] < n:
+        buf = np.empty(max(n, 1), dtype)
+        pool[key] = buf
+    return buf[:n].reshape(shape)
+
+
+cdef object _row_offsets(const int[::1] bs, int B):
+    """off (T + 1,): where each step's rows start in the packed layout; checks that bs is
+    non-increasing in [0, B]."""
+    cdef Py_ssize_t T = bs.shape[0], t
+    off_arr = np.empty(T + 1, dtype=np.intp)
+    cdef Py_ssize_t[::1] off = off_arr
+    cdef int prev = B
+    off[0] = 0
+    for t in range(T):
+        if not 0 <= bs[t] <= prev:
+            _check(False, "batch_sizes must be non-increasing in [0, B]")
+        prev = bs[t]
+        off[t + 1] = off[t] + bs[t]
+    return off_arr
+
+
 def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
             const floating[:, ::1] w_hh, const floating[::1] b_ih,
             const floating[::1] b_hh, floating[:, ::1] h, floating[:, :, :] Y,
-            const int[::1] batch_sizes, bint reverse, bint reset_after, bint training):
+            const int[::1] batch_sizes, bint reverse, bint reset_after, bint training,
+            dict pool=None):
     """Run one layer and direction over the whole sequence.
 
     X (T, B, I) time-major; h (B, H) holds h0 on entry and h_n on exit; Y (T, B, H) (a
     view of the layer output, last axis contiguous) receives h_t for active rows only;
     batch_sizes (T,) is non-increasing (sequences sorted longest first).  Returns the
     workspace backward() needs when ``training``, else None.
+
+    pool: a dict of scratch buffers reused by this call and by backward() on its
+    workspace (None: fresh buffers).  The caller must not pass the pool of a workspace
+    it still wants to backpropagate: this call overwrites it.
     """
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], H = w_hh.shape[1]
     _check(w_ih.shape[0] == 3 * H and w_ih.shape[1] == I, "w_ih shape")
@@ -717,19 +995,17 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     _check(Y.shape[0] == T and Y.shape[1] == B and Y.shape[2] == H, "Y shape")
     _check(Y.strides[2] == sizeof(floating), "Y must be contiguous on its last axis")
     _check(batch_sizes.shape[0] == T, "batch_sizes length")
-    bs_arr = np.asarray(batch_sizes, dtype=np.intp)
-    _check(bool(np.all((bs_arr >= 0) & (bs_arr <= B))) and
-           bool(np.all(np.diff(bs_arr) <= 0)), "batch_sizes must be non-increasing in [0, B]")
-    off_arr = np.zeros(T + 1, dtype=np.intp)
-    np.cumsum(bs_arr, out=off_arr[1:])
+    off_arr = _row_offsets(batch_sizes, B)
     cdef Py_ssize_t N = off_arr[T]
     cdef bint full = N == <Py_ssize_t>T * B
     dtype = np.float32 if floating is float else np.float64
-    G_arr = np.empty((max(N, 1), 3 * H), dtype)
-    A_arr = np.empty((max(N, 1) if training else B, H), dtype)
-    Hp_arr = np.empty((max(N, 1), H), dtype) if training else None
-    Gh_arr = np.empty((B, 3 * H), dtype)
-    Xp_arr = None if full else np.empty((max(N, 1), I), dtype)
+    if pool is None:
+        pool = {}
+    G_arr = _buffer(pool, "G", (max(N, 1), 3 * H), dtype)
+    A_arr = _buffer(pool, "A", (max(N, 1) if training else B, H), dtype)
+    Hp_arr = _buffer(pool, "Hp", (max(N, 1), H), dtype) if training else None
+    Gh_arr = _buffer(pool, "Gh", (B, 3 * H), dtype)
+    Xp_arr = None if full else _buffer(pool, "Xp", (max(N, 1), I), dtype)
     cdef floating[:, ::1] G = G_arr
     cdef floating[:, ::1] A = A_arr
     cdef floating[:, ::1] Gh = Gh_arr
@@ -738,7 +1014,7 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     cdef floating* hp_ptr = NULL
     cdef floating* xp_ptr = NULL
     cdef Py_ssize_t[::1] off = off_arr
-    cdef int[::1] bs = np.ascontiguousarray(batch_sizes, dtype=np.intc)
+    cdef const int[::1] bs = batch_sizes
     if training:
         Hp = Hp_arr
         hp_ptr = &Hp[0, 0]
@@ -748,37 +1024,44 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     cdef Py_ssize_t y_t = Y.strides[0] // sizeof(floating)
     cdef Py_ssize_t y_b = Y.strides[1] // sizeof(floating)
     cdef bint chunked = <Py_ssize_t>B * 3 * H * H >= CHUNKED_MIN_WORK
-    cdef floating[:, ::1] whp
+    cdef floating[:, ::1] whp = None
+    cdef floating[::1] pk
+    cdef floating* pk_ptr = NULL
+    cdef const floating* whp_ptr = NULL
     cdef int t, nt = _num_threads
     cdef const floating* xsrc = &X[0, 0, 0]
-    if chunked:
+    if _packed and (chunked or T >= PACKED_MIN_STEPS):
+        pk = _buffer(pool, "pk", (_pk_total(pk_ptr, H, chunked, True, reset_after),), dtype)
+        pk_ptr = &pk[0]
+    elif chunked:
         # W_hh rows regrouped by unit chunk: [r z n] of chunk 0, of chunk 1, ...
         nc = _nchunks(H)
         bounds = [_chunk_lo(k, nc, H) for k in range(nc + 1)]
         w = np.asarray(w_hh)
         whp = np.concatenate([w[g * H + bounds[k]:g * H + bounds[k + 1]]
                               for k in range(nc) for g in range(3)])
+        whp_ptr = &whp[0, 0]
     with nogil:
         grucy_blas_enter()
         if not chunked:
             _forward_seq(T, B, I, H, &bs[0], &off[0], reverse, reset_after, training,
                          &X[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &b_ih[0], &b_hh[0],
                          &Y[0, 0, 0], y_t, y_b, &h[0, 0], &G[0, 0], &A[0, 0], hp_ptr,
-                         &Gh[0, 0], xp_ptr)
+                         &Gh[0, 0], xp_ptr, pk_ptr)
         else:
             if xp_ptr != NULL:
                 _gather_rows(T, B, I, &bs[0], &off[0], &X[0, 0, 0], xp_ptr)
                 xsrc = xp_ptr
             _forward_par(nt, T, B, I, H, &bs[0], &off[0], reverse, reset_after, training,
-                         xsrc, &w_ih[0, 0], &whp[0, 0], &b_ih[0], &b_hh[0],
+                         xsrc, &w_ih[0, 0], whp_ptr, &b_ih[0], &b_hh[0],
                          &Y[0, 0, 0], y_t, y_b, &h[0, 0], &G[0, 0], &A[0, 0], hp_ptr,
-                         &Gh[0, 0])
+                         &Gh[0, 0], &w_hh[0, 0], pk_ptr)
         grucy_blas_exit()
     if not training:
         return None
     return {"X": np.asarray(X) if full else Xp_arr, "G": G_arr, "A": A_arr, "Hp": Hp_arr,
             "bs": np.asarray(bs), "off": off_arr, "full": full, "reverse": reverse,
-            "reset_after": reset_after, "shape": (T, B, I, H)}
+            "reset_after": reset_after, "shape": (T, B, I, H), "pool": pool}
 
 
 def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
@@ -809,24 +1092,34 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
     cdef const floating[:, ::1] A = ws["A"]
     cdef const floating[:, ::1] Hp = ws["Hp"]
     cdef Py_ssize_t[::1] off = ws["off"]
-    cdef int[::1] bs = ws["bs"]
+    cdef const int[::1] bs = ws["bs"]
     cdef Py_ssize_t N = off[T]
     dtype = np.float32 if floating is float else np.float64
     rows = max(N, 1)
-    cdef floating[:, ::1] dG = np.empty((rows, 3 * H), dtype)
-    cdef floating[:, ::1] dGxn = np.empty((rows if reset_after else 1, H), dtype)
-    cdef floating[:, ::1] dRH = np.empty((B if not reset_after else 1, H), dtype)
-    cdef floating[::1] ones = np.ones(rows, dtype)
+    pool = ws["pool"]
+    cdef floating[:, ::1] dG = _buffer(pool, "dG", (rows, 3 * H), dtype)
+    cdef floating[:, ::1] dGxn = _buffer(pool, "dGxn", (rows if reset_after else 1, H), dtype)
+    cdef floating[:, ::1] dRH = _buffer(pool, "dRH", (B if not reset_after else 1, H), dtype)
+    ones_arr = pool.get("ones")
+    if ones_arr is None or ones_arr.dtype != dtype or ones_arr.shape[0] < rows:
+        ones_arr = pool["ones"] = np.ones(rows, dtype)
+    cdef floating[::1] ones = ones_arr
     cdef floating[:, ::1] dXp
     cdef floating* dxp_ptr = NULL
     if not full:
-        dXp = np.empty((rows, I), dtype)
+        dXp = _buffer(pool, "dXp", (rows, I), dtype)
         dxp_ptr = &dXp[0, 0]
     cdef Py_ssize_t y_t = dY.strides[0] // sizeof(floating)
     cdef Py_ssize_t y_b = dY.strides[1] // sizeof(floating)
     cdef bint reverse = ws["reverse"]
     cdef bint chunked = <Py_ssize_t>B * 3 * H * H >= CHUNKED_MIN_WORK
     cdef int nt = _num_threads
+    cdef floating[::1] pk
+    cdef floating* pk_ptr = NULL
+    if _packed and (chunked or T >= PACKED_MIN_STEPS):
+        pk = _buffer(pool, "pkb", (_pk_total(pk_ptr, H, chunked, False, reset_after),),
+                     dtype)
+        pk_ptr = &pk[0]
     with nogil:
         grucy_blas_enter()
         if not chunked:
@@ -835,7 +1128,7 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
                           &X[0, 0], &w_ih[0, 0], &w_hh[0, 0], &G[0, 0], &A[0, 0],
                           &Hp[0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0], &db_hh[0],
                           &dG[0, 0], &dGxn[0, 0], &dRH[0, 0], &ones[0],
-                          &dX[0, 0, 0], dxp_ptr, accumulate)
+                          &dX[0, 0, 0], dxp_ptr, accumulate, pk_ptr)
         else:
             _backward_par(nt, T, B, I, H, &bs[0], &off[0], reverse, reset_after,
                           &dY[0, 0, 0], y_t, y_b, &dh[0, 0],
@@ -843,7 +1136,7 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
                           &Hp[0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0], &db_hh[0],
                           &dG[0, 0], &dGxn[0, 0], &dRH[0, 0], &ones[0],
                           &dX[0, 0, 0] if dxp_ptr == NULL else dxp_ptr,
-                          accumulate and dxp_ptr == NULL)
+                          accumulate and dxp_ptr == NULL, pk_ptr)
             if dxp_ptr != NULL:
                 _scatter_rows(T, B, I, &bs[0], &off[0], dxp_ptr, &dX[0, 0, 0], accumulate)
         grucy_blas_exit()
@@ -1064,6 +1357,6 @@ cdef class GRUStream:
                          <floating*>self.lp[l].whh, <floating*>self.lp[l].bih,
                          <floating*>self.lp[l].bhh, y, <Py_ssize_t>B * H, H,
                          <floating*>self.S + <Py_ssize_t>l * B * H, <floating*>self.G,
-                         <floating*>self.A, NULL, <floating*>self.Gh, NULL)
+                         <floating*>self.A, NULL, <floating*>self.Gh, NULL, NULL)
             inp = y
         grucy_blas_exit()

@@ -65,6 +65,7 @@ class GRU(GRUBase):
             layer_in = layer_in.copy()
         h_n = np.array(h0, order="C")  # the kernels turn h0 into h_n in place
         new_output = np.zeros if lengths is not None else np.empty
+        pools = self._scratch_pools()
         saved = []
         for layer in range(self.num_layers):
             mask = None
@@ -81,7 +82,7 @@ class GRU(GRUBase):
                 workspaces.append(_gru.forward(
                     layer_in, w_ih, w_hh, b_ih, b_hh, h_n[layer * D + direction],
                     y[:, :, direction * H:(direction + 1) * H], batch_sizes,
-                    direction == 1, self.reset_after, training))
+                    direction == 1, self.reset_after, training, pools[layer * D + direction]))
             saved.append((mask, workspaces))
             layer_in = y
         y = layer_in
@@ -95,6 +96,19 @@ class GRU(GRUBase):
         if self.batch_first:
             y = y.transpose(1, 0, 2)
         return np.ascontiguousarray(y), np.ascontiguousarray(h_n)
+
+    def _scratch_pools(self):
+        """One dict of reusable kernel buffers per layer and direction.
+
+        Safe to reuse on every forward: forward() first drops the previous forward's
+        cache (whose workspaces live in these buffers), and the methods using them are
+        exclusive to one thread at a time.  Not copied or pickled (``__getstate__``), so
+        copies of a layer never share buffers.
+        """
+        pools = self.__dict__.get("_scratch")
+        if pools is None or len(pools) != self.num_layers * self.num_directions:
+            pools = self._scratch = [{} for _ in range(self.num_layers * self.num_directions)]
+        return pools
 
     def stream(self, batch_size=1, h0=None):
         """A :class:`GRUStream` for online inference, one step per call.

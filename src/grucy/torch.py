@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import weakref
 
 import numpy as np
 import torch
@@ -64,6 +65,41 @@ def _omp_threads(n):
         yield
     finally:
         _gru.set_num_threads(old)
+
+
+class _ScratchFree:
+    """The reusable kernel buffers of one module's calls.
+
+    Each call's engine takes a set (one dict per layer and direction, see
+    ``grucy.GRU._scratch_pools``) and gives it back when the engine is gone: the engine
+    lives in the autograd context that holds the call's workspace, so a set is never
+    reused while a backward (also a repeated one, ``retain_graph=True``) may still read
+    it.  Not copied or pickled with the module.
+    """
+
+    MAX_FREE = 4
+
+    def __init__(self):
+        self._free = []
+
+    def lease(self, engine):
+        """Attach a set of buffers to ``engine``, returned here when it is collected."""
+        try:
+            pools = self._free.pop()
+        except IndexError:
+            pools = [{} for _ in range(engine.num_layers * engine.num_directions)]
+        engine._scratch = pools
+        weakref.finalize(engine, self._give, pools)
+
+    def _give(self, pools):
+        if len(self._free) < self.MAX_FREE:
+            self._free.append(pools)
+
+    def __deepcopy__(self, memo):
+        return _ScratchFree()
+
+    def __reduce__(self):
+        return (_ScratchFree, ())
 
 
 class _GRUFunction(torch.autograd.Function):
@@ -142,6 +178,7 @@ class GRU(torch.nn.GRU):
         for name in self._flat_weights_names:
             _check_tensor(f"parameter {name}", getattr(self, name))
         self._engines = {}
+        self._scratch_free = _ScratchFree()
 
     def _engine(self, dtype, batch_first, weights):
         """A private copy of the layer for one call, bound to views of ``weights``."""
@@ -152,6 +189,7 @@ class GRU(torch.nn.GRU):
                                dtype=dtype)
             self._engines[dtype] = template
         engine = copy.copy(template)
+        self._scratch_free.lease(engine)
         engine.omp_threads = self.omp_threads
         engine.batch_first = batch_first
         engine.dropout = float(self.dropout) if self.training and self.num_layers > 1 else 0.0
