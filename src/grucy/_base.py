@@ -292,6 +292,7 @@ class ParameterHolder:
         state = self.__dict__.copy()
         state.pop("_lock", None)
         state.pop("_scratch", None)  # reusable kernel buffers (GRU), never shared
+        state.pop("_step_stream", None)  # GRU.step's compiled stream, never shared
         return state
 
     def __setstate__(self, state):

@@ -176,11 +176,6 @@ class GRU(GRUBase):
         self._step_stream = (B, self.reset_after, arrays, s)
         return y, h_new
 
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_step_stream", None)  # a compiled stream is neither copied nor pickled
-        return state
-
     @exclusive
     def backward(self, dy, dh_n=None):
         """Backpropagate the last training forward; returns ``(dx, dh0)``.
