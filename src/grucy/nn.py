@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 import numbers
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from numpy.typing import ArrayLike, DTypeLike
 
