@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -50,6 +51,33 @@ PRELUDE = textwrap.dedent("""
         path = os.path.join(TMP, name)
         grucy.save(L(), path)
         return path
+
+    def onnx_file(name="m.onnx", external=None):
+        # A GRU exported to ONNX in its own directory, optionally with its weights in an
+        # external data file whose recorded location is then set to `external`.
+        import onnx
+        from grucy import interop
+        d = os.path.join(TMP, name + ".d")
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, name)
+        model = interop.to_onnx(grucy.GRU(3, 8, seed=0))
+        if external is None:
+            onnx.save_model(model, path)
+            return path
+        onnx.save_model(model, path, save_as_external_data=True, location="w.bin",
+                        size_threshold=128)
+        model = onnx.load(path, load_external_data=False)
+        for t in model.graph.initializer:
+            for e in t.external_data:
+                if e.key == "location":
+                    e.value = external
+        onnx.save_model(model, path)
+        return path
+
+    XS = np.random.default_rng(0).standard_normal((12, 5))
+    YS = np.arange(12) % 2
+    SERIES = np.sin(np.arange(40) / 3)
+    FIT = dict(epochs=1, hidden_size=3, random_state=0)
 """)
 
 CHILD = textwrap.dedent("""
@@ -75,7 +103,8 @@ CHILD = textwrap.dedent("""
     print("DONE", flush=True)
 """)
 
-# (id, code, expected exception class name or None for success, own process?)
+# (id, code, expected exception class name or None for success[, a regular expression
+# the message must match: it names the argument and what was given])
 CASES = [
     # -- GRU constructor ----------------------------------------------------------------
     ("ctor-zero-input", "grucy.GRU(0, 4)", "ValueError"),
@@ -333,6 +362,141 @@ CASES = [
      "        entered.set(); go.wait(30); return X()\n"
      "t = threading.Thread(target=lambda: g.forward(Slow())); t.start(); entered.wait(30)\n"
      "try:\n    g.forward(X())\nfinally:\n    go.set(); t.join()", "RuntimeError"),
+    # -- GRU.step's cached stream and bias=False's shared zeros ---------------------------
+    ("step-cached-then-param-resized",
+     "g = grucy.GRU(3, 4); x = np.ones((1, 3)); g.step(x)\n"
+     "g.parameters()[1].resize((5, 5), refcheck=False); g.step(x)", "ValueError",
+     r"parameter 'weight_hh_l0' is no longer a C-contiguous"),
+    ("step-cached-then-param-replaced-wrong-dtype",
+     "g = grucy.GRU(3, 4); x = np.ones((1, 3)); g.step(x)\n"
+     "g._params['weight_ih_l0'] = np.zeros((12, 3)); g.step(x)", "ValueError",
+     r"parameter 'weight_ih_l0' is no longer"),
+    ("step-cached-then-batch-change-ok",
+     "g = grucy.GRU(3, 4, 2)\nfor B in (1, 5, 1, 64, 2):\n    g.step(np.ones((B, 3)))", None),
+    ("step-cached-then-nan-x-then-ok",
+     "g = grucy.GRU(3, 4); g.step(np.ones((1, 3)))\ntry:\n"
+     "    g.step(np.full((1, 3), np.nan))\nexcept ValueError:\n    pass\n"
+     "g.step(np.ones((1, 3)))", None),
+    ("bias-false-kernels-never-write-the-shared-zeros",
+     "g = grucy.GRU(3, 4, 2, bias=False, bidirectional=True)\n"
+     "y, _ = g.forward(np.ones((5, 2, 3))); g.backward(np.ones_like(y))\n"
+     "z = g.layer_params(1, 1)[3]\nassert not z.flags.writeable and not z.any()\n"
+     "s = grucy.GRU(3, 4, bias=False).stream(); s.step(np.ones(3))\n"
+     "assert not z.any()", None),
+    # -- grucy.nn ---------------------------------------------------------------------------
+    ("embedding-huge", "from grucy.nn import Embedding\nEmbedding(2**40, 2**20)",
+     "SizeLimitError"),
+    ("embedding-broadcast-indices-beyond-memory",
+     "from grucy.nn import Embedding\n"
+     "Embedding(10, 1000).forward(np.broadcast_to(np.int64(1), (10**6, 10**4)))",
+     "SizeLimitError"),
+    ("embedding-uint64-max", "from grucy.nn import Embedding\n"
+     "Embedding(4, 2).forward(np.array([2**64 - 1], np.uint64))", "ValueError",
+     r"indices must lie in \[0, num_embeddings=4\)"),
+    ("embedding-nan-row", "from grucy.nn import Embedding\ne = Embedding(4, 2)\n"
+     "e.weight[3, 0] = np.nan; e.forward([3])", "ValueError", r"rows of weight looked up"),
+    ("dropout-broadcast-beyond-memory",
+     "from grucy.nn import Dropout\n"
+     "Dropout(0.5).forward(np.broadcast_to(np.float32(1), (10**6, 10**5)))",
+     "SizeLimitError"),
+    ("sequential-gru", "from grucy.nn import Sequential\nSequential(grucy.GRU(3, 4))",
+     "TypeError", r"whose forward returns \(y, h_n\)"),
+    ("tbptt-repeated-rows", "from grucy.nn import TruncatedBPTT\n"
+     "TruncatedBPTT(grucy.GRU(3, 4), 2).forward(np.ones((3, 2, 3)), rows=[1, 1])",
+     "ValueError", r"rows must not repeat a stream"),
+    ("tbptt-batch-mismatch", "from grucy.nn import TruncatedBPTT\n"
+     "TruncatedBPTT(grucy.GRU(3, 4), 2).forward(np.ones((3, 5, 3)))", "ValueError",
+     r"x has 5 sequences"),
+    # -- training -------------------------------------------------------------------------
+    ("task-index-past-end",
+     "from grucy.training import ArrayTask\nfrom grucy.nn import Sequential\n"
+     "ArrayTask(Sequential(Linear(5, 1)), XS, YS[:, None], mse_loss, np.arange(13))",
+     "ValueError", r"train_idx must lie in \[0, 12\)"),
+    ("trainer-nan-lr-assigned",
+     "opt = Adam([np.zeros(2)], [np.ones(2)]); opt.lr = float('nan')", "ValueError",
+     r"lr must be finite"),
+    # -- models (compiled GRU inside) -----------------------------------------------------
+    ("forecaster-empty", "grucy.Forecaster(**FIT).fit([])", "ValueError",
+     r"series is empty"),
+    ("forecaster-predict-empty-history",
+     "grucy.Forecaster(**FIT).fit(SERIES).predict(np.zeros((0, 20)))", "ValueError",
+     r"history is empty"),
+    ("forecaster-predict-not-fitted", "grucy.Forecaster().predict(SERIES)",
+     "NotFittedError"),
+    ("forecaster-hidden-huge", "grucy.Forecaster(epochs=1, hidden_size=2**31).fit(SERIES)",
+     "SizeLimitError"),
+    ("classifier-hidden-beyond-memory",
+     "grucy.GRUClassifier(epochs=1, hidden_size=60000, num_layers=4).fit(XS, YS)",
+     "SizeLimitError"),
+    ("classifier-wrong-features", "grucy.GRUClassifier(**FIT).fit(XS, YS).predict(XS[:, :3])",
+     "ValueError", r"X has 3 features, but GRUClassifier is expecting 5"),
+    ("classifier-3d-wrong-features",
+     "grucy.GRUClassifier(**FIT).fit(XS[:, :, None], YS).predict(np.ones((2, 5, 2)))",
+     "ValueError", r"X has 2 features per step"),
+    ("classifier-nan", "grucy.GRUClassifier(**FIT).fit(np.full((12, 5), np.nan), YS)",
+     "ValueError", r"NaN"),
+    ("classifier-longer-sequences-3d-ok",
+     "m = grucy.GRUClassifier(**FIT).fit(XS[:, :, None], YS)\n"
+     "assert m.predict(np.ones((3, 50, 1))).shape == (3,)", None),
+    ("regressor-score-short-y", "grucy.GRURegressor(**FIT).fit(XS, YS).score(XS, YS[:3])",
+     "ValueError", r"X and y must have the same number of samples, got 12 and 3"),
+    ("charlm-temperature", "m = grucy.CharLM(epochs=1, hidden_size=4, embedding_dim=2, "
+                           "bptt=4, batch_size=2).fit('abcabcabcabc' * 3)\n"
+                           "m.generate(temperature='hot')", "TypeError",
+     r"temperature must be a real number"),
+    # -- ONNX files (protobuf parsing, external data) -------------------------------------
+    ("onnx-garbage-file", "from grucy import interop\np = os.path.join(TMP, 'x.onnx')\n"
+     "open(p, 'wb').write(os.urandom(4096)); interop.from_onnx(p)", "ValueError"),
+    ("onnx-garbage-bytes", "from grucy import interop\n"
+     "interop.from_onnx(bytes(range(256)) * 16)", "ValueError"),
+    ("onnx-truncated-file",
+     "from grucy import interop\np = onnx_file()\nraw = open(p, 'rb').read()\n"
+     "open(p, 'wb').write(raw[:len(raw) // 2]); interop.from_onnx(p)", "ValueError"),
+    ("onnx-external-traversal",
+     "from grucy import interop\nopen(os.path.join(TMP, 'secret'), 'wb').write(b'0' * 4096)\n"
+     "interop.from_onnx(onnx_file('t.onnx', external='../secret'))", "ValueError",
+     r"points outside the directory"),
+    ("onnx-external-absolute",
+     "from grucy import interop\n"
+     "interop.from_onnx(onnx_file('a.onnx', external='/etc/passwd'))", "ValueError",
+     r"should be a relative path"),
+    ("onnx-external-missing",
+     "from grucy import interop\n"
+     "interop.from_onnx(onnx_file('n.onnx', external='nope.bin'))", "ValueError",
+     r"not regular file"),
+    ("onnx-external-truncated",
+     "from grucy import interop\np = onnx_file('c.onnx', external='w.bin')\n"
+     "open(os.path.join(os.path.dirname(p), 'w.bin'), 'r+b').truncate(5)\n"
+     "interop.from_onnx(p)", "ValueError", r"exceeds"),
+    ("onnx-external-in-memory",
+     "import onnx\nfrom grucy import interop\n"
+     "interop.from_onnx(open(onnx_file('m.onnx', external='w.bin'), 'rb').read())",
+     "ValueError", r"keeps its data in an external file"),
+    ("onnx-external-ok",
+     "from grucy import interop\ng = interop.from_onnx(onnx_file('ok.onnx', external='w.bin'))\n"
+     "g.forward(np.ones((2, 1, 3)))", None),
+    # -- grucy.torch.GRU (torch tensors into the kernels) ---------------------------------
+    ("torch-gru-huge", "import grucy.torch\ngrucy.torch.GRU(3, 2**20)", "SizeLimitError"),
+    ("torch-gru-beyond-memory",
+     "import grucy.torch\ngrucy.torch.GRU(4096, 4096, num_layers=64, bidirectional=True)",
+     "SizeLimitError"),
+    ("torch-gru-hx-ndarray",
+     "import torch, grucy.torch\n"
+     "grucy.torch.GRU(3, 4)(torch.ones(5, 2, 3), np.zeros((1, 2, 4)))", "TypeError",
+     r"hx must be a torch.Tensor or None, got ndarray"),
+    ("torch-gru-nan", "import torch, grucy.torch\n"
+     "grucy.torch.GRU(3, 4)(torch.full((5, 2, 3), float('nan')))", "ValueError",
+     r"x contains NaN"),
+    ("torch-gru-empty-batch", "import torch, grucy.torch\n"
+     "grucy.torch.GRU(3, 4)(torch.ones(5, 0, 3))", "ValueError",
+     r"at least one step and one sequence"),
+    ("torch-gru-weight-resized",
+     "import torch, grucy.torch\ng = grucy.torch.GRU(3, 4)\n"
+     "g.weight_ih_l0 = torch.nn.Parameter(torch.ones(12, 5))\ng(torch.ones(5, 2, 3))",
+     "ValueError", r"weight_ih_l0"),
+    ("torch-gru-strided-ok", "import torch, grucy.torch\n"
+     "y, h = grucy.torch.GRU(3, 4, batch_first=True)(torch.ones(3, 5, 2).permute(1, 2, 0))\n"
+     "y.sum().item()", None),
 ]
 
 # Extreme sizes through the kernels' public entry points: one child each.
@@ -414,7 +578,7 @@ def batched_results():
     return _run_all(CASES)
 
 
-def _check(case_id, result, expected):
+def _check(case_id, result, expected, match=None):
     assert "crashed" not in result, (
         f"{case_id}: the child process died with return code {result['crashed']} "
         f"(negative = killed by that signal)\n{result['stderr']}")
@@ -426,6 +590,10 @@ def _check(case_id, result, expected):
         assert raised is not None, f"{case_id}: expected {expected}, nothing was raised"
         assert expected in raised, (f"{case_id}: expected {expected}, got {raised[0]}: "
                                     f"{result['message']}\n{result['where']}")
+        if match is not None:
+            assert re.search(match, result["message"]), (
+                f"{case_id}: the message does not name what it should ({match!r}): "
+                f"{result['message']}")
 
 
 def test_case_ids_are_unique():
@@ -433,9 +601,15 @@ def test_case_ids_are_unique():
     assert len(ids) == len(set(ids))
 
 
-@pytest.mark.parametrize("case_id, code, expected", CASES, ids=[c[0] for c in CASES])
-def test_batched_case(batched_results, case_id, code, expected):
-    _check(case_id, batched_results[case_id], expected)
+def _params(cases):
+    """(id, code, expected[, message regex]) -> parameters with the regex or None."""
+    return [pytest.param(c[0], c[1], c[2], c[3] if len(c) > 3 else None, id=c[0])
+            for c in cases]
+
+
+@pytest.mark.parametrize("case_id, code, expected, match", _params(CASES))
+def test_batched_case(batched_results, case_id, code, expected, match):
+    _check(case_id, batched_results[case_id], expected, match)
 
 
 @pytest.mark.parametrize("case_id, code, expected", ISOLATED, ids=[c[0] for c in ISOLATED])

@@ -359,3 +359,182 @@ def test_default_threads_share_the_cores_among_local_mpi_ranks():
     assert threads({"OMPI_COMM_WORLD_LOCAL_SIZE": "2", "OMP_NUM_THREADS": "2"},
                    cpus=2, allowed=2) is None  # the user's choice wins
     assert threads({"OMPI_COMM_WORLD_LOCAL_SIZE": "x"}, cpus=2, allowed=2) is None
+
+
+# -- the building blocks: the same policy as the layers -----------------------------------
+def _blocks():
+    """(name, make(), input, dy, expected (y, dx)) for Embedding, Dropout, Sequential."""
+    from grucy.nn import Dropout, Embedding, Sequential
+
+    rng = np.random.default_rng(11)
+    idx = rng.integers(0, 7, size=(4, 3))
+    x = rng.standard_normal((4, 3))
+    cases = []
+
+    def emb():
+        return Embedding(7, 2, dtype=np.float64, seed=0)
+
+    e = emb()
+    dy_e = rng.standard_normal((4, 3, 2))
+    cases.append(("Embedding", emb, idx, dy_e, (e.forward(idx), e.backward(dy_e))))
+
+    def drop():
+        return Dropout(0.4, seed=3)
+
+    d = drop()
+    dy_d = rng.standard_normal((4, 3))
+    cases.append(("Dropout", drop, x, dy_d, (d.forward(x), d.backward(dy_d))))
+
+    def seq():
+        return Sequential(Linear(3, 5, dtype=np.float64, seed=1), Dropout(0.3, seed=2),
+                          Linear(5, 2, dtype=np.float64, seed=4))
+
+    s = seq()
+    dy_s = rng.standard_normal((4, 2))
+    cases.append(("Sequential", seq, x, dy_s, (s.forward(x), s.backward(dy_s))))
+    return cases
+
+
+BLOCKS = _blocks()
+
+
+@pytest.mark.parametrize("name, make, inp, dy, expected", BLOCKS, ids=[b[0] for b in BLOCKS])
+def test_a_busy_building_block_refuses_a_second_thread(name, make, inp, dy, expected):
+    obj = make()
+    held = BlockingArray(inp)
+    t, box = _hold_inside(obj.forward, held)
+    with pytest.raises(RuntimeError, match="in use by another thread"):
+        obj.forward(inp)
+    with pytest.raises(RuntimeError, match="in use by another thread"):
+        obj.backward(dy)
+    with pytest.raises(RuntimeError, match="in use by another thread"):
+        obj.zero_grad()
+    held.release.set()
+    t.join()
+    assert "error" not in box, box
+    np.testing.assert_array_equal(box["result"], expected[0])
+    # the held forward is the one the backward of its thread would use: here, this
+    # thread never ran a forward of its own
+    with pytest.raises(RuntimeError, match="another thread|forward"):
+        obj.backward(dy)
+    # free again, the object gives exactly the sequential numbers
+    fresh = make()
+    y = fresh.forward(inp)
+    np.testing.assert_array_equal(y, expected[0])
+    got = fresh.backward(dy)
+    if expected[1] is None:
+        assert got is None
+    else:
+        np.testing.assert_array_equal(got, expected[1])
+
+
+@pytest.mark.parametrize("name, make, inp, dy, expected", BLOCKS, ids=[b[0] for b in BLOCKS])
+def test_building_block_backward_in_another_thread_is_refused(name, make, inp, dy, expected):
+    obj = make()
+    obj.forward(inp)
+    box = {}
+
+    def other():
+        try:
+            obj.backward(dy)
+        except RuntimeError as exc:
+            box["error"] = str(exc)
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert "another thread" in box.get("error", ""), box
+    got = obj.backward(dy)  # the forward's own thread still can, with its own state
+    if expected[1] is not None:
+        np.testing.assert_array_equal(got, expected[1])
+
+
+def test_hammering_shared_building_blocks_never_mixes_their_state():
+    """Two threads race forward+backward pairs on one Embedding, one Dropout and one
+    Sequential.  Every pair is either refused (RuntimeError) or exact: the Embedding's
+    gradient rows and the Linear layers' numbers equal a private object's, and each
+    Dropout backward uses the mask of its own thread's forward (dx = dy * y for x = 1)."""
+    from grucy.nn import Dropout, Embedding, Sequential
+
+    rng = np.random.default_rng(12)
+    emb = Embedding(50, 4, dtype=np.float64, seed=0)
+    drop = Dropout(0.5, seed=1)
+    seq = Sequential(Linear(6, 8, dtype=np.float64, seed=2),
+                     Linear(8, 3, dtype=np.float64, seed=3))
+    twin = Sequential(Linear(6, 8, dtype=np.float64, seed=2),
+                      Linear(8, 3, dtype=np.float64, seed=3))
+    data = []
+    for _ in range(2):
+        idx = rng.integers(0, 50, size=(16, 8))
+        x = rng.standard_normal((64, 6))
+        dy = rng.standard_normal((64, 3))
+        y_want = twin.forward(x)
+        dx_want = twin.backward(dy)
+        data.append((idx, x, dy, y_want, dx_want))
+    problems, counts = [], {"ok": 0, "refused": 0}
+    start = threading.Barrier(2)
+
+    def target(i):
+        idx, x, dy, y_want, dx_want = data[i]
+        ones = np.ones((64, 32))
+        start.wait()
+        for _ in range(150):
+            try:
+                rows = emb.forward(idx)
+                if not np.array_equal(rows, emb.weight[idx]):
+                    problems.append(f"thread {i}: wrong embedding rows")
+                emb.backward(np.zeros(idx.shape + (4,)))
+                y = drop.forward(ones)
+                dx = drop.backward(ones * 3)
+                if not np.array_equal(dx, 3 * y):
+                    problems.append(f"thread {i}: dropout backward used another mask")
+                if not np.array_equal(seq.forward(x), y_want):
+                    problems.append(f"thread {i}: wrong Sequential output")
+                if not np.array_equal(seq.backward(dy), dx_want):
+                    problems.append(f"thread {i}: wrong Sequential dx")
+                counts["ok"] += 1
+            except RuntimeError as exc:
+                if "another thread" not in str(exc) and "forward" not in str(exc):
+                    problems.append(repr(exc))
+                counts["refused"] += 1
+            except BaseException as exc:
+                problems.append(repr(exc))
+                return
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not problems, problems[:5]
+    assert counts["ok"] > 0, counts
+
+
+def test_losses_are_pure_functions_safe_from_many_threads():
+    from grucy import losses
+
+    rng = np.random.default_rng(13)
+    inputs = [(rng.standard_normal((64, 10, 7)), rng.integers(0, 7, (64, 10)),
+               rng.random((64, 10)) > 0.2) for _ in range(4)]
+    expected = [losses.cross_entropy_loss(z, t, m) for z, t, m in inputs]
+    expected_mse = [losses.huber_loss(z, z[::-1], delta=0.5) for z, _, _ in inputs]
+    problems = []
+    start = threading.Barrier(4)
+
+    def target(i):
+        z, t, m = inputs[i]
+        start.wait()
+        for _ in range(40):
+            loss, grad = losses.cross_entropy_loss(z, t, m)
+            if loss != expected[i][0] or not np.array_equal(grad, expected[i][1]):
+                problems.append(i)
+            loss, grad = losses.huber_loss(z, z[::-1], delta=0.5)
+            if loss != expected_mse[i][0] or not np.array_equal(grad, expected_mse[i][1]):
+                problems.append(i)
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not problems

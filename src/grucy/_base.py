@@ -38,6 +38,17 @@ def _positive_int(name, value):
     return int(value)
 
 
+def _real(name, value):
+    """``value`` as a finite Python float (bools, strings, None, NaN and inf refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} "
+                        f"{value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
 def _flag(name, value):
     """A boolean option: True/False (or NumPy bools, or the integers 0 and 1)."""
     if isinstance(value, (bool, np.bool_)):
@@ -113,11 +124,11 @@ def check_dtype(dtype):
     return dt
 
 
-def _rng(seed):
+def _rng(seed, name="seed"):
     try:
         return np.random.default_rng(seed)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"seed must be None, a non-negative integer or a "
+        raise TypeError(f"{name} must be None, a non-negative integer or a "
                         f"numpy.random.Generator, got {seed!r} ({exc})") from None
 
 
@@ -288,6 +299,7 @@ class ParameterHolder:
         state = self.__dict__.copy()
         state.pop("_lock", None)
         state.pop("_scratch", None)  # reusable kernel buffers (GRU), never shared
+        state.pop("_step_stream", None)  # GRU.step's compiled stream, never shared
         return state
 
     def __setstate__(self, state):
@@ -337,9 +349,13 @@ class ParameterHolder:
         for k, arr in new.items():
             self._params[k][...] = arr
 
-    def _check_parameters(self, grads=False):
+    def _check_parameters(self, grads=False, values=True):
         """ValueError naming the first parameter (or, with ``grads``, gradient array)
         that is no longer what the kernels need.
+
+        ``values=False`` checks only what the arrays are (type, dtype, layout, shape),
+        not that every value is finite: for callers that read a few rows of a large
+        table and check those rows themselves (:class:`grucy.nn.Embedding`).
 
         Parameters enter finite and well-formed (initialisation, load_state_dict,
         grucy.load, optimizer steps refusing non-finite gradients); this catches arrays
@@ -357,7 +373,7 @@ class ParameterHolder:
                     or not p.flags.c_contiguous or g is None or p.shape != g.shape):
                 raise ValueError(f"parameter {k!r} is no longer a C-contiguous {self.dtype} "
                                  f"array of its original shape (resized or replaced?)")
-            if not _finite(p):
+            if values and not _finite(p):
                 try:
                     check_finite(f"parameter {k!r}", p)
                 except ValueError as exc:
@@ -389,6 +405,16 @@ class ParameterHolder:
         exactly the masks the uninterrupted run would have drawn.
         """
         return []
+
+
+@functools.lru_cache(maxsize=64)
+def _read_only_zeros(n, dtype):
+    """One shared, read-only zero vector per (length, dtype): the biases of a layer built
+    with ``bias=False``.  Made once instead of per call, and read-only so that nothing
+    (a kernel, a caller) can write into an array every such layer shares."""
+    zeros = np.zeros(n, dtype)
+    zeros.flags.writeable = False
+    return zeros
 
 
 def param_names(num_layers, bidirectional, bias):
@@ -509,11 +535,15 @@ class GRUBase(ParameterHolder):
         w_ih, w_hh = p[f"weight_ih_{sfx}"], p[f"weight_hh_{sfx}"]
         if self.bias:
             return w_ih, w_hh, p[f"bias_ih_{sfx}"], p[f"bias_hh_{sfx}"]
-        zeros = np.zeros(3 * self.hidden_size, self.dtype)
+        zeros = _read_only_zeros(3 * self.hidden_size, self.dtype)
         return w_ih, w_hh, zeros, zeros
 
     def layer_grads(self, layer, direction):
-        """Gradient accumulators matching :meth:`layer_params` (scratch zeros when bias=False)."""
+        """Gradient accumulators matching :meth:`layer_params`.
+
+        With ``bias=False`` the kernels still add bias gradients somewhere: into fresh
+        scratch arrays (written, so never the shared read-only zeros of layer_params).
+        """
         sfx = f"l{layer}" + ("_reverse" if direction else "")
         g = self.grads
         if self.bias:

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from ._base import GRUBase
+from ._base import GRUBase, _flag, _positive_int
 
 __all__ = ["from_keras", "from_onnx", "from_torch", "to_keras", "to_onnx", "to_torch"]
 
@@ -269,6 +269,8 @@ def from_keras(layer, *, batch_first=True, ignore_dropout=False, cls=None):
     ``bias_hh = 0`` (exact: that form adds the recurrent bias outside the reset product).
     """
     keras = _keras()
+    batch_first = _flag("batch_first", batch_first)
+    ignore_dropout = _flag("ignore_dropout", ignore_dropout)
     if isinstance(layer, (keras.layers.GRU, keras.layers.Bidirectional)):
         layers = [layer]
     elif isinstance(layer, keras.Sequential):
@@ -362,6 +364,8 @@ def to_keras(gru, *, return_sequences=True, return_state=False):
     """
     keras = _keras()
     _check_gru(gru)
+    return_sequences = _flag("return_sequences", return_sequences)
+    return_state = _flag("return_state", return_state)
     if gru.num_layers > 1 and return_state:
         raise ValueError("return_state=True needs num_layers=1: a keras.Sequential passes "
                          "on one output only")
@@ -444,13 +448,19 @@ def to_onnx(gru, path=None, *, h0=False, lengths=False, batch_size=None, seq_len
     from onnx import TensorProto, helper, numpy_helper
 
     _check_gru(gru)
-    opset = int(opset)
-    if opset < 14:
-        raise ValueError(f"opset must be at least 14 (GRU with the layout attribute), "
+    opset = _positive_int("opset", opset)
+    newest = onnx.defs.onnx_opset_version()
+    if not 14 <= opset <= newest:
+        raise ValueError(f"opset must be at least 14 (GRU with the layout attribute) and at "
+                         f"most {newest} (the newest this onnx {onnx.__version__} knows), "
                          f"got {opset}")
     for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
-        if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
-            raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        if value is not None:
+            _positive_int(name, value)
+    h0, lengths = _flag("h0", h0), _flag("lengths", lengths)
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be None or a path (str or os.PathLike), got "
+                        f"{type(path).__name__} {path!r}")
     L, D, H, I = gru.num_layers, gru.num_directions, gru.hidden_size, gru.input_size
     elem = TensorProto.FLOAT if gru.dtype == np.float32 else TensorProto.DOUBLE
     Bdim = "B" if batch_size is None else int(batch_size)
@@ -552,10 +562,9 @@ class _OnnxGraph:
     """Constants, producers and consumers of an ONNX graph (the outer graph only)."""
 
     def __init__(self, model):
-        from onnx import numpy_helper
-
         self.graph = model.graph
-        self.consts = {t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
+        self.consts = {t.name: _tensor_array(t, f"initializer {t.name!r}")
+                       for t in self.graph.initializer}
         self.inputs = {i.name for i in self.graph.input} - set(self.consts)
         self.producer = {}
         for node in self.graph.node:
@@ -564,10 +573,85 @@ class _OnnxGraph:
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
                 attr = {a.name: a for a in node.attribute}
                 if "value" in attr:
-                    self.consts[node.output[0]] = numpy_helper.to_array(attr["value"].t)
+                    self.consts[node.output[0]] = _tensor_array(
+                        attr["value"].t, f"Constant node {node.name or node.output[0]!r}")
 
     def const(self, name):
         return self.consts.get(name)
+
+
+def _tensor_array(tensor, what):
+    """The values of an in-memory TensorProto (never a file: see :func:`_load_onnx`)."""
+    from onnx import external_data_helper, numpy_helper
+
+    if external_data_helper.uses_external_data(tensor):
+        location = {e.key: e.value for e in tensor.external_data}.get("location")
+        raise ValueError(f"{what} keeps its data in an external file ({location!r}) that "
+                         f"was not loaded; pass the model's path to from_onnx (the data is "
+                         f"then read from the model's directory) or load it with "
+                         f"onnx.load(path) first")
+    try:
+        return numpy_helper.to_array(tensor)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{what} is damaged or of an unsupported type: {exc}") from None
+
+
+# onnx 1.21 made its external-data loader refuse symbolic links and hard links out of the
+# model's directory (CVE-2026-27489) and unknown external-data keys (CVE-2026-34445).
+_ONNX_SAFE_EXTERNAL_DATA = (1, 21)
+
+
+def _onnx_version(onnx):
+    major, minor = onnx.__version__.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def _load_onnx(onnx, model_or_path):
+    """An onnx.ModelProto from a ModelProto, bytes or a path, with clear errors.
+
+    A path is read with onnx's own loader, external data included: onnx refuses data
+    files outside the model's directory (``..``, absolute paths, symbolic links), missing
+    files and offsets or lengths beyond a file's end; those refusals are re-raised as
+    ValueError naming the model.  Bytes and ModelProto objects never make grucy read a
+    file: tensors still pointing to external data are refused (:func:`_tensor_array`).
+    """
+    from google.protobuf.message import DecodeError
+    from onnx import external_data_helper
+
+    if isinstance(model_or_path, onnx.ModelProto):
+        return model_or_path
+    if isinstance(model_or_path, (bytes, bytearray)):
+        try:
+            return onnx.load_from_string(bytes(model_or_path))
+        except DecodeError as exc:
+            raise ValueError(f"model_or_path: {len(model_or_path)} bytes that are not an "
+                             f"ONNX model ({exc})") from None
+    if not isinstance(model_or_path, (str, os.PathLike)):
+        raise TypeError(f"model_or_path must be an onnx.ModelProto, a path or bytes, got "
+                        f"{type(model_or_path).__name__}")
+    path = os.fspath(model_or_path)
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except DecodeError as exc:
+        raise ValueError(f"{path}: not an ONNX model, or a truncated or damaged one "
+                         f"({exc})") from None
+    # every tensor onnx's loader would read (its own walk, subgraphs and attributes too)
+    every_tensor = getattr(external_data_helper, "_get_all_tensors",
+                           lambda m: m.graph.initializer)
+    if _onnx_version(onnx) < _ONNX_SAFE_EXTERNAL_DATA and any(
+            external_data_helper.uses_external_data(t) for t in every_tensor(model)):
+        raise ValueError(f"{path}: the model keeps weights in external data files, which "
+                         f"grucy reads only with onnx >= 1.21 (earlier loaders follow "
+                         f"symbolic links out of the model's directory); this is onnx "
+                         f"{onnx.__version__}: upgrade onnx")
+    try:
+        external_data_helper.load_external_data_for_model(
+            model, os.path.dirname(os.path.abspath(path)))
+    except (ValueError, OSError, onnx.checker.ValidationError) as exc:
+        raise ValueError(f"{path}: the model's external data cannot be read: {exc} (external "
+                         f"data must be complete regular files inside the model's "
+                         f"directory, named by relative paths)") from None
+    return model
 
 
 def _attr(node, name, default=None):
@@ -728,7 +812,11 @@ def from_onnx(model_or_path, *, cls=None):
     Parameters
     ----------
     model_or_path : onnx.ModelProto, str, os.PathLike or bytes
-        A model whose GRU nodes form one stack: node k+1 reads node k's ``Y`` with the
+        A path is read with onnx's loader, external data included (only complete
+        regular files inside the model's directory: onnx refuses ``..``, absolute paths
+        and symbolic links, ValueError); bytes and ModelProto objects must hold their
+        weights (they never make grucy read a file).  A model whose GRU nodes form one
+        stack: node k+1 reads node k's ``Y`` with the
         directions concatenated (through Transpose / Reshape / Squeeze / Unsqueeze /
         Identity nodes, as exporters write it; verified by replaying them).  Nodes around
         the stack (pre-processing, heads) are not converted.  Each node: constant ``W``,
@@ -755,15 +843,7 @@ def from_onnx(model_or_path, *, cls=None):
         last axis, ``h_n`` stacks the nodes' ``Y_h``.
     """
     onnx = _onnx()
-    if isinstance(model_or_path, onnx.ModelProto):
-        model = model_or_path
-    elif isinstance(model_or_path, (bytes, bytearray)):
-        model = onnx.load_from_string(bytes(model_or_path))
-    elif isinstance(model_or_path, (str, os.PathLike)):
-        model = onnx.load(os.fspath(model_or_path))
-    else:
-        raise TypeError(f"model_or_path must be an onnx.ModelProto, a path or bytes, got "
-                        f"{type(model_or_path).__name__}")
+    model = _load_onnx(onnx, model_or_path)
     g = _OnnxGraph(model)
     nodes = [n for n in g.graph.node if n.op_type == "GRU" and n.domain in ("", "ai.onnx")]
     if not nodes:

@@ -141,14 +141,40 @@ class GRU(GRUBase):
         """One step with the state carried by the caller: returns ``(y, h_new)``.
 
         x: (B, input_size); h: (num_layers, B, hidden_size) or None (zeros).  Same numbers
-        as ``forward`` on a one-step sequence; for a long stream :meth:`stream` is faster.
+        as ``forward`` on a one-step sequence, with the same checks (x, h and the
+        parameters are validated on every call); for a long stream :meth:`stream` is
+        faster still.
+
+        The layer keeps one stream for these calls and reuses it while the batch size and
+        the parameter arrays stay the same (it reads the parameters in place, so
+        optimizer updates and ``load_state_dict`` are seen).  A thread takes the stream
+        for the length of its call; a second thread stepping the same layer meanwhile
+        builds a stream of its own, so concurrent calls are safe and exact.
         """
         x = as_float_array("x", x, self.dtype)
         if x.ndim != 2:
             raise ValueError(f"x must be 2-D (B, input_size), got shape {x.shape}")
-        s = self.stream(x.shape[0], h)
+        B = x.shape[0]
+        # dict.pop is atomic: the calling thread owns the cached stream until it puts it
+        # back; a thread finding none (another one holds it) builds its own.
+        cached = self.__dict__.pop("_step_stream", None)
+        arrays = [a for layer in range(self.num_layers) for a in self.layer_params(layer, 0)]
+        if (cached is not None and cached[0] == B and cached[1] == self.reset_after
+                and len(cached[2]) == len(arrays)
+                and all(a is b for a, b in zip(cached[2], arrays))):
+            s = cached[3]
+            self._check_parameters()  # values may have been written in place
+            if h is None:
+                s.reset()
+            else:
+                s.h = self._initial_state(h, (self.num_layers, B, self.hidden_size),
+                                          "(num_layers, batch_size, hidden_size)")
+        else:
+            s = self.stream(B, h)
         y = s.step(x)
-        return y, s.h
+        h_new = s.h
+        self._step_stream = (B, self.reset_after, arrays, s)
+        return y, h_new
 
     @exclusive
     def backward(self, dy, dh_n=None):

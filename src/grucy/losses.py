@@ -17,16 +17,26 @@ mean (see :mod:`grucy.training`).  :func:`count_terms` gives that number for one
 
 The loss value is a Python float accumulated in float64; the gradient has the shape and
 dtype of the input (float32 stays float32).
+
+Input checks: predictions and targets are arrays of real numbers (bool, complex, object
+and strings refused with TypeError; integers cast to float64), NaN or inf in them or in
+``weight`` raise ValueError, shapes must match exactly (no silent broadcasting), and an
+empty input or an all-zero weight (a mean over no terms) raises ValueError.
+
+Threads: the losses are pure functions (they keep nothing between calls, and the
+gradient is returned rather than stored), so any number of threads may call them at
+once.
 """
 
 from __future__ import annotations
 
+import operator
 from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._base import _as_real_array, check_finite
+from ._base import _as_real_array, _real, check_finite
 
 __all__ = ["mse_loss", "mae_loss", "huber_loss", "cross_entropy_loss", "count_terms",
            "LOSSES"]
@@ -48,7 +58,11 @@ def _term_weight(weight, shape):
     """``weight`` broadcast to the terms' ``shape`` as float64 (None: all ones -> None)."""
     if weight is None:
         return None
-    w = np.asarray(weight)
+    try:
+        w = np.asarray(weight)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"weight must be a rectangular array (a boolean mask or real "
+                         f"numbers), got {type(weight).__name__} ({exc})") from None
     if w.dtype.kind not in "biuf":
         raise TypeError(f"weight must be a boolean mask or real numbers, got dtype {w.dtype}")
     try:
@@ -56,8 +70,10 @@ def _term_weight(weight, shape):
     except ValueError:
         raise ValueError(f"weight of shape {w.shape} does not broadcast to the loss terms' "
                          f"shape {shape}") from None
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise ValueError("weight must be finite and >= 0")
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"weight must be finite and >= 0, got {w[where]} at index {where}")
     return w
 
 
@@ -66,7 +82,13 @@ def count_terms(shape: Tuple[int, ...], weight: Optional[ArrayLike] = None) -> f
 
     The number of terms (``prod(shape)``) without a weight.
     """
-    shape = tuple(shape)
+    try:
+        shape = tuple(operator.index(n) for n in shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"shape must be a tuple of non-negative integers, got "
+                        f"{shape!r}") from None
+    if any(n < 0 for n in shape):
+        raise ValueError(f"shape must be a tuple of non-negative integers, got {shape}")
     w = _term_weight(weight, shape)
     return float(np.prod(shape)) if w is None else float(w.sum())
 
@@ -157,8 +179,8 @@ def huber_loss(pred: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] =
     ``d = pred - target``; gradient ``clip(d, -delta, delta)``.  Arguments and return
     values as in :func:`mse_loss`; ``delta > 0``.
     """
-    delta = float(delta)
-    if not np.isfinite(delta) or delta <= 0:
+    delta = _real("delta", delta)
+    if delta <= 0:
         raise ValueError(f"delta must be a positive finite number, got {delta}")
     p, t, w = _regression_inputs(pred, target, weight)
     norm = _normalize(normalizer, w, p.shape)
@@ -196,7 +218,7 @@ def cross_entropy_loss(logits: ArrayLike, target: ArrayLike,
     if z.ndim == 0:
         raise ValueError("logits must have a class axis (..., C)")
     C = z.shape[-1]
-    tgt = np.asarray(target)
+    tgt = _as_real_array("target", target)
     if tgt.dtype.kind not in "iu":
         if (tgt.dtype.kind == "f" and np.all(np.isfinite(tgt))
                 and np.all(tgt == np.round(tgt))):

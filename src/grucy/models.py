@@ -26,7 +26,8 @@ from numpy.typing import ArrayLike
 
 import numpy as np
 
-from ._base import ParameterHolder, _positive_int, check_dtype
+from ._base import (ParameterHolder, _as_real_array, _flag, _positive_int, _real, _rng,
+                    check_dtype, check_finite)
 from .distributed import common_seed, get_communicator
 from .layer import GRU
 from .losses import LOSSES, cross_entropy_loss
@@ -90,12 +91,9 @@ class ReadoutNet(_Net):
 
     def __init__(self, input_size, hidden_size, output_size, *, num_layers=1, dropout=0.0,
                  bidirectional=False, dtype=np.float32, seed=None):
-        self.config = dict(input_size=int(input_size), hidden_size=int(hidden_size),
-                           output_size=int(output_size), num_layers=int(num_layers),
-                           dropout=float(dropout), bidirectional=bool(bidirectional),
-                           dtype=check_dtype(dtype).name)
-        seeds = np.random.default_rng(seed).integers(2**63, size=3)
+        seeds = _rng(seed).integers(2**63, size=3)
         self.dtype = check_dtype(dtype)
+        # The layers check the arguments; the config is taken from what they accepted.
         self.gru = GRU(input_size, hidden_size, num_layers, batch_first=True,
                        dropout=dropout, bidirectional=bidirectional, dtype=dtype,
                        seed=seeds[0])
@@ -103,6 +101,11 @@ class ReadoutNet(_Net):
         self.head = Sequential(Dropout(dropout, seed=seeds[1]),
                                Linear(D * hidden_size, output_size, dtype=dtype,
                                       seed=seeds[2]))
+        g = self.gru
+        self.config = dict(input_size=g.input_size, hidden_size=g.hidden_size,
+                           output_size=self.head[1].out_features, num_layers=g.num_layers,
+                           dropout=g.dropout, bidirectional=g.bidirectional,
+                           dtype=self.dtype.name)
         self._adopt(gru=self.gru, head=self.head)
         self._T = None
 
@@ -134,16 +137,17 @@ class CharNet(_Net):
 
     def __init__(self, vocab_size, embedding_dim, hidden_size, *, num_layers=1,
                  dropout=0.0, dtype=np.float32, seed=None):
-        self.config = dict(vocab_size=int(vocab_size), embedding_dim=int(embedding_dim),
-                           hidden_size=int(hidden_size), num_layers=int(num_layers),
-                           dropout=float(dropout), dtype=check_dtype(dtype).name)
-        seeds = np.random.default_rng(seed).integers(2**63, size=4)
+        seeds = _rng(seed).integers(2**63, size=4)
         self.dtype = check_dtype(dtype)
         self.embedding = Embedding(vocab_size, embedding_dim, dtype=dtype, seed=seeds[0])
         self.gru = GRU(embedding_dim, hidden_size, num_layers, batch_first=True,
                        dropout=dropout, dtype=dtype, seed=seeds[1])
         self.head = Sequential(Dropout(dropout, seed=seeds[2]),
                                Linear(hidden_size, vocab_size, dtype=dtype, seed=seeds[3]))
+        g = self.gru
+        self.config = dict(vocab_size=self.embedding.num_embeddings,
+                           embedding_dim=g.input_size, hidden_size=g.hidden_size,
+                           num_layers=g.num_layers, dropout=g.dropout, dtype=self.dtype.name)
         self._adopt(embedding=self.embedding, gru=self.gru, head=self.head)
         self.tbptt = TruncatedBPTT(self.gru, 1)
 
@@ -207,6 +211,20 @@ def _is_json(value):
     if isinstance(value, dict):
         return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
     return False
+
+
+def _sample_weight(sample_weight, n):
+    """``sample_weight`` as n finite non-negative float64 weights (None stays None)."""
+    if sample_weight is None:
+        return None
+    w = _as_real_array("sample_weight", sample_weight).astype(np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight must have shape (n_samples,) = ({n},), got "
+                         f"{w.shape}")
+    check_finite("sample_weight", w)
+    if np.any(w < 0) or not w.sum() > 0:
+        raise ValueError("sample_weight must be >= 0 with a positive sum")
+    return w
 
 
 def _check_fraction(name, value):
@@ -479,6 +497,9 @@ class Forecaster(_GRUModel):
         s = s.astype(np.float64)
         if s.ndim not in (1, 2):
             raise ValueError(f"{name} must be 1-D (n,) or 2-D (n, k), got shape {s.shape}")
+        if s.size == 0:
+            raise ValueError(f"{name} is empty (shape {s.shape}); it needs values, oldest "
+                             f"first, in at least one column")
         if not np.all(np.isfinite(s)):
             raise ValueError(f"{name} contains NaN or inf; fill or drop missing values first")
         return s
@@ -545,6 +566,9 @@ class Forecaster(_GRUModel):
         if h.dtype.kind not in "biuf":
             raise TypeError(f"history must hold real numbers, got dtype {h.dtype}")
         h = h.astype(np.float64)
+        if h.size == 0:
+            raise ValueError(f"history is empty (shape {h.shape}); it needs at least "
+                             f"lookback={self.lookback_} steps of at least one series")
         k = self.n_series_
         if self._univariate:
             single = h.ndim == 1
@@ -725,7 +749,8 @@ class _SequenceEstimator(_GRUModel):
         self.net_ = ReadoutNet(X3.shape[2], _positive_int("hidden_size", self.hidden_size),
                                output_size,
                                num_layers=_positive_int("num_layers", self.num_layers),
-                               dropout=self.dropout, bidirectional=bool(self.bidirectional),
+                               dropout=self.dropout,
+                               bidirectional=_flag("bidirectional", self.bidirectional),
                                dtype=dtype, seed=int(rng.integers(2**63)))
         task = ArrayTask(self.net_, self._scaled(X3), Y, loss, train_idx, val_idx,
                          metrics=metrics)
@@ -856,10 +881,13 @@ class GRUClassifier(_SequenceEstimator):
     def score(self, X: ArrayLike, y: ArrayLike,
               sample_weight: Optional[ArrayLike] = None) -> float:
         """Mean accuracy of :meth:`predict` on (X, y) (optionally weighted)."""
-        labels = np.asarray(y)
-        correct = self.predict(X) == labels.reshape(-1)
-        weights = None if sample_weight is None else np.asarray(sample_weight)
-        return float(np.average(correct, weights=weights))
+        pred = self.predict(X)
+        labels = self._check_y_present(pred, y).reshape(len(pred), -1)
+        if labels.shape[1] != 1:
+            raise ValueError(f"y should be a 1d array of labels, got shape "
+                             f"{np.shape(y)}")
+        correct = pred == labels[:, 0]
+        return float(np.average(correct, weights=_sample_weight(sample_weight, len(pred))))
 
 
 @register(kind="grucy.GRURegressor")
@@ -915,6 +943,9 @@ class GRURegressor(_SequenceEstimator):
                              f"{target.shape}")
         if not np.all(np.isfinite(target)):
             raise ValueError("Input y contains NaN or infinity.")
+        if target.ndim == 2 and target.shape[1] == 0:
+            raise ValueError(f"y has no targets (shape {target.shape}); it needs at least "
+                             f"one column")
         self._y_ndim = target.ndim
         Y = target.reshape(len(target), -1)
         self.y_mean_ = Y.mean(axis=0)
@@ -940,10 +971,15 @@ class GRURegressor(_SequenceEstimator):
     def score(self, X: ArrayLike, y: ArrayLike,
               sample_weight: Optional[ArrayLike] = None) -> float:
         """Coefficient of determination R^2 (averaged uniformly over targets)."""
-        target = np.asarray(y, dtype=np.float64)
-        pred = self.predict(X).reshape(len(target), -1)
+        pred = self.predict(X)
+        target = _as_real_array("y", self._check_y_present(pred, y)).astype(np.float64)
+        check_finite("y", target)
+        if target.shape != pred.shape:
+            raise ValueError(f"y must have the shape of the predictions, {pred.shape}, got "
+                             f"{target.shape}")
+        pred = pred.reshape(len(target), -1)
         y2 = target.reshape(len(target), -1)
-        w = None if sample_weight is None else np.asarray(sample_weight, np.float64)
+        w = _sample_weight(sample_weight, len(target))
         mean = np.average(y2, axis=0, weights=w)
         ss_res = np.average(np.square(y2 - pred), axis=0, weights=w)
         ss_tot = np.average(np.square(y2 - mean), axis=0, weights=w)
@@ -1103,12 +1139,12 @@ class CharLM(_GRUModel):
         """
         self._check_is_fitted()
         n = _positive_int("n", n)
-        temperature = float(temperature)
-        if not math.isfinite(temperature) or temperature < 0:
+        temperature = _real("temperature", temperature)
+        if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         if not isinstance(prompt, str) or not prompt:
-            raise ValueError("prompt must be a non-empty str")
-        rng = np.random.default_rng(random_state)
+            raise ValueError(f"prompt must be a non-empty str, got {prompt!r}")
+        rng = _rng(random_state, "random_state")
         net = self.net_
         net.reset_state(1)
         codes = self.encode(prompt)

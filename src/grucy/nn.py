@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 import numbers
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from numpy.typing import ArrayLike, DTypeLike
 
@@ -53,6 +53,10 @@ class Linear(ParameterHolder):
     ``weight`` is (out_features, in_features) and ``bias`` (out_features,), initialised
     U(-1/sqrt(in_features), 1/sqrt(in_features)) from ``seed``.  ``x`` may have any
     number of leading axes: (..., in_features) -> (..., out_features).
+
+    Threads: the input of the last training forward is kept for backward, so one Linear
+    serves one thread at a time (a call while another thread is inside it raises
+    RuntimeError; backward() must run in the thread of its forward).
     """
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
@@ -152,43 +156,70 @@ class Embedding(ParameterHolder):
     (..., embedding_dim).  ``backward`` adds the gradient rows into ``grads["weight"]``
     (rows of repeated indices are summed) and returns None: integer inputs have no
     gradient.
+
+    Input checks: indices must be integers (floats, bools, strings refused with
+    TypeError) inside the table (ValueError); NaN or inf in the rows looked up (a
+    weight written in place) or in ``dy`` raises ValueError.
+
+    Threads: like every grucy layer, an embedding keeps what backward needs (the
+    indices of the last training forward) per object, so one embedding serves one thread
+    at a time: a call while another thread is inside forward/backward of the same object
+    raises RuntimeError, and backward() must run in the thread of its forward.
     """
+
+    _indices = PerThreadState()  # the indices of the last training forward
 
     def __init__(self, num_embeddings: int, embedding_dim: int, *,
                  dtype: DTypeLike = np.float32, seed: Optional[int] = None):
         self.num_embeddings = _positive_int("num_embeddings", num_embeddings)
         self.embedding_dim = _positive_int("embedding_dim", embedding_dim)
         self.dtype = check_dtype(dtype)
-        rng = np.random.default_rng(seed)
+        check_memory(f"Embedding({self.num_embeddings}, {self.embedding_dim})",
+                     self.num_embeddings * self.embedding_dim * (2 * self.dtype.itemsize + 8))
+        rng = _rng(seed)
         self._params = {"weight": rng.standard_normal(
             (self.num_embeddings, self.embedding_dim)).astype(self.dtype)}
         self._init_grads()
-        self._indices: Optional[np.ndarray] = None
+        self._indices = None
 
     @property
     def weight(self):
         return self._params["weight"]
 
+    @exclusive
     def forward(self, indices: ArrayLike, training: bool = True) -> np.ndarray:
         """Rows ``weight[indices]``, shape (..., embedding_dim)."""
-        idx = np.asarray(indices)
+        self._indices = None
+        training = _flag("training", training)
+        idx = _as_real_array("indices", indices)
         if idx.dtype.kind not in "iu":
             raise TypeError(f"indices must be integers, got dtype {idx.dtype}")
+        check_memory(lambda: f"Embedding.forward of indices with shape {idx.shape}",
+                     idx.size * (self.embedding_dim * self.dtype.itemsize + 8))
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_embeddings):
             raise ValueError(f"indices must lie in [0, num_embeddings={self.num_embeddings}),"
                              f" got values in [{idx.min()}, {idx.max()}]")
+        # The table may be large and only a few rows are read: check its layout here and
+        # the values of the rows read below.
+        self._check_parameters(values=False)
+        y = self._params["weight"][idx]
+        check_finite("the rows of weight looked up", y)
         self._indices = idx.copy() if training else None
-        return self._params["weight"][idx]
+        return y
 
+    @exclusive
     def backward(self, dy: ArrayLike) -> None:
         """Accumulate ``grads["weight"][indices] += dy``; returns None."""
-        if self._indices is None:
+        idx = self._indices
+        if idx is None:
             raise RuntimeError("backward() needs a preceding forward(..., training=True)")
-        idx, self._indices = self._indices, None
         expected = idx.shape + (self.embedding_dim,)
         dya = as_float_array("dy", dy, self.dtype)
         if dya.shape != expected:
             raise ValueError(f"dy must have the shape of y, {expected}, got {dya.shape}")
+        check_finite("dy", dya)
+        self._check_parameters(grads=True, values=False)
+        self._indices = None
         # dW[idx[i]] += dy[i], summing repeated rows
         np.add.at(self.grads["weight"], idx.reshape(-1),
                   dya.reshape(-1, self.embedding_dim))
@@ -208,10 +239,20 @@ class Dropout(ParameterHolder):
 
     Masks come from a generator seeded by ``seed`` (:meth:`generators` exposes it, so a
     checkpoint can save and restore its state).
+
+    Input checks: ``x`` holds real numbers (bool, complex, strings refused with
+    TypeError); floating inputs keep their dtype, integers become float64 (a scaled
+    mask is not an integer); NaN or inf in ``x`` or ``dy`` raises ValueError.  Outside
+    training the input comes back as it is (no copy), as in PyTorch.
+
+    Threads: the mask of the last training forward is kept for backward, so one Dropout
+    serves one thread at a time (a call while another thread is inside it raises
+    RuntimeError; backward() must run in the thread of its forward).
     """
 
     p: float
     rng: np.random.Generator
+    _mask = PerThreadState()  # (shape, dtype, mask or None) of the last training forward
 
     def __init__(self, p: float = 0.5, *, seed: Optional[int] = None):
         if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
@@ -219,30 +260,48 @@ class Dropout(ParameterHolder):
         if not 0.0 <= float(p) < 1.0:
             raise ValueError(f"p must be in [0, 1), got {p}")
         self.p = float(p)
-        self.rng = np.random.default_rng(seed)
+        self.rng = _rng(seed)
         self._params = {}
         self._init_grads()
-        self._mask: Any = None  # the last training mask (1.0 when p == 0)
+        self._mask = None
 
     def generators(self):
         return [self.rng]
 
+    @exclusive
     def forward(self, x: ArrayLike, training: bool = True) -> np.ndarray:
         """``x * mask`` in training (a fresh mask each call), ``x`` otherwise."""
-        xa = np.asarray(x)
-        if not training or self.p == 0.0:
-            self._mask = 1.0 if training else None
+        self._mask = None
+        training = _flag("training", training)
+        xa = _as_real_array("x", x)
+        masked = training and self.p > 0.0
+        if masked or xa.dtype.kind != "f":  # a mask, an output, a cast: before allocating
+            check_memory(lambda: f"Dropout.forward of x with shape {xa.shape}",
+                         xa.size * (8 + 16 if masked else 8))
+        if xa.dtype.kind != "f":
+            xa = xa.astype(np.float64)
+        check_finite("x", xa)
+        if not masked:
+            self._mask = (xa.shape, xa.dtype, None) if training else None
             return xa
         keep = self.rng.random(xa.shape) >= self.p
-        self._mask = (keep / (1.0 - self.p)).astype(xa.dtype)
-        return xa * self._mask
+        mask = (keep / (1.0 - self.p)).astype(xa.dtype)
+        self._mask = (xa.shape, xa.dtype, mask)
+        return xa * mask
 
+    @exclusive
     def backward(self, dy: ArrayLike) -> np.ndarray:
-        """``dy * mask`` of the last training forward."""
-        if self._mask is None:
+        """``dy * mask`` of the last training forward (in the dtype of its input)."""
+        entry = self._mask
+        if entry is None:
             raise RuntimeError("backward() needs a preceding forward(..., training=True)")
-        mask, self._mask = self._mask, None
-        return np.asarray(dy) * mask
+        shape, dtype, mask = entry
+        dya = as_float_array("dy", dy, dtype)
+        if dya.shape != shape:
+            raise ValueError(f"dy must have the shape of y, {shape}, got {dya.shape}")
+        check_finite("dy", dya)
+        self._mask = None
+        return dya.copy() if mask is None else dya * mask
 
     def __call__(self, x, training=True):
         return self.forward(x, training=training)
@@ -254,19 +313,34 @@ class Dropout(ParameterHolder):
 class Sequential(ParameterHolder):
     """Layers applied in order; ``backward`` runs them in reverse.
 
-    Each layer has ``forward(x, training)`` and ``backward(dy)``.  Parameters and
-    gradients are the layers' own arrays, named ``"{index}.{name}"`` (PyTorch's naming),
-    so ``state_dict()``, ``load_state_dict()`` and ``zero_grad()`` act on the layers.
-    An :class:`Embedding` may only come first (its input has no gradient).
+    Each layer has ``forward(x, training)`` and ``backward(dy)``, taking and returning
+    one array.  Parameters and gradients are the layers' own arrays, named
+    ``"{index}.{name}"`` (PyTorch's naming), so ``state_dict()``, ``load_state_dict()``
+    and ``zero_grad()`` act on the layers.  An :class:`Embedding` may only come first
+    (its input has no gradient); a GRU layer, whose forward returns ``(y, h_n)``, does
+    not fit in (use the layers around it, as :mod:`grucy.models` does).
+
+    Threads: a forward or backward of the whole stack runs in one thread at a time (a
+    call while another thread is inside raises RuntimeError); each layer also keeps its
+    own per-thread state, so backward() must run in the thread of its forward.
     """
 
     def __init__(self, *layers):
+        from ._base import GRUBase
+
         if not layers:
             raise ValueError("Sequential needs at least one layer")
         for i, layer in enumerate(layers):
             if not (callable(getattr(layer, "forward", None))
                     and callable(getattr(layer, "backward", None))):
                 raise TypeError(f"layer {i} ({type(layer).__name__}) has no forward/backward")
+            if isinstance(layer, GRUBase):
+                raise TypeError(f"layer {i} is a {type(layer).__name__}, whose forward "
+                                f"returns (y, h_n) and takes h0/lengths; Sequential chains "
+                                f"layers that take and return one array")
+            if isinstance(layer, Embedding) and i > 0:
+                raise ValueError(f"layer {i} is an Embedding: it may only come first (its "
+                                 f"integer input has no gradient to pass back)")
         self.layers = list(layers)
         self._params, self.grads = {}, {}
         dtypes = set()
@@ -280,14 +354,17 @@ class Sequential(ParameterHolder):
         self.dtype = dtypes.pop() if dtypes else None
 
     def generators(self):
-        return [g for layer in self.layers for g in layer.generators()]
+        return [g for layer in self.layers for g in getattr(layer, "generators", list)()]
 
+    @exclusive
     def forward(self, x, training: bool = True):
         """Each layer's forward in order."""
+        training = _flag("training", training)
         for layer in self.layers:
             x = layer.forward(x, training=training)
         return x
 
+    @exclusive
     def backward(self, dy):
         """Each layer's backward in reverse order; returns the first layer's result."""
         for layer in reversed(self.layers):
@@ -324,9 +401,17 @@ class TruncatedBPTT:
         A unidirectional GRU (a reverse direction would need the future).
     n_streams : int
         Number of parallel streams whose states are kept.
+
+    The carried states belong to one sequence of chunks: drive a TruncatedBPTT from one
+    thread (its GRU refuses a second thread inside it with RuntimeError).
     """
 
     def __init__(self, gru, n_streams: int):
+        from ._base import GRUBase
+
+        if not isinstance(gru, GRUBase):
+            raise TypeError(f"gru must be a grucy GRU layer (grucy.GRU or "
+                            f"grucy.reference.GRU), got {type(gru).__name__}")
         if getattr(gru, "bidirectional", False):
             raise ValueError("truncated BPTT needs a unidirectional GRU, got a "
                              "bidirectional one")
@@ -345,12 +430,25 @@ class TruncatedBPTT:
         ``x`` is (T, B, I) (or (B, T, I) with the GRU's ``batch_first``) for the streams
         ``rows`` (B stream indices; default: all streams in order).
         """
-        rows = np.arange(self.n_streams) if rows is None else np.asarray(rows)
-        if rows.ndim != 1 or rows.dtype.kind not in "iu":
-            raise TypeError("rows must be a 1-D array of stream indices")
-        if rows.size and (rows.min() < 0 or rows.max() >= self.n_streams):
-            raise ValueError(f"rows must lie in [0, n_streams={self.n_streams})")
-        y, h_n = self.gru.forward(x, h0=self.state[:, rows], training=training)
+        if rows is None:
+            rows = np.arange(self.n_streams)
+        else:
+            rows = _as_real_array("rows", rows)
+            if rows.ndim != 1 or rows.dtype.kind not in "iu":
+                raise TypeError(f"rows must be a 1-D array of integer stream indices, got "
+                                f"dtype {rows.dtype} and shape {rows.shape}")
+            if rows.size and (rows.min() < 0 or rows.max() >= self.n_streams):
+                raise ValueError(f"rows must lie in [0, n_streams={self.n_streams}), got "
+                                 f"values in [{rows.min()}, {rows.max()}]")
+            if np.unique(rows).size != rows.size:
+                raise ValueError("rows must not repeat a stream: each stream carries one "
+                                 "state")
+        xa = _as_real_array("x", x)
+        batch_axis = 0 if self.gru.batch_first else 1
+        if xa.ndim == 3 and xa.shape[batch_axis] != rows.size:
+            raise ValueError(f"x has {xa.shape[batch_axis]} sequences on axis {batch_axis} "
+                             f"but rows selects {rows.size} streams")
+        y, h_n = self.gru.forward(xa, h0=self.state[:, rows], training=training)
         self.state[:, rows] = h_n
         return y
 
@@ -368,7 +466,10 @@ class TruncatedBPTT:
         """
         seq = np.asarray(sequence)
         n_streams = _positive_int("n_streams", n_streams)
-        if seq.ndim == 0 or len(seq) < n_streams:
+        if seq.ndim == 0:
+            raise TypeError(f"sequence must be an array of items (N, ...), got a "
+                            f"{type(sequence).__name__} scalar")
+        if len(seq) < n_streams:
             raise ValueError(f"sequence needs at least n_streams={n_streams} items, got "
                              f"{0 if seq.ndim == 0 else len(seq)}")
         L = len(seq) // n_streams

@@ -25,19 +25,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 
-from ._base import check_finite
+from ._base import _flag, _real, as_float_array, check_finite
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm", "Schedule", "StepLR",
            "CosineAnnealingLR", "ReduceLROnPlateau", "OPTIMIZERS", "make_optimizer"]
-
-
-def _real(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
 
 
 def _array_list(name, arrays):
@@ -71,13 +62,32 @@ class Optimizer:
 
     ``params`` are updated in place, so they must be the layers' own arrays (from
     ``parameters()``); ``grads`` are read, never written (except by :meth:`zero_grad`).
-    ``lr`` may be changed between steps (that is what the schedules do).  Subclasses
-    name their per-parameter state arrays in ``_buffers`` and their hyperparameters in
-    ``_hyper``; :meth:`state_dict` and :meth:`load_state_dict` handle both.
+    ``lr`` may be changed between steps (that is what the schedules do); every
+    assignment is checked (a finite number >= 0), so a NaN learning rate can never reach
+    the weights.  Subclasses name their per-parameter state arrays in ``_buffers`` and
+    their hyperparameters in ``_hyper``, and check the latter in ``_check_hyper`` (used
+    by the constructor and by :meth:`load_state_dict` alike); :meth:`state_dict` and
+    :meth:`load_state_dict` handle both.
+
+    Threads: an optimiser updates its parameters in place; step it from one thread.
     """
 
     _buffers: tuple = ()
     _hyper: tuple = ("lr",)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate (a finite number >= 0; checked on assignment)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = _nonneg("lr", value)
+
+    @classmethod
+    def _check_hyper(cls, lr: float) -> Dict[str, Any]:
+        """The hyperparameters, checked and converted (name -> value)."""
+        return {"lr": _nonneg("lr", lr)}
 
     def __init__(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
                  lr: float):
@@ -152,25 +162,24 @@ class Optimizer:
             raise ValueError(f"state lacks {missing}")
         new = {}
         for b in self._buffers:
+            if isinstance(state[b], (str, bytes, np.ndarray)) or not hasattr(state[b],
+                                                                            "__iter__"):
+                raise TypeError(f"state[{b!r}] must be a list of arrays, got "
+                                f"{type(state[b]).__name__}")
             arrays = list(state[b])
             if len(arrays) != len(self.params):
                 raise ValueError(f"state[{b!r}] has {len(arrays)} arrays, expected "
                                  f"{len(self.params)}")
+            checked = []
             for i, (a, p) in enumerate(zip(arrays, self.params)):
-                a = np.asarray(a)
+                a = as_float_array(f"state[{b!r}][{i}]", a, p.dtype)
                 if a.shape != p.shape:
                     raise ValueError(f"state[{b!r}][{i}] has shape {a.shape}, expected "
                                      f"{p.shape}")
-            new[b] = arrays
-        hyper: Dict[str, Any] = {}
-        for h in self._hyper:
-            current, value = getattr(self, h), state[h]
-            if isinstance(current, bool):
-                hyper[h] = bool(value)
-            elif isinstance(current, tuple):
-                hyper[h] = tuple(_real(f"{h}[{i}]", v) for i, v in enumerate(value))
-            else:
-                hyper[h] = _real(h, value)
+                check_finite(f"state[{b!r}][{i}]", a)
+                checked.append(a)
+            new[b] = checked
+        hyper = self._check_hyper(**{h: state[h] for h in self._hyper})
         step = state["step"]
         if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
             raise ValueError(f"state['step'] must be a non-negative integer, got {step!r}")
@@ -204,14 +213,24 @@ class SGD(Optimizer):
     def __init__(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
                  lr: float = 1e-2, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False):
-        super().__init__(params, grads, lr)
-        self.momentum = _nonneg("momentum", momentum)
-        self.dampening = _real("dampening", dampening)
-        self.weight_decay = _nonneg("weight_decay", weight_decay)
-        self.nesterov = bool(nesterov)
-        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
-            raise ValueError("nesterov=True needs momentum > 0 and dampening = 0")
+        hyper = self._check_hyper(lr=lr, momentum=momentum, dampening=dampening,
+                                  weight_decay=weight_decay, nesterov=nesterov)
+        super().__init__(params, grads, hyper.pop("lr"))
+        for k, v in hyper.items():
+            setattr(self, k, v)
         self.momentum_buffer = [np.zeros_like(p) for p in self.params]
+
+    @classmethod
+    def _check_hyper(cls, lr, momentum, dampening, weight_decay, nesterov):
+        hyper = dict(lr=_nonneg("lr", lr), momentum=_nonneg("momentum", momentum),
+                     dampening=_real("dampening", dampening),
+                     weight_decay=_nonneg("weight_decay", weight_decay),
+                     nesterov=_flag("nesterov", nesterov))
+        if hyper["nesterov"] and (hyper["momentum"] <= 0 or hyper["dampening"] != 0):
+            raise ValueError(f"nesterov=True needs momentum > 0 and dampening = 0, got "
+                             f"momentum={hyper['momentum']}, "
+                             f"dampening={hyper['dampening']}")
+        return hyper
 
     def step(self) -> None:
         """Apply one update to every parameter, in place (ValueError, changing nothing,
@@ -254,7 +273,17 @@ class Adam(Optimizer):
     def __init__(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
                  lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0):
-        super().__init__(params, grads, lr)
+        hyper = self._check_hyper(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        super().__init__(params, grads, hyper.pop("lr"))
+        for k, v in hyper.items():
+            setattr(self, k, v)
+        self.exp_avg = [np.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [np.zeros_like(p) for p in self.params]
+
+    @classmethod
+    def _check_hyper(cls, lr, betas, eps, weight_decay):
+        if isinstance(betas, (str, bytes)):
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         try:
             beta1, beta2 = betas
         except (TypeError, ValueError) as exc:
@@ -263,14 +292,12 @@ class Adam(Optimizer):
         for i, b in enumerate((beta1, beta2)):
             if not 0.0 <= b < 1.0:
                 raise ValueError(f"betas[{i}] must be in [0, 1), got {b}")
-        self.betas = (beta1, beta2)
-        self.eps = _nonneg("eps", eps)
-        if self.eps <= 0:
+        eps = _nonneg("eps", eps)
+        if eps <= 0:
             # eps = 0 divides 0 by 0 wherever a gradient has been exactly 0 so far.
             raise ValueError(f"eps must be > 0, got {eps}")
-        self.weight_decay = _nonneg("weight_decay", weight_decay)
-        self.exp_avg = [np.zeros_like(p) for p in self.params]
-        self.exp_avg_sq = [np.zeros_like(p) for p in self.params]
+        return dict(lr=_nonneg("lr", lr), betas=(beta1, beta2), eps=eps,
+                    weight_decay=_nonneg("weight_decay", weight_decay))
 
     def step(self) -> None:
         """Apply one update to every parameter, in place (ValueError, changing nothing,
@@ -506,7 +533,10 @@ class ReduceLROnPlateau(Schedule):
         """Record one epoch's monitored ``metric``; reduce ``lr`` on a plateau."""
         if metric is None:
             raise ValueError("ReduceLROnPlateau.step needs the monitored metric")
-        current = _real("metric", metric) if math.isfinite(float(metric)) else float(metric)
+        if isinstance(metric, (bool, np.bool_)) or not isinstance(metric, numbers.Real):
+            raise TypeError(f"metric must be a real number, got {type(metric).__name__} "
+                            f"{metric!r}")
+        current = float(metric)  # NaN never counts as an improvement, as in PyTorch
         self.last_epoch += 1
         if self._is_better(current):
             self.best = current

@@ -27,6 +27,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import _gru
+from ._base import check_int32, check_memory
 from ._threads import set_num_threads as _set_num_threads
 from .layer import GRU as _LayerGRU
 
@@ -172,6 +173,7 @@ class GRU(torch.nn.GRU):
     omp_threads = None
 
     def __init__(self, *args, **kwargs):
+        _check_size(*args, **kwargs)  # before torch allocates (and touches) the weights
         super().__init__(*args, **kwargs)
         for name in self._flat_weights_names:
             _check_tensor(f"parameter {name}", getattr(self, name))
@@ -227,6 +229,9 @@ class GRU(torch.nn.GRU):
         Returns ``(output, h_n)``; output is a ``PackedSequence`` when input is one.
         """
         if isinstance(input, PackedSequence):
+            if hx is not None and not isinstance(hx, torch.Tensor):
+                raise TypeError(f"hx must be a torch.Tensor or None, got "
+                                f"{type(hx).__name__}")
             hx_check = (_zeros_state(self, int(input.batch_sizes[0]), input.data)
                         if hx is None else _permuted(hx, input.sorted_indices))
             self.check_forward_args(input.data, hx_check, input.batch_sizes)
@@ -243,6 +248,8 @@ class GRU(torch.nn.GRU):
         if not isinstance(input, torch.Tensor):
             raise TypeError(f"input must be a torch.Tensor or a PackedSequence, got "
                             f"{type(input).__name__}")
+        if hx is not None and not isinstance(hx, torch.Tensor):
+            raise TypeError(f"hx must be a torch.Tensor or None, got {type(hx).__name__}")
         if input.dim() not in (2, 3):
             raise ValueError(f"GRU: Expected input to be 2D or 3D, got {input.dim()}D instead")
         batched = input.dim() == 3
@@ -265,6 +272,26 @@ class GRU(torch.nn.GRU):
         if not batched:
             return y.squeeze(batch_dim), h_n.squeeze(1)
         return y, h_n
+
+
+def _check_size(input_size=None, hidden_size=None, num_layers=1, bias=True,
+                batch_first=False, dropout=0.0, bidirectional=False, *args, dtype=None,
+                **kwargs):
+    """SizeLimitError for a layer too large for memory or for the kernels' 32-bit sizes,
+    raised before torch allocates it.  Anything else is left to torch's own checks."""
+    sizes = (input_size, hidden_size, num_layers)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
+        return  # torch refuses these with its own messages
+    D = 2 if bidirectional else 1
+    I, H, L = sizes
+    widest = max(I, D * H if L > 1 else 1, H)
+    what = f"grucy.torch.GRU(input_size={I}, hidden_size={H}, num_layers={L})"
+    check_int32(what, {"3*hidden_size*max(input_size, hidden_size, "
+                       "num_directions*hidden_size)": 3 * H * widest})
+    n = sum(D * (3 * H * ((I if k == 0 else D * H) + H) + (6 * H if bias else 0))
+            for k in range(L))
+    dt = dtype if isinstance(dtype, torch.dtype) else torch.get_default_dtype()
+    check_memory(what, n * dt.itemsize)
 
 
 def _check_tensor(what, t):

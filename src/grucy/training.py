@@ -55,7 +55,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 import numpy as np
 
 from . import io
-from ._base import _positive_int
+from ._base import _as_real_array, _positive_int, _real, _rng, check_finite
 from .distributed import common_seed, get_communicator
 from .losses import count_terms
 from .optim import (CosineAnnealingLR, Optimizer, ReduceLROnPlateau, Schedule, StepLR,
@@ -140,6 +140,47 @@ def _digest(*arrays):
     return h.hexdigest()[:16]
 
 
+def _check_net(net, methods):
+    """TypeError unless ``net`` has the callables ``methods`` and a ``grads`` mapping."""
+    missing = [m for m in methods if not callable(getattr(net, m, None))]
+    if missing or not hasattr(getattr(net, "grads", None), "values"):
+        what = missing or ["grads"]
+        raise TypeError(f"net must be a network with {', '.join(methods)} and grads, got "
+                        f"{type(net).__name__} (missing {', '.join(what)})")
+
+
+def _check_loss(loss):
+    if not callable(loss):
+        raise TypeError(f"loss must be a callable loss(out, target, normalizer=...) -> "
+                        f"(loss, grad), such as grucy.losses.mse_loss; got "
+                        f"{type(loss).__name__} {loss!r}")
+
+
+def _indices(name, value, n):
+    """``value`` as a 1-D int64 array of example numbers in [0, n)."""
+    arr = _as_real_array(name, value)
+    if arr.size == 0:
+        return np.zeros(0, np.int64)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be a 1-D array of integer example indices, got dtype "
+                        f"{arr.dtype} and shape {arr.shape}")
+    if arr.min() < 0 or arr.max() >= n:
+        raise ValueError(f"{name} must lie in [0, {n}) (the examples of X), got values in "
+                         f"[{arr.min()}, {arr.max()}]")
+    return arr.astype(np.int64)
+
+
+def _streams(name, value):
+    """``value`` as a 2-D integer array (S, L) of token streams with L >= 2."""
+    arr = _as_real_array(name, value)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer token codes, got dtype {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 2:
+        raise ValueError(f"{name} must be (S, L) with S >= 1 and L >= 2, got shape "
+                         f"{arr.shape}")
+    return arr
+
+
 class _NetTask(Task):
     """A task whose parameters, gradients and generators are those of ``self.net``."""
 
@@ -177,11 +218,23 @@ class ArrayTask(_NetTask):
     def __init__(self, net: Any, X: np.ndarray, Y: np.ndarray, loss: Callable,
                  train_idx: Any, val_idx: Any = (),
                  metrics: Optional[Dict[str, Callable]] = None):
+        _check_net(net, ("forward", "backward", "parameters"))
+        _check_loss(loss)
+        X, Y = _as_real_array("X", X), _as_real_array("Y", Y)
+        if X.ndim == 0 or Y.ndim == 0 or len(X) != len(Y):
+            raise ValueError(f"X and Y must hold the same number of examples on their first "
+                             f"axis, got shapes {X.shape} and {Y.shape}")
+        check_finite("X", X)  # named here, not by batch index in the middle of an epoch
+        check_finite("Y", Y)
         self.net, self.X, self.Y, self.loss = net, X, Y, loss
-        self.train_idx = np.asarray(train_idx, dtype=np.int64)
-        self.val_idx = np.asarray(val_idx, dtype=np.int64)
+        self.train_idx = _indices("train_idx", train_idx, len(X))
+        self.val_idx = _indices("val_idx", val_idx, len(X))
         if self.train_idx.size == 0:
-            raise ValueError("no training examples")
+            raise ValueError("no training examples (train_idx is empty)")
+        if metrics is not None and not (hasattr(metrics, "items") and all(
+                isinstance(k, str) and callable(f) for k, f in metrics.items())):
+            raise TypeError(f"metrics must be a dict of name -> fn(out, Y_batch) -> (sum, "
+                            f"count), got {metrics!r}")
         self._metric_fns = dict(metrics or {})
         self.metric_names = tuple(self._metric_fns)
         # one loss term per target element (cross-entropy targets have no class axis)
@@ -260,13 +313,13 @@ class StreamTask(_NetTask):
 
     def __init__(self, net: Any, train_streams: np.ndarray,
                  val_streams: Optional[np.ndarray], loss: Callable, bptt: int):
+        _check_net(net, ("reset_state", "forward", "backward", "parameters"))
+        _check_loss(loss)
         self.net, self.loss = net, loss
-        self.train_streams = np.asarray(train_streams)
-        self.val_streams = None if val_streams is None else np.asarray(val_streams)
+        self.train_streams = _streams("train_streams", train_streams)
+        self.val_streams = None if val_streams is None else _streams("val_streams",
+                                                                     val_streams)
         self.bptt = _positive_int("bptt", bptt)
-        if self.train_streams.ndim != 2 or self.train_streams.shape[1] < 2:
-            raise ValueError(f"train_streams must be (S, L) with L >= 2, got shape "
-                             f"{self.train_streams.shape}")
         self._current = None
 
     @property
@@ -456,16 +509,37 @@ class Trainer:
         self.epochs = _positive_int("epochs", epochs)
         self.batch_size = _positive_int("batch_size", batch_size)
         self.checkpoint_every = _positive_int("checkpoint_every", checkpoint_every)
-        if max_grad_norm is not None and not (isinstance(max_grad_norm, numbers.Real)
-                                              and max_grad_norm > 0):
+        if max_grad_norm is not None and not (
+                isinstance(max_grad_norm, numbers.Real)
+                and not isinstance(max_grad_norm, (bool, np.bool_)) and max_grad_norm > 0):
             raise ValueError(f"max_grad_norm must be None or > 0, got {max_grad_norm!r}")
         if patience is not None and (isinstance(patience, bool)
                                      or not isinstance(patience, numbers.Integral)
                                      or patience < 1):
             raise ValueError(f"patience must be None or a positive integer, got {patience!r}")
+        if not isinstance(verbose, numbers.Integral) or verbose < 0:
+            raise TypeError(f"verbose must be a non-negative integer (0, 1 or 2), got "
+                            f"{verbose!r}")
+        for name, path in (("checkpoint", checkpoint), ("resume", resume)):
+            if path is not None and not isinstance(path, (str, os.PathLike)):
+                raise TypeError(f"{name} must be None or a path (str or os.PathLike), got "
+                                f"{type(path).__name__} {path!r}")
+        if not isinstance(description, str):
+            raise TypeError(f"description must be a str, got {type(description).__name__}")
+        if metadata is not None:
+            try:
+                json.dumps(metadata, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"metadata must be plain JSON data (it is stored in "
+                                f"checkpoints), got {metadata!r} ({exc})") from None
+            if not isinstance(metadata, dict):
+                raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+        if optimizer_options is not None and not hasattr(optimizer_options, "keys"):
+            raise TypeError(f"optimizer_options must be a dict of keyword arguments, got "
+                            f"{type(optimizer_options).__name__}")
         self.max_grad_norm = max_grad_norm
         self.patience = patience
-        self.min_delta = float(min_delta)
+        self.min_delta = _real("min_delta", min_delta)
         self.verbose = int(verbose)
         self.checkpoint = checkpoint
         self.resume = resume
@@ -483,7 +557,7 @@ class Trainer:
             # Fresh entropy differs per process; every rank must walk the same batches.
             seed = common_seed(int(np.random.SeedSequence().entropy % 2**63), self.comm)
         self.seed = seed
-        self.rng = np.random.default_rng(seed)
+        self.rng = _rng(seed)
         self.monitor = "val_loss" if task.has_validation else "loss"
         # counters and state that checkpoints carry
         self.epoch = 0
@@ -637,6 +711,12 @@ class Trainer:
     def fit(self) -> Dict[str, List[float]]:
         """Train; returns ``history`` (dict of per-epoch lists)."""
         comm = self.comm
+        if self.checkpoint is not None and comm.is_root:
+            # Fail now rather than after the first epoch's work.
+            directory = os.path.dirname(os.path.abspath(self._checkpoint_path()))
+            if not os.path.isdir(directory):
+                raise FileNotFoundError(f"checkpoint {os.fspath(self.checkpoint)!r}: "
+                                        f"directory {directory} does not exist")
         comm.broadcast_(self.params)
         if self.resume is not None:
             self.load_checkpoint(self.resume)
