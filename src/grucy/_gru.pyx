@@ -372,15 +372,49 @@ cdef inline Py_ssize_t _pk_bwd_size(const floating* p, int H, int c) noexcept no
     return grucy_pgemm_size(3 * H, c, _nr(p))
 
 
-cdef Py_ssize_t _pk_total(const floating* p, int H, bint chunked, bint forward,
+cdef Py_ssize_t _pk_total(const floating* p, int I, int H, bint chunked, bint forward,
                          bint reset_after) noexcept nogil:
-    """Values of all packed blocks of a layer: one per chunk, or one for all H units."""
+    """Values of all packed blocks of a layer: W_hh's, one per chunk or one for all H
+    units, followed by W_ih's (_pk_ih_size)."""
     cdef int k, c, nc = _nchunks(H) if chunked else 1
     cdef Py_ssize_t total = 0
     for k in range(nc):
         c = _chunk_lo(k + 1, nc, H) - _chunk_lo(k, nc, H) if chunked else H
         total += _pk_fwd_size(p, H, c, reset_after) if forward else _pk_bwd_size(p, H, c)
-    return total
+    return total + _pk_ih_size(p, I, H, forward)
+
+
+cdef inline Py_ssize_t _pk_ih_size(const floating* p, int I, int H,
+                                   bint forward) noexcept nogil:
+    """W_ih packed: for the input projection B = W_ih^T (I, 3H), for dX B = W_ih (3H, I)."""
+    if forward:
+        return grucy_pgemm_size(I, 3 * H, _nr(p))
+    return grucy_pgemm_size(3 * H, I, _nr(p))
+
+
+cdef inline int _ih_panels(const floating* p, int I, int H, bint forward) noexcept nogil:
+    cdef int cols = 3 * H if forward else I
+    return (cols + _nr(p) - 1) // _nr(p)
+
+
+cdef void _pack_ih(int I, int H, bint forward, int p_lo, int p_hi, const floating* wih,
+                   floating* P) noexcept nogil:
+    """Panels p_lo .. p_hi - 1 of W_ih packed for the input projection (``forward``:
+    B = W_ih^T) or for dX (B = W_ih); P: the whole packed operand."""
+    cdef int nr = _nr(P), cols = 3 * H if forward else I
+    cdef int c0 = p_lo * nr, c1 = p_hi * nr if p_hi * nr < cols else cols
+    if c1 <= c0:
+        return
+    if floating is float:
+        if forward:
+            grucy_pack_t_f(I, c1 - c0, 0, 1, 0, c0, wih, I, P + <Py_ssize_t>c0 * I)
+        else:
+            grucy_pack_n_f(3 * H, c1 - c0, wih + c0, I, P + <Py_ssize_t>c0 * 3 * H)
+    else:
+        if forward:
+            grucy_pack_t_d(I, c1 - c0, 0, 1, 0, c0, wih, I, P + <Py_ssize_t>c0 * I)
+        else:
+            grucy_pack_n_d(3 * H, c1 - c0, wih + c0, I, P + <Py_ssize_t>c0 * 3 * H)
 
 
 cdef void _pack_fwd(int H, int j0, int c, bint reset_after, const floating* whh,
@@ -501,10 +535,15 @@ cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize
     if Xp != NULL:  # variable lengths: gather the active rows of each step
         _gather_rows(T, B, I, bs, off, X, Xp)
         xsrc = Xp
-    # G = X @ W_ih^T, every step at once
-    gemm(False, True, N, H3, I, 1, xsrc, I, wih, I, 0, G, H3)
+    cdef floating* pih = NULL
     if pk != NULL:
         _pack_fwd(H, 0, H, reset_after, whh, pk)
+        pih = pk + _pk_fwd_size(pk, H, H, reset_after)
+        _pack_ih(I, H, True, 0, _ih_panels(pk, I, H, True), wih, pih)
+        # G = X @ W_ih^T, every step at once
+        _pgemm(<int>N, H3, I, xsrc, I, pih, <Py_ssize_t>I * _nr(pk), G, H3, False)
+    else:
+        gemm(False, True, N, H3, I, 1, xsrc, I, wih, I, 0, G, H3)
     for s in range(T):
         t = T - 1 - s if reverse else s
         n = bs[t]
@@ -661,9 +700,17 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
     colsum(N, H3, dG, H3, ones, dbhh)
     # dX (+)= dGx @ W_ih
     dxdst = dX if dXp == NULL else dXp
-    gemm(False, False, N, I, 2 * H, 1, dG, H3, wih, I,
-         1 if (accumulate and dXp == NULL) else 0, dxdst, I)
-    gemm(False, False, N, I, H, 1, pn, ld_pn, wih + 2 * H * I, I, 1, dxdst, I)
+    cdef floating* pih = NULL
+    if pk != NULL:
+        pih = pk + _pk_bwd_size(pk, H, H)
+        _pack_ih(I, H, False, 0, _ih_panels(pk, I, H, False), wih, pih)
+        _pgemm(<int>N, I, 2 * H, dG, H3, pih, ps, dxdst, I, accumulate and dXp == NULL)
+        _pgemm(<int>N, I, H, pn, ld_pn, pih + <Py_ssize_t>2 * H * _nr(pk), ps, dxdst, I,
+               True)
+    else:
+        gemm(False, False, N, I, 2 * H, 1, dG, H3, wih, I,
+             1 if (accumulate and dXp == NULL) else 0, dxdst, I)
+        gemm(False, False, N, I, H, 1, pn, ld_pn, wih + 2 * H * I, I, 1, dxdst, I)
     if dXp != NULL:
         _scatter_rows(T, B, I, bs, off, dXp, dX, accumulate)
 
@@ -787,13 +834,21 @@ cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
                 _pack_fwd(H, j0, _chunk_lo(k + 1, nc, H) - j0, reset_after, whh,
                           pk + pko[k])
                 k = k + nt
+            # W_ih, shared by every row block: each thread packs a share of its panels
+            _pack_ih(I, H, True, _ih_panels(pk, I, H, True) * tid // nt,
+                     _ih_panels(pk, I, H, True) * (tid + 1) // nt, wih, pk + pko[nc])
+            grucy_barrier()
         # G = X @ W_ih^T in fixed row blocks
         blk = tid
         while blk < ROW_BLOCKS:
             r0 = _row_lo(blk, N)
             r1 = _row_lo(blk + 1, N)
-            gemm(False, True, <int>(r1 - r0), H3, I, 1, X + r0 * I, I, wih, I, 0,
-                 G + r0 * H3, H3)
+            if pk != NULL:
+                _pgemm(<int>(r1 - r0), H3, I, X + r0 * I, I, pk + pko[nc],
+                       <Py_ssize_t>I * _nr(pk), G + r0 * H3, H3, False)
+            else:
+                gemm(False, True, <int>(r1 - r0), H3, I, 1, X + r0 * I, I, wih, I, 0,
+                     G + r0 * H3, H3)
             blk = blk + nt
         if reset_after and tid == 0:
             # h0 in both buffers: a sequence joining late (reverse direction, variable
@@ -923,6 +978,9 @@ cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
                 j0 = _chunk_lo(k, nc, H)
                 _pack_bwd(H, j0, _chunk_lo(k + 1, nc, H) - j0, whh, pk + pko[k])
                 k = k + nt
+            # W_ih for dX, used after the time loop's barriers
+            _pack_ih(I, H, False, _ih_panels(pk, I, H, False) * tid // nt,
+                     _ih_panels(pk, I, H, False) * (tid + 1) // nt, wih, pk + pko[nc])
         for s in range(T - 1, -1, -1):
             t = T - 1 - s if reverse else s
             n = bs[t]
@@ -1000,10 +1058,16 @@ cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
         while blk < ROW_BLOCKS:
             r0 = _row_lo(blk, N)
             r1 = _row_lo(blk + 1, N)
-            gemm(False, False, <int>(r1 - r0), I, 2 * H, 1, dG + r0 * H3, H3, wih, I,
-                 1 if beta_dx else 0, dX + r0 * I, I)
-            gemm(False, False, <int>(r1 - r0), I, H, 1, pn + r0 * ld_pn, ld_pn,
-                 wih + <Py_ssize_t>2 * H * I, I, 1, dX + r0 * I, I)
+            if pk != NULL:
+                _pgemm(<int>(r1 - r0), I, 2 * H, dG + r0 * H3, H3, pk + pko[nc], ps,
+                       dX + r0 * I, I, beta_dx)
+                _pgemm(<int>(r1 - r0), I, H, pn + r0 * ld_pn, ld_pn,
+                       pk + pko[nc] + <Py_ssize_t>2 * H * _nr(pk), ps, dX + r0 * I, I, True)
+            else:
+                gemm(False, False, <int>(r1 - r0), I, 2 * H, 1, dG + r0 * H3, H3, wih, I,
+                     1 if beta_dx else 0, dX + r0 * I, I)
+                gemm(False, False, <int>(r1 - r0), I, H, 1, pn + r0 * ld_pn, ld_pn,
+                     wih + <Py_ssize_t>2 * H * I, I, 1, dX + r0 * I, I)
             blk = blk + nt
         grucy_barrier()
         # gradients += the second half's, by blocks of the flat arrays
@@ -1124,7 +1188,8 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     cdef int t, nt = _num_threads
     cdef const floating* xsrc = &X[0, 0, 0]
     if _packed and (chunked or T >= PACKED_MIN_STEPS):
-        pk = _buffer(pool, "pk", (_pk_total(pk_ptr, H, chunked, True, reset_after),), dtype)
+        pk = _buffer(pool, "pk", (_pk_total(pk_ptr, I, H, chunked, True, reset_after),),
+                     dtype)
         pk_ptr = &pk[0]
     elif chunked:
         # W_hh rows regrouped by unit chunk: [r z n] of chunk 0, of chunk 1, ...
@@ -1213,7 +1278,7 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
     if chunked:
         W2 = _buffer(pool, "W2", (3 * H * (I + H + 2),), dtype)
     if _packed and (chunked or T >= PACKED_MIN_STEPS):
-        pk = _buffer(pool, "pkb", (_pk_total(pk_ptr, H, chunked, False, reset_after),),
+        pk = _buffer(pool, "pkb", (_pk_total(pk_ptr, I, H, chunked, False, reset_after),),
                      dtype)
         pk_ptr = &pk[0]
     with nogil:
