@@ -361,9 +361,14 @@ def test_thread_api(restore_num_threads):
 @_needs_compiled
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
-def test_one_and_two_threads_bitwise_equal(dtype, reset_after, rng, restore_num_threads):
-    layer = GRU(32, 256, bidirectional=True, reset_after=reset_after, dtype=dtype, seed=6)
-    inputs = make_inputs(rng, layer, T=5, B=64, lengths=True)
+@pytest.mark.parametrize("T, B, I, H", [(5, 64, 32, 256), (60, 1, 40, 64)],
+                         ids=["chunked", "serial_threaded_gemms"])
+def test_one_and_two_threads_bitwise_equal(T, B, I, H, dtype, reset_after, rng,
+                                           restore_num_threads):
+    # chunked: the one-team kernels; serial: one thread in the time loop, but its GEMMs
+    # before and after the loop large enough to run on the team
+    layer = GRU(I, H, bidirectional=True, reset_after=reset_after, dtype=dtype, seed=6)
+    inputs = make_inputs(rng, layer, T=T, B=B, lengths=B > 1)
     grucy.set_num_threads(1)
     one = run_layer(layer, inputs)
     grucy.set_num_threads(2)

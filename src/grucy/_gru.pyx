@@ -92,6 +92,9 @@ cdef extern from *:
 cdef int _num_threads = grucy_omp_max_threads()
 # Below this many elements per step, waking a second thread costs more than it saves.
 cdef Py_ssize_t PARALLEL_MIN_WORK = 8192
+# Below this many multiply-adds the serial kernels run their hoisted GEMMs on one thread:
+# waking a team costs a few microseconds.
+DEF HOISTED_PARALLEL_MIN_WORK = 1 << 20
 
 
 cdef str _blas_control = "none"
@@ -145,6 +148,13 @@ def set_num_threads(int n):
 def get_num_threads():
     """Threads grucy's OpenMP loops use."""
     return _num_threads
+
+
+cdef inline int _hoisted_threads(Py_ssize_t work) noexcept nogil:
+    """Threads for the hoisted GEMMs of the serial kernels (work: multiply-adds)."""
+    if _num_threads > 1 and work >= HOISTED_PARALLEL_MIN_WORK:
+        return _num_threads
+    return 1
 
 
 cdef inline int _threads_for(Py_ssize_t work) noexcept nogil:
@@ -325,8 +335,8 @@ cdef extern from "_pgemm.h" nogil:
     void grucy_pack_t_d(int K, int c, int g0, int ng, int H, int j0, const double* W, int ldw, double* P)
     void grucy_pack_n_f(int K, int N, const float* W, int ldw, float* P)
     void grucy_pack_n_d(int K, int N, const double* W, int ldw, double* P)
-    void grucy_pgemm_f(int M, int N, int K, const float* A, int lda, const float* P, size_t pstride, float* C, int ldc, int beta)
-    void grucy_pgemm_d(int M, int N, int K, const double* A, int lda, const double* P, size_t pstride, double* C, int ldc, int beta)
+    void grucy_pgemm_f(int M, int N, int K, const float* A, int lda, const float* P, size_t pstride, float* C, int ldc, int beta, int backwards)
+    void grucy_pgemm_d(int M, int N, int K, const double* A, int lda, const double* P, size_t pstride, double* C, int ldc, int beta, int backwards)
 
 # Whether the kernels use the packed recurrent GEMM (AVX-512 CPUs); _set_packed changes it.
 cdef bint _packed = grucy_pgemm_available()
@@ -472,18 +482,18 @@ def _pgemm_probe(const floating[:, ::1] a, const floating[:, ::1] w, bint transp
     with nogil:
         for r in range(repeats):
             _pgemm(M, N, K, &a[0, 0], K, &P[0], <Py_ssize_t>K * _nr(&P[0]), &c[0, 0], N,
-                   False)
+                   False, r & 1)
     return time.perf_counter() - t0
 
 
 cdef inline void _pgemm(int m, int n, int k, const floating* a, int lda,
                         const floating* P, Py_ssize_t pstride, floating* c, int ldc,
-                        bint beta) noexcept nogil:
-    """C (m, n) (+)= A (m, k) @ B, B packed (see above)."""
+                        bint beta, bint backwards=False) noexcept nogil:
+    """C (m, n) (+)= A (m, k) @ B, B packed (see above); ``backwards``: panel order."""
     if floating is float:
-        grucy_pgemm_f(m, n, k, a, lda, P, pstride, c, ldc, beta)
+        grucy_pgemm_f(m, n, k, a, lda, P, pstride, c, ldc, beta, backwards)
     else:
-        grucy_pgemm_d(m, n, k, a, lda, P, pstride, c, ldc, beta)
+        grucy_pgemm_d(m, n, k, a, lda, P, pstride, c, ldc, beta, backwards)
 
 
 # ---------------------------------------------------------------------------------------
@@ -516,6 +526,105 @@ cdef void _scatter_rows(int T, int B, int I, const int* bs, const Py_ssize_t* of
             memset(row + <Py_ssize_t>bs[t] * I, 0,
                    <size_t>(B - bs[t]) * I * sizeof(floating))
 
+# ---------------------------------------------------------------------------------------
+# The GEMMs outside the time loop, shared by both kernel families.  Each is split into
+# pieces fixed by the sizes, never by the thread count (so results are bit-identical for
+# any number of threads); thread `tid` of `nt` takes pieces tid, tid + nt, ...  Called
+# by every thread of a team (they contain barriers), or by one thread with nt = 1.
+
+DEF ROW_BLOCKS = 8
+
+
+cdef inline Py_ssize_t _row_lo(int blk, Py_ssize_t N) noexcept nogil:
+    return N * blk // ROW_BLOCKS
+
+
+cdef void _input_projection(int tid, int nt, Py_ssize_t N, int I, int H,
+                            const floating* X, const floating* wih, const floating* pih,
+                            floating* G) noexcept nogil:
+    """G (N, 3H) = X (N, I) @ W_ih^T by fixed row blocks; pih: W_ih packed for it
+    (_pack_ih forward), or NULL for BLAS."""
+    cdef int blk = tid, H3 = 3 * H
+    cdef Py_ssize_t r0, r1
+    while blk < ROW_BLOCKS:
+        r0 = _row_lo(blk, N)
+        r1 = _row_lo(blk + 1, N)
+        if pih != NULL:
+            _pgemm(<int>(r1 - r0), H3, I, X + r0 * I, I, pih, <Py_ssize_t>I * _nr(pih),
+                   G + r0 * H3, H3, False)
+        else:
+            gemm(False, True, <int>(r1 - r0), H3, I, 1, X + r0 * I, I, wih, I, 0,
+                 G + r0 * H3, H3)
+        blk = blk + nt
+
+
+cdef void _hoisted_gradients(int tid, int nt, Py_ssize_t N, int I, int H,
+                             bint reset_after, const floating* dG,
+                             const floating* dGxn, const floating* X,
+                             const floating* Hp, const floating* A,
+                             const floating* wih, const floating* pih,
+                             floating* dwih, floating* dwhh, floating* dbih,
+                             floating* dbhh, const floating* ones, floating* W2,
+                             floating* dX, bint beta_dx) noexcept nogil:
+    """After BPTT: the weight and bias gradients (added) and dX (N, I) (set, or added
+    when ``beta_dx``) from the gate gradients dG (N, 3H) (hidden side; reset-after keeps
+    the input side of n in dGxn (N, H)).  pih: W_ih packed for dX (_pack_ih backward) or
+    NULL; W2: room for 3H * (I + H + 2) values.
+
+    The weight gradients are sums over all N rows, computed as two halves of the rows:
+    the first half is added to the gradients, the second is put into W2 and added
+    after a barrier.  Each half is one large GEMM per weight (two where the source
+    changes at gate row 2H), so BLAS packs every operand once (split by gate rows
+    instead, the sources were packed again for every block: 12% of the backward's CPU
+    time at 32x100x128x256)."""
+    cdef int H3 = 3 * H, q = tid, blk
+    cdef Py_ssize_t r0, r1
+    cdef const floating* pn = dGxn if reset_after else dG + 2 * H
+    cdef int ld_pn = H if reset_after else H3
+    while q < 2:
+        r0 = 0 if q == 0 else N // 2
+        r1 = N // 2 if q == 0 else N
+        # dW_ih (+)= dGx^T @ X;  dW_hh (+)= dGh^T @ [Hp | Hp or A], rows r0:r1
+        _wgrad(H, <int>(r1 - r0), dG + r0 * H3, H3, pn + r0 * ld_pn, ld_pn,
+               X + r0 * I, X + r0 * I, I, dwih if q == 0 else W2, ones,
+               dbih if q == 0 else W2 + <Py_ssize_t>H3 * (I + H), q == 0)
+        _wgrad(H, <int>(r1 - r0), dG + r0 * H3, H3, dG + r0 * H3 + 2 * H, H3,
+               Hp + r0 * H, (Hp if reset_after else A) + r0 * H, H,
+               dwhh if q == 0 else W2 + <Py_ssize_t>H3 * I, ones,
+               dbhh if q == 0 else W2 + <Py_ssize_t>H3 * (I + H + 1), q == 0)
+        q = q + nt
+    # dX (+)= dGx @ W_ih by row blocks
+    blk = tid
+    while blk < ROW_BLOCKS:
+        r0 = _row_lo(blk, N)
+        r1 = _row_lo(blk + 1, N)
+        if pih != NULL:
+            _pgemm(<int>(r1 - r0), I, 2 * H, dG + r0 * H3, H3, pih,
+                   <Py_ssize_t>H3 * _nr(pih), dX + r0 * I, I, beta_dx)
+            _pgemm(<int>(r1 - r0), I, H, pn + r0 * ld_pn, ld_pn,
+                   pih + <Py_ssize_t>2 * H * _nr(pih), <Py_ssize_t>H3 * _nr(pih),
+                   dX + r0 * I, I, True)
+        else:
+            gemm(False, False, <int>(r1 - r0), I, 2 * H, 1, dG + r0 * H3, H3, wih, I,
+                 1 if beta_dx else 0, dX + r0 * I, I)
+            gemm(False, False, <int>(r1 - r0), I, H, 1, pn + r0 * ld_pn, ld_pn,
+                 wih + <Py_ssize_t>2 * H * I, I, 1, dX + r0 * I, I)
+        blk = blk + nt
+    grucy_barrier()
+    # gradients += the second half's, by blocks of the flat arrays
+    blk = tid
+    while blk < ROW_BLOCKS:
+        _add_rows(dwih, W2, _row_lo(blk, <Py_ssize_t>H3 * I),
+                  _row_lo(blk + 1, <Py_ssize_t>H3 * I))
+        _add_rows(dwhh, W2 + <Py_ssize_t>H3 * I, _row_lo(blk, <Py_ssize_t>H3 * H),
+                  _row_lo(blk + 1, <Py_ssize_t>H3 * H))
+        _add_rows(dbih, W2 + <Py_ssize_t>H3 * (I + H), _row_lo(blk, H3),
+                  _row_lo(blk + 1, H3))
+        _add_rows(dbhh, W2 + <Py_ssize_t>H3 * (I + H + 1), _row_lo(blk, H3),
+                  _row_lo(blk + 1, H3))
+        blk = blk + nt
+
+
 cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize_t* off,
                        bint reverse, bint reset_after, bint training,
                        const floating* X, const floating* wih, const floating* whh,
@@ -536,14 +645,19 @@ cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize
         _gather_rows(T, B, I, bs, off, X, Xp)
         xsrc = Xp
     cdef floating* pih = NULL
+    cdef int tid = 0
     if pk != NULL:
         _pack_fwd(H, 0, H, reset_after, whh, pk)
         pih = pk + _pk_fwd_size(pk, H, H, reset_after)
         _pack_ih(I, H, True, 0, _ih_panels(pk, I, H, True), wih, pih)
-        # G = X @ W_ih^T, every step at once
-        _pgemm(<int>N, H3, I, xsrc, I, pih, <Py_ssize_t>I * _nr(pk), G, H3, False)
+    # G = X @ W_ih^T, every step at once
+    nt = _hoisted_threads(N * H3 * I)
+    if nt > 1:
+        with parallel(num_threads=nt):
+            tid = grucy_thread_num()
+            _input_projection(tid, nt, N, I, H, xsrc, wih, pih, G)
     else:
-        gemm(False, True, N, H3, I, 1, xsrc, I, wih, I, 0, G, H3)
+        _input_projection(0, 1, N, I, H, xsrc, wih, pih, G)
     for s in range(T):
         t = T - 1 - s if reverse else s
         n = bs[t]
@@ -560,7 +674,7 @@ cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize
         if reset_after:
             # Gh = h @ W_hh^T
             if pk != NULL:
-                _pgemm(n, H3, H, S, H, pk, <Py_ssize_t>H * _nr(pk), Gh, H3, False)
+                _pgemm(n, H3, H, S, H, pk, <Py_ssize_t>H * _nr(pk), Gh, H3, False, s & 1)
             else:
                 gemm(False, True, n, H3, H, 1, S, H, whh, H, 0, Gh, H3)
             if nt > 1:
@@ -574,7 +688,7 @@ cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize
         else:
             # Gh[:, :2H] = h @ W_h{r,z}^T; then Gh[:, 2H:] = (r * h) @ W_hn^T
             if pk != NULL:
-                _pgemm(n, 2 * H, H, S, H, pk, <Py_ssize_t>H * _nr(pk), Gh, H3, False)
+                _pgemm(n, 2 * H, H, S, H, pk, <Py_ssize_t>H * _nr(pk), Gh, H3, False, s & 1)
             else:
                 gemm(False, True, n, 2 * H, H, 1, S, H, whh, H, 0, Gh, H3)
             if nt > 1:
@@ -612,8 +726,9 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
                         floating* dwih, floating* dwhh, floating* dbih, floating* dbhh,
                         floating* dG, floating* dGxn, floating* dRH, const floating* ones,
                         floating* dX, floating* dXp, bint accumulate,
-                        floating* pk) noexcept nogil:
-    """pk: room for the packed W_hh (_pk_bwd_size with c = H), or NULL (BLAS)."""
+                        floating* pk, floating* W2) noexcept nogil:
+    """pk: room for the packed W_hh and W_ih (_pk_total), or NULL (BLAS); W2: see
+    _hoisted_gradients."""
     cdef int H3 = 3 * H
     cdef int s, t, n, b, nt
     cdef Py_ssize_t N = off[T]
@@ -646,7 +761,7 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
                                    dg + b * H3, dGxn + (off[t] + b) * H)
             # dh += dGh @ W_hh
             if pk != NULL:
-                _pgemm(n, H, H3, dg, H3, pk, ps, dS, H, True)
+                _pgemm(n, H, H3, dg, H3, pk, ps, dS, H, True, s & 1)
             else:
                 gemm(False, False, n, H, H3, 1, dg, H3, whh, H, 1, dS, H)
         else:
@@ -676,41 +791,28 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
                                       Hp + (off[t] + b) * H, dg + b * H3)
             # dh += dG[:, :2H] @ W_h{r,z}
             if pk != NULL:
-                _pgemm(n, H, 2 * H, dg, H3, pk, ps, dS, H, True)
+                _pgemm(n, H, 2 * H, dg, H3, pk, ps, dS, H, True, s & 1)
             else:
                 gemm(False, False, n, H, 2 * H, 1, dg, H3, whh, H, 1, dS, H)
 
-    # Input-side gate gradients: r and z equal the hidden side; n differs for reset-after.
-    if reset_after:
-        pn = dGxn
-        ld_pn = H
-    else:
-        pn = dG + 2 * H
-        ld_pn = H3
-    # dW_ih += dGx^T @ X
-    gemm(True, False, 2 * H, I, N, 1, dG, H3, X, I, 1, dwih, I)
-    gemm(True, False, H, I, N, 1, pn, ld_pn, X, I, 1, dwih + 2 * H * I, I)
-    # dW_hh += dGh^T @ [H_prev | H_prev or r*H_prev]
-    gemm(True, False, 2 * H, H, N, 1, dG, H3, Hp, H, 1, dwhh, H)
-    gemm(True, False, H, H, N, 1, dG + 2 * H, H3, Hp if reset_after else A, H, 1,
-         dwhh + 2 * H * H, H)
-    # db_ih += dGx.sum(0); db_hh += dGh.sum(0)
-    colsum(N, 2 * H, dG, H3, ones, dbih)
-    colsum(N, H, pn, ld_pn, ones, dbih + 2 * H)
-    colsum(N, H3, dG, H3, ones, dbhh)
-    # dX (+)= dGx @ W_ih
+    # Weight and bias gradients, dX (+)= dGx @ W_ih
     dxdst = dX if dXp == NULL else dXp
     cdef floating* pih = NULL
+    cdef int tid = 0
     if pk != NULL:
         pih = pk + _pk_bwd_size(pk, H, H)
         _pack_ih(I, H, False, 0, _ih_panels(pk, I, H, False), wih, pih)
-        _pgemm(<int>N, I, 2 * H, dG, H3, pih, ps, dxdst, I, accumulate and dXp == NULL)
-        _pgemm(<int>N, I, H, pn, ld_pn, pih + <Py_ssize_t>2 * H * _nr(pk), ps, dxdst, I,
-               True)
+    nt = _hoisted_threads(N * H3 * (I + H))
+    if nt > 1:
+        with parallel(num_threads=nt):
+            tid = grucy_thread_num()
+            _hoisted_gradients(tid, nt, N, I, H, reset_after, dG, dGxn, X, Hp, A, wih,
+                               pih, dwih, dwhh, dbih, dbhh, ones, W2, dxdst,
+                               accumulate and dXp == NULL)
     else:
-        gemm(False, False, N, I, 2 * H, 1, dG, H3, wih, I,
-             1 if (accumulate and dXp == NULL) else 0, dxdst, I)
-        gemm(False, False, N, I, H, 1, pn, ld_pn, wih + 2 * H * I, I, 1, dxdst, I)
+        _hoisted_gradients(0, 1, N, I, H, reset_after, dG, dGxn, X, Hp, A, wih, pih,
+                           dwih, dwhh, dbih, dbhh, ones, W2, dxdst,
+                           accumulate and dXp == NULL)
     if dXp != NULL:
         _scatter_rows(T, B, I, bs, off, dXp, dX, accumulate)
 
@@ -728,7 +830,6 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
 # are split the same way, by unit chunks or by fixed blocks of rows.
 
 DEF MAX_CHUNKS = 8
-DEF ROW_BLOCKS = 8
 # Chunks have at least _min_chunk units and start on multiples of _chunk_align units.
 cdef int _min_chunk = 32
 cdef int _chunk_align = 16
@@ -759,10 +860,6 @@ cdef inline int _chunk_lo(int k, int nc, int H) noexcept nogil:
     if k >= nc:
         return H
     return <int>((<long long>k * H // nc) // _chunk_align * _chunk_align)
-
-
-cdef inline Py_ssize_t _row_lo(int blk, Py_ssize_t N) noexcept nogil:
-    return N * blk // ROW_BLOCKS
 
 
 cdef void _wgrad(int H, int N, const floating* d_rz, int ld_rz, const floating* d_n,
@@ -839,17 +936,8 @@ cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
                      _ih_panels(pk, I, H, True) * (tid + 1) // nt, wih, pk + pko[nc])
             grucy_barrier()
         # G = X @ W_ih^T in fixed row blocks
-        blk = tid
-        while blk < ROW_BLOCKS:
-            r0 = _row_lo(blk, N)
-            r1 = _row_lo(blk + 1, N)
-            if pk != NULL:
-                _pgemm(<int>(r1 - r0), H3, I, X + r0 * I, I, pk + pko[nc],
-                       <Py_ssize_t>I * _nr(pk), G + r0 * H3, H3, False)
-            else:
-                gemm(False, True, <int>(r1 - r0), H3, I, 1, X + r0 * I, I, wih, I, 0,
-                     G + r0 * H3, H3)
-            blk = blk + nt
+        _input_projection(tid, nt, N, I, H, X, wih, pk + pko[nc] if pk != NULL else NULL,
+                          G)
         if reset_after and tid == 0:
             # h0 in both buffers: a sequence joining late (reverse direction, variable
             # lengths) reads it from whichever buffer its first step reads.
@@ -942,14 +1030,8 @@ cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
                         floating* pk, floating* W2) noexcept nogil:
     """BPTT with one OpenMP team (see _forward_par); dX (N, I) packed rows, added to
     when ``beta_dx``.  pk: room for the packed W_hh[:, chunk] of every chunk
-    (_pk_bwd_size each), or NULL (BLAS).  W2: room for a second copy of the weight and
-    bias gradients, 3H * (I + H + 2) values.
-
-    The weight gradients are sums over all N rows, computed as two halves of the rows
-    (fixed, whatever the thread count): the first half is added to the gradients, the
-    second is put into W2 and added after a barrier.  So each half is one large GEMM per
-    weight and BLAS packs every operand once (split by gate rows instead, the source
-    matrices were packed again for every block: 12% of the backward's CPU time)."""
+    (_pk_bwd_size each) followed by W_ih's, or NULL (BLAS).  W2: see
+    _hoisted_gradients."""
     cdef int H3 = 3 * H, nc = _nchunks(H)
     cdef Py_ssize_t pko[MAX_CHUNKS + 1]
     cdef Py_ssize_t ps = <Py_ssize_t>3 * H * _nr(pk)
@@ -1039,49 +1121,9 @@ cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
                          whh + j0, H, 1, dS + j0, H)
                 k = k + nt
         grucy_barrier()
-        # Hoisted gradients: dW_ih, dW_hh and biases in two halves of the rows (see
-        # above), dX by row blocks.
-        q = tid
-        while q < 2:
-            r0 = 0 if q == 0 else N // 2
-            r1 = N // 2 if q == 0 else N
-            # dW_ih (+)= dGx^T @ X;  dW_hh (+)= dGh^T @ [Hp | Hp or A], rows r0:r1
-            _wgrad(H, <int>(r1 - r0), dG + r0 * H3, H3, pn + r0 * ld_pn, ld_pn,
-                   X + r0 * I, X + r0 * I, I, dwih if q == 0 else W2, ones,
-                   dbih if q == 0 else W2 + <Py_ssize_t>H3 * (I + H), q == 0)
-            _wgrad(H, <int>(r1 - r0), dG + r0 * H3, H3, dG + r0 * H3 + 2 * H, H3,
-                   Hp + r0 * H, (Hp if reset_after else A) + r0 * H, H,
-                   dwhh if q == 0 else W2 + <Py_ssize_t>H3 * I, ones,
-                   dbhh if q == 0 else W2 + <Py_ssize_t>H3 * (I + H + 1), q == 0)
-            q = q + nt
-        blk = tid
-        while blk < ROW_BLOCKS:
-            r0 = _row_lo(blk, N)
-            r1 = _row_lo(blk + 1, N)
-            if pk != NULL:
-                _pgemm(<int>(r1 - r0), I, 2 * H, dG + r0 * H3, H3, pk + pko[nc], ps,
-                       dX + r0 * I, I, beta_dx)
-                _pgemm(<int>(r1 - r0), I, H, pn + r0 * ld_pn, ld_pn,
-                       pk + pko[nc] + <Py_ssize_t>2 * H * _nr(pk), ps, dX + r0 * I, I, True)
-            else:
-                gemm(False, False, <int>(r1 - r0), I, 2 * H, 1, dG + r0 * H3, H3, wih, I,
-                     1 if beta_dx else 0, dX + r0 * I, I)
-                gemm(False, False, <int>(r1 - r0), I, H, 1, pn + r0 * ld_pn, ld_pn,
-                     wih + <Py_ssize_t>2 * H * I, I, 1, dX + r0 * I, I)
-            blk = blk + nt
-        grucy_barrier()
-        # gradients += the second half's, by blocks of the flat arrays
-        blk = tid
-        while blk < ROW_BLOCKS:
-            _add_rows(dwih, W2, _row_lo(blk, <Py_ssize_t>H3 * I),
-                      _row_lo(blk + 1, <Py_ssize_t>H3 * I))
-            _add_rows(dwhh, W2 + <Py_ssize_t>H3 * I, _row_lo(blk, <Py_ssize_t>H3 * H),
-                      _row_lo(blk + 1, <Py_ssize_t>H3 * H))
-            _add_rows(dbih, W2 + <Py_ssize_t>H3 * (I + H), _row_lo(blk, H3),
-                      _row_lo(blk + 1, H3))
-            _add_rows(dbhh, W2 + <Py_ssize_t>H3 * (I + H + 1), _row_lo(blk, H3),
-                      _row_lo(blk + 1, H3))
-            blk = blk + nt
+        _hoisted_gradients(tid, nt, N, I, H, reset_after, dG, dGxn, X, Hp, A, wih,
+                           pk + pko[nc] if pk != NULL else NULL, dwih, dwhh, dbih, dbhh,
+                           ones, W2, dX, beta_dx)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1274,9 +1316,7 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
     cdef int nt = _num_threads
     cdef floating[::1] pk
     cdef floating* pk_ptr = NULL
-    cdef floating[::1] W2
-    if chunked:
-        W2 = _buffer(pool, "W2", (3 * H * (I + H + 2),), dtype)
+    cdef floating[::1] W2 = _buffer(pool, "W2", (3 * H * (I + H + 2),), dtype)
     if _packed and (chunked or T >= PACKED_MIN_STEPS):
         pk = _buffer(pool, "pkb", (_pk_total(pk_ptr, I, H, chunked, False, reset_after),),
                      dtype)
@@ -1289,7 +1329,7 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
                           &X[0, 0], &w_ih[0, 0], &w_hh[0, 0], &G[0, 0], &A[0, 0],
                           &Hp[0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0], &db_hh[0],
                           &dG[0, 0], &dGxn[0, 0], &dRH[0, 0], &ones[0],
-                          &dX[0, 0, 0], dxp_ptr, accumulate, pk_ptr)
+                          &dX[0, 0, 0], dxp_ptr, accumulate, pk_ptr, &W2[0])
         else:
             _backward_par(nt, T, B, I, H, &bs[0], &off[0], reverse, reset_after,
                           &dY[0, 0, 0], y_t, y_b, &dh[0, 0],

@@ -16,7 +16,10 @@
  *
  * C (M, N) = A (M, K) @ B (+ C when beta), A and C row-major with leading dimensions
  * lda, ldc.  The sum over k runs in order 0..K-1 with one FMA per term, the same for
- * every M, N and thread count.
+ * every M, N and thread count.  Panels are visited first to last, or last to first when
+ * ``backwards``: a recurrence alternating the two finds the panels it used last still
+ * in L1 (a weight a little larger than L1, e.g. 48 KB at H = 64, no longer misses in
+ * full at every step); the results are the same either way.
  */
 #ifndef GRUCY_PGEMM_H
 #define GRUCY_PGEMM_H
@@ -131,13 +134,14 @@ GRUCY_AVX512_INLINE void grucy_pgemm_block_##SFX(                               
                                                                                            \
 GRUCY_AVX512 static void grucy_pgemm_##SFX(int M, int N, int K, const T* A, int lda,      \
                                            const T* P, size_t pstride, T* C, int ldc,     \
-                                           int beta)                                      \
+                                           int beta, int backwards)                       \
 {                                                                                          \
-    const int NR = 2 * (L);                                                                \
+    const int NR = 2 * (L), np = (N + NR - 1) / NR;                                        \
     const MASK full = (MASK)~(MASK)0;                                                      \
-    int p, i, nr;                                                                          \
+    int q, p, i, nr;                                                                       \
     MASK m0, m1;                                                                           \
-    for (p = 0; p * NR < N; p++) {                                                         \
+    for (q = 0; q < np; q++) {                                                             \
+        p = backwards ? np - 1 - q : q;                                                    \
         nr = N - p * NR < NR ? N - p * NR : NR;                                            \
         m0 = nr >= (L) ? full : (MASK)((1u << nr) - 1);                                    \
         m1 = nr >= NR ? full : nr <= (L) ? (MASK)0 : (MASK)((1u << (nr - (L))) - 1);       \
@@ -178,9 +182,9 @@ GRUCY_PGEMM_DEFINE(double, d, __m512d, 8, __mmask8, _mm512_set1_pd, _mm512_loadu
 GRUCY_PGEMM_COMMON(float, f, 16)
 GRUCY_PGEMM_COMMON(double, d, 8)
 static void grucy_pgemm_f(int M, int N, int K, const float* A, int lda, const float* P,
-                          size_t pstride, float* C, int ldc, int beta) {}
+                          size_t pstride, float* C, int ldc, int beta, int backwards) {}
 static void grucy_pgemm_d(int M, int N, int K, const double* A, int lda, const double* P,
-                          size_t pstride, double* C, int ldc, int beta) {}
+                          size_t pstride, double* C, int ldc, int beta, int backwards) {}
 
 #endif
 #endif
