@@ -565,11 +565,12 @@ cdef void _hoisted_gradients(int tid, int nt, Py_ssize_t N, int I, int H,
                              const floating* wih, const floating* pih,
                              floating* dwih, floating* dwhh, floating* dbih,
                              floating* dbhh, const floating* ones, floating* W2,
-                             floating* dX, bint beta_dx) noexcept nogil:
+                             floating* W2hh, floating* dX, bint beta_dx) noexcept nogil:
     """After BPTT: the weight and bias gradients (added) and dX (N, I) (set, or added
     when ``beta_dx``) from the gate gradients dG (N, 3H) (hidden side; reset-after keeps
     the input side of n in dGxn (N, H)).  pih: W_ih packed for dX (_pack_ih backward) or
-    NULL; W2: room for 3H * (I + H + 2) values.
+    NULL; W2: room for 3H * (I + 2) values, W2hh for 3H * H (the kernels pass the
+    packed W_hh, no longer needed by then).
 
     The weight gradients are sums over all N rows, computed as two halves of the rows:
     the first half is added to the gradients, the second is put into W2 and added
@@ -587,11 +588,11 @@ cdef void _hoisted_gradients(int tid, int nt, Py_ssize_t N, int I, int H,
         # dW_ih (+)= dGx^T @ X;  dW_hh (+)= dGh^T @ [Hp | Hp or A], rows r0:r1
         _wgrad(H, <int>(r1 - r0), dG + r0 * H3, H3, pn + r0 * ld_pn, ld_pn,
                X + r0 * I, X + r0 * I, I, dwih if q == 0 else W2, ones,
-               dbih if q == 0 else W2 + <Py_ssize_t>H3 * (I + H), q == 0)
+               dbih if q == 0 else W2 + <Py_ssize_t>H3 * I, q == 0)
         _wgrad(H, <int>(r1 - r0), dG + r0 * H3, H3, dG + r0 * H3 + 2 * H, H3,
                Hp + r0 * H, (Hp if reset_after else A) + r0 * H, H,
-               dwhh if q == 0 else W2 + <Py_ssize_t>H3 * I, ones,
-               dbhh if q == 0 else W2 + <Py_ssize_t>H3 * (I + H + 1), q == 0)
+               dwhh if q == 0 else W2hh, ones,
+               dbhh if q == 0 else W2 + <Py_ssize_t>H3 * (I + 1), q == 0)
         q = q + nt
     # dX (+)= dGx @ W_ih by row blocks
     blk = tid
@@ -616,11 +617,10 @@ cdef void _hoisted_gradients(int tid, int nt, Py_ssize_t N, int I, int H,
     while blk < ROW_BLOCKS:
         _add_rows(dwih, W2, _row_lo(blk, <Py_ssize_t>H3 * I),
                   _row_lo(blk + 1, <Py_ssize_t>H3 * I))
-        _add_rows(dwhh, W2 + <Py_ssize_t>H3 * I, _row_lo(blk, <Py_ssize_t>H3 * H),
+        _add_rows(dwhh, W2hh, _row_lo(blk, <Py_ssize_t>H3 * H),
                   _row_lo(blk + 1, <Py_ssize_t>H3 * H))
-        _add_rows(dbih, W2 + <Py_ssize_t>H3 * (I + H), _row_lo(blk, H3),
-                  _row_lo(blk + 1, H3))
-        _add_rows(dbhh, W2 + <Py_ssize_t>H3 * (I + H + 1), _row_lo(blk, H3),
+        _add_rows(dbih, W2 + <Py_ssize_t>H3 * I, _row_lo(blk, H3), _row_lo(blk + 1, H3))
+        _add_rows(dbhh, W2 + <Py_ssize_t>H3 * (I + 1), _row_lo(blk, H3),
                   _row_lo(blk + 1, H3))
         blk = blk + nt
 
@@ -728,7 +728,7 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
                         floating* dX, floating* dXp, bint accumulate,
                         floating* pk, floating* W2) noexcept nogil:
     """pk: room for the packed W_hh and W_ih (_pk_total), or NULL (BLAS); W2: see
-    _hoisted_gradients."""
+    _hoisted_gradients (followed by room for W2hh when pk is NULL)."""
     cdef int H3 = 3 * H
     cdef int s, t, n, b, nt
     cdef Py_ssize_t N = off[T]
@@ -807,11 +807,13 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
         with parallel(num_threads=nt):
             tid = grucy_thread_num()
             _hoisted_gradients(tid, nt, N, I, H, reset_after, dG, dGxn, X, Hp, A, wih,
-                               pih, dwih, dwhh, dbih, dbhh, ones, W2, dxdst,
+                               pih, dwih, dwhh, dbih, dbhh, ones, W2,
+                               pk if pk != NULL else W2 + <Py_ssize_t>H3 * (I + 2), dxdst,
                                accumulate and dXp == NULL)
     else:
         _hoisted_gradients(0, 1, N, I, H, reset_after, dG, dGxn, X, Hp, A, wih, pih,
-                           dwih, dwhh, dbih, dbhh, ones, W2, dxdst,
+                           dwih, dwhh, dbih, dbhh, ones, W2,
+                           pk if pk != NULL else W2 + <Py_ssize_t>H3 * (I + 2), dxdst,
                            accumulate and dXp == NULL)
     if dXp != NULL:
         _scatter_rows(T, B, I, bs, off, dXp, dX, accumulate)
@@ -1030,7 +1032,7 @@ cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
                         floating* pk, floating* W2) noexcept nogil:
     """BPTT with one OpenMP team (see _forward_par); dX (N, I) packed rows, added to
     when ``beta_dx``.  pk: room for the packed W_hh[:, chunk] of every chunk
-    (_pk_bwd_size each) followed by W_ih's, or NULL (BLAS).  W2: see
+    (_pk_bwd_size each) followed by W_ih's, or NULL (BLAS).  W2: as in _backward_seq; see
     _hoisted_gradients."""
     cdef int H3 = 3 * H, nc = _nchunks(H)
     cdef Py_ssize_t pko[MAX_CHUNKS + 1]
@@ -1123,7 +1125,8 @@ cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
         grucy_barrier()
         _hoisted_gradients(tid, nt, N, I, H, reset_after, dG, dGxn, X, Hp, A, wih,
                            pk + pko[nc] if pk != NULL else NULL, dwih, dwhh, dbih, dbhh,
-                           ones, W2, dX, beta_dx)
+                           ones, W2, pk if pk != NULL else W2 + <Py_ssize_t>H3 * (I + 2),
+                           dX, beta_dx)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1316,11 +1319,15 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
     cdef int nt = _num_threads
     cdef floating[::1] pk
     cdef floating* pk_ptr = NULL
-    cdef floating[::1] W2 = _buffer(pool, "W2", (3 * H * (I + H + 2),), dtype)
     if _packed and (chunked or T >= PACKED_MIN_STEPS):
-        pk = _buffer(pool, "pkb", (_pk_total(pk_ptr, I, H, chunked, False, reset_after),),
+        # (the forward's buffer: it is done with its packed weights)
+        pk = _buffer(pool, "pk", (_pk_total(pk_ptr, I, H, chunked, False, reset_after),),
                      dtype)
         pk_ptr = &pk[0]
+    # Partial weight gradients (_hoisted_gradients); dW_hh's go into the packed W_hh
+    # (pk starts with it: 3H * roundup(H) values) once the time loop is done with it.
+    cdef floating[::1] W2 = _buffer(pool, "W2", (3 * H * (I + 2 + (0 if pk_ptr else H)),),
+                                    dtype)
     with nogil:
         grucy_blas_enter()
         if not chunked:
