@@ -823,13 +823,14 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
 # Parallel whole-sequence kernels: one OpenMP team for the whole sequence.
 #
 # The hidden units are cut into a fixed number of chunks (at most MAX_CHUNKS, at least
-# 16 units each, boundaries on multiples of 16) that depend only on H, never on the
-# thread count; thread `tid` takes chunks tid, tid + nt, ...  Each thread runs the
-# recurrent GEMM for its own units with single-threaded BLAS, then the fused pass for
-# its own units; barriers separate the phases.  Because every GEMM call and every
-# summation is the same whatever the number of threads, results are bit-identical for
-# 1, 2, ... threads.  The hoisted GEMMs (input projection, weight and input gradients)
-# are split the same way, by unit chunks or by fixed blocks of rows.
+# _min_chunk units each, boundaries on multiples of _chunk_align) that depend only on H,
+# never on the thread count; thread `tid` takes chunks tid, tid + nt, ...  Each thread
+# packs the W_hh rows of its own chunks, runs the recurrent GEMM for its own units (the
+# packed kernel, or single-threaded BLAS), then the fused pass for its own units;
+# barriers separate the phases.  Because every GEMM call and every summation is the same
+# whatever the number of threads, results are bit-identical for 1, 2, ... threads.  The
+# GEMMs outside the loop are split into fixed pieces too (_input_projection,
+# _hoisted_gradients).
 
 DEF MAX_CHUNKS = 8
 # Chunks have at least _min_chunk units and start on multiples of _chunk_align units.
