@@ -1364,12 +1364,11 @@ ctypedef struct _LayerPtrs:
     int in_size
 
 
-cdef bint _all_finite(const floating* p, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef floating acc = 0
-    for i in range(n):
-        acc = acc + p[i] * 0  # NaN or inf make the product NaN
-    return acc == 0
+cdef inline bint _all_finite(const floating* p, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return grucy_finite_f(p, n)
+    else:
+        return grucy_finite_d(p, n)
 
 
 cdef class GRUStream:
