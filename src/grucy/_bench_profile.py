@@ -47,8 +47,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .benchmark import (DEFAULT_JSON, DEFAULT_SHAPES, Entry, gemm_peak, machine_info,
-                        measure, text_table, write_atomic)
+from .benchmark import (DEFAULT_JSON, DEFAULT_SHAPES, Entry, busy_warning, gemm_peak,
+                        loadavg, machine_info, measure, text_table, write_atomic)
 
 __all__ = ["run_profile", "ScipyBlas"]
 
@@ -700,10 +700,15 @@ def run_profile(args, grucy, log, command):
     blas = ScipyBlas()
     try:
         log("grucy bench --profile: SGEMM peak ...")
+        load_start = loadavg()
         peaks = [sgemm_peaks(args.gemm_size)]
         machine = machine_info(grucy, threads)
-        rows = [profile_shape(s, grucy, blas, target, min_repeats, args.seed, log)
-                for s in shapes]
+        machine["loadavg_start"] = load_start
+        rows = []
+        for s in shapes:
+            load = loadavg()
+            rows.append(profile_shape(s, grucy, blas, target, min_repeats, args.seed, log))
+            rows[-1]["loadavg_before"] = load
         peaks.append(sgemm_peaks(args.gemm_size))
         ok, perf = perf_available()
         perf_rows = {}
@@ -719,6 +724,7 @@ def run_profile(args, grucy, log, command):
     finally:
         if limiter is not None:
             limiter.restore_original_limits()
+    machine["loadavg_end"] = loadavg()
     peak = max(p["all"] for p in peaks)
     peak_1 = max(p["one"] for p in peaks)
     for r in rows:
@@ -752,6 +758,14 @@ def profile_lines(doc):
            f"thread{'s' if n != 1 else ''}; SGEMM peak {doc['sgemm_gflops']:.1f} GFLOP/s with BLAS's threads, "
            f"{doc['sgemm_gflops_one_thread']:.1f} on one; min of interleaved repeats): "
            f"{doc['command']}"]
+    m = doc["machine"]
+    if m.get("loadavg_start") is not None:
+        out.append(f"1-min load average {m['loadavg_start']:.2f} at start, "
+                   f"{m['loadavg_end']:.2f} at end, on {m['usable_cpus']} CPUs "
+                   f"(this run adds up to {n})")
+        warn = busy_warning(m)
+        if warn:
+            out.append(warn)
     for r in doc["shapes"]:
         split = (f"chunked kernels, {r['chunks']} unit chunks over {r['threads']} threads"
                  if r.get("chunked") else "unchunked kernels (one thread issues the GEMMs)")
@@ -760,7 +774,9 @@ def profile_lines(doc):
         out += ["", f"{r['label']} ({split}): {r['gflop']:.3g} GFLOP per step; step at "
                     f"{r['step_pct_sgemm']:.0f}% of SGEMM peak"
                 + (f"; its GEMMs alone would allow {r['gemm_bound_pct_sgemm']:.0f}%"
-                   if r.get("gemm_bound_pct_sgemm") else "")]
+                   if r.get("gemm_bound_pct_sgemm") else "")
+                + (f" (load {r['loadavg_before']:.2f} before it)"
+                   if r.get("loadavg_before") is not None else "")]
         body = [[name, f"{p['ms']:.3f}", f"{p['pct']:.1f}", p["how"]]
                 for name, p in r["pieces"].items()]
         out.append(text_table(["piece", "ms", "% step", "how measured"], body, left=1))
