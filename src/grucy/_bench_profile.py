@@ -720,8 +720,10 @@ def run_profile(args, grucy, log, command):
             for s in shapes:
                 peer = GrucyPeer(Problem(*s, seed=args.seed), threads)
                 peer.train_step()
-                perf_rows["x".join(map(str, s))] = perf_profile(
+                load = loadavg()
+                row = perf_rows["x".join(map(str, s))] = perf_profile(
                     perf, peer.train_step, 1.5 if args.quick else 4.0, log)
+                row["loadavg_before"] = load
         else:
             log(f"grucy bench --profile: no sampling profile ({perf})")
     finally:
@@ -788,12 +790,24 @@ def profile_lines(doc):
     perf = doc["perf"]
     if "unavailable" in perf:
         out += ["", f"Sampling profile: unavailable ({perf['unavailable']})"]
-    elif perf:
+        return out
+    for label, p in perf.items():
+        if "error" in p:
+            out += ["", f"Sampling profile {label}: {p['error']}"]
+    perf = {k: p for k, p in perf.items() if "categories" in p}
+    if perf:
         labels = list(next(iter(perf.values()))["categories"])
         out += ["", "Sampling profile (perf record -e cpu-clock, all threads of the process; "
                     "% of CPU samples)"]
         body = [[lab] + [f"{p['categories'][lab]:.1f}" for p in perf.values()]
                 for lab in labels]
+        # Steps much slower than the timed ones above: other processes took the cores
+        # while sampling (threads then wait at the barriers: libgomp grows).
+        body.append(["(ms per step while sampling)"]
+                    + [f"{1e3 * p['seconds'] / max(p['steps'], 1):.1f}" for p in perf.values()])
+        body.append(["(1-min load average before)"]
+                    + [f"{p['loadavg_before']:.2f}" if p.get("loadavg_before") is not None
+                       else "-" for p in perf.values()])
         out.append(text_table(["category"] + list(perf), body, left=1))
         for label, p in perf.items():
             top = ", ".join(f"{s['symbol']} {s['pct']:.1f}%" for s in p["top_symbols"][:6])
