@@ -370,14 +370,18 @@ def gemm_pieces(blas, B, T, I, H, split, nt=1):
     put("hoisted GEMM, backward dW_ih", "blas", blas_threads(dw_ih), flop * I)
     put("hoisted GEMM, backward dW_hh", "blas", blas_threads(dw_hh), flop * H)
     # dX = dGx @ W_ih (by row blocks when chunked)
-    put("hoisted GEMM, backward dX", "blas", blas_threads(
-        [sum(([g(False, False, row_bounds[b + 1] - row_bounds[b], I, 2 * H,
-                 (dG, row_bounds[b] * H3), H3, (wih, 0), I, 0.0, (dX, row_bounds[b] * I), I),
-               g(False, False, row_bounds[b + 1] - row_bounds[b], I, H,
-                 (dGxn, row_bounds[b] * H), H, (wih, 2 * H * I), I, 1.0,
-                 (dX, row_bounds[b] * I), I)]
-              for b in team if row_bounds[b + 1] > row_bounds[b]), [])
-         for team in row_teams]), flop * I)
+    dx = []
+    for team in row_teams:
+        calls = []
+        for b in team:
+            r0, r1 = row_bounds[b], row_bounds[b + 1]
+            if r1 > r0:
+                calls += [g(False, False, r1 - r0, I, 2 * H, (dG, r0 * H3), H3, (wih, 0), I,
+                            0.0, (dX, r0 * I), I),
+                          g(False, False, r1 - r0, I, H, (dGxn, r0 * H), H, (wih, 2 * H * I),
+                            I, 1.0, (dX, r0 * I), I)]
+        dx.append(calls)
+    put("hoisted GEMM, backward dX", "blas", blas_threads(dx), flop * I)
     put("bias gradient sums (GEMV), backward", "blas", blas_threads(bias), 4.0 * N * H3)
     return pieces, bufs
 
