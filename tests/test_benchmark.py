@@ -177,6 +177,8 @@ def test_onnx_model_matches_grucy_with_two_bidirectional_layers_and_lengths():
 
 
 def test_profile_mode_reports_every_piece(tmp_path, capsys):
+    from grucy import _gru
+
     path = tmp_path / "p.json"
     status = benchmark.main(["--profile", "--quick", "--shapes", "3x6x4x5", "--gemm-size",
                              "64", "--target-seconds", "0.01", "--min-repeats", "2",
@@ -185,21 +187,191 @@ def test_profile_mode_reports_every_piece(tmp_path, capsys):
     doc = json.loads(path.read_text())
     (shape,) = doc["shapes"]
     assert shape["label"] == "3x6x4x5" and shape["notes"] == []
+    # T = 6 >= 4 steps: the serial kernels run the packed recurrent GEMM when they can.
+    packed = _gru.packed_gemm_enabled()
+    assert shape["packed"] == packed and not shape["chunked"]
     pieces = {k.strip(): v for k, v in shape["pieces"].items()}
-    for name in ("training step (layer API)", "kernel calls (_gru.forward + backward)",
-                 "recurrent GEMM, forward", "recurrent GEMM, backward",
-                 "hoisted GEMM, forward (X W_ih^T)", "hoisted GEMM, backward dW_ih",
-                 "hoisted GEMM, backward dW_hh", "hoisted GEMM, backward dX",
-                 "bias gradient sums (GEMV), backward",
-                 "workspace allocation + first touch",
-                 "rest: fused passes, copies, barriers, imbalance"):
+    names = ["training step (layer API)", "kernel calls (_gru.forward + backward)",
+             "recurrent GEMM, forward", "recurrent GEMM, backward",
+             "hoisted GEMM, forward (X W_ih^T)", "hoisted GEMM, backward dW_ih",
+             "hoisted GEMM, backward dW_hh", "hoisted GEMM, backward dX",
+             "bias gradient sums (GEMV), backward",
+             "(not in the step: allocation + first touch of the kernel buffers)",
+             "rest: fused passes, copies, barriers, imbalance"]
+    if packed:
+        names.append("W_hh packing (forward + backward)")
+    for name in names:
         assert np.isfinite(pieces[name]["ms"]), name
+    assert "W_hh regroup copy (chunked BLAS path)" not in pieces
+    for name in ("recurrent GEMM, forward", "recurrent GEMM, backward"):
+        assert pieces[name]["kind"] == ("probe" if packed else "blas")
     assert pieces["training step (layer API)"]["pct"] == pytest.approx(100.0)
     perf = doc["perf"]
     if "unavailable" not in perf:
         cats = perf["3x6x4x5"]["categories"]
         assert sum(cats.values()) == pytest.approx(100.0, abs=2.0)
+        assert "grucy packed GEMM kernel (grucy_pgemm_*)" in cats
     assert "Training step of grucy.GRU broken down" in capsys.readouterr().out
+
+
+@pytest.fixture
+def chunking():
+    """_gru._set_chunking(...) for one test, restored afterwards."""
+    from grucy import _gru
+
+    old = _gru._set_chunking(1 << 17)
+    _gru._set_chunking(*old)
+    yield _gru._set_chunking
+    _gru._set_chunking(*old)
+
+
+def _unpack(buf, K, panels):
+    """A packed operand of _pgemm.h back to its (K, panels * 32) matrix B."""
+    return buf[:panels * K * 32].reshape(panels, K, 32).transpose(1, 0, 2).reshape(K, -1)
+
+
+@pytest.mark.parametrize("B, T, H, min_chunk", [
+    (3, 6, 5, 32),     # serial kernels, T >= 4: packed whole W_hh
+    (3, 3, 5, 32),     # serial kernels, T < 4: BLAS
+    (2, 3, 200, 32),   # chunked: 6 chunks (the last 40 units)
+    (2, 3, 200, 16),   # chunked: 8 chunks of 16 or 32 units (3c = 48: padded panels)
+])
+def test_profile_split_mirrors_the_kernels_packed_operands(B, T, H, min_chunk, chunking,
+                                                           rng):
+    """The profiler's recurrent operands are, value for value, the W_hh blocks the
+    kernels pack (read back from the kernels' buffer pool), and its split flags match."""
+    from grucy import _gru
+    from grucy._bench_profile import kernel_split, recurrent_operands
+
+    chunking(1 << 17, min_chunk, 16)
+    split = kernel_split(H, B, T)
+    I = 4
+    w_ih, w_hh = (rng.standard_normal((3 * H, n)).astype(np.float32) for n in (I, H))
+    b = np.zeros(3 * H, np.float32)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    y = np.empty((T, B, H), np.float32)
+    pool = {}
+    ws = _gru.forward(x, w_ih, w_hh, b, b, np.zeros((B, H), np.float32), y,
+                      np.full(T, B, np.intc), False, True, True, pool)
+    grads = [np.zeros_like(a) for a in (w_ih, w_hh, b, b)]
+    _gru.backward(ws, y, np.zeros((B, H), np.float32), w_ih, w_hh, *grads,
+                  np.empty_like(x), False)
+    assert split.chunked == (B * 3 * H * H >= 1 << 17)
+    assert split.packed == ("pk" in pool) == ("pkb" in pool)
+    assert split.packed == (_gru.packed_gemm_enabled() and (split.chunked or T >= 4))
+    if split.chunked:
+        assert len(split.bounds) - 1 == (6 if min_chunk == 32 else 8)
+        assert split.wgrad_bounds == [0, 144, 288, 448, 600]
+    if not split.packed:
+        return
+    for nt in (1, 2, 3):  # every thread's operands together are the whole W_hh
+        teams = [list(range(t, len(split.bounds) - 1, nt)) for t in range(nt)
+                 if t < len(split.bounds) - 1]
+        ops = [recurrent_operands(w_hh, split.bounds, team) for team in teams]
+        panels = lambda n: -(-n // 32)  # noqa: E731
+        assert sum(panels(wf.shape[0]) * 32 * H for wf, _, _ in ops) == pool["pk"].size
+        assert sum(panels(wb.shape[1]) * 96 * H for _, wb, _ in ops) == pool["pkb"].size
+    # One thread: its operands are exactly what the kernels packed, padding included.
+    wf, wb, layout = recurrent_operands(w_hh, split.bounds, range(len(split.bounds) - 1))
+    got_f = _unpack(pool["pk"], H, panels(wf.shape[0])).T
+    np.testing.assert_array_equal(got_f[:wf.shape[0]], wf)
+    assert not got_f[wf.shape[0]:].any()
+    got_b = _unpack(pool["pkb"], 3 * H, panels(wb.shape[1]))
+    np.testing.assert_array_equal(got_b[:, :wb.shape[1]], wb)
+    assert [k for k, _, _ in layout] == list(range(len(split.bounds) - 1))
+
+
+def test_profile_recurrent_lines_time_the_packed_kernel(monkeypatch, rng):
+    """With the packed path on, the recurrent-GEMM lines run grucy._gru._pgemm_probe
+    on each thread's operands (M = B, K = H forward / 3H backward, T repeats) and report
+    the probe's own time; with it off, they call BLAS and the probe is never used."""
+    from grucy import _gru
+    from grucy._bench_profile import ScipyBlas, gemm_pieces, kernel_split
+
+    if not _gru.packed_gemm_enabled():
+        pytest.skip("the packed kernel needs an AVX-512 CPU")
+    B, T, I, H, nt = 4, 3, 8, 128, 2
+    calls = []
+    real = _gru._pgemm_probe
+
+    def spy(a, w, transposed, c, repeats):
+        real(a, w, transposed, c, repeats)
+        calls.append((a.shape, w.shape, transposed, c.shape, repeats))
+        return 0.125  # the lines must report what the probe says
+
+    monkeypatch.setattr(_gru, "_pgemm_probe", spy)
+    split = kernel_split(H, B, T)
+    assert split.chunked and split.packed and len(split.bounds) == 5
+    pieces, bufs = gemm_pieces(ScipyBlas(), B, T, I, H, split, nt)
+    for name, transposed, K in (("recurrent GEMM, forward", True, H),
+                                ("recurrent GEMM, backward", False, 3 * H)):
+        p = pieces[name]
+        assert p["kind"] == "probe" and len(p["threads"]) == nt
+        calls.clear()
+        assert [fn() for fn, _ in p["threads"]] == [0.125, 0.125]
+        # 4 chunks of 32 units: thread t multiplies chunks t and t + 2
+        want_n = 2 * (96 if transposed else 32)
+        assert calls == [((B, K), (want_n, H) if transposed else (3 * H, want_n),
+                          transposed, (B, want_n), T)] * nt
+    # The products are those of the kernels: Gh of the thread's chunks, dh of its units.
+    S, whh, bounds = bufs["S"], bufs["w_hh"], split.bounds
+    for rec in bufs["recurrent"]:
+        for k, col_f, col_b in rec["layout"]:
+            j0, c = bounds[k], bounds[k + 1] - bounds[k]
+            rows = np.concatenate([np.arange(g * H + j0, g * H + j0 + c) for g in range(3)])
+            np.testing.assert_allclose(rec["c_fwd"][:, col_f:col_f + 3 * c],
+                                       S @ whh[rows].T, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(rec["c_bwd"][:, col_b:col_b + c],
+                                       rec["a_bwd"] @ whh[:, j0:j0 + c], rtol=1e-4,
+                                       atol=1e-4)
+    pack = pieces["W_hh packing (forward + backward)"]
+    assert pack["kind"] == "pack" and len(pack["threads"]) == nt
+    old = _gru._set_packed(False)
+    try:
+        calls.clear()
+        split = kernel_split(H, B, T)
+        assert not split.packed
+        pieces, _ = gemm_pieces(ScipyBlas(), B, T, I, H, split, nt)
+        for name in ("recurrent GEMM, forward", "recurrent GEMM, backward"):
+            assert pieces[name]["kind"] == "blas"
+            for fn, ncalls in pieces[name]["threads"]:
+                fn()
+                assert ncalls == 2 * T  # two chunks per thread, every step
+        assert "W_hh packing (forward + backward)" not in pieces
+        assert calls == []
+    finally:
+        _gru._set_packed(old)
+
+
+@pytest.mark.parametrize("B, T, I, H, nt", [(4, 3, 8, 128, 2), (4, 3, 8, 128, 1),
+                                            (2, 5, 3, 6, 1)])
+def test_profile_hoisted_gemms_compute_the_kernels_products(B, T, I, H, nt):
+    """Run once, every thread's share of the hoisted GEMM lines together computes the
+    input projection, dW_ih, dW_hh, both bias gradients and dX: each row block and each
+    block of gate rows exactly once (a missed or doubled block shows)."""
+    from grucy._bench_profile import ScipyBlas, gemm_pieces, kernel_split
+
+    split = kernel_split(H, B, T)
+    assert split.chunked == (H == 128)
+    pieces, bufs = gemm_pieces(ScipyBlas(), B, T, I, H, split, nt)
+    for name in ("hoisted GEMM, forward (X W_ih^T)", "hoisted GEMM, backward dW_ih",
+                 "hoisted GEMM, backward dW_hh", "hoisted GEMM, backward dX",
+                 "bias gradient sums (GEMV), backward"):
+        assert len(pieces[name]["threads"]) == (nt if split.chunked else 1)
+        for fn, _ in pieces[name]["threads"]:
+            fn()
+    if split.chunked:  # 4 blocks of 96 gate rows; the third straddles row 2H = 256
+        assert split.wgrad_bounds == [0, 96, 192, 288, 384]
+        assert sum(n for _, n in pieces["hoisted GEMM, backward dW_ih"]["threads"]) == 5
+    b = bufs
+    dgx = np.concatenate([b["dG"][:, :2 * H], b["dGxn"]], axis=1)
+    tol = dict(rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(b["G"], b["X"] @ b["w_ih"].T, **tol)
+    np.testing.assert_allclose(b["dw_ih"], dgx.T @ b["X"], **tol)
+    np.testing.assert_allclose(b["dw_hh"], b["dG"].T @ b["Hp"], **tol)
+    np.testing.assert_allclose(b["db_ih"], dgx.sum(0), **tol)
+    np.testing.assert_allclose(b["db_hh"], b["dG"].sum(0), **tol)
+    np.testing.assert_allclose(b["dX"], dgx @ b["w_ih"], **tol)
 
 
 # Every (m, trans_a, trans_b) the kernels use; a transposed single row never occurs.
@@ -220,3 +392,23 @@ def test_profile_blas_calls_compute_what_the_kernels_compute(m, trans_a, trans_b
                                  b.shape[1], 0.5, (c, 0), n)
     call()
     np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
+
+
+def test_profile_shape_on_the_blas_path_times_the_regroup_copy():
+    """With the packed kernel off, the chunked kernels regroup W_hh per call and call
+    BLAS for the recurrent GEMMs: the profile shows that copy and no packing line."""
+    import grucy
+    from grucy import _gru
+    from grucy._bench_profile import ScipyBlas, profile_shape
+
+    old = _gru._set_packed(False)
+    try:
+        row = profile_shape((4, 3, 8, 128), grucy, ScipyBlas(), 0.01, 2, 0, lambda _: None)
+    finally:
+        _gru._set_packed(old)
+    assert row["chunked"] and not row["packed"] and row["notes"] == []
+    pieces = {k.strip(): v for k, v in row["pieces"].items()}
+    assert np.isfinite(pieces["W_hh regroup copy (chunked BLAS path)"]["ms"])
+    assert "W_hh packing (forward + backward)" not in pieces
+    for name in ("recurrent GEMM, forward", "recurrent GEMM, backward"):
+        assert pieces[name]["kind"] == "blas" and "BLAS calls" in pieces[name]["how"]
