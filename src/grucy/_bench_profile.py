@@ -8,15 +8,18 @@ same shapes, the same BLAS library and the same thread settings:
   preallocated outputs and a kernel buffer pool kept across calls (as the layer keeps
   one): the difference is the layer's Python code and its own output allocations;
 * the fixed entry cost of a kernel call (the same calls on a 1x1x1x1 problem);
-* the recurrent GEMMs as the kernels run them: on grucy's packed AVX-512 kernel through
-  the hook ``grucy._gru._pgemm_probe`` (which packs its operand once, then times a loop
-  of kernel calls) when ``_gru.packed_gemm_enabled()``, else through BLAS;
-* the packing of W_hh the kernels do per call (probe wall time minus its timed loop),
-  or, on the BLAS path, the chunk-major copy of W_hh;
-* every other GEMM/GEMV the kernels issue, with the kernels' exact arguments and split
-  (row blocks, the weight-gradient blocks of gate rows), called through scipy's BLAS
+* the GEMMs the kernels run on grucy's packed AVX-512 kernel when
+  ``_gru.packed_gemm_enabled()`` (the recurrent GEMMs, the input projection and dX)
+  through the hook ``grucy._gru._pgemm_probe`` (which packs its operand once, then
+  times a loop of kernel calls), on the operands and row blocks the kernels use;
+* the packing of W_hh and W_ih the kernels do per call (probe wall time minus its
+  timed loop), or, on the chunked BLAS path, the chunk-major copy of W_hh;
+* every BLAS GEMM/GEMV the kernels issue, with the kernels' exact arguments and split
+  (row blocks, the two row halves of the weight gradients), called through scipy's BLAS
   function pointers (the library grucy's kernels call) with ctypes; the ctypes call cost
   is measured (a zero-size call) and subtracted;
+* the add of the weight gradients' second half (memory-bound), as numpy adds of the
+  kernels' blocks;
 * each thread's share of a split GEMM phase is timed on its own (on one thread); the
   phase counts as its slowest share;
 * what is left of the kernel time: the fused elementwise passes, the copies of the state,
@@ -124,13 +127,14 @@ def _bound(fn, args, arrays):
 
 
 # Mirrors of the kernels' work split (grucy/_gru.pyx).  MAX_CHUNKS, ROW_BLOCKS,
-# WGRAD_BLOCKS and PACKED_MIN_STEPS are compile-time constants (DEF) there, PANEL is the
-# panel width of a packed float32 operand in _pgemm.h (2 vectors of 16 lanes); the chunk
-# settings are read through _set_chunking, the packed path through packed_gemm_enabled.
+# PACKED_MIN_STEPS and HOISTED_PARALLEL_MIN_WORK are compile-time constants (DEF) there,
+# PANEL is the panel width of a packed float32 operand in _pgemm.h (2 vectors of 16
+# lanes); the chunk settings are read through _set_chunking, the packed path through
+# packed_gemm_enabled.
 MAX_CHUNKS = 8
 ROW_BLOCKS = 8
-WGRAD_BLOCKS = 4
 PACKED_MIN_STEPS = 4
+HOISTED_PARALLEL_MIN_WORK = 1 << 20
 PANEL = 32
 
 
@@ -139,19 +143,22 @@ class KernelSplit(NamedTuple):
 
     chunked: bool        # the parallel kernels (unit chunks shared by the OpenMP threads)
     bounds: list         # unit bounds of the chunks; [0, H] for the serial kernels
-    packed: bool         # recurrent GEMMs on W_hh packed once per call (else BLAS)
-    wgrad_bounds: list   # gate-row bounds of the weight-gradient blocks (of 3H rows)
+    packed: bool         # W_hh and W_ih packed once per call for grucy's kernel (else BLAS)
+    row_blocks: list     # row bounds of the ROW_BLOCKS blocks of the N = T*B rows
+    row_halves: list     # row bounds of the two halves of the weight gradients
 
 
 def kernel_split(H, B, T=PACKED_MIN_STEPS):
-    """How grucy/_gru.pyx splits a layer of H units at batch B over T steps.
+    """How grucy/_gru.pyx splits a layer of H units at batch B over T steps (full
+    lengths: N = T*B rows).
 
     Chunked kernels (per-step work B*3H*H at or above the threshold) give each OpenMP
-    thread whole chunks of hidden units (chunk k to thread k % nt), their input projection
-    and dX by ROW_BLOCKS fixed row blocks and their weight gradients by WGRAD_BLOCKS fixed
-    blocks of the 3H gate rows; otherwise one thread issues whole GEMMs.  The recurrent
-    GEMMs run grucy's packed kernel when the CPU has it (AVX-512) and the kernels are
-    chunked or T >= PACKED_MIN_STEPS; else BLAS."""
+    thread whole chunks of hidden units (chunk k to thread k % nt); otherwise one thread
+    runs the time loop.  Both run the input projection and dX by ROW_BLOCKS fixed row
+    blocks and the weight gradients as two fixed halves of the rows, [0, N//2) and
+    [N//2, N) (:func:`hoisted_threads`: on how many threads).  The recurrent GEMMs, the
+    input projection and dX run grucy's packed kernel when the CPU has it (AVX-512) and
+    the kernels are chunked or T >= PACKED_MIN_STEPS; else BLAS."""
     from . import _gru
 
     min_work, min_chunk, align = 1 << 17, 32, 16
@@ -164,10 +171,20 @@ def kernel_split(H, B, T=PACKED_MIN_STEPS):
     bounds = [H if k >= nc else (k * H // nc) // align * align for k in range(nc + 1)]
     packed = (bool(getattr(_gru, "packed_gemm_enabled", lambda: False)())
               and (chunked or T >= PACKED_MIN_STEPS))
-    H3 = 3 * H
-    wgrad = ([H3 if b >= WGRAD_BLOCKS else (b * H3 // WGRAD_BLOCKS) // 16 * 16
-              for b in range(WGRAD_BLOCKS + 1)] if chunked else [0, H3])
-    return KernelSplit(chunked, bounds, packed, wgrad)
+    N = T * B
+    return KernelSplit(chunked, bounds, packed,
+                       [N * b // ROW_BLOCKS for b in range(ROW_BLOCKS + 1)],
+                       [0, N // 2, N])
+
+
+def hoisted_threads(split, work, nt):
+    """Threads of the GEMMs outside the time loop: the whole team in the chunked kernels;
+    in the serial ones (``_hoisted_threads``) the team when ``work`` (multiply-adds:
+    N*3H*I for the input projection, N*3H*(I+H) for the backward's) reaches
+    HOISTED_PARALLEL_MIN_WORK, else one thread."""
+    if split.chunked or (nt > 1 and work >= HOISTED_PARALLEL_MIN_WORK):
+        return nt
+    return 1
 
 
 def _teams(n_items, nt):
@@ -205,12 +222,13 @@ def recurrent_operands(whh, bounds, own):
             np.ascontiguousarray(np.concatenate(bwd, axis=1)), layout)
 
 
-def _probe_call(a, w, transposed, c, repeats):
-    """A zero-argument callable returning the seconds of ``repeats`` packed-kernel calls
-    (grucy._gru._pgemm_probe; packing excluded)."""
+def _probe_call(probes):
+    """A zero-argument callable returning the seconds of packed-kernel calls
+    (grucy._gru._pgemm_probe on each (a, w, transposed, c, repeats) of ``probes``;
+    packing excluded)."""
     def call():
         from . import _gru  # looked up at call time (the tests spy on it)
-        return _gru._pgemm_probe(a, w, transposed, c, repeats)
+        return sum(_gru._pgemm_probe(*p) for p in probes)
     return call
 
 
@@ -235,26 +253,34 @@ def _pack_call(probes):
     return call
 
 
+def _panel_share(cols, tid, nt):
+    """Columns [c0, c1) of the packed panels thread tid of nt packs (_pack_ih's share in
+    _forward_par/_backward_par: panels P*tid//nt .. P*(tid+1)//nt of P)."""
+    p = -(-cols // PANEL)
+    return min(p * tid // nt * PANEL, cols), min(p * (tid + 1) // nt * PANEL, cols)
+
+
 def gemm_pieces(blas, B, T, I, H, split, nt=1):
     """The GEMMs of one training step as grucy/_gru.pyx issues them (reset-after form,
     full lengths), each thread's share separately, all run on the calling thread.
 
     Returns ``(pieces, bufs)``: pieces {name: {"kind", "threads", "flops"}} with
     "threads" one (callable, calls) per OpenMP thread that has work; kind "blas"
-    (callables issue BLAS calls through ``blas``: time them), "probe" (recurrent GEMMs
-    on the packed kernel: the callables return their own seconds) or "pack" (the W_hh
-    packing, self-timed, not a GEMM).  bufs: the arrays the callables work on and the
-    recurrent operands per thread (for the tests)."""
+    (callables issue BLAS calls through ``blas``: time them), "probe" (GEMMs on grucy's
+    packed kernel: the callables return their own seconds), "pack" (the packing of W_hh
+    and W_ih, self-timed, not a GEMM) or "add" (numpy adds, time them: the weight
+    gradients' second half added in, not a GEMM).  bufs: the arrays the callables work
+    on and the recurrent operands per thread (for the tests)."""
     rng = np.random.default_rng(0)
     H3, N = 3 * H, T * B
-    chunked = split.chunked
+    chunked, packed = split.chunked, split.packed
     nc = len(split.bounds) - 1
     chunk_teams = _teams(nc, nt) if chunked else [[0]]
-    row_bounds = ([N * b // ROW_BLOCKS for b in range(ROW_BLOCKS + 1)] if chunked
-                  else [0, N])
-    row_teams = _teams(len(row_bounds) - 1, nt) if chunked else [[0]]
-    wg = split.wgrad_bounds
-    wgrad_teams = _teams(len(wg) - 1, nt) if chunked else [[0]]
+    rows, halves = split.row_blocks, split.row_halves
+    nt_fwd = hoisted_threads(split, N * H3 * I, nt)
+    nt_bwd = hoisted_threads(split, N * H3 * (I + H), nt)
+    row_teams_f, row_teams_b = _teams(ROW_BLOCKS, nt_fwd), _teams(ROW_BLOCKS, nt_bwd)
+    half_teams = _teams(2, nt_bwd)
 
     def arr(*shape):
         return rng.standard_normal(shape).astype(np.float32)
@@ -265,10 +291,13 @@ def gemm_pieces(blas, B, T, I, H, split, nt=1):
     X, wih, whh = arr(N, I), arr(H3, I), arr(H3, H)
     S, Gh, dS = arr(B, H), arr(B, H3), arr(B, H)
     dG, dGxn, Hp = arr(N, H3), arr(N, H), arr(N, H)
-    G, dX, ones = zeros(N, H3), zeros(N, I), np.ones(N, np.float32)
+    G, dX, dXn, ones = zeros(N, H3), zeros(N, I), zeros(N, I), np.ones(N, np.float32)
     dwih, dwhh, dbih, dbhh = zeros(H3, I), zeros(H3, H), zeros(H3), zeros(H3)
+    # the second half's scratch: W2 (dW_ih, db_ih, db_hh) and W2hh (dW_hh)
+    w2ih, w2hh, w2b = zeros(H3, I), zeros(H3, H), zeros(2, H3)
     bufs = {"X": X, "w_ih": wih, "w_hh": whh, "S": S, "dG": dG, "dGxn": dGxn, "Hp": Hp,
-            "G": G, "dX": dX, "dw_ih": dwih, "dw_hh": dwhh, "db_ih": dbih, "db_hh": dbhh}
+            "G": G, "dX": dX, "dX_n": dXn, "dw_ih": dwih, "dw_hh": dwhh, "db_ih": dbih,
+            "db_hh": dbhh, "w2_ih": w2ih, "w2_hh": w2hh, "w2_b": w2b}
     g = blas.gemm_call
     pieces = {}
 
@@ -285,16 +314,24 @@ def gemm_pieces(blas, B, T, I, H, split, nt=1):
     def blas_threads(lists, times=1):
         return [(run(fns, times), times * len(fns)) for fns in lists]
 
+    def blocks(team):
+        return [(rows[b], rows[b + 1]) for b in team if rows[b + 1] > rows[b]]
+
     flop = 2.0 * N * H3
-    # G = X @ W_ih^T (by row blocks when chunked)
-    put("hoisted GEMM, forward (X W_ih^T)", "blas", blas_threads(
-        [[g(False, True, row_bounds[b + 1] - row_bounds[b], H3, I, (X, row_bounds[b] * I),
-            I, (wih, 0), I, 0.0, (G, row_bounds[b] * H3), H3)
-          for b in team if row_bounds[b + 1] > row_bounds[b]] for team in row_teams]),
-        flop * I)
-    if split.packed:
+    # G = X @ W_ih^T by the fixed row blocks (_input_projection)
+    name = "hoisted GEMM, forward (X W_ih^T)"
+    if packed:
+        put(name, "probe", [(_probe_call([(X[r0:r1], wih, True, G[r0:r1], 1)
+                                          for r0, r1 in blocks(team)]), len(blocks(team)))
+                            for team in row_teams_f], flop * I)
+    else:
+        put(name, "blas", blas_threads(
+            [[g(False, True, r1 - r0, H3, I, (X, r0 * I), I, (wih, 0), I, 0.0,
+                (G, r0 * H3), H3) for r0, r1 in blocks(team)] for team in row_teams_f]),
+            flop * I)
+    if packed:
         rec = bufs["recurrent"] = []
-        fwd, bwd, pack = [], [], []
+        fwd, bwd = [], []
         a_b = dG[:B]  # one step's gate gradients (B, 3H), contiguous
         for team in chunk_teams:
             wf, wb, layout = recurrent_operands(whh, split.bounds, team)
@@ -302,13 +339,32 @@ def gemm_pieces(blas, B, T, I, H, split, nt=1):
             cb = np.empty((B, wb.shape[1]), np.float32)
             rec.append({"w_fwd": wf, "w_bwd": wb, "layout": layout, "c_fwd": cf,
                         "c_bwd": cb, "a_bwd": a_b})
-            fwd.append((_probe_call(S, wf, True, cf, T), T * len(team)))
-            bwd.append((_probe_call(a_b, wb, False, cb, T), T * len(team)))
-            pack.append((_pack_call([(S[:1], wf, True, cf[:1]),
-                                     (a_b[:1], wb, False, cb[:1])]), 2 * len(team)))
+            fwd.append((_probe_call([(S, wf, True, cf, T)]), T * len(team)))
+            bwd.append((_probe_call([(a_b, wb, False, cb, T)]), T * len(team)))
         put("recurrent GEMM, forward", "probe", fwd, flop * H)
         put("recurrent GEMM, backward", "probe", bwd, flop * H)
-        put("W_hh packing (forward + backward)", "pack", pack, 0.0)
+        # Each thread packs its chunks' W_hh blocks and a share of W_ih's panels
+        # (_forward_par/_backward_par; the serial kernels pack all on one thread), forward
+        # and backward.  The backward's W_ih share is a contiguous copy of W_ih's columns
+        # c0:c1 (the probe needs one; same values and size, unit-stride source rows).
+        pack_nt = nt if chunked else 1
+        bufs["pack"] = pack = []
+        for tid in range(pack_nt):
+            probes = []
+            if tid < len(rec):
+                r = rec[tid]
+                probes += [(S[:1], r["w_fwd"], True, r["c_fwd"][:1]),
+                           (a_b[:1], r["w_bwd"], False, r["c_bwd"][:1])]
+            c0, c1 = _panel_share(H3, tid, pack_nt)
+            if c1 > c0:
+                probes.append((X[:1], wih[c0:c1], True, zeros(1, c1 - c0)))
+            c0, c1 = _panel_share(I, tid, pack_nt)
+            if c1 > c0:
+                probes.append((dG[:1], np.ascontiguousarray(wih[:, c0:c1]), False,
+                               zeros(1, c1 - c0)))
+            pack.append(probes)
+        put("W_hh + W_ih packing (forward + backward)", "pack",
+            [(_pack_call(p), len(p)) for p in pack], 0.0)
     elif chunked:
         # BLAS on W_hh regrouped chunk-major ([r z n] of chunk 0, of chunk 1, ...)
         chunks = [(split.bounds[k], split.bounds[k + 1] - split.bounds[k])
@@ -329,74 +385,100 @@ def gemm_pieces(blas, B, T, I, H, split, nt=1):
             [[g(False, False, B, H, H3, (dG, 0), H3, (whh, 0), H, 1.0, (dS, 0), H)]], T),
             flop * H)
 
-    def wgrad_rows(g0, g1, d_rz, d_n, src, dw, db):
-        """_wgrad_rows: rows g0:g1 of a weight gradient; d_rz, d_n: (array, offset, ld)
-        of the gate gradients of the r, z rows and of the n rows; src: (rz, n) sources.
-        Returns (GEMMs, column sums)."""
-        ld = src[0].shape[1]
-        gemms, sums = [], []
-        if g0 < 2 * H:
-            m = min(g1, 2 * H) - g0
-            gemms.append(g(True, False, m, ld, N, (d_rz[0], d_rz[1] + g0), d_rz[2],
-                           (src[0], 0), ld, 1.0, (dw, g0 * ld), ld))
-            sums.append(blas.colsum_call(N, m, (d_rz[0], d_rz[1] + g0), d_rz[2], ones,
-                                         db[g0:]))
-            g0 += m
-        if g1 > g0:
-            o = d_n[1] + g0 - 2 * H
-            gemms.append(g(True, False, g1 - g0, ld, N, (d_n[0], o), d_n[2], (src[1], 0),
-                           ld, 1.0, (dw, g0 * ld), ld))
-            sums.append(blas.colsum_call(N, g1 - g0, (d_n[0], o), d_n[2], ones, db[g0:]))
+    def wgrad(r0, r1, d_rz, d_n, src, dw, db, beta):
+        """_wgrad on rows r0:r1: dw (+)= D^T @ src, D's gate columns from d_rz (r, z) and
+        d_n (n), each an (array, offset, ld); db += D's column sums.  Returns (GEMMs,
+        column sums)."""
+        m, ld = r1 - r0, src.shape[1]
+        (a_rz, o_rz, ld_rz), (a_n, o_n, ld_n) = d_rz, d_n
+        gemms = [g(True, False, 2 * H, ld, m, (a_rz, o_rz + r0 * ld_rz), ld_rz,
+                   (src, r0 * ld), ld, beta, (dw, 0), ld),
+                 g(True, False, H, ld, m, (a_n, o_n + r0 * ld_n), ld_n, (src, r0 * ld), ld,
+                   beta, (dw, 2 * H * ld), ld)]
+        sums = [blas.colsum_call(m, 2 * H, (a_rz, o_rz + r0 * ld_rz), ld_rz, ones, db),
+                blas.colsum_call(m, H, (a_n, o_n + r0 * ld_n), ld_n, ones, db[2 * H:])]
         return gemms, sums
 
     dw_ih, dw_hh, bias = [], [], []
-    for team in wgrad_teams:
+    for team in half_teams:
         ih, hh, sums = [], [], []
-        for b in team:
-            q0, q1 = wg[b], wg[b + 1]
-            # dW_ih[q0:q1] += dGx[:, q0:q1]^T @ X (dGx: dG for r, z; dGxn for n)
-            gm, sm = wgrad_rows(q0, q1, (dG, 0, H3), (dGxn, 0, H), (X, X), dwih, dbih)
+        for q in team:  # half 0 adds into the gradients, half 1 sets the scratch
+            r0, r1 = halves[q], halves[q + 1]
+            beta = 1.0 if q == 0 else 0.0
+            # dW_ih (+)= dGx^T @ X (dGx: dG for r, z; dGxn for n)
+            gm, sm = wgrad(r0, r1, (dG, 0, H3), (dGxn, 0, H), X,
+                           dwih if q == 0 else w2ih, dbih if q == 0 else w2b[0], beta)
             ih += gm
             sums += sm
-            # dW_hh[q0:q1] += dGh[:, q0:q1]^T @ Hp
-            gm, sm = wgrad_rows(q0, q1, (dG, 0, H3), (dG, 2 * H, H3), (Hp, Hp), dwhh, dbhh)
+            # dW_hh (+)= dGh^T @ Hp
+            gm, sm = wgrad(r0, r1, (dG, 0, H3), (dG, 2 * H, H3), Hp,
+                           dwhh if q == 0 else w2hh, dbhh if q == 0 else w2b[1], beta)
             hh += gm
             sums += sm
-        if not chunked:  # _backward_seq: db_hh in one column sum over all 3H
-            sums = sums[:2] + [blas.colsum_call(N, H3, (dG, 0), H3, ones, dbhh)]
         dw_ih.append(ih)
         dw_hh.append(hh)
         bias.append(sums)
     put("hoisted GEMM, backward dW_ih", "blas", blas_threads(dw_ih), flop * I)
     put("hoisted GEMM, backward dW_hh", "blas", blas_threads(dw_hh), flop * H)
-    # dX = dGx @ W_ih (by row blocks when chunked)
-    dx = []
-    for team in row_teams:
-        calls = []
-        for b in team:
-            r0, r1 = row_bounds[b], row_bounds[b + 1]
-            if r1 > r0:
-                calls += [g(False, False, r1 - r0, I, 2 * H, (dG, r0 * H3), H3, (wih, 0), I,
-                            0.0, (dX, r0 * I), I),
-                          g(False, False, r1 - r0, I, H, (dGxn, r0 * H), H, (wih, 2 * H * I),
-                            I, 1.0, (dX, r0 * I), I)]
-        dx.append(calls)
-    put("hoisted GEMM, backward dX", "blas", blas_threads(dx), flop * I)
     put("bias gradient sums (GEMV), backward", "blas", blas_threads(bias), 4.0 * N * H3)
+    # dX = dG[:, :2H] @ W_ih[:2H] + dGxn @ W_ih[2H:] by the row blocks
+    name = "hoisted GEMM, backward dX"
+    if packed:
+        # The probe needs a C-contiguous A: the first product reads a contiguous copy of
+        # dG[:, :2H] (same shape and FLOPs, unit-stride A instead of stride 3H).  The
+        # second product goes to its own output dX_n (the kernels add it into dX: the
+        # probe overwrites, one load of the output less).
+        dGrz = bufs["dG_rz"] = np.ascontiguousarray(dG[:, :2 * H])
+        put(name, "probe", [(_probe_call(
+            [p for r0, r1 in blocks(team) for p in (
+                (dGrz[r0:r1], wih[:2 * H], False, dX[r0:r1], 1),
+                (dGxn[r0:r1], wih[2 * H:], False, dXn[r0:r1], 1))]), 2 * len(blocks(team)))
+            for team in row_teams_b], flop * I)
+    else:
+        put(name, "blas", blas_threads(
+            [[c for r0, r1 in blocks(team) for c in (
+                g(False, False, r1 - r0, I, 2 * H, (dG, r0 * H3), H3, (wih, 0), I, 0.0,
+                  (dX, r0 * I), I),
+                g(False, False, r1 - r0, I, H, (dGxn, r0 * H), H, (wih, 2 * H * I), I, 1.0,
+                  (dX, r0 * I), I))] for team in row_teams_b]), flop * I)
+    # After a barrier: the gradients += the second half's, by the row blocks of the flat
+    # arrays (memory-bound)
+    pairs = [(dwih.ravel(), w2ih.ravel()), (dwhh.ravel(), w2hh.ravel()), (dbih, w2b[0]),
+             (dbhh, w2b[1])]
+    adds = []
+    for team in row_teams_b:
+        views = [(d[d.size * b // ROW_BLOCKS:d.size * (b + 1) // ROW_BLOCKS],
+                  s[s.size * b // ROW_BLOCKS:s.size * (b + 1) // ROW_BLOCKS])
+                 for b in team for d, s in pairs]
+        adds.append((_add_call(views), len(views)))
+    put("weight gradients: second half added (memory-bound)", "add", adds, 0.0)
     return pieces, bufs
+
+
+def _add_call(views):
+    """A zero-argument callable doing dst += src for each (dst, src) of ``views``."""
+    def call():
+        for d, s in views:
+            np.add(d, s, out=d)
+    return call
 
 
 def workspace_cycles(B, T, I, H, split):
     """(allocate + touch + free, touch only) callables over the buffers the kernels keep
-    in their pool (training step, full lengths): G, A, Hp, Gh, the packed W_hh (packed
-    path) (forward); dG, dGxn, dRH, ones, the packed W_hh (backward)."""
+    in their pool (training step, full lengths): G, A, Hp, Gh, S2 (chunked) (forward);
+    dG, dGxn, dRH, ones, W2 (backward); pk, the packed W_hh and W_ih (packed path; the
+    backward reuses the forward's, grown when it needs more)."""
     H3, N = 3 * H, T * B
-    shapes = [(N, H3), (N, H), (N, H), (B, H3), (N, H3), (N, H), (1, H), (N,)]
+    shapes = [(N, H3), (N, H), (N, H), (B, H3), (N, H3), (N, H), (1, H), (N,),
+              (H3 * (I + 2 + (0 if split.packed else H)),)]
+    if split.chunked:
+        shapes.append((B, H))
     if split.packed:
         nc = len(split.bounds) - 1
         widths = [split.bounds[k + 1] - split.bounds[k] for k in range(nc)]
-        shapes += [(sum(H * -(-3 * c // PANEL) * PANEL for c in widths),),
-                   (sum(H3 * -(-c // PANEL) * PANEL for c in widths),)]
+        size = lambda K, n: K * -(-n // PANEL) * PANEL  # noqa: E731 (grucy_pgemm_size)
+        shapes.append((max(sum(size(H, 3 * c) for c in widths) + size(I, H3),
+                           sum(size(H3, c) for c in widths) + size(H3, I)),))
     kept = [np.empty(s, np.float32) for s in shapes]
     for k in kept:
         k.fill(1)
@@ -489,10 +571,14 @@ def profile_shape(shape, grucy, blas, target, min_repeats, seed, log):
     entries += [Entry("workspace alloc+touch", fresh), Entry("workspace touch", reuse)]
     empty = blas.empty_call()
     entries.append(Entry("ctypes BLAS call", lambda: [empty() for _ in range(100)], calls=100))
+    z = np.zeros(0, np.float32)
+    entries.append(Entry("numpy add call", lambda: [np.add(z, z, out=z) for _ in range(100)],
+                         calls=100))
     pieces, _ = gemm_pieces(blas, B, T, I, H, split, nt)
     for name, p in pieces.items():
         for tid, (fn, _) in enumerate(p["threads"]):
-            entries.append((Entry if p["kind"] == "blas" else _SelfTimed)(f"{name} #{tid}", fn))
+            timer = Entry if p["kind"] in ("blas", "add") else _SelfTimed
+            entries.append(timer(f"{name} #{tid}", fn))
     if split.packed:  # the fixed cost of a probe call outside its loop, on a 1x1 problem
         one = np.ones((1, 1), np.float32)
         entries.append(_SelfTimed("probe call cost", _pack_call([(one, one, True, one)])))
@@ -548,7 +634,9 @@ def profile_shape(shape, grucy, blas, target, min_repeats, seed, log):
             if p["kind"] == "blas":
                 t -= ncalls * call_ms
             elif p["kind"] == "pack":
-                t -= 2 * ms["probe call cost"]
+                t -= ncalls * ms["probe call cost"]
+            elif p["kind"] == "add":
+                t -= ncalls * ms["numpy add call"]
             per.append(max(t, 0.0))
         one = sum(per)
         value = max(per)  # the threads' shares run side by side; the slowest ends it
@@ -560,10 +648,17 @@ def profile_shape(shape, grucy, blas, target, min_repeats, seed, log):
                 f"{ncalls} packed blocks (grucy._gru._pgemm_probe wall time minus its "
                 f"timed loop, minus a 1x1 probe's): {one:.3f} ms on 1 thread{share}")
             continue
+        if p["kind"] == "add":
+            fixed += value
+            put(f"    {name}", value,
+                f"{ncalls} numpy adds of the kernels' blocks of the flat gradients (minus "
+                f"{ms['numpy add call'] * 1e3:.1f} us each): {one:.3f} ms on 1 thread"
+                + share)
+            continue
         gemm_total += value
         gflops_1 = p["flops"] / max(one, 1e-9) / 1e6
         if p["kind"] == "probe":
-            how = (f"grucy's packed kernel (_pgemm_probe), {ncalls} chunk GEMMs: "
+            how = (f"grucy's packed kernel (_pgemm_probe), {ncalls} GEMMs: "
                    f"{one:.3f} ms on 1 thread at {gflops_1:.0f} GFLOP/s")
         else:
             how = (f"{ncalls} BLAS calls on 1 thread via ctypes (minus "
@@ -579,8 +674,9 @@ def profile_shape(shape, grucy, blas, target, min_repeats, seed, log):
     if "kernel calls" in ms:
         rest = ms["kernel calls"] - ms["kernel entry (1x1x1x1)"] - fixed - gemm_total
         put("    rest: fused passes, copies, barriers, imbalance", rest,
-            "kernel calls - entry - " + ("packing" if split.packed else "regroup")
-            + " - GEMMs")
+            " - ".join(["kernel calls", "entry"]
+                       + (["packing"] if split.packed else ["regroup"] if split.chunked
+                          else []) + ["gradient-half add", "GEMMs"]))
     key = "sigmoid+tanh of the forward pass (1 thread)"
     if key in ms:
         put(f"    (for scale: {key})", ms[key], "grucy._gru._fast_sigmoidf/_fast_tanhf")
