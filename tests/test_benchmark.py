@@ -198,12 +198,14 @@ def test_profile_mode_reports_every_piece(tmp_path, capsys):
              "bias gradient sums (GEMV), backward",
              "(not in the step: allocation + first touch of the kernel buffers)",
              "rest: fused passes, copies, barriers, imbalance"]
+    names.append("weight gradients: second half added (memory-bound)")
     if packed:
-        names.append("W_hh packing (forward + backward)")
+        names.append("W_hh + W_ih packing (forward + backward)")
     for name in names:
         assert np.isfinite(pieces[name]["ms"]), name
     assert "W_hh regroup copy (chunked BLAS path)" not in pieces
-    for name in ("recurrent GEMM, forward", "recurrent GEMM, backward"):
+    for name in ("recurrent GEMM, forward", "recurrent GEMM, backward",
+                 "hoisted GEMM, forward (X W_ih^T)", "hoisted GEMM, backward dX"):
         assert pieces[name]["kind"] == ("probe" if packed else "blas")
     assert pieces["training step (layer API)"]["pct"] == pytest.approx(100.0)
     perf = doc["perf"]
@@ -230,6 +232,15 @@ def _unpack(buf, K, panels):
     return buf[:panels * K * 32].reshape(panels, K, 32).transpose(1, 0, 2).reshape(K, -1)
 
 
+def _packed(w, K):
+    """(K, n) matrix w as _pgemm.h packs it: panels of 32 columns, zero-padded, flat."""
+    n = w.shape[1]
+    p = -(-n // 32)
+    full = np.zeros((K, p * 32), w.dtype)
+    full[:, :n] = w
+    return full.reshape(K, p, 32).transpose(1, 0, 2).ravel()
+
+
 @pytest.mark.parametrize("B, T, H, min_chunk", [
     (3, 6, 5, 32),     # serial kernels, T >= 4: packed whole W_hh
     (3, 3, 5, 32),     # serial kernels, T < 4: BLAS
@@ -238,14 +249,17 @@ def _unpack(buf, K, panels):
 ])
 def test_profile_split_mirrors_the_kernels_packed_operands(B, T, H, min_chunk, chunking,
                                                            rng):
-    """The profiler's recurrent operands are, value for value, the W_hh blocks the
-    kernels pack (read back from the kernels' buffer pool), and its split flags match."""
+    """The profiler's packed operands are, value for value, what the kernels pack into
+    their pool buffer "pk" (forward: the W_hh blocks, then W_ih^T; the backward reuses
+    the buffer: the W_hh[:, chunk] blocks, then W_ih), its split flags match, and its
+    row halves are those of the kernels' weight gradients (the second half's partial
+    sums, read back from the kernels' scratch)."""
     from grucy import _gru
     from grucy._bench_profile import kernel_split, recurrent_operands
 
     chunking(1 << 17, min_chunk, 16)
     split = kernel_split(H, B, T)
-    I = 4
+    I, N, H3 = 40, T * B, 3 * H  # I = 40: W_ih packed for dX has a padded second panel
     w_ih, w_hh = (rng.standard_normal((3 * H, n)).astype(np.float32) for n in (I, H))
     b = np.zeros(3 * H, np.float32)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
@@ -253,31 +267,53 @@ def test_profile_split_mirrors_the_kernels_packed_operands(B, T, H, min_chunk, c
     pool = {}
     ws = _gru.forward(x, w_ih, w_hh, b, b, np.zeros((B, H), np.float32), y,
                       np.full(T, B, np.intc), False, True, True, pool)
+    pk_fwd = pool["pk"].copy() if "pk" in pool else None
     grads = [np.zeros_like(a) for a in (w_ih, w_hh, b, b)]
     _gru.backward(ws, y, np.zeros((B, H), np.float32), w_ih, w_hh, *grads,
                   np.empty_like(x), False)
     assert split.chunked == (B * 3 * H * H >= 1 << 17)
-    assert split.packed == ("pk" in pool) == ("pkb" in pool)
+    assert split.packed == ("pk" in pool) and "pkb" not in pool
     assert split.packed == (_gru.packed_gemm_enabled() and (split.chunked or T >= 4))
     if split.chunked:
         assert len(split.bounds) - 1 == (6 if min_chunk == 32 else 8)
-        assert split.wgrad_bounds == [0, 144, 288, 448, 600]
+    # The second half of the rows [N//2, N) went to the scratch (beta = 0): W2 holds
+    # its dW_ih, db_ih, db_hh; dW_hh's is in the dead packed W_hh (packed) or after them.
+    h = split.row_halves[1]
+    assert split.row_halves == [0, N // 2, N]
+    dG, dGxn, Hp, X = pool["dG"][:N * H3].reshape(N, H3), pool["dGxn"][:N * H], ws["Hp"], \
+        x.reshape(N, I)
+    dGx = np.concatenate([dG[:, :2 * H], dGxn.reshape(N, H)], axis=1)
+    W2 = pool["W2"]
+    tol = dict(rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(W2[:H3 * I].reshape(H3, I), dGx[h:].T @ X[h:], **tol)
+    np.testing.assert_allclose(W2[H3 * I:H3 * (I + 1)], dGx[h:].sum(0), **tol)
+    np.testing.assert_allclose(W2[H3 * (I + 1):H3 * (I + 2)], dG[h:].sum(0), **tol)
+    w2hh = pool["pk"][:H3 * H] if split.packed else W2[H3 * (I + 2):H3 * (I + 2 + H)]
+    np.testing.assert_allclose(w2hh.reshape(H3, H), dG[h:].T @ Hp[h:], **tol)
     if not split.packed:
         return
+    panels = lambda n: -(-n // 32)  # noqa: E731
     for nt in (1, 2, 3):  # every thread's operands together are the whole W_hh
         teams = [list(range(t, len(split.bounds) - 1, nt)) for t in range(nt)
                  if t < len(split.bounds) - 1]
         ops = [recurrent_operands(w_hh, split.bounds, team) for team in teams]
-        panels = lambda n: -(-n // 32)  # noqa: E731
-        assert sum(panels(wf.shape[0]) * 32 * H for wf, _, _ in ops) == pool["pk"].size
-        assert sum(panels(wb.shape[1]) * 96 * H for _, wb, _ in ops) == pool["pkb"].size
+        size_f = sum(panels(wf.shape[0]) * 32 * H for wf, _, _ in ops)
+        size_b = sum(panels(wb.shape[1]) * 32 * H3 for _, wb, _ in ops)
+        # W_ih follows W_hh; the buffer has room for the larger of the two calls
+        assert pool["pk"].size == max(size_f + I * panels(H3) * 32,
+                                      size_b + H3 * panels(I) * 32)
     # One thread: its operands are exactly what the kernels packed, padding included.
     wf, wb, layout = recurrent_operands(w_hh, split.bounds, range(len(split.bounds) - 1))
-    got_f = _unpack(pool["pk"], H, panels(wf.shape[0])).T
+    got_f = _unpack(pk_fwd, H, panels(wf.shape[0])).T
     np.testing.assert_array_equal(got_f[:wf.shape[0]], wf)
     assert not got_f[wf.shape[0]:].any()
-    got_b = _unpack(pool["pkb"], 3 * H, panels(wb.shape[1]))
-    np.testing.assert_array_equal(got_b[:, :wb.shape[1]], wb)
+    np.testing.assert_array_equal(pk_fwd[size_f:size_f + I * panels(H3) * 32],
+                                  _packed(w_ih.T, I))
+    # Backward: the dW_hh scratch overwrote the first 3H*H values of the W_hh blocks
+    pk = pool["pk"]
+    np.testing.assert_array_equal(pk[H3 * H:size_b], _packed(wb, H3)[H3 * H:])
+    np.testing.assert_array_equal(pk[size_b:size_b + H3 * panels(I) * 32],
+                                  _packed(w_ih, H3))
     assert [k for k, _, _ in layout] == list(range(len(split.bounds) - 1))
 
 
@@ -290,13 +326,14 @@ def test_profile_recurrent_lines_time_the_packed_kernel(monkeypatch, rng):
 
     if not _gru.packed_gemm_enabled():
         pytest.skip("the packed kernel needs an AVX-512 CPU")
-    B, T, I, H, nt = 4, 3, 8, 128, 2
-    calls = []
+    B, T, I, H, nt = 4, 3, 40, 128, 2
+    calls, operands = [], []
     real = _gru._pgemm_probe
 
     def spy(a, w, transposed, c, repeats):
         real(a, w, transposed, c, repeats)
         calls.append((a.shape, w.shape, transposed, c.shape, repeats))
+        operands.append(np.array(w))
         return 0.125  # the lines must report what the probe says
 
     monkeypatch.setattr(_gru, "_pgemm_probe", spy)
@@ -324,8 +361,26 @@ def test_profile_recurrent_lines_time_the_packed_kernel(monkeypatch, rng):
             np.testing.assert_allclose(rec["c_bwd"][:, col_b:col_b + c],
                                        rec["a_bwd"] @ whh[:, j0:j0 + c], rtol=1e-4,
                                        atol=1e-4)
-    pack = pieces["W_hh packing (forward + backward)"]
+    # The packing line: each thread packs its chunks' W_hh blocks (as above) and its
+    # share of W_ih's panels (P * tid // nt ..), forward (W_ih^T) and backward (W_ih).
+    pack = pieces["W_hh + W_ih packing (forward + backward)"]
     assert pack["kind"] == "pack" and len(pack["threads"]) == nt
+    fwd_ih, bwd_ih = [], []
+    for tid, (fn, ncalls) in enumerate(pack["threads"]):
+        calls.clear()
+        operands.clear()
+        fn()
+        ws = [w for w in operands if w.shape != (1, 1)]  # not the untimed warm-ups
+        assert len(ws) == ncalls == 4
+        np.testing.assert_array_equal(ws[0], bufs["recurrent"][tid]["w_fwd"])
+        np.testing.assert_array_equal(ws[1], bufs["recurrent"][tid]["w_bwd"])
+        fwd_ih.append(ws[2])
+        bwd_ih.append(ws[3])
+    # 3H = 384 columns of W_ih^T: 12 panels, 6 per thread; I = 40: 2 panels, one each
+    assert [w.shape for w in fwd_ih] == [(192, I), (192, I)]
+    assert [w.shape for w in bwd_ih] == [(3 * H, 32), (3 * H, 8)]
+    np.testing.assert_array_equal(np.concatenate(fwd_ih), bufs["w_ih"])
+    np.testing.assert_array_equal(np.concatenate(bwd_ih, axis=1), bufs["w_ih"])
     old = _gru._set_packed(False)
     try:
         calls.clear()
@@ -337,41 +392,125 @@ def test_profile_recurrent_lines_time_the_packed_kernel(monkeypatch, rng):
             for fn, ncalls in pieces[name]["threads"]:
                 fn()
                 assert ncalls == 2 * T  # two chunks per thread, every step
-        assert "W_hh packing (forward + backward)" not in pieces
+        assert "W_hh + W_ih packing (forward + backward)" not in pieces
         assert calls == []
     finally:
         _gru._set_packed(old)
 
 
-@pytest.mark.parametrize("B, T, I, H, nt", [(4, 3, 8, 128, 2), (4, 3, 8, 128, 1),
-                                            (2, 5, 3, 6, 1)])
-def test_profile_hoisted_gemms_compute_the_kernels_products(B, T, I, H, nt):
-    """Run once, every thread's share of the hoisted GEMM lines together computes the
-    input projection, dW_ih, dW_hh, both bias gradients and dX: each row block and each
-    block of gate rows exactly once (a missed or doubled block shows)."""
+@pytest.mark.parametrize("B, T, I, H, nt", [(4, 3, 40, 128, 2), (3, 6, 40, 5, 1)])
+def test_profile_input_projection_and_dx_lines_use_the_kernels_gemm(monkeypatch, B, T, I,
+                                                                    H, nt):
+    """With the packed path on, the input projection and dX lines run
+    grucy._gru._pgemm_probe on the kernels' row blocks (thread t: blocks t, t + n, ...;
+    once each) with the kernels' operands (X @ W_ih^T; dG[:, :2H] @ W_ih[:2H] and
+    dGxn @ W_ih[2H:]) and report the probe's own time; with it off, they call BLAS."""
+    from grucy import _gru
+    from grucy._bench_profile import ScipyBlas, gemm_pieces, kernel_split
+
+    if not _gru.packed_gemm_enabled():
+        pytest.skip("the packed kernel needs an AVX-512 CPU")
+    calls = []
+    real = _gru._pgemm_probe
+
+    def spy(a, w, transposed, c, repeats):
+        real(a, w, transposed, c, repeats)
+        calls.append((a.copy(), w.copy(), transposed, c.shape, repeats))
+        return 0.125
+
+    monkeypatch.setattr(_gru, "_pgemm_probe", spy)
+    split = kernel_split(H, B, T)
+    assert split.packed and split.chunked == (H == 128)
+    N, H3 = T * B, 3 * H
+    rows = [N * k // 8 for k in range(9)]
+    pieces, b = gemm_pieces(ScipyBlas(), B, T, I, H, split, nt)
+    line_f = pieces["hoisted GEMM, forward (X W_ih^T)"]
+    line_x = pieces["hoisted GEMM, backward dX"]
+    assert line_f["kind"] == line_x["kind"] == "probe"
+    assert len(line_f["threads"]) == len(line_x["threads"]) == nt
+    for tid in range(nt):
+        blocks = [(rows[k], rows[k + 1]) for k in range(tid, 8, nt) if rows[k + 1] > rows[k]]
+        calls.clear()
+        assert line_f["threads"][tid][0]() == 0.125 * len(blocks)
+        assert len(calls) == len(blocks)
+        for (a, w, transposed, cshape, repeats), (r0, r1) in zip(calls, blocks):
+            np.testing.assert_array_equal(a, b["X"][r0:r1])
+            np.testing.assert_array_equal(w, b["w_ih"])
+            assert transposed and cshape == (r1 - r0, H3) and repeats == 1
+        calls.clear()
+        assert line_x["threads"][tid][0]() == 0.125 * 2 * len(blocks)
+        assert len(calls) == 2 * len(blocks)
+        for k, (r0, r1) in enumerate(blocks):
+            (a1, w1, t1, c1, n1), (a2, w2, t2, c2, n2) = calls[2 * k:2 * k + 2]
+            np.testing.assert_array_equal(a1, b["dG"][r0:r1, :2 * H])
+            np.testing.assert_array_equal(w1, b["w_ih"][:2 * H])
+            np.testing.assert_array_equal(a2, b["dGxn"][r0:r1])
+            np.testing.assert_array_equal(w2, b["w_ih"][2 * H:])
+            assert (t1, t2, c1, c2, n1, n2) == (False, False, (r1 - r0, I), (r1 - r0, I), 1, 1)
+    old = _gru._set_packed(False)
+    try:
+        split = kernel_split(H, B, T)
+        assert not split.packed
+        pieces, _ = gemm_pieces(ScipyBlas(), B, T, I, H, split, nt)
+        calls.clear()
+        for name, per_block in (("hoisted GEMM, forward (X W_ih^T)", 1),
+                                ("hoisted GEMM, backward dX", 2)):
+            assert pieces[name]["kind"] == "blas"
+            for tid, (fn, ncalls) in enumerate(pieces[name]["threads"]):
+                fn()
+                assert ncalls == per_block * len(range(tid, 8, nt))
+        assert calls == []
+    finally:
+        _gru._set_packed(old)
+
+
+@pytest.mark.parametrize("B, T, I, H, nt, nt_fwd, nt_bwd", [
+    (4, 3, 8, 128, 2, 2, 2),    # chunked: the whole team
+    (4, 3, 8, 128, 1, 1, 1),
+    (2, 5, 3, 6, 2, 1, 1),      # serial, little work: one thread
+    (2, 200, 64, 32, 2, 2, 2),  # serial, N*3H*I = 2.5M >= 1 << 20: the team
+    (2, 100, 16, 64, 2, 1, 2),  # serial, N*3H*I = 0.6M < 1 << 20 <= N*3H*(I+H)
+])
+def test_profile_hoisted_gemms_compute_the_kernels_products(B, T, I, H, nt, nt_fwd,
+                                                            nt_bwd):
+    """Run once, every thread's share of the hoisted lines together computes the input
+    projection, dW_ih, dW_hh, both bias gradients and dX: each row block and each row
+    half exactly once (a missed or doubled one shows), the second half in the scratch
+    and then added in; the lines run on the kernels' thread teams (row block and half k
+    to thread k % n; the serial kernels use the team from 1 << 20 multiply-adds on)."""
     from grucy._bench_profile import ScipyBlas, gemm_pieces, kernel_split
 
     split = kernel_split(H, B, T)
     assert split.chunked == (H == 128)
+    N = T * B
     pieces, bufs = gemm_pieces(ScipyBlas(), B, T, I, H, split, nt)
-    for name in ("hoisted GEMM, forward (X W_ih^T)", "hoisted GEMM, backward dW_ih",
-                 "hoisted GEMM, backward dW_hh", "hoisted GEMM, backward dX",
-                 "bias gradient sums (GEMV), backward"):
-        assert len(pieces[name]["threads"]) == (nt if split.chunked else 1)
-        for fn, _ in pieces[name]["threads"]:
+    for name, teams, per_item in (
+            ("hoisted GEMM, forward (X W_ih^T)", nt_fwd, 1),
+            ("hoisted GEMM, backward dW_ih", nt_bwd, 2),
+            ("hoisted GEMM, backward dW_hh", nt_bwd, 2),
+            ("bias gradient sums (GEMV), backward", nt_bwd, 4),
+            ("hoisted GEMM, backward dX", nt_bwd, 2),
+            ("weight gradients: second half added (memory-bound)", nt_bwd, 4)):
+        threads = pieces[name]["threads"]
+        items = 2 if "dW" in name or "bias" in name else 8  # row halves / ROW_BLOCKS
+        assert [n for _, n in threads] == [per_item * len(range(t, items, teams))
+                                           for t in range(teams)], name
+        for fn, _ in threads:
             fn()
-    if split.chunked:  # 4 blocks of 96 gate rows; the third straddles row 2H = 256
-        assert split.wgrad_bounds == [0, 96, 192, 288, 384]
-        assert sum(n for _, n in pieces["hoisted GEMM, backward dW_ih"]["threads"]) == 5
-    b = bufs
+    b, h = bufs, N // 2
     dgx = np.concatenate([b["dG"][:, :2 * H], b["dGxn"]], axis=1)
     tol = dict(rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(b["G"], b["X"] @ b["w_ih"].T, **tol)
+    np.testing.assert_allclose(b["w2_ih"], dgx[h:].T @ b["X"][h:], **tol)
+    np.testing.assert_allclose(b["w2_hh"], b["dG"][h:].T @ b["Hp"][h:], **tol)
+    np.testing.assert_allclose(b["w2_b"], [dgx[h:].sum(0), b["dG"][h:].sum(0)], **tol)
     np.testing.assert_allclose(b["dw_ih"], dgx.T @ b["X"], **tol)
     np.testing.assert_allclose(b["dw_hh"], b["dG"].T @ b["Hp"], **tol)
     np.testing.assert_allclose(b["db_ih"], dgx.sum(0), **tol)
     np.testing.assert_allclose(b["db_hh"], b["dG"].sum(0), **tol)
-    np.testing.assert_allclose(b["dX"], dgx @ b["w_ih"], **tol)
+    # packed: the probe overwrites, so the second product has its own output dX_n
+    dx = b["dX"] + b["dX_n"] if split.packed else b["dX"]
+    np.testing.assert_allclose(dx, dgx @ b["w_ih"], **tol)
 
 
 # Every (m, trans_a, trans_b) the kernels use; a transposed single row never occurs.
@@ -409,6 +548,7 @@ def test_profile_shape_on_the_blas_path_times_the_regroup_copy():
     assert row["chunked"] and not row["packed"] and row["notes"] == []
     pieces = {k.strip(): v for k, v in row["pieces"].items()}
     assert np.isfinite(pieces["W_hh regroup copy (chunked BLAS path)"]["ms"])
-    assert "W_hh packing (forward + backward)" not in pieces
-    for name in ("recurrent GEMM, forward", "recurrent GEMM, backward"):
+    assert "W_hh + W_ih packing (forward + backward)" not in pieces
+    for name in ("recurrent GEMM, forward", "recurrent GEMM, backward",
+                 "hoisted GEMM, forward (X W_ih^T)", "hoisted GEMM, backward dX"):
         assert pieces[name]["kind"] == "blas" and "BLAS calls" in pieces[name]["how"]
