@@ -713,7 +713,7 @@ CATEGORIES = [  # (label, dso regex, symbol regex or None): first match wins
     ("BLAS compute (GEMM/GEMV kernels, packing)", r"openblas", None),
     ("grucy packed GEMM kernel (grucy_pgemm_*)", r"^_gru\.", r"^grucy_pgemm"),
     ("grucy fused passes (grucy_fwd_*/grucy_bwd_*)", r"^_gru\.", r"^grucy_(fwd|bwd)_"),
-    ("grucy other code (W_hh packing, loops, copies, Cython)", r"^_gru\.", None),
+    ("grucy other code (weight packing, loops, copies, Cython)", r"^_gru\.", None),
     ("OpenMP runtime (libgomp)", r"libgomp", None),
     ("OS kernel (page faults, scheduling, syscalls)", r"kernel|\[k", None),
     ("libc (memcpy, memset, malloc)", r"^libc[.-]|^libm[.-]", None),
