@@ -874,8 +874,8 @@ def profile_lines(doc):
     for r in doc["shapes"]:
         split = (f"chunked kernels, {r['chunks']} unit chunks over {r['threads']} threads"
                  if r.get("chunked") else "unchunked kernels (one thread issues the GEMMs)")
-        split += ("; recurrent GEMMs on the packed W_hh" if r.get("packed")
-                  else "; recurrent GEMMs in BLAS")
+        split += ("; recurrent GEMMs, input projection and dX on grucy's packed kernel"
+                  if r.get("packed") else "; GEMMs in BLAS")
         out += ["", f"{r['label']} ({split}): {r['gflop']:.3g} GFLOP per step; step at "
                     f"{r['step_pct_sgemm']:.0f}% of SGEMM peak"
                 + (f"; its GEMMs alone would allow {r['gemm_bound_pct_sgemm']:.0f}%"
