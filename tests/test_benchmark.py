@@ -280,9 +280,8 @@ def test_profile_split_mirrors_the_kernels_packed_operands(B, T, H, min_chunk, c
     # its dW_ih, db_ih, db_hh; dW_hh's is in the dead packed W_hh (packed) or after them.
     h = split.row_halves[1]
     assert split.row_halves == [0, N // 2, N]
-    dG, dGxn, Hp, X = pool["dG"][:N * H3].reshape(N, H3), pool["dGxn"][:N * H], ws["Hp"], \
-        x.reshape(N, I)
-    dGx = np.concatenate([dG[:, :2 * H], dGxn.reshape(N, H)], axis=1)
+    dG, Hp, X = pool["dG"][:N * H3].reshape(N, H3), ws["Hp"], x.reshape(N, I)
+    dGx = np.concatenate([dG[:, :2 * H], pool["dGxn"][:N * H].reshape(N, H)], axis=1)
     W2 = pool["W2"]
     tol = dict(rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(W2[:H3 * I].reshape(H3, I), dGx[h:].T @ X[h:], **tol)
