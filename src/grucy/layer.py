@@ -50,12 +50,17 @@ class GRU(GRUBase):
         T, B, _ = x.shape
         H, D = self.hidden_size, self.num_directions
         order = None
+        pools = self._scratch_pools()
         if lengths is None:
             batch_sizes = np.full(T, B, np.intc)
         else:
             # The kernels want the longest sequences first (active rows form a prefix).
+            # The sorted copies live in the layer's reusable buffers (see _scratch_pools):
+            # only the outputs, put back in the caller's order, are new arrays.
             order = np.argsort(-lengths, kind="stable")
-            x, h0 = x[:, order], h0[:, order]
+            x = np.take(x, order, axis=1,
+                        out=_gru._buffer(pools[0], "x_sorted", x.shape, self.dtype))
+            h0 = h0[:, order]
             batch_sizes = (lengths[order][None, :] > np.arange(T)[:, None]).sum(1)
             batch_sizes = batch_sizes.astype(np.intc)
         layer_in = np.ascontiguousarray(x)
@@ -64,8 +69,6 @@ class GRU(GRUBase):
             # change the gradient.
             layer_in = layer_in.copy()
         h_n = np.array(h0, order="C")  # the kernels turn h0 into h_n in place
-        new_output = np.zeros if lengths is not None else np.empty
-        pools = self._scratch_pools()
         saved = []
         for layer in range(self.num_layers):
             mask = None
@@ -75,7 +78,12 @@ class GRU(GRUBase):
                 if order is not None:
                     mask = mask[:, order]
                 layer_in = layer_in * mask
-            y = new_output((T, B, D * H), self.dtype)
+            if order is None:
+                y = np.empty((T, B, D * H), self.dtype)
+            else:  # zero past each sequence's end; the kernels write the steps within
+                y = _gru._buffer(pools[0], f"y_sorted{layer % 2}", (T, B, D * H),
+                                 self.dtype)
+                y.fill(0)
             workspaces = []
             for direction in range(D):
                 w_ih, w_hh, b_ih, b_hh = self.layer_params(layer, direction)
@@ -88,7 +96,8 @@ class GRU(GRUBase):
         y = layer_in
         if order is not None:
             inverse = np.argsort(order)
-            y, h_n = y[:, inverse], h_n[:, inverse]
+            # (take gives C-contiguous results; y[:, inverse] would need another copy)
+            y, h_n = np.take(y, inverse, axis=1), np.take(h_n, inverse, axis=1)
         # h_n is NaN whenever any output is (NaN propagates through the recurrence).
         self._check_result("the output", h_n)
         self._cache = ({"T": T, "B": B, "order": order, "layers": saved}
@@ -186,16 +195,24 @@ class GRU(GRUBase):
         dy, dh_n = self._check_backward(dy, dh_n)
         cache, self._cache = self._cache, None
         order = cache["order"]
-        if order is not None:
-            dy, dh_n = dy[:, order], dh_n[:, order]
-        grad_out = np.ascontiguousarray(dy)
+        pools = self._scratch_pools()
+        if order is not None:  # sorted copies in reusable buffers, as in forward
+            grad_out = np.take(dy, order, axis=1,
+                               out=_gru._buffer(pools[0], "dy_sorted", dy.shape, self.dtype))
+            dh_n = dh_n[:, order]
+        else:
+            grad_out = np.ascontiguousarray(dy)
         dh = np.array(dh_n, order="C")  # the kernels turn dh_n into dh0 in place
         H, D = self.hidden_size, self.num_directions
         T, B = cache["T"], cache["B"]
         for layer in reversed(range(self.num_layers)):
             mask, workspaces = cache["layers"][layer]
             in_size = self.input_size if layer == 0 else D * H
-            dx = np.empty((T, B, in_size), self.dtype)
+            if order is None:
+                dx = np.empty((T, B, in_size), self.dtype)
+            else:
+                dx = _gru._buffer(pools[0], f"dx_sorted{layer % 2}", (T, B, in_size),
+                                  self.dtype)
             for direction in range(D):
                 w_ih, w_hh, _, _ = self.layer_params(layer, direction)
                 _gru.backward(workspaces[direction],
@@ -208,7 +225,7 @@ class GRU(GRUBase):
         dx = grad_out
         if order is not None:
             inverse = np.argsort(order)
-            dx, dh = dx[:, inverse], dh[:, inverse]
+            dx, dh = np.take(dx, inverse, axis=1), np.take(dh, inverse, axis=1)
         if self.batch_first:
             dx = dx.transpose(1, 0, 2)
         return np.ascontiguousarray(dx), np.ascontiguousarray(dh)
