@@ -219,6 +219,31 @@ def test_packed_kernel_matches_numpy(transposed, dtype, rng):
                 assert_close(c, want, dtype, err_msg=f"M={M} N={N} K={K}")
 
 
+@_needs_compiled
+def test_kernel_row_maps_are_checked_permutations(rng):
+    """The kernels write y (forward) and dX (backward) through a caller's row map; one
+    that is not a permutation of the batch rows is refused before anything is written."""
+    from grucy import _gru
+    T, B, I, H = 3, 4, 2, 5
+    w_ih, w_hh = rng.standard_normal((3 * H, I)), rng.standard_normal((3 * H, H))
+    b = np.zeros(3 * H)
+    x = rng.standard_normal((T, B, I))
+    bs = np.full(T, B, np.intc)
+    for bad in ([0, 1, 2], [0, 1, 1, 3], [0, 1, 2, 4], [-1, 0, 1, 2]):
+        y = np.zeros((T, B, H))
+        with pytest.raises(ValueError, match="row map"):
+            _gru.forward(x, w_ih, w_hh, b, b, np.zeros((B, H)), y, bs, False, True, False,
+                         None, np.array(bad, np.intp))
+        assert not y.any()
+    # a valid map only moves rows
+    y0, y1 = np.zeros((T, B, H)), np.zeros((T, B, H))
+    perm = np.array([2, 0, 3, 1], np.intp)
+    _gru.forward(x, w_ih, w_hh, b, b, np.zeros((B, H)), y0, bs, False, True, False)
+    _gru.forward(x, w_ih, w_hh, b, b, np.zeros((B, H)), y1, bs, False, True, False,
+                 None, perm)
+    np.testing.assert_array_equal(y1[:, perm], y0)
+
+
 def test_outputs_past_length_are_zero(rng):
     layer = GRU(3, 4, bidirectional=True, num_layers=2, dtype=np.float64, seed=0)
     inputs = make_inputs(rng, layer, T=5, B=3, lengths=[5, 2, 1])

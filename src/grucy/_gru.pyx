@@ -508,23 +508,33 @@ cdef void _gather_rows(int T, int B, int I, const int* bs, const Py_ssize_t* off
                <size_t>bs[t] * I * sizeof(floating))
 
 
+cdef inline Py_ssize_t _row(const Py_ssize_t* rowmap, int b) noexcept nogil:
+    """Where sequence b (in the kernels' longest-first order) sits in the caller's
+    arrays that take a row map (y in forward, dX in backward); NULL: the same place."""
+    return b if rowmap == NULL else rowmap[b]
+
+
 cdef void _scatter_rows(int T, int B, int I, const int* bs, const Py_ssize_t* off,
-                        const floating* dXp, floating* dX, bint accumulate) noexcept nogil:
-    """Packed rows back to dX (T, B, I), set or added; padding gets no gradient."""
-    cdef int t
+                        const floating* dXp, floating* dX, bint accumulate,
+                        const Py_ssize_t* xmap) noexcept nogil:
+    """Packed rows back to dX (T, B, I), set or added, sequence b to row _row(xmap, b);
+    padding gets no gradient."""
+    cdef int t, b
     cdef Py_ssize_t k
     cdef floating* row
     cdef const floating* src
     for t in range(T):
-        row = dX + <Py_ssize_t>t * B * I
-        src = dXp + off[t] * I
-        if accumulate:
-            for k in range(<Py_ssize_t>bs[t] * I):
-                row[k] += src[k]
-        else:
-            memcpy(row, src, <size_t>bs[t] * I * sizeof(floating))
-            memset(row + <Py_ssize_t>bs[t] * I, 0,
-                   <size_t>(B - bs[t]) * I * sizeof(floating))
+        for b in range(B):
+            row = dX + (<Py_ssize_t>t * B + _row(xmap, b)) * I
+            src = dXp + (off[t] + b) * I
+            if b >= bs[t]:
+                if not accumulate:
+                    memset(row, 0, <size_t>I * sizeof(floating))
+            elif accumulate:
+                for k in range(I):
+                    row[k] += src[k]
+            else:
+                memcpy(row, src, <size_t>I * sizeof(floating))
 
 # ---------------------------------------------------------------------------------------
 # The GEMMs outside the time loop, shared by both kernel families.  Each is split into
@@ -631,9 +641,9 @@ cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize
                        const floating* bih, const floating* bhh,
                        floating* Y, Py_ssize_t y_t, Py_ssize_t y_b, floating* S,
                        floating* G, floating* A, floating* Hp, floating* Gh,
-                       floating* Xp, floating* pk) noexcept nogil:
+                       floating* Xp, floating* pk, const Py_ssize_t* ymap) noexcept nogil:
     """pk: room for the packed W_hh of the whole layer (_pk_fwd_size), or NULL to call
-    BLAS for the recurrent GEMMs."""
+    BLAS for the recurrent GEMMs; ymap: see _row."""
     cdef int H3 = 3 * H
     cdef int s, t, n, b, nt
     cdef Py_ssize_t N = off[T]
@@ -680,11 +690,11 @@ cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize
             if nt > 1:
                 for b in prange(n, num_threads=nt, schedule="static"):
                     _fwd_chunk_after(H, g + b * H3, Gh + b * H3, bih, bhh, H, S + b * H,
-                                   y + b * y_b, aux + b * H)
+                                   y + _row(ymap, b) * y_b, aux + b * H)
             else:
                 for b in range(n):
                     _fwd_chunk_after(H, g + b * H3, Gh + b * H3, bih, bhh, H, S + b * H,
-                                   y + b * y_b, aux + b * H)
+                                   y + _row(ymap, b) * y_b, aux + b * H)
         else:
             # Gh[:, :2H] = h @ W_h{r,z}^T; then Gh[:, 2H:] = (r * h) @ W_hn^T
             if pk != NULL:
@@ -710,12 +720,12 @@ cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize
                 for b in prange(n, num_threads=nt, schedule="static"):
                     _fwd_chunk_before_n(H, g + b * H3, Gh + b * H3, bih, bhh, H,
                                         S + b * H,
-                                      y + b * y_b)
+                                      y + _row(ymap, b) * y_b)
             else:
                 for b in range(n):
                     _fwd_chunk_before_n(H, g + b * H3, Gh + b * H3, bih, bhh, H,
                                         S + b * H,
-                                      y + b * y_b)
+                                      y + _row(ymap, b) * y_b)
 
 
 cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize_t* off,
@@ -726,9 +736,10 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
                         floating* dwih, floating* dwhh, floating* dbih, floating* dbhh,
                         floating* dG, floating* dGxn, floating* dRH, const floating* ones,
                         floating* dX, floating* dXp, bint accumulate,
-                        floating* pk, floating* W2) noexcept nogil:
+                        floating* pk, floating* W2, const Py_ssize_t* xmap) noexcept nogil:
     """pk: room for the packed W_hh and W_ih (_pk_total), or NULL (BLAS); W2: see
-    _hoisted_gradients (followed by room for W2hh when pk is NULL)."""
+    _hoisted_gradients (followed by room for W2hh when pk is NULL); xmap: see _row
+    (used when dX goes through dXp)."""
     cdef int H3 = 3 * H
     cdef int s, t, n, b, nt
     cdef Py_ssize_t N = off[T]
@@ -816,7 +827,7 @@ cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssiz
                            pk if pk != NULL else W2 + <Py_ssize_t>H3 * (I + 2), dxdst,
                            accumulate and dXp == NULL)
     if dXp != NULL:
-        _scatter_rows(T, B, I, bs, off, dXp, dX, accumulate)
+        _scatter_rows(T, B, I, bs, off, dXp, dX, accumulate, xmap)
 
 
 # ---------------------------------------------------------------------------------------
@@ -896,7 +907,8 @@ cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
                        const floating* whp, const floating* bih, const floating* bhh,
                        floating* Y, Py_ssize_t y_t, Py_ssize_t y_b, floating* S,
                        floating* G, floating* A, floating* Hp, floating* Gh,
-                       const floating* whh, floating* pk, floating* S2) noexcept nogil:
+                       const floating* whh, floating* pk, floating* S2,
+                       const Py_ssize_t* ymap) noexcept nogil:
     """Forward with one OpenMP team.  X: packed input rows (N, I); Gh (B, 3H) in
     chunk-major column order ([r z n] of chunk 0, then of chunk 1, ...).  The recurrent
     GEMMs use pk (room for the packed blocks of every chunk, _pk_fwd_size each) when it
@@ -906,7 +918,7 @@ cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
     buffer and writes the new state to the other (S at even steps, S2 at odd), so the
     GEMMs of a step never read what the fused passes of the same step write: one
     barrier per step instead of two.  Reset-before updates S in place (its second GEMM
-    needs a barrier anyway)."""
+    needs a barrier anyway).  ymap: see _row."""
     cdef int H3 = 3 * H, nc = _nchunks(H)
     cdef Py_ssize_t N = off[T]
     cdef Py_ssize_t pko[MAX_CHUNKS + 1]   # where each chunk's packed block starts
@@ -978,7 +990,7 @@ cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
                                <size_t>c * sizeof(floating))
                         _fwd_chunk_after(c, g + b * H3 + j0, Gh + b * H3 + 3 * j0,
                                          bih + j0, bhh + j0, H, nxt + b * H + j0,
-                                         y + b * y_b + j0, aux + b * H + j0)
+                                         y + _row(ymap, b) * y_b + j0, aux + b * H + j0)
                     else:
                         _fwd_chunk_before_rz(c, g + b * H3 + j0, Gh + b * H3 + 3 * j0,
                                              bih + j0, bhh + j0, H, S + b * H + j0,
@@ -1007,7 +1019,7 @@ cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
                     for b in range(n):
                         _fwd_chunk_before_n(c, g + b * H3 + j0, Gh + b * H3 + 3 * j0,
                                             bih + j0, bhh + j0, H, S + b * H + j0,
-                                            y + b * y_b + j0)
+                                            y + _row(ymap, b) * y_b + j0)
                     k = k + nt
                 grucy_barrier()
         if reset_after and tid == 0:
@@ -1153,6 +1165,20 @@ def _buffer(dict pool, str key, tuple shape, dtype):
     return buf[:n].reshape(shape)
 
 
+cdef const Py_ssize_t* _rowmap(const Py_ssize_t[::1] rowmap, int B) except? NULL:
+    """Pointer to a row map (None: NULL), checked to be a permutation of 0..B-1."""
+    if rowmap is None:
+        return NULL
+    _check(rowmap.shape[0] == B, "row map length")
+    seen = np.zeros(B, dtype=bool)
+    cdef Py_ssize_t b, r
+    for b in range(B):
+        r = rowmap[b]
+        _check(0 <= r < B and not seen[r], "row map must be a permutation of 0..B-1")
+        seen[r] = True
+    return &rowmap[0]
+
+
 cdef object _row_offsets(const int[::1] bs, int B):
     """off (T + 1,): where each step's rows start in the packed layout; checks that bs is
     non-increasing in [0, B]."""
@@ -1173,7 +1199,7 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
             const floating[:, ::1] w_hh, const floating[::1] b_ih,
             const floating[::1] b_hh, floating[:, ::1] h, floating[:, :, :] Y,
             const int[::1] batch_sizes, bint reverse, bint reset_after, bint training,
-            dict pool=None):
+            dict pool=None, const Py_ssize_t[::1] ymap=None):
     """Run one layer and direction over the whole sequence.
 
     X (T, B, I) time-major; h (B, H) holds h0 on entry and h_n on exit; Y (T, B, H) (a
@@ -1183,7 +1209,9 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
 
     pool: a dict of scratch buffers reused by this call and by backward() on its
     workspace (None: fresh buffers).  The caller must not pass the pool of a workspace
-    it still wants to backpropagate: this call overwrites it.
+    it still wants to backpropagate: this call overwrites it.  ymap (B,): sequence b
+    (longest-first order) goes to row ymap[b] of Y (a permutation of 0..B-1; None: b);
+    Y's rows past a sequence's end are not written.
     """
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], H = w_hh.shape[1]
     _check(w_ih.shape[0] == 3 * H and w_ih.shape[1] == I, "w_ih shape")
@@ -1193,6 +1221,7 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     _check(Y.shape[0] == T and Y.shape[1] == B and Y.shape[2] == H, "Y shape")
     _check(Y.strides[2] == sizeof(floating), "Y must be contiguous on its last axis")
     _check(batch_sizes.shape[0] == T, "batch_sizes length")
+    cdef const Py_ssize_t* ymap_ptr = _rowmap(ymap, B)
     off_arr = _row_offsets(batch_sizes, B)
     cdef Py_ssize_t N = off_arr[T]
     cdef bint full = N == <Py_ssize_t>T * B
@@ -1251,7 +1280,7 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
             _forward_seq(T, B, I, H, &bs[0], &off[0], reverse, reset_after, training,
                          &X[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &b_ih[0], &b_hh[0],
                          &Y[0, 0, 0], y_t, y_b, &h[0, 0], &G[0, 0], &A[0, 0], hp_ptr,
-                         &Gh[0, 0], xp_ptr, pk_ptr)
+                         &Gh[0, 0], xp_ptr, pk_ptr, ymap_ptr)
         else:
             if xp_ptr != NULL:
                 _gather_rows(T, B, I, &bs[0], &off[0], &X[0, 0, 0], xp_ptr)
@@ -1259,7 +1288,7 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
             _forward_par(nt, T, B, I, H, &bs[0], &off[0], reverse, reset_after, training,
                          xsrc, &w_ih[0, 0], whp_ptr, &b_ih[0], &b_hh[0],
                          &Y[0, 0, 0], y_t, y_b, &h[0, 0], &G[0, 0], &A[0, 0], hp_ptr,
-                         &Gh[0, 0], &w_hh[0, 0], pk_ptr, s2_ptr)
+                         &Gh[0, 0], &w_hh[0, 0], pk_ptr, s2_ptr, ymap_ptr)
         grucy_blas_exit()
     if not training:
         return None
@@ -1271,12 +1300,14 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
 def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
              const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
              floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
-             floating[::1] db_hh, floating[:, :, ::1] dX, bint accumulate):
+             floating[::1] db_hh, floating[:, :, ::1] dX, bint accumulate,
+             const Py_ssize_t[::1] xmap=None):
     """Backpropagate one layer and direction through time.
 
     ws: what forward() returned.  dY (T, B, H) gradient of this direction's outputs; dh
     (B, H) holds dh_n on entry and dh0 on exit; parameter gradients are accumulated;
-    dX (T, B, I) is overwritten (``accumulate`` False) or added to.
+    dX (T, B, I) is overwritten (``accumulate`` False) or added to; xmap (B,): sequence
+    b (longest-first order) goes to row xmap[b] of dX (a permutation; None: b).
     """
     cdef int T, B, I, H
     T, B, I, H = ws["shape"]
@@ -1310,7 +1341,8 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
     cdef floating[::1] ones = ones_arr
     cdef floating[:, ::1] dXp
     cdef floating* dxp_ptr = NULL
-    if not full:
+    cdef const Py_ssize_t* xmap_ptr = _rowmap(xmap, B)
+    if not full or xmap_ptr != NULL:  # packed rows, then scattered (through xmap)
         dXp = _buffer(pool, "dXp", (rows, I), dtype)
         dxp_ptr = &dXp[0, 0]
     cdef Py_ssize_t y_t = dY.strides[0] // sizeof(floating)
@@ -1337,7 +1369,7 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
                           &X[0, 0], &w_ih[0, 0], &w_hh[0, 0], &G[0, 0], &A[0, 0],
                           &Hp[0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0], &db_hh[0],
                           &dG[0, 0], &dGxn[0, 0], &dRH[0, 0], &ones[0],
-                          &dX[0, 0, 0], dxp_ptr, accumulate, pk_ptr, &W2[0])
+                          &dX[0, 0, 0], dxp_ptr, accumulate, pk_ptr, &W2[0], xmap_ptr)
         else:
             _backward_par(nt, T, B, I, H, &bs[0], &off[0], reverse, reset_after,
                           &dY[0, 0, 0], y_t, y_b, &dh[0, 0],
@@ -1347,7 +1379,8 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
                           &dX[0, 0, 0] if dxp_ptr == NULL else dxp_ptr,
                           accumulate and dxp_ptr == NULL, pk_ptr, &W2[0])
             if dxp_ptr != NULL:
-                _scatter_rows(T, B, I, &bs[0], &off[0], dxp_ptr, &dX[0, 0, 0], accumulate)
+                _scatter_rows(T, B, I, &bs[0], &off[0], dxp_ptr, &dX[0, 0, 0], accumulate,
+                              xmap_ptr)
         grucy_blas_exit()
 
 
@@ -1565,6 +1598,6 @@ cdef class GRUStream:
                          <floating*>self.lp[l].whh, <floating*>self.lp[l].bih,
                          <floating*>self.lp[l].bhh, y, <Py_ssize_t>B * H, H,
                          <floating*>self.S + <Py_ssize_t>l * B * H, <floating*>self.G,
-                         <floating*>self.A, NULL, <floating*>self.Gh, NULL, NULL)
+                         <floating*>self.A, NULL, <floating*>self.Gh, NULL, NULL, NULL)
             inp = y
         grucy_blas_exit()

@@ -78,8 +78,11 @@ class GRU(GRUBase):
                 if order is not None:
                     mask = mask[:, order]
                 layer_in = layer_in * mask
+            last = layer == self.num_layers - 1
             if order is None:
                 y = np.empty((T, B, D * H), self.dtype)
+            elif last:  # the kernels write each sequence to its row in the caller's order
+                y = np.zeros((T, B, D * H), self.dtype)
             else:  # zero past each sequence's end; the kernels write the steps within
                 y = _gru._buffer(pools[0], f"y_sorted{layer % 2}", (T, B, D * H),
                                  self.dtype)
@@ -90,14 +93,14 @@ class GRU(GRUBase):
                 workspaces.append(_gru.forward(
                     layer_in, w_ih, w_hh, b_ih, b_hh, h_n[layer * D + direction],
                     y[:, :, direction * H:(direction + 1) * H], batch_sizes,
-                    direction == 1, self.reset_after, training, pools[layer * D + direction]))
+                    direction == 1, self.reset_after, training, pools[layer * D + direction],
+                    order if last else None))
             saved.append((mask, workspaces))
             layer_in = y
         y = layer_in
         if order is not None:
             inverse = np.argsort(order)
-            # (take gives C-contiguous results; y[:, inverse] would need another copy)
-            y, h_n = np.take(y, inverse, axis=1), np.take(h_n, inverse, axis=1)
+            h_n = np.take(h_n, inverse, axis=1)  # (y is in the caller's order already)
         # h_n is NaN whenever any output is (NaN propagates through the recurrence).
         self._check_result("the output", h_n)
         self._cache = ({"T": T, "B": B, "order": order, "layers": saved}
@@ -208,7 +211,7 @@ class GRU(GRUBase):
         for layer in reversed(range(self.num_layers)):
             mask, workspaces = cache["layers"][layer]
             in_size = self.input_size if layer == 0 else D * H
-            if order is None:
+            if order is None or layer == 0:  # layer 0: rows in the caller's order
                 dx = np.empty((T, B, in_size), self.dtype)
             else:
                 dx = _gru._buffer(pools[0], f"dx_sorted{layer % 2}", (T, B, in_size),
@@ -218,14 +221,15 @@ class GRU(GRUBase):
                 _gru.backward(workspaces[direction],
                               grad_out[:, :, direction * H:(direction + 1) * H],
                               dh[layer * D + direction], w_ih, w_hh,
-                              *self.layer_grads(layer, direction), dx, direction > 0)
+                              *self.layer_grads(layer, direction), dx, direction > 0,
+                              order if layer == 0 else None)
             if mask is not None:
                 dx *= mask
             grad_out = dx
         dx = grad_out
         if order is not None:
             inverse = np.argsort(order)
-            dx, dh = np.take(dx, inverse, axis=1), np.take(dh, inverse, axis=1)
+            dh = np.take(dh, inverse, axis=1)  # (dx is in the caller's order already)
         if self.batch_first:
             dx = dx.transpose(1, 0, 2)
         return np.ascontiguousarray(dx), np.ascontiguousarray(dh)
