@@ -177,10 +177,10 @@ def build_parser(prog=None):
     p.add_argument("--min-repeats", type=positive_int, default=None, metavar="N",
                    help="minimum timed repeats per implementation and case "
                         "(default 5, 3 with --quick)")
-    p.add_argument("--order", choices=("interleaved", "blocked"), default="interleaved",
-                   help="interleaved (default): implementations take turns call by call; "
-                        "blocked: all repeats of one, then the next (to see whether one "
-                        "peer's spinning threads slow the next)")
+    p.add_argument("--order", choices=("interleaved", "blocked"), default="blocked",
+                   help="blocked (default): all repeats of one implementation, then the "
+                        "next, so no peer's spinning threads slow the one that follows; "
+                        "interleaved: implementations take turns call by call")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and data")
     p.add_argument("--gemm-size", type=positive_int, default=2048, metavar="N",
                    help="size of the N^3 GEMM that measures the machine's peak "
@@ -969,9 +969,10 @@ def report_lines(doc):
     out.append("peers    " + "; ".join(f"{n}: {s['detail']}" for n, s in doc["peers"].items()))
     rows = doc["results"]
     peers = [n for n in doc["peers"]]
+    order = opts.get("order", "blocked")
     for mode in MODES:
         if any(r["mode"] == mode for r in rows):
-            out += ["", f"{MODE_TITLES[mode]}: ms min / median of interleaved repeats; "
+            out += ["", f"{MODE_TITLES[mode]}: ms min / median of {order} repeats; "
                         f"x PEER = PEER min / grucy min (> 1: grucy faster)",
                     mode_table(rows, mode, peers)]
     notes = sorted({f"{n}: {r['detail']}" for row in rows for n, r in row["impls"].items()
@@ -1069,7 +1070,8 @@ def markdown_lines(doc):
            f"{gemm.get('gflops', float('nan')):.0f} GFLOP/s. Peers: "
            + ", ".join(f"{n} {s['detail']}" for n, s in doc["peers"].items()) + ".",
            "", f"Command: `{doc['command']}` ({doc['date'][:10]}). Times are the minimum "
-               f"of interleaved repeats, in ms; speedup = peer time / grucy time.", ""]
+               f"of {doc['options'].get('order', 'blocked')} repeats, in ms; speedup = "
+               f"peer time / grucy time.", ""]
 
     def t(r, n):
         d = r["impls"].get(n) if r else None
