@@ -297,6 +297,14 @@ def test_sgd_matches_torch(rng, kwargs):
                        lambda p: torch.optim.SGD(p, **kwargs))
 
 
+@pytest.mark.parametrize("kwargs", [dict(lr=0.01), dict(lr=0.05, betas=(0.8, 0.99),
+                                                         eps=1e-6, weight_decay=0.01)])
+def test_adam_matches_torch(rng, kwargs):
+    torch = pytest.importorskip("torch", reason="PyTorch comparison")
+    _run_against_torch(rng, lambda p, g: Adam(p, g, **kwargs),
+                       lambda p: torch.optim.Adam(p, **kwargs))
+
+
 @pytest.mark.parametrize("kwargs", [dict(lr=0.01), dict(lr=0.02, weight_decay=0.1,
                                                          betas=(0.8, 0.95), eps=1e-6)])
 def test_adamw_matches_torch(rng, kwargs):
