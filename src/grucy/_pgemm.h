@@ -97,6 +97,11 @@ static void grucy_pack_n_##SFX(int K, int N, const T* W, int ldw, T* P)         
 
 #if GRUCY_PGEMM
 
+/* One case of the remainder dispatch in grucy_pgemm_*: a block of R rows. */
+#define GRUCY_PGEMM_REST(SFX, R)                                                           \
+    case R: grucy_pgemm_block_##SFX(R, K, A + (size_t)i * lda, lda, pp,                    \
+                                    cp + (size_t)i * ldc, ldc, m0, m1, beta); break;
+
 #define GRUCY_PGEMM_DEFINE(T, SFX, V, L, MASK, SET1, LOADU, FMADD, MASKZ_LOADU,            \
                            MASK_STOREU, ADD, ZERO)                                         \
 GRUCY_PGEMM_COMMON(T, SFX, L)                                                              \
@@ -150,21 +155,10 @@ GRUCY_AVX512 static void grucy_pgemm_##SFX(int M, int N, int K, const T* A, int 
         for (i = 0; i + GRUCY_MR <= M; i += GRUCY_MR)                                      \
             grucy_pgemm_block_##SFX(GRUCY_MR, K, A + (size_t)i * lda, lda, pp,             \
                                     cp + (size_t)i * ldc, ldc, m0, m1, beta);              \
-        switch (M - i) {                                                                   \
-        case 7: grucy_pgemm_block_##SFX(7, K, A + (size_t)i * lda, lda, pp,                \
-                                        cp + (size_t)i * ldc, ldc, m0, m1, beta); break;  \
-        case 6: grucy_pgemm_block_##SFX(6, K, A + (size_t)i * lda, lda, pp,                \
-                                        cp + (size_t)i * ldc, ldc, m0, m1, beta); break;  \
-        case 5: grucy_pgemm_block_##SFX(5, K, A + (size_t)i * lda, lda, pp,                \
-                                        cp + (size_t)i * ldc, ldc, m0, m1, beta); break;  \
-        case 4: grucy_pgemm_block_##SFX(4, K, A + (size_t)i * lda, lda, pp,                \
-                                        cp + (size_t)i * ldc, ldc, m0, m1, beta); break;  \
-        case 3: grucy_pgemm_block_##SFX(3, K, A + (size_t)i * lda, lda, pp,                \
-                                        cp + (size_t)i * ldc, ldc, m0, m1, beta); break;  \
-        case 2: grucy_pgemm_block_##SFX(2, K, A + (size_t)i * lda, lda, pp,                \
-                                        cp + (size_t)i * ldc, ldc, m0, m1, beta); break;  \
-        case 1: grucy_pgemm_block_##SFX(1, K, A + (size_t)i * lda, lda, pp,                \
-                                        cp + (size_t)i * ldc, ldc, m0, m1, beta); break;  \
+        switch (M - i) {  /* the last M % MR rows, with MR a constant each time */    \
+        GRUCY_PGEMM_REST(SFX, 7) GRUCY_PGEMM_REST(SFX, 6) GRUCY_PGEMM_REST(SFX, 5)          \
+        GRUCY_PGEMM_REST(SFX, 4) GRUCY_PGEMM_REST(SFX, 3) GRUCY_PGEMM_REST(SFX, 2)          \
+        GRUCY_PGEMM_REST(SFX, 1)                                                           \
         default: break;                                                                    \
         }                                                                                  \
     }                                                                                      \
