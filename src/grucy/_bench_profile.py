@@ -790,14 +790,8 @@ def run_profile(args, grucy, log, command):
     """The --profile mode of grucy.benchmark.main: print the breakdown, write JSON."""
     shapes = args.shapes or DEFAULT_SHAPES
     threads = args.threads or grucy.get_num_threads()
-    limiter = None
-    if args.threads is not None:
-        grucy.set_num_threads(args.threads)
-        try:
-            from threadpoolctl import threadpool_limits
-            limiter = threadpool_limits(limits=args.threads)
-        except ImportError:
-            pass
+    from .benchmark import limit_threads
+    limiter = limit_threads(args.threads, grucy, log)
     target = args.target_seconds or (0.5 if args.quick else 2.0)
     min_repeats = args.min_repeats or (3 if args.quick else 5)
     blas = ScipyBlas()

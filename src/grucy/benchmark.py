@@ -105,24 +105,39 @@ def _subset(allowed, what):
     return parse
 
 
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def _positive(convert, what):
+    """An argparse type: ``convert(text)`` if it is > 0, else an error naming ``what``."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+    return parse
 
 
-def positive_float(text):
+positive_int = _positive(int, "a positive integer")
+positive_float = _positive(float, "a positive number")
+
+
+def limit_threads(threads, grucy, log):
+    """With ``threads`` (not None): grucy's thread count and, through threadpoolctl,
+    every BLAS and OpenMP runtime loaded so far (numpy's and scipy's OpenBLAS, libgomp),
+    so all implementations get the same number.  Returns the threadpoolctl limiter to
+    restore afterwards, or None."""
+    if threads is None:
+        return None
+    grucy.set_num_threads(threads)
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        log("grucy bench: threadpoolctl is not installed; --threads sets grucy's, "
+            "torch's and ONNX Runtime's threads, BLAS keeps its own (set "
+            "OPENBLAS_NUM_THREADS before starting)")
+        return None
+    return threadpool_limits(limits=threads)
 
 
 def build_parser(prog=None):
@@ -1205,18 +1220,7 @@ def main(argv=None, *, prog=None, json_default=None):
         return run_profile(args, grucy, log, command)
 
     shapes = args.shapes or DEFAULT_SHAPES
-    limiter = None
-    if args.threads is not None:
-        grucy.set_num_threads(args.threads)
-        try:
-            from threadpoolctl import threadpool_limits
-            # Every BLAS and OpenMP runtime loaded so far (numpy's and scipy's OpenBLAS,
-            # libgomp), so all implementations get the same number of threads.
-            limiter = threadpool_limits(limits=args.threads)
-        except ImportError:
-            log("grucy bench: threadpoolctl is not installed; --threads sets grucy's, "
-                "torch's and ONNX Runtime's threads, BLAS keeps its own (set "
-                "OPENBLAS_NUM_THREADS before starting)")
+    limiter = limit_threads(args.threads, grucy, log)
     bench = Bench(args, grucy, log)
     gemm_repeats = 3 if args.quick else 5
     dtypes = ["float32"] + (["float64"] if "float64" in args.cases else [])
