@@ -320,10 +320,10 @@ cdef inline void _bwd_row_before_r(int H, const floating* drh, floating* dh,
 
 
 # ---------------------------------------------------------------------------------------
-# The recurrent GEMMs on a packed W_hh (_pgemm.h): W_hh is packed once per call into
-# the layout of grucy's AVX-512 kernel instead of being re-packed by BLAS at every step.
-# A packed block covers the gates of a run of c units starting at unit j0 (a chunk, or
-# the whole layer with j0 = 0, c = H):
+# The products with the weights on packed operands (_pgemm.h): W_hh and W_ih are packed
+# once per call into the layout of grucy's AVX-512 kernel (BLAS would re-pack W_hh at
+# every step).  W_ih: _pack_ih.  A packed W_hh block covers the gates of a run of c
+# units starting at unit j0 (a chunk, or the whole layer with j0 = 0, c = H):
 #   forward, reset-after:  B = W_hh[[r z n] rows of the run]^T     (H, 3c)
 #   forward, reset-before: B = W_hh[[r z] rows]^T (H, 2c), then W_hn[rows]^T (H, c)
 #   backward:              B = W_hh[:, run]                         (3H, c)
@@ -338,7 +338,7 @@ cdef extern from "_pgemm.h" nogil:
     void grucy_pgemm_f(int M, int N, int K, const float* A, int lda, const float* P, size_t pstride, float* C, int ldc, int beta, int backwards)
     void grucy_pgemm_d(int M, int N, int K, const double* A, int lda, const double* P, size_t pstride, double* C, int ldc, int beta, int backwards)
 
-# Whether the kernels use the packed recurrent GEMM (AVX-512 CPUs); _set_packed changes it.
+# Whether the kernels use the packed kernel (AVX-512 CPUs); _set_packed changes it.
 cdef bint _packed = grucy_pgemm_available()
 # The serial kernels pack only for sequences of at least this many steps (the packing
 # costs about one step's GEMM).
@@ -346,8 +346,8 @@ DEF PACKED_MIN_STEPS = 4
 
 
 def _set_packed(bint on):
-    """Test hook: use the packed recurrent GEMM (when the CPU has AVX-512) or BLAS.
-    Returns the old setting."""
+    """Test hook: run the products with the weights on the packed kernel (when the CPU
+    has AVX-512) or on BLAS.  Returns the old setting."""
     global _packed
     old = _packed
     _packed = on and grucy_pgemm_available()
@@ -355,8 +355,9 @@ def _set_packed(bint on):
 
 
 def packed_gemm_enabled():
-    """True when the recurrent GEMMs run grucy's own AVX-512 kernel on a W_hh packed
-    once per call (False: BLAS, on CPUs without AVX-512)."""
+    """True when the products with the weights (recurrent steps, input projection, dX)
+    run grucy's own AVX-512 kernel on W_hh and W_ih packed once per call (False: BLAS,
+    on CPUs without AVX-512)."""
     return bool(_packed)
 
 

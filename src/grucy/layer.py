@@ -55,8 +55,9 @@ class GRU(GRUBase):
             batch_sizes = np.full(T, B, np.intc)
         else:
             # The kernels want the longest sequences first (active rows form a prefix).
-            # The sorted copies live in the layer's reusable buffers (see _scratch_pools):
-            # only the outputs, put back in the caller's order, are new arrays.
+            # The sorted copies live in the layer's reusable buffers (see _scratch_pools);
+            # only the outputs are new arrays (the kernels write the last layer's y in
+            # the caller's order).
             order = np.argsort(-lengths, kind="stable")
             x = np.take(x, order, axis=1,
                         out=_gru._buffer(pools[0], "x_sorted", x.shape, self.dtype))
