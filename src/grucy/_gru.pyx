@@ -125,6 +125,62 @@ def _install_blas_control():
 _install_blas_control()
 
 
+_blas_corename = None
+
+
+def _install_blas_corename():
+    """OpenBLAS's own name of the kernel it chose for this CPU (e.g. "SkylakeX", or
+    "Haswell" when OPENBLAS_CORETYPE forces it), or None for another BLAS."""
+    global _blas_corename
+    import ctypes
+    import scipy.linalg.cython_blas as cython_blas
+    try:
+        lib = ctypes.CDLL(cython_blas.__file__)
+    except OSError:  # pragma: no cover - unusual platform
+        return
+    for prefix in ("scipy_openblas", "openblas"):
+        for suffix in ("", "64_"):
+            fn = getattr(lib, f"{prefix}_get_corename{suffix}", None)
+            if fn is not None:
+                fn.restype = ctypes.c_char_p
+                name = fn()
+                _blas_corename = name.decode("ascii", "replace").strip() if name else None
+                return
+
+
+_install_blas_corename()
+
+
+cdef extern from *:
+    """
+    /* Which clone of the fused row kernels (_gru_rows.h, target_clones) the loader
+     * picks on this CPU: the same test GCC's resolver makes. */
+    static int grucy_rows_isa(void) {
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+        && !defined(GRUCY_NO_CLONES)
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f")) return 2;
+        if (__builtin_cpu_supports("avx2")) return 1;
+    #endif
+        return 0;
+    }
+    """
+    int grucy_rows_isa() noexcept
+
+
+def kernel_info():
+    """What runs on this CPU, as a dict of strings: ``packed`` (the kernel of the
+    products with the weights: "avx512", or "blas" on CPUs without AVX-512),
+    ``rows`` (the instruction set of the fused per-row passes: "avx512", "avx2" or
+    "baseline"), ``blas_core`` (OpenBLAS's own name of its kernel, or None for another
+    BLAS) and ``blas_threads`` (how grucy keeps BLAS single-threaded inside its
+    kernels, see blas_thread_control)."""
+    return {"packed": "avx512" if _packed else "blas",
+            "rows": ("baseline", "avx2", "avx512")[grucy_rows_isa()],
+            "blas_core": _blas_corename,
+            "blas_threads": _blas_control}
+
+
 def blas_thread_control():
     """Name of the BLAS function grucy uses to keep BLAS single-threaded inside its
     kernels, or "none" when scipy's BLAS offers none (then BLAS threads are left as
