@@ -181,6 +181,116 @@ def kernel_info():
             "blas_threads": _blas_control}
 
 
+cdef extern from *:
+    """
+    #include <time.h>
+    static double grucy_now(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return ts.tv_sec + 1e-9 * ts.tv_nsec;
+    }
+    /* The FMA peak: 24 independent chains of vector FMAs (enough to cover the FMA
+     * latency times the FMA units of any current x86 core), `iters` rounds.  Returns
+     * the float32 multiply-adds done; the result feeds a sink so nothing is removed. */
+    #if defined(__GNUC__) && defined(__x86_64__)
+    #include <immintrin.h>
+    #define GRUCY_FMA_CHAINS 24
+    __attribute__((target("avx512f"))) static double grucy_fma_avx512(long iters, float* sink) {
+        __m512 a[GRUCY_FMA_CHAINS];
+        const __m512 b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+        for (int i = 0; i < GRUCY_FMA_CHAINS; i++) a[i] = _mm512_set1_ps((float)i);
+        for (long k = 0; k < iters; k++) {
+            _Pragma("GCC unroll 24")
+            for (int i = 0; i < GRUCY_FMA_CHAINS; i++) a[i] = _mm512_fmadd_ps(a[i], b, c);
+        }
+        __m512 s = a[0];
+        for (int i = 1; i < GRUCY_FMA_CHAINS; i++) s = _mm512_add_ps(s, a[i]);
+        *sink += _mm512_reduce_add_ps(s);
+        return (double)iters * GRUCY_FMA_CHAINS * 16;
+    }
+    __attribute__((target("avx2,fma"))) static double grucy_fma_avx2(long iters, float* sink) {
+        __m256 a[12];
+        const __m256 b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+        float out[8];
+        for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps((float)i);
+        for (long k = 0; k < iters; k++) {
+            _Pragma("GCC unroll 12")
+            for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], b, c);
+        }
+        __m256 s = a[0];
+        for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, a[i]);
+        _mm256_storeu_ps(out, s);
+        for (int i = 0; i < 8; i++) *sink += out[i];
+        return (double)iters * 12 * 8;
+    }
+    static int grucy_fma_isa(void) {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f")) return 2;
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+        return 0;
+    }
+    #else
+    static double grucy_fma_avx512(long iters, float* sink) { return 0; }
+    static double grucy_fma_avx2(long iters, float* sink) { return 0; }
+    static int grucy_fma_isa(void) { return 0; }
+    #endif
+    static double grucy_fma_scalar(long iters, float* sink) {
+        float a[16];
+        for (int i = 0; i < 16; i++) a[i] = (float)i;
+        for (long k = 0; k < iters; k++)
+            for (int i = 0; i < 16; i++) a[i] = a[i] * 0.999999f + 1e-7f;
+        for (int i = 0; i < 16; i++) *sink += a[i];
+        return (double)iters * 16;
+    }
+    static double grucy_fma_run(int isa, long iters, float* sink) {
+        if (isa == 2) return grucy_fma_avx512(iters, sink);
+        if (isa == 1) return grucy_fma_avx2(iters, sink);
+        return grucy_fma_scalar(iters, sink);
+    }
+    """
+    double grucy_now() noexcept nogil
+    int grucy_fma_isa() noexcept nogil
+    double grucy_fma_run(int isa, long iters, float* sink) noexcept nogil
+
+
+def fma_peak(int threads=1, double seconds=0.2):
+    """The machine's float32 FMA peak in GFLOP/s (2 flops per multiply-add): ``threads``
+    threads each run independent chains of the widest vector FMA this CPU has
+    (AVX-512, else AVX2, else scalar multiply-adds) for about ``seconds``.  The
+    physical ceiling that every GEMM figure can be compared with."""
+    if threads < 1:
+        raise ValueError(f"threads must be a positive number, got {threads}")
+    if not seconds > 0:
+        raise ValueError(f"seconds must be positive, got {seconds}")
+    cdef int isa = grucy_fma_isa()
+    cdef long iters = 1 << 16
+    cdef double t0, elapsed = 0, flops = 0
+    cdef float sink = 0
+    cdef int tid
+    # Calibrate on one thread, then run all threads for the measured length.
+    while True:
+        t0 = grucy_now()
+        with nogil:
+            grucy_fma_run(isa, iters, &sink)
+        elapsed = grucy_now() - t0
+        if elapsed > seconds / 8 or iters > (1 << 40):
+            break
+        iters *= 4
+    iters = <long>(iters * (seconds / max(elapsed, 1e-9)))
+    if iters < 1:
+        iters = 1
+    cdef double[::1] done = np.zeros(threads)
+    cdef float[::1] sinks = np.zeros(threads, np.float32)
+    t0 = grucy_now()
+    with nogil, parallel(num_threads=threads):
+        tid = grucy_thread_num()
+        done[tid] = grucy_fma_run(isa, iters, &sinks[tid])
+    elapsed = grucy_now() - t0
+    for tid in range(threads):
+        flops += 2 * done[tid]
+    return flops / elapsed / 1e9
+
+
 def blas_thread_control():
     """Name of the BLAS function grucy uses to keep BLAS single-threaded inside its
     kernels, or "none" when scipy's BLAS offers none (then BLAS threads are left as
