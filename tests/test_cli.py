@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ def _env_with_grucy_on_path():
 
 
 # -- help and the bare command -----------------------------------------------------------
-@pytest.mark.parametrize("command", ["demo", "train", "predict", "info"])
+@pytest.mark.parametrize("command", ["demo", "train", "predict", "bench", "info"])
 def test_every_command_has_help(capsys, command):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])
@@ -207,20 +206,69 @@ def test_cli_errors_are_clear(capsys, tmp_path, argv, message):
 
 
 # -- bench and info ------------------------------------------------------------------------
-def test_bench_forwards_every_argument(capsys, monkeypatch):
-    seen = []
-    fake = types.ModuleType("grucy.benchmark")
-    fake.main = lambda argv: seen.append(argv) or 3
-    monkeypatch.setitem(sys.modules, "grucy.benchmark", fake)
-    assert main(["bench", "--quick", "--shapes", "1,2", "--help"]) == 3
-    assert seen == [["--quick", "--shapes", "1,2", "--help"]]
+# grucy bench must run where none of the peers (nor the optional helpers) is installed.
+_NO_PEERS = """
+import importlib.abc, json, sys
+BLOCKED = {"torch", "onnx", "onnxruntime", "keras", "tensorflow", "threadpoolctl",
+           "matplotlib", "sklearn", "tqdm", "mpi4py"}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is blocked by the test")
+sys.meta_path.insert(0, Block())
+from grucy.cli import main
+status = main(["bench", "--shapes", "2x5x3x4,1x3x2x6", "--seconds", "0.01",
+               "--gemm-size", "64", "--threads", "1", "--json"])
+assert not BLOCKED & set(m.split(".")[0] for m in sys.modules), sys.modules.keys()
+sys.exit(status)
+"""
 
 
-def test_bench_without_the_benchmark_module_is_a_clear_error(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "grucy.benchmark", None)  # import fails
-    status, out, err = run(capsys, ["bench", "--help"])
-    assert status == 2 and "no grucy.benchmark module" in err
-    assert out.startswith("usage: grucy bench")
+def test_bench_needs_no_peer_and_checks_grucy_against_the_reference(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", _NO_PEERS], capture_output=True,
+                          text=True, timeout=120, env=_env_with_grucy_on_path(),
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["threads"] == 1 and doc["fma_gflops"] > 0 and doc["sgemm_gflops"] > 0
+    assert set(doc["kernels"]) == {"packed", "rows", "blas_core", "blas_threads"}
+    assert [(r["shape"], r["mode"]) for r in doc["results"]] == [
+        ("2x5x3x4", "train"), ("2x5x3x4", "infer"), ("1x3x2x6", "train"),
+        ("1x3x2x6", "infer")]
+    for r in doc["results"]:
+        assert r["check"] == "ok" and r["max_rel_diff"] < 1e-4
+        assert r["grucy_ms"] > 0 and r["numpy_ms"] > 0 and r["repeats"] >= 3
+        assert r["pct_fma"] == pytest.approx(100 * r["gflops"] / doc["fma_gflops"])
+    assert "bench/bench_gru.py" in doc["full_benchmark"]
+    assert list(tmp_path.iterdir()) == []  # prints, writes nothing
+
+
+def test_bench_report_points_to_the_full_benchmark(capsys):
+    threads = grucy.get_num_threads()
+    try:
+        status, out, _ = run(capsys, ["bench", "--shapes", "2x5x3x4", "--seconds", "0.01",
+                                      "--gemm-size", "64", "--threads", "1"])
+    finally:
+        grucy.set_num_threads(threads)
+    assert status == 0
+    for text in ("FMA", "SGEMM", "OpenBLAS core", "2x5x3x4", "python bench/bench_gru.py"):
+        assert text in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--threads", "0"], "--threads must be a positive integer"),
+    (["--threads", "two"], "--threads must be a positive integer"),
+    (["--threads", "100000"], "--threads: n must be at most"),
+    (["--shapes", "2x5x3"], "'2x5x3' is not BxTxIxH"),
+    (["--shapes", "2x5x0x4"], "'2x5x0x4' is not BxTxIxH"),
+    (["--seconds", "-1"], "--seconds must be a positive number"),
+    (["--seconds", "nan"], "--seconds must be a positive number"),
+    (["--gemm-size", "1.5"], "--gemm-size must be a positive integer"),
+])
+def test_bench_bad_options_are_one_line_errors(capsys, argv, message):
+    status, _, err = run(capsys, ["bench", *argv])
+    assert status == 2 and err == f"grucy bench: error: {err.split(': error: ', 1)[1]}"
+    assert message in err and err.count("\n") == 1
 
 
 def test_info(capsys):
