@@ -1,25 +1,40 @@
-"""The benchmark harness (grucy.benchmark) runs end to end on tiny shapes.
+"""The benchmark harness (bench/bench_gru.py, outside the package) runs end to end on
+tiny shapes.
 
 These tests never look at times: they check that every case runs, that the JSON report
-has its structure, that each installed peer agreed with grucy before it was timed, and
-that a peer returning wrong numbers is caught and left untimed.
+has its structure, that each installed peer agreed with grucy before it was timed, that
+a peer returning wrong numbers is caught and left untimed, and that the busy mode's
+competing processes are gone when it ends.  Peers that are not installed are expected
+to be reported as missing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
+import os
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from grucy import benchmark
-from grucy import _bench_peers as bp
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import _bench_peers as bp  # noqa: E402
+import bench_gru  # noqa: E402
+from _bench_cases import CHECK_TOL  # noqa: E402
+from _bench_machine import BusyLoad  # noqa: E402
 
 TINY = [
     "--quick", "--shapes", "3x6x4x5", "--extra-shape", "2x5x3x4",
     "--stream-size", "4x5", "--gemm-size", "64", "--target-seconds", "0.01",
     "--min-repeats", "2", "--peers", "torch,onnxruntime,numpy,keras-tf",
+    "--threads", "1,2", "--sweep-shapes", "3x6x4x5,2x5x3x4",
 ]
 
 
@@ -27,44 +42,64 @@ def _installed(*modules):
     return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):  # a zombie is not a running spinner
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    return True
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    """One full tiny run (every case); returns (exit status, JSON document, stdout)."""
+    """One full tiny run (every case), from an empty working directory; returns (exit
+    status, JSON document, stdout, output folder, working directory)."""
     out = tmp_path_factory.mktemp("bench")
-    path = out / "bench.json"
-    import contextlib
-    import io
-
+    cwd = tmp_path_factory.mktemp("cwd")
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        status = benchmark.main(TINY + ["--json", str(path), "--markdown",
-                                        str(out / "table.md"), "--plot", str(out / "s.png")])
-    with open(path) as f:
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(buf):
+            status = bench_gru.main(TINY + ["--json", f"{out}{os.sep}", "--markdown",
+                                            str(out / "table.md"), "--plot",
+                                            str(out / "s.png")])
+    finally:
+        os.chdir(old)
+    with open(out / "bench_gru.json") as f:
         doc = json.load(f)
-    return status, doc, buf.getvalue(), out
+    return status, doc, buf.getvalue(), out, cwd
 
 
 def test_full_run_succeeds_and_reports_every_case(report):
-    status, doc, text, _ = report
+    status, doc, text, _, cwd = report
     assert status == 0, doc["failures"]
     assert doc["failures"] == []
+    assert list(cwd.iterdir()) == []  # nothing written where it was not asked for
     kinds = {(r["kind"], r["mode"]) for r in doc["results"]}
     assert kinds == {(k, m) for k in ("core", "bidir", "float64", "varlen")
                      for m in ("train", "infer")}
     assert [r["label"] for r in doc["results"] if r["kind"] == "train"
             or r["mode"] == "train"] == ["3x6x4x5", "2x5x3x4 L2 bidir", "2x5x3x4 float64",
                                          "2x5x3x4 len~2.5"]
-    for key in ("machine", "gemm", "peers", "scaling", "streaming", "memory", "targets"):
+    for key in ("machine", "peaks", "peers", "sweep", "streaming", "memory", "targets"):
         assert key in doc
-    assert doc["gemm"]["float32"]["n"] == 64
-    assert {"float32", "float64"} <= set(doc["gemm"])
-    for heading in ("Training step", "Inference", "Variable lengths", "Streaming",
-                    "Peak memory", "Targets (issue 3)"):
+    assert doc["machine"]["threads"] == 2
+    assert set(doc["machine"]["kernels"]) == {"packed", "rows", "blas_core", "blas_threads"}
+    peaks = doc["peaks"]
+    assert peaks["threads"] == 2 and peaks["fma_gflops"] > 0
+    assert peaks["gemm"]["float32"]["n"] == 64
+    assert {"float32", "float64"} <= set(peaks["gemm"])
+    for heading in ("Training step", "Inference", "Variable lengths", "Thread sweep",
+                    "Streaming", "Peak memory", "Targets (issue 13)", "FMA ", "OpenBLAS core"):
         assert heading in text
 
 
 def test_every_available_peer_was_checked_then_timed(report):
-    _, doc, _, _ = report
+    _, doc, _, _, _ = report
     expect = {"torch": _installed("torch"),
               "onnxruntime": _installed("onnx", "onnxruntime"),
               "numpy": True, "keras-tf": _installed("keras", "tensorflow")}
@@ -75,11 +110,16 @@ def test_every_available_peer_was_checked_then_timed(report):
         assert grucy["status"] == "ok" and grucy["repeats"] >= 2
         assert grucy["ms_min"] <= grucy["ms_median"]
         assert len(grucy["ms_all"]) == grucy["repeats"]
+        if row["dtype"] == "float32":
+            assert grucy["pct_fma"] == pytest.approx(
+                100 * grucy["gflops"] / doc["peaks"]["fma_gflops"])
+        assert grucy["pct_sgemm"] == pytest.approx(
+            100 * grucy["gflops"] / doc["peaks"]["gemm"][row["dtype"]]["gflops"])
         for name, res in row["impls"].items():
             if name == "grucy":
                 continue
             if res["status"] == "ok":
-                tol = benchmark.CHECK_TOL[np.dtype(row["dtype"])]
+                tol = CHECK_TOL[np.dtype(row["dtype"])]
                 assert res["max_rel_diff"] <= tol
                 assert res["repeats"] >= 2 and len(res["ms_all"]) == res["repeats"]
                 assert row["speedup"][name] == pytest.approx(res["ms_min"] / grucy["ms_min"])
@@ -98,40 +138,100 @@ def test_every_available_peer_was_checked_then_timed(report):
             assert ort["status"] == "ok", row["label"]
 
 
+def test_the_thread_sweep_times_every_count(report):
+    _, doc, _, _, _ = report
+    sw = doc["sweep"]
+    assert sw["counts"] == [1, 2] and set(sw["peaks"]) == {"1", "2"}
+    assert sw["peers"] == [p for p in ("torch", "onnxruntime")
+                           if doc["peers"][p]["available"]]
+    assert [(r["label"], r["mode"]) for r in sw["rows"]] == [
+        ("3x6x4x5", "train"), ("3x6x4x5", "infer"), ("2x5x3x4", "train"),
+        ("2x5x3x4", "infer")]
+    for r in sw["rows"]:
+        expected = {"grucy"} | {p for p in sw["peers"]
+                                if r["mode"] in bp.PEERS[p].MODES}
+        assert set(r["impls"]) == expected
+        for name, d in r["impls"].items():
+            ms = {n: d["by_threads"][n]["ms_min"] for n in ("1", "2")}
+            assert d["efficiency"]["1"] == pytest.approx(1.0)
+            assert d["efficiency"]["2"] == pytest.approx(ms["1"] / (2 * ms["2"]))
+            assert d["vs_best_fewer"]["2"] == pytest.approx(ms["2"] / min(ms.values()))
+            if name != "grucy":
+                g = r["impls"]["grucy"]["by_threads"]
+                assert r["speedup"][name]["2"] == pytest.approx(ms["2"] / g["2"]["ms_min"])
+        assert r["impls"]["grucy"]["by_threads"]["1"]["pct_fma"] > 0
+
+
 def test_side_cases_have_their_figures(report):
-    _, doc, _, out = report
+    _, doc, _, out, _ = report
     for v in doc["varlen"]:
         lengths = np.array(v["lengths"])
         assert lengths.min() >= 1 and lengths.max() <= v["T"]
         assert abs(lengths.mean() - v["T"] / 2) <= 0.5
         assert v["ratio"]["grucy"] > 0
     st = doc["streaming"]
-    assert st["impls"]["grucy forward(T=1)"]["status"] == "ok"
+    for name in ("grucy stream.step", "grucy step(x, h)", "grucy forward(T=1)"):
+        assert st["impls"][name]["status"] == "ok"
     for name, res in st["impls"].items():
         assert res["status"] == "ok", (name, res)
         assert 0 < res["us_min"] <= res["us_median"]
-    has_stream = hasattr(bp.SUBJECT.layer_class(), "stream")
-    assert ("grucy stream.step" in st["impls"]) == has_stream
-    sc = doc["scaling"]
-    if "skipped" not in sc:
-        assert [s["label"] for s in sc["shapes"]] == ["3x6x4x5"]
-        for s in sc["shapes"]:
-            assert s["impls"]["grucy"]["speedup"] > 0
     for row in doc["memory"]["shapes"]:
         for name, res in row["impls"].items():
             assert "error" not in res, (name, res)
             assert res["rss_peak_mib"] >= 0
     names = [t["name"] for t in doc["targets"]]
-    assert names == ["train_vs_fastest", "train_geomean_torch", "infer_vs_onnxruntime",
-                     "train_pct_sgemm", "thread_scaling", "varlen_cost",
-                     "memory_vs_torch", "stream_overhead_us"]
+    assert names == ["train_vs_torch_16t_big", "train_vs_torch_16t_mid",
+                     "efficiency_16t_big", "infer_vs_ort_16t", "threads_vs_mpi",
+                     "more_threads_never_hurt", "train_vs_fastest", "infer_vs_ort",
+                     "train_pct_fma", "busy_over_quiet", "busy_vs_peers"]
+    by = {t["name"]: t for t in doc["targets"]}
     for t in doc["targets"]:
         assert t["status"] in ("met", "missed", "not measured")
         assert (t["measured"] is None) == (t["status"] == "not measured")
+    # Not a 16-core sweep, no busy mode: those are not measured; the sweep's own is.
+    for name in ("train_vs_torch_16t_big", "efficiency_16t_big", "infer_vs_ort_16t",
+                 "threads_vs_mpi", "busy_over_quiet"):
+        assert by[name]["status"] == "not measured"
+    assert by["more_threads_never_hurt"]["measured"] >= 1.0
     md = (out / "table.md").read_text()
-    assert md.count("\n| 3x6x4x5 |") == 1 and "| target (issue 3) |" in md
+    assert "| target (issue 13) |" in md
+    # one row of the core table, two of the sweep table (1 and 2 threads)
+    assert md.count("\n| 3x6x4x5 |") == 3 and "| 3x6x4x5 | 2 |" in md
     if _installed("matplotlib"):
         assert (out / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _sweep_doc(cpus, counts, speedup16):
+    """A minimal document for evaluate_targets: one sweep row per 16-thread shape."""
+    rows = []
+    for label in ("256x50x256x512", "64x50x256x512"):
+        for mode, peer in (("train", "torch"), ("infer", "onnxruntime")):
+            grucy = {"efficiency": {str(n): 1.0 / n for n in counts},
+                     "vs_best_fewer": {str(n): 1.0 for n in counts}}
+            rows.append({"label": label, "mode": mode, "impls": {"grucy": grucy},
+                         "speedup": {peer: {str(n): speedup16 for n in counts}}})
+    return {"machine": {"usable_cpus": cpus}, "sweep": {"counts": counts, "rows": rows},
+            "busy": {}, "results": []}
+
+
+def test_the_16_thread_targets_need_a_16_core_sweep():
+    from _bench_report import evaluate_targets
+
+    def status(doc):
+        return {t["name"]: (t["status"], t["measured"]) for t in evaluate_targets(doc)}
+
+    met = status(_sweep_doc(16, [1, 4, 16], 2.5))
+    assert met["train_vs_torch_16t_big"] == ("met", 2.5)
+    assert met["train_vs_torch_16t_mid"] == ("met", 2.5)
+    assert met["infer_vs_ort_16t"] == ("met", 2.5)
+    assert met["efficiency_16t_big"] == ("missed", 1.0 / 16)
+    assert met["threads_vs_mpi"][0] == "not measured"
+    for doc in (_sweep_doc(8, [1, 4, 16], 2.5), _sweep_doc(16, [1, 4, 8], 2.5)):
+        s = status(doc)
+        for name in ("train_vs_torch_16t_big", "train_vs_torch_16t_mid",
+                     "efficiency_16t_big", "infer_vs_ort_16t"):
+            assert s[name] == ("not measured", None), (name, doc["machine"])
+        assert s["more_threads_never_hurt"] == ("met", 1.0)
 
 
 def test_a_wrong_peer_is_caught_and_not_timed(tmp_path, monkeypatch, capsys):
@@ -143,7 +243,7 @@ def test_a_wrong_peer_is_caught_and_not_timed(tmp_path, monkeypatch, capsys):
         return out
 
     monkeypatch.setattr(bp.NumpyPeer, "train_outputs", wrong)
-    status = benchmark.main(TINY + ["--cases", "core", "--peers",
+    status = bench_gru.main(TINY + ["--cases", "core", "--peers",
                                     "numpy", "--json", str(tmp_path / "b.json")])
     assert status == 1
     doc = json.loads((tmp_path / "b.json").read_text())
@@ -158,10 +258,13 @@ def test_a_wrong_peer_is_caught_and_not_timed(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("bad", [["--shapes", "0x1x1x1"], ["--shapes", "9"],
                                  ["--peers", "tensorflow"], ["--cases", "core,speed"],
-                                 ["--threads", "0"], ["--stream-size", "4x5x6"]])
+                                 ["--cases", "scaling"], ["--threads", "0"],
+                                 ["--threads", "1,x"], ["--threads", "1,100000"],
+                                 ["--busy", "-1"], ["--sweep-shapes", "1x2"],
+                                 ["--stream-size", "4x5x6"]])
 def test_bad_options_are_refused(bad, capsys):
     with pytest.raises(SystemExit) as exc:
-        benchmark.main(bad)
+        bench_gru.main(bad)
     assert exc.value.code == 2
     assert "error" in capsys.readouterr().err
 
@@ -180,7 +283,7 @@ def test_profile_mode_reports_every_piece(tmp_path, capsys):
     from grucy import _gru
 
     path = tmp_path / "p.json"
-    status = benchmark.main(["--profile", "--quick", "--shapes", "3x6x4x5", "--gemm-size",
+    status = bench_gru.main(["--profile", "--quick", "--shapes", "3x6x4x5", "--gemm-size",
                              "64", "--target-seconds", "0.01", "--min-repeats", "2",
                              "--json", str(path)])
     assert status == 0
@@ -223,7 +326,7 @@ def test_profile_mode_reports_every_piece(tmp_path, capsys):
 def test_profile_blas_calls_compute_what_the_kernels_compute(m, trans_a, trans_b, rng):
     """The profiler times GEMMs through raw BLAS pointers; make sure they are the right
     GEMMs (row-major C = op(A) @ op(B) + beta C, GEMV when m == 1, as _blas.pxd)."""
-    from grucy._bench_profile import ScipyBlas
+    from _bench_profile import ScipyBlas
 
     n, k = 7, 4
     a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
@@ -241,7 +344,7 @@ def test_profile_shape_on_the_blas_path_times_the_regroup_copy():
     BLAS for the recurrent GEMMs: the profile shows that copy and no packing line."""
     import grucy
     from grucy import _gru
-    from grucy._bench_profile import ScipyBlas, profile_shape
+    from _bench_profile import ScipyBlas, profile_shape
 
     old = _gru._set_packed(False)
     try:
@@ -261,7 +364,7 @@ def test_blocked_order_gives_each_implementation_an_equal_share_of_time():
     """Blocked measurement: every entry gets about target / n of the time, so a faster
     one is sampled more often; interleaved rounds give all the same count."""
     import time as _time
-    from grucy.benchmark import Entry, measure
+    from _bench_timing import Entry, measure
 
     fast = Entry("fast", lambda: _time.sleep(0.001))
     slow = Entry("slow", lambda: _time.sleep(0.004))
@@ -271,3 +374,48 @@ def test_blocked_order_gives_each_implementation_an_equal_share_of_time():
     assert n_fast <= 0.1 / 0.001 + 1 and n_slow <= 0.1 / 0.004 + 1
     times = measure([fast, slow], 0.1, 3, order="interleaved")
     assert len(times["fast"]) == len(times["slow"])
+
+
+def test_busy_load_runs_until_its_block_ends_however_it_ends():
+    with BusyLoad(2) as load:
+        pids = load.pids
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        ticks = []  # utime + stime of each spinner, in clock ticks
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as f:
+                ticks.append(sum(map(int, f.read().split(")")[-1].split()[11:13])))
+        time.sleep(0.3)
+        for pid, t0 in zip(pids, ticks):
+            with open(f"/proc/{pid}/stat") as f:
+                assert sum(map(int, f.read().split(")")[-1].split()[11:13])) > t0  # spins
+    assert not any(_alive(p) for p in pids)
+    with pytest.raises(KeyboardInterrupt):
+        with BusyLoad(1) as load:
+            pids = load.pids
+            raise KeyboardInterrupt
+    assert not any(_alive(p) for p in pids)
+
+
+def test_busy_mode_times_every_implementation_under_load_then_stops_it(tmp_path):
+    path = tmp_path / "b.json"
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        status = bench_gru.main(TINY + ["--cases", "core", "--peers", "numpy,onnxruntime",
+                                        "--busy", "2", "--json", str(path)])
+    assert status == 0
+    doc = json.loads(path.read_text())
+    busy = doc["busy"]
+    assert busy["threads"] == 2 and busy["stopped"] and len(busy["pids"]) == 2
+    assert not any(_alive(p) for p in busy["pids"])
+    assert [(r["label"], r["mode"]) for r in busy["rows"]] == [("3x6x4x5", "train"),
+                                                               ("3x6x4x5", "infer")]
+    quiet = {(r["label"], r["mode"]): r for r in doc["results"]}
+    for r in busy["rows"]:
+        for name, d in r["impls"].items():
+            assert d["status"] == "ok", (name, d)
+            q = quiet[(r["label"], r["mode"])]["impls"][name]["ms_min"]
+            assert d["quiet_ms"] == q
+            assert d["busy_over_quiet"] == pytest.approx(d["busy_ms"] / q)
+        assert set(r["speedup"]) == set(r["impls"]) - {"grucy"}
+    by = {t["name"]: t for t in doc["targets"]}
+    assert by["busy_over_quiet"]["status"] != "not measured"
+    assert "Busy machine: 2 processes" in out.getvalue()

@@ -1,4 +1,4 @@
-"""Where a training step of grucy.GRU spends its time (``grucy bench --profile``).
+"""Where a training step of grucy.GRU spends its time (``bench_gru.py --profile``).
 
 Nothing in the kernels is instrumented; the pieces are timed from the outside, on the
 same shapes, the same BLAS library and the same thread settings:
@@ -50,8 +50,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .benchmark import (DEFAULT_JSON, DEFAULT_SHAPES, Entry, busy_warning, gemm_peak,
-                        loadavg, machine_info, measure, text_table, write_atomic)
+from _bench_machine import busy_warning, gemm_peak, limit_threads, loadavg, machine_info
+from _bench_peers import DEFAULT_SHAPES, GrucyPeer, Problem
+from _bench_report import text_table
+from _bench_timing import Entry, measure, write_atomic
 
 __all__ = ["run_profile", "ScipyBlas"]
 
@@ -159,7 +161,7 @@ def kernel_split(H, B, T=PACKED_MIN_STEPS):
     [N//2, N) (:func:`hoisted_threads`: on how many threads).  The recurrent GEMMs, the
     input projection and dX run grucy's packed kernel when the CPU has it (AVX-512) and
     the kernels are chunked or T >= PACKED_MIN_STEPS; else BLAS."""
-    from . import _gru
+    from grucy import _gru
 
     min_work, min_chunk, align = 1 << 17, 32, 16
     if hasattr(_gru, "_set_chunking"):
@@ -227,7 +229,7 @@ def _probe_call(probes):
     (grucy._gru._pgemm_probe on each (a, w, transposed, c, repeats) of ``probes``;
     packing excluded)."""
     def call():
-        from . import _gru  # looked up at call time (the tests spy on it)
+        from grucy import _gru  # looked up at call time (the tests spy on it)
         return sum(_gru._pgemm_probe(*p) for p in probes)
     return call
 
@@ -242,7 +244,7 @@ def _pack_call(probes):
     tiny = np.ones((1, 1), np.float32)
 
     def call():
-        from . import _gru
+        from grucy import _gru
         total = 0.0
         for a, w, transposed, c in probes:
             _gru._pgemm_probe(tiny, tiny, True, tiny, 1)
@@ -501,7 +503,7 @@ def kernel_calls(grucy, layer, x, dy):
     preallocated outputs and a kernel buffer pool kept across calls (as the layer does):
     (forward, backward, both) callables, or raises TypeError when the private kernel
     signatures differ from what this profiler knows."""
-    from . import _gru
+    from grucy import _gru
 
     T, B, _ = x.shape
     H = layer.hidden_size
@@ -542,8 +544,6 @@ class _SelfTimed(Entry):
 
 
 def profile_shape(shape, grucy, blas, target, min_repeats, seed, log):
-    from ._bench_peers import GrucyPeer, Problem
-
     B, T, I, H = shape
     nt = grucy.get_num_threads()
     prob = Problem(B, T, I, H, seed=seed)
@@ -587,7 +587,7 @@ def profile_shape(shape, grucy, blas, target, min_repeats, seed, log):
         entries.append(Entry("W_hh regroup", lambda: np.concatenate(
             [w[g * H + bounds[k]:g * H + bounds[k + 1]]
              for k in range(len(bounds) - 1) for g in range(3)])))
-    from . import _gru
+    from grucy import _gru
     if hasattr(_gru, "_fast_sigmoidf"):
         a2, b2 = (np.random.default_rng(1).standard_normal(T * B * 2 * H).astype(np.float32),
                   np.empty(T * B * 2 * H, np.float32))
@@ -787,10 +787,9 @@ def perf_profile(perf, step, seconds, log):
 
 # -- main -------------------------------------------------------------------------------------
 def run_profile(args, grucy, log, command):
-    """The --profile mode of grucy.benchmark.main: print the breakdown, write JSON."""
+    """The --profile mode of bench_gru.py: print the breakdown, write JSON."""
     shapes = args.shapes or DEFAULT_SHAPES
     threads = args.threads or grucy.get_num_threads()
-    from .benchmark import limit_threads
     limiter = limit_threads(args.threads, grucy, log)
     target = args.target_seconds or (0.5 if args.quick else 2.0)
     min_repeats = args.min_repeats or (3 if args.quick else 5)
@@ -810,7 +809,6 @@ def run_profile(args, grucy, log, command):
         ok, perf = perf_available()
         perf_rows = {}
         if ok:
-            from ._bench_peers import GrucyPeer, Problem
             for s in shapes:
                 peer = GrucyPeer(Problem(*s, seed=args.seed), threads)
                 peer.train_step()
@@ -842,10 +840,8 @@ def run_profile(args, grucy, log, command):
            "sgemm_runs": peaks, "threads": threads,
            "shapes": rows, "perf": perf_rows if ok else {"unavailable": perf}}
     print("\n".join(profile_lines(doc)))
-    if args.json not in ("", "-"):
+    if args.json:
         path = args.json
-        if os.path.basename(path) == os.path.basename(DEFAULT_JSON):
-            path = os.path.join(os.path.dirname(path), "profile_gru.json")
         write_atomic(path, json.dumps(doc, indent=1) + "\n")
         log(f"grucy bench --profile: wrote {path}")
     return 0

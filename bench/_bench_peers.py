@@ -18,7 +18,7 @@ the input gradient computed by every peer, as grucy's ``backward`` always does. 
 accumulate across timed repeats (as in training without ``zero_grad``); the ``*_outputs``
 methods zero them first.
 
-The streaming peers (:func:`stream_runners`) take one input step per call at B=1.
+The streaming peers (one input step per call at B=1) are in ``_bench_stream.py``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,17 @@ import os
 
 import numpy as np
 
-__all__ = ["Problem", "Unsupported", "PEERS", "SUBJECT", "stream_runners",
-           "gru_onnx_model", "rzn_to_zrn"]
+__all__ = ["DEFAULT_SHAPES", "Problem", "Unsupported", "PEERS", "SUBJECT", "gru_onnx_model",
+           "ort_session", "rzn_to_zrn"]
+
+
+DEFAULT_SHAPES = [  # (B, T, I, H): the five core shapes of the benchmark
+    (1, 100, 32, 64),
+    (16, 100, 64, 128),
+    (32, 100, 128, 256),
+    (64, 50, 256, 512),
+    (32, 50, 512, 1024),
+]
 
 
 class Unsupported(Exception):
@@ -45,7 +54,7 @@ class Problem:
 
     def __init__(self, B, T, I, H, *, layers=1, bidirectional=False, dtype=np.float32,
                  lengths=None, seed=0, state=None, x=None, dy=None):
-        from .reference import GRU as ReferenceGRU
+        from grucy.reference import GRU as ReferenceGRU
 
         self.B, self.T, self.I, self.H = int(B), int(T), int(I), int(H)
         self.layers = int(layers)
@@ -113,7 +122,7 @@ class GrucyPeer:
 
     @staticmethod
     def layer_class():
-        from .layer import GRU
+        from grucy import GRU
         return GRU
 
     @classmethod
@@ -122,7 +131,7 @@ class GrucyPeer:
             cls.layer_class()
         except ImportError as exc:  # the compiled extension is not built
             return False, f"cannot import: {exc}"
-        from . import __version__
+        from grucy import __version__
         return True, __version__
 
     def __init__(self, problem, threads):
@@ -163,7 +172,7 @@ class NumpyPeer(GrucyPeer):
 
     @staticmethod
     def layer_class():
-        from .reference import GRU
+        from grucy.reference import GRU
         return GRU
 
     @classmethod
@@ -308,12 +317,12 @@ def gru_onnx_model(state, I, H, layers, bidirectional, dtype, *, lengths=False,
     outputs.insert(0, helper.make_tensor_value_info("Y", elem, ["T", D, "B", H]))
     graph = helper.make_graph(nodes, "grucy_gru", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="grucy.benchmark")
+                              producer_name="grucy bench/bench_gru.py")
     onnx.checker.check_model(model)
     return model
 
 
-def _ort_session(model, threads):
+def ort_session(model, threads):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -343,7 +352,7 @@ class OnnxRuntimePeer:
         p = self.p = problem
         model = gru_onnx_model(p.state, p.I, p.H, p.layers, p.bidirectional, p.dtype,
                                lengths=p.lengths is not None)
-        self.sess = _ort_session(model, threads)
+        self.sess = ort_session(model, threads)
         self.feeds = {"X": p.x}
         if p.lengths is not None:
             self.feeds["sequence_lens"] = p.lengths.astype(np.int32)
@@ -528,162 +537,3 @@ class KerasTensorFlowPeer(_KerasPeer):
 SUBJECT = GrucyPeer
 PEERS = {cls.NAME: cls for cls in (TorchPeer, OnnxRuntimePeer, NumpyPeer,
                                    KerasTensorFlowPeer, KerasTorchPeer)}
-
-
-# -- streaming: one step per call at B=1 --------------------------------------------------
-class StreamRunner:
-    """One streaming implementation fed the K inputs of ``xs`` (K, I), one call each.
-
-    ``run()`` (timed) continues from the state the previous ``run()`` left;
-    ``outputs()`` returns the K outputs (K, H) of a fresh run from h = 0, for the check.
-    ``start()`` returns a fresh state, ``feed(state)`` runs all K steps and returns the
-    state after them, ``feed_collect(state)`` also collects the outputs.
-    """
-
-    def __init__(self, name, detail, start, feed, feed_collect):
-        self.name, self.detail = name, detail
-        self._feed, self._feed_collect = feed, feed_collect
-        self._start = start
-        self._state = start()
-
-    def run(self):
-        self._state = self._feed(self._state)
-
-    def outputs(self):
-        return np.stack([np.reshape(y, -1) for y in self._feed_collect(self._start())])
-
-
-def stream_runners(I, H, dtype, state, xs, threads, peers):
-    """Runners for grucy's streaming API and the one-step peers; (runners, notes).
-
-    ``notes`` maps a name to why it is not available.  grucy's ``stream`` / ``step``
-    (contract: ``s = gru.stream(batch_size=1)``, ``s.step(x_t)`` -> (B, H) output, state
-    in ``s.h``; ``gru.step(x_t, h)`` -> ``(y_t, h_new)``) are used when the layer has them.
-    """
-    from .layer import GRU
-
-    runners, notes = [], {}
-    gru = GRU(I, H, dtype=dtype, seed=0)
-    gru.load_state_dict(state)
-    xs_b = xs[:, None, :].copy()       # (K, 1, I): one (B=1, I) input per call
-    xs_tb = xs[:, None, None, :].copy()  # (K, T=1, B=1, I)
-
-    if hasattr(gru, "stream"):
-        def feed(s):
-            step = s.step
-            for x in xs:
-                step(x)
-            return s
-
-        def feed_collect(s):
-            return [s.step(x) for x in xs]
-
-        runners.append(StreamRunner(
-            "grucy stream.step", "s = gru.stream(batch_size=1); y = s.step(x_t), x_t (I,)",
-            lambda: gru.stream(batch_size=1), feed, feed_collect))
-    else:
-        notes["grucy stream.step"] = "not available: grucy.GRU has no stream() yet"
-
-    if hasattr(gru, "step"):
-        def feed(h):
-            step = gru.step
-            for x in xs_b:
-                _, h = step(x, h)
-            return h
-
-        def feed_collect(h):
-            ys = []
-            for x in xs_b:
-                y, h = gru.step(x, h)
-                ys.append(y)
-            return ys
-
-        runners.append(StreamRunner(
-            "grucy step(x, h)", "y, h = gru.step(x_t, h), x_t (1, I), h (1, 1, H)",
-            lambda: np.zeros((1, 1, H), dtype), feed, feed_collect))
-    else:
-        notes["grucy step(x, h)"] = "not available: grucy.GRU has no step() yet"
-
-    # The whole-sequence API with T = 1: what streaming costs without a step API.
-    def feed(h):
-        fwd = gru.forward
-        for x in xs_tb:
-            _, h = fwd(x, h, training=False)
-        return h
-
-    def feed_collect(h):
-        ys = []
-        for x in xs_tb:
-            y, h = gru.forward(x, h, training=False)
-            ys.append(y)
-        return ys
-
-    runners.append(StreamRunner(
-        "grucy forward(T=1)", "y, h = gru.forward(x_t (1, 1, I), h, training=False)",
-        lambda: np.zeros((1, 1, H), dtype), feed, feed_collect))
-
-    if "torch" in peers:
-        ok, detail = TorchPeer.status()
-        if not ok:
-            notes["torch GRUCell"] = detail
-        else:
-            import torch
-
-            torch.set_num_threads(threads)
-            tdtype = {np.dtype(np.float32): torch.float32,
-                      np.dtype(np.float64): torch.float64}[np.dtype(dtype)]
-            cell = torch.nn.GRUCell(I, H, dtype=tdtype)
-            with torch.no_grad():
-                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                    getattr(cell, name).copy_(torch.from_numpy(state[f"{name}_l0"]))
-            xs_t = [torch.from_numpy(x) for x in xs_b]  # (1, I) tensors
-
-            def feed(h):
-                with torch.inference_mode():
-                    for x in xs_t:
-                        h = cell(x, h)
-                return h
-
-            def feed_collect(h):
-                ys = []
-                with torch.inference_mode():
-                    for x in xs_t:
-                        h = cell(x, h)
-                        ys.append(h.numpy().copy())
-                return ys
-
-            runners.append(StreamRunner(
-                "torch GRUCell", "h = cell(x_t, h) in inference_mode, x_t tensor (1, I)",
-                lambda: torch.zeros(1, H, dtype=tdtype), feed, feed_collect))
-
-    if "onnxruntime" in peers:
-        ok, detail = OnnxRuntimePeer.status()
-        if not ok:
-            notes["onnxruntime 1-step"] = detail
-        else:
-            model = gru_onnx_model(state, I, H, 1, False, dtype, initial_h=True)
-            sess = _ort_session(model, threads)
-            out_names = ["Y_h_l0"]
-            try:
-                sess.run(out_names, {"X": xs_tb[0], "initial_h": np.zeros((1, 1, H), dtype)})
-            except Exception as exc:
-                notes["onnxruntime 1-step"] = f"unsupported: {str(exc).split(':')[-1].strip()}"
-            else:
-                def feed(h):
-                    run = sess.run
-                    for x in xs_tb:
-                        h = run(out_names, {"X": x, "initial_h": h})[0]
-                    return h
-
-                def feed_collect(h):
-                    ys = []
-                    for x in xs_tb:
-                        h = sess.run(out_names, {"X": x, "initial_h": h})[0]
-                        ys.append(h)
-                    return ys
-
-                runners.append(StreamRunner(
-                    "onnxruntime 1-step",
-                    "h = sess.run(['Y_h'], {'X': x_t (1, 1, I), 'initial_h': h})[0]",
-                    lambda: np.zeros((1, 1, H), dtype), feed, feed_collect))
-    return runners, notes
