@@ -242,12 +242,14 @@ def header_lines(doc):
                    f"{m['usable_cpus']} CPUs")
     p = doc["peaks"]
     out.append(f"FMA      {p['fma_gflops']:.1f} GFLOP/s float32 at {_threads(p['threads'])} "
-               f"(grucy._gru.fma_peak: independent vector FMA chains; best of start and "
-               f"end of run)")
+               f"(grucy._gru.fma_peak: independent vector FMA chains; best of the start "
+               f"{p['fma_start']:.1f}, the end {p['fma_end']:.1f}"
+               + (f" and the sweep {p['fma_sweep']:.1f}" if p.get("fma_sweep") else "")
+               + " of the run)")
     for dt, g in p["gemm"].items():
         out.append(f"GEMM     {g['n']}^3 {dt} at {_threads(p['threads'])}: numpy "
                    f"{g['numpy_gflops']:.1f}, scipy {g['scipy_gflops']:.1f} GFLOP/s -> "
-                   f"peak {g['gflops']:.1f} GFLOP/s (best of start and end of run)")
+                   f"peak {g['gflops']:.1f} GFLOP/s (best of the run, as the FMA peak)")
     out.append("peers    " + "; ".join(f"{n}: {s['detail']}" for n, s in doc["peers"].items()))
     return out
 
@@ -284,7 +286,7 @@ def report_lines(doc):
     body = []
     for t in doc["targets"]:
         v = t["measured"]
-        body.append([t["target"], "-" if v is None else f"{v:.3g}",
+        body.append([t["target"], "-" if v is None else f"{v:.4g}",
                      f"{t['op']} {t['threshold']:g}", t["status"].upper()
                      if t["status"] != "not measured" else "not measured",
                      "; ".join(x for x in (t["where"], t["note"]) if x)])
@@ -458,7 +460,7 @@ def markdown_lines(doc):
                                 "busy / quiet", "impl busy / grucy busy"], body, left=3), ""]
     out.append(markdown_table(
         ["target (issue 13)", "measured", "threshold", "status"],
-        [[t_["target"], "-" if t_["measured"] is None else f"{t_['measured']:.3g}",
+        [[t_["target"], "-" if t_["measured"] is None else f"{t_['measured']:.4g}",
           f"{t_['op']} {t_['threshold']:g}", t_["status"]] for t_ in doc["targets"]]))
     if busy_warning(m):
         out += ["", busy_warning(m)]

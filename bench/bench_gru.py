@@ -328,14 +328,21 @@ def run(args, grucy, counts, command, argv):
         busy = run_busy(bench, shapes, rows, args.busy) if args.busy else {}
         end = measure_peaks(threads, args.gemm_size, repeats, dtypes, fma_seconds)
         machine["loadavg_end"] = loadavg()
-    # The peaks are the best of the start and the end of the run.
-    peaks = {"threads": threads, "fma_gflops": max(start["fma_gflops"], end["fma_gflops"]),
-             "fma_start": start["fma_gflops"], "fma_end": end["fma_gflops"], "gemm": {}}
+    # The peaks are the best of the start and the end of the run, and of the sweep's
+    # measurement at the same thread count.
+    runs = [start, end] + [p for p in sweep.get("peaks", {}).values()
+                           if p["threads"] == threads]
+    peaks = {"threads": threads, "fma_gflops": max(p["fma_gflops"] for p in runs),
+             "fma_start": start["fma_gflops"], "fma_end": end["fma_gflops"],
+             "fma_sweep": runs[2]["fma_gflops"] if len(runs) > 2 else None, "gemm": {}}
     for dt in dtypes:
-        best = {k: max(start["gemm"][dt][k], end["gemm"][dt][k]) for k in start["gemm"][dt]}
+        best = {k: max(p["gemm"][dt][k] for p in runs if dt in p["gemm"])
+                for k in start["gemm"][dt]}
         peaks["gemm"][dt] = {"n": args.gemm_size, "numpy_gflops": best["numpy"],
                              "scipy_gflops": best["scipy"], "gflops": max(best.values()),
-                             "start": start["gemm"][dt], "end": end["gemm"][dt]}
+                             "start": start["gemm"][dt], "end": end["gemm"][dt],
+                             "sweep": runs[2]["gemm"][dt] if len(runs) > 2
+                             and dt in runs[2]["gemm"] else None}
     for r in rows:
         for d in r["impls"].values():
             if "gflops" in d:
