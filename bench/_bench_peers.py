@@ -317,7 +317,7 @@ def gru_onnx_model(state, I, H, layers, bidirectional, dtype, *, lengths=False,
     outputs.insert(0, helper.make_tensor_value_info("Y", elem, ["T", D, "B", H]))
     graph = helper.make_graph(nodes, "grucy_gru", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="grucy bench/bench_gru.py")
+                              producer_name="bench/bench_gru.py")
     onnx.checker.check_model(model)
     return model
 

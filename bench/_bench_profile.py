@@ -795,7 +795,7 @@ def run_profile(args, grucy, log, command):
     min_repeats = args.min_repeats or (3 if args.quick else 5)
     blas = ScipyBlas()
     try:
-        log("grucy bench --profile: SGEMM peak ...")
+        log("bench_gru --profile: SGEMM peak ...")
         load_start = loadavg()
         peaks = [sgemm_peaks(args.gemm_size)]
         machine = machine_info(grucy, threads)
@@ -817,7 +817,7 @@ def run_profile(args, grucy, log, command):
                     perf, peer.train_step, 1.5 if args.quick else 4.0, log)
                 row["loadavg_before"] = load
         else:
-            log(f"grucy bench --profile: no sampling profile ({perf})")
+            log(f"bench_gru --profile: no sampling profile ({perf})")
     finally:
         if limiter is not None:
             limiter.restore_original_limits()
@@ -843,7 +843,7 @@ def run_profile(args, grucy, log, command):
     if args.json:
         path = args.json
         write_atomic(path, json.dumps(doc, indent=1) + "\n")
-        log(f"grucy bench --profile: wrote {path}")
+        log(f"bench_gru --profile: wrote {path}")
     return 0
 
 

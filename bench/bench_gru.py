@@ -373,4 +373,8 @@ def run(args, grucy, counts, command, argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the busy mode's processes are already stopped
+        print("bench_gru: interrupted", file=sys.stderr)
+        sys.exit(130)
