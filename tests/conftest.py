@@ -7,6 +7,8 @@ it (``test_gru.py``), never the reference's own tests.  Helpers take the layer *
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -168,3 +170,51 @@ def assert_gradients_match_fd(f, checked, *, eps=1e-6, rtol=1e-6, atol=1e-8):
         numeric = central_difference(f, arr, eps)
         np.testing.assert_allclose(grad, numeric, rtol=rtol, atol=atol,
                                    err_msg=f"gradient of {name}")
+
+
+# --------------------------------------------------------------------------------------
+# Kernel choices of the compiled layer (imported lazily: the reference tests never need
+# the compiled module).
+
+@contextlib.contextmanager
+def forced_plan(groups, chunks, align=16):
+    """Run the compiled kernels with ``groups`` row groups x ``chunks`` unit chunks (and
+    that many threads), chunk bounds on multiples of ``align`` units, whatever the
+    size: the parallel paths on tiny problems.  Results must not change."""
+    import grucy
+    threads = grucy.get_num_threads()
+    old = grucy._gru._force_plan(groups, chunks, align)
+    grucy.set_num_threads(max(1, groups * chunks))
+    try:
+        yield
+    finally:
+        grucy._gru._force_plan(*old)
+        grucy.set_num_threads(threads)
+
+
+def available_isas():
+    """The GEMM kernels this CPU can run (grucy._gru.kernel_isa names), BLAS last."""
+    import grucy
+    names = []
+    for name in ("avx512", "avx2", "portable", "blas"):
+        try:
+            old = grucy._gru._set_isa(name)
+        except ValueError:
+            continue
+        grucy._gru._set_isa(old)
+        names.append(name)
+    return names
+
+
+@contextlib.contextmanager
+def kernels(isa):
+    """The compiled layer on the GEMM kernels ``isa`` (None: unchanged)."""
+    if isa is None:
+        yield
+        return
+    import grucy
+    old = grucy._gru._set_isa(isa)
+    try:
+        yield
+    finally:
+        grucy._gru._set_isa(old)

@@ -88,7 +88,7 @@ def test_full_run_succeeds_and_reports_every_case(report):
     for key in ("machine", "peaks", "peers", "sweep", "streaming", "memory", "targets"):
         assert key in doc
     assert doc["machine"]["threads"] == 2
-    assert set(doc["machine"]["kernels"]) == {"packed", "rows", "blas_core", "blas_threads"}
+    assert {"packed", "rows", "blas_core", "blas_threads"} <= set(doc["machine"]["kernels"])
     peaks = doc["peaks"]
     assert peaks["threads"] == 2 and peaks["fma_gflops"] > 0
     assert peaks["gemm"]["float32"]["n"] == 64
@@ -337,27 +337,6 @@ def test_profile_blas_calls_compute_what_the_kernels_compute(m, trans_a, trans_b
                                  b.shape[1], 0.5, (c, 0), n)
     call()
     np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
-
-
-def test_profile_shape_on_the_blas_path_times_the_regroup_copy():
-    """With the packed kernel off, the chunked kernels regroup W_hh per call and call
-    BLAS for the recurrent GEMMs: the profile shows that copy and no packing line."""
-    import grucy
-    from grucy import _gru
-    from _bench_profile import ScipyBlas, profile_shape
-
-    old = _gru._set_packed(False)
-    try:
-        row = profile_shape((4, 3, 8, 128), grucy, ScipyBlas(), 0.01, 2, 0, lambda _: None)
-    finally:
-        _gru._set_packed(old)
-    assert row["chunked"] and not row["packed"] and row["notes"] == []
-    pieces = {k.strip(): v for k, v in row["pieces"].items()}
-    assert np.isfinite(pieces["W_hh regroup copy (chunked BLAS path)"]["ms"])
-    assert "W_hh + W_ih packing (forward + backward)" not in pieces
-    for name in ("recurrent GEMM, forward", "recurrent GEMM, backward",
-                 "hoisted GEMM, forward (X W_ih^T)", "hoisted GEMM, backward dX"):
-        assert pieces[name]["kind"] == "blas" and "BLAS calls" in pieces[name]["how"]
 
 
 def test_blocked_order_gives_each_implementation_an_equal_share_of_time():

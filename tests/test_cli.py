@@ -231,7 +231,7 @@ def test_bench_needs_no_peer_and_checks_grucy_against_the_reference(tmp_path):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["threads"] == 1 and doc["fma_gflops"] > 0 and doc["sgemm_gflops"] > 0
-    assert set(doc["kernels"]) == {"packed", "rows", "blas_core", "blas_threads"}
+    assert {"packed", "rows", "blas_core", "blas_threads"} <= set(doc["kernels"])
     assert [(r["shape"], r["mode"]) for r in doc["results"]] == [
         ("2x5x3x4", "train"), ("2x5x3x4", "infer"), ("1x3x2x6", "train"),
         ("1x3x2x6", "infer")]

@@ -5,10 +5,10 @@ reference grucy.reference.GRU (float32 and float64), and torch.nn.GRU when insta
 
 ``GRUCY_TEST_LAYER=reference`` runs this whole file against the reference instead (a check
 of the tests themselves; the tests needing the compiled module's thread API then skip).
-``GRUCY_TEST_CHUNKED=1`` forces the chunked multi-threaded kernels (normally used only
-from a size on) for every shape, so the whole file checks them too; CI runs it both ways.
-``GRUCY_TEST_BLAS=1`` makes the recurrent GEMMs call BLAS instead of grucy's packed
-AVX-512 kernel (the path of CPUs without AVX-512); CI runs that too.
+``GRUCY_TEST_PLAN=GxC`` runs every kernel call with G row groups x C unit chunks (and
+G*C threads) whatever its size, so the whole file checks the parallel paths too;
+``GRUCY_ISA=avx2|portable|blas`` (read at import) picks the GEMM kernels.  CI runs the
+file under each.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from grucy.reference import GRU as RefGRU
 
 from conftest import (
     TIGHT_TOLERANCES,
+    available_isas,
+    forced_plan,
+    kernels,
     assert_close,
     assert_results_close,
     assert_results_equal,
@@ -42,41 +45,14 @@ else:
 DTYPES = [np.float32, np.float64]
 
 
-@contextlib.contextmanager
-def chunked_kernels(force=True, min_chunk=32, align=16):
-    """Run the chunked (one OpenMP team per sequence) kernels for every size."""
-    if GRU is RefGRU or not force:
-        yield
-        return
-    old = grucy._gru._set_chunking(0, min_chunk, align)
-    try:
-        yield
-    finally:
-        grucy._gru._set_chunking(*old)
-
-
-@contextlib.contextmanager
-def recurrent_gemm(packed):
-    """Recurrent GEMMs through grucy's packed kernel (_pgemm.h; when the CPU has
-    AVX-512) if ``packed``, through BLAS if not, unchanged if None."""
-    if GRU is RefGRU or packed is None:
-        yield
-        return
-    old = grucy._gru._set_packed(packed)
-    try:
-        yield
-    finally:
-        grucy._gru._set_packed(old)
-
-
-def _env_flag(name):
-    return os.environ.get(name, "") not in ("", "0")
-
-
 @pytest.fixture(autouse=True, scope="module")
-def _kernel_choice():
-    with chunked_kernels(_env_flag("GRUCY_TEST_CHUNKED")), \
-            recurrent_gemm(False if _env_flag("GRUCY_TEST_BLAS") else None):
+def _plan_choice():
+    plan = os.environ.get("GRUCY_TEST_PLAN", "")
+    if GRU is RefGRU or not plan:
+        yield
+        return
+    groups, chunks = (int(v) for v in plan.lower().split("x"))
+    with forced_plan(groups, chunks, align=1):
         yield
 
 
@@ -114,17 +90,15 @@ def test_gradients_match_finite_differences(config, reset_after, rng):
 @_needs_compiled
 @pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
 @pytest.mark.parametrize("config", ["lengths", "all_together"])
-def test_chunked_kernels_match_finite_differences(config, reset_after, rng,
-                                                  restore_num_threads):
-    # One thread: thousands of tiny forwards; the chunk logic is the same for any count
-    # (test_one_and_two_threads_bitwise_equal and the reference comparisons use two).
-    grucy.set_num_threads(1)
+def test_split_plans_match_finite_differences(config, reset_after, rng,
+                                              restore_num_threads):
     opts = dict(FD_CONFIGS[config])
     lengths = opts.pop("lengths", False)
-    # Chunks of one unit each, so small H still has several chunks.
+    # Three row groups of one row and four chunks of one unit: every step of every
+    # forward and backward crosses threads.
     layer = GRU(3, 4, reset_after=reset_after, dtype=np.float64, seed=1, **opts)
     inputs = make_inputs(rng, layer, T=4, B=3, lengths=lengths)
-    with chunked_kernels(min_chunk=1, align=1):
+    with forced_plan(3, 4, align=1):
         check_finite_differences(layer, inputs)
 
 
@@ -170,14 +144,16 @@ def test_matches_reference(shape, variant, reset_after, dtype, rng):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
 @pytest.mark.parametrize("variant", list(VARIANTS), ids=list(VARIANTS))
-@pytest.mark.parametrize("H, min_chunk", [(1, 1), (17, 1), (33, 4), (100, 32)])
-def test_chunked_kernels_match_reference(H, min_chunk, variant, reset_after, dtype, rng):
-    # 100 units: chunks of 32, 32, 36; 33 units with min_chunk 4: 8 chunks of 0..16
-    # units on 16-unit boundaries (some empty); 17 with min_chunk 1: 8 ragged chunks.
+@pytest.mark.parametrize("H, groups, chunks, align",
+                         [(1, 3, 1, 1), (17, 2, 8, 1), (33, 3, 4, 16), (100, 2, 3, 16)])
+def test_split_plans_match_reference(H, groups, chunks, align, variant, reset_after,
+                                     dtype, rng):
+    # 17 units in 8 ragged chunks; 100 units on 16-unit bounds: 32, 32, 36; 7 rows in
+    # 2 or 3 groups, with variable lengths some groups idle for some steps.
     layer_opts, input_opts = VARIANTS[variant]
     layer, ref = make_pair(5, H, reset_after=reset_after, dtype=dtype, **layer_opts)
     inputs = make_inputs(rng, layer, 4, 7, **input_opts)
-    with chunked_kernels(min_chunk=min_chunk, align=1 if min_chunk == 1 else 16):
+    with forced_plan(groups, chunks, align):
         got = run_layer(layer, inputs)
     assert_results_close(got, run_layer(ref, inputs), dtype)
 
@@ -185,16 +161,16 @@ def test_chunked_kernels_match_reference(H, min_chunk, variant, reset_after, dty
 @_needs_compiled
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
-@pytest.mark.parametrize("chunked", [False, True], ids=["serial", "chunked"])
-@pytest.mark.parametrize("packed", [False, True], ids=["blas", "packed"])
-def test_recurrent_gemm_paths_match_reference(packed, chunked, reset_after, dtype, rng):
+@pytest.mark.parametrize("plan", [(1, 1), (3, 2)], ids=["one_thread", "3x2"])
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "portable", "blas"])
+def test_every_gemm_kernel_matches_reference(isa, plan, reset_after, dtype, rng):
     # B = 19: two full 8-row register blocks and a 3-row rest; H = 70: panels of 32 (16
     # in float64) columns with a ragged last one, in every gate block.
+    if isa not in available_isas():
+        pytest.skip(f"this CPU cannot run the {isa} kernels")
     layer, ref = make_pair(5, 70, bidirectional=True, reset_after=reset_after, dtype=dtype)
     inputs = make_inputs(rng, layer, 6, 19, lengths=True)
-    with chunked_kernels(chunked, min_chunk=8, align=1), recurrent_gemm(packed):
-        if packed and not grucy._gru.packed_gemm_enabled():
-            pytest.skip("the packed recurrent GEMM needs AVX-512; this CPU runs BLAS")
+    with kernels(isa), forced_plan(*plan, align=1):
         got = run_layer(layer, inputs)
     assert_results_close(got, run_layer(ref, inputs), dtype)
 
@@ -202,21 +178,22 @@ def test_recurrent_gemm_paths_match_reference(packed, chunked, reset_after, dtyp
 @_needs_compiled
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("transposed", [True, False], ids=["a_wT", "a_w"])
-def test_packed_kernel_matches_numpy(transposed, dtype, rng):
-    """The packed GEMM of the recurrent steps (_pgemm.h) on its own: every row-block
-    remainder (M = 1 .. 9, 17) and ragged panels (N around multiples of 16 and 32)."""
-    with recurrent_gemm(True):
-        if not grucy._gru.packed_gemm_enabled():
-            pytest.skip("the packed recurrent GEMM needs AVX-512; this CPU runs BLAS")
-    for M in [1, 2, 3, 4, 5, 6, 7, 8, 9, 17]:
-        for N in [1, 15, 16, 17, 31, 33, 64]:
-            for K in [1, 3, 64]:
-                a = rng.standard_normal((M, K)).astype(dtype)
-                w = rng.standard_normal((N, K) if transposed else (K, N)).astype(dtype)
-                c = np.full((M, N), np.nan, dtype)
-                grucy._gru._pgemm_probe(a, w, transposed, c, 1)
-                want = a.astype(np.float64) @ (w.T if transposed else w).astype(np.float64)
-                assert_close(c, want, dtype, err_msg=f"M={M} N={N} K={K}")
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "portable"])
+def test_packed_kernel_matches_numpy(isa, transposed, dtype, rng):
+    """The GEMM (_pgemm.h) on its own, on every kernel: every row-block remainder
+    (M = 1 .. 9, 17) and ragged panels (N around multiples of 8, 16 and 32)."""
+    if isa not in available_isas():
+        pytest.skip(f"this CPU cannot run the {isa} kernels")
+    with kernels(isa):
+        for M in [1, 2, 3, 4, 5, 6, 7, 8, 9, 17]:
+            for N in [1, 7, 8, 9, 15, 16, 17, 31, 33, 64]:
+                for K in [1, 3, 64]:
+                    a = rng.standard_normal((M, K)).astype(dtype)
+                    w = rng.standard_normal((N, K) if transposed else (K, N)).astype(dtype)
+                    c = np.full((M, N), np.nan, dtype)
+                    grucy._gru._pgemm_probe(a, w, transposed, c, 1)
+                    want = a.astype(np.float64) @ (w.T if transposed else w).astype(np.float64)
+                    assert_close(c, want, dtype, err_msg=f"M={M} N={N} K={K}")
 
 
 @_needs_compiled
@@ -373,14 +350,12 @@ def restore_num_threads():
 
 @_needs_compiled
 def test_thread_api(restore_num_threads):
-    assert isinstance(grucy.openmp_enabled(), bool)
     grucy.set_num_threads(1)
     assert grucy.get_num_threads() == 1
     with pytest.raises(ValueError):
         grucy.set_num_threads(0)
-    if grucy.openmp_enabled():
-        grucy.set_num_threads(2)
-        assert grucy.get_num_threads() == 2
+    grucy.set_num_threads(2)  # grucy's own thread team: no OpenMP needed
+    assert grucy.get_num_threads() == 2
 
 
 @_needs_compiled

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import grucy
 from grucy import reference
 
-from conftest import assert_results_close, assert_results_equal, run_layer
+from conftest import assert_results_close, assert_results_equal, forced_plan, run_layer
 
 EXAMPLES = int(os.environ.get("GRUCY_HYPOTHESIS_EXAMPLES", "150"))
 CI = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -62,20 +62,17 @@ def problems(draw):
 
 
 @contextlib.contextmanager
-def kernels(chunking):
-    """None: the kernels grucy picks by size; (min_chunk, align): the chunked
-    multi-threaded kernels forced for every size, with tiny odd chunks."""
-    if chunking is None:
+def kernels(plan):
+    """None: the plan grucy picks by size; (groups, chunks): a split forced for every
+    size, with tiny odd chunks."""
+    if plan is None:
         yield
         return
-    old = grucy._gru._set_chunking(0, *chunking)
-    try:
+    with forced_plan(*plan, align=1):
         yield
-    finally:
-        grucy._gru._set_chunking(*old)
 
 
-chunkings = st.none() | st.tuples(st.integers(1, 5), st.integers(1, 3))
+chunkings = st.none() | st.tuples(st.integers(1, 5), st.integers(1, 4))
 
 
 @CI

@@ -40,7 +40,7 @@ def test_flat_input_for_one_stream_and_functional_step():
     np.testing.assert_array_equal(h3, s.h)
 
 
-def test_stream_sees_parameter_updates_and_reset():
+def test_stream_uses_a_snapshot_until_refresh_and_reset():
     g = grucy.GRU(2, 3, seed=0)
     s = g.stream()
     x = np.ones(2, np.float32)
@@ -49,11 +49,25 @@ def test_stream_sees_parameter_updates_and_reset():
     assert not s.h.any()
     for p in g.parameters():
         p *= 2  # in place, as an optimizer does
+    np.testing.assert_array_equal(s.step(x), before)  # the snapshot's weights
+    s.reset()
+    s.refresh()
     after = s.step(x)
     g2 = grucy.GRU(2, 3, seed=0)
     g2.load_state_dict({k: 2 * v for k, v in g2.state_dict().items()})
     np.testing.assert_array_equal(after, g2.stream().step(x))
     assert not np.array_equal(before, after)
+
+
+def test_stream_refuses_non_finite_parameters_at_snapshot():
+    g = grucy.GRU(2, 3, 2, seed=0)
+    s = g.stream()
+    g.parameters()[5][1, 2] = np.inf          # weight_hh_l1
+    with pytest.raises(ValueError, match="weight_hh_l1 contains NaN or inf"):
+        s.refresh()
+    with pytest.raises(ValueError, match="weight_hh_l1"):
+        g.stream()
+    s.step(np.ones(2, np.float32))            # the old snapshot still works
 
 
 def test_stream_refuses_bad_input_and_keeps_state():

@@ -608,14 +608,16 @@ def test_stream_refuses_non_finite_parameters_at_creation():
         g.step(np.ones((1, 3)))
 
 
-def test_stream_step_refuses_parameters_made_nan_after_creation():
+def test_stream_keeps_its_checked_snapshot_when_parameters_go_nan():
     g = grucy.GRU(3, 4, seed=0)
     s = g.stream()
-    s.step(np.ones(3))
-    h = s.h
+    y = s.step(np.ones(3))
+    s.reset()
     g.parameters()[1][0, 0] = np.nan
-    with pytest.raises(ValueError, match="parameters contain NaN or inf"):
-        s.step(np.ones(3))
+    np.testing.assert_array_equal(s.step(np.ones(3)), y)  # the snapshot's weights
+    h = s.h
+    with pytest.raises(ValueError, match="weight_hh_l0 contains NaN or inf"):
+        s.refresh()
     np.testing.assert_array_equal(s.h, h)
 
 

@@ -7,12 +7,26 @@ owns rows ``off[t] .. off[t] + bs[t]`` of a (N, .) buffer, N = sum(bs).  With fu
 lengths packed is the plain (T*B, .) layout and the input is used as it is; with
 variable lengths no work is spent on padding.
 
-Forward, per step: Gh = h @ W_hh^T (the one GEMM that must stay in the loop), then one
-fused pass over the active rows (biases, sigmoids, tanh, update, workspace writes).  The
-input projection X @ W_ih^T of all steps is one GEMM before the loop.
+What a step computes is the cell's (the table of stages below, _CELLS; the arithmetic
+in _gru_rows.h): forward, a product of the state with W_hh then a fused pass over the
+rows (biases, sigmoids, tanh, update); backward, a fused pass producing the gate
+gradients then their product with W_hh.  The input projection X @ W_ih^T of all steps
+runs before the loop; dX, dW_ih, dW_hh and the bias gradients after it.
 
-Backward, per step: one fused pass producing the gate gradients, then dh += dGh @ W_hh.
-dX, dW_ih, dW_hh and the bias gradients are GEMMs over all N rows after the loop.
+Arithmetic.  Every product with a weight runs on grucy's own GEMM (_pgemm.h), in which
+each output is one chain of fused multiply-adds over k in order.  So a row's results do
+not depend on the other rows, on how rows and units are split between threads, or on
+the vector width: outputs, final states and dX are bit-identical whatever a sequence's
+position in the batch, its neighbours, their lengths or the thread count; the weight
+gradients (sums over rows) are bit-identical for any thread count.
+
+Parallel work (the plan, _make_plan and work_plan()).  The threads of a call form
+``groups`` x ``chunks``: each group owns a block of rows for the whole sequence, each
+chunk a block of hidden units.  With one chunk a thread runs its rows through all T
+steps with no barrier at all; with several, the threads of a group meet once per stage
+of a step.  Groups and chunks are chosen per call from the batch, H and the L2 cache
+(a chunk's slice of W_hh should stay in its core's L2), threads from the total work.
+The GEMMs around the loop are split over all threads of the call.
 
 Workspace kept for backward (training only): G (N, 3H) gates r, z, n; A (N, H) the
 auxiliary W_hn h + b_hn (reset-after) or r * h (reset-before); Hp (N, H) the state
@@ -20,8 +34,11 @@ entering each step.
 """
 
 from cython cimport floating
-from cython.parallel cimport parallel, prange
 from libc.string cimport memcpy, memset
+from libc.stdlib cimport getenv
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+
+import os
 
 import numpy as np
 cimport numpy as cnp
@@ -35,24 +52,77 @@ cdef extern from "_fastmath.h" nogil:
     float grucy_tanhf(float x)
     float grucy_expf(float x)
 
+cdef extern from "_pool.h" nogil:
+    ctypedef struct grucy_barrier:
+        int n
+    ctypedef void (*grucy_job_fn)(void* ctx, int tid, int nt) noexcept nogil
+    double grucy_now()
+    void grucy_barrier_init(grucy_barrier* b, int n)
+    double grucy_barrier_wait(grucy_barrier* b)
+    int grucy_pool_acquire(int want)
+    void grucy_pool_release(int acquired)
+    void grucy_pool_run(grucy_job_fn fn, void* ctx, int nt)
+    int grucy_pool_workers()
+    int grucy_nthreads
+    double grucy_spin_s
+
+
+# ---------------------------------------------------------------------------------------
+# Threads.
+
+cdef int _default_threads():
+    """OMP_NUM_THREADS when set (the usual way to ask numeric libraries for a count),
+    else the CPUs this process may run on."""
+    value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - platforms without affinity
+        return max(1, os.cpu_count() or 1)
+
+
+grucy_nthreads = _default_threads()
+_spin = os.environ.get("GRUCY_SPIN_US", "")
+if _spin:
+    try:
+        grucy_spin_s = max(0.0, float(_spin)) * 1e-6
+    except ValueError:
+        raise ImportError(f"GRUCY_SPIN_US must be a number of microseconds, got {_spin!r}")
+
+
+def openmp_enabled():
+    """False: the kernels run on grucy's own thread team (pthreads), not OpenMP.  Kept
+    for code written against older versions; see kernel_info()["threads"]."""
+    return False
+
+
+def set_num_threads(int n):
+    """Threads the kernels may use (1 .. any; grucy.set_num_threads validates it)."""
+    global grucy_nthreads
+    if n < 1:
+        raise ValueError(f"n must be a positive number of threads, got {n}")
+    grucy_nthreads = n
+
+
+def get_num_threads():
+    """Threads the kernels may use (a call uses fewer when its work is small)."""
+    return grucy_nthreads
+
+
+def _pool_workers():
+    """Worker threads started so far (a forked child starts with none)."""
+    return grucy_pool_workers()
+
+
+# ---------------------------------------------------------------------------------------
+# BLAS: only the "blas" kernel choice (GRUCY_ISA=blas) calls it inside the kernels.
+
 cdef extern from *:
     """
-    #ifdef _OPENMP
-    #include <omp.h>
-    #define GRUCY_OPENMP 1
-    static int grucy_omp_max_threads(void) { return omp_get_max_threads(); }
-    static inline void grucy_barrier(void) { _Pragma("omp barrier") }
-    static inline int grucy_thread_num(void) { return omp_get_thread_num(); }
-    #else
-    #define GRUCY_OPENMP 0
-    static int grucy_omp_max_threads(void) { return 1; }
-    static inline void grucy_barrier(void) {}
-    static inline int grucy_thread_num(void) { return 0; }
-    #endif
-
     /* BLAS threads are set to 1 while a kernel runs (the kernels parallelise with
-     * their own OpenMP threads, each calling BLAS on its own slice), and restored
-     * when the last concurrent kernel call returns. */
+     * their own threads, each calling BLAS on its own slice), and restored when the
+     * last concurrent kernel call returns. */
     #include <pthread.h>
     typedef void (*grucy_blas_set_t)(int);
     typedef int (*grucy_blas_get_t)(void);
@@ -80,75 +150,116 @@ cdef extern from *:
         grucy_blas_get = (grucy_blas_get_t)get;
     }
     """
-    int GRUCY_OPENMP
-    int grucy_omp_max_threads() noexcept nogil
-    void grucy_barrier() noexcept nogil
-    int grucy_thread_num() noexcept nogil
     void grucy_blas_enter() noexcept nogil
     void grucy_blas_exit() noexcept nogil
     void grucy_blas_install(size_t set, size_t get) noexcept
 
-# Threads used by the fused elementwise passes.
-cdef int _num_threads = grucy_omp_max_threads()
-# Below this many elements per step, waking a second thread costs more than it saves.
-cdef Py_ssize_t PARALLEL_MIN_WORK = 8192
-# Below this many multiply-adds the serial kernels run their hoisted GEMMs on one thread:
-# waking a team costs a few microseconds.
-DEF HOISTED_PARALLEL_MIN_WORK = 1 << 20
-
 
 cdef str _blas_control = "none"
-
-
-def _install_blas_control():
-    """Find the thread setter of the BLAS behind scipy.linalg.cython_blas (OpenBLAS)."""
-    global _blas_control
-    import ctypes
-    import scipy.linalg.cython_blas as cython_blas
-    try:
-        lib = ctypes.CDLL(cython_blas.__file__)
-    except OSError:  # pragma: no cover - unusual platform
-        return
-    for prefix in ("scipy_openblas", "openblas"):
-        for suffix in ("", "64_"):
-            try:
-                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}")
-                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}")
-            except AttributeError:
-                continue
-            grucy_blas_install(ctypes.cast(setter, ctypes.c_void_p).value,
-                               ctypes.cast(getter, ctypes.c_void_p).value)
-            _blas_control = f"{prefix}_set_num_threads{suffix}"
-            return
-
-
-_install_blas_control()
-
-
 _blas_corename = None
 
 
-def _install_blas_corename():
-    """OpenBLAS's own name of the kernel it chose for this CPU (e.g. "SkylakeX", or
-    "Haswell" when OPENBLAS_CORETYPE forces it), or None for another BLAS."""
-    global _blas_corename
+def _scipy_blas_function(name):
+    """A ctypes function of the BLAS behind scipy.linalg.cython_blas (OpenBLAS:
+    scipy_openblas_<name> or openblas_<name>, with or without the 64_ suffix)."""
     import ctypes
     import scipy.linalg.cython_blas as cython_blas
     try:
         lib = ctypes.CDLL(cython_blas.__file__)
     except OSError:  # pragma: no cover - unusual platform
-        return
+        return None, None
     for prefix in ("scipy_openblas", "openblas"):
         for suffix in ("", "64_"):
-            fn = getattr(lib, f"{prefix}_get_corename{suffix}", None)
+            fn = getattr(lib, f"{prefix}_{name}{suffix}", None)
             if fn is not None:
-                fn.restype = ctypes.c_char_p
-                name = fn()
-                _blas_corename = name.decode("ascii", "replace").strip() if name else None
-                return
+                return fn, f"{prefix}_{name}{suffix}"
+    return None, None
 
 
-_install_blas_corename()
+def _install_blas():
+    global _blas_control, _blas_corename
+    import ctypes
+    setter, name = _scipy_blas_function("set_num_threads")
+    getter, _ = _scipy_blas_function("get_num_threads")
+    if setter is not None and getter is not None:
+        grucy_blas_install(ctypes.cast(setter, ctypes.c_void_p).value,
+                           ctypes.cast(getter, ctypes.c_void_p).value)
+        _blas_control = name
+    corename, _ = _scipy_blas_function("get_corename")
+    if corename is not None:
+        corename.restype = ctypes.c_char_p
+        value = corename()
+        _blas_corename = value.decode("ascii", "replace").strip() if value else None
+
+
+_install_blas()
+
+
+def blas_thread_control():
+    """Name of the BLAS function grucy uses to keep BLAS single-threaded inside its
+    kernels (GRUCY_ISA=blas only), or "none" when scipy's BLAS offers none."""
+    return _blas_control
+
+
+# ---------------------------------------------------------------------------------------
+# Which GEMM kernel runs: chosen at import from the CPU, or by GRUCY_ISA.
+
+cdef extern from "_pgemm.h" nogil:
+    int GRUCY_ISA_PORTABLE, GRUCY_ISA_AVX2, GRUCY_ISA_AVX512, GRUCY_ISA_BLAS
+    int grucy_isa
+    int grucy_isa_best()
+    int grucy_isa_select(int isa)
+    int grucy_nr(int isa, int elsize)
+    size_t grucy_pgemm_size(int K, int N, int nr)
+    void grucy_pack_t_f(int nr, int K, int c, int g0, int ng, int H, int j0, const float* W, int ldw, float* P)
+    void grucy_pack_t_d(int nr, int K, int c, int g0, int ng, int H, int j0, const double* W, int ldw, double* P)
+    void grucy_pack_n_f(int nr, int K, int N, const float* W, int ldw, float* P)
+    void grucy_pack_n_d(int nr, int K, int N, const double* W, int ldw, double* P)
+    void grucy_pgemm_f(int M, int N, int K, const float* A, int lda, const float* B, Py_ssize_t bk, Py_ssize_t pstride, float* C, int ldc, int beta, int backwards)
+    void grucy_pgemm_d(int M, int N, int K, const double* A, int lda, const double* B, Py_ssize_t bk, Py_ssize_t pstride, double* C, int ldc, int beta, int backwards)
+    void grucy_pgemm_at_f(int M, int N, int K, const float* A, int lda, const float* B, Py_ssize_t bk, Py_ssize_t pstride, float* C, int ldc, int beta, int backwards)
+    void grucy_pgemm_at_d(int M, int N, int K, const double* A, int lda, const double* B, Py_ssize_t bk, Py_ssize_t pstride, double* C, int ldc, int beta, int backwards)
+
+ISA_NAMES = ("portable", "avx2", "avx512", "blas")
+
+
+def _isa_from_env():
+    name = os.environ.get("GRUCY_ISA", "").strip().lower()
+    if not name:
+        return grucy_isa_best()
+    if name not in ISA_NAMES:
+        raise ImportError(f"GRUCY_ISA must be one of {', '.join(ISA_NAMES)} (or unset), "
+                          f"got {name!r}")
+    isa = ISA_NAMES.index(name)
+    if isa != GRUCY_ISA_BLAS and isa > grucy_isa_best():
+        raise ImportError(f"GRUCY_ISA={name}: this CPU cannot run it (the best it can "
+                          f"run is {ISA_NAMES[grucy_isa_best()]})")
+    return isa
+
+
+grucy_isa_select(_isa_from_env())
+
+
+def kernel_isa():
+    """The kernel of the products with the weights: "avx512", "avx2", "portable" (plain
+    C that compilers vectorize: SSE2, NEON) or "blas" (scipy's BLAS; GRUCY_ISA=blas)."""
+    return ISA_NAMES[grucy_isa]
+
+
+def _set_isa(str name):
+    """Test hook: switch the kernels to ``name`` (see kernel_isa); returns the old name.
+    ValueError when this CPU cannot run it."""
+    if name not in ISA_NAMES:
+        raise ValueError(f"name must be one of {ISA_NAMES}, got {name!r}")
+    old = ISA_NAMES[grucy_isa]
+    if grucy_isa_select(ISA_NAMES.index(name)) != 0:
+        raise ValueError(f"this CPU cannot run the {name} kernels")
+    return old
+
+
+def packed_gemm_enabled():
+    """True when the products with the weights run grucy's own kernels (False: BLAS)."""
+    return grucy_isa != GRUCY_ISA_BLAS
 
 
 cdef extern from *:
@@ -156,7 +267,7 @@ cdef extern from *:
     /* Which clone of the fused row kernels (_gru_rows.h, target_clones) the loader
      * picks on this CPU: the same test GCC's resolver makes. */
     static int grucy_rows_isa(void) {
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \\
         && !defined(GRUCY_NO_CLONES)
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx512f")) return 2;
@@ -168,45 +279,65 @@ cdef extern from *:
     int grucy_rows_isa() noexcept
 
 
+cdef Py_ssize_t _l2_bytes = 0
+
+
+def _detect_l2():
+    """L2 cache per core in bytes (sysconf, then sysfs; 1 MiB when neither says)."""
+    try:
+        v = os.sysconf("SC_LEVEL2_CACHE_SIZE")
+        if v and v > 0:
+            return int(v)
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cache/index2/size") as f:
+            text = f.read().strip().upper()
+        mult = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+        return int(text.rstrip("KM")) * mult
+    except (OSError, ValueError):
+        return 1 << 20
+
+
+_l2_bytes = _detect_l2()
+
+
 def kernel_info():
-    """What runs on this CPU, as a dict of strings: ``packed`` (the kernel of the
-    products with the weights: "avx512", or "blas" on CPUs without AVX-512),
-    ``rows`` (the instruction set of the fused per-row passes: "avx512", "avx2" or
-    "baseline"), ``blas_core`` (OpenBLAS's own name of its kernel, or None for another
-    BLAS) and ``blas_threads`` (how grucy keeps BLAS single-threaded inside its
-    kernels, see blas_thread_control)."""
-    return {"packed": "avx512" if _packed else "blas",
+    """What runs on this CPU, as a dict: ``packed`` (the kernel of the products with the
+    weights, as kernel_isa()), ``rows`` (the instruction set of the fused per-row
+    passes: "avx512", "avx2" or "baseline"), ``blas_core`` (OpenBLAS's own name of its
+    kernel, or None for another BLAS), ``blas_threads`` (blas_thread_control()),
+    ``threads`` (the thread runtime), ``l2_bytes`` (the L2 size the plans assume)."""
+    return {"packed": kernel_isa(),
             "rows": ("baseline", "avx2", "avx512")[grucy_rows_isa()],
             "blas_core": _blas_corename,
-            "blas_threads": _blas_control}
+            "blas_threads": _blas_control,
+            "threads": "grucy pthread team",
+            "l2_bytes": int(_l2_bytes)}
 
+
+# ---------------------------------------------------------------------------------------
+# The FMA peak: the ceiling for every GEMM figure.
 
 cdef extern from *:
     """
-    #include <time.h>
-    static double grucy_now(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return ts.tv_sec + 1e-9 * ts.tv_nsec;
-    }
-    /* The FMA peak: 24 independent chains of vector FMAs (enough to cover the FMA
-     * latency times the FMA units of any current x86 core), `iters` rounds.  Returns
-     * the float32 multiply-adds done; the result feeds a sink so nothing is removed. */
+    /* 24 independent chains of vector FMAs (enough to cover the FMA latency times the
+     * FMA units of any current x86 core), `iters` rounds.  Returns the float32
+     * multiply-adds done; the result feeds a sink so nothing is removed. */
     #if defined(__GNUC__) && defined(__x86_64__)
     #include <immintrin.h>
-    #define GRUCY_FMA_CHAINS 24
     __attribute__((target("avx512f"))) static double grucy_fma_avx512(long iters, float* sink) {
-        __m512 a[GRUCY_FMA_CHAINS];
+        __m512 a[24];
         const __m512 b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
-        for (int i = 0; i < GRUCY_FMA_CHAINS; i++) a[i] = _mm512_set1_ps((float)i);
+        for (int i = 0; i < 24; i++) a[i] = _mm512_set1_ps((float)i);
         for (long k = 0; k < iters; k++) {
             _Pragma("GCC unroll 24")
-            for (int i = 0; i < GRUCY_FMA_CHAINS; i++) a[i] = _mm512_fmadd_ps(a[i], b, c);
+            for (int i = 0; i < 24; i++) a[i] = _mm512_fmadd_ps(a[i], b, c);
         }
         __m512 s = a[0];
-        for (int i = 1; i < GRUCY_FMA_CHAINS; i++) s = _mm512_add_ps(s, a[i]);
+        for (int i = 1; i < 24; i++) s = _mm512_add_ps(s, a[i]);
         *sink += _mm512_reduce_add_ps(s);
-        return (double)iters * GRUCY_FMA_CHAINS * 16;
+        return (double)iters * 24 * 16;
     }
     __attribute__((target("avx2,fma"))) static double grucy_fma_avx2(long iters, float* sink) {
         __m256 a[12];
@@ -223,16 +354,9 @@ cdef extern from *:
         for (int i = 0; i < 8; i++) *sink += out[i];
         return (double)iters * 12 * 8;
     }
-    static int grucy_fma_isa(void) {
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f")) return 2;
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
-        return 0;
-    }
     #else
     static double grucy_fma_avx512(long iters, float* sink) { return 0; }
     static double grucy_fma_avx2(long iters, float* sink) { return 0; }
-    static int grucy_fma_isa(void) { return 0; }
     #endif
     static double grucy_fma_scalar(long iters, float* sink) {
         float a[16];
@@ -242,91 +366,57 @@ cdef extern from *:
         for (int i = 0; i < 16; i++) *sink += a[i];
         return (double)iters * 16;
     }
-    static double grucy_fma_run(int isa, long iters, float* sink) {
-        if (isa == 2) return grucy_fma_avx512(iters, sink);
-        if (isa == 1) return grucy_fma_avx2(iters, sink);
-        return grucy_fma_scalar(iters, sink);
+    typedef struct { int isa; long iters; double* done; float* sinks; } grucy_fma_job;
+    static void grucy_fma_run(void* p, int tid, int nt) {
+        grucy_fma_job* j = (grucy_fma_job*)p;
+        j->done[tid] = j->isa == 2 ? grucy_fma_avx512(j->iters, &j->sinks[tid])
+                     : j->isa == 1 ? grucy_fma_avx2(j->iters, &j->sinks[tid])
+                     : grucy_fma_scalar(j->iters, &j->sinks[tid]);
     }
     """
-    double grucy_now() noexcept nogil
-    int grucy_fma_isa() noexcept nogil
-    double grucy_fma_run(int isa, long iters, float* sink) noexcept nogil
+    ctypedef struct grucy_fma_job:
+        int isa
+        long iters
+        double* done
+        float* sinks
+    void grucy_fma_run(void* p, int tid, int nt) noexcept nogil
 
 
 def fma_peak(int threads=1, double seconds=0.2):
     """The machine's float32 FMA peak in GFLOP/s (2 flops per multiply-add): ``threads``
     threads each run independent chains of the widest vector FMA this CPU has
-    (AVX-512, else AVX2, else scalar multiply-adds) for about ``seconds``.  The
-    physical ceiling that every GEMM figure can be compared with."""
+    (AVX-512, else AVX2, else scalar multiply-adds) for about ``seconds``."""
     if threads < 1:
         raise ValueError(f"threads must be a positive number, got {threads}")
     if not seconds > 0:
         raise ValueError(f"seconds must be positive, got {seconds}")
-    cdef int isa = grucy_fma_isa()
-    cdef long iters = 1 << 16
-    cdef double t0, elapsed = 0, flops = 0
-    cdef float sink = 0
-    cdef int tid
-    # Calibrate on one thread, then run all threads for the measured length.
-    while True:
-        t0 = grucy_now()
-        with nogil:
-            grucy_fma_run(isa, iters, &sink)
-        elapsed = grucy_now() - t0
-        if elapsed > seconds / 8 or iters > (1 << 40):
-            break
-        iters *= 4
-    iters = <long>(iters * (seconds / max(elapsed, 1e-9)))
-    if iters < 1:
-        iters = 1
+    best = grucy_isa_best()
+    cdef grucy_fma_job job
     cdef double[::1] done = np.zeros(threads)
     cdef float[::1] sinks = np.zeros(threads, np.float32)
-    t0 = grucy_now()
-    with nogil, parallel(num_threads=threads):
-        tid = grucy_thread_num()
-        done[tid] = grucy_fma_run(isa, iters, &sinks[tid])
-    elapsed = grucy_now() - t0
-    for tid in range(threads):
-        flops += 2 * done[tid]
-    return flops / elapsed / 1e9
-
-
-def blas_thread_control():
-    """Name of the BLAS function grucy uses to keep BLAS single-threaded inside its
-    kernels, or "none" when scipy's BLAS offers none (then BLAS threads are left as
-    they are and may compete with grucy's OpenMP threads)."""
-    return _blas_control
-
-
-def openmp_enabled():
-    """True when the kernels were compiled with OpenMP."""
-    return bool(GRUCY_OPENMP)
-
-
-def set_num_threads(int n):
-    """Threads for grucy's OpenMP loops (1 .. any); without OpenMP only 1 is meaningful."""
-    global _num_threads
-    if n < 1:
-        raise ValueError(f"n must be a positive number of threads, got {n}")
-    _num_threads = n if GRUCY_OPENMP else 1
-
-
-def get_num_threads():
-    """Threads grucy's OpenMP loops use."""
-    return _num_threads
-
-
-cdef inline int _hoisted_threads(Py_ssize_t work) noexcept nogil:
-    """Threads for the hoisted GEMMs of the serial kernels (work: multiply-adds)."""
-    if _num_threads > 1 and work >= HOISTED_PARALLEL_MIN_WORK:
-        return _num_threads
-    return 1
-
-
-cdef inline int _threads_for(Py_ssize_t work) noexcept nogil:
-    if _num_threads > 1 and work >= PARALLEL_MIN_WORK:
-        return _num_threads
-    return 1
+    cdef double t0, elapsed
+    cdef int nt
+    job.isa = 2 if best == GRUCY_ISA_AVX512 else 1 if best == GRUCY_ISA_AVX2 else 0
+    job.iters = 1 << 14
+    job.done = &done[0]
+    job.sinks = &sinks[0]
+    while True:  # calibrate on one thread
+        t0 = grucy_now()
+        with nogil:
+            grucy_fma_run(&job, 0, 1)
+        elapsed = grucy_now() - t0
+        if elapsed > seconds / 8 or job.iters > (1 << 40):
+            break
+        job.iters *= 4
+    job.iters = max(1, <long>(job.iters * (seconds / max(elapsed, 1e-9))))
+    done[:] = 0
+    with nogil:
+        nt = grucy_pool_acquire(threads)
+        t0 = grucy_now()
+        grucy_pool_run(<grucy_job_fn>grucy_fma_run, &job, nt)
+        elapsed = grucy_now() - t0
+        grucy_pool_release(nt)
+    return 2 * float(np.sum(done)) / elapsed / 1e9
 
 
 cdef extern from *:
@@ -485,186 +575,850 @@ cdef inline void _bwd_row_before_r(int H, const floating* drh, floating* dh,
         grucy_bwd_before_r_d(H, drh, dh, g, hp, dgh)
 
 
+
+
 # ---------------------------------------------------------------------------------------
-# The products with the weights on packed operands (_pgemm.h): W_hh and W_ih are packed
-# once per call into the layout of grucy's AVX-512 kernel (BLAS would re-pack W_hh at
-# every step).  W_ih: _pack_ih.  A packed W_hh block covers the gates of a run of c
-# units starting at unit j0 (a chunk, or the whole layer with j0 = 0, c = H):
-#   forward, reset-after:  B = W_hh[[r z n] rows of the run]^T     (H, 3c)
-#   forward, reset-before: B = W_hh[[r z] rows]^T (H, 2c), then W_hn[rows]^T (H, c)
-#   backward:              B = W_hh[:, run]                         (3H, c)
+# The cell: what one time step computes, as stages.  This table is the one place that
+# says how a GRU form differs; the drivers below read it and never ask which form runs.
+#
+# Forward stage: Gh[:, gates g0 .. g0+ng of the thread's units] = src @ W_hh[those
+#   rows]^T (src: the state, or the auxiliary A written by an earlier stage), then the
+#   fused pass `fused` on the thread's rows and units.
+# Backward stage: the fused pass `fused`, then dst (+)= dG[:, gates g0 .. g0+ng] @
+#   W_hh[those gate rows, the thread's units] (dst: dS, accumulated; or dRH, set).
+# Threads sharing rows meet after every forward stage and between the fused pass and
+# the product of every backward stage.  A one-stage forward reads the state in its
+# product and writes it in its fused pass, so it keeps two state buffers.
+#
+# A new cell (a minimal GRU, a LayerNorm GRU): its row kernels in _gru_rows.h, their
+# ids and calls in _fwd_fused/_bwd_fused, a Cell entry here, and its NumPy reference.
 
-cdef extern from "_pgemm.h" nogil:
-    int grucy_pgemm_available()
-    size_t grucy_pgemm_size(int K, int N, int nr)
-    void grucy_pack_t_f(int K, int c, int g0, int ng, int H, int j0, const float* W, int ldw, float* P)
-    void grucy_pack_t_d(int K, int c, int g0, int ng, int H, int j0, const double* W, int ldw, double* P)
-    void grucy_pack_n_f(int K, int N, const float* W, int ldw, float* P)
-    void grucy_pack_n_d(int K, int N, const double* W, int ldw, double* P)
-    void grucy_pgemm_f(int M, int N, int K, const float* A, int lda, const float* P, size_t pstride, float* C, int ldc, int beta, int backwards)
-    void grucy_pgemm_d(int M, int N, int K, const double* A, int lda, const double* P, size_t pstride, double* C, int ldc, int beta, int backwards)
+DEF SRC_STATE = 0
+DEF SRC_AUX = 1
+DEF DST_DS = 0
+DEF DST_DRH = 1
 
-# Whether the kernels use the packed kernel (AVX-512 CPUs); _set_packed changes it.
-cdef bint _packed = grucy_pgemm_available()
-# The serial kernels pack only for sequences of at least this many steps (the packing
-# costs about one step's GEMM).
-DEF PACKED_MIN_STEPS = 4
+DEF F_AFTER = 0          # reset-after: r, z, n and h' in one pass
+DEF F_BEFORE_RZ = 1      # reset-before: r, z and aux = r * h
+DEF F_BEFORE_N = 2       # reset-before: n and h'
+DEF B_AFTER = 0          # reset-after backward: all gate gradients, dh * z
+DEF B_BEFORE_ZN = 1      # reset-before backward: dz, dn, dh * z
+DEF B_BEFORE_R = 2       # reset-before backward: dr from d(r * h), dh += d(r*h) * r
+
+ctypedef struct FwdStage:
+    int src, g0, ng, fused
+
+ctypedef struct BwdStage:
+    int fused, dst, g0, ng
+
+ctypedef struct Cell:
+    int nfwd, nbwd
+    FwdStage fwd[2]
+    BwdStage bwd[2]
+    # the input-side gradient of gate n differs from the hidden side (kept in dGxn)
+    bint xn_separate
+    # what dW_hh's rows of each gate multiply: 0 the state entering the step, 1 A
+    int whh_src[3]
+
+cdef Cell _CELLS[2]
+# reset-before (Cho et al. 2014): n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)
+_CELLS[0].nfwd = 2
+_CELLS[0].fwd[0] = FwdStage(src=SRC_STATE, g0=0, ng=2, fused=F_BEFORE_RZ)
+_CELLS[0].fwd[1] = FwdStage(src=SRC_AUX, g0=2, ng=1, fused=F_BEFORE_N)
+_CELLS[0].nbwd = 2
+_CELLS[0].bwd[0] = BwdStage(fused=B_BEFORE_ZN, dst=DST_DRH, g0=2, ng=1)
+_CELLS[0].bwd[1] = BwdStage(fused=B_BEFORE_R, dst=DST_DS, g0=0, ng=2)
+_CELLS[0].xn_separate = False
+_CELLS[0].whh_src[:] = [0, 0, 1]
+# reset-after (PyTorch, cuDNN, Keras 3): n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+_CELLS[1].nfwd = 1
+_CELLS[1].fwd[0] = FwdStage(src=SRC_STATE, g0=0, ng=3, fused=F_AFTER)
+_CELLS[1].nbwd = 1
+_CELLS[1].bwd[0] = BwdStage(fused=B_AFTER, dst=DST_DS, g0=0, ng=3)
+_CELLS[1].xn_separate = True
+_CELLS[1].whh_src[:] = [0, 0, 0]
 
 
-def _set_packed(bint on):
-    """Test hook: run the products with the weights on the packed kernel (when the CPU
-    has AVX-512) or on BLAS.  Returns the old setting."""
-    global _packed
-    old = _packed
-    _packed = on and grucy_pgemm_available()
+cdef inline const Cell* _cell(bint reset_after) noexcept nogil:
+    return &_CELLS[1 if reset_after else 0]
+
+
+# ---------------------------------------------------------------------------------------
+# The work plan of a call.
+
+DEF MAX_GROUPS = 1024
+DEF MAX_CHUNKS = 64
+DEF MAX_PROF_THREADS = 256
+DEF NPHASES = 6          # pack, projection / dX, recurrent GEMMs, fused passes, waits, dW
+DEF WGRAD_K_BLOCK = 256  # rows per block of the weight gradients (see _weight_grads)
+
+# Cost model of one step for a (groups, chunks) choice, in seconds.  Only the ratios
+# matter: a core multiplies at ~1e11 multiply-adds/s (Zen 5: 245 GFLOP/s per core
+# measured by fma_peak, the packed kernel reaches 99% of it); a slice of W_hh that does
+# not fit in half the L2 streams from L3 at ~2e10 bytes/s per core when every core does
+# it; a barrier of a few threads costs ~2 us once a partner is late.
+cdef double _RATE = 1e11
+cdef double _L3_BW = 2e10
+cdef double _BARRIER_S = 2e-6
+# Threads are only worth waking for at least this many multiply-adds each (~40 us).
+cdef double _MIN_THREAD_WORK = 4e6
+# A chunk has at least this many units, and chunk bounds are multiples of 16 units.
+cdef int _MIN_CHUNK = 32
+cdef int _CHUNK_ALIGN = 16
+# Rows the GEMM takes at once (its register block): fewer rows per group waste it.
+cdef int _MR = 8
+
+
+ctypedef struct Plan:
+    int nt            # threads of the call (packing, projection, dX, weight gradients)
+    int groups        # row groups of the recurrence
+    int chunks        # unit chunks per group; groups * chunks <= nt threads run it
+    int row_lo[MAX_GROUPS + 1]
+    int unit_lo[MAX_CHUNKS + 1]
+
+
+cdef int _forced_groups = 0, _forced_chunks = 0
+
+
+def _force_plan(int groups=0, int chunks=0, int align=16):
+    """Test and tuning hook: force the recurrence's groups and chunks (0: the cost
+    model chooses; a plan needs that many threads, see set_num_threads) and the unit
+    alignment of chunk bounds.  Results never depend on it; returns the old setting."""
+    global _forced_groups, _forced_chunks, _CHUNK_ALIGN
+    if groups < 0 or chunks < 0 or groups > MAX_GROUPS or chunks > MAX_CHUNKS or align < 1:
+        raise ValueError(f"groups must be in [0, {MAX_GROUPS}], chunks in [0, {MAX_CHUNKS}] "
+                         f"and align positive, got {groups}, {chunks}, {align}")
+    old = (_forced_groups, _forced_chunks, _CHUNK_ALIGN)
+    _forced_groups, _forced_chunks, _CHUNK_ALIGN = groups, chunks, align
     return old
 
 
-def packed_gemm_enabled():
-    """True when the products with the weights (recurrent steps, input projection, dX)
-    run grucy's own AVX-512 kernel on W_hh and W_ih packed once per call (False: BLAS,
-    on CPUs without AVX-512)."""
-    return bool(_packed)
+cdef double _step_cost(int rows, int cw, int H, int nstages, int elsize) noexcept nogil:
+    cdef double macs = <double>rows * 3 * cw * H
+    cdef double slice_bytes = 3.0 * cw * H * elsize
+    cdef double rate = _RATE
+    cdef double t
+    if rows < _MR:     # the kernel's 8-row register block is partly empty
+        rate = rate * rows / _MR
+    t = macs / rate
+    if slice_bytes > 0.5 * _l2_bytes:
+        t += slice_bytes / _L3_BW
+    return t
 
 
-cdef inline int _nr(const floating* p) noexcept nogil:
-    """Columns per panel of a packed operand of this element type."""
-    return 32 if floating is float else 16
+cdef void _make_plan(Plan* p, int T, int B, int I, int H, const int* bs, int want,
+                     int nstages, int elsize) noexcept nogil:
+    """Fill p for at most ``want`` threads (see the module docstring)."""
+    cdef Py_ssize_t N = 0
+    cdef int t, b, R, C, best_R = 1, best_C = 1, rows, cw, k, nt
+    cdef double work, cost, best = 1e300
+    cdef double total_len, acc, target
+    cdef int lo
+    for t in range(T):
+        N += bs[t]
+    # threads worth waking: forward (projection + recurrence) or backward alike
+    work = <double>N * 3 * H * (I + H)
+    nt = <int>(work / _MIN_THREAD_WORK)
+    if nt > want:
+        nt = want
+    if nt < 1:
+        nt = 1
+    p.nt = nt
+    # groups x chunks by the cost model: fewest steps' time, then fewest threads
+    B = bs[0] if T > 0 else 0
+    if B < 1:
+        B = 1
+    for C in range(1, nt + 1):
+        if C > MAX_CHUNKS or (C > 1 and H // C < _MIN_CHUNK):
+            break
+        R = nt // C
+        if R > B:
+            R = B
+        if R > MAX_GROUPS:
+            R = MAX_GROUPS
+        if R < 1:
+            break
+        rows = (B + R - 1) // R
+        cw = (H + C - 1) // C
+        cost = _step_cost(rows, cw, H, nstages, elsize)
+        if C > 1:
+            cost += nstages * _BARRIER_S
+        if cost < 0.97 * best:
+            best, best_R, best_C = cost, R, C
+    if _forced_groups > 0:
+        best_R = min(_forced_groups, B)
+    if _forced_chunks > 0:
+        best_C = min(_forced_chunks, H)
+    if best_R * best_C > want:      # (a forced plan, with fewer threads granted)
+        best_C = max(1, want // best_R)
+        best_R = min(best_R, want)
+    if best_R * best_C > p.nt:
+        p.nt = best_R * best_C
+    p.groups = best_R
+    p.chunks = best_C
+    # unit chunks: even split, bounds on multiples of _CHUNK_ALIGN when H allows
+    for k in range(best_C + 1):
+        lo = <int>((<long long>k * H) // best_C)
+        if H >= best_C * _CHUNK_ALIGN and k < best_C:
+            lo = lo // _CHUNK_ALIGN * _CHUNK_ALIGN
+        p.unit_lo[k] = lo
+    p.unit_lo[best_C] = H
+    # row groups: equal shares of the row-steps (rows sorted longest first), bounds on
+    # multiples of the GEMM's row block when the groups are large enough
+    total_len = <double>N
+    p.row_lo[0] = 0
+    b = 0
+    acc = 0
+    for k in range(1, best_R):
+        target = total_len * k / best_R
+        while b < B and acc + _row_len(bs, T, b) * 0.5 < target:
+            acc += _row_len(bs, T, b)
+            b += 1
+        lo = b
+        if B >= best_R * 2 * _MR:
+            lo = (lo + _MR // 2) // _MR * _MR
+        if lo <= p.row_lo[k - 1]:
+            lo = p.row_lo[k - 1] + 1
+        if lo > B - (best_R - k):
+            lo = B - (best_R - k)
+        p.row_lo[k] = lo
+    p.row_lo[best_R] = B
 
 
-cdef inline Py_ssize_t _pk_fwd_size(const floating* p, int H, int c,
-                                    bint reset_after) noexcept nogil:
-    """Values of the forward packed block of a run of c units."""
-    if reset_after:
-        return grucy_pgemm_size(H, 3 * c, _nr(p))
-    return grucy_pgemm_size(H, 2 * c, _nr(p)) + grucy_pgemm_size(H, c, _nr(p))
-
-
-cdef inline Py_ssize_t _pk_n_off(const floating* p, int H, int c) noexcept nogil:
-    """Reset-before forward block: where the W_hn part starts."""
-    return grucy_pgemm_size(H, 2 * c, _nr(p))
-
-
-cdef inline Py_ssize_t _pk_bwd_size(const floating* p, int H, int c) noexcept nogil:
-    return grucy_pgemm_size(3 * H, c, _nr(p))
-
-
-cdef Py_ssize_t _pk_total(const floating* p, int I, int H, bint chunked, bint forward,
-                         bint reset_after) noexcept nogil:
-    """Values of all packed blocks of a layer: W_hh's, one per chunk or one for all H
-    units, followed by W_ih's (_pk_ih_size)."""
-    cdef int k, c, nc = _nchunks(H) if chunked else 1
-    cdef Py_ssize_t total = 0
-    for k in range(nc):
-        c = _chunk_lo(k + 1, nc, H) - _chunk_lo(k, nc, H) if chunked else H
-        total += _pk_fwd_size(p, H, c, reset_after) if forward else _pk_bwd_size(p, H, c)
-    return total + _pk_ih_size(p, I, H, forward)
-
-
-cdef inline Py_ssize_t _pk_ih_size(const floating* p, int I, int H,
-                                   bint forward) noexcept nogil:
-    """W_ih packed: for the input projection B = W_ih^T (I, 3H), for dX B = W_ih (3H, I)."""
-    if forward:
-        return grucy_pgemm_size(I, 3 * H, _nr(p))
-    return grucy_pgemm_size(3 * H, I, _nr(p))
-
-
-cdef inline int _ih_panels(const floating* p, int I, int H, bint forward) noexcept nogil:
-    cdef int cols = 3 * H if forward else I
-    return (cols + _nr(p) - 1) // _nr(p)
-
-
-cdef void _pack_ih(int I, int H, bint forward, int p_lo, int p_hi, const floating* wih,
-                   floating* P) noexcept nogil:
-    """Panels p_lo .. p_hi - 1 of W_ih packed for the input projection (``forward``:
-    B = W_ih^T) or for dX (B = W_ih); P: the whole packed operand."""
-    cdef int nr = _nr(P), cols = 3 * H if forward else I
-    cdef int c0 = p_lo * nr, c1 = p_hi * nr if p_hi * nr < cols else cols
-    if c1 <= c0:
-        return
-    if floating is float:
-        if forward:
-            grucy_pack_t_f(I, c1 - c0, 0, 1, 0, c0, wih, I, P + <Py_ssize_t>c0 * I)
+cdef inline int _row_len(const int* bs, int T, int b) noexcept nogil:
+    """Steps in which row b is active (bs non-increasing)."""
+    cdef int lo = 0, hi = T, mid
+    while lo < hi:   # first t with bs[t] <= b
+        mid = (lo + hi) // 2
+        if bs[mid] > b:
+            lo = mid + 1
         else:
-            grucy_pack_n_f(3 * H, c1 - c0, wih + c0, I, P + <Py_ssize_t>c0 * 3 * H)
+            hi = mid
+    return lo
+
+
+def work_plan(int T, int B, int I, int H, lengths=None, threads=None,
+              reset_after=True, dtype=np.float32):
+    """The work plan the kernels make for one layer and direction: a dict with
+    ``threads`` (of the call), ``groups`` and ``chunks`` (of the recurrence),
+    ``row_bounds`` (rows of each group, longest sequences first), ``unit_bounds``,
+    ``wgrad_k_block`` (rows per block of the weight gradients), ``isa``, ``nr`` (columns
+    per packed panel) and ``l2_bytes``.  Tools read it instead of copying constants."""
+    if T < 1 or B < 1 or I < 1 or H < 1:
+        raise ValueError(f"T, B, I and H must be positive, got {T}, {B}, {I}, {H}")
+    if lengths is None:
+        bs = np.full(T, B, np.intc)
     else:
-        if forward:
-            grucy_pack_t_d(I, c1 - c0, 0, 1, 0, c0, wih, I, P + <Py_ssize_t>c0 * I)
-        else:
-            grucy_pack_n_d(3 * H, c1 - c0, wih + c0, I, P + <Py_ssize_t>c0 * 3 * H)
-
-
-cdef void _pack_fwd(int H, int j0, int c, bint reset_after, const floating* whh,
-                    floating* P) noexcept nogil:
-    if floating is float:
-        if reset_after:
-            grucy_pack_t_f(H, c, 0, 3, H, j0, whh, H, P)
-        else:
-            grucy_pack_t_f(H, c, 0, 2, H, j0, whh, H, P)
-            grucy_pack_t_f(H, c, 2, 1, H, j0, whh, H, P + _pk_n_off(P, H, c))
-    else:
-        if reset_after:
-            grucy_pack_t_d(H, c, 0, 3, H, j0, whh, H, P)
-        else:
-            grucy_pack_t_d(H, c, 0, 2, H, j0, whh, H, P)
-            grucy_pack_t_d(H, c, 2, 1, H, j0, whh, H, P + _pk_n_off(P, H, c))
-
-
-cdef void _pack_bwd(int H, int j0, int c, const floating* whh, floating* P) noexcept nogil:
-    if floating is float:
-        grucy_pack_n_f(3 * H, c, whh + j0, H, P)
-    else:
-        grucy_pack_n_d(3 * H, c, whh + j0, H, P)
-
-
-def _pgemm_probe(const floating[:, ::1] a, const floating[:, ::1] w, bint transposed,
-                 floating[:, ::1] c, int repeats):
-    """Profiling/test hook: pack ``w`` once, then run the packed kernel ``repeats`` times:
-    c = a @ w.T (``transposed``, the forward's shape: w is (N, K)) or c = a @ w (the
-    backward's: w is (K, N)).  Returns the seconds of the repeats (packing excluded)."""
-    import time
-    cdef int M = a.shape[0], K = a.shape[1]
-    cdef int N = w.shape[0] if transposed else w.shape[1]
-    if (w.shape[1] if transposed else w.shape[0]) != K or c.shape[0] != M or c.shape[1] != N:
-        raise ValueError("_pgemm_probe: shapes do not match")
-    if not grucy_pgemm_available():
-        raise RuntimeError("the packed kernel needs AVX-512")
-    if repeats < 1 or M < 1 or N < 1 or K < 1:
-        raise ValueError("_pgemm_probe: sizes and repeats must be positive")
-    dtype = np.float32 if floating is float else np.float64
-    cdef floating[::1] P = np.empty(grucy_pgemm_size(K, N, 32 if floating is float else 16),
-                                    dtype)
-    cdef int r
-    if floating is float:
-        if transposed:
-            grucy_pack_t_f(K, N, 0, 1, 0, 0, &w[0, 0], K, &P[0])
-        else:
-            grucy_pack_n_f(K, N, &w[0, 0], N, &P[0])
-    else:
-        if transposed:
-            grucy_pack_t_d(K, N, 0, 1, 0, 0, &w[0, 0], K, &P[0])
-        else:
-            grucy_pack_n_d(K, N, &w[0, 0], N, &P[0])
-    t0 = time.perf_counter()
-    with nogil:
-        for r in range(repeats):
-            _pgemm(M, N, K, &a[0, 0], K, &P[0], <Py_ssize_t>K * _nr(&P[0]), &c[0, 0], N,
-                   False, r & 1)
-    return time.perf_counter() - t0
-
-
-cdef inline void _pgemm(int m, int n, int k, const floating* a, int lda,
-                        const floating* P, Py_ssize_t pstride, floating* c, int ldc,
-                        bint beta, bint backwards=False) noexcept nogil:
-    """C (m, n) (+)= A (m, k) @ B, B packed (see above); ``backwards``: panel order."""
-    if floating is float:
-        grucy_pgemm_f(m, n, k, a, lda, P, pstride, c, ldc, beta, backwards)
-    else:
-        grucy_pgemm_d(m, n, k, a, lda, P, pstride, c, ldc, beta, backwards)
+        lengths = np.sort(np.asarray(lengths, dtype=np.int64))[::-1]
+        if lengths.shape != (B,) or lengths.min() < 1 or lengths.max() > T:
+            raise ValueError(f"lengths must be {B} integers in [1, {T}]")
+        bs = (lengths[None, :] > np.arange(T)[:, None]).sum(1).astype(np.intc)
+    cdef int[::1] bsv = bs
+    cdef int want = grucy_nthreads if threads is None else int(threads)
+    if want < 1:
+        raise ValueError(f"threads must be positive, got {want}")
+    cdef int elsize = np.dtype(dtype).itemsize
+    cdef Plan* p = <Plan*>PyMem_Malloc(sizeof(Plan))
+    if p == NULL:
+        raise MemoryError()
+    cdef int nstages = _cell(reset_after).nfwd
+    try:
+        with nogil:
+            _make_plan(p, T, B, I, H, &bsv[0], want, nstages, elsize)
+        return {"threads": p.nt, "groups": p.groups, "chunks": p.chunks,
+                "row_bounds": [p.row_lo[k] for k in range(p.groups + 1)],
+                "unit_bounds": [p.unit_lo[k] for k in range(p.chunks + 1)],
+                "wgrad_k_block": WGRAD_K_BLOCK, "isa": kernel_isa(),
+                "nr": grucy_nr(grucy_isa, elsize), "l2_bytes": int(_l2_bytes)}
+    finally:
+        PyMem_Free(p)
 
 
 # ---------------------------------------------------------------------------------------
-# Whole-sequence kernels.
+# The products with the weights.
+
+cdef inline int _nr(const floating* tag) noexcept nogil:
+    """Columns per panel of a packed operand of this element type (kernels in use)."""
+    return grucy_nr(grucy_isa, sizeof(floating))
+
+
+cdef inline void _pgemm(int m, int n, int k, const floating* a, int lda,
+                        const floating* B, Py_ssize_t bk, Py_ssize_t pstride,
+                        floating* c, int ldc, bint beta, bint backwards) noexcept nogil:
+    """C (m, n) (+)= A (m, k) @ B, B as panels (see _pgemm.h)."""
+    if m <= 0 or n <= 0:
+        return
+    if floating is float:
+        grucy_pgemm_f(m, n, k, a, lda, B, bk, pstride, c, ldc, beta, backwards)
+    else:
+        grucy_pgemm_d(m, n, k, a, lda, B, bk, pstride, c, ldc, beta, backwards)
+
+
+cdef inline void _pgemm_at(int m, int n, int k, const floating* a, int lda,
+                           const floating* B, Py_ssize_t bk, Py_ssize_t pstride,
+                           floating* c, int ldc, bint beta) noexcept nogil:
+    """C (m, n) (+)= A^T @ B with A a (k, m) array."""
+    if m <= 0 or n <= 0:
+        return
+    if floating is float:
+        grucy_pgemm_at_f(m, n, k, a, lda, B, bk, pstride, c, ldc, beta, False)
+    else:
+        grucy_pgemm_at_d(m, n, k, a, lda, B, bk, pstride, c, ldc, beta, False)
+
+
+cdef void _pack_t(int nr, int K, int c, int g0, int ng, int H, int j0, const floating* W,
+                  int ldw, floating* P) noexcept nogil:
+    if floating is float:
+        grucy_pack_t_f(nr, K, c, g0, ng, H, j0, W, ldw, P)
+    else:
+        grucy_pack_t_d(nr, K, c, g0, ng, H, j0, W, ldw, P)
+
+
+cdef void _pack_n(int nr, int K, int N, const floating* W, int ldw,
+                  floating* P) noexcept nogil:
+    if floating is float:
+        grucy_pack_n_f(nr, K, N, W, ldw, P)
+    else:
+        grucy_pack_n_d(nr, K, N, W, ldw, P)
+
+
+cdef inline Py_ssize_t _fwd_block_size(const Cell* cell, int H, int cw, int nr) noexcept nogil:
+    """Values of a chunk's forward block: the stages' W_hh^T blocks one after another."""
+    cdef Py_ssize_t n = 0
+    cdef int s
+    for s in range(cell.nfwd):
+        n += grucy_pgemm_size(H, cell.fwd[s].ng * cw, nr)
+    return n
+
+
+cdef inline Py_ssize_t _fwd_stage_off(const Cell* cell, int s, int H, int cw,
+                                      int nr) noexcept nogil:
+    cdef Py_ssize_t n = 0
+    cdef int q
+    for q in range(s):
+        n += grucy_pgemm_size(H, cell.fwd[q].ng * cw, nr)
+    return n
+
+
+cdef Py_ssize_t _pack_layout(const Cell* cell, const Plan* p, int I, int H, int nr,
+                             bint forward, Py_ssize_t* chunk_off) noexcept nogil:
+    """Offsets of the packed blocks of each chunk (chunk_off[0 .. chunks]), then W_ih's;
+    returns the total values.  Forward: per chunk the stages' W_hh^T blocks, then W_ih^T
+    (I, 3H).  Backward: per chunk W_hh[:, chunk] (3H, cw), then W_ih (3H, I)."""
+    cdef int k, cw
+    chunk_off[0] = 0
+    for k in range(p.chunks):
+        cw = p.unit_lo[k + 1] - p.unit_lo[k]
+        if forward:
+            chunk_off[k + 1] = chunk_off[k] + _fwd_block_size(cell, H, cw, nr)
+        else:
+            chunk_off[k + 1] = chunk_off[k] + grucy_pgemm_size(3 * H, cw, nr)
+    if forward:
+        return chunk_off[p.chunks] + grucy_pgemm_size(I, 3 * H, nr)
+    return chunk_off[p.chunks] + grucy_pgemm_size(3 * H, I, nr)
+
+
+# ---------------------------------------------------------------------------------------
+# One call's context, shared by its threads.
+
+ctypedef struct Ctx:
+    int T, B, I_, H, elsize     # (I_: a field called I meets complex.h's macro)
+    const int* bs
+    const Py_ssize_t* off
+    bint reverse, training, prepacked, blas
+    const Cell* cell
+    Plan plan
+    grucy_barrier* bar          # one per group, then one for all threads
+    # weights (W_ih (3H, I), W_hh (3H, H), biases (3H,))
+    const void* wih
+    const void* whh
+    const void* bih
+    const void* bhh
+    void* pk                    # packed blocks (_pack_layout)
+    Py_ssize_t chunk_off[MAX_CHUNKS + 1]
+    Py_ssize_t ih_off
+    # forward
+    const void* X               # input rows (N, I), packed
+    void* Y
+    Py_ssize_t y_t, y_b
+    const Py_ssize_t* ymap
+    void* S
+    void* S2
+    void* G
+    void* A
+    void* Hp
+    void* Gh
+    # backward
+    const void* dY
+    void* dS
+    void* dG
+    void* dGxn
+    void* dRH
+    void* dX
+    bint beta_dx
+    void* dwih
+    void* dwhh
+    void* dbih
+    void* dbhh
+    void* scratch               # per thread: WGRAD_K_BLOCK * nr values
+    double* prof                # per thread NPHASES seconds, or NULL
+
+
+cdef bint _profiling = False
+cdef double _prof_acc[MAX_PROF_THREADS][NPHASES]
+cdef double _prof_wall = 0
+cdef long _prof_calls = 0
+PHASES = ("pack", "projection_dx", "recurrent_gemm", "fused", "wait", "weight_grads")
+
+
+def profile(bint on):
+    """Start (True) or stop (False) the kernels' phase timers; starting clears them.
+    Timers cost two clock reads per phase and step while on."""
+    global _profiling, _prof_wall, _prof_calls
+    if on:
+        memset(_prof_acc, 0, sizeof(_prof_acc))
+        _prof_wall = 0
+        _prof_calls = 0
+    _profiling = on
+
+
+def profile_report():
+    """Seconds per phase summed over threads (dict), the kernels' wall time and calls,
+    and per-thread rows, since profile(True)."""
+    cdef int t, ph
+    rows = [[_prof_acc[t][ph] for ph in range(NPHASES)] for t in range(MAX_PROF_THREADS)]
+    used = [r for r in rows if any(r)]
+    return {"phases": {name: sum(r[i] for r in used) for i, name in enumerate(PHASES)},
+            "threads": used, "wall": _prof_wall, "calls": _prof_calls}
+
+
+cdef inline double _tic(Ctx* c) noexcept nogil:
+    return grucy_now() if c.prof != NULL else 0
+
+
+cdef inline void _toc(Ctx* c, int tid, int phase, double t0) noexcept nogil:
+    if c.prof != NULL and tid < MAX_PROF_THREADS:
+        c.prof[tid * NPHASES + phase] += grucy_now() - t0
+
+
+cdef inline void _wait(Ctx* c, grucy_barrier* b, int tid) noexcept nogil:
+    cdef double w = grucy_barrier_wait(b)
+    if c.prof != NULL and tid < MAX_PROF_THREADS:
+        c.prof[tid * NPHASES + 4] += w
+
+
+cdef inline Py_ssize_t _share(Py_ssize_t n, int i, int parts) noexcept nogil:
+    """Start of part i of n items cut in `parts` nearly equal parts."""
+    return <Py_ssize_t>((<long long>n * i) // parts)
+
+
+# ---------------------------------------------------------------------------------------
+# Forward.
+
+cdef inline Py_ssize_t _row(const Py_ssize_t* rowmap, int b) noexcept nogil:
+    """Where sequence b (in the kernels' longest-first order) sits in the caller's
+    arrays that take a row map (y in forward, dX in backward); NULL: the same place."""
+    return b if rowmap == NULL else rowmap[b]
+
+
+cdef void _fwd_fused(int which, int cw, int H, floating* g, const floating* gh,
+                     const floating* bih, const floating* bhh, floating* h,
+                     floating* y, floating* aux) noexcept nogil:
+    if which == F_AFTER:
+        _fwd_chunk_after(cw, g, gh, bih, bhh, H, h, y, aux)
+    elif which == F_BEFORE_RZ:
+        _fwd_chunk_before_rz(cw, g, gh, bih, bhh, H, h, aux)
+    else:
+        _fwd_chunk_before_n(cw, g, gh, bih, bhh, H, h, y)
+
+
+cdef void _fwd_run(const floating* tag, Ctx* c, int tid, int nt) noexcept nogil:
+    cdef const Plan* p = &c.plan
+    cdef const Cell* cell = c.cell
+    cdef int T = c.T, B = c.B, I = c.I_, H = c.H, H3 = 3 * c.H
+    cdef int nr = _nr(tag)
+    cdef Py_ssize_t N = c.off[T]
+    cdef const floating* wih = <const floating*>c.wih
+    cdef const floating* whh = <const floating*>c.whh
+    cdef floating* pk = <floating*>c.pk
+    cdef floating* S = <floating*>c.S
+    cdef floating* S2 = <floating*>c.S2
+    cdef int nrec = p.groups * p.chunks
+    cdef int k, s, grp, ch, r0, r1, j0, cw, panels
+    cdef Py_ssize_t q0, q1
+    cdef double t0
+    cdef bint dbuf = cell.nfwd == 1
+    # 1. pack W_hh's chunk blocks and W_ih^T, shared by all threads
+    if not c.prepacked and not c.blas:
+        t0 = _tic(c)
+        k = tid
+        while k < p.chunks:
+            j0 = p.unit_lo[k]
+            cw = p.unit_lo[k + 1] - j0
+            for s in range(cell.nfwd):
+                _pack_t(nr, H, cw, cell.fwd[s].g0, cell.fwd[s].ng, H, j0, whh, H,
+                        pk + c.chunk_off[k] + _fwd_stage_off(cell, s, H, cw, nr))
+            k += nt
+        panels = (H3 + nr - 1) // nr
+        q0 = _share(panels, tid, nt) * nr
+        q1 = min(_share(panels, tid + 1, nt) * nr, H3)
+        if q1 > q0:
+            _pack_t(nr, I, <int>(q1 - q0), 0, 1, 0, <int>q0, wih, I, pk + c.ih_off + q0 * I)
+        _toc(c, tid, 0, t0)
+        if nt > 1:
+            _wait(c, &c.bar[p.groups], tid)
+    # 2. G = X @ W_ih^T, rows split over the threads; h0 into the second state buffer
+    t0 = _tic(c)
+    q0 = _share(N, tid, nt)
+    q1 = _share(N, tid + 1, nt)
+    _input_projection(c, tag, q0, q1)
+    if dbuf and tid < nrec:
+        # a sequence joining late (reverse direction, variable lengths) reads h0 from
+        # whichever buffer its first step reads
+        grp = tid // p.chunks
+        ch = tid % p.chunks
+        j0 = p.unit_lo[ch]
+        cw = p.unit_lo[ch + 1] - j0
+        for k in range(p.row_lo[grp], p.row_lo[grp + 1]):
+            memcpy(S2 + <Py_ssize_t>k * H + j0, S + <Py_ssize_t>k * H + j0,
+                   <size_t>cw * sizeof(floating))
+    _toc(c, tid, 1, t0)
+    if nt > 1:
+        _wait(c, &c.bar[p.groups], tid)
+    # 3. the recurrence
+    if tid < nrec:
+        _fwd_recurrence(c, tag, tid)
+
+
+cdef void _input_projection(Ctx* c, const floating* tag, Py_ssize_t r0,
+                            Py_ssize_t r1) noexcept nogil:
+    """G[r0:r1] = X[r0:r1] @ W_ih^T."""
+    cdef int I = c.I_, H3 = 3 * c.H, nr = _nr(tag)
+    cdef const floating* X = <const floating*>c.X
+    cdef floating* G = <floating*>c.G
+    if r1 <= r0:
+        return
+    if c.blas:
+        gemm(False, True, <int>(r1 - r0), H3, I, 1, X + r0 * I, I,
+             <const floating*>c.wih, I, 0, G + r0 * H3, H3)
+    else:
+        _pgemm(<int>(r1 - r0), H3, I, X + r0 * I, I, <floating*>c.pk + c.ih_off, nr,
+               <Py_ssize_t>I * nr, G + r0 * H3, H3, False, False)
+
+
+cdef void _fwd_recurrence(Ctx* c, const floating* tag, int tid) noexcept nogil:
+    cdef const Plan* p = &c.plan
+    cdef const Cell* cell = c.cell
+    cdef int T = c.T, H = c.H, H3 = 3 * c.H, nr = _nr(tag)
+    cdef int grp = tid // p.chunks, ch = tid % p.chunks
+    cdef int r0 = p.row_lo[grp], r1 = p.row_lo[grp + 1]
+    cdef int j0 = p.unit_lo[ch], cw = p.unit_lo[ch + 1] - p.unit_lo[ch]
+    cdef grucy_barrier* bar = &c.bar[grp]
+    cdef bint sync = p.chunks > 1, dbuf = cell.nfwd == 1
+    cdef const floating* whh = <const floating*>c.whh
+    cdef const floating* bih = <const floating*>c.bih + j0
+    cdef const floating* bhh = <const floating*>c.bhh + j0
+    cdef floating* blk = <floating*>c.pk + c.chunk_off[ch]
+    cdef floating* S = <floating*>c.S
+    cdef floating* S2 = <floating*>c.S2
+    cdef floating* G = <floating*>c.G
+    cdef floating* Gh = <floating*>c.Gh
+    cdef floating* A = <floating*>c.A
+    cdef floating* Hp = <floating*>c.Hp
+    cdef floating* Y = <floating*>c.Y
+    cdef floating* cur
+    cdef floating* nxt
+    cdef floating* aux
+    cdef floating* src
+    cdef floating* h
+    cdef floating* y
+    cdef Py_ssize_t row
+    cdef int s, t, n, m, b, st, gi, steps
+    cdef double t0
+    cdef const FwdStage* fs
+    for s in range(T):
+        t = T - 1 - s if c.reverse else s
+        n = c.bs[t]
+        if n <= r0:
+            continue       # (the whole group skips the step: its barriers stay matched)
+        m = (n if n < r1 else r1) - r0
+        cur = S2 if dbuf and s % 2 == 1 else S
+        nxt = (S if s % 2 == 1 else S2) if dbuf else S
+        aux = A + (c.off[t] if c.training else 0) * H
+        if c.training:
+            for b in range(r0, r0 + m):
+                memcpy(Hp + (c.off[t] + b) * H + j0, cur + <Py_ssize_t>b * H + j0,
+                       <size_t>cw * sizeof(floating))
+        for st in range(cell.nfwd):
+            fs = &cell.fwd[st]
+            src = cur if fs.src == SRC_STATE else aux
+            t0 = _tic(c)
+            if c.blas:
+                for gi in range(fs.ng):
+                    gemm(False, True, m, cw, H, 1, src + <Py_ssize_t>r0 * H, H,
+                         whh + <Py_ssize_t>((fs.g0 + gi) * H + j0) * H, H, 0,
+                         Gh + <Py_ssize_t>r0 * H3 + 3 * j0 + (fs.g0 + gi) * cw, H3)
+            else:
+                _pgemm(m, fs.ng * cw, H, src + <Py_ssize_t>r0 * H, H,
+                       blk + _fwd_stage_off(cell, st, H, cw, nr), nr, <Py_ssize_t>H * nr,
+                       Gh + <Py_ssize_t>r0 * H3 + 3 * j0 + fs.g0 * cw, H3, False, s & 1)
+            _toc(c, tid, 2, t0)
+            t0 = _tic(c)
+            for b in range(r0, r0 + m):
+                row = c.off[t] + b
+                h = (nxt if st == cell.nfwd - 1 else cur) + <Py_ssize_t>b * H + j0
+                if dbuf:
+                    memcpy(h, cur + <Py_ssize_t>b * H + j0, <size_t>cw * sizeof(floating))
+                y = Y + t * c.y_t + _row(c.ymap, b) * c.y_b + j0
+                _fwd_fused(fs.fused, cw, H, G + row * H3 + j0,
+                           Gh + <Py_ssize_t>b * H3 + 3 * j0, bih, bhh, h, y,
+                           aux + <Py_ssize_t>b * H + j0)
+            _toc(c, tid, 3, t0)
+            if sync:
+                _wait(c, bar, tid)
+    if dbuf:
+        # Each row's last step wrote its final state to S2 when that step was even.
+        steps = T
+        for b in range(r0, r1):
+            while steps > 0 and c.bs[steps - 1] <= b:
+                steps -= 1
+            if steps > 0 and (T - 1 if c.reverse else steps - 1) % 2 == 0:
+                memcpy(S + <Py_ssize_t>b * H + j0, S2 + <Py_ssize_t>b * H + j0,
+                       <size_t>cw * sizeof(floating))
+
+
+cdef void _fwd_job(void* ctx, int tid, int nt) noexcept nogil:
+    cdef Ctx* c = <Ctx*>ctx
+    if c.elsize == 8:
+        _fwd_run(<double*>NULL, c, tid, nt)
+    else:
+        _fwd_run(<float*>NULL, c, tid, nt)
+
+
+# ---------------------------------------------------------------------------------------
+# Backward.
+
+cdef void _bwd_fused(int which, int cw, int H, const floating* dy, floating* dh,
+                     const floating* g, const floating* aux, const floating* hp,
+                     floating* dg, floating* dgxn, const floating* drh) noexcept nogil:
+    if which == B_AFTER:
+        _bwd_chunk_after(cw, H, dy, dh, g, aux, hp, dg, dgxn)
+    elif which == B_BEFORE_ZN:
+        _bwd_chunk_before_zn(cw, H, dy, dh, g, hp, dg)
+    else:
+        _bwd_row_before_r(cw, drh, dh, g, hp, dg)
+
+
+cdef void _bwd_run(const floating* tag, Ctx* c, int tid, int nt) noexcept nogil:
+    cdef const Plan* p = &c.plan
+    cdef int T = c.T, I = c.I_, H = c.H, H3 = 3 * c.H, nr = _nr(tag)
+    cdef Py_ssize_t N = c.off[T]
+    cdef const floating* wih = <const floating*>c.wih
+    cdef const floating* whh = <const floating*>c.whh
+    cdef floating* pk = <floating*>c.pk
+    cdef int k, j0, cw, panels
+    cdef Py_ssize_t q0, q1
+    cdef double t0
+    # 1. pack W_hh[:, chunk] per chunk and W_ih (for dX)
+    if not c.blas:
+        t0 = _tic(c)
+        k = tid
+        while k < p.chunks:
+            j0 = p.unit_lo[k]
+            cw = p.unit_lo[k + 1] - j0
+            _pack_n(nr, H3, cw, whh + j0, H, pk + c.chunk_off[k])
+            k += nt
+        panels = (I + nr - 1) // nr
+        q0 = _share(panels, tid, nt) * nr
+        q1 = min(_share(panels, tid + 1, nt) * nr, I)
+        if q1 > q0:
+            _pack_n(nr, H3, <int>(q1 - q0), wih + q0, I, pk + c.ih_off + q0 * H3)
+        _toc(c, tid, 0, t0)
+        if nt > 1:
+            _wait(c, &c.bar[p.groups], tid)
+    # 2. BPTT
+    if tid < p.groups * p.chunks:
+        _bwd_recurrence(c, tag, tid)
+    if nt > 1:
+        _wait(c, &c.bar[p.groups], tid)
+    # 3. dX (rows split) and the weight gradients (gate rows split)
+    t0 = _tic(c)
+    _dx_rows(c, tag, _share(N, tid, nt), _share(N, tid + 1, nt))
+    _toc(c, tid, 1, t0)
+    t0 = _tic(c)
+    _weight_grads(c, tag, tid, nt)
+    _toc(c, tid, 5, t0)
+
+
+cdef void _bwd_recurrence(Ctx* c, const floating* tag, int tid) noexcept nogil:
+    cdef const Plan* p = &c.plan
+    cdef const Cell* cell = c.cell
+    cdef int T = c.T, H = c.H, H3 = 3 * c.H, nr = _nr(tag)
+    cdef int grp = tid // p.chunks, ch = tid % p.chunks
+    cdef int r0 = p.row_lo[grp], r1 = p.row_lo[grp + 1]
+    cdef int j0 = p.unit_lo[ch], cw = p.unit_lo[ch + 1] - p.unit_lo[ch]
+    cdef grucy_barrier* bar = &c.bar[grp]
+    cdef bint sync = p.chunks > 1
+    cdef const floating* whh = <const floating*>c.whh
+    cdef const floating* blk = <floating*>c.pk + c.chunk_off[ch]
+    cdef const floating* dY = <const floating*>c.dY
+    cdef floating* dS = <floating*>c.dS
+    cdef floating* dRH = <floating*>c.dRH
+    cdef const floating* G = <const floating*>c.G
+    cdef const floating* A = <const floating*>c.A
+    cdef const floating* Hp = <const floating*>c.Hp
+    cdef floating* dG = <floating*>c.dG
+    cdef floating* dGxn = <floating*>c.dGxn
+    cdef floating* dst
+    cdef Py_ssize_t row, ps = <Py_ssize_t>H3 * nr
+    cdef int s, t, n, m, b, st
+    cdef double t0
+    cdef const BwdStage* bst
+    for s in range(T - 1, -1, -1):
+        t = T - 1 - s if c.reverse else s
+        n = c.bs[t]
+        if n <= r0:
+            continue
+        m = (n if n < r1 else r1) - r0
+        for st in range(cell.nbwd):
+            bst = &cell.bwd[st]
+            t0 = _tic(c)
+            for b in range(r0, r0 + m):
+                row = c.off[t] + b
+                _bwd_fused(bst.fused, cw, H, dY + t * c.y_t + b * c.y_b + j0,
+                           dS + <Py_ssize_t>b * H + j0, G + row * H3 + j0,
+                           A + row * H + j0, Hp + row * H + j0, dG + row * H3 + j0,
+                           dGxn + (row * H + j0 if cell.xn_separate else 0),
+                           dRH + <Py_ssize_t>b * H + j0)
+            _toc(c, tid, 3, t0)
+            if sync:
+                _wait(c, bar, tid)
+            # dst[rows, own units] (+)= dG[rows, gates g0..] @ W_hh[those rows, own units]
+            t0 = _tic(c)
+            dst = (dS if bst.dst == DST_DS else dRH) + <Py_ssize_t>r0 * H + j0
+            if c.blas:
+                gemm(False, False, m, cw, bst.ng * H, 1,
+                     dG + (c.off[t] + r0) * H3 + bst.g0 * H, H3,
+                     whh + <Py_ssize_t>bst.g0 * H * H + j0, H,
+                     1 if bst.dst == DST_DS else 0, dst, H)
+            else:
+                _pgemm(m, cw, bst.ng * H, dG + (c.off[t] + r0) * H3 + bst.g0 * H, H3,
+                       blk + <Py_ssize_t>bst.g0 * H * nr, nr, ps, dst, H,
+                       bst.dst == DST_DS, s & 1)
+            _toc(c, tid, 2, t0)
+
+
+cdef void _dx_rows(Ctx* c, const floating* tag, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """dX[r0:r1] (+)= dGx[r0:r1] @ W_ih: the input-side gate gradients are dG's r, z
+    columns and (xn_separate) dGxn or dG's n columns."""
+    cdef int I = c.I_, H = c.H, H3 = 3 * c.H, nr = _nr(tag)
+    cdef const floating* dG = <const floating*>c.dG
+    cdef const floating* pn
+    cdef int ld_pn
+    cdef const floating* wih = <const floating*>c.wih
+    cdef const floating* pih = <floating*>c.pk + c.ih_off
+    cdef floating* dX = <floating*>c.dX
+    cdef int m = <int>(r1 - r0)
+    if m <= 0:
+        return
+    if c.cell.xn_separate:
+        pn = <const floating*>c.dGxn
+        ld_pn = H
+    else:
+        pn = dG + 2 * H
+        ld_pn = H3
+    if c.blas:
+        gemm(False, False, m, I, 2 * H, 1, dG + r0 * H3, H3, wih, I,
+             1 if c.beta_dx else 0, dX + r0 * I, I)
+        gemm(False, False, m, I, H, 1, pn + r0 * ld_pn, ld_pn,
+             wih + <Py_ssize_t>2 * H * I, I, 1, dX + r0 * I, I)
+    else:
+        _pgemm(m, I, 2 * H, dG + r0 * H3, H3, pih, nr, <Py_ssize_t>H3 * nr,
+               dX + r0 * I, I, c.beta_dx, False)
+        _pgemm(m, I, H, pn + r0 * ld_pn, ld_pn, pih + <Py_ssize_t>2 * H * nr, nr,
+               <Py_ssize_t>H3 * nr, dX + r0 * I, I, True, False)
+
+
+cdef void _wgrad_block(Ctx* c, const floating* tag, int m, int ncol, int kc,
+                       const floating* D, int ldd, const floating* src, int lds,
+                       floating* dw, floating* scratch) noexcept nogil:
+    """dw (m, ncol) += D^T @ src over kc rows: D (kc, m) with leading dimension ldd, src
+    (kc, ncol) row-major; full panels read src in place, the last partial one through
+    scratch (kc * nr values)."""
+    cdef int nr = _nr(tag)
+    cdef int full = ncol // nr * nr
+    if c.blas:
+        gemm(True, False, m, ncol, kc, 1, D, ldd, src, lds, 1, dw, ncol)
+        return
+    if full > 0:
+        _pgemm_at(m, full, kc, D, ldd, src, lds, nr, dw, ncol, True)
+    if ncol > full:
+        _pack_n(nr, kc, ncol - full, src + full, lds, scratch)
+        _pgemm_at(m, ncol - full, kc, D, ldd, scratch, nr, <Py_ssize_t>kc * nr,
+                  dw + full, ncol, True)
+
+
+cdef void _weight_grads(Ctx* c, const floating* tag, int tid, int nt) noexcept nogil:
+    """dW_ih, dW_hh and the bias gradients (added).  Each thread owns a range of the 3H
+    gate rows of both weights; every value is its old value plus, block by block of
+    WGRAD_K_BLOCK rows in order, one FMA chain over the block, so the result is the same
+    for any thread count.  (OpenBLAS split by output tiles re-packs its operands per
+    tile; split by rows it needs a reduction buffer per piece.)"""
+    cdef const Cell* cell = c.cell
+    cdef int I = c.I_, H = c.H, H3 = 3 * c.H, nr = _nr(tag)
+    cdef Py_ssize_t N = c.off[c.T], k0
+    cdef const floating* dG = <const floating*>c.dG
+    cdef const floating* X = <const floating*>c.X
+    cdef const floating* Hp = <const floating*>c.Hp
+    cdef const floating* A = <const floating*>c.A
+    cdef floating* dwih = <floating*>c.dwih
+    cdef floating* dwhh = <floating*>c.dwhh
+    cdef floating* dbih = <floating*>c.dbih
+    cdef floating* dbhh = <floating*>c.dbhh
+    cdef floating* scratch = <floating*>c.scratch + <Py_ssize_t>tid * WGRAD_K_BLOCK * nr
+    cdef int u0 = <int>_share(H3, tid, nt), u1 = <int>_share(H3, tid + 1, nt)
+    cdef int a, e, g, kc, j
+    cdef Py_ssize_t r
+    cdef const floating* Dx
+    cdef const floating* Dh
+    cdef const floating* src
+    cdef int ldx
+    if u1 <= u0:
+        return
+    k0 = 0
+    while k0 < N:
+        kc = <int>(WGRAD_K_BLOCK if N - k0 > WGRAD_K_BLOCK else N - k0)
+        a = u0
+        while a < u1:          # the part of this thread's rows within one gate
+            g = a // H
+            e = (g + 1) * H if (g + 1) * H < u1 else u1
+            Dh = dG + k0 * H3 + a                    # hidden side, column a
+            if g == 2 and cell.xn_separate:
+                Dx = <const floating*>c.dGxn + k0 * H + (a - 2 * H)
+                ldx = H
+            else:
+                Dx = Dh
+                ldx = H3
+            src = (A if cell.whh_src[g] else Hp) + k0 * H
+            _wgrad_block(c, tag, e - a, I, kc, Dx, ldx, X + k0 * I, I,
+                         dwih + <Py_ssize_t>a * I, scratch)
+            _wgrad_block(c, tag, e - a, H, kc, Dh, H3, src, H,
+                         dwhh + <Py_ssize_t>a * H, scratch)
+            for r in range(kc):
+                for j in range(e - a):
+                    dbih[a + j] += Dx[r * ldx + j]
+                    dbhh[a + j] += Dh[r * H3 + j]
+            a = e
+        k0 += kc
+
+
+cdef void _bwd_job(void* ctx, int tid, int nt) noexcept nogil:
+    cdef Ctx* c = <Ctx*>ctx
+    if c.elsize == 8:
+        _bwd_run(<double*>NULL, c, tid, nt)
+    else:
+        _bwd_run(<float*>NULL, c, tid, nt)
+
 
 cdef void _gather_rows(int T, int B, int I, const int* bs, const Py_ssize_t* off,
                        const floating* X, floating* Xp) noexcept nogil:
@@ -675,12 +1429,6 @@ cdef void _gather_rows(int T, int B, int I, const int* bs, const Py_ssize_t* off
                <size_t>bs[t] * I * sizeof(floating))
 
 
-cdef inline Py_ssize_t _row(const Py_ssize_t* rowmap, int b) noexcept nogil:
-    """Where sequence b (in the kernels' longest-first order) sits in the caller's
-    arrays that take a row map (y in forward, dX in backward); NULL: the same place."""
-    return b if rowmap == NULL else rowmap[b]
-
-
 cdef void _scatter_rows(int T, int B, int I, const int* bs, const Py_ssize_t* off,
                         const floating* dXp, floating* dX, bint accumulate,
                         const Py_ssize_t* xmap) noexcept nogil:
@@ -688,629 +1436,24 @@ cdef void _scatter_rows(int T, int B, int I, const int* bs, const Py_ssize_t* of
     padding gets no gradient."""
     cdef int t, b
     cdef Py_ssize_t k
-    cdef floating* row
+    cdef floating* dst
     cdef const floating* src
     for t in range(T):
         for b in range(B):
-            row = dX + (<Py_ssize_t>t * B + _row(xmap, b)) * I
+            dst = dX + (<Py_ssize_t>t * B + _row(xmap, b)) * I
             src = dXp + (off[t] + b) * I
             if b >= bs[t]:
                 if not accumulate:
-                    memset(row, 0, <size_t>I * sizeof(floating))
+                    memset(dst, 0, <size_t>I * sizeof(floating))
             elif accumulate:
                 for k in range(I):
-                    row[k] += src[k]
+                    dst[k] += src[k]
             else:
-                memcpy(row, src, <size_t>I * sizeof(floating))
-
-# ---------------------------------------------------------------------------------------
-# The GEMMs outside the time loop, shared by both kernel families.  Each is split into
-# pieces fixed by the sizes, never by the thread count (so results are bit-identical for
-# any number of threads); thread `tid` of `nt` takes pieces tid, tid + nt, ...  Called
-# by every thread of a team (they contain barriers), or by one thread with nt = 1.
-
-DEF ROW_BLOCKS = 8
-
-
-cdef inline Py_ssize_t _row_lo(int blk, Py_ssize_t N) noexcept nogil:
-    return N * blk // ROW_BLOCKS
-
-
-cdef void _input_projection(int tid, int nt, Py_ssize_t N, int I, int H,
-                            const floating* X, const floating* wih, const floating* pih,
-                            floating* G) noexcept nogil:
-    """G (N, 3H) = X (N, I) @ W_ih^T by fixed row blocks; pih: W_ih packed for it
-    (_pack_ih forward), or NULL for BLAS."""
-    cdef int blk = tid, H3 = 3 * H
-    cdef Py_ssize_t r0, r1
-    while blk < ROW_BLOCKS:
-        r0 = _row_lo(blk, N)
-        r1 = _row_lo(blk + 1, N)
-        if pih != NULL:
-            _pgemm(<int>(r1 - r0), H3, I, X + r0 * I, I, pih, <Py_ssize_t>I * _nr(pih),
-                   G + r0 * H3, H3, False)
-        else:
-            gemm(False, True, <int>(r1 - r0), H3, I, 1, X + r0 * I, I, wih, I, 0,
-                 G + r0 * H3, H3)
-        blk = blk + nt
-
-
-cdef void _hoisted_gradients(int tid, int nt, Py_ssize_t N, int I, int H,
-                             bint reset_after, const floating* dG,
-                             const floating* dGxn, const floating* X,
-                             const floating* Hp, const floating* A,
-                             const floating* wih, const floating* pih,
-                             floating* dwih, floating* dwhh, floating* dbih,
-                             floating* dbhh, const floating* ones, floating* W2,
-                             floating* W2hh, floating* dX, bint beta_dx) noexcept nogil:
-    """After BPTT: the weight and bias gradients (added) and dX (N, I) (set, or added
-    when ``beta_dx``) from the gate gradients dG (N, 3H) (hidden side; reset-after keeps
-    the input side of n in dGxn (N, H)).  pih: W_ih packed for dX (_pack_ih backward) or
-    NULL; W2: room for 3H * (I + 2) values, W2hh for 3H * H (the kernels pass the
-    packed W_hh, no longer needed by then).
-
-    The weight gradients are sums over all N rows, computed as two halves of the rows:
-    the first half is added to the gradients, the second is put into W2 and added
-    after a barrier.  Each half is one large GEMM per weight (two where the source
-    changes at gate row 2H), so BLAS packs every operand once (split by gate rows
-    instead, the sources were packed again for every block: 12% of the backward's CPU
-    time at 32x100x128x256)."""
-    cdef int H3 = 3 * H, q = tid, blk
-    cdef Py_ssize_t r0, r1
-    cdef const floating* pn = dGxn if reset_after else dG + 2 * H
-    cdef int ld_pn = H if reset_after else H3
-    while q < 2:
-        r0 = 0 if q == 0 else N // 2
-        r1 = N // 2 if q == 0 else N
-        # dW_ih (+)= dGx^T @ X;  dW_hh (+)= dGh^T @ [Hp | Hp or A], rows r0:r1
-        _wgrad(H, <int>(r1 - r0), dG + r0 * H3, H3, pn + r0 * ld_pn, ld_pn,
-               X + r0 * I, X + r0 * I, I, dwih if q == 0 else W2, ones,
-               dbih if q == 0 else W2 + <Py_ssize_t>H3 * I, q == 0)
-        _wgrad(H, <int>(r1 - r0), dG + r0 * H3, H3, dG + r0 * H3 + 2 * H, H3,
-               Hp + r0 * H, (Hp if reset_after else A) + r0 * H, H,
-               dwhh if q == 0 else W2hh, ones,
-               dbhh if q == 0 else W2 + <Py_ssize_t>H3 * (I + 1), q == 0)
-        q = q + nt
-    # dX (+)= dGx @ W_ih by row blocks
-    blk = tid
-    while blk < ROW_BLOCKS:
-        r0 = _row_lo(blk, N)
-        r1 = _row_lo(blk + 1, N)
-        if pih != NULL:
-            _pgemm(<int>(r1 - r0), I, 2 * H, dG + r0 * H3, H3, pih,
-                   <Py_ssize_t>H3 * _nr(pih), dX + r0 * I, I, beta_dx)
-            _pgemm(<int>(r1 - r0), I, H, pn + r0 * ld_pn, ld_pn,
-                   pih + <Py_ssize_t>2 * H * _nr(pih), <Py_ssize_t>H3 * _nr(pih),
-                   dX + r0 * I, I, True)
-        else:
-            gemm(False, False, <int>(r1 - r0), I, 2 * H, 1, dG + r0 * H3, H3, wih, I,
-                 1 if beta_dx else 0, dX + r0 * I, I)
-            gemm(False, False, <int>(r1 - r0), I, H, 1, pn + r0 * ld_pn, ld_pn,
-                 wih + <Py_ssize_t>2 * H * I, I, 1, dX + r0 * I, I)
-        blk = blk + nt
-    grucy_barrier()
-    # gradients += the second half's, by blocks of the flat arrays
-    blk = tid
-    while blk < ROW_BLOCKS:
-        _add_rows(dwih, W2, _row_lo(blk, <Py_ssize_t>H3 * I),
-                  _row_lo(blk + 1, <Py_ssize_t>H3 * I))
-        _add_rows(dwhh, W2hh, _row_lo(blk, <Py_ssize_t>H3 * H),
-                  _row_lo(blk + 1, <Py_ssize_t>H3 * H))
-        _add_rows(dbih, W2 + <Py_ssize_t>H3 * I, _row_lo(blk, H3), _row_lo(blk + 1, H3))
-        _add_rows(dbhh, W2 + <Py_ssize_t>H3 * (I + 1), _row_lo(blk, H3),
-                  _row_lo(blk + 1, H3))
-        blk = blk + nt
-
-
-cdef void _forward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize_t* off,
-                       bint reverse, bint reset_after, bint training,
-                       const floating* X, const floating* wih, const floating* whh,
-                       const floating* bih, const floating* bhh,
-                       floating* Y, Py_ssize_t y_t, Py_ssize_t y_b, floating* S,
-                       floating* G, floating* A, floating* Hp, floating* Gh,
-                       floating* Xp, floating* pk, const Py_ssize_t* ymap) noexcept nogil:
-    """pk: room for the packed W_hh of the whole layer (_pk_fwd_size), or NULL to call
-    BLAS for the recurrent GEMMs; ymap: see _row."""
-    cdef int H3 = 3 * H
-    cdef int s, t, n, b, nt
-    cdef Py_ssize_t N = off[T]
-    cdef const floating* xsrc = X
-    cdef floating* g
-    cdef floating* aux
-    cdef floating* y
-    if Xp != NULL:  # variable lengths: gather the active rows of each step
-        _gather_rows(T, B, I, bs, off, X, Xp)
-        xsrc = Xp
-    cdef floating* pih = NULL
-    cdef int tid = 0
-    if pk != NULL:
-        _pack_fwd(H, 0, H, reset_after, whh, pk)
-        pih = pk + _pk_fwd_size(pk, H, H, reset_after)
-        _pack_ih(I, H, True, 0, _ih_panels(pk, I, H, True), wih, pih)
-    # G = X @ W_ih^T, every step at once
-    nt = _hoisted_threads(N * H3 * I)
-    if nt > 1:
-        with parallel(num_threads=nt):
-            tid = grucy_thread_num()
-            _input_projection(tid, nt, N, I, H, xsrc, wih, pih, G)
-    else:
-        _input_projection(0, 1, N, I, H, xsrc, wih, pih, G)
-    for s in range(T):
-        t = T - 1 - s if reverse else s
-        n = bs[t]
-        if n == 0:
-            continue
-        g = G + off[t] * H3
-        y = Y + t * y_t
-        if training:
-            aux = A + off[t] * H
-            memcpy(Hp + off[t] * H, S, <size_t>n * H * sizeof(floating))
-        else:
-            aux = A
-        nt = _threads_for(<Py_ssize_t>n * H3)
-        if reset_after:
-            # Gh = h @ W_hh^T
-            if pk != NULL:
-                _pgemm(n, H3, H, S, H, pk, <Py_ssize_t>H * _nr(pk), Gh, H3, False, s & 1)
-            else:
-                gemm(False, True, n, H3, H, 1, S, H, whh, H, 0, Gh, H3)
-            if nt > 1:
-                for b in prange(n, num_threads=nt, schedule="static"):
-                    _fwd_chunk_after(H, g + b * H3, Gh + b * H3, bih, bhh, H, S + b * H,
-                                   y + _row(ymap, b) * y_b, aux + b * H)
-            else:
-                for b in range(n):
-                    _fwd_chunk_after(H, g + b * H3, Gh + b * H3, bih, bhh, H, S + b * H,
-                                   y + _row(ymap, b) * y_b, aux + b * H)
-        else:
-            # Gh[:, :2H] = h @ W_h{r,z}^T; then Gh[:, 2H:] = (r * h) @ W_hn^T
-            if pk != NULL:
-                _pgemm(n, 2 * H, H, S, H, pk, <Py_ssize_t>H * _nr(pk), Gh, H3, False, s & 1)
-            else:
-                gemm(False, True, n, 2 * H, H, 1, S, H, whh, H, 0, Gh, H3)
-            if nt > 1:
-                for b in prange(n, num_threads=nt, schedule="static"):
-                    _fwd_chunk_before_rz(H, g + b * H3, Gh + b * H3, bih, bhh, H,
-                                         S + b * H,
-                                       aux + b * H)
-            else:
-                for b in range(n):
-                    _fwd_chunk_before_rz(H, g + b * H3, Gh + b * H3, bih, bhh, H,
-                                         S + b * H,
-                                       aux + b * H)
-            if pk != NULL:
-                _pgemm(n, H, H, aux, H, pk + _pk_n_off(pk, H, H), <Py_ssize_t>H * _nr(pk),
-                       Gh + 2 * H, H3, False)
-            else:
-                gemm(False, True, n, H, H, 1, aux, H, whh + 2 * H * H, H, 0, Gh + 2 * H, H3)
-            if nt > 1:
-                for b in prange(n, num_threads=nt, schedule="static"):
-                    _fwd_chunk_before_n(H, g + b * H3, Gh + b * H3, bih, bhh, H,
-                                        S + b * H,
-                                      y + _row(ymap, b) * y_b)
-            else:
-                for b in range(n):
-                    _fwd_chunk_before_n(H, g + b * H3, Gh + b * H3, bih, bhh, H,
-                                        S + b * H,
-                                      y + _row(ymap, b) * y_b)
-
-
-cdef void _backward_seq(int T, int B, int I, int H, const int* bs, const Py_ssize_t* off,
-                        bint reverse, bint reset_after,
-                        const floating* dY, Py_ssize_t y_t, Py_ssize_t y_b, floating* dS,
-                        const floating* X, const floating* wih, const floating* whh,
-                        const floating* G, const floating* A, const floating* Hp,
-                        floating* dwih, floating* dwhh, floating* dbih, floating* dbhh,
-                        floating* dG, floating* dGxn, floating* dRH, const floating* ones,
-                        floating* dX, floating* dXp, bint accumulate,
-                        floating* pk, floating* W2, const Py_ssize_t* xmap) noexcept nogil:
-    """pk: room for the packed W_hh and W_ih (_pk_total), or NULL (BLAS); W2: see
-    _hoisted_gradients (followed by room for W2hh when pk is NULL); xmap: see _row
-    (used when dX goes through dXp)."""
-    cdef int H3 = 3 * H
-    cdef int s, t, n, b, nt
-    cdef Py_ssize_t N = off[T]
-    cdef const floating* dy
-    cdef floating* dg
-    cdef const floating* pn      # input-side gradient of the n gate (N, H), stride ld_pn
-    cdef int ld_pn
-    cdef floating* dxdst
-    cdef Py_ssize_t ps = <Py_ssize_t>3 * H * (_nr(pk))
-    if pk != NULL:
-        _pack_bwd(H, 0, H, whh, pk)
-    for s in range(T - 1, -1, -1):
-        t = T - 1 - s if reverse else s
-        n = bs[t]
-        if n == 0:
-            continue
-        dy = dY + t * y_t
-        dg = dG + off[t] * H3
-        nt = _threads_for(<Py_ssize_t>n * H3)
-        if reset_after:
-            if nt > 1:
-                for b in prange(n, num_threads=nt, schedule="static"):
-                    _bwd_chunk_after(H, H, dy + b * y_b, dS + b * H, G + (off[t] + b) * H3,
-                                   A + (off[t] + b) * H, Hp + (off[t] + b) * H,
-                                   dg + b * H3, dGxn + (off[t] + b) * H)
-            else:
-                for b in range(n):
-                    _bwd_chunk_after(H, H, dy + b * y_b, dS + b * H, G + (off[t] + b) * H3,
-                                   A + (off[t] + b) * H, Hp + (off[t] + b) * H,
-                                   dg + b * H3, dGxn + (off[t] + b) * H)
-            # dh += dGh @ W_hh
-            if pk != NULL:
-                _pgemm(n, H, H3, dg, H3, pk, ps, dS, H, True, s & 1)
-            else:
-                gemm(False, False, n, H, H3, 1, dg, H3, whh, H, 1, dS, H)
-        else:
-            if nt > 1:
-                for b in prange(n, num_threads=nt, schedule="static"):
-                    _bwd_chunk_before_zn(H, H, dy + b * y_b, dS + b * H,
-                                         G + (off[t] + b) * H3,
-                                       Hp + (off[t] + b) * H, dg + b * H3)
-            else:
-                for b in range(n):
-                    _bwd_chunk_before_zn(H, H, dy + b * y_b, dS + b * H,
-                                         G + (off[t] + b) * H3,
-                                       Hp + (off[t] + b) * H, dg + b * H3)
-            # d(r * h) = da_n @ W_hn
-            if pk != NULL:
-                _pgemm(n, H, H, dg + 2 * H, H3, pk + <Py_ssize_t>2 * H * _nr(pk), ps,
-                       dRH, H, False)
-            else:
-                gemm(False, False, n, H, H, 1, dg + 2 * H, H3, whh + 2 * H * H, H, 0, dRH, H)
-            if nt > 1:
-                for b in prange(n, num_threads=nt, schedule="static"):
-                    _bwd_row_before_r(H, dRH + b * H, dS + b * H, G + (off[t] + b) * H3,
-                                      Hp + (off[t] + b) * H, dg + b * H3)
-            else:
-                for b in range(n):
-                    _bwd_row_before_r(H, dRH + b * H, dS + b * H, G + (off[t] + b) * H3,
-                                      Hp + (off[t] + b) * H, dg + b * H3)
-            # dh += dG[:, :2H] @ W_h{r,z}
-            if pk != NULL:
-                _pgemm(n, H, 2 * H, dg, H3, pk, ps, dS, H, True, s & 1)
-            else:
-                gemm(False, False, n, H, 2 * H, 1, dg, H3, whh, H, 1, dS, H)
-
-    # Weight and bias gradients, dX (+)= dGx @ W_ih
-    dxdst = dX if dXp == NULL else dXp
-    cdef floating* pih = NULL
-    cdef int tid = 0
-    if pk != NULL:
-        pih = pk + _pk_bwd_size(pk, H, H)
-        _pack_ih(I, H, False, 0, _ih_panels(pk, I, H, False), wih, pih)
-    nt = _hoisted_threads(N * H3 * (I + H))
-    if nt > 1:
-        with parallel(num_threads=nt):
-            tid = grucy_thread_num()
-            _hoisted_gradients(tid, nt, N, I, H, reset_after, dG, dGxn, X, Hp, A, wih,
-                               pih, dwih, dwhh, dbih, dbhh, ones, W2,
-                               pk if pk != NULL else W2 + <Py_ssize_t>H3 * (I + 2), dxdst,
-                               accumulate and dXp == NULL)
-    else:
-        _hoisted_gradients(0, 1, N, I, H, reset_after, dG, dGxn, X, Hp, A, wih, pih,
-                           dwih, dwhh, dbih, dbhh, ones, W2,
-                           pk if pk != NULL else W2 + <Py_ssize_t>H3 * (I + 2), dxdst,
-                           accumulate and dXp == NULL)
-    if dXp != NULL:
-        _scatter_rows(T, B, I, bs, off, dXp, dX, accumulate, xmap)
+                memcpy(dst, src, <size_t>I * sizeof(floating))
 
 
 # ---------------------------------------------------------------------------------------
-# Parallel whole-sequence kernels: one OpenMP team for the whole sequence.
-#
-# The hidden units are cut into a fixed number of chunks (at most MAX_CHUNKS, at least
-# _min_chunk units each, boundaries on multiples of _chunk_align) that depend only on H,
-# never on the thread count; thread `tid` takes chunks tid, tid + nt, ...  Each thread
-# packs the W_hh rows of its own chunks, runs the recurrent GEMM for its own units (the
-# packed kernel, or single-threaded BLAS), then the fused pass for its own units;
-# barriers separate the phases.  Because every GEMM call and every summation is the same
-# whatever the number of threads, results are bit-identical for 1, 2, ... threads.  The
-# GEMMs outside the loop are split into fixed pieces too (_input_projection,
-# _hoisted_gradients).
-
-DEF MAX_CHUNKS = 8
-# Chunks have at least _min_chunk units and start on multiples of _chunk_align units.
-cdef int _min_chunk = 32
-cdef int _chunk_align = 16
-
-# Per-step work (B * 3H * H multiply-adds) from which the chunked kernels are used.
-cdef Py_ssize_t CHUNKED_MIN_WORK = 1 << 17
-
-
-def _set_chunking(Py_ssize_t min_work, int min_chunk=32, int align=16):
-    """Test hook: per-step work from which the chunked kernels run, smallest chunk and
-    chunk alignment (units).  Returns the old settings as a tuple."""
-    global CHUNKED_MIN_WORK, _min_chunk, _chunk_align
-    if min_chunk < 1 or align < 1:
-        raise ValueError("min_chunk and align must be positive")
-    old = (CHUNKED_MIN_WORK, _min_chunk, _chunk_align)
-    CHUNKED_MIN_WORK, _min_chunk, _chunk_align = min_work, min_chunk, align
-    return old
-
-
-cdef inline int _nchunks(int H) noexcept nogil:
-    cdef int c = H // _min_chunk
-    if c < 1:
-        return 1
-    return c if c < MAX_CHUNKS else MAX_CHUNKS
-
-
-cdef inline int _chunk_lo(int k, int nc, int H) noexcept nogil:
-    if k >= nc:
-        return H
-    return <int>((<long long>k * H // nc) // _chunk_align * _chunk_align)
-
-
-cdef void _wgrad(int H, int N, const floating* d_rz, int ld_rz, const floating* d_n,
-                 int ld_n, const floating* src_rz, const floating* src_n, int ld_src,
-                 floating* dw, const floating* ones, floating* db,
-                 bint beta) noexcept nogil:
-    """A weight gradient (3H, F) over N rows: dw[g] (+)= D[:, g] @ src and db[g] (+)=
-    sum(D[:, g]) (added when ``beta``, else set), where gate column g of D is d_rz[:, g]
-    below 2H and d_n[:, g - 2H] from 2H on, and src is src_rz for the r, z rows and
-    src_n for the n rows: two GEMMs, so BLAS packs each operand once."""
-    if not beta:
-        memset(db, 0, <size_t>3 * H * sizeof(floating))
-    gemm(True, False, 2 * H, ld_src, N, 1, d_rz, ld_rz, src_rz, ld_src, 1 if beta else 0,
-         dw, ld_src)
-    colsum(N, 2 * H, d_rz, ld_rz, ones, db)
-    gemm(True, False, H, ld_src, N, 1, d_n, ld_n, src_n, ld_src, 1 if beta else 0,
-         dw + <Py_ssize_t>2 * H * ld_src, ld_src)
-    colsum(N, H, d_n, ld_n, ones, db + 2 * H)
-
-
-cdef inline void _add_rows(floating* dst, const floating* src, Py_ssize_t lo,
-                           Py_ssize_t hi) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(lo, hi):
-        dst[i] += src[i]
-
-
-cdef void _forward_par(int nt, int T, int B, int I, int H, const int* bs,
-                       const Py_ssize_t* off, bint reverse, bint reset_after,
-                       bint training, const floating* X, const floating* wih,
-                       const floating* whp, const floating* bih, const floating* bhh,
-                       floating* Y, Py_ssize_t y_t, Py_ssize_t y_b, floating* S,
-                       floating* G, floating* A, floating* Hp, floating* Gh,
-                       const floating* whh, floating* pk, floating* S2,
-                       const Py_ssize_t* ymap) noexcept nogil:
-    """Forward with one OpenMP team.  X: packed input rows (N, I); Gh (B, 3H) in
-    chunk-major column order ([r z n] of chunk 0, then of chunk 1, ...).  The recurrent
-    GEMMs use pk (room for the packed blocks of every chunk, _pk_fwd_size each) when it
-    is not NULL, else BLAS on whp: W_hh with its rows regrouped in the order of Gh.
-
-    Reset-after: S2 (B, H) is a second state buffer.  Step s reads the state from one
-    buffer and writes the new state to the other (S at even steps, S2 at odd), so the
-    GEMMs of a step never read what the fused passes of the same step write: one
-    barrier per step instead of two.  Reset-before updates S in place (its second GEMM
-    needs a barrier anyway).  ymap: see _row."""
-    cdef int H3 = 3 * H, nc = _nchunks(H)
-    cdef Py_ssize_t N = off[T]
-    cdef Py_ssize_t pko[MAX_CHUNKS + 1]   # where each chunk's packed block starts
-    cdef Py_ssize_t ps = <Py_ssize_t>H * _nr(pk)
-    # (initialised: Cython makes them firstprivate in the parallel block)
-    cdef int tid = 0, k = 0, s = 0, t = 0, n = 0, b = 0, j0 = 0, c = 0, blk = 0
-    cdef Py_ssize_t r0 = 0, r1 = 0
-    cdef floating* g = NULL
-    cdef floating* aux = NULL
-    cdef floating* y = NULL
-    cdef floating* cur = NULL
-    cdef floating* nxt = NULL
-    cdef int steps = T
-    pko[0] = 0
-    for k in range(nc):
-        pko[k + 1] = pko[k] + _pk_fwd_size(
-            pk, H, _chunk_lo(k + 1, nc, H) - _chunk_lo(k, nc, H), reset_after)
-    with parallel(num_threads=nt):
-        tid = grucy_thread_num()
-        if pk != NULL:
-            # Each thread packs the chunks it will multiply by (no barrier needed).
-            k = tid
-            while k < nc:
-                j0 = _chunk_lo(k, nc, H)
-                _pack_fwd(H, j0, _chunk_lo(k + 1, nc, H) - j0, reset_after, whh,
-                          pk + pko[k])
-                k = k + nt
-            # W_ih, shared by every row block: each thread packs a share of its panels
-            _pack_ih(I, H, True, _ih_panels(pk, I, H, True) * tid // nt,
-                     _ih_panels(pk, I, H, True) * (tid + 1) // nt, wih, pk + pko[nc])
-            grucy_barrier()
-        # G = X @ W_ih^T in fixed row blocks
-        _input_projection(tid, nt, N, I, H, X, wih, pk + pko[nc] if pk != NULL else NULL,
-                          G)
-        if reset_after and tid == 0:
-            # h0 in both buffers: a sequence joining late (reverse direction, variable
-            # lengths) reads it from whichever buffer its first step reads.
-            memcpy(S2, S, <size_t>B * H * sizeof(floating))
-        grucy_barrier()
-        for s in range(T):
-            t = T - 1 - s if reverse else s
-            n = bs[t]
-            if n == 0:
-                continue
-            g = G + off[t] * H3
-            y = Y + t * y_t
-            aux = A + off[t] * H if training else A
-            cur = S2 if reset_after and s % 2 == 1 else S
-            nxt = S if s % 2 == 1 else S2
-            # Phase 1: this thread's recurrent GEMMs (they read all of cur); reset-after
-            # also runs its fused pass here (it writes only nxt).
-            k = tid
-            while k < nc:
-                j0 = _chunk_lo(k, nc, H)
-                c = _chunk_lo(k + 1, nc, H) - j0
-                if training:
-                    for b in range(n):
-                        memcpy(Hp + (off[t] + b) * H + j0, cur + b * H + j0,
-                               <size_t>c * sizeof(floating))
-                if pk != NULL:
-                    _pgemm(n, (3 if reset_after else 2) * c, H, cur, H, pk + pko[k], ps,
-                           Gh + 3 * j0, H3, False)
-                else:
-                    gemm(False, True, n, (3 if reset_after else 2) * c, H, 1, cur, H,
-                         whp + <Py_ssize_t>3 * j0 * H, H, 0, Gh + 3 * j0, H3)
-                for b in range(n):
-                    if reset_after:
-                        memcpy(nxt + b * H + j0, cur + b * H + j0,
-                               <size_t>c * sizeof(floating))
-                        _fwd_chunk_after(c, g + b * H3 + j0, Gh + b * H3 + 3 * j0,
-                                         bih + j0, bhh + j0, H, nxt + b * H + j0,
-                                         y + _row(ymap, b) * y_b + j0, aux + b * H + j0)
-                    else:
-                        _fwd_chunk_before_rz(c, g + b * H3 + j0, Gh + b * H3 + 3 * j0,
-                                             bih + j0, bhh + j0, H, S + b * H + j0,
-                                             aux + b * H + j0)
-                k = k + nt
-            grucy_barrier()
-            if not reset_after:
-                # Gh_n = (r * h) @ W_hn^T for this thread's units (reads all of aux).
-                k = tid
-                while k < nc:
-                    j0 = _chunk_lo(k, nc, H)
-                    c = _chunk_lo(k + 1, nc, H) - j0
-                    if pk != NULL:
-                        _pgemm(n, c, H, aux, H, pk + pko[k] + _pk_n_off(pk, H, c), ps,
-                               Gh + 3 * j0 + 2 * c, H3, False)
-                    else:
-                        gemm(False, True, n, c, H, 1, aux, H,
-                             whp + <Py_ssize_t>(3 * j0 + 2 * c) * H, H, 0,
-                             Gh + 3 * j0 + 2 * c, H3)
-                    k = k + nt
-                # Phase 2: the fused pass for this thread's units (writes its part of S).
-                k = tid
-                while k < nc:
-                    j0 = _chunk_lo(k, nc, H)
-                    c = _chunk_lo(k + 1, nc, H) - j0
-                    for b in range(n):
-                        _fwd_chunk_before_n(c, g + b * H3 + j0, Gh + b * H3 + 3 * j0,
-                                            bih + j0, bhh + j0, H, S + b * H + j0,
-                                            y + _row(ymap, b) * y_b + j0)
-                    k = k + nt
-                grucy_barrier()
-        if reset_after and tid == 0:
-            # Each sequence's last step wrote its final state to S2 when that step was
-            # even: copy those rows to S (h_n).  steps: how many steps row b is active
-            # (rows are sorted longest first, bs non-increasing).
-            steps = T
-            for b in range(B):
-                while steps > 0 and bs[steps - 1] <= b:
-                    steps = steps - 1
-                if steps > 0 and (T - 1 if reverse else steps - 1) % 2 == 0:
-                    memcpy(S + b * H, S2 + b * H, <size_t>H * sizeof(floating))
-
-
-cdef void _backward_par(int nt, int T, int B, int I, int H, const int* bs,
-                        const Py_ssize_t* off, bint reverse, bint reset_after,
-                        const floating* dY, Py_ssize_t y_t, Py_ssize_t y_b, floating* dS,
-                        const floating* X, const floating* wih, const floating* whh,
-                        const floating* G, const floating* A, const floating* Hp,
-                        floating* dwih, floating* dwhh, floating* dbih, floating* dbhh,
-                        floating* dG, floating* dGxn, floating* dRH,
-                        const floating* ones, floating* dX, bint beta_dx,
-                        floating* pk, floating* W2) noexcept nogil:
-    """BPTT with one OpenMP team (see _forward_par); dX (N, I) packed rows, added to
-    when ``beta_dx``.  pk: room for the packed W_hh[:, chunk] of every chunk
-    (_pk_bwd_size each) followed by W_ih's, or NULL (BLAS).  W2: as in _backward_seq; see
-    _hoisted_gradients."""
-    cdef int H3 = 3 * H, nc = _nchunks(H)
-    cdef Py_ssize_t pko[MAX_CHUNKS + 1]
-    cdef Py_ssize_t ps = <Py_ssize_t>3 * H * _nr(pk)
-    cdef Py_ssize_t N = off[T]
-    cdef int tid = 0, k = 0, s = 0, t = 0, n = 0, b = 0, j0 = 0, c = 0, blk = 0, q = 0
-    cdef Py_ssize_t r0 = 0, r1 = 0, row = 0
-    cdef const floating* dy = NULL
-    cdef floating* dg = NULL
-    cdef const floating* pn
-    cdef int ld_pn
-    pko[0] = 0
-    for k in range(nc):
-        pko[k + 1] = pko[k] + _pk_bwd_size(
-            pk, H, _chunk_lo(k + 1, nc, H) - _chunk_lo(k, nc, H))
-    if reset_after:
-        pn = dGxn
-        ld_pn = H
-    else:
-        pn = dG + 2 * H
-        ld_pn = H3
-    with parallel(num_threads=nt):
-        tid = grucy_thread_num()
-        if pk != NULL:
-            k = tid
-            while k < nc:
-                j0 = _chunk_lo(k, nc, H)
-                _pack_bwd(H, j0, _chunk_lo(k + 1, nc, H) - j0, whh, pk + pko[k])
-                k = k + nt
-            # W_ih for dX, used after the time loop's barriers
-            _pack_ih(I, H, False, _ih_panels(pk, I, H, False) * tid // nt,
-                     _ih_panels(pk, I, H, False) * (tid + 1) // nt, wih, pk + pko[nc])
-        for s in range(T - 1, -1, -1):
-            t = T - 1 - s if reverse else s
-            n = bs[t]
-            if n == 0:
-                continue
-            dy = dY + t * y_t
-            dg = dG + off[t] * H3
-            # Phase 1: fused pass on this thread's units.
-            k = tid
-            while k < nc:
-                j0 = _chunk_lo(k, nc, H)
-                c = _chunk_lo(k + 1, nc, H) - j0
-                for b in range(n):
-                    row = off[t] + b
-                    if reset_after:
-                        _bwd_chunk_after(c, H, dy + b * y_b + j0, dS + b * H + j0,
-                                         G + row * H3 + j0, A + row * H + j0,
-                                         Hp + row * H + j0, dg + b * H3 + j0,
-                                         dGxn + row * H + j0)
-                    else:
-                        _bwd_chunk_before_zn(c, H, dy + b * y_b + j0, dS + b * H + j0,
-                                             G + row * H3 + j0, Hp + row * H + j0,
-                                             dg + b * H3 + j0)
-                k = k + nt
-            grucy_barrier()
-            if not reset_after:
-                # d(r * h) = dn @ W_hn for this thread's units, then dr.
-                k = tid
-                while k < nc:
-                    j0 = _chunk_lo(k, nc, H)
-                    c = _chunk_lo(k + 1, nc, H) - j0
-                    if pk != NULL:
-                        _pgemm(n, c, H, dg + 2 * H, H3,
-                               pk + pko[k] + <Py_ssize_t>2 * H * _nr(pk), ps,
-                               dRH + j0, H, False)
-                    else:
-                        gemm(False, False, n, c, H, 1, dg + 2 * H, H3,
-                             whh + <Py_ssize_t>2 * H * H + j0, H, 0, dRH + j0, H)
-                    for b in range(n):
-                        row = off[t] + b
-                        _bwd_row_before_r(c, dRH + b * H + j0, dS + b * H + j0,
-                                          G + row * H3 + j0, Hp + row * H + j0,
-                                          dg + b * H3 + j0)
-                    k = k + nt
-                grucy_barrier()
-            # Phase 2: dh[:, own units] += dGh @ W_hh[:, own units].
-            k = tid
-            while k < nc:
-                j0 = _chunk_lo(k, nc, H)
-                c = _chunk_lo(k + 1, nc, H) - j0
-                if pk != NULL:
-                    _pgemm(n, c, H3 if reset_after else 2 * H, dg, H3, pk + pko[k], ps,
-                           dS + j0, H, True)
-                else:
-                    gemm(False, False, n, c, H3 if reset_after else 2 * H, 1, dg, H3,
-                         whh + j0, H, 1, dS + j0, H)
-                k = k + nt
-        grucy_barrier()
-        _hoisted_gradients(tid, nt, N, I, H, reset_after, dG, dGxn, X, Hp, A, wih,
-                           pk + pko[nc] if pk != NULL else NULL, dwih, dwhh, dbih, dbhh,
-                           ones, W2, pk if pk != NULL else W2 + <Py_ssize_t>H3 * (I + 2),
-                           dX, beta_dx)
-
-
-# ---------------------------------------------------------------------------------------
-# Python entry points (called by grucy.layer.GRU, which validates user input).
+# Helpers of the entry points.
 
 def _check(bint ok, str what):
     if not ok:
@@ -1362,6 +1505,77 @@ cdef object _row_offsets(const int[::1] bs, int B):
     return off_arr
 
 
+# ---------------------------------------------------------------------------------------
+# Python entry points (called by grucy.layer.GRU, which validates user input).
+
+cdef class _Team:
+    """The thread team for one kernel call: taken for the planned threads (fewer when
+    another caller holds it), released on exit, also after an exception."""
+    cdef int nt
+
+    def __cinit__(self):
+        self.nt = 1
+
+    cdef int take(self, int want) noexcept:
+        with nogil:
+            self.nt = grucy_pool_acquire(want)
+        return self.nt
+
+    def __dealloc__(self):
+        grucy_pool_release(self.nt)
+        self.nt = 1
+
+
+cdef int _plan_call(Ctx* c, _Team team, int T, int B, int I, int H, const int* bs,
+                    int elsize) except -1:
+    """The plan of a call, for the threads the team grants."""
+    cdef int granted
+    with nogil:
+        _make_plan(&c.plan, T, B, I, H, bs, grucy_nthreads, c.cell.nfwd, elsize)
+    granted = team.take(c.plan.nt)
+    if granted < c.plan.nt:
+        with nogil:
+            _make_plan(&c.plan, T, B, I, H, bs, granted, c.cell.nfwd, elsize)
+    return 0
+
+
+cdef object _barriers(Ctx* c):
+    """One barrier per row group (its chunks' threads) and one for all threads; the
+    returned bytes object owns the memory."""
+    cdef Py_ssize_t size = sizeof(grucy_barrier) * (c.plan.groups + 1) + 64
+    mem = bytearray(size)
+    cdef char* raw = <char*>mem
+    cdef size_t addr = <size_t>raw
+    c.bar = <grucy_barrier*>(raw + ((64 - addr % 64) % 64))
+    cdef int g
+    for g in range(c.plan.groups):
+        grucy_barrier_init(&c.bar[g], c.plan.chunks)
+    grucy_barrier_init(&c.bar[c.plan.groups], c.plan.nt)
+    return mem
+
+
+cdef object _profile_start(Ctx* c):
+    if not _profiling:
+        c.prof = NULL
+        return None
+    buf = np.zeros(c.plan.nt * NPHASES)
+    cdef double[::1] v = buf
+    c.prof = &v[0]
+    return buf
+
+
+cdef void _profile_end(Ctx* c, object buf, double wall):
+    global _prof_wall, _prof_calls
+    if buf is None:
+        return
+    cdef int t, ph
+    for t in range(min(c.plan.nt, MAX_PROF_THREADS)):
+        for ph in range(NPHASES):
+            _prof_acc[t][ph] += buf[t * NPHASES + ph]
+    _prof_wall += wall
+    _prof_calls += 1
+
+
 def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
             const floating[:, ::1] w_hh, const floating[::1] b_ih,
             const floating[::1] b_hh, floating[:, ::1] h, floating[:, :, :] Y,
@@ -1388,80 +1602,81 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     _check(Y.shape[0] == T and Y.shape[1] == B and Y.shape[2] == H, "Y shape")
     _check(Y.strides[2] == sizeof(floating), "Y must be contiguous on its last axis")
     _check(batch_sizes.shape[0] == T, "batch_sizes length")
+    _check(T >= 1 and B >= 1 and I >= 1 and H >= 1, "sizes must be positive")
     cdef const Py_ssize_t* ymap_ptr = _rowmap(ymap, B)
     off_arr = _row_offsets(batch_sizes, B)
-    cdef Py_ssize_t N = off_arr[T]
+    cdef Py_ssize_t[::1] off = off_arr
+    cdef Py_ssize_t N = off[T]
     cdef bint full = N == <Py_ssize_t>T * B
     dtype = np.float32 if floating is float else np.float64
     if pool is None:
         pool = {}
-    G_arr = _buffer(pool, "G", (max(N, 1), 3 * H), dtype)
-    A_arr = _buffer(pool, "A", (max(N, 1) if training else B, H), dtype)
-    Hp_arr = _buffer(pool, "Hp", (max(N, 1), H), dtype) if training else None
+    cdef Ctx c
+    memset(&c, 0, sizeof(Ctx))
+    c.T, c.B, c.I_, c.H, c.elsize = T, B, I, H, sizeof(floating)
+    c.bs = &batch_sizes[0]
+    c.off = &off[0]
+    c.reverse, c.training, c.prepacked = reverse, training, False
+    c.blas = grucy_isa == GRUCY_ISA_BLAS
+    c.cell = _cell(reset_after)
+    team = _Team()
+    _plan_call(&c, team, T, B, I, H, &batch_sizes[0], sizeof(floating))
+    rows = max(N, 1)
+    G_arr = _buffer(pool, "G", (rows, 3 * H), dtype)
+    A_arr = _buffer(pool, "A", (rows if training else B, H), dtype)
+    Hp_arr = _buffer(pool, "Hp", (rows, H), dtype) if training else None
     Gh_arr = _buffer(pool, "Gh", (B, 3 * H), dtype)
-    Xp_arr = None if full else _buffer(pool, "Xp", (max(N, 1), I), dtype)
+    S2_arr = _buffer(pool, "S2", (B, H), dtype) if c.cell.nfwd == 1 else None
+    Xp_arr = None if full else _buffer(pool, "Xp", (rows, I), dtype)
     cdef floating[:, ::1] G = G_arr
     cdef floating[:, ::1] A = A_arr
     cdef floating[:, ::1] Gh = Gh_arr
     cdef floating[:, ::1] Hp
+    cdef floating[:, ::1] S2
     cdef floating[:, ::1] Xp
-    cdef floating* hp_ptr = NULL
-    cdef floating* xp_ptr = NULL
-    cdef Py_ssize_t[::1] off = off_arr
-    cdef const int[::1] bs = batch_sizes
+    cdef floating[::1] pk
+    cdef int nr = _nr(&w_ih[0, 0])
+    if not c.blas:
+        pk = _buffer(pool, "pk", (_pack_layout(c.cell, &c.plan, I, H, nr, True,
+                                               c.chunk_off),), dtype)
+        c.pk = &pk[0]
+        c.ih_off = c.chunk_off[c.plan.chunks]
+    c.wih, c.whh, c.bih, c.bhh = &w_ih[0, 0], &w_hh[0, 0], &b_ih[0], &b_hh[0]
+    c.X = &X[0, 0, 0]
+    c.Y = &Y[0, 0, 0]
+    c.y_t = Y.strides[0] // sizeof(floating)
+    c.y_b = Y.strides[1] // sizeof(floating)
+    c.ymap = ymap_ptr
+    c.S = &h[0, 0]
+    c.G, c.A, c.Gh = &G[0, 0], &A[0, 0], &Gh[0, 0]
     if training:
         Hp = Hp_arr
-        hp_ptr = &Hp[0, 0]
+        c.Hp = &Hp[0, 0]
+    if S2_arr is not None:
+        S2 = S2_arr
+        c.S2 = &S2[0, 0]
     if not full:
         Xp = Xp_arr
-        xp_ptr = &Xp[0, 0]
-    cdef Py_ssize_t y_t = Y.strides[0] // sizeof(floating)
-    cdef Py_ssize_t y_b = Y.strides[1] // sizeof(floating)
-    cdef bint chunked = <Py_ssize_t>B * 3 * H * H >= CHUNKED_MIN_WORK
-    cdef floating[:, ::1] whp = None
-    cdef floating[::1] pk
-    cdef floating* pk_ptr = NULL
-    cdef const floating* whp_ptr = NULL
-    cdef floating[:, ::1] S2
-    cdef floating* s2_ptr = NULL
-    if chunked and reset_after:
-        S2 = _buffer(pool, "S2", (B, H), dtype)
-        s2_ptr = &S2[0, 0]
-    cdef int t, nt = _num_threads
-    cdef const floating* xsrc = &X[0, 0, 0]
-    if _packed and (chunked or T >= PACKED_MIN_STEPS):
-        pk = _buffer(pool, "pk", (_pk_total(pk_ptr, I, H, chunked, True, reset_after),),
-                     dtype)
-        pk_ptr = &pk[0]
-    elif chunked:
-        # W_hh rows regrouped by unit chunk: [r z n] of chunk 0, of chunk 1, ...
-        nc = _nchunks(H)
-        bounds = [_chunk_lo(k, nc, H) for k in range(nc + 1)]
-        w = np.asarray(w_hh)
-        whp = np.concatenate([w[g * H + bounds[k]:g * H + bounds[k + 1]]
-                              for k in range(nc) for g in range(3)])
-        whp_ptr = &whp[0, 0]
+        c.X = &Xp[0, 0]
+    bars = _barriers(&c)
+    prof = _profile_start(&c)
+    cdef double t0 = grucy_now()
     with nogil:
-        grucy_blas_enter()
-        if not chunked:
-            _forward_seq(T, B, I, H, &bs[0], &off[0], reverse, reset_after, training,
-                         &X[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &b_ih[0], &b_hh[0],
-                         &Y[0, 0, 0], y_t, y_b, &h[0, 0], &G[0, 0], &A[0, 0], hp_ptr,
-                         &Gh[0, 0], xp_ptr, pk_ptr, ymap_ptr)
-        else:
-            if xp_ptr != NULL:
-                _gather_rows(T, B, I, &bs[0], &off[0], &X[0, 0, 0], xp_ptr)
-                xsrc = xp_ptr
-            _forward_par(nt, T, B, I, H, &bs[0], &off[0], reverse, reset_after, training,
-                         xsrc, &w_ih[0, 0], whp_ptr, &b_ih[0], &b_hh[0],
-                         &Y[0, 0, 0], y_t, y_b, &h[0, 0], &G[0, 0], &A[0, 0], hp_ptr,
-                         &Gh[0, 0], &w_hh[0, 0], pk_ptr, s2_ptr, ymap_ptr)
-        grucy_blas_exit()
+        if not full:
+            _gather_rows(T, B, I, c.bs, c.off, &X[0, 0, 0], <floating*>c.X)
+        if c.blas:
+            grucy_blas_enter()
+        grucy_pool_run(_fwd_job, &c, c.plan.nt)
+        if c.blas:
+            grucy_blas_exit()
+    _profile_end(&c, prof, grucy_now() - t0)
+    del team
     if not training:
         return None
     return {"X": np.asarray(X) if full else Xp_arr, "G": G_arr, "A": A_arr, "Hp": Hp_arr,
-            "bs": np.asarray(bs), "off": off_arr, "full": full, "reverse": reverse,
-            "reset_after": reset_after, "shape": (T, B, I, H), "pool": pool}
+            "bs": np.asarray(batch_sizes), "off": off_arr, "full": full,
+            "reverse": reverse, "reset_after": reset_after, "shape": (T, B, I, H),
+            "pool": pool}
 
 
 def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
@@ -1499,70 +1714,72 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
     dtype = np.float32 if floating is float else np.float64
     rows = max(N, 1)
     pool = ws["pool"]
+    cdef Ctx c
+    memset(&c, 0, sizeof(Ctx))
+    c.T, c.B, c.I_, c.H, c.elsize = T, B, I, H, sizeof(floating)
+    c.bs = &bs[0]
+    c.off = &off[0]
+    c.reverse = ws["reverse"]
+    c.training = True
+    c.blas = grucy_isa == GRUCY_ISA_BLAS
+    c.cell = _cell(reset_after)
+    team = _Team()
+    _plan_call(&c, team, T, B, I, H, &bs[0], sizeof(floating))
+    cdef bint needs_drh = False
+    cdef int st
+    for st in range(c.cell.nbwd):
+        needs_drh = needs_drh or c.cell.bwd[st].dst == DST_DRH
     cdef floating[:, ::1] dG = _buffer(pool, "dG", (rows, 3 * H), dtype)
-    cdef floating[:, ::1] dGxn = _buffer(pool, "dGxn", (rows if reset_after else 1, H), dtype)
-    cdef floating[:, ::1] dRH = _buffer(pool, "dRH", (B if not reset_after else 1, H), dtype)
-    ones_arr = pool.get("ones")
-    if ones_arr is None or ones_arr.dtype != dtype or ones_arr.shape[0] < rows:
-        ones_arr = pool["ones"] = np.ones(rows, dtype)
-    cdef floating[::1] ones = ones_arr
+    cdef floating[:, ::1] dGxn = _buffer(pool, "dGxn", (rows if c.cell.xn_separate else 1,
+                                                        H), dtype)
+    cdef floating[:, ::1] dRH = _buffer(pool, "dRH", (B if needs_drh else 1, H), dtype)
     cdef floating[:, ::1] dXp
-    cdef floating* dxp_ptr = NULL
     cdef const Py_ssize_t* xmap_ptr = _rowmap(xmap, B)
-    if not full or xmap_ptr != NULL:  # packed rows, then scattered (through xmap)
-        dXp = _buffer(pool, "dXp", (rows, I), dtype)
-        dxp_ptr = &dXp[0, 0]
-    cdef Py_ssize_t y_t = dY.strides[0] // sizeof(floating)
-    cdef Py_ssize_t y_b = dY.strides[1] // sizeof(floating)
-    cdef bint reverse = ws["reverse"]
-    cdef bint chunked = <Py_ssize_t>B * 3 * H * H >= CHUNKED_MIN_WORK
-    cdef int nt = _num_threads
+    cdef bint scatter = not full or xmap_ptr != NULL
+    cdef int nr = _nr(&w_ih[0, 0])
     cdef floating[::1] pk
-    cdef floating* pk_ptr = NULL
-    if _packed and (chunked or T >= PACKED_MIN_STEPS):
+    cdef floating[::1] scratch
+    if not c.blas:
         # (the forward's buffer: it is done with its packed weights)
-        pk = _buffer(pool, "pk", (_pk_total(pk_ptr, I, H, chunked, False, reset_after),),
-                     dtype)
-        pk_ptr = &pk[0]
-    # Partial weight gradients (_hoisted_gradients); dW_hh's go into the packed W_hh
-    # (pk starts with it: 3H * roundup(H) values) once the time loop is done with it.
-    cdef floating[::1] W2 = _buffer(pool, "W2", (3 * H * (I + 2 + (0 if pk_ptr else H)),),
-                                    dtype)
+        pk = _buffer(pool, "pk", (_pack_layout(c.cell, &c.plan, I, H, nr, False,
+                                               c.chunk_off),), dtype)
+        c.pk = &pk[0]
+        c.ih_off = c.chunk_off[c.plan.chunks]
+        scratch = _buffer(pool, "wgrad_scratch", (c.plan.nt * WGRAD_K_BLOCK * nr,), dtype)
+        c.scratch = &scratch[0]
+    c.wih, c.whh = &w_ih[0, 0], &w_hh[0, 0]
+    c.X, c.G, c.A, c.Hp = &X[0, 0], &G[0, 0], &A[0, 0], &Hp[0, 0]
+    c.dY = &dY[0, 0, 0]
+    c.y_t = dY.strides[0] // sizeof(floating)
+    c.y_b = dY.strides[1] // sizeof(floating)
+    c.dS = &dh[0, 0]
+    c.dG, c.dGxn, c.dRH = &dG[0, 0], &dGxn[0, 0], &dRH[0, 0]
+    c.dwih, c.dwhh, c.dbih, c.dbhh = &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0], &db_hh[0]
+    if scatter:  # packed rows, then scattered (through xmap)
+        dXp = _buffer(pool, "dXp", (rows, I), dtype)
+        c.dX = &dXp[0, 0]
+        c.beta_dx = False
+    else:
+        c.dX = &dX[0, 0, 0]
+        c.beta_dx = accumulate
+    bars = _barriers(&c)
+    prof = _profile_start(&c)
+    cdef double t0 = grucy_now()
     with nogil:
-        grucy_blas_enter()
-        if not chunked:
-            _backward_seq(T, B, I, H, &bs[0], &off[0], reverse, reset_after,
-                          &dY[0, 0, 0], y_t, y_b, &dh[0, 0],
-                          &X[0, 0], &w_ih[0, 0], &w_hh[0, 0], &G[0, 0], &A[0, 0],
-                          &Hp[0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0], &db_hh[0],
-                          &dG[0, 0], &dGxn[0, 0], &dRH[0, 0], &ones[0],
-                          &dX[0, 0, 0], dxp_ptr, accumulate, pk_ptr, &W2[0], xmap_ptr)
-        else:
-            _backward_par(nt, T, B, I, H, &bs[0], &off[0], reverse, reset_after,
-                          &dY[0, 0, 0], y_t, y_b, &dh[0, 0],
-                          &X[0, 0], &w_ih[0, 0], &w_hh[0, 0], &G[0, 0], &A[0, 0],
-                          &Hp[0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0], &db_hh[0],
-                          &dG[0, 0], &dGxn[0, 0], &dRH[0, 0], &ones[0],
-                          &dX[0, 0, 0] if dxp_ptr == NULL else dxp_ptr,
-                          accumulate and dxp_ptr == NULL, pk_ptr, &W2[0])
-            if dxp_ptr != NULL:
-                _scatter_rows(T, B, I, &bs[0], &off[0], dxp_ptr, &dX[0, 0, 0], accumulate,
-                              xmap_ptr)
-        grucy_blas_exit()
+        if c.blas:
+            grucy_blas_enter()
+        grucy_pool_run(_bwd_job, &c, c.plan.nt)
+        if c.blas:
+            grucy_blas_exit()
+        if scatter:
+            _scatter_rows(T, B, I, &bs[0], &off[0], <floating*>c.dX, &dX[0, 0, 0],
+                          accumulate, xmap_ptr)
+    _profile_end(&c, prof, grucy_now() - t0)
+    del team
 
 
 # ---------------------------------------------------------------------------------------
 # Streaming: one step at a time, state kept between calls.
-
-from cpython.mem cimport PyMem_Malloc, PyMem_Free
-
-ctypedef struct _LayerPtrs:
-    char* wih
-    char* whh
-    char* bih
-    char* bhh
-    int in_size
-
 
 cdef inline bint _all_finite(const floating* p, Py_ssize_t n) noexcept nogil:
     if floating is float:
@@ -1571,13 +1788,19 @@ cdef inline bint _all_finite(const floating* p, Py_ssize_t n) noexcept nogil:
         return grucy_finite_d(p, n)
 
 
+PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
 cdef class GRUStream:
     """Online inference: feed one step of every stream, get its output, keep the state.
 
-    Made by :meth:`grucy.GRU.stream`.  It works on the layer's parameter arrays in place,
-    so optimizer updates and ``load_state_dict`` are seen by later steps.  Unidirectional
-    layers only (a bidirectional layer needs the future).  Not thread-safe: use one
-    stream per thread.
+    Made by :meth:`grucy.GRU.stream`.  The stream works on a snapshot of the layer's
+    parameters taken when it is made, checked to be finite and packed once for grucy's
+    GEMM, so a step costs the products and nothing else; :meth:`refresh` takes a new
+    snapshot (after training steps, ``load_state_dict`` or edits in place).  A step
+    gives exactly the numbers of a one-step ``forward`` with the snapshot's weights.
+    Unidirectional layers only (a bidirectional layer needs the future).  Not
+    thread-safe: use one stream per thread.
 
     Attributes
     ----------
@@ -1586,71 +1809,110 @@ cdef class GRUStream:
     batch_size, hidden_size, num_layers, input_size : int
     """
 
-    cdef _LayerPtrs* lp
     cdef readonly int num_layers, batch_size, hidden_size, input_size
     cdef bint reset_after, dbl
     cdef object dtype
-    cdef object keep
-    cdef object S_arr, G_arr, A_arr, Gh_arr, Y_arr, S_prev_arr
-    cdef bint busy
-    cdef char* S_prev
+    cdef list params          # the layer's arrays, read again by refresh()
+    cdef list snapshot        # per layer: copies of (w_ih, w_hh, b_ih, b_hh)
+    cdef list packed          # per layer: packed W_hh^T blocks then W_ih^T
+    cdef int isa              # the kernels the snapshot was packed for
+    cdef object S_arr, S2_arr, G_arr, A_arr, Gh_arr, Y_arr, S_prev_arr
     cdef char* S
+    cdef char* S2
     cdef char* G
     cdef char* A
     cdef char* Gh
     cdef char* Y
-    cdef int bs[1]
-    cdef Py_ssize_t off[2]
+    cdef char* S_prev
+    cdef bint busy
 
     def __cinit__(self, list layers, int batch_size, int hidden_size, bint reset_after,
                   dtype, h0):
         cdef int L = len(layers), H = hidden_size, B = batch_size
-        cdef int l
         if L < 1 or H < 1 or B < 1:
             raise ValueError("GRUStream needs at least one layer, unit and stream")
-        self.lp = <_LayerPtrs*>PyMem_Malloc(L * sizeof(_LayerPtrs))
-        if self.lp == NULL:
-            raise MemoryError()
         self.num_layers, self.batch_size, self.hidden_size = L, B, H
         self.reset_after = reset_after
         self.dtype = np.dtype(dtype)
         self.dbl = self.dtype == np.float64
-        keep = []
-        for l in range(L):
-            # Already contiguous arrays of the right dtype: the layer's own parameters.
-            arrs = [np.ascontiguousarray(a, dtype=self.dtype) for a in layers[l]]
-            if (arrs[0].shape[0] != 3 * H or arrs[1].shape != (3 * H, H)
-                    or arrs[2].shape != (3 * H,) or arrs[3].shape != (3 * H,)
-                    or (l > 0 and arrs[0].shape[1] != H)):
-                raise ValueError(f"GRUStream: parameter shapes of layer {l} do not match")
-            keep.append(arrs)
-            self.lp[l].wih = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrs[0])
-            self.lp[l].whh = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrs[1])
-            self.lp[l].bih = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrs[2])
-            self.lp[l].bhh = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrs[3])
-            self.lp[l].in_size = arrs[0].shape[1]
-        self.keep = keep
-        self.input_size = self.lp[0].in_size
+        self.params = [list(arrs) for arrs in layers]
+        self._take_snapshot()
+        self.input_size = self.snapshot[0][0].shape[1]
         self.S_arr = np.array(h0, dtype=self.dtype, order="C")
         if self.S_arr.shape != (L, B, H):
             raise ValueError(f"h0 must have shape {(L, B, H)}, got {self.S_arr.shape}")
         self.S_prev_arr = np.empty_like(self.S_arr)
-        self.S_prev = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.S_prev_arr)
+        self.S2_arr = np.empty((B, H), self.dtype)
         self.G_arr = np.empty((B, 3 * H), self.dtype)
         self.A_arr = np.empty((B, H), self.dtype)
         self.Gh_arr = np.empty((B, 3 * H), self.dtype)
         self.Y_arr = np.empty((max(L - 1, 1), B, H), self.dtype)
+        # (never reallocated: the state is assigned in place)
         self.S = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.S_arr)
+        self.S_prev = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.S_prev_arr)
+        self.S2 = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.S2_arr)
         self.G = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.G_arr)
         self.A = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.A_arr)
         self.Gh = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.Gh_arr)
         self.Y = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.Y_arr)
-        self.bs[0] = B
-        self.off[0] = 0
-        self.off[1] = B
 
-    def __dealloc__(self):
-        PyMem_Free(self.lp)
+    def _take_snapshot(self):
+        cdef int H = self.hidden_size, l
+        snapshot = []
+        for l, arrs in enumerate(self.params):
+            arrs = [np.array(a, dtype=self.dtype, order="C", copy=True) for a in arrs]
+            if (arrs[0].ndim != 2 or arrs[0].shape[0] != 3 * H or arrs[1].shape != (3 * H, H)
+                    or arrs[2].shape != (3 * H,) or arrs[3].shape != (3 * H,)
+                    or (l > 0 and arrs[0].shape[1] != H)):
+                raise ValueError(f"GRUStream: parameter shapes of layer {l} do not match")
+            for name, a in zip(PARAM_NAMES, arrs):
+                if not all_finite(a):
+                    raise ValueError(f"{name}_l{l} contains NaN or inf: the stream cannot "
+                                     f"use these parameters")
+            snapshot.append(arrs)
+        self.snapshot = snapshot
+        self._pack()
+
+    def _pack(self):
+        self.isa = grucy_isa
+        self.packed = [self._pack_layer(arrs) for arrs in self.snapshot]
+
+    cdef object _pack_layer(self, list arrs):
+        cdef int H = self.hidden_size, I = arrs[0].shape[1]
+        cdef const Cell* cell = _cell(self.reset_after)
+        cdef int nr = grucy_nr(grucy_isa, 8 if self.dbl else 4), s
+        cdef Py_ssize_t blk = _fwd_block_size(cell, H, H, nr)
+        out = np.empty(blk + grucy_pgemm_size(I, 3 * H, nr), self.dtype)
+        cdef char* P = <char*>cnp.PyArray_DATA(<cnp.ndarray>out)
+        cdef char* wih = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrs[0])
+        cdef char* whh = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrs[1])
+        cdef bint dbl = self.dbl
+        with nogil:
+            for s in range(cell.nfwd):
+                if dbl:
+                    _pack_t(nr, H, H, cell.fwd[s].g0, cell.fwd[s].ng, H, 0, <double*>whh, H,
+                            <double*>P + _fwd_stage_off(cell, s, H, H, nr))
+                else:
+                    _pack_t(nr, H, H, cell.fwd[s].g0, cell.fwd[s].ng, H, 0, <float*>whh, H,
+                            <float*>P + _fwd_stage_off(cell, s, H, H, nr))
+            if dbl:
+                _pack_t(nr, I, 3 * H, 0, 1, 0, 0, <double*>wih, I, <double*>P + blk)
+            else:
+                _pack_t(nr, I, 3 * H, 0, 1, 0, 0, <float*>wih, I, <float*>P + blk)
+        return out
+
+    def refresh(self):
+        """Take a new snapshot of the layer's parameters (checked, packed); the state is
+        kept.  ValueError when a parameter is not finite (the old snapshot stays)."""
+        self._take_snapshot()
+
+    def _changed(self):
+        """True when a parameter of the layer differs from the snapshot (GRU.step)."""
+        for arrs, snap in zip(self.params, self.snapshot):
+            for a, s in zip(arrs, snap):
+                if a.shape != s.shape or not np.array_equal(a, s):
+                    return True
+        return False
 
     @property
     def h(self):
@@ -1680,14 +1942,16 @@ cdef class GRUStream:
         x: (batch_size, input_size), or (input_size,) when batch_size is 1 (the output
         is then (hidden_size,)).  Integers and the other float width are cast; NaN or
         inf are refused (ValueError) and leave the state unchanged, as does a step whose
-        new state is not finite (parameters made NaN or inf in place).  One stream
-        serves one thread at a time (RuntimeError otherwise).
+        new state is not finite.  One stream serves one thread at a time (RuntimeError
+        otherwise).
         """
         if self.busy:
             raise RuntimeError("this GRUStream is in use by another thread; give each "
                                "thread its own stream")
         self.busy = True
         try:
+            if self.isa != grucy_isa:   # the kernels were switched (GRUCY_ISA test hook)
+                self._pack()
             return self._step(x)
         finally:
             self.busy = False
@@ -1728,43 +1992,112 @@ cdef class GRUStream:
             out = cnp.PyArray_EMPTY(2, odims, typenum, 0)
         cdef char* xp = <char*>cnp.PyArray_DATA(xa)
         cdef char* op = <char*>cnp.PyArray_DATA(<cnp.ndarray>out)
+        cdef char* S = self.S
+        cdef char* S_prev = self.S_prev
         cdef bint ok, state_ok = True
         cdef Py_ssize_t ns = <Py_ssize_t>self.num_layers * B * H
         cdef size_t nbytes = ns * (8 if self.dbl else 4)
+        cdef int L = self.num_layers
+        # the raw pointers of every layer's snapshot and scratch, taken with the GIL
+        cdef Py_ssize_t[:, ::1] ptr = np.empty((L, 4), np.intp)
+        cdef int l
+        for l in range(L):
+            ptr[l, 0] = <Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>self.packed[l])
+            ptr[l, 1] = <Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>self.snapshot[l][2])
+            ptr[l, 2] = <Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>self.snapshot[l][3])
+            ptr[l, 3] = self.snapshot[l][0].shape[1]
         with nogil:
             if self.dbl:
                 ok = _all_finite(<double*>xp, <Py_ssize_t>B * I0)
             else:
                 ok = _all_finite(<float*>xp, <Py_ssize_t>B * I0)
             if ok:
-                memcpy(self.S_prev, self.S, nbytes)
+                memcpy(S_prev, S, nbytes)
                 if self.dbl:
-                    self._run(<double*>xp, <double*>op)
-                    state_ok = _all_finite(<double*>self.S, ns)
+                    self._run(<double*>xp, <double*>op, ptr)
+                    state_ok = _all_finite(<double*>S, ns)
                 else:
-                    self._run(<float*>xp, <float*>op)
-                    state_ok = _all_finite(<float*>self.S, ns)
+                    self._run(<float*>xp, <float*>op, ptr)
+                    state_ok = _all_finite(<float*>S, ns)
                 if not state_ok:
-                    memcpy(self.S, self.S_prev, nbytes)
+                    memcpy(S, S_prev, nbytes)
         if not ok:
             raise ValueError("x contains NaN or inf")
         if not state_ok:
-            raise ValueError("the new state is not finite: the layer's parameters contain "
-                             "NaN or inf (the state is left as it was)")
+            raise ValueError("the new state is not finite (the inputs or the state are "
+                             "too large for these weights); the state is left as it was")
         return out
 
-    cdef void _run(self, floating* x, floating* out) noexcept nogil:
+    cdef void _run(self, floating* x, floating* out, Py_ssize_t[:, ::1] ptr) noexcept nogil:
+        """One step of every layer: the forward kernel on T = 1, one thread, the
+        snapshot's packed weights."""
         cdef int l, L = self.num_layers, B = self.batch_size, H = self.hidden_size
+        cdef int nr = _nr(x)
+        cdef int bs[1]
+        cdef Py_ssize_t off[2]
+        cdef Ctx c
         cdef floating* inp = x
         cdef floating* y
-        grucy_blas_enter()
+        cdef const Cell* cell = _cell(self.reset_after)
+        bs[0] = B
+        off[0] = 0
+        off[1] = B
+        memset(&c, 0, sizeof(Ctx))
+        c.T, c.B, c.H, c.elsize = 1, B, H, sizeof(floating)
+        c.bs, c.off = bs, off
+        c.cell = cell
+        c.prepacked = True
+        c.plan.nt, c.plan.groups, c.plan.chunks = 1, 1, 1
+        c.plan.row_lo[0], c.plan.row_lo[1] = 0, B
+        c.plan.unit_lo[0], c.plan.unit_lo[1] = 0, H
+        c.chunk_off[0] = 0
+        c.chunk_off[1] = _fwd_block_size(cell, H, H, nr)
+        c.ih_off = c.chunk_off[1]
+        c.y_t = <Py_ssize_t>B * H
+        c.y_b = H
+        c.G, c.A, c.Gh, c.S2 = self.G, self.A, self.Gh, self.S2
         for l in range(L):
             y = out if l == L - 1 else <floating*>self.Y + <Py_ssize_t>l * B * H
-            _forward_seq(1, B, self.lp[l].in_size, H, self.bs, self.off, False,
-                         self.reset_after, False, inp, <floating*>self.lp[l].wih,
-                         <floating*>self.lp[l].whh, <floating*>self.lp[l].bih,
-                         <floating*>self.lp[l].bhh, y, <Py_ssize_t>B * H, H,
-                         <floating*>self.S + <Py_ssize_t>l * B * H, <floating*>self.G,
-                         <floating*>self.A, NULL, <floating*>self.Gh, NULL, NULL, NULL)
+            c.I_ = <int>ptr[l, 3]
+            c.pk = <void*>ptr[l, 0]
+            c.bih = <void*>ptr[l, 1]
+            c.bhh = <void*>ptr[l, 2]
+            c.X = inp
+            c.Y = y
+            c.S = <floating*>self.S + <Py_ssize_t>l * B * H
+            _fwd_run(x, &c, 0, 1)
             inp = y
-        grucy_blas_exit()
+
+
+# ---------------------------------------------------------------------------------------
+# Test and profiling hook of the GEMM itself.
+
+def _pgemm_probe(const floating[:, ::1] a, const floating[:, ::1] w, bint transposed,
+                 floating[:, ::1] c, int repeats):
+    """Pack ``w`` once, then run the GEMM in use ``repeats`` times: c = a @ w.T
+    (``transposed``, the forward's shape: w is (N, K)) or c = a @ w (the backward's: w
+    is (K, N)).  Returns the seconds of the repeats (packing excluded)."""
+    cdef int M = a.shape[0], K = a.shape[1]
+    cdef int N = w.shape[0] if transposed else w.shape[1]
+    if (w.shape[1] if transposed else w.shape[0]) != K or c.shape[0] != M or c.shape[1] != N:
+        raise ValueError("_pgemm_probe: shapes do not match")
+    if repeats < 1 or M < 1 or N < 1 or K < 1:
+        raise ValueError("_pgemm_probe: sizes and repeats must be positive")
+    if grucy_isa == GRUCY_ISA_BLAS:
+        raise RuntimeError("_pgemm_probe: the kernels are set to BLAS")
+    dtype = np.float32 if floating is float else np.float64
+    cdef int nr = _nr(&a[0, 0])
+    cdef floating[::1] P = np.empty(grucy_pgemm_size(K, N, nr), dtype)
+    cdef int r
+    cdef double t0
+    with nogil:
+        if transposed:
+            _pack_t(nr, K, N, 0, 1, 0, 0, &w[0, 0], K, &P[0])
+        else:
+            _pack_n(nr, K, N, &w[0, 0], N, &P[0])
+    t0 = grucy_now()
+    with nogil:
+        for r in range(repeats):
+            _pgemm(M, N, K, &a[0, 0], K, &P[0], nr, <Py_ssize_t>K * nr, &c[0, 0], N,
+                   False, r & 1)
+    return grucy_now() - t0

@@ -1,50 +1,76 @@
-/* A small GEMM whose right operand is packed once and reused at every time step.
+/* GEMMs whose right operand is packed once and reused: every product with a weight.
  *
  * Why: the recurrent products h @ W_hh^T (forward) and dG @ W_hh (backward) multiply a
  * small block of rows (the batch) by the same weight matrix T times.  A BLAS GEMM call
- * re-packs the weight into its cache-friendly layout on every call; with B = 32 that
- * packing is a quarter of the CPU time (bench/README.md, "Profile").  scipy's BLAS has
- * no API to keep a packed operand (MKL's cblas_sgemm_pack is not in the BLAS standard),
- * so the kernels pack W_hh themselves once per sequence and run this register-blocked
- * AVX-512 kernel on it.  On CPUs without AVX-512 grucy_pgemm_available() is 0 and the
- * kernels call BLAS instead.
+ * re-packs the weight into its cache-friendly layout on every call (a quarter of the
+ * CPU time at B = 32, bench/README.md), and scipy's BLAS has no API to keep a packed
+ * operand.  So grucy packs W_hh and W_ih once per call and runs its own register-blocked
+ * kernel on them, for the recurrent steps, the input projection and dX.
+ *
+ * The contract that makes results independent of threads, batch and CPU: every output
+ * C[i][j] is ONE chain of fused multiply-adds over k = 0, 1, ..., K-1, starting from 0
+ * (then C[i][j] + chain when accumulating).  No blocking over K, no partial sums.  A
+ * row's results therefore do not depend on the other rows, on how rows or columns are
+ * split between threads, on the register block it lands in, or on the vector width:
+ * the AVX-512, AVX2 and portable kernels below give the same bits (the portable kernel
+ * on a CPU without FMA rounds the product separately; ARM64 has FMA).
+ *
+ * One source, three instantiations (GCC/Clang vector extensions compiled for each
+ * target; `acc + a * w` is contracted to an FMA, see -ffp-contract in setup.py):
+ *   avx512: 16 float lanes, MR = 8 rows x 2 vectors (16 accumulators of 32 registers)
+ *   avx2:    8 float lanes, MR = 6 rows x 2 vectors (12 of 16 registers)
+ *   portable: 4 float lanes (SSE2, NEON), MR = 6 rows x 2 vectors
+ * chosen at load time from the CPU (grucy_isa_select) or GRUCY_ISA.
  *
  * Layout of a packed (K, N) operand B: panels of NR = 2 vectors of columns, each panel
  * K rows of NR contiguous values, zero-padded on the right; panel p starts at
- * P + p * pstride (pstride = K_packed * NR, so a range of rows k0.. of a packed
- * operand is P + k0 * NR with the same pstride).
+ * P + p * pstride (pstride = K_packed * NR, so rows k0.. of a packed operand start at
+ * P + k0 * NR with the same pstride).  NR depends on the ISA (grucy_nr).
  *
  * C (M, N) = A (M, K) @ B (+ C when beta), A and C row-major with leading dimensions
- * lda, ldc.  The sum over k runs in order 0..K-1 with one FMA per term, the same for
- * every M, N and thread count.  Panels are visited first to last, or last to first when
- * ``backwards``: a recurrence alternating the two finds the panels it used last still
- * in L1 (a weight a little larger than L1, e.g. 48 KB at H = 64, no longer misses in
- * full at every step); the results are the same either way.
+ * lda, ldc.  Panels are visited first to last, or last to first when ``backwards``: a
+ * recurrence alternating the two finds the panels it used last still in L1.
  */
 #ifndef GRUCY_PGEMM_H
 #define GRUCY_PGEMM_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(GRUCY_NO_PGEMM)
-#define GRUCY_PGEMM 1
-#include <immintrin.h>
-#define GRUCY_AVX512 __attribute__((target("avx512f")))
-#define GRUCY_AVX512_INLINE __attribute__((target("avx512f"), always_inline)) static inline
-#else
-#define GRUCY_PGEMM 0
+#if defined(__clang__)
+#pragma clang fp contract(fast)
 #endif
 
-#define GRUCY_MR 8              /* rows of A per register block */
+enum { GRUCY_ISA_PORTABLE = 0, GRUCY_ISA_AVX2 = 1, GRUCY_ISA_AVX512 = 2,
+       GRUCY_ISA_BLAS = 3 };
 
-static int grucy_pgemm_available(void)
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(GRUCY_NO_X86)
+#define GRUCY_X86 1
+#define GRUCY_T_AVX512 __attribute__((target("avx512f")))
+#define GRUCY_T_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define GRUCY_X86 0
+#endif
+#define GRUCY_T_PORTABLE
+
+/* The CPU's best kernel (what GRUCY_ISA may choose at most). */
+static int grucy_isa_best(void)
 {
-#if GRUCY_PGEMM
+#if GRUCY_X86
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
-#else
-    return 0;
+    if (__builtin_cpu_supports("avx512f")) return GRUCY_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return GRUCY_ISA_AVX2;
 #endif
+    return GRUCY_ISA_PORTABLE;
+}
+
+/* Panel width (columns) of a packed operand for this ISA and element size. */
+static inline int grucy_nr(int isa, int elsize)
+{
+    int vbytes = isa == GRUCY_ISA_AVX512 ? 64 : isa == GRUCY_ISA_AVX2 ? 32 : 16;
+    return 2 * vbytes / elsize;
 }
 
 /* Values of a packed (K, N) operand: K * N rounded up to whole panels. */
@@ -53,132 +79,186 @@ static inline size_t grucy_pgemm_size(int K, int N, int nr)
     return (size_t)K * (size_t)((N + nr - 1) / nr) * (size_t)nr;
 }
 
-/* GRUCY_PGEMM_DEFINE(T, SFX, V, L, MASK, SET1, LOADU, FMADD, MASKZ_LOADU, MASK_STOREU,
- * ADD, ZERO): the packing routines and the kernel for element type T with vectors V of
- * L lanes; NR = 2L. */
-#define GRUCY_PGEMM_COMMON(T, SFX, L)                                                      \
-                                                                                           \
-enum { grucy_pgemm_nr_##SFX = 2 * (L) };                                                   \
-                                                                                           \
+/* Packing, for element type T (the layout above, any NR). */
+#define GRUCY_PACK_DEFINE(T, SFX)                                                          \
 /* Pack B[k][j] = W[j * ldw + k] (B = W^T: rows of W become columns); rows of W are      \
  * taken in runs of c: column j is row (g0 + j / c) * H + j0 + j % c, i.e. gates         \
  * g0, g0 + 1, ... of units j0 .. j0 + c - 1 (ng gates, N = ng * c columns). */          \
-static void grucy_pack_t_##SFX(int K, int c, int g0, int ng, int H, int j0,               \
+static void grucy_pack_t_##SFX(int nr, int K, int c, int g0, int ng, int H, int j0,      \
                                const T* W, int ldw, T* P)                                 \
 {                                                                                          \
-    const int NR = 2 * (L), N = ng * c;                                                    \
+    const int N = ng * c;                                                                  \
     int j, k;                                                                              \
-    for (j = 0; j < (N + NR - 1) / NR * NR; j++) {                                         \
-        T* dst = P + (size_t)(j / NR) * K * NR + j % NR;                                   \
+    for (j = 0; j < (N + nr - 1) / nr * nr; j++) {                                         \
+        T* dst = P + (size_t)(j / nr) * K * nr + j % nr;                                   \
         if (j < N) {                                                                       \
             const T* src = W + (size_t)((g0 + j / c) * H + j0 + j % c) * ldw;             \
-            for (k = 0; k < K; k++) dst[(size_t)k * NR] = src[k];                          \
+            for (k = 0; k < K; k++) dst[(size_t)k * nr] = src[k];                          \
         } else {                                                                           \
-            for (k = 0; k < K; k++) dst[(size_t)k * NR] = 0;                               \
+            for (k = 0; k < K; k++) dst[(size_t)k * nr] = 0;                               \
         }                                                                                  \
     }                                                                                      \
 }                                                                                          \
                                                                                            \
 /* Pack B[k][j] = W[k * ldw + j], K rows and N columns. */                                 \
-static void grucy_pack_n_##SFX(int K, int N, const T* W, int ldw, T* P)                   \
+static void grucy_pack_n_##SFX(int nr, int K, int N, const T* W, int ldw, T* P)          \
 {                                                                                          \
-    const int NR = 2 * (L);                                                                \
-    int p, j, k, nr;                                                                       \
-    for (p = 0; p * NR < N; p++) {                                                         \
-        nr = N - p * NR < NR ? N - p * NR : NR;                                            \
+    int p, j, k, w;                                                                        \
+    for (p = 0; p * nr < N; p++) {                                                         \
+        w = N - p * nr < nr ? N - p * nr : nr;                                             \
         for (k = 0; k < K; k++) {                                                          \
-            T* dst = P + (size_t)p * K * NR + (size_t)k * NR;                              \
-            const T* src = W + (size_t)k * ldw + p * NR;                                   \
-            for (j = 0; j < nr; j++) dst[j] = src[j];                                      \
-            for (; j < NR; j++) dst[j] = 0;                                                \
+            T* dst = P + (size_t)p * K * nr + (size_t)k * nr;                              \
+            const T* src = W + (size_t)k * ldw + p * nr;                                   \
+            for (j = 0; j < w; j++) dst[j] = src[j];                                       \
+            for (; j < nr; j++) dst[j] = 0;                                                \
         }                                                                                  \
     }                                                                                      \
 }
 
-#if GRUCY_PGEMM
+GRUCY_PACK_DEFINE(float, f)
+GRUCY_PACK_DEFINE(double, d)
 
-/* One case of the remainder dispatch in grucy_pgemm_*: a block of R rows. */
-#define GRUCY_PGEMM_REST(SFX, R)                                                           \
-    case R: grucy_pgemm_block_##SFX(R, K, A + (size_t)i * lda, lda, pp,                    \
-                                    cp + (size_t)i * ldc, ldc, m0, m1, beta); break;
+/* The kernel for element type T on one ISA: vectors of VB bytes, MR rows per block.
+ * A is read as A[i * ars + k * acs] (row-major: ars = lda, acs = 1; transposed, for the
+ * weight gradients dW = dG^T X: ars = 1, acs = lda); B as panels: value (k, j) of panel p
+ * at B + p * pstride + k * bk + j (packed: bk = NR, pstride = K * NR; a row-major (K, N)
+ * array read in place: bk = ldb, pstride = NR, every panel full). */
+#define GRUCY_PGEMM_REST(NAME, MR, R)                                                      \
+    case R: if (R < MR) NAME##_block(R, K, A + (ptrdiff_t)i * ars, ars, acs, pp, bk,       \
+                                     cp + (size_t)i * ldc, ldc, w, beta); break;
 
-#define GRUCY_PGEMM_DEFINE(T, SFX, V, L, MASK, SET1, LOADU, FMADD, MASKZ_LOADU,            \
-                           MASK_STOREU, ADD, ZERO)                                         \
-GRUCY_PGEMM_COMMON(T, SFX, L)                                                              \
+#define GRUCY_PGEMM_DEFINE(T, NAME, TARGET, VB, MR)                                        \
+typedef T NAME##_v __attribute__((vector_size(VB)));                                       \
+typedef T NAME##_vu __attribute__((vector_size(VB), aligned(sizeof(T)), may_alias));       \
                                                                                            \
-/* One register block: rows 0..MR-1 of A times one packed panel (2 vectors). */            \
-GRUCY_AVX512_INLINE void grucy_pgemm_block_##SFX(                                          \
-    const int MR, int K, const T* A, size_t lda, const T* P, T* C, size_t ldc,            \
-    MASK m0, MASK m1, int beta)                                                            \
+/* Rows 0..R-1 of A times one panel; w: the panel's valid columns. */                      \
+TARGET __attribute__((always_inline)) static inline void NAME##_block(                     \
+    const int R, int K, const T* A, const ptrdiff_t ars, const ptrdiff_t acs, const T* P,  \
+    ptrdiff_t bk, T* C, size_t ldc, int w, int beta)                                       \
 {                                                                                          \
-    V c0[GRUCY_MR], c1[GRUCY_MR];                                                          \
-    int i, k;                                                                              \
+    enum { L = VB / sizeof(T) };                                                           \
+    NAME##_v c0[MR], c1[MR];                                                               \
+    int i, j, k;                                                                           \
     _Pragma("GCC unroll 8")                                                                \
-    for (i = 0; i < MR; i++) { c0[i] = ZERO(); c1[i] = ZERO(); }                           \
+    for (i = 0; i < R; i++) { c0[i] = (NAME##_v){0}; c1[i] = (NAME##_v){0}; }              \
     for (k = 0; k < K; k++) {                                                              \
-        const V w0 = LOADU(P + (size_t)k * 2 * (L));                                       \
-        const V w1 = LOADU(P + (size_t)k * 2 * (L) + (L));                                 \
+        const NAME##_v w0 = *(const NAME##_vu*)(P + (ptrdiff_t)k * bk);                    \
+        const NAME##_v w1 = *(const NAME##_vu*)(P + (ptrdiff_t)k * bk + L);                \
         _Pragma("GCC unroll 8")                                                            \
-        for (i = 0; i < MR; i++) {                                                         \
-            const V a = SET1(A[i * lda + k]);                                              \
-            c0[i] = FMADD(a, w0, c0[i]);                                                   \
-            c1[i] = FMADD(a, w1, c1[i]);                                                   \
+        for (i = 0; i < R; i++) {                                                          \
+            const T a = A[i * ars + (ptrdiff_t)k * acs];                                   \
+            c0[i] = c0[i] + a * w0;                                                        \
+            c1[i] = c1[i] + a * w1;                                                        \
         }                                                                                  \
     }                                                                                      \
-    _Pragma("GCC unroll 8")                                                                \
-    for (i = 0; i < MR; i++) {                                                             \
-        T* c = C + i * ldc;                                                                \
-        if (beta) {                                                                        \
-            c0[i] = ADD(c0[i], MASKZ_LOADU(m0, c));                                        \
-            c1[i] = ADD(c1[i], MASKZ_LOADU(m1, c + (L)));                                  \
+    if (w == 2 * L) {                                                                      \
+        _Pragma("GCC unroll 8")                                                            \
+        for (i = 0; i < R; i++) {                                                          \
+            T* c = C + i * ldc;                                                            \
+            if (beta) {                                                                    \
+                c0[i] = c0[i] + *(NAME##_vu*)c;                                            \
+                c1[i] = c1[i] + *(NAME##_vu*)(c + L);                                      \
+            }                                                                              \
+            *(NAME##_vu*)c = c0[i];                                                        \
+            *(NAME##_vu*)(c + L) = c1[i];                                                  \
         }                                                                                  \
-        MASK_STOREU(c, m0, c0[i]);                                                         \
-        MASK_STOREU(c + (L), m1, c1[i]);                                                   \
+    } else {  /* the last panel: the same sums, copied column by column */                \
+        T tmp[2 * L];                                                                      \
+        for (i = 0; i < R; i++) {                                                          \
+            T* c = C + i * ldc;                                                            \
+            *(NAME##_vu*)tmp = c0[i];                                                      \
+            *(NAME##_vu*)(tmp + L) = c1[i];                                                \
+            for (j = 0; j < w; j++) c[j] = beta ? tmp[j] + c[j] : tmp[j];                  \
+        }                                                                                  \
     }                                                                                      \
 }                                                                                          \
                                                                                            \
-GRUCY_AVX512 static void grucy_pgemm_##SFX(int M, int N, int K, const T* A, int lda,      \
-                                           const T* P, size_t pstride, T* C, int ldc,     \
-                                           int beta, int backwards)                       \
+TARGET __attribute__((always_inline)) static inline void NAME##_body(                      \
+    int M, int N, int K, const T* A, const ptrdiff_t ars, const ptrdiff_t acs, const T* B, \
+    ptrdiff_t bk, ptrdiff_t pstride, T* C, int ldc, int beta, int backwards)               \
 {                                                                                          \
-    const int NR = 2 * (L), np = (N + NR - 1) / NR;                                        \
-    const MASK full = (MASK)~(MASK)0;                                                      \
-    int q, p, i, nr;                                                                       \
-    MASK m0, m1;                                                                           \
+    enum { L = VB / sizeof(T) };                                                           \
+    const int np = (N + 2 * L - 1) / (2 * L);                                              \
+    int q, p, i, w;                                                                        \
     for (q = 0; q < np; q++) {                                                             \
         p = backwards ? np - 1 - q : q;                                                    \
-        nr = N - p * NR < NR ? N - p * NR : NR;                                            \
-        m0 = nr >= (L) ? full : (MASK)((1u << nr) - 1);                                    \
-        m1 = nr >= NR ? full : nr <= (L) ? (MASK)0 : (MASK)((1u << (nr - (L))) - 1);       \
-        const T* pp = P + (size_t)p * pstride;                                             \
-        T* cp = C + p * NR;                                                                \
-        for (i = 0; i + GRUCY_MR <= M; i += GRUCY_MR)                                      \
-            grucy_pgemm_block_##SFX(GRUCY_MR, K, A + (size_t)i * lda, lda, pp,             \
-                                    cp + (size_t)i * ldc, ldc, m0, m1, beta);              \
-        switch (M - i) {  /* the last M % MR rows, with MR a constant each time */    \
-        GRUCY_PGEMM_REST(SFX, 7) GRUCY_PGEMM_REST(SFX, 6) GRUCY_PGEMM_REST(SFX, 5)          \
-        GRUCY_PGEMM_REST(SFX, 4) GRUCY_PGEMM_REST(SFX, 3) GRUCY_PGEMM_REST(SFX, 2)          \
-        GRUCY_PGEMM_REST(SFX, 1)                                                           \
+        w = N - p * 2 * L < 2 * L ? N - p * 2 * L : 2 * L;                                 \
+        const T* pp = B + (ptrdiff_t)p * pstride;                                          \
+        T* cp = C + p * 2 * L;                                                             \
+        for (i = 0; i + MR <= M; i += MR)                                                  \
+            NAME##_block(MR, K, A + (ptrdiff_t)i * ars, ars, acs, pp, bk,                  \
+                         cp + (size_t)i * ldc, ldc, w, beta);                              \
+        switch (M - i) {  /* the last M % MR rows, R a constant in each case */           \
+        GRUCY_PGEMM_REST(NAME, MR, 7) GRUCY_PGEMM_REST(NAME, MR, 6)                        \
+        GRUCY_PGEMM_REST(NAME, MR, 5) GRUCY_PGEMM_REST(NAME, MR, 4)                        \
+        GRUCY_PGEMM_REST(NAME, MR, 3) GRUCY_PGEMM_REST(NAME, MR, 2)                        \
+        GRUCY_PGEMM_REST(NAME, MR, 1)                                                      \
         default: break;                                                                    \
         }                                                                                  \
     }                                                                                      \
+}                                                                                          \
+                                                                                           \
+/* A row-major (M, K), leading dimension lda. */                                           \
+TARGET static void NAME(int M, int N, int K, const T* A, int lda, const T* B,             \
+                        ptrdiff_t bk, ptrdiff_t pstride, T* C, int ldc, int beta,          \
+                        int backwards)                                                     \
+{                                                                                          \
+    NAME##_body(M, N, K, A, lda, 1, B, bk, pstride, C, ldc, beta, backwards);              \
+}                                                                                          \
+                                                                                           \
+/* A transposed: A[i][k] = A[k * lda + i] (A is a (K, M) array). */                        \
+TARGET static void NAME##_at(int M, int N, int K, const T* A, int lda, const T* B,        \
+                             ptrdiff_t bk, ptrdiff_t pstride, T* C, int ldc, int beta,     \
+                             int backwards)                                                \
+{                                                                                          \
+    NAME##_body(M, N, K, A, 1, lda, B, bk, pstride, C, ldc, beta, backwards);              \
 }
 
-GRUCY_PGEMM_DEFINE(float, f, __m512, 16, __mmask16, _mm512_set1_ps, _mm512_loadu_ps,
-                   _mm512_fmadd_ps, _mm512_maskz_loadu_ps, _mm512_mask_storeu_ps,
-                   _mm512_add_ps, _mm512_setzero_ps)
-GRUCY_PGEMM_DEFINE(double, d, __m512d, 8, __mmask8, _mm512_set1_pd, _mm512_loadu_pd,
-                   _mm512_fmadd_pd, _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd,
-                   _mm512_add_pd, _mm512_setzero_pd)
-
-#else  /* no AVX-512 kernel on this compiler/platform: never called (available() == 0) */
-
-GRUCY_PGEMM_COMMON(float, f, 16)
-GRUCY_PGEMM_COMMON(double, d, 8)
-static void grucy_pgemm_f(int M, int N, int K, const float* A, int lda, const float* P,
-                          size_t pstride, float* C, int ldc, int beta, int backwards) {}
-static void grucy_pgemm_d(int M, int N, int K, const double* A, int lda, const double* P,
-                          size_t pstride, double* C, int ldc, int beta, int backwards) {}
-
+GRUCY_PGEMM_DEFINE(float, grucy_pgemm_f_portable, GRUCY_T_PORTABLE, 16, 6)
+GRUCY_PGEMM_DEFINE(double, grucy_pgemm_d_portable, GRUCY_T_PORTABLE, 16, 6)
+#if GRUCY_X86
+GRUCY_PGEMM_DEFINE(float, grucy_pgemm_f_avx2, GRUCY_T_AVX2, 32, 6)
+GRUCY_PGEMM_DEFINE(double, grucy_pgemm_d_avx2, GRUCY_T_AVX2, 32, 6)
+GRUCY_PGEMM_DEFINE(float, grucy_pgemm_f_avx512, GRUCY_T_AVX512, 64, 8)
+GRUCY_PGEMM_DEFINE(double, grucy_pgemm_d_avx512, GRUCY_T_AVX512, 64, 8)
 #endif
+
+typedef void (*grucy_pgemm_f_t)(int, int, int, const float*, int, const float*, ptrdiff_t,
+                                ptrdiff_t, float*, int, int, int);
+typedef void (*grucy_pgemm_d_t)(int, int, int, const double*, int, const double*,
+                                ptrdiff_t, ptrdiff_t, double*, int, int, int);
+
+/* The kernels in use (grucy_isa_select): A row-major, and A transposed. */
+static int grucy_isa = GRUCY_ISA_PORTABLE;
+static grucy_pgemm_f_t grucy_pgemm_f = grucy_pgemm_f_portable;
+static grucy_pgemm_d_t grucy_pgemm_d = grucy_pgemm_d_portable;
+static grucy_pgemm_f_t grucy_pgemm_at_f = grucy_pgemm_f_portable_at;
+static grucy_pgemm_d_t grucy_pgemm_at_d = grucy_pgemm_d_portable_at;
+
+#define GRUCY_USE(ISA)                                                                     \
+    grucy_pgemm_f = grucy_pgemm_f_##ISA; grucy_pgemm_d = grucy_pgemm_d_##ISA;              \
+    grucy_pgemm_at_f = grucy_pgemm_f_##ISA##_at; grucy_pgemm_at_d = grucy_pgemm_d_##ISA##_at;
+
+/* Use the kernels of `isa` (GRUCY_ISA_BLAS: the kernels call BLAS for every product;
+ * the portable kernels stay selected for the streaming snapshot).  Returns 0, or -1
+ * when this CPU or build cannot run them. */
+static int grucy_isa_select(int isa)
+{
+    if (isa != GRUCY_ISA_BLAS && isa > grucy_isa_best())
+        return -1;
+    grucy_isa = isa;
+    switch (isa) {
+#if GRUCY_X86
+    case GRUCY_ISA_AVX512: GRUCY_USE(avx512) break;
+    case GRUCY_ISA_AVX2: GRUCY_USE(avx2) break;
+#endif
+    default: GRUCY_USE(portable)
+    }
+    return 0;
+}
+
+/* Panel width of the kernels in use. */
+static inline int grucy_nr_f(void) { return grucy_nr(grucy_isa, 4); }
+static inline int grucy_nr_d(void) { return grucy_nr(grucy_isa, 8); }
+
 #endif

@@ -126,6 +126,9 @@ class GRU(GRUBase):
     def stream(self, batch_size=1, h0=None):
         """A :class:`GRUStream` for online inference, one step per call.
 
+        The stream takes a snapshot of the parameters (checked to be finite, packed for
+        the GEMM once); after changing them call ``stream.refresh()``.
+
         Parameters
         ----------
         batch_size : int, default 1
@@ -159,8 +162,9 @@ class GRU(GRUBase):
         faster still.
 
         The layer keeps one stream for these calls and reuses it while the batch size and
-        the parameter arrays stay the same (it reads the parameters in place, so
-        optimizer updates and ``load_state_dict`` are seen).  A thread takes the stream
+        the parameter arrays stay the same; it compares the parameters with the stream's
+        snapshot on every call and takes a new one when they changed (optimizer updates,
+        ``load_state_dict``, edits in place are all seen).  A thread takes the stream
         for the length of its call; a second thread stepping the same layer meanwhile
         builds a stream of its own, so concurrent calls are safe and exact.
         """
@@ -176,7 +180,10 @@ class GRU(GRUBase):
                 and len(cached[2]) == len(arrays)
                 and all(a is b for a, b in zip(cached[2], arrays))):
             s = cached[3]
-            self._check_parameters()  # values may have been written in place
+            self._check_parameters(values=False)
+            if s._changed():  # written in place: checked, then a new snapshot
+                self._check_parameters()
+                s.refresh()
             if h is None:
                 s.reset()
             else:
