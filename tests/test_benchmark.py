@@ -16,6 +16,8 @@ import pytest
 from grucy import benchmark
 from grucy import _bench_peers as bp
 
+from conftest import importorskip
+
 TINY = [
     "--quick", "--shapes", "3x6x4x5", "--extra-shape", "2x5x3x4",
     "--stream-size", "4x5", "--gemm-size", "64", "--target-seconds", "0.01",
@@ -167,7 +169,7 @@ def test_bad_options_are_refused(bad, capsys):
 
 
 def test_onnx_model_matches_grucy_with_two_bidirectional_layers_and_lengths():
-    pytest.importorskip("onnxruntime", reason="needs onnxruntime")
+    importorskip("onnxruntime")
     prob = bp.Problem(3, 6, 4, 5, layers=2, bidirectional=True, lengths=[6, 2, 4])
     ort = bp.OnnxRuntimePeer(prob, 1).infer_outputs()
     ref = bp.GrucyPeer(prob, 1).infer_outputs()

@@ -16,6 +16,8 @@ import grucy
 from grucy import demo
 from grucy.cli import main
 
+from conftest import importorskip
+
 
 def run(capsys, argv):
     status = main(argv)
@@ -74,7 +76,7 @@ def test_demo_forecast_beats_ar9_and_writes_the_plot(capsys, tmp_path):
 
 
 def test_demo_forecast_default_plot_in_cwd_and_no_plot(capsys, tmp_path, monkeypatch):
-    pytest.importorskip("matplotlib", reason="the plot needs matplotlib")
+    importorskip("matplotlib")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setitem(demo.FORECAST_SETTINGS, "epochs", 2)
     status, out, _ = run(capsys, ["demo"])
@@ -94,7 +96,7 @@ def test_demo_forecast_without_matplotlib_says_so(capsys, tmp_path, monkeypatch)
 
 
 def test_demo_classify_reaches_the_digits_target(capsys):
-    pytest.importorskip("sklearn", reason="the digits ship with scikit-learn")
+    importorskip("sklearn")
     status, out, _ = run(capsys, ["demo", "classify", "-q"])
     assert status == 0
     numbers = dict(item.split("=") for item in out.split())

@@ -20,6 +20,8 @@ from grucy.nn import Dropout, Embedding, Linear, Sequential, TruncatedBPTT
 from grucy.optim import SGD, Adam, AdamW, ReduceLROnPlateau
 from grucy.training import ArrayTask, StreamTask, Trainer
 
+from conftest import importorskip
+
 
 def _refused(fn, exc, match):
     with pytest.raises(exc, match=match):
@@ -642,7 +644,7 @@ def _small_gru(**kw):
 
 
 def test_onnx_export_arguments_are_checked(tmp_path):
-    pytest.importorskip("onnx", reason="ONNX export needs onnx")
+    importorskip("onnx")
     from grucy import interop
 
     g = _small_gru()
@@ -675,7 +677,7 @@ def test_onnx_export_arguments_are_checked(tmp_path):
 
 
 def test_torch_converters_refuse_wrong_types():
-    torch = pytest.importorskip("torch", reason="PyTorch interop")
+    torch = importorskip("torch")
     from grucy import interop
 
     for module, exc, match in [
@@ -701,7 +703,7 @@ def test_torch_converters_refuse_wrong_types():
 
 def test_keras_converters_refuse_wrong_types():
     os.environ.setdefault("KERAS_BACKEND", "torch")
-    keras = pytest.importorskip("keras", reason="Keras interop")
+    keras = importorskip("keras")
     from grucy import interop
 
     for layer, exc, match in [
@@ -726,7 +728,7 @@ def test_keras_converters_refuse_wrong_types():
 
 
 def test_grucy_torch_gru_refuses_bad_arguments_and_inputs():
-    torch = pytest.importorskip("torch", reason="grucy.torch needs PyTorch")
+    torch = importorskip("torch")
     from grucy.torch import GRU
 
     for args, kwargs, exc, match in [
