@@ -171,7 +171,7 @@ def _gru_model(rng, *, D=1, H=3, I=4, layout=0, lbr=1, bias=True, seq_lens=False
 
 
 def _grucy_as_onnx_outputs(layer, x, h0, lengths, layout):
-    """grucy's (y, h_n) in the shapes of the node's Y and Y_h (DESIGN.md section 2)."""
+    """grucy's (y, h_n) in the shapes of the node's Y and Y_h (docs/design.md, section 2)."""
     y, h_n = layer.forward(x, h0, lengths=lengths, training=False)
     D, H = layer.num_directions, layer.hidden_size
     if layout == 0:
