@@ -16,6 +16,21 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # (16, 100, 64, 128) training went from 14.9 ms to 7.7 ms on 2 cores.
 os.environ.setdefault("GOMP_SPINCOUNT", "30000")
 
+try:
+    from . import _gru  # noqa: E402,F401  (the compiled kernels)
+except ImportError as exc:
+    import importlib.util as _util
+
+    if _util.find_spec(f"{__name__}._gru") is not None:
+        raise
+    # Without this, a source tree put on the path (PYTHONPATH=src) before the extension
+    # was built fails with "partially initialized module ... circular import".
+    raise ImportError(
+        f"grucy's compiled kernels (grucy._gru) are not built in "
+        f"{os.path.dirname(__file__)}: this is a source tree without them.  Either use "
+        f"the installed grucy (pip install . ; then run without PYTHONPATH=src), or "
+        f"build them in place first: python setup.py build_ext --inplace") from exc
+
 from ._base import GRUBase  # noqa: E402
 from ._base import SizeLimitError  # noqa: E402
 from ._gru import get_num_threads, openmp_enabled, set_num_threads  # noqa: E402
@@ -24,6 +39,24 @@ from .layer import GRU  # noqa: E402
 from ._threads import set_num_threads  # noqa: E402,F811  (validated; replaces _gru's)
 from .models import (CharLM, Forecaster, GRUClassifier, GRURegressor,  # noqa: E402
                      NotFittedError)
+
+#: Submodules that ``grucy.<name>`` imports on first use (``import grucy`` stays quick).
+_LAZY_SUBMODULES = frozenset({"baselines", "benchmark", "cli", "datasets", "demo",
+                              "diagnostics", "interop", "reference"})
+
+
+def __getattr__(name):
+    """``grucy.diagnostics.gradient_flow`` etc. after a plain ``import grucy``."""
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | _LAZY_SUBMODULES)
+
 
 __version__ = "0.1.0"
 __all__ = ["GRU", "GRUBase", "FileFormatError", "SizeLimitError", "get_num_threads",

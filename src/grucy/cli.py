@@ -398,7 +398,8 @@ def _add_train(subparsers):
                     help="learning-rate schedule (default: constant)")
     tr.add_argument("--validation-fraction", type=_number(0, 1),
                     help="held-out share for validation, in [0, 1) (model default)")
-    tr.add_argument("--patience", type=_COUNT, help="early stopping patience (default: off)")
+    tr.add_argument("--patience", type=_COUNT,
+                    help="early stopping patience (default: off)")
     tr.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     tr.add_argument("--seed", type=_SEED, default=0, help="(default: 0)")
     tr.add_argument("--checkpoint", metavar="PATH",
