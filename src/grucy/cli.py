@@ -151,9 +151,6 @@ def _run_demo(args):
             if r["plot"]:
                 line += f" plot={r['plot']}"
             print(line)
-        elif plot is not None and r["plot"] is None:
-            print("matplotlib is not installed, so no plot was written "
-                  "(pip install 'grucy[plot]').")
     elif args.which == "classify":
         r = demo.run_classify_demo(seed=args.seed, verbose=verbose)
         if args.quiet:

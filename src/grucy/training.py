@@ -449,7 +449,7 @@ class _Progress:
     def __init__(self, verbose, total, initial, desc, batches_per_epoch=None):
         self.verbose, self.total, self.desc, self.bar = verbose, total, desc, None
         self.per_batch = batches_per_epoch is not None and batches_per_epoch > 0
-        self.printed_epoch, self.last_line = None, None
+        self.last_line = None  # time.monotonic() of the last printed line
         if not verbose:
             return
         try:
@@ -490,7 +490,7 @@ class _Progress:
         if (self.verbose > 1 or last or self.last_line is None
                 or now - self.last_line >= self.LINE_INTERVAL):
             print(self._line(epoch, logs), file=sys.stderr, flush=True)
-            self.printed_epoch, self.last_line = epoch, now
+            self.last_line = now
 
     def close(self):
         if self.bar is not None:
