@@ -31,13 +31,16 @@ def test_submodules_are_reachable_after_a_plain_import():
         "print(grucy.diagnostics.gradient_flow.__name__, grucy.datasets.load_sunspots()[0][0],"
         " grucy.interop.to_onnx.__name__, grucy.reference.GRU.__name__)\n"
         "print('listed', {'diagnostics', 'datasets', 'demo'} <= set(dir(grucy)))\n"
-        "try:\n    grucy.no_such_thing\nexcept AttributeError as exc:\n    print(exc)\n")
+        "try:\n    grucy.no_such_thing\nexcept AttributeError as exc:\n    print(exc)\n"
+        "print('never lazy', [n for n in ('torch', '_gru_rows', '__main__')"
+        " if hasattr(grucy, n)], 'torch' in sys.modules)\n")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
         "eager []",  # imported on first use only: import grucy stays quick
         "gradient_flow 1700 to_onnx GRU",
         "listed True",
         "module 'grucy' has no attribute 'no_such_thing'",
+        "never lazy [] False",  # grucy.torch would import PyTorch; __main__ would run
     ]
 
 

@@ -40,14 +40,23 @@ from ._threads import set_num_threads  # noqa: E402,F811  (validated; replaces _
 from .models import (CharLM, Forecaster, GRUClassifier, GRURegressor,  # noqa: E402
                      NotFittedError)
 
-#: Submodules that ``grucy.<name>`` imports on first use (``import grucy`` stays quick).
-_LAZY_SUBMODULES = frozenset({"baselines", "benchmark", "cli", "datasets", "demo",
-                              "diagnostics", "interop", "reference"})
+# Submodules not imported above are imported on first use, so that ``import grucy`` then
+# ``grucy.diagnostics.gradient_flow`` works while ``import grucy`` stays as quick as it is
+# (and never imports scikit-learn).  grucy.torch is left out: it imports PyTorch, and
+# ``import grucy.torch`` says so.  Private modules and __main__ never load this way.
+_NOT_LAZY = frozenset({"torch"})
+
+
+def _is_lazy_submodule(name):
+    if name.startswith("_") or name in _NOT_LAZY or not name.isidentifier():
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec(f"{__name__}.{name}") is not None
 
 
 def __getattr__(name):
-    """``grucy.diagnostics.gradient_flow`` etc. after a plain ``import grucy``."""
-    if name in _LAZY_SUBMODULES:
+    if _is_lazy_submodule(name):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)
@@ -55,7 +64,10 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | _LAZY_SUBMODULES)
+    import pkgutil
+
+    return sorted(set(globals()) | {m.name for m in pkgutil.iter_modules(__path__)
+                                    if _is_lazy_submodule(m.name)})
 
 
 __version__ = "0.1.0"
