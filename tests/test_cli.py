@@ -357,8 +357,6 @@ MISTAKES = {
                            "--plot does not apply to the classify demo"),
     "plot-and-no-plot": (["demo", "--plot", "x.png", "--no-plot"], 2,
                          "give --plot PATH or --no-plot, not both"),
-    "plot-folder-missing": (["demo", "--plot", "{dir}/nope/x.png"], 2,
-                            "--plot {dir}/nope/x.png: the directory"),
     "demo-seed-negative": (["demo", "--seed", "-3"], 2, "argument --seed: must be >= 0"),
     "predict-missing-file": (["predict", "{dir}/nope.grucy"], 2,
                              "cannot read {dir}/nope.grucy: No such file"),
@@ -391,6 +389,27 @@ def test_a_mistake_is_one_line(capsys, files, monkeypatch, case):
     status, out, err = _console(capsys, _format(argv, files))
     _one_line_error(status, out, err, expected_status, _format([message], files)[0])
     assert not (files["dir"] / "x.grucy").exists()
+
+
+def test_the_plot_path_is_checked_before_the_demo_trains(capsys, files, monkeypatch):
+    importorskip("matplotlib")
+    calls = []
+    monkeypatch.setattr(demo.Forecaster, "fit", lambda self, *a, **k: calls.append(a))
+    status, out, err = _console(capsys, _format(["demo", "--plot", "{dir}/nope/x.png"],
+                                                files))
+    _one_line_error(status, out, err, 2, _format(["--plot {dir}/nope/x.png: the "
+                                                  "directory {dir}/nope does not exist"],
+                                                 files)[0])
+    assert calls == [] and out == ""
+
+
+def test_without_matplotlib_no_plot_path_stops_the_demo(capsys, files, monkeypatch):
+    # nothing will be written there, so an unusable path is no reason to refuse
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails
+    monkeypatch.setitem(demo.FORECAST_SETTINGS, "epochs", 1)
+    status, out, err = _console(capsys, _format(["demo", "--plot", "{dir}/nope/x.png"],
+                                                files))
+    assert status == 0 and "matplotlib is not installed" in out and "error" not in err
 
 
 def test_output_folder_is_checked_before_fit_is_called(capsys, files, monkeypatch):

@@ -122,6 +122,15 @@ def _check_output(path, option):
                        f"({exc.strerror or exc})") from None
 
 
+def _importable(name):
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a parent package that is not one, a None module
+        return False
+
+
 # -- demo ----------------------------------------------------------------------------------
 def _run_demo(args):
     if args.which != "forecast":
@@ -141,8 +150,14 @@ def _run_demo(args):
     verbose = not args.quiet
     if args.which == "forecast":
         plot = None if args.no_plot else (args.plot or demo.DEFAULT_PLOT)
-        if plot is not None:
-            _check_output(plot, "--plot")
+        if plot is not None and _importable("matplotlib.figure"):  # else no plot is written
+            try:
+                _check_output(plot, "--plot")
+            except CLIError as exc:
+                if args.plot is None:  # the default, in the current directory
+                    raise CLIError(f"{exc} (the default plot path; give --plot PATH or "
+                                   f"--no-plot)") from None
+                raise
         r = demo.run_forecast_demo(seed=args.seed, verbose=verbose, plot=plot)
         if args.quiet:
             line = (f"rmse_model={r['rmse_model']:.2f} "
