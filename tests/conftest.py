@@ -8,9 +8,48 @@ it (``test_gru.py``), never the reference's own tests.  Helpers take the layer *
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 
 import numpy as np
 import pytest
+
+# The optional peers some tests compare with or need: import name -> what the skip reason
+# calls it and how to install it.  A test that needs one skips with that reason when it is
+# missing (the bare `pip install ".[test]" && python -m pytest` of the README) and really
+# runs when it is there.
+PEERS = {
+    "torch": "torch (pip install torch==2.13.0)",
+    "onnx": "onnx (pip install 'grucy[onnx]')",
+    "onnxruntime": "onnxruntime (pip install 'grucy[onnx]')",
+    "keras": "keras (pip install 'grucy[keras]')",
+    "sklearn": "scikit-learn (pip install 'grucy[sklearn]')",
+    "tqdm": "tqdm (pip install 'grucy[progress]')",
+    "matplotlib": "matplotlib (pip install 'grucy[plot]')",
+    "mpi4py": "mpi4py (pip install 'grucy[mpi]')",
+}
+
+
+def peer_reason(module, why=""):
+    """The skip reason of a test that needs the optional package ``module``."""
+    return f"needs {PEERS.get(module, module)}, not installed" + (f": {why}" if why else "")
+
+
+def peer_missing(*modules):
+    """The modules among ``modules`` that cannot be found (without importing them)."""
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def requires(*modules, why=""):
+    """Marker: skip unless every module in ``modules`` is installed (checked by name at
+    collection, so nothing heavy is imported to decide)."""
+    missing = peer_missing(*modules)
+    return pytest.mark.skipif(bool(missing), reason="; ".join(
+        peer_reason(m, why) for m in missing) or "all installed")
+
+
+def importorskip(module, why=""):
+    """``pytest.importorskip(module)`` with the standard reason naming the package."""
+    return pytest.importorskip(module, reason=peer_reason(module, why))
 
 # Agreement expected between two correct implementations of the same arithmetic
 # (different summation orders, different exp/tanh).  atol is relative to the size of the

@@ -30,6 +30,8 @@ import bench_gru  # noqa: E402
 from _bench_cases import CHECK_TOL  # noqa: E402
 from _bench_machine import BusyLoad  # noqa: E402
 
+from conftest import importorskip
+
 TINY = [
     "--quick", "--shapes", "3x6x4x5", "--extra-shape", "2x5x3x4",
     "--stream-size", "4x5", "--gemm-size", "64", "--target-seconds", "0.01",
@@ -270,7 +272,7 @@ def test_bad_options_are_refused(bad, capsys):
 
 
 def test_onnx_model_matches_grucy_with_two_bidirectional_layers_and_lengths():
-    pytest.importorskip("onnxruntime", reason="needs onnxruntime")
+    importorskip("onnxruntime")
     prob = bp.Problem(3, 6, 4, 5, layers=2, bidirectional=True, lengths=[6, 2, 4])
     ort = bp.OnnxRuntimePeer(prob, 1).infer_outputs()
     ref = bp.GrucyPeer(prob, 1).infer_outputs()

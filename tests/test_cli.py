@@ -15,6 +15,8 @@ import grucy
 from grucy import demo
 from grucy.cli import main
 
+from conftest import importorskip
+
 
 def run(capsys, argv):
     status = main(argv)
@@ -73,7 +75,7 @@ def test_demo_forecast_beats_ar9_and_writes_the_plot(capsys, tmp_path):
 
 
 def test_demo_forecast_default_plot_in_cwd_and_no_plot(capsys, tmp_path, monkeypatch):
-    pytest.importorskip("matplotlib", reason="the plot needs matplotlib")
+    importorskip("matplotlib")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setitem(demo.FORECAST_SETTINGS, "epochs", 2)
     status, out, _ = run(capsys, ["demo"])
@@ -88,12 +90,12 @@ def test_demo_forecast_without_matplotlib_says_so(capsys, tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails
     monkeypatch.setitem(demo.FORECAST_SETTINGS, "epochs", 1)
     status, out, _ = run(capsys, ["demo", "--plot", str(tmp_path / "x.png")])
-    assert status == 0 and "matplotlib is not installed" in out
+    assert status == 0 and out.count("matplotlib is not installed") == 1  # said once
     assert not list(tmp_path.iterdir())
 
 
 def test_demo_classify_reaches_the_digits_target(capsys):
-    pytest.importorskip("sklearn", reason="the digits ship with scikit-learn")
+    importorskip("sklearn")
     status, out, _ = run(capsys, ["demo", "classify", "-q"])
     assert status == 0
     numbers = dict(item.split("=") for item in out.split())
@@ -190,19 +192,260 @@ def test_predict_with_a_classifier_from_csv_rows(capsys, tmp_path):
     assert status == 0 and out.split() == list(clf.predict(X[:6]))
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "-o", "x.grucy"], "exactly one of --csv"),
-    (["train", "--csv", "{csv}", "--column", "nope", "-o", "x.grucy"], "column 'nope'"),
-    (["train", "--csv", "{csv}", "--column", "other", "-o", "x.grucy"], "--missing"),
-    (["train", "--text", "{missing}", "-o", "x.grucy"], "cannot read"),
-    (["predict", "{missing}"], "No such file"),
-    (["predict", "{csv}"], "not a grucy file"),
-])
-def test_cli_errors_are_clear(capsys, tmp_path, argv, message):
-    csv_path = _series_csv(tmp_path / "s.csv")
-    argv = [a.format(csv=csv_path, missing=tmp_path / "nope.txt") for a in argv]
-    status, _, err = run(capsys, argv)
-    assert status == 2 and message in err and err.startswith("grucy ")
+# -- every mistake: one line, no traceback, status 2 (bad arguments) or 1 (failures) -------
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A series CSV, a 2-column CSV, a text, a saved Forecaster, CharLM and checkpoint."""
+    d = tmp_path_factory.mktemp("cli")
+    paths = {"dir": d, "csv": _series_csv(d / "s.csv"), "text": d / "t.txt",
+             "two": d / "two.csv", "empty": d / "empty.csv"}
+    paths["two"].write_text("t,value\n" + "".join(f"{i},{i % 7}\n" for i in range(40)))
+    paths["empty"].write_text("t,value\n" + "".join(f"{i},\n" for i in range(40)))
+    paths["text"].write_text("abc abd abe " * 30)
+    series = np.sin(np.arange(60) / 4)
+    f = grucy.Forecaster(lookback=4, hidden_size=3, epochs=1, random_state=0)
+    f.fit(series, checkpoint=d / "run.ckpt")
+    grucy.save(f, d / "f.grucy")
+    lm = grucy.CharLM(hidden_size=4, embedding_dim=2, bptt=8, batch_size=2, epochs=1,
+                      random_state=0).fit("abc abd abe " * 30)
+    grucy.save(lm, d / "lm.grucy")
+    paths.update(model=d / "f.grucy", lm=d / "lm.grucy", ckpt=d / "run.ckpt")
+    return paths
+
+
+def _format(argv, files):
+    return [a.format(**{k: str(v) for k, v in files.items()}) for a in argv]
+
+
+def _one_line_error(status, out, err, expected_status, message):
+    assert status == expected_status, (status, out, err)
+    assert "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("grucy") and ": error: " in lines[0] and message in lines[0], \
+        lines[0]
+
+
+def _grucy_process(argv, cwd, hide=()):
+    """``python -m grucy *argv`` in a real process; ``hide``: modules made unimportable."""
+    code = ("import runpy, sys\n"
+            + "".join(f"sys.modules[{m!r}] = None\n" for m in hide)
+            + "runpy.run_module('grucy', run_name='__main__', alter_sys=True)\n")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True,
+                          text=True, timeout=120, env=_env_with_grucy_on_path(), cwd=cwd)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+TRAIN = ["train", "--csv", "{csv}", "--column", "value", "--lookback", "4"]
+
+# The mistakes of issue 12, each in a real process (exit status as the shell sees it).
+PROCESS_MISTAKES = {
+    # the output folder is checked before training (no "Training ..." line, no work lost)
+    "output-folder-missing": (TRAIN + ["--epochs", "100000", "-o", "{dir}/nope/m.grucy"],
+                              2, "the directory {dir}/nope does not exist"),
+    "output-is-a-folder": (TRAIN + ["-o", "{dir}"], 2, "is a directory"),
+    "output-under-a-file": (TRAIN + ["-o", "{csv}/m.grucy"], 2, "does not exist"),
+    "checkpoint-folder-missing": (TRAIN + ["-o", "{dir}/m.grucy", "--checkpoint",
+                                           "{dir}/nope/ck-{{epoch}}.grucy"], 2,
+                                  "--checkpoint {dir}/nope/ck-{{epoch}}.grucy"),
+    "seed-negative": (TRAIN + ["--seed", "-1", "-o", "m.grucy"], 2,
+                      "argument --seed: must be >= 0, got -1"),
+    "epochs-zero": (TRAIN + ["--epochs", "0", "-o", "m.grucy"], 2,
+                    "argument --epochs: must be >= 1, got 0"),
+    "lr-nan": (TRAIN + ["--lr", "nan", "-o", "m.grucy"], 2,
+               "argument --lr: must be a finite number"),
+    "column-out-of-range": (["train", "--csv", "{two}", "--column", "7", "-o", "m.grucy"],
+                            2, "column 7 is out of range: {two} has 2 columns"),
+    "prompt-with-a-forecaster": (["predict", "{model}", "--values", "1,2,3,4,5",
+                                  "--prompt", "def "], 2,
+                                 "--prompt does not apply to a Forecaster"),
+    "predict-on-a-checkpoint": (["predict", "{ckpt}"], 2,
+                                "{ckpt} is a training checkpoint (of a Forecaster run), "
+                                "not a saved model: continue that run with 'grucy train "
+                                "<the same options> --resume {ckpt}'"),
+    "unknown-command": (["fly"], 2, "argument COMMAND: invalid choice: 'fly'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PROCESS_MISTAKES))
+def test_a_mistake_is_one_line_in_a_real_process(files, case):
+    argv, expected_status, message = PROCESS_MISTAKES[case]
+    status, out, err = _grucy_process(_format(argv, files), cwd=files["dir"])
+    _one_line_error(status, out, err, expected_status, _format([message], files)[0])
+    assert "Training" not in out  # refused before any training started
+
+
+def test_demo_classify_without_scikit_learn_says_how_to_install(files):
+    status, out, err = _grucy_process(["demo", "classify"], cwd=files["dir"],
+                                      hide=("sklearn",))
+    _one_line_error(status, out, err, 1, "the classify demo needs scikit-learn")
+    assert "pip install scikit-learn" in err and out == ""
+
+
+def test_an_unwritable_output_folder_is_refused_before_training(files, tmp_path):
+    target = Path("/sys") if os.path.isdir("/sys") else None
+    try:  # /sys refuses new files even to root, where a chmod'ed folder would not
+        if target is None:
+            raise OSError
+        os.close(os.open(target / "grucy-probe", os.O_CREAT | os.O_WRONLY))
+    except OSError:
+        pass
+    else:  # pragma: no cover - a writable /sys
+        os.unlink(target / "grucy-probe")
+        target = None
+    if target is None:
+        if os.geteuid() == 0:
+            pytest.skip("no folder here refuses files to this (root) user")
+        target = tmp_path / "locked"
+        target.mkdir(mode=0o500)
+    status, out, err = _grucy_process(_format(TRAIN, files) + ["-o", str(target / "m.grucy")],
+                                      cwd=files["dir"])
+    _one_line_error(status, out, err, 2, f"cannot write in {target}")
+    assert "Training" not in out
+
+
+def test_demo_help_shows_a_single_percent_sign(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    assert "30% held out" in " ".join(out.split()) and "%%" not in out
+
+
+def _console(capsys, argv):
+    """``main(argv)`` as the console script runs it: argparse's exits become statuses; an
+    exception escaping main would fail the test (it would be a traceback)."""
+    try:
+        status = main(argv)
+    except SystemExit as exc:
+        status = exc.code
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+# Further mistakes, in-process (the same main() the console script calls).
+MISTAKES = {
+    "no-input": (["train", "-o", "x.grucy"], 2, "exactly one of --csv"),
+    "both-inputs": (["train", "--csv", "{csv}", "--text", "{text}", "-o", "x.grucy"], 2,
+                    "exactly one of --csv"),
+    "no-output": (["train", "--csv", "{csv}"], 2, "the following arguments are required: "
+                                                  "--output/-o"),
+    "unknown-option": (["info", "--bogus"], 2, "unrecognized arguments: --bogus"),
+    "column-name-missing": (TRAIN[:3] + ["--column", "nope", "-o", "x.grucy"], 2,
+                            "column 'nope' not found"),
+    "column-with-gaps": (TRAIN[:3] + ["--column", "other", "-o", "x.grucy"], 2,
+                         "(the first on line 9); use --missing drop"),
+    "column-all-empty": (["train", "--csv", "{empty}", "--missing", "interpolate", "-o",
+                          "x.grucy"], 2, "no values in column 1"),
+    "text-missing": (["train", "--text", "{dir}/nope.txt", "-o", "x.grucy"], 2,
+                     "cannot read"),
+    "resume-missing": (TRAIN + ["--resume", "{dir}/nope.ckpt", "-o", "x.grucy"], 2,
+                       "--resume {dir}/nope.ckpt: no such file"),
+    "epochs-not-an-integer": (TRAIN + ["--epochs", "2.5", "-o", "x.grucy"], 2,
+                              "argument --epochs: expected an integer, got '2.5'"),
+    "dropout-one": (TRAIN + ["--dropout", "1", "-o", "x.grucy"], 2,
+                    "argument --dropout: must be < 1, got 1"),
+    "lr-zero": (TRAIN + ["--lr", "0", "-o", "x.grucy"], 2, "argument --lr: must be > 0"),
+    "bptt-with-a-series": (TRAIN + ["--bptt", "8", "-o", "x.grucy"], 2,
+                           "--bptt does not apply to a Forecaster"),
+    "lookback-with-a-text": (["train", "--text", "{text}", "--lookback", "4", "-o",
+                              "x.grucy"], 2, "--lookback does not apply to a CharLM"),
+    "checkpoint-every-alone": (TRAIN + ["--checkpoint-every", "2", "-o", "x.grucy"], 2,
+                               "--checkpoint-every does not apply without --checkpoint"),
+    "plot-with-classify": (["demo", "classify", "--plot", "x.png"], 2,
+                           "--plot does not apply to the classify demo"),
+    "plot-and-no-plot": (["demo", "--plot", "x.png", "--no-plot"], 2,
+                         "give --plot PATH or --no-plot, not both"),
+    "demo-seed-negative": (["demo", "--seed", "-3"], 2, "argument --seed: must be >= 0"),
+    "predict-missing-file": (["predict", "{dir}/nope.grucy"], 2,
+                             "cannot read {dir}/nope.grucy: No such file"),
+    "predict-not-grucy": (["predict", "{csv}"], 2, "not a grucy file"),
+    "predict-csv-and-values": (["predict", "{model}", "--csv", "{csv}", "--values", "1,2"],
+                               2, "not both"),
+    "predict-no-history": (["predict", "{model}"], 2, "a Forecaster needs the history"),
+    "predict-short-history": (["predict", "{model}", "--values", "1,2"], 2,
+                              "history needs at least lookback=4 steps"),
+    "predict-bad-values": (["predict", "{model}", "--values", "1,x"], 2,
+                           "--values must be comma-separated numbers"),
+    "predict-horizon-zero": (["predict", "{model}", "--values", "1,2,3,4", "--horizon",
+                              "0"], 2, "argument --horizon: must be >= 1"),
+    "predict-seed-with-a-forecaster": (["predict", "{model}", "--values", "1,2,3,4",
+                                        "--seed", "1"], 2,
+                                       "--seed does not apply to a Forecaster"),
+    "predict-values-with-a-charlm": (["predict", "{lm}", "--values", "1,2"], 2,
+                                     "--values does not apply to a CharLM"),
+    "predict-prompt-with-text": (["predict", "{lm}", "--text", "{text}", "--prompt", "a"],
+                                 2, "--prompt does not apply with --text"),
+    "predict-temperature-negative": (["predict", "{lm}", "--temperature", "-1"], 2,
+                                     "argument --temperature: must be >= 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MISTAKES))
+def test_a_mistake_is_one_line(capsys, files, monkeypatch, case):
+    monkeypatch.chdir(files["dir"])
+    argv, expected_status, message = MISTAKES[case]
+    status, out, err = _console(capsys, _format(argv, files))
+    _one_line_error(status, out, err, expected_status, _format([message], files)[0])
+    assert not (files["dir"] / "x.grucy").exists()
+
+
+def test_the_plot_path_is_checked_before_the_demo_trains(capsys, files, monkeypatch):
+    importorskip("matplotlib")
+    calls = []
+    monkeypatch.setattr(demo.Forecaster, "fit", lambda self, *a, **k: calls.append(a))
+    status, out, err = _console(capsys, _format(["demo", "--plot", "{dir}/nope/x.png"],
+                                                files))
+    _one_line_error(status, out, err, 2, _format(["--plot {dir}/nope/x.png: the "
+                                                  "directory {dir}/nope does not exist"],
+                                                 files)[0])
+    assert calls == [] and out == ""
+
+
+def test_without_matplotlib_no_plot_path_stops_the_demo(capsys, files, monkeypatch):
+    # nothing will be written there, so an unusable path is no reason to refuse
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails
+    monkeypatch.setitem(demo.FORECAST_SETTINGS, "epochs", 1)
+    status, out, err = _console(capsys, _format(["demo", "--plot", "{dir}/nope/x.png"],
+                                                files))
+    assert status == 0 and "matplotlib is not installed" in out and "error" not in err
+
+
+def test_output_folder_is_checked_before_fit_is_called(capsys, files, monkeypatch):
+    calls = []
+    monkeypatch.setattr(grucy.Forecaster, "fit", lambda self, *a, **k: calls.append(a))
+    status, _, err = _console(capsys, _format(TRAIN + ["-o", "{dir}/nope/m.grucy"], files))
+    assert status == 2 and "does not exist" in err and calls == []
+
+
+def test_a_failure_while_running_is_one_line_with_status_1(capsys, files, monkeypatch):
+    def diverge(self, *args, **kwargs):
+        raise RuntimeError("every step of the epoch had a NaN or infinite gradient")
+
+    monkeypatch.setattr(grucy.Forecaster, "fit", diverge)
+    status, out, err = _console(capsys, _format(TRAIN + ["-o", "{dir}/m.grucy"], files))
+    _one_line_error(status, out, err, 1, "NaN or infinite gradient")
+
+    def unexpected(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(grucy.Forecaster, "fit", unexpected)
+    status, out, err = _console(capsys, _format(TRAIN + ["-o", "{dir}/m.grucy", "-q"],
+                                                files))
+    _one_line_error(status, out, err, 1, "OSError: [Errno 28] No space left on device "
+                                         "(GRUCY_TRACEBACK=1 shows where)")
+    monkeypatch.setenv("GRUCY_TRACEBACK", "1")
+    with pytest.raises(OSError, match="No space left"):
+        main(_format(TRAIN + ["-o", "{dir}/m.grucy", "-q"], files))
+
+
+def test_ctrl_c_is_one_line_with_status_130(capsys, files, monkeypatch):
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(grucy.Forecaster, "fit", interrupted)
+    status, _, err = _console(capsys, _format(TRAIN + ["-o", "{dir}/m.grucy", "-q"], files))
+    assert status == 130 and err == "grucy train: interrupted\n"
 
 
 # -- bench and info ------------------------------------------------------------------------
@@ -281,6 +524,24 @@ def test_info(capsys):
     assert info["threads"] == grucy.get_num_threads()
     assert info["numpy"] == np.__version__
     assert info["blas"] and "scikit-learn" in info["optional"]
+
+
+def test_info_says_which_kernels_run_on_this_cpu(capsys):
+    from grucy import _gru
+
+    kernels = _gru.kernel_info()
+    assert kernels["packed"] in ("avx512", "blas")
+    assert kernels["rows"] in ("avx512", "avx2", "baseline")
+    status, out, _ = run(capsys, ["info", "--json"])
+    assert status == 0 and json.loads(out)["kernels"] == kernels
+    status, out, _ = run(capsys, ["info"])
+    lines = dict(line.strip().split(":", 1) for line in out.splitlines()
+                 if line.startswith("  ") and ":" in line and "=" not in line)
+    packed = {"avx512": "grucy's packed AVX-512 kernel", "blas": "BLAS (no AVX-512)"}
+    assert lines["products with the weights"].strip() == packed[kernels["packed"]]
+    rows = {"avx512": "AVX-512", "avx2": "AVX2", "baseline": "baseline x86-64 (SSE2)"}
+    assert lines["fused per-row passes"].strip() == rows[kernels["rows"]]
+    assert lines["OpenBLAS core"].strip() == (kernels["blas_core"] or "none (another BLAS)")
 
 
 # -- through a real process ----------------------------------------------------------------

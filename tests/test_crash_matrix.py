@@ -21,6 +21,7 @@ import textwrap
 import pytest
 
 import grucy
+from conftest import peer_missing, requires
 
 ADDRESS_SPACE_LIMIT = 8 << 30
 CHILD_TIMEOUT = 180
@@ -573,9 +574,18 @@ def _run_all(cases):
     return results
 
 
+# Cases that drive an optional peer, by id prefix: skipped (with the package named) where
+# it is not installed, run for real where it is.
+NEEDS = {"onnx-": ("onnx",), "torch-gru-": ("torch",)}
+
+
+def _needs(case_id):
+    return next((mods for prefix, mods in NEEDS.items() if case_id.startswith(prefix)), ())
+
+
 @pytest.fixture(scope="module")
 def batched_results():
-    return _run_all(CASES)
+    return _run_all([c for c in CASES if not peer_missing(*_needs(c[0]))])
 
 
 def _check(case_id, result, expected, match=None):
@@ -601,9 +611,17 @@ def test_case_ids_are_unique():
     assert len(ids) == len(set(ids))
 
 
+def test_cases_using_a_peer_declare_it():
+    """A case that touches onnx or torch is skipped without it, not failed (NEEDS)."""
+    for case_id, code, *_ in CASES + ISOLATED:
+        used = {m for m in ("onnx", "torch") if re.search(rf"\b{m}\b", code)}
+        assert used <= set(_needs(case_id)), (case_id, used)
+
+
 def _params(cases):
     """(id, code, expected[, message regex]) -> parameters with the regex or None."""
-    return [pytest.param(c[0], c[1], c[2], c[3] if len(c) > 3 else None, id=c[0])
+    return [pytest.param(c[0], c[1], c[2], c[3] if len(c) > 3 else None, id=c[0],
+                         marks=[requires(*_needs(c[0]))] if _needs(c[0]) else [])
             for c in cases]
 
 

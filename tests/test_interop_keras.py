@@ -13,13 +13,13 @@ import os
 import numpy as np
 import pytest
 
+from conftest import assert_close, importorskip  # noqa: E402
+
 os.environ.setdefault("KERAS_BACKEND", "torch")
-keras = pytest.importorskip("keras", reason="keras not installed: optional peer (grucy[keras])")
+keras = importorskip("keras")
 
 import grucy  # noqa: E402
 from grucy import interop  # noqa: E402
-
-from conftest import assert_close  # noqa: E402
 
 # Keras' torch backend converts tensors with np.array(x) (NumPy 2 warns); not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

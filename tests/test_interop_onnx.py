@@ -12,16 +12,15 @@ import os
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx", reason="onnx not installed: optional peer (grucy[onnx])")
-ort = pytest.importorskip("onnxruntime",
-                          reason="onnxruntime not installed: optional peer (grucy[onnx])")
+from conftest import assert_close, importorskip
+
+onnx = importorskip("onnx")
+ort = importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 import grucy  # noqa: E402
 from grucy import interop  # noqa: E402
-
-from conftest import assert_close  # noqa: E402
 
 CONFIGS = {
     "after": dict(),
@@ -172,7 +171,7 @@ def _gru_model(rng, *, D=1, H=3, I=4, layout=0, lbr=1, bias=True, seq_lens=False
 
 
 def _grucy_as_onnx_outputs(layer, x, h0, lengths, layout):
-    """grucy's (y, h_n) in the shapes of the node's Y and Y_h (DESIGN.md section 2)."""
+    """grucy's (y, h_n) in the shapes of the node's Y and Y_h (docs/design.md, section 2)."""
     y, h_n = layer.forward(x, h0, lengths=lengths, training=False)
     D, H = layer.num_directions, layer.hidden_size
     if layout == 0:
@@ -237,7 +236,7 @@ def test_from_onnx_accepts_a_zero_constant_initial_h(rng):
 
 def test_from_onnx_of_a_torch_export(rng):
     """The legacy (TorchScript) exporter's stacks: Slice of h0, Squeeze / Transpose+Reshape."""
-    torch = pytest.importorskip("torch", reason="torch not installed: optional peer")
+    torch = importorskip("torch")
     import io
     import warnings
 

@@ -17,7 +17,9 @@ import grucy
 from grucy import interop
 from grucy.reference import GRU as RefGRU
 
-torch = pytest.importorskip("torch", reason="torch not installed: optional peer (grucy[torch])")
+from conftest import importorskip
+
+torch = importorskip("torch")
 from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
 from grucy.torch import GRU as DropIn  # noqa: E402

@@ -10,7 +10,7 @@ from grucy.datasets import load_co2, load_sunspots
 from grucy.nn import Linear, mse_loss
 from grucy.optim import Adam, clip_grad_norm
 
-from conftest import central_difference
+from conftest import central_difference, importorskip
 
 
 # -- Linear -------------------------------------------------------------------------------
@@ -207,7 +207,7 @@ def test_load_co2():
 
 
 def test_load_digits_sequences():
-    pytest.importorskip("sklearn", reason="the digits ship with scikit-learn")
+    importorskip("sklearn")
     from sklearn.datasets import load_digits
 
     from grucy.datasets import load_digits_sequences

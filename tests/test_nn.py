@@ -14,7 +14,7 @@ from grucy.nn import Dropout, Embedding, Linear, Sequential, TruncatedBPTT
 from grucy.optim import (SGD, Adam, AdamW, CosineAnnealingLR, ReduceLROnPlateau, StepLR,
                          clip_grad_norm, make_optimizer)
 
-from conftest import assert_gradients_match_fd, check_finite_differences
+from conftest import assert_gradients_match_fd, check_finite_differences, importorskip
 
 
 @pytest.fixture
@@ -175,7 +175,7 @@ def test_masked_loss_equals_loss_of_the_kept_terms(rng):
 
 
 def test_losses_match_torch(rng):
-    torch = pytest.importorskip("torch", reason="PyTorch comparison")
+    torch = importorskip("torch")
     F = torch.nn.functional
     pred, target = rng.normal(size=(5, 3)) * 2, rng.normal(size=(5, 3))
     tp = torch.tensor(pred, requires_grad=True)
@@ -268,7 +268,7 @@ def test_tbptt_streams_and_errors():
 
 # -- optimisers ---------------------------------------------------------------------------
 def _run_against_torch(rng, ours, theirs, steps=6):
-    torch = pytest.importorskip("torch", reason="PyTorch comparison")
+    torch = importorskip("torch")
     p_np = [rng.normal(size=(3, 4)), rng.normal(size=5)]
     g_np = [np.zeros_like(p) for p in p_np]
     p_t = [torch.tensor(p.copy(), requires_grad=True) for p in p_np]
@@ -292,7 +292,7 @@ def _run_against_torch(rng, ours, theirs, steps=6):
     dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.1),
 ])
 def test_sgd_matches_torch(rng, kwargs):
-    torch = pytest.importorskip("torch", reason="PyTorch comparison")
+    torch = importorskip("torch")
     _run_against_torch(rng, lambda p, g: SGD(p, g, **kwargs),
                        lambda p: torch.optim.SGD(p, **kwargs))
 
@@ -300,7 +300,7 @@ def test_sgd_matches_torch(rng, kwargs):
 @pytest.mark.parametrize("kwargs", [dict(lr=0.01), dict(lr=0.05, betas=(0.8, 0.99),
                                                          eps=1e-6, weight_decay=0.01)])
 def test_adam_matches_torch(rng, kwargs):
-    torch = pytest.importorskip("torch", reason="PyTorch comparison")
+    torch = importorskip("torch")
     _run_against_torch(rng, lambda p, g: Adam(p, g, **kwargs),
                        lambda p: torch.optim.Adam(p, **kwargs))
 
@@ -308,7 +308,7 @@ def test_adam_matches_torch(rng, kwargs):
 @pytest.mark.parametrize("kwargs", [dict(lr=0.01), dict(lr=0.02, weight_decay=0.1,
                                                          betas=(0.8, 0.95), eps=1e-6)])
 def test_adamw_matches_torch(rng, kwargs):
-    torch = pytest.importorskip("torch", reason="PyTorch comparison")
+    torch = importorskip("torch")
     _run_against_torch(rng, lambda p, g: AdamW(p, g, **kwargs),
                        lambda p: torch.optim.AdamW(p, **kwargs))
 
@@ -364,7 +364,7 @@ def test_optimizer_state_dict_errors():
 
 
 def test_clip_grad_norm_matches_torch(rng):
-    torch = pytest.importorskip("torch", reason="PyTorch comparison")
+    torch = importorskip("torch")
     grads = [rng.normal(size=(3, 3)), rng.normal(size=4)]
     tensors = [torch.zeros(g.shape, dtype=torch.float64, requires_grad=True) for g in grads]
     for t, g in zip(tensors, grads):
@@ -378,7 +378,7 @@ def test_clip_grad_norm_matches_torch(rng):
 
 # -- schedules ----------------------------------------------------------------------------
 def _lr_sequences(make_ours, make_theirs, metrics):
-    torch = pytest.importorskip("torch", reason="PyTorch comparison")
+    torch = importorskip("torch")
     p = [np.zeros(2)]
     opt = SGD(p, [np.zeros(2)], lr=0.5)
     ours = make_ours(opt)
@@ -395,7 +395,7 @@ def _lr_sequences(make_ours, make_theirs, metrics):
 
 
 def test_step_and_cosine_schedules_match_torch():
-    torch = pytest.importorskip("torch", reason="PyTorch comparison")
+    torch = importorskip("torch")
     sched = torch.optim.lr_scheduler
     got, want = _lr_sequences(lambda o: StepLR(o, 3, gamma=0.5),
                               lambda o: sched.StepLR(o, 3, gamma=0.5), [None] * 10)
@@ -408,7 +408,7 @@ def test_step_and_cosine_schedules_match_torch():
 
 
 def test_reduce_on_plateau_matches_torch():
-    torch = pytest.importorskip("torch", reason="PyTorch comparison")
+    torch = importorskip("torch")
     metrics = [5, 4, 4, 4, 4, 3.9999, 4, 4, 4, 4, 4, 4, 2, 2, 2, 2, 2, 2]
     for kwargs in [dict(patience=2, factor=0.5),
                    dict(patience=1, factor=0.1, cooldown=2, min_lr=0.004),

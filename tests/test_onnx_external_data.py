@@ -18,7 +18,9 @@ import pytest
 import grucy
 from grucy import interop
 
-onnx = pytest.importorskip("onnx", reason="ONNX interop tests need onnx")
+from conftest import importorskip
+
+onnx = importorskip("onnx")
 from onnx import external_data_helper  # noqa: E402
 
 SECRET = np.arange(1000, dtype=np.float32)
@@ -70,7 +72,7 @@ def test_the_models_really_use_external_data(model_dir):
 
 
 def test_external_data_model_round_trips_exactly_and_matches_onnx_runtime(model_dir):
-    ort = pytest.importorskip("onnxruntime", reason="ONNX Runtime comparison")
+    ort = importorskip("onnxruntime")
     layer = _layer()
     path = _save_external(layer, model_dir)
     back = interop.from_onnx(path)

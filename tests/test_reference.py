@@ -14,7 +14,7 @@ import pytest
 
 from grucy.reference import GRU
 
-from conftest import central_difference
+from conftest import central_difference, importorskip
 
 T, B, I, H = 4, 3, 3, 3
 LENGTHS = np.array([2, 4, 1])  # unsorted, one full, one of length 1
@@ -124,7 +124,7 @@ TORCH_CONFIGS = [
 
 @pytest.mark.parametrize("cfg", TORCH_CONFIGS, ids=config_id)
 def test_matches_torch(cfg):
-    torch = pytest.importorskip("torch", reason="torch is the external GRU oracle")
+    torch = importorskip("torch")
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     cfg = dict(cfg)

@@ -11,7 +11,9 @@ import pytest
 
 import grucy
 
-sklearn = pytest.importorskip("sklearn", reason="scikit-learn is an optional extra")
+from conftest import importorskip
+
+sklearn = importorskip("sklearn")
 
 from sklearn.base import clone, is_classifier, is_regressor  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402

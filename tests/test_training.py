@@ -2,16 +2,19 @@
 schedules, progress output, exact resume from checkpoints, and the data-parallel contract
 (simulated with two threads and an in-process communicator)."""
 
+import sys
 import threading
 
 import numpy as np
 import pytest
 
-from grucy import io
+from grucy import io, training
 from grucy.losses import mse_loss
 from grucy.nn import Dropout, Linear, Sequential
 from grucy.optim import Adam, clip_grad_norm
 from grucy.training import ArrayTask, Trainer, read_checkpoint, train
+
+from conftest import importorskip
 
 
 def make_data(n=120, seed=0):
@@ -119,6 +122,7 @@ def test_schedules_drive_the_learning_rate():
 
 
 def test_verbose_zero_is_silent_and_verbose_shows_metrics(capsys):
+    # with or without tqdm: verbose=2 names the run and shows the validation metrics
     X, Y = make_data()
     train(make_task(X, Y), epochs=2, seed=0, verbose=0)
     captured = capsys.readouterr()
@@ -126,6 +130,97 @@ def test_verbose_zero_is_silent_and_verbose_shows_metrics(capsys):
     train(make_task(X, Y), epochs=2, seed=0, verbose=2, description="fitting")
     err = capsys.readouterr().err
     assert "fitting" in err and "val_loss" in err and "val_rmse" in err
+
+
+def _without_tqdm(monkeypatch):
+    for name in ("tqdm", "tqdm.auto"):
+        monkeypatch.setitem(sys.modules, name, None)  # importing it fails
+
+
+def _epoch_lines(err):
+    return [line for line in err.splitlines() if line.startswith("fitting: epoch ")]
+
+
+def test_without_tqdm_verbose_1_prints_at_most_one_line_per_epoch(capsys, monkeypatch):
+    _without_tqdm(monkeypatch)
+    X, Y = make_data()
+    # a quick run (all 30 epochs within the interval): the first and the last epoch only
+    monkeypatch.setattr(training._Progress, "LINE_INTERVAL", 1e9)
+    train(make_task(X, Y), epochs=30, seed=0, verbose=1, description="fitting")
+    captured = capsys.readouterr()
+    lines = _epoch_lines(captured.err)
+    assert captured.out == "" and len(captured.err.splitlines()) == 2
+    assert lines[0].startswith("fitting: epoch 1/30  loss ") and "val_rmse" in lines[0]
+    assert lines[1].startswith("fitting: epoch 30/30  loss ")
+    # slow epochs (each longer than the interval): one line each, never more
+    monkeypatch.setattr(training._Progress, "LINE_INTERVAL", 0.0)
+    train(make_task(X, Y), epochs=5, seed=0, verbose=1, description="fitting")
+    lines = _epoch_lines(capsys.readouterr().err)
+    assert [line.split()[2] for line in lines] == [f"{e}/5" for e in range(1, 6)]
+    # verbose=2 asks for every epoch
+    monkeypatch.setattr(training._Progress, "LINE_INTERVAL", 1e9)
+    train(make_task(X, Y), epochs=5, seed=0, verbose=2, description="fitting")
+    assert len(_epoch_lines(capsys.readouterr().err)) == 5
+
+
+class _RecordingBar:
+    """Stands in for tqdm.auto.tqdm: records the position at every update and postfix."""
+
+    made = []
+
+    def __init__(self, total=None, initial=0, unit=None, **kwargs):
+        self.total, self.n, self.unit = total, initial, unit
+        self.events = []
+        _RecordingBar.made.append(self)
+
+    def update(self, n=1):
+        self.n += n
+        self.events.append(("update", self.n))
+
+    def set_postfix(self, values, refresh=True):
+        self.events.append(("epoch", self.n, dict(values)))
+
+    def write(self, line):
+        self.events.append(("write", line))
+
+    def close(self):
+        self.events.append(("close",))
+
+
+def test_the_progress_bar_moves_with_every_batch(monkeypatch):
+    importorskip("tqdm")
+    import tqdm.auto as tqdm_auto
+
+    X, Y = make_data()  # 100 training examples: 7 batches of 16 per epoch
+    _RecordingBar.made.clear()
+    monkeypatch.setattr(tqdm_auto, "tqdm", _RecordingBar)
+    train(make_task(X, Y), epochs=3, batch_size=16, seed=0, verbose=1)
+    (bar,) = _RecordingBar.made
+    assert bar.unit == "batch" and bar.total == 3 * 7
+    epochs = [e for e in bar.events if e[0] == "epoch"]
+    updates = [e for e in bar.events if e[0] == "update"]
+    assert [e[1] for e in updates] == list(range(1, 22))  # one step per batch
+    assert [e[1] for e in epochs] == [7, 14, 21]  # moved within each epoch first
+    assert epochs[-1][2]["epoch"] == "3/3" and "val_loss" in epochs[-1][2]
+    assert bar.events[-1] == ("close",)
+
+
+def test_a_char_lm_epoch_moves_the_bar_per_bptt_chunk(monkeypatch):
+    importorskip("tqdm")
+    import tqdm.auto as tqdm_auto
+
+    import grucy
+
+    _RecordingBar.made.clear()
+    monkeypatch.setattr(tqdm_auto, "tqdm", _RecordingBar)
+    text = "the quick brown fox jumps over the lazy dog. " * 40
+    grucy.CharLM(hidden_size=8, embedding_dim=4, bptt=10, batch_size=4, epochs=2,
+                 random_state=0, verbose=1).fit(text)
+    (bar,) = _RecordingBar.made
+    per_epoch = bar.total // 2
+    assert bar.unit == "batch" and per_epoch > 5
+    assert [e[1] for e in bar.events if e[0] == "epoch"] == [per_epoch, 2 * per_epoch]
+    assert sum(e[0] == "update" for e in bar.events) == 2 * per_epoch
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

@@ -20,6 +20,8 @@ from grucy.nn import Dropout, Embedding, Linear, Sequential, TruncatedBPTT
 from grucy.optim import SGD, Adam, AdamW, ReduceLROnPlateau
 from grucy.training import ArrayTask, StreamTask, Trainer
 
+from conftest import importorskip
+
 
 def _refused(fn, exc, match):
     with pytest.raises(exc, match=match):
@@ -482,6 +484,13 @@ def test_use_before_fit_raises_not_fitted(case_id, fn):
     assert isinstance(info.value, ValueError) and isinstance(info.value, AttributeError)
 
 
+def _poisoned(a, index, value=np.inf):
+    """A float copy of ``a`` with ``value`` at ``index``."""
+    a = np.array(a, dtype=np.float64)
+    a[index] = value
+    return a
+
+
 FIT_CASES = [
     ("fc-empty", lambda: grucy.Forecaster(**KW).fit([]), ValueError,
      r"series is empty \(shape \(0,\)\)"),
@@ -492,7 +501,7 @@ FIT_CASES = [
     ("fc-strings", lambda: grucy.Forecaster(**KW).fit("abc"), TypeError,
      r"series must hold real numbers, got dtype <U3"),
     ("fc-nan", lambda: grucy.Forecaster(**KW).fit(np.r_[SERIES, np.nan]), ValueError,
-     r"series contains NaN or inf"),
+     r"^series contains NaN or inf \(first at index \(60,\), value nan\); fill or drop"),
     ("fc-3d", lambda: grucy.Forecaster(**KW).fit(SERIES.reshape(3, 4, 5)), ValueError,
      r"series must be 1-D \(n,\) or 2-D \(n, k\), got shape \(3, 4, 5\)"),
     ("fc-short", lambda: grucy.Forecaster(lookback=100, **KW).fit(SERIES), ValueError,
@@ -516,7 +525,20 @@ FIT_CASES = [
     ("clf-one-class", lambda: grucy.GRUClassifier(**KW).fit(XS, np.zeros(20)), ValueError,
      r"needs samples of at least 2 classes"),
     ("clf-y-nan", lambda: grucy.GRUClassifier(**KW).fit(XS, np.full(20, np.nan)),
-     ValueError, r"y contains NaN"),
+     ValueError, r"^y contains NaN or inf \(first at index \(0,\), value nan\)"),
+    ("clf-x-inf", lambda: grucy.GRUClassifier(**KW).fit(_poisoned(XS, (7, 3)), YS),
+     ValueError, r"^X contains NaN or inf \(first at index \(7, 3\), value inf\)"),
+    ("clf-y-nan-late",
+     lambda: grucy.GRUClassifier(**KW).fit(XS, _poisoned(YS, (11,), np.nan)), ValueError,
+     r"^y contains NaN or inf \(first at index \(11,\), value nan\)"),
+    ("reg-x-nan", lambda: grucy.GRURegressor(**KW).fit(_poisoned(XS[:, :, None], (4, 5, 0),
+                                                                  np.nan), XS[:, 0]),
+     ValueError, r"^X contains NaN or inf \(first at index \(4, 5, 0\), value nan\)"),
+    ("reg-y-inf", lambda: grucy.GRURegressor(**KW).fit(XS, _poisoned(XS[:, :2], (9, 1))),
+     ValueError, r"^y contains NaN or inf \(first at index \(9, 1\), value inf\)"),
+    ("fc-nan-2d", lambda: grucy.Forecaster(**KW).fit(_poisoned(np.c_[SERIES, SERIES],
+                                                                (33, 1), np.nan)),
+     ValueError, r"^series contains NaN or inf \(first at index \(33, 1\), value nan\)"),
     ("clf-x-4d", lambda: grucy.GRUClassifier(**KW).fit(XS[:, :, None, None], YS),
      ValueError, r"X must be 2-D .* or 3-D .*got a 4-D array of shape \(20, 6, 1, 1\)"),
     ("clf-x-strings", lambda: grucy.GRUClassifier(**KW).fit(np.full((20, 6), "a"), YS),
@@ -556,7 +578,7 @@ FITTED_CASES = [
     ("fc-history-short", "forecaster", lambda m: m.predict(SERIES[:3]), ValueError,
      r"history needs at least lookback=12 steps, got 3"),
     ("fc-history-nan", "forecaster", lambda m: m.predict(np.r_[SERIES, np.nan]), ValueError,
-     r"history contains NaN or inf"),
+     r"^history contains NaN or inf \(first at index \(60,\), value nan\)"),
     ("fc-history-empty", "forecaster", lambda m: m.predict(np.zeros((0, 20))), ValueError,
      r"history is empty \(shape \(0, 20\)\)"),
     ("fc-history-3d", "forecaster", lambda m: m.predict(SERIES.reshape(2, 3, 10)),
@@ -573,7 +595,7 @@ FITTED_CASES = [
     ("clf-1d", "classifier", lambda m: m.predict(XS[0]), ValueError,
      r"got a 1-D array of shape \(6,\)"),
     ("clf-nan", "classifier", lambda m: m.predict(np.full((2, 6), np.nan)), ValueError,
-     r"X contains NaN"),
+     r"^X contains NaN or inf \(first at index \(0, 0\), value nan\)"),
     ("clf-proba-empty", "classifier", lambda m: m.predict_proba(np.zeros((0, 6))),
      ValueError, r"0 sample\(s\)"),
     ("clf-score-y-length", "classifier", lambda m: m.score(XS, YS[:5]), ValueError,
@@ -642,7 +664,7 @@ def _small_gru(**kw):
 
 
 def test_onnx_export_arguments_are_checked(tmp_path):
-    pytest.importorskip("onnx", reason="ONNX export needs onnx")
+    importorskip("onnx")
     from grucy import interop
 
     g = _small_gru()
@@ -675,7 +697,7 @@ def test_onnx_export_arguments_are_checked(tmp_path):
 
 
 def test_torch_converters_refuse_wrong_types():
-    torch = pytest.importorskip("torch", reason="PyTorch interop")
+    torch = importorskip("torch")
     from grucy import interop
 
     for module, exc, match in [
@@ -701,7 +723,7 @@ def test_torch_converters_refuse_wrong_types():
 
 def test_keras_converters_refuse_wrong_types():
     os.environ.setdefault("KERAS_BACKEND", "torch")
-    keras = pytest.importorskip("keras", reason="Keras interop")
+    keras = importorskip("keras")
     from grucy import interop
 
     for layer, exc, match in [
@@ -726,7 +748,7 @@ def test_keras_converters_refuse_wrong_types():
 
 
 def test_grucy_torch_gru_refuses_bad_arguments_and_inputs():
-    torch = pytest.importorskip("torch", reason="grucy.torch needs PyTorch")
+    torch = importorskip("torch")
     from grucy.torch import GRU
 
     for args, kwargs, exc, match in [

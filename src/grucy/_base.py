@@ -102,15 +102,16 @@ def _finite(arr):
     return bool(np.isfinite(arr).all())
 
 
-def check_finite(name, arr):
-    """Raise ValueError naming ``name`` and the first bad index if ``arr`` has NaN/inf."""
+def check_finite(name, arr, hint="grucy refuses non-finite values"):
+    """Raise ValueError naming ``name`` and the first bad index if ``arr`` has NaN/inf;
+    ``hint`` ends the message (what to do about it)."""
     if arr.dtype.kind != "f" or _finite(arr):
         return
     bad = ~np.isfinite(arr)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"{name} contains NaN or inf (first at index {where}, value "
-                         f"{arr[where]}); grucy refuses non-finite values")
+                         f"{arr[where]}); {hint}")
 
 
 def check_dtype(dtype):

@@ -120,7 +120,8 @@ def run_forecast_demo(seed: int = 0, verbose: bool = True, plot: Optional[str] =
     if plot is not None:
         result["plot"] = _plot_forecast(plot, years, values, result)
         if result["plot"] is None:
-            say("(matplotlib is not installed: no plot; pip install matplotlib)")
+            say("matplotlib is not installed, so no plot was written (pip install "
+                "matplotlib, or pip install 'grucy[plot]')")
         else:
             say(f"Plot of forecast vs truth written to {result['plot']}")
     return result

@@ -3,7 +3,7 @@
 Every converter copies weights bitwise (gate blocks reordered and transposed, nothing
 rounded) and refuses, naming the setting, whatever the target cannot compute exactly:
 reset-after and reset-before GRUs are different functions and are never converted into
-one another.  Layouts and formulas: DESIGN.md section 2.  In short, grucy (like PyTorch)
+one another.  Layouts and formulas: docs/design.md, section 2.  In short, grucy (like PyTorch)
 stacks the gates r, z, n; Keras and ONNX stack z, r, h, so ``_swap_rz`` swaps the first two
 H-blocks, and is its own inverse.
 
@@ -194,7 +194,7 @@ def _keras_gru_spec(keras, layer, what, *, ignore_dropout, backwards=False):
             b_ih, b_hh = _swap_rz(bias[0]), _swap_rz(bias[1])
         else:
             # Keras' reset-before form has one bias; every recurrent bias of that form sits
-            # outside the reset product, so b_hh = 0 is exact (DESIGN.md section 2).
+            # outside the reset product, so b_hh = 0 is exact (docs/design.md, 2).
             b_ih, b_hh = _swap_rz(bias), np.zeros_like(bias)
     else:
         b_ih = b_hh = None

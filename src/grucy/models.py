@@ -500,8 +500,7 @@ class Forecaster(_GRUModel):
         if s.size == 0:
             raise ValueError(f"{name} is empty (shape {s.shape}); it needs values, oldest "
                              f"first, in at least one column")
-        if not np.all(np.isfinite(s)):
-            raise ValueError(f"{name} contains NaN or inf; fill or drop missing values first")
+        check_finite(name, s, hint="fill or drop missing values first")
         return s
 
     def _windows(self, scaled):
@@ -565,7 +564,7 @@ class Forecaster(_GRUModel):
         h = np.asarray(history)
         if h.dtype.kind not in "biuf":
             raise TypeError(f"history must hold real numbers, got dtype {h.dtype}")
-        h = h.astype(np.float64)
+        h = given = h.astype(np.float64)
         if h.size == 0:
             raise ValueError(f"history is empty (shape {h.shape}); it needs at least "
                              f"lookback={self.lookback_} steps of at least one series")
@@ -585,8 +584,7 @@ class Forecaster(_GRUModel):
         if h.shape[1] < self.lookback_:
             raise ValueError(f"history needs at least lookback={self.lookback_} steps, got "
                              f"{h.shape[1]}")
-        if not np.all(np.isfinite(h)):
-            raise ValueError("history contains NaN or inf")
+        check_finite("history", given, hint="fill or drop missing values first")
         return (h - self.mean_) / self.scale_, single
 
     def predict(self, history: ArrayLike, horizon: int = 1) -> np.ndarray:
@@ -705,8 +703,7 @@ class _SequenceEstimator(_GRUModel):
         if X.shape[1] == 0 or (X.ndim == 3 and X.shape[2] == 0):
             raise ValueError(f"Found array with 0 feature(s) (shape={X.shape}) while a "
                              f"minimum of 1 is required.")
-        if not np.all(np.isfinite(X)):
-            raise ValueError("Input X contains NaN or infinity.")
+        check_finite("X", X, hint="fill or drop missing values first")
         if fitting:
             self._input_ndim = X.ndim
             self.n_features_in_ = X.shape[1] if X.ndim == 2 else X.shape[2]
@@ -839,8 +836,7 @@ class GRUClassifier(_SequenceEstimator):
         if labels.ndim != 1:
             raise ValueError(f"y should be a 1d array of labels, got shape {labels.shape}")
         if labels.dtype.kind == "f":
-            if not np.all(np.isfinite(labels)):
-                raise ValueError("Input y contains NaN or infinity.")
+            check_finite("y", labels, hint="every sample needs a class label")
             if np.any(labels != np.round(labels)):
                 raise ValueError("Unknown label type: continuous. GRUClassifier needs "
                                  "discrete class labels; use GRURegressor for continuous "
@@ -941,8 +937,7 @@ class GRURegressor(_SequenceEstimator):
         if target.ndim not in (1, 2):
             raise ValueError(f"y must be (n_samples,) or (n_samples, n_targets), got shape "
                              f"{target.shape}")
-        if not np.all(np.isfinite(target)):
-            raise ValueError("Input y contains NaN or infinity.")
+        check_finite("y", target, hint="every sample needs a finite target")
         if target.ndim == 2 and target.shape[1] == 0:
             raise ValueError(f"y has no targets (shape {target.shape}); it needs at least "
                              f"one column")

@@ -7,7 +7,7 @@ on the recurrence, are single matmuls outside the loop.  The compiled layer must
 module to rounding error; keep the arithmetic here independent of the kernels.
 
 Semantics follow ``torch.nn.GRU`` (packed sequences when ``lengths`` is given); see
-DESIGN.md for the two forms of the cell and the backward pass of one step.
+docs/design.md, section 1, for the two forms of the cell and the backward pass of one step.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ import math
 import numbers
 import os
 import sys
+import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
@@ -103,6 +104,11 @@ class Task:
 
     def val_batches(self, batch_size: int) -> Iterator:
         return iter(())
+
+    def n_train_batches(self, batch_size: int) -> Optional[int]:
+        """Batches per training epoch, or None when unknown (the progress bar then
+        advances per epoch instead of per batch)."""
+        return None
 
     def count(self, indices, key) -> float:
         """Number of loss terms (sum of their weights) in a local batch."""
@@ -253,6 +259,9 @@ class ArrayTask(_NetTask):
         for start in range(0, self.val_idx.size, batch_size):
             yield self.val_idx[start:start + batch_size], None
 
+    def n_train_batches(self, batch_size):
+        return -(-self.train_idx.size // batch_size)
+
     def count(self, indices, key):
         return len(indices) * self._terms_per_example
 
@@ -341,6 +350,9 @@ class StreamTask(_NetTask):
     def val_batches(self, batch_size):
         return self._batches()
 
+    def n_train_batches(self, batch_size):
+        return -(-(self.train_streams.shape[1] - 1) // self.bptt)
+
     def count(self, indices, key):
         return float(len(indices) * (key.stop - key.start))
 
@@ -421,34 +433,76 @@ def read_checkpoint(path: Union[str, "os.PathLike[str]"]) -> Tuple[dict, Dict[st
 
 
 class _Progress:
-    """tqdm over epochs when installed, else one printed line per epoch."""
+    """What ``verbose`` shows on the root process.
 
-    def __init__(self, enabled, total, initial, desc):
-        self.enabled, self.bar = enabled, None
-        if not enabled:
+    With tqdm: one bar over every training batch of the run, advanced after each batch
+    (tqdm redraws at most every ``mininterval`` seconds, so a long epoch moves visibly
+    and a fast one costs nothing), the last epoch's metrics as its postfix; a task that
+    cannot count its batches gets a bar over epochs.  Without tqdm: ``verbose=1`` prints
+    an epoch's line only when ``LINE_INTERVAL`` seconds have passed since the last one
+    (and always the first and the last epoch), so at most one line per epoch and a few
+    lines for a run of many quick epochs; ``verbose=2`` prints every epoch's line.
+    """
+
+    LINE_INTERVAL = 10.0  # seconds between lines without tqdm at verbose=1
+
+    def __init__(self, verbose, total, initial, desc, batches_per_epoch=None):
+        self.verbose, self.total, self.desc, self.bar = verbose, total, desc, None
+        self.per_batch = batches_per_epoch is not None and batches_per_epoch > 0
+        self.last_line = None  # time.monotonic() of the last printed line
+        if not verbose:
             return
         try:
             from tqdm.auto import tqdm
         except ImportError:
-            self.total = total
             return
-        self.bar = tqdm(total=total, initial=initial, desc=desc, unit="epoch",
-                        dynamic_ncols=True, leave=True)
-
-    def update(self, epoch, logs):
-        if not self.enabled:
-            return
-        shown = {k: f"{v:.4g}" for k, v in logs.items() if k != "lr"}
-        if self.bar is not None:
-            self.bar.set_postfix(shown, refresh=False)
-            self.bar.update(1)
+        if self.per_batch:
+            self.bar = tqdm(total=total * batches_per_epoch,
+                            initial=initial * batches_per_epoch, desc=desc, unit="batch",
+                            dynamic_ncols=True, leave=True, mininterval=0.2)
         else:
-            items = "  ".join(f"{k} {v}" for k, v in shown.items())
-            print(f"epoch {epoch}/{self.total}  {items}", file=sys.stderr, flush=True)
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="epoch",
+                            dynamic_ncols=True, leave=True)
+
+    def batch(self):
+        """One training batch done."""
+        if self.bar is not None and self.per_batch:
+            self.bar.update(1)
+
+    def _line(self, epoch, logs):
+        items = "  ".join(f"{k} {v:.5g}" for k, v in logs.items())
+        return f"{self.desc}: epoch {epoch}/{self.total}  {items}"
+
+    def epoch(self, epoch, logs, last):
+        """Epoch ``epoch`` done with ``logs``; ``last`` when no epoch follows."""
+        if not self.verbose:
+            return
+        if self.bar is not None:
+            shown = {"epoch": f"{epoch}/{self.total}"}
+            shown.update({k: f"{v:.4g}" for k, v in logs.items() if k != "lr"})
+            self.bar.set_postfix(shown, refresh=False)
+            if not self.per_batch:
+                self.bar.update(1)
+            if self.verbose > 1:
+                self.bar.write(self._line(epoch, logs))
+            return
+        now = time.monotonic()
+        if (self.verbose > 1 or last or self.last_line is None
+                or now - self.last_line >= self.LINE_INTERVAL):
+            print(self._line(epoch, logs), file=sys.stderr, flush=True)
+            self.last_line = now
 
     def close(self):
         if self.bar is not None:
             self.bar.close()
+
+
+def _after_each(items, callback):
+    """Yield ``items``, calling ``callback()`` once the loop body of each has finished
+    (whichever way it left: normally or by ``continue``)."""
+    for item in items:
+        yield item
+        callback()
 
 
 # -- the loop -----------------------------------------------------------------------------
@@ -477,8 +531,9 @@ class Trainer:
     seed : int, SeedSequence or None
         Seeds the shuffling.
     verbose : int
-        0 silent; 1 a progress bar with the loss and validation metrics per epoch; 2 the
-        bar plus one printed line per epoch.
+        0 silent; 1 a progress bar advanced per batch, with the loss and validation
+        metrics of the last epoch (tqdm, ``grucy[progress]``; without it a printed line
+        per epoch, at most one every 10 s); 2 the bar plus one printed line per epoch.
     distributed : "auto", bool or communicator
         Passed to :func:`grucy.distributed.get_communicator`.
     checkpoint : path or None
@@ -587,13 +642,16 @@ class Trainer:
             seq = np.random.SeedSequence([entropy, self.comm.rank, i])
             g.bit_generator.state = type(g.bit_generator)(seq).state
 
-    def _train_epoch(self):
+    def _train_epoch(self, on_batch=None):
         task, comm = self.task, self.comm
         if comm.size > 1:
             self._rank_streams()
         task.start_epoch("train")
         local_loss, terms, steps = 0.0, 0.0, 0
-        for indices, key in task.train_batches(self.rng, self.batch_size):
+        batches = task.train_batches(self.rng, self.batch_size)
+        if on_batch is not None:
+            batches = _after_each(batches, on_batch)
+        for indices, key in batches:
             local = comm.shard(indices)
             n_local = task.count(local, key) if len(local) else 0.0
             n_global = float(comm.allreduce_sum([n_local])[0])
@@ -721,16 +779,14 @@ class Trainer:
         if self.resume is not None:
             self.load_checkpoint(self.resume)
             comm.broadcast_(self.params)
-        progress = _Progress(self.verbose > 0 and comm.is_root, self.epochs,
-                             min(self.epoch, self.epochs), self.description)
+        progress = _Progress(self.verbose if comm.is_root else 0, self.epochs,
+                             min(self.epoch, self.epochs), self.description,
+                             self.task.n_train_batches(self.batch_size))
         try:
             while self.epoch < self.epochs and not self.stopped:
-                logs = self._run_epoch()
-                progress.update(self.epoch, logs)
-                if self.verbose > 1 and comm.is_root and progress.bar is not None:
-                    items = "  ".join(f"{k} {v:.5g}" for k, v in logs.items())
-                    progress.bar.write(f"epoch {self.epoch}/{self.epochs}  {items}")
+                logs = self._run_epoch(progress.batch)
                 last = self.epoch >= self.epochs or self.stopped
+                progress.epoch(self.epoch, logs, last)
                 if self.checkpoint is not None and comm.is_root and (
                         self.epoch % self.checkpoint_every == 0 or last):
                     self.save_checkpoint(self._checkpoint_path())
@@ -741,9 +797,9 @@ class Trainer:
                 p[...] = b
         return self.history
 
-    def _run_epoch(self):
+    def _run_epoch(self, on_batch=None):
         lr = self.optimizer.lr
-        logs = {"loss": self._train_epoch()}
+        logs = {"loss": self._train_epoch(on_batch)}
         if self.task.has_validation:
             logs.update({f"val_{k}": v for k, v in self._validate().items()})
         self.epoch += 1
