@@ -651,6 +651,8 @@ DEF MAX_CHUNKS = 64
 DEF MAX_PROF_THREADS = 256
 DEF NPHASES = 6          # pack, projection / dX, recurrent GEMMs, fused passes, waits, dW
 DEF WGRAD_K_BLOCK = 256  # rows per block of the weight gradients (see _weight_grads)
+DEF WGRAD_STRIP = 64     # weight-gradient tiles: gate rows x columns (_wgrad_block)
+DEF WGRAD_COLS = 256
 
 # Cost model of one step for a (groups, chunks) choice, in seconds.  Only the ratios
 # matter: a core multiplies at ~1e11 multiply-adds/s (Zen 5: 245 GFLOP/s per core
@@ -1340,22 +1342,87 @@ cdef void _dx_rows(Ctx* c, const floating* tag, Py_ssize_t r0, Py_ssize_t r1) no
 
 
 cdef void _wgrad_block(Ctx* c, const floating* tag, int m, int ncol, int kc,
-                       const floating* D, int ldd, const floating* src, int lds,
-                       floating* dw, floating* scratch) noexcept nogil:
-    """dw (m, ncol) += D^T @ src over kc rows: D (kc, m) with leading dimension ldd, src
-    (kc, ncol) row-major; full panels read src in place, the last partial one through
-    scratch (kc * nr values)."""
-    cdef int nr = _nr(tag)
-    cdef int full = ncol // nr * nr
-    if c.blas:
-        gemm(True, False, m, ncol, kc, 1, D, ldd, src, lds, 1, dw, ncol)
-        return
-    if full > 0:
-        _pgemm_at(m, full, kc, D, ldd, src, lds, nr, dw, ncol, True)
-    if ncol > full:
-        _pack_n(nr, kc, ncol - full, src + full, lds, scratch)
-        _pgemm_at(m, ncol - full, kc, D, ldd, scratch, nr, <Py_ssize_t>kc * nr,
-                  dw + full, ncol, True)
+                       const floating* D, int ldd, const floating* P,
+                       floating* dw) noexcept nogil:
+    """dw (m, ncol) += D^T @ B over kc rows: D (kc, m) with leading dimension ldd, B
+    packed in P (_pack_n, kc rows).  In tiles of WGRAD_COLS columns x WGRAD_STRIP rows,
+    columns outer: a tile's panels (kc x 256 values, 256 KB) stay in L2 while the strips
+    of D (kc x 64, 64 KB) pass; the whole of B (1 MB at H = 1024) came from L3 for every
+    strip and the GEMM ran at 190 instead of 230 GFLOP/s."""
+    cdef int nr = _nr(tag), c0, cw, j, w
+    for c0 in range(0, ncol, WGRAD_COLS):
+        cw = WGRAD_COLS if ncol - c0 > WGRAD_COLS else ncol - c0
+        for j in range(0, m, WGRAD_STRIP):
+            w = WGRAD_STRIP if m - j > WGRAD_STRIP else m - j
+            _pgemm_at(w, cw, kc, D + j, ldd, P + <Py_ssize_t>c0 * kc, nr,
+                      <Py_ssize_t>kc * nr, dw + <Py_ssize_t>j * ncol + c0, ncol, True)
+
+
+cdef extern from *:
+    """
+    /* db[j] += sum over r of D[r][j], rows in order (restrict: vectorized over j) */
+    #define GRUCY_COLSUM(T, SFX) \
+    static void grucy_colsum_##SFX(int rows, int cols, const T* restrict D, ptrdiff_t ldd, \
+                                   T* restrict db) { \
+        for (int r = 0; r < rows; r++) \
+            for (int j = 0; j < cols; j++) db[j] += D[r * ldd + j]; \
+    }
+    GRUCY_COLSUM(float, f)
+    GRUCY_COLSUM(double, d)
+    """
+    void grucy_colsum_f(int rows, int cols, const float* D, Py_ssize_t ldd, float* db) noexcept nogil
+    void grucy_colsum_d(int rows, int cols, const double* D, Py_ssize_t ldd, double* db) noexcept nogil
+
+
+cdef inline void _colsum(int rows, int cols, const floating* D, Py_ssize_t ldd,
+                         floating* db) noexcept nogil:
+    if floating is float:
+        grucy_colsum_f(rows, cols, D, ldd, db)
+    else:
+        grucy_colsum_d(rows, cols, D, ldd, db)
+
+
+cdef inline Py_ssize_t _wgrad_scratch(int I, int H, int nr) noexcept nogil:
+    """Values of one thread's weight-gradient scratch: a block of X and one of Hp,
+    packed, and two blocks of gate-gradient columns (_weight_grads)."""
+    return (grucy_pgemm_size(WGRAD_K_BLOCK, I, nr) + grucy_pgemm_size(WGRAD_K_BLOCK, H, nr)
+            + 2 * <Py_ssize_t>WGRAD_K_BLOCK * (H + 32))
+
+
+cdef inline void _copy_rows(int rows, int cols, const floating* src, Py_ssize_t lds,
+                            floating* dst, Py_ssize_t ldd) noexcept nogil:
+    cdef int r
+    for r in range(rows):
+        memcpy(dst + r * ldd, src + r * lds, <size_t>cols * sizeof(floating))
+
+
+cdef void _weight_grads_blas(Ctx* c, const floating* tag, int u0, int u1, Py_ssize_t k0,
+                             int kc) noexcept nogil:
+    """GRUCY_ISA=blas: the same blocks through BLAS, one gate part at a time."""
+    cdef const Cell* cell = c.cell
+    cdef int I = c.I_, H = c.H, H3 = 3 * c.H, a = u0, e, g, ldx
+    cdef const floating* dG = <const floating*>c.dG
+    cdef const floating* Dx
+    cdef const floating* Dh
+    cdef const floating* src
+    while a < u1:
+        g = a // H
+        e = (g + 1) * H if (g + 1) * H < u1 else u1
+        Dh = dG + k0 * H3 + a
+        if g == 2 and cell.xn_separate:
+            Dx = <const floating*>c.dGxn + k0 * H + (a - 2 * H)
+            ldx = H
+        else:
+            Dx = Dh
+            ldx = H3
+        src = (<const floating*>c.A if cell.whh_src[g] else <const floating*>c.Hp) + k0 * H
+        gemm(True, False, e - a, I, kc, 1, Dx, ldx, <const floating*>c.X + k0 * I, I, 1,
+             <floating*>c.dwih + <Py_ssize_t>a * I, I)
+        gemm(True, False, e - a, H, kc, 1, Dh, H3, src, H, 1,
+             <floating*>c.dwhh + <Py_ssize_t>a * H, H)
+        _colsum(kc, e - a, Dx, ldx, <floating*>c.dbih + a)
+        _colsum(kc, e - a, Dh, H3, <floating*>c.dbhh + a)
+        a = e
 
 
 cdef void _weight_grads(Ctx* c, const floating* tag, int tid, int nt) noexcept nogil:
@@ -1375,10 +1442,16 @@ cdef void _weight_grads(Ctx* c, const floating* tag, int tid, int nt) noexcept n
     cdef floating* dwhh = <floating*>c.dwhh
     cdef floating* dbih = <floating*>c.dbih
     cdef floating* dbhh = <floating*>c.dbhh
-    cdef floating* scratch = <floating*>c.scratch + <Py_ssize_t>tid * WGRAD_K_BLOCK * nr
+    cdef Py_ssize_t per = _wgrad_scratch(I, H, nr)
+    cdef floating* Px = <floating*>c.scratch + tid * per
+    cdef floating* Ph = Px + grucy_pgemm_size(WGRAD_K_BLOCK, I, nr)
+    cdef floating* Dc = Ph + grucy_pgemm_size(WGRAD_K_BLOCK, H, nr)
+    cdef floating* Dc2 = Dc + <Py_ssize_t>WGRAD_K_BLOCK * (H + 32)
+    cdef int ldc_, ldh
+    cdef bint same
+    cdef const floating* packed_src = NULL
     cdef int u0 = <int>_share(H3, tid, nt), u1 = <int>_share(H3, tid + 1, nt)
-    cdef int a, e, g, kc, j
-    cdef Py_ssize_t r
+    cdef int a, e, g, kc
     cdef const floating* Dx
     cdef const floating* Dh
     cdef const floating* src
@@ -1388,6 +1461,12 @@ cdef void _weight_grads(Ctx* c, const floating* tag, int tid, int nt) noexcept n
     k0 = 0
     while k0 < N:
         kc = <int>(WGRAD_K_BLOCK if N - k0 > WGRAD_K_BLOCK else N - k0)
+        if c.blas:
+            _weight_grads_blas(c, tag, u0, u1, k0, kc)
+            k0 += kc
+            continue
+        _pack_n(nr, kc, I, X + k0 * I, I, Px)   # this block of X, for all gates
+        packed_src = NULL
         a = u0
         while a < u1:          # the part of this thread's rows within one gate
             g = a // H
@@ -1400,14 +1479,34 @@ cdef void _weight_grads(Ctx* c, const floating* tag, int tid, int nt) noexcept n
                 Dx = Dh
                 ldx = H3
             src = (A if cell.whh_src[g] else Hp) + k0 * H
-            _wgrad_block(c, tag, e - a, I, kc, Dx, ldx, X + k0 * I, I,
-                         dwih + <Py_ssize_t>a * I, scratch)
-            _wgrad_block(c, tag, e - a, H, kc, Dh, H3, src, H,
-                         dwhh + <Py_ssize_t>a * H, scratch)
-            for r in range(kc):
-                for j in range(e - a):
-                    dbih[a + j] += Dx[r * ldx + j]
-                    dbhh[a + j] += Dh[r * H3 + j]
+            if src != packed_src:
+                # this block of Hp (or A) packed: read in place, its rows (H values apart,
+                # 4 KB at H = 1024) fell on the same L1 sets and the GEMM ran at 160
+                # instead of 230 GFLOP/s
+                _pack_n(nr, kc, H, src, H, Ph)
+                packed_src = src
+            # Rows of dG a multiple of 4 KB apart (3H values: H = 1024, 2048) all fall on
+            # one L1 set, and the GEMM reading them ran at 184 instead of 230 GFLOP/s:
+            # then this block of columns a..e is copied with a padded row length first
+            # (a copy that costs 8% at H = 512, where the stride does no harm).
+            ldc_ = (e - a + 15) // 16 * 16 + 16
+            same = Dx == Dh
+            ldh = H3
+            if (<Py_ssize_t>H3 * sizeof(floating)) % 4096 == 0:
+                _copy_rows(kc, e - a, Dh, H3, Dc, ldc_)
+                Dh = Dc
+                ldh = ldc_
+            if same:
+                Dx = Dh
+                ldx = ldh
+            elif (<Py_ssize_t>ldx * sizeof(floating)) % 4096 == 0:
+                _copy_rows(kc, e - a, Dx, ldx, Dc2, ldc_)
+                Dx = Dc2
+                ldx = ldc_
+            _wgrad_block(c, tag, e - a, I, kc, Dx, ldx, Px, dwih + <Py_ssize_t>a * I)
+            _wgrad_block(c, tag, e - a, H, kc, Dh, ldh, Ph, dwhh + <Py_ssize_t>a * H)
+            _colsum(kc, e - a, Dx, ldx, dbih + a)
+            _colsum(kc, e - a, Dh, ldh, dbhh + a)
             a = e
         k0 += kc
 
@@ -1745,7 +1844,8 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
                                                c.chunk_off),), dtype)
         c.pk = &pk[0]
         c.ih_off = c.chunk_off[c.plan.chunks]
-        scratch = _buffer(pool, "wgrad_scratch", (c.plan.nt * WGRAD_K_BLOCK * nr,), dtype)
+        scratch = _buffer(pool, "wgrad_scratch", (c.plan.nt * _wgrad_scratch(I, H, nr),),
+                          dtype)
         c.scratch = &scratch[0]
     c.wih, c.whh = &w_ih[0, 0], &w_hh[0, 0]
     c.X, c.G, c.A, c.Hp = &X[0, 0], &G[0, 0], &A[0, 0], &Hp[0, 0]
