@@ -48,6 +48,7 @@ enum { GRUCY_ISA_PORTABLE = 0, GRUCY_ISA_AVX2 = 1, GRUCY_ISA_AVX512 = 2,
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(GRUCY_NO_X86)
 #define GRUCY_X86 1
+#include <immintrin.h>
 #define GRUCY_T_AVX512 __attribute__((target("avx512f")))
 #define GRUCY_T_AVX2 __attribute__((target("avx2,fma")))
 #else
@@ -115,8 +116,76 @@ static void grucy_pack_n_##SFX(int nr, int K, int N, const T* W, int ldw, T* P) 
     }                                                                                      \
 }
 
-GRUCY_PACK_DEFINE(float, f)
+GRUCY_PACK_DEFINE(float, f_scalar)
 GRUCY_PACK_DEFINE(double, d)
+
+/* The transposing pack of float weights (W_hh^T, W_ih^T: every forward call, every
+ * stream refresh) in 8 x 8 blocks transposed in AVX2 registers: the value-by-value loop
+ * wrote 8 KB-strided columns and took 15 us for a 384 x 128 weight, three times a whole
+ * one-step forward. */
+#if GRUCY_X86
+__attribute__((target("avx2"))) static void grucy_pack_t_f_avx2(
+    int nr, int K, int c, int g0, int ng, int H, int j0, const float* W, int ldw, float* P)
+{
+    const int N = ng * c, Np = (N + nr - 1) / nr * nr, K8 = K / 8 * 8;
+    int j, k, r;
+    for (j = 0; j < Np; j += 8) {
+        float* dst = P + (size_t)(j / nr) * K * nr + j % nr;
+        const float* src[8];
+        if (j + 8 > N) {  /* the last columns and the zero padding, value by value */
+            for (r = 0; r < 8; r++) {
+                const float* s = j + r < N
+                    ? W + (size_t)((g0 + (j + r) / c) * H + j0 + (j + r) % c) * ldw : NULL;
+                for (k = 0; k < K; k++) dst[(size_t)k * nr + r] = s ? s[k] : 0.0f;
+            }
+            continue;
+        }
+        for (r = 0; r < 8; r++)
+            src[r] = W + (size_t)((g0 + (j + r) / c) * H + j0 + (j + r) % c) * ldw;
+        for (k = 0; k < K8; k += 8) {
+            __m256 a0 = _mm256_loadu_ps(src[0] + k), a1 = _mm256_loadu_ps(src[1] + k);
+            __m256 a2 = _mm256_loadu_ps(src[2] + k), a3 = _mm256_loadu_ps(src[3] + k);
+            __m256 a4 = _mm256_loadu_ps(src[4] + k), a5 = _mm256_loadu_ps(src[5] + k);
+            __m256 a6 = _mm256_loadu_ps(src[6] + k), a7 = _mm256_loadu_ps(src[7] + k);
+            __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+            __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
+            __m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
+            __m256 t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
+            __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+            __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            float* d = dst + (size_t)k * nr;
+            _mm256_storeu_ps(d + 0 * (size_t)nr, _mm256_permute2f128_ps(u0, u4, 0x20));
+            _mm256_storeu_ps(d + 1 * (size_t)nr, _mm256_permute2f128_ps(u1, u5, 0x20));
+            _mm256_storeu_ps(d + 2 * (size_t)nr, _mm256_permute2f128_ps(u2, u6, 0x20));
+            _mm256_storeu_ps(d + 3 * (size_t)nr, _mm256_permute2f128_ps(u3, u7, 0x20));
+            _mm256_storeu_ps(d + 4 * (size_t)nr, _mm256_permute2f128_ps(u0, u4, 0x31));
+            _mm256_storeu_ps(d + 5 * (size_t)nr, _mm256_permute2f128_ps(u1, u5, 0x31));
+            _mm256_storeu_ps(d + 6 * (size_t)nr, _mm256_permute2f128_ps(u2, u6, 0x31));
+            _mm256_storeu_ps(d + 7 * (size_t)nr, _mm256_permute2f128_ps(u3, u7, 0x31));
+        }
+        for (; k < K; k++)
+            for (r = 0; r < 8; r++) dst[(size_t)k * nr + r] = src[r][k];
+    }
+}
+#endif
+
+static void grucy_pack_t_f(int nr, int K, int c, int g0, int ng, int H, int j0,
+                           const float* W, int ldw, float* P)
+{
+#if GRUCY_X86
+    if (nr % 8 == 0 && __builtin_cpu_supports("avx2")) {
+        grucy_pack_t_f_avx2(nr, K, c, g0, ng, H, j0, W, ldw, P);
+        return;
+    }
+#endif
+    grucy_pack_t_f_scalar(nr, K, c, g0, ng, H, j0, W, ldw, P);
+}
+static void grucy_pack_n_f(int nr, int K, int N, const float* W, int ldw, float* P)
+{
+    grucy_pack_n_f_scalar(nr, K, N, W, ldw, P);
+}
 
 /* The kernel for element type T on one ISA: vectors of VB bytes, MR rows per block.
  * A is read as A[i * ars + k * acs] (row-major: ars = lda, acs = 1; transposed, for the
@@ -173,6 +242,41 @@ TARGET __attribute__((always_inline)) static inline void NAME##_block(          
     }                                                                                      \
 }                                                                                          \
                                                                                            \
+/* One or two rows times up to four panels at once: with a single row a panel's two    \
+ * accumulators wait on each other's FMA latency (35 GFLOP/s at M = 1, K = 64);         \
+ * eight independent chains keep the units busy.  Each output is the same chain. */      \
+TARGET __attribute__((always_inline)) static inline void NAME##_wide(                      \
+    const int R, const int NP, int K, const T* A, const ptrdiff_t ars,                     \
+    const ptrdiff_t acs, const T* P, ptrdiff_t bk, ptrdiff_t pstride, T* C, size_t ldc,    \
+    int wlast, int beta)                                                                   \
+{                                                                                          \
+    enum { L = VB / sizeof(T) };                                                           \
+    NAME##_v c[2][8];                                                                      \
+    int i, j, k, q;                                                                        \
+    _Pragma("GCC unroll 8")                                                                \
+    for (q = 0; q < 2 * NP; q++) { c[0][q] = (NAME##_v){0}; c[1][q] = (NAME##_v){0}; }    \
+    for (k = 0; k < K; k++) {                                                              \
+        _Pragma("GCC unroll 8")                                                            \
+        for (q = 0; q < 2 * NP; q++) {                                                     \
+            const NAME##_v wv = *(const NAME##_vu*)(P + (ptrdiff_t)(q / 2) * pstride      \
+                                                    + (ptrdiff_t)k * bk + (q % 2) * L);    \
+            c[0][q] = c[0][q] + A[(ptrdiff_t)k * acs] * wv;                                \
+            if (R > 1) c[1][q] = c[1][q] + A[ars + (ptrdiff_t)k * acs] * wv;               \
+        }                                                                                  \
+    }                                                                                      \
+    for (i = 0; i < R; i++) {                                                              \
+        T* crow = C + i * ldc;                                                             \
+        for (q = 0; q < NP; q++) {                                                         \
+            int w = q == NP - 1 ? wlast : 2 * L;                                           \
+            T tmp[2 * L];                                                                  \
+            *(NAME##_vu*)tmp = c[i][2 * q];                                                \
+            *(NAME##_vu*)(tmp + L) = c[i][2 * q + 1];                                      \
+            for (j = 0; j < w; j++)                                                        \
+                crow[q * 2 * L + j] = beta ? tmp[j] + crow[q * 2 * L + j] : tmp[j];        \
+        }                                                                                  \
+    }                                                                                      \
+}                                                                                          \
+                                                                                           \
 TARGET __attribute__((always_inline)) static inline void NAME##_body(                      \
     int M, int N, int K, const T* A, const ptrdiff_t ars, const ptrdiff_t acs, const T* B, \
     ptrdiff_t bk, ptrdiff_t pstride, T* C, int ldc, int beta, int backwards)               \
@@ -180,6 +284,26 @@ TARGET __attribute__((always_inline)) static inline void NAME##_body(           
     enum { L = VB / sizeof(T) };                                                           \
     const int np = (N + 2 * L - 1) / (2 * L);                                              \
     int q, p, i, w;                                                                        \
+    if (M <= 2) {  /* one or two rows: four panels at a time */                           \
+        for (q = 0; q < np; q += 4) {                                                      \
+            const int n4 = np - q < 4 ? np - q : 4;                                        \
+            const int wl = N - (q + n4 - 1) * 2 * L;                                       \
+            const int w4 = wl < 2 * L ? wl : 2 * L;                                        \
+            const T* pp = B + (ptrdiff_t)q * pstride;                                      \
+            T* cp = C + q * 2 * L;                                                         \
+            switch (n4 * 2 + M) {                                                          \
+            case 3: NAME##_wide(1, 1, K, A, ars, acs, pp, bk, pstride, cp, ldc, w4, beta); break; \
+            case 4: NAME##_wide(2, 1, K, A, ars, acs, pp, bk, pstride, cp, ldc, w4, beta); break; \
+            case 5: NAME##_wide(1, 2, K, A, ars, acs, pp, bk, pstride, cp, ldc, w4, beta); break; \
+            case 6: NAME##_wide(2, 2, K, A, ars, acs, pp, bk, pstride, cp, ldc, w4, beta); break; \
+            case 7: NAME##_wide(1, 3, K, A, ars, acs, pp, bk, pstride, cp, ldc, w4, beta); break; \
+            case 8: NAME##_wide(2, 3, K, A, ars, acs, pp, bk, pstride, cp, ldc, w4, beta); break; \
+            case 9: NAME##_wide(1, 4, K, A, ars, acs, pp, bk, pstride, cp, ldc, w4, beta); break; \
+            default: NAME##_wide(2, 4, K, A, ars, acs, pp, bk, pstride, cp, ldc, w4, beta); break; \
+            }                                                                              \
+        }                                                                                  \
+        return;                                                                            \
+    }                                                                                      \
     for (q = 0; q < np; q++) {                                                             \
         p = backwards ? np - 1 - q : q;                                                    \
         w = N - p * 2 * L < 2 * L ? N - p * 2 * L : 2 * L;                                 \
