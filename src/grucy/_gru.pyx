@@ -1528,6 +1528,16 @@ cdef void _gather_rows(int T, int B, int I, const int* bs, const Py_ssize_t* off
                <size_t>bs[t] * I * sizeof(floating))
 
 
+cdef void _put_rows(Py_ssize_t n, const floating* src, floating* dst,
+                    bint accumulate) noexcept nogil:
+    cdef Py_ssize_t k
+    if accumulate:
+        for k in range(n):
+            dst[k] += src[k]
+    else:
+        memcpy(dst, src, <size_t>n * sizeof(floating))
+
+
 cdef void _scatter_rows(int T, int B, int I, const int* bs, const Py_ssize_t* off,
                         const floating* dXp, floating* dX, bint accumulate,
                         const Py_ssize_t* xmap) noexcept nogil:
@@ -1834,7 +1844,6 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
     cdef floating[:, ::1] dRH = _buffer(pool, "dRH", (B if needs_drh else 1, H), dtype)
     cdef floating[:, ::1] dXp
     cdef const Py_ssize_t* xmap_ptr = _rowmap(xmap, B)
-    cdef bint scatter = not full or xmap_ptr != NULL
     cdef int nr = _nr(&w_ih[0, 0])
     cdef floating[::1] pk
     cdef floating[::1] scratch
@@ -1855,13 +1864,13 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
     c.dS = &dh[0, 0]
     c.dG, c.dGxn, c.dRH = &dG[0, 0], &dGxn[0, 0], &dRH[0, 0]
     c.dwih, c.dwhh, c.dbih, c.dbhh = &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0], &db_hh[0]
-    if scatter:  # packed rows, then scattered (through xmap)
-        dXp = _buffer(pool, "dXp", (rows, I), dtype)
-        c.dX = &dXp[0, 0]
-        c.beta_dx = False
-    else:
-        c.dX = &dX[0, 0, 0]
-        c.beta_dx = accumulate
+    # This direction's dX goes to packed rows first, then is put in place or added
+    # (scattered through xmap): so dX of a bidirectional layer is always dX_fwd + dX_bwd,
+    # each whole; accumulating the second direction's two products straight into dX
+    # gave (dX_fwd + p1) + p2 on one path and dX_fwd + (p1 + p2) on the other.
+    dXp = _buffer(pool, "dXp", (rows, I), dtype)
+    c.dX = &dXp[0, 0]
+    c.beta_dx = False
     bars = _barriers(&c)
     prof = _profile_start(&c)
     cdef double t0 = grucy_now()
@@ -1871,7 +1880,9 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
         grucy_pool_run(_bwd_job, &c, c.plan.nt)
         if c.blas:
             grucy_blas_exit()
-        if scatter:
+        if full and xmap_ptr == NULL:
+            _put_rows(N * I, <floating*>c.dX, &dX[0, 0, 0], accumulate)
+        else:
             _scatter_rows(T, B, I, &bs[0], &off[0], <floating*>c.dX, &dX[0, 0, 0],
                           accumulate, xmap_ptr)
     _profile_end(&c, prof, grucy_now() - t0)

@@ -3,7 +3,7 @@
  * Written in C for one reason: `restrict`.  Each gate's slice (r, z, n) is its own
  * pointer, so gcc can prove the loops free of overlap and vectorize them; the same code
  * written in Cython (one pointer with H offsets) stays scalar.  Each kernel is defined
- * once, for float and double, by GRUCY_ROWS below.  Equations: DESIGN.md section 1.
+ * once, for float and double, by GRUCY_ROWS below.  Equations: docs/design.md.
  *
  * Naming: x* input projection W_i x (no bias), h* recurrent projection, b* biases, for
  * gates r, z, n.  In the forward passes the x* slots are overwritten with the gates
@@ -19,14 +19,24 @@ static inline double grucy_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 
 /* The build targets baseline x86-64 (SSE2) so that wheels run anywhere; these loops are
  * where wider vectors pay, so GCC compiles each kernel also for AVX2 and AVX-512 and
- * picks the best one for the running CPU when the module loads (an ifunc).  On one
- * machine results are deterministic; across CPUs they may differ in the last bit
- * (FMA contraction in the wider versions), as BLAS kernels do. */
+ * picks the best one for the running CPU when the module loads (an ifunc); without FMA
+ * contraction (below) every clone gives the same bits. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
     && !defined(GRUCY_NO_CLONES)
 #define GRUCY_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define GRUCY_CLONES
+#endif
+
+/* No fused multiply-adds in these passes: GCC contracted `n + z * (h - n)` in the vector
+ * body of a loop but not in its remainder, so a unit's new state depended on where the
+ * row was cut (a chunk of 24 units: units 16-23 differed by an ulp).  Without
+ * contraction the vector body, the remainder and every clone (AVX-512, AVX2, SSE2) do the
+ * same IEEE operations, so the passes give the same bits on every CPU. */
+#if defined(__clang__)
+#define GRUCY_NO_CONTRACT _Pragma("clang fp contract(off)")   /* (block-scoped) */
+#else
+#define GRUCY_NO_CONTRACT
 #endif
 
 #define GRUCY_ROWS(T, SFX, SIGMOID, TANH)                                                 \
@@ -39,6 +49,7 @@ GRUCY_CLONES static void grucy_fwd_after_##SFX(                                 
     const T *restrict bhr, const T *restrict bhz, const T *restrict bhn,                  \
     T *restrict h, T *restrict y, T *restrict aux)                                        \
 {                                                                                         \
+    GRUCY_NO_CONTRACT                                                                     \
     for (int j = 0; j < H; j++) {                                                         \
         T r = SIGMOID(xr[j] + bir[j] + hr[j] + bhr[j]);                                   \
         T z = SIGMOID(xz[j] + biz[j] + hz[j] + bhz[j]);                                   \
@@ -62,6 +73,7 @@ GRUCY_CLONES static void grucy_fwd_before_rz_##SFX(                             
     const T *restrict bhr, const T *restrict bhz,                                         \
     const T *restrict h, T *restrict aux)                                                 \
 {                                                                                         \
+    GRUCY_NO_CONTRACT                                                                     \
     for (int j = 0; j < H; j++) {                                                         \
         T r = SIGMOID(xr[j] + bir[j] + hr[j] + bhr[j]);                                   \
         xz[j] = SIGMOID(xz[j] + biz[j] + hz[j] + bhz[j]);                                 \
@@ -75,6 +87,7 @@ GRUCY_CLONES static void grucy_fwd_before_n_##SFX(                              
     int H, const T *restrict z, T *restrict xn, const T *restrict hn,                     \
     const T *restrict bin, const T *restrict bhn, T *restrict h, T *restrict y)           \
 {                                                                                         \
+    GRUCY_NO_CONTRACT                                                                     \
     for (int j = 0; j < H; j++) {                                                         \
         T n = TANH(xn[j] + bin[j] + hn[j] + bhn[j]);                                      \
         T hnew = n + z[j] * (h[j] - n);                                                   \
@@ -92,6 +105,7 @@ GRUCY_CLONES static void grucy_bwd_after_##SFX(                                 
     const T *restrict aux, const T *restrict hp,                                          \
     T *restrict dr, T *restrict dz, T *restrict dhn, T *restrict dxn)                     \
 {                                                                                         \
+    GRUCY_NO_CONTRACT                                                                     \
     for (int j = 0; j < H; j++) {                                                         \
         T d = dh[j] + dy[j];                                                              \
         T dan = d * (1 - z[j]) * (1 - n[j] * n[j]);                                       \
@@ -109,6 +123,7 @@ GRUCY_CLONES static void grucy_bwd_before_zn_##SFX(                             
     const T *restrict z, const T *restrict n, const T *restrict hp,                       \
     T *restrict dz, T *restrict dn)                                                       \
 {                                                                                         \
+    GRUCY_NO_CONTRACT                                                                     \
     for (int j = 0; j < H; j++) {                                                         \
         T d = dh[j] + dy[j];                                                              \
         dz[j] = d * (hp[j] - n[j]) * z[j] * (1 - z[j]);                                   \
@@ -122,6 +137,7 @@ GRUCY_CLONES static void grucy_bwd_before_r_##SFX(                              
     int H, const T *restrict drh, T *restrict dh, const T *restrict r,                    \
     const T *restrict hp, T *restrict dr)                                                 \
 {                                                                                         \
+    GRUCY_NO_CONTRACT                                                                     \
     for (int j = 0; j < H; j++) {                                                         \
         dr[j] = drh[j] * hp[j] * r[j] * (1 - r[j]);                                       \
         dh[j] += drh[j] * r[j];                                                           \
@@ -130,7 +146,14 @@ GRUCY_CLONES static void grucy_bwd_before_r_##SFX(                              
 
 /* float32 is the fast path (vectorized approximations, a few ulp); float64 uses libm so
  * that it agrees with other float64 implementations to rounding. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#endif
 GRUCY_ROWS(float, f, grucy_sigmoidf, grucy_tanhf)
 GRUCY_ROWS(double, d, grucy_sigmoid, tanh)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
 
 #endif

@@ -40,7 +40,9 @@
 #include <string.h>
 
 #if defined(__clang__)
-#pragma clang fp contract(fast)
+#define GRUCY_CONTRACT _Pragma("clang fp contract(fast)")    /* (block-scoped) */
+#else
+#define GRUCY_CONTRACT
 #endif
 
 enum { GRUCY_ISA_PORTABLE = 0, GRUCY_ISA_AVX2 = 1, GRUCY_ISA_AVX512 = 2,
@@ -205,6 +207,7 @@ TARGET __attribute__((always_inline)) static inline void NAME##_block(          
     const int R, int K, const T* A, const ptrdiff_t ars, const ptrdiff_t acs, const T* P,  \
     ptrdiff_t bk, T* C, size_t ldc, int w, int beta)                                       \
 {                                                                                          \
+    GRUCY_CONTRACT                                                                         \
     enum { L = VB / sizeof(T) };                                                           \
     NAME##_v c0[MR], c1[MR];                                                               \
     int i, j, k;                                                                           \
@@ -250,6 +253,7 @@ TARGET __attribute__((always_inline)) static inline void NAME##_wide(           
     const ptrdiff_t acs, const T* P, ptrdiff_t bk, ptrdiff_t pstride, T* C, size_t ldc,    \
     int wlast, int beta)                                                                   \
 {                                                                                          \
+    GRUCY_CONTRACT                                                                         \
     enum { L = VB / sizeof(T) };                                                           \
     NAME##_v c[2][8];                                                                      \
     int i, j, k, q;                                                                        \

@@ -1,0 +1,162 @@
+"""Results that do not depend on threads, on the batch, or on the GEMM kernel.
+
+The kernels compute every product with a weight as one FMA chain per output, in order
+(src/grucy/_pgemm.h), and every elementwise pass per value; only the weight and bias
+gradients sum over rows, block by block in a fixed order.  So:
+
+- outputs, final states, dX, dh0 and every gradient are bit-identical for any thread
+  count and any split of the work (forced here with 1, 2, 3, 5 and 16 threads on a
+  machine of any size);
+- a sequence's outputs, final state, dX and dh0 are bit-identical whatever its position
+  in the batch and whatever the other sequences are, their lengths included;
+- GRU.step and GRUStream.step give exactly a one-step forward;
+- the AVX-512 and AVX2 kernels give the same bits (the portable one too where the CPU
+  has FMA).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import grucy
+
+from conftest import available_isas, forced_plan, kernels, make_inputs, run_layer
+
+DTYPES = [np.float32, np.float64]
+FORMS = [True, False]
+
+
+@pytest.fixture
+def restore_threads():
+    before = grucy.get_num_threads()
+    old = grucy._gru._force_plan(0, 0)
+    grucy._gru._force_plan(*old)
+    yield
+    grucy.set_num_threads(before)
+    grucy._gru._force_plan(*old)
+
+
+def _equal(a, b, what):
+    """Bitwise equality of two run_layer results (outputs and every gradient)."""
+    pairs = [(k, a[k], b[k]) for k in ("y", "h_n", "dx", "dh0")]
+    pairs += [(f"grads[{k}]", a["grads"][k], b["grads"][k]) for k in b["grads"]]
+    for key, x, y in pairs:
+        assert x.shape == y.shape and x.tobytes() == y.tobytes(), f"{what}: {key} differs"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("reset_after", FORMS, ids=["reset_after", "reset_before"])
+@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
+def test_bit_identical_for_any_thread_count(lengths, reset_after, dtype, rng,
+                                            restore_threads):
+    # big enough that the cost model itself uses several threads, and forced splits on
+    # top (16 threads on a 2-core machine are still 16 threads of work)
+    layer = grucy.GRU(24, 96, num_layers=2, bidirectional=True, reset_after=reset_after,
+                      dtype=dtype, seed=3)
+    inputs = make_inputs(rng, layer, T=9, B=37, lengths=lengths)
+    grucy.set_num_threads(1)
+    want = run_layer(layer, inputs)
+    for threads in (2, 3, 5, 16):
+        grucy.set_num_threads(threads)
+        _equal(run_layer(layer, inputs), want, f"{threads} threads")
+    for groups, chunks in ((2, 1), (1, 3), (5, 1), (3, 5), (16, 1), (4, 4), (1, 6)):
+        with forced_plan(groups, chunks, align=1):
+            _equal(run_layer(layer, inputs), want, f"plan {groups}x{chunks}")
+
+
+def _one(layer, x, h0, dy, dh_n, length=None):
+    """Outputs and input-side gradients of one sequence (B = 1)."""
+    T = x.shape[0] if length is None else length
+    got = run_layer(layer, dict(x=x[:T, None], h0=h0[:, None], lengths=None,
+                                dy=dy[:T, None], dh_n=dh_n[:, None]))
+    return {k: got[k] for k in ("y", "h_n", "dx", "dh0")}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("reset_after", FORMS, ids=["reset_after", "reset_before"])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_sequence_does_not_depend_on_its_batch(threads, reset_after, dtype, rng,
+                                                 restore_threads):
+    grucy.set_num_threads(threads)
+    T, B, I, H = 7, 19, 5, 300       # H = 300: where GRU.step differed by 1 ulp before
+    layer = grucy.GRU(I, H, num_layers=2, bidirectional=True, reset_after=reset_after,
+                      dtype=dtype, seed=4)
+    inputs = make_inputs(rng, layer, T, B, lengths=True)
+    batch = run_layer(layer, inputs)
+    lengths = inputs["lengths"]
+    for b in (0, 1, B // 2, B - 1):
+        L = int(lengths[b])
+        alone = _one(layer, inputs["x"][:, b], inputs["h0"][:, b], inputs["dy"][:, b],
+                     inputs["dh_n"][:, b], L)
+        for key, axis in (("y", 1), ("dx", 1), ("h_n", 1), ("dh0", 1)):
+            mine = np.take(batch[key], [b], axis=axis)
+            if key in ("y", "dx"):
+                mine = mine[:L]
+            assert mine.tobytes() == alone[key].tobytes(), f"sequence {b} ({key})"
+    # the same batch in another order, and with other neighbours
+    perm = rng.permutation(B)
+    shuffled = run_layer(layer, {k: (v if v is None else
+                                     v[perm] if k == "lengths" else
+                                     v[:, perm]) for k, v in inputs.items()})
+    for key in ("y", "h_n", "dx", "dh0"):
+        assert shuffled[key].tobytes() == batch[key][:, perm].tobytes(), key
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("reset_after", FORMS, ids=["reset_after", "reset_before"])
+@pytest.mark.parametrize("B, H", [(1, 300), (3, 300), (2, 64)])
+def test_step_and_stream_give_exactly_a_one_step_forward(B, H, reset_after, dtype, rng):
+    layer = grucy.GRU(11, H, num_layers=3, reset_after=reset_after, dtype=dtype, seed=5)
+    x = rng.standard_normal((4, B, 11)).astype(dtype)
+    h = (0.5 * rng.standard_normal((3, B, H))).astype(dtype)
+    stream = layer.stream(B, h)
+    for t in range(4):
+        y, h_next = layer(x[t:t + 1], h, training=False)
+        y_step, h_step = layer.step(x[t], h)
+        y_stream = stream.step(x[t])
+        assert y_step.tobytes() == y[0].tobytes()
+        assert h_step.tobytes() == h_next.tobytes()
+        assert y_stream.tobytes() == y[0].tobytes()
+        assert stream.h.tobytes() == h_next.tobytes()
+        h = h_next
+    # ... and a whole sequence run step by step gives the whole forward's numbers
+    y_all, _ = layer(x, layer.stream(B).h * 0, training=False)
+    s = layer.stream(B)
+    assert np.stack([s.step(x[t]) for t in range(4)]).tobytes() == y_all.tobytes()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("reset_after", FORMS, ids=["reset_after", "reset_before"])
+def test_avx512_and_avx2_kernels_give_the_same_bits(reset_after, dtype, rng):
+    isas = [name for name in ("avx512", "avx2") if name in available_isas()]
+    if len(isas) < 2:
+        pytest.skip(f"needs a CPU with AVX-512 (this one runs {isas})")
+    layer = grucy.GRU(13, 70, num_layers=2, bidirectional=True, reset_after=reset_after,
+                      dtype=dtype, seed=6)
+    inputs = make_inputs(rng, layer, 6, 19, lengths=True)
+    results = {}
+    for isa in isas:
+        with kernels(isa):
+            results[isa] = run_layer(layer, inputs)
+    _equal(results["avx2"], results["avx512"], "avx2 vs avx512")
+
+
+def test_work_plan_describes_the_calls(restore_threads):
+    grucy.set_num_threads(4)
+    plan = grucy._gru.work_plan(50, 64, 256, 512)
+    assert plan["threads"] <= 4 and plan["groups"] * plan["chunks"] <= plan["threads"]
+    assert plan["row_bounds"][0] == 0 and plan["row_bounds"][-1] == 64
+    assert plan["unit_bounds"][0] == 0 and plan["unit_bounds"][-1] == 512
+    assert all(a < b for a, b in zip(plan["row_bounds"], plan["row_bounds"][1:]))
+    assert all(a < b for a, b in zip(plan["unit_bounds"], plan["unit_bounds"][1:]))
+    # a tiny problem never wakes a team
+    assert grucy._gru.work_plan(100, 1, 32, 64)["threads"] == 1
+    # variable lengths: groups hold equal shares of the row-steps, longest rows first
+    lengths = np.r_[np.full(8, 100), np.full(56, 10)]
+    grucy.set_num_threads(2)
+    with forced_plan(2, 1):
+        plan = grucy._gru.work_plan(100, 64, 64, 64, lengths=lengths)
+    assert plan["groups"] == 2 and plan["row_bounds"][1] < 32
+    with pytest.raises(ValueError, match="lengths"):
+        grucy._gru.work_plan(10, 3, 2, 2, lengths=[1, 2, 11])
