@@ -234,15 +234,7 @@ def forced_plan(groups, chunks, align=16):
 def available_isas():
     """The GEMM kernels this CPU can run (grucy._gru.kernel_isa names), BLAS last."""
     import grucy
-    names = []
-    for name in ("avx512", "avx2", "portable", "blas"):
-        try:
-            old = grucy._gru._set_isa(name)
-        except ValueError:
-            continue
-        grucy._gru._set_isa(old)
-        names.append(name)
-    return names
+    return grucy._gru.available_isas()
 
 
 @contextlib.contextmanager

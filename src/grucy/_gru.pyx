@@ -246,6 +246,13 @@ def kernel_isa():
     return ISA_NAMES[grucy_isa]
 
 
+def available_isas():
+    """The GEMM kernels this CPU and build can run, best first, "blas" last."""
+    best = grucy_isa_best()
+    return [ISA_NAMES[i] for i in (GRUCY_ISA_AVX512, GRUCY_ISA_AVX2, GRUCY_ISA_PORTABLE)
+            if i <= best] + ["blas"]
+
+
 def _set_isa(str name):
     """Test hook: switch the kernels to ``name`` (see kernel_isa); returns the old name.
     ValueError when this CPU cannot run it."""
