@@ -281,64 +281,28 @@ def test_onnx_model_matches_grucy_with_two_bidirectional_layers_and_lengths():
     assert np.all(ort["y"][2:, 1] == 0)  # past the end of the length-2 sequence
 
 
-def test_profile_mode_reports_every_piece(tmp_path, capsys):
-    from grucy import _gru
-
+def test_profile_mode_reads_the_kernels_own_timers(tmp_path, capsys):
     path = tmp_path / "p.json"
-    status = bench_gru.main(["--profile", "--quick", "--shapes", "3x6x4x5", "--gemm-size",
-                             "64", "--target-seconds", "0.01", "--min-repeats", "2",
+    status = bench_gru.main(["--profile", "--quick", "--shapes", "3x6x4x5,9x7x5x40",
+                             "--target-seconds", "0.05", "--min-repeats", "2",
                              "--json", str(path)])
     assert status == 0
     doc = json.loads(path.read_text())
-    (shape,) = doc["shapes"]
-    assert shape["label"] == "3x6x4x5" and shape["notes"] == []
-    # T = 6 >= 4 steps: the serial kernels run the packed recurrent GEMM when they can.
-    packed = _gru.packed_gemm_enabled()
-    assert shape["packed"] == packed and not shape["chunked"]
-    pieces = {k.strip(): v for k, v in shape["pieces"].items()}
-    names = ["training step (layer API)", "kernel calls (_gru.forward + backward)",
-             "recurrent GEMM, forward", "recurrent GEMM, backward",
-             "hoisted GEMM, forward (X W_ih^T)", "hoisted GEMM, backward dW_ih",
-             "hoisted GEMM, backward dW_hh", "hoisted GEMM, backward dX",
-             "bias gradient sums (GEMV), backward",
-             "(not in the step: allocation + first touch of the kernel buffers)",
-             "rest: fused passes, copies, barriers, imbalance"]
-    names.append("weight gradients: second half added (memory-bound)")
-    if packed:
-        names.append("W_hh + W_ih packing (forward + backward)")
-    for name in names:
-        assert np.isfinite(pieces[name]["ms"]), name
-    assert "W_hh regroup copy (chunked BLAS path)" not in pieces
-    for name in ("recurrent GEMM, forward", "recurrent GEMM, backward",
-                 "hoisted GEMM, forward (X W_ih^T)", "hoisted GEMM, backward dX"):
-        assert pieces[name]["kind"] == ("probe" if packed else "blas")
-    assert pieces["training step (layer API)"]["pct"] == pytest.approx(100.0)
-    perf = doc["perf"]
-    if "unavailable" not in perf:
-        cats = perf["3x6x4x5"]["categories"]
-        assert sum(cats.values()) == pytest.approx(100.0, abs=2.0)
-        assert "grucy packed GEMM kernel (grucy_pgemm_*)" in cats
-    assert "Training step of grucy.GRU broken down" in capsys.readouterr().out
-
-
-# Every (m, trans_a, trans_b) the kernels use; a transposed single row never occurs.
-@pytest.mark.parametrize("m, trans_a, trans_b", [
-    (m, ta, tb) for m in (1, 5) for ta, tb in ((False, True), (False, False), (True, False))
-    if not (ta and m == 1)])
-def test_profile_blas_calls_compute_what_the_kernels_compute(m, trans_a, trans_b, rng):
-    """The profiler times GEMMs through raw BLAS pointers; make sure they are the right
-    GEMMs (row-major C = op(A) @ op(B) + beta C, GEMV when m == 1, as _blas.pxd)."""
-    from _bench_profile import ScipyBlas
-
-    n, k = 7, 4
-    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
-    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
-    c = rng.standard_normal((m, n)).astype(np.float32)
-    want = (a.T if trans_a else a) @ (b.T if trans_b else b) + 0.5 * c
-    call = ScipyBlas().gemm_call(trans_a, trans_b, m, n, k, (a, 0), a.shape[1], (b, 0),
-                                 b.shape[1], 0.5, (c, 0), n)
-    call()
-    np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
+    assert [s["label"] for s in doc["shapes"]] == ["3x6x4x5", "9x7x5x40"]
+    for shape in doc["shapes"]:
+        phases = shape["phases"]
+        for name in ("pack", "projection_dx", "recurrent_gemm", "fused", "wait",
+                     "weight_grads"):
+            assert phases[name]["ms"] >= 0, name
+        # the GEMM phases and the fused passes took time, and the kernels' phases add
+        # up to no more than the kernels' wall time (per thread)
+        assert phases["recurrent_gemm"]["ms"] > 0 and phases["fused"]["ms"] > 0
+        assert phases["recurrent_gemm"]["gflops_per_thread"] > 0
+        total = sum(phases[k]["ms"] for k in ("pack", "projection_dx", "recurrent_gemm",
+                                              "fused", "wait", "weight_grads"))
+        assert total <= 1.05 * shape["kernel_ms"]
+        assert shape["plan"]["threads"] >= 1 and shape["plan"]["groups"] >= 1
+    assert "the kernels' own phase timers" in capsys.readouterr().out
 
 
 def test_blocked_order_gives_each_implementation_an_equal_share_of_time():
