@@ -109,11 +109,9 @@ def machine_info(grucy, threads):
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "grucy": grucy.__version__,
-        "grucy_openmp": grucy.openmp_enabled(),
         "threads": threads,
         "kernels": _gru.kernel_info(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
         "openblas_env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
                                                     "OPENBLAS_NUM_THREADS")
                          if k in os.environ},

@@ -217,8 +217,8 @@ def header_lines(doc):
                f"{m['logical_cpus']} logical CPUs")
     out.append(f"Python   {m['python']} on {m['platform']}")
     out.append(f"numpy    {m['numpy']}   scipy {m['scipy']}   grucy {m['grucy']} "
-               f"(openmp={m['grucy_openmp']}, OMP_WAIT_POLICY={m['omp_wait_policy']}, "
-               f"GOMP_SPINCOUNT={m['gomp_spincount']}: shared by every OpenMP user here)")
+               f"(its own thread team; OMP_WAIT_POLICY={m['omp_wait_policy']} for the "
+               f"peers' OpenMP)")
     out.append(f"kernels  grucy: products with the weights {k['packed']}, row passes "
                f"{k['rows']}; OpenBLAS core {k['blas_core'] or '- (not OpenBLAS)'} "
                f"(scipy's, which grucy calls); BLAS inside grucy's kernels kept "

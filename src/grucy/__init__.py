@@ -1,20 +1,6 @@
-"""grucy: fast GRU layers for CPUs (Cython + OpenMP kernels over scipy's BLAS)."""
+"""grucy: fast GRU layers for CPUs (Cython kernels on grucy's own GEMM and thread team)."""
 
 import os
-
-# OpenMP's default is to spin for a while after each parallel region.  Our fused passes
-# alternate with OpenBLAS calls whose own threads need those same two cores, and spinning
-# OpenMP workers starve them: measured on a 2-core machine, a training step at
-# (B, T, I, H) = (32, 100, 128, 256) took 2.1 s with spinning and 0.08 s with passive
-# waiting.  The runtime reads this when the extension first loads it; a user's own
-# setting is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# Inside a kernel, though, the threads meet at a barrier after every phase of every time
-# step, tens of microseconds apart; sleeping there costs a futex wake-up each time.  A
-# short spin (GCC's libgomp reads this; it overrides the passive policy's zero) keeps
-# them awake across a step without burning a core for long after a kernel returns:
-# (16, 100, 64, 128) training went from 14.9 ms to 7.7 ms on 2 cores.
-os.environ.setdefault("GOMP_SPINCOUNT", "30000")
 
 try:
     from . import _gru  # noqa: E402,F401  (the compiled kernels)

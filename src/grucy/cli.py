@@ -578,13 +578,13 @@ OPTIONAL = ("scikit-learn", "tqdm", "matplotlib", "threadpoolctl", "mpi4py", "to
 
 
 def collect_info():
-    """Versions, OpenMP and threads, and BLAS as a JSON-able dict."""
+    """Versions, threads, kernels and BLAS as a JSON-able dict."""
     from importlib import metadata
 
     import numpy as np
     import scipy
 
-    from . import get_num_threads, openmp_enabled
+    from . import get_num_threads
 
     info = {
         "grucy": __version__,
@@ -593,10 +593,10 @@ def collect_info():
         "cpus": os.cpu_count(),
         "numpy": np.__version__,
         "scipy": scipy.__version__,
-        "openmp": bool(openmp_enabled()),
         "threads": int(get_num_threads()),
-        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY",
-                                           "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "GRUCY_ISA", "GRUCY_SPIN_US",
+                                           "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
+                                           "OPENBLAS_L2_SIZE")
                 if k in os.environ},
         "optional": {},
     }
@@ -617,7 +617,9 @@ def _kernel_info():
     return dict(_gru.kernel_info())
 
 
-_PACKED_NAMES = {"avx512": "grucy's packed AVX-512 kernel", "blas": "BLAS (no AVX-512)"}
+_PACKED_NAMES = {"avx512": "grucy's GEMM, AVX-512", "avx2": "grucy's GEMM, AVX2",
+                 "portable": "grucy's GEMM, portable C",
+                 "blas": "scipy's BLAS (GRUCY_ISA=blas)"}
 _ROWS_NAMES = {"avx512": "AVX-512", "avx2": "AVX2", "baseline": "baseline x86-64 (SSE2)"}
 
 
@@ -651,8 +653,7 @@ def _run_info(args):
         return 0
     print(f"grucy {info['grucy']}  (Python {info['python']}, {info['platform']})")
     print(f"numpy {info['numpy']}, scipy {info['scipy']}")
-    print(f"OpenMP: {'on' if info['openmp'] else 'off'}, {info['threads']} threads "
-          f"(cpus: {info['cpus']})")
+    print(f"threads: {info['threads']} (grucy's own thread team; cpus: {info['cpus']})")
     for k, v in info["env"].items():
         print(f"  {k}={v}")
     k = info["kernels"]
@@ -677,11 +678,11 @@ def _run_info(args):
 
 def _add_info(subparsers):
     p = subparsers.add_parser(
-        "info", help="versions, OpenMP, threads and BLAS of this installation",
-        description="Print grucy's version, Python, numpy and scipy versions, whether "
-                    "the kernels were built with OpenMP and how many threads they use, "
-                    "which kernels run on this CPU (grucy's packed AVX-512 kernel or "
-                    "BLAS for the products with the weights, the instruction set of the "
+        "info", help="versions, threads, kernels and BLAS of this installation",
+        description="Print grucy's version, Python, numpy and scipy versions, how many "
+                    "threads the kernels use, which kernels run on this CPU (grucy's "
+                    "GEMM for AVX-512, AVX2 or portable C, or BLAS, for the products "
+                    "with the weights, the instruction set of the "
                     "fused per-row passes, OpenBLAS's own name of its kernel), "
                     "the BLAS libraries and their thread pools (through threadpoolctl "
                     "when installed, else numpy's build configuration), and which "
@@ -696,8 +697,8 @@ _COMMANDS = [_add_demo, _add_train, _add_predict, _add_bench, _add_info]
 def build_parser():
     parser = _Parser(
         prog="grucy",
-        description="grucy: fast GRU layers and models for CPUs (Cython + OpenMP over "
-                    "scipy's BLAS).",
+        description="grucy: fast GRU layers and models for CPUs (Cython kernels on "
+                    "grucy's own GEMM and thread team).",
     )
     parser.add_argument("--version", action="version", version=f"grucy {__version__}")
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
