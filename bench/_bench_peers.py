@@ -534,6 +534,49 @@ class KerasTensorFlowPeer(_KerasPeer):
         return self._outputs(y.numpy(), h.numpy())
 
 
+class GrucyIsaPeer(GrucyPeer):
+    """grucy.GRU on another of its GEMM kernels (GRUCY_ISA): what a CPU without AVX-512
+    runs (avx2), a CPU with neither (portable C), or scipy's BLAS; switched around
+    every call, so the same process compares them on the same weights."""
+
+    ISA = None
+
+    @classmethod
+    def status(cls):
+        ok, detail = GrucyPeer.status()
+        if not ok:
+            return ok, detail
+        from grucy import _gru
+        if cls.ISA not in _gru.available_isas():
+            return False, f"this CPU cannot run the {cls.ISA} kernels"
+        return True, f"grucy {detail}, GRUCY_ISA={cls.ISA}"
+
+    def _on_isa(self, fn):
+        from grucy import _gru
+        old = _gru._set_isa(self.ISA)
+        try:
+            return fn()
+        finally:
+            _gru._set_isa(old)
+
+    def train_step(self):
+        self._on_isa(super().train_step)
+
+    def infer(self):
+        self._on_isa(super().infer)
+
+    def train_outputs(self):
+        return self._on_isa(super().train_outputs)
+
+    def infer_outputs(self):
+        return self._on_isa(super().infer_outputs)
+
+
+ISAS = ("avx2", "portable", "blas")
+ISA_PEERS = {f"grucy-{isa}": type(f"Grucy{isa.capitalize()}Peer", (GrucyIsaPeer,),
+                                  {"NAME": f"grucy-{isa}", "ISA": isa}) for isa in ISAS}
+
 SUBJECT = GrucyPeer
 PEERS = {cls.NAME: cls for cls in (TorchPeer, OnnxRuntimePeer, NumpyPeer,
                                    KerasTensorFlowPeer, KerasTorchPeer)}
+PEERS.update(ISA_PEERS)

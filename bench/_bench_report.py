@@ -109,6 +109,30 @@ def evaluate_targets(doc):
     worst = min(vals) if vals else (None, "")
     add("busy_vs_peers", "busy machine: grucy vs every peer under the same load (worst)",
         worst[0], ">=", 1.0, worst[1], note)
+    # issue 19: grucy's other kernels, when --isa put them in this run
+    for isa, against in (("avx2", ("torch", "grucy-blas")), ("portable", ("grucy-blas",))):
+        name = f"grucy-{isa}"
+        rows_ = [r for r in doc["results"] if r["kind"] == "core"]
+        if not any(name in r["speedup"] for r in rows_):
+            continue
+        for mode in MODES:
+            for peer in against:
+                if isa == "avx2" and mode == "train" and peer == "grucy-blas":
+                    continue
+                if isa == "portable" and mode == "train" and peer != "grucy-blas":
+                    continue
+                vals = []
+                for r in rows_:
+                    if r["mode"] != mode or name not in r["speedup"] or peer not in r["speedup"]:
+                        continue
+                    # speedup[x] = x's time / grucy's time, so x's time / isa's time:
+                    vals.append((r["speedup"][peer] / r["speedup"][name], r["label"]))
+                worst = min(vals) if vals else (None, "")
+                threshold = 1.0 if isa == "portable" else 1.5
+                add(f"{isa}_{mode}_vs_{peer}", f"GRUCY_ISA={isa}: {mode} vs {peer}, every "
+                    f"core shape (worst)", worst[0], ">=", threshold, worst[1],
+                    "PyTorch restricted to AVX2 only with ATEN_CPU_CAPABILITY=avx2"
+                    if peer == "torch" else "")
     return targets
 
 

@@ -47,7 +47,7 @@ if HERE not in sys.path:  # the helper modules beside this file, when imported f
     sys.path.insert(0, HERE)
 
 from _bench_machine import cpu_model, loadavg, usable_cores  # noqa: E402,F401 (bench_mpi)
-from _bench_peers import DEFAULT_SHAPES  # noqa: E402
+from _bench_peers import DEFAULT_SHAPES, ISAS  # noqa: E402
 
 __all__ = ["main", "build_parser", "DEFAULT_SHAPES", "SWEEP_SHAPES"]
 
@@ -159,6 +159,11 @@ def build_parser(prog=None):
                    help=f"peers to run, subset of {','.join(PEER_NAMES)} or 'all' "
                         f"(default: {','.join(DEFAULT_PEERS)}; keras-torch is opt-in, "
                         f"it is slow, and only one Keras backend can run per process)")
+    p.add_argument("--isa", type=_subset(ISAS, "--isa"), default=[], metavar="LIST",
+                   help=f"also time grucy on its other GEMM kernels, subset of "
+                        f"{','.join(ISAS)} (each a column like a peer: grucy-avx2, ...; "
+                        f"for CPUs without AVX-512 run it with ATEN_CPU_CAPABILITY=avx2 "
+                        f"so PyTorch is restricted alike)")
     p.add_argument("--cases", type=_subset(CASES, "--cases"), default=list(CASES),
                    metavar="LIST", help=f"subset of {','.join(CASES)} (default: all)")
     p.add_argument("--threads", type=thread_counts, default=None, metavar="N|LIST",
@@ -262,6 +267,8 @@ def main(argv=None, *, prog="python bench/bench_gru.py"):
         args.json = _json_path(args.json, "profile_gru.json")
         return run_profile(args, grucy, _log, command)
     args.json = _json_path(args.json, "bench_gru.json")
+    args.peers = list(args.peers) + [f"grucy-{isa}" for isa in args.isa
+                                     if f"grucy-{isa}" not in args.peers]
     doc = run(args, grucy, counts, command, cmd_args)
     from _bench_report import markdown_lines, plot_speedups, report_lines
     from _bench_timing import write_atomic

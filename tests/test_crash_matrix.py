@@ -183,7 +183,7 @@ CASES = [
     ("lengths-ragged", "L().forward(X(), lengths=[[1], [1, 2]])", "ValueError"),
     ("lengths-scalar", "L().forward(X(), lengths=5)", "ValueError"),
     ("lengths-unsorted-ok", "L().forward(X(), lengths=np.array([2, 5])[::-1])", None),
-    # -- legal edge shapes through the kernels (bounds-checked under .ci/debug-kernels) --
+    # -- legal edge shapes through the kernels (bounds-checked under .ci/kernels-in-copy debug) --
     ("edge-all-ones", "g = grucy.GRU(1, 1); g.forward(np.ones((1, 1, 1))); "
                       "g.backward(np.ones((1, 1, 1)))", None),
     ("edge-lengths-all-one",

@@ -8,6 +8,7 @@ Speed of the overlap is measured in bench/bench_threads.py, not asserted here.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
 from pathlib import Path
@@ -538,3 +539,47 @@ def test_losses_are_pure_functions_safe_from_many_threads():
     for t in threads:
         t.join()
     assert not problems
+
+
+# -- fork, and the thread team's lasting state ---------------------------------------------
+def _fork_child_script():
+    return r'''
+import os, sys, json
+import numpy as np
+import grucy
+
+grucy.set_num_threads(2)
+g = grucy.GRU(24, 128, seed=0)          # large enough for a 2-thread team
+rng = np.random.default_rng(0)
+x = rng.standard_normal((20, 32, 24)).astype(np.float32)
+want = g(x, training=False)[0]
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    # the child: the parent's workers do not exist here; it must run, single-threaded
+    # until told otherwise, and give the same numbers
+    os.close(r)
+    out = {"threads": grucy.get_num_threads(),
+           "same": bool(np.array_equal(g(x, training=False)[0], want))}
+    grucy.set_num_threads(2)
+    out["same_2"] = bool(np.array_equal(g(x, training=False)[0], want))
+    out["workers"] = grucy._gru._pool_workers()
+    os.write(w, json.dumps(out).encode())
+    os._exit(0)
+os.close(w)
+_, status = os.waitpid(pid, 0)
+print(os.read(r, 1000).decode(), status)
+'''
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_after_a_threaded_call_runs_and_can_use_threads(tmp_path):
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-c", _fork_child_script()], text=True,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    line, status = proc.stdout.strip().rsplit(" ", 1)
+    out = __import__("json").loads(line)
+    assert status == "0"
+    assert out == {"threads": 1, "same": True, "same_2": True, "workers": 1}

@@ -663,12 +663,16 @@ DEF WGRAD_COLS = 256
 
 # Cost model of one step for a (groups, chunks) choice, in seconds.  Only the ratios
 # matter: a core multiplies at ~1e11 multiply-adds/s (Zen 5: 245 GFLOP/s per core
-# measured by fma_peak, the packed kernel reaches 99% of it); a slice of W_hh that does
-# not fit in half the L2 streams from L3 at ~2e10 bytes/s per core when every core does
-# it; a barrier of a few threads costs ~2 us once a partner is late.
+# measured by fma_peak, the GEMM reaches 95-99% of it); a slice of W_hh that does not fit
+# in half the L2 streams from L3 at ~5e10 bytes/s per core (Zen 5: 32 bytes per cycle
+# from L3); threads in lockstep pay a barrier per stage (~5 us once a partner is late)
+# and wait for the slowest of them at every step, which we count as a quarter of the
+# step's work: on a 2-core machine with two other busy threads, 32x100x128x256 trained in
+# 38 ms split into 2 chunks and in 27 ms split into 2 row groups.
 cdef double _RATE = 1e11
-cdef double _L3_BW = 2e10
-cdef double _BARRIER_S = 2e-6
+cdef double _L3_BW = 5e10
+cdef double _BARRIER_S = 5e-6
+cdef double _LOCKSTEP = 0.25
 # Threads are only worth waking for at least this many multiply-adds each (~40 us).
 cdef double _MIN_THREAD_WORK = 4e6
 # A chunk has at least this many units, and chunk bounds are multiples of 16 units.
@@ -751,7 +755,7 @@ cdef void _make_plan(Plan* p, int T, int B, int I, int H, const int* bs, int wan
         cw = (H + C - 1) // C
         cost = _step_cost(rows, cw, H, nstages, elsize)
         if C > 1:
-            cost += nstages * _BARRIER_S
+            cost += nstages * _BARRIER_S + _LOCKSTEP * <double>rows * 3 * cw * H / _RATE
         if cost < 0.97 * best:
             best, best_R, best_C = cost, R, C
     if _forced_groups > 0:
