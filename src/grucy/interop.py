@@ -17,7 +17,8 @@ import os
 
 import numpy as np
 
-from ._base import GRUBase, _flag, _positive_int
+from ._base import GRUBase
+from ._validation import _flag, _positive_int
 
 __all__ = ["from_keras", "from_onnx", "from_torch", "to_keras", "to_onnx", "to_torch"]
 

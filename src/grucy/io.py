@@ -35,7 +35,8 @@ import tempfile
 
 import numpy as np
 
-from ._base import memory_limit
+from ._limits import memory_limit
+from ._version import __version__
 
 __all__ = ["FileFormatError", "FORMAT_VERSION", "write_archive", "read_archive",
            "save", "load", "register"]
@@ -142,8 +143,6 @@ def write_archive(path, kind, config, arrays):
                         "offset": offset, "nbytes": len(data)})
         blobs.append(data)
         offset += len(data)
-    from . import __version__
-
     header = {"kind": kind, "config": config, "arrays": entries,
               "byteorder": sys.byteorder, "writer": f"grucy {__version__}"}
     try:

@@ -26,8 +26,9 @@ from numpy.typing import ArrayLike
 
 import numpy as np
 
-from ._base import (ParameterHolder, _as_real_array, _flag, _positive_int, _real, _rng,
-                    check_dtype, check_finite)
+from ._params import ParameterHolder
+from ._validation import (_as_real_array, _flag, _positive_int, _real, _rng, check_dtype,
+                          check_finite)
 from .distributed import common_seed, get_communicator
 from .layer import GRU
 from .losses import LOSSES, cross_entropy_loss

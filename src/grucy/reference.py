@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit as _sigmoid  # overflow-free logistic, keeps float32
 
-from ._base import GRUBase, exclusive
+from ._base import GRUBase
+from ._params import exclusive
 from .io import register
 
 __all__ = ["GRU"]

@@ -56,7 +56,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 import numpy as np
 
 from . import io
-from ._base import _as_real_array, _positive_int, _real, _rng, check_finite
+from ._validation import _as_real_array, _positive_int, _real, _rng, check_finite
 from .distributed import common_seed, get_communicator
 from .losses import count_terms
 from .optim import (CosineAnnealingLR, Optimizer, ReduceLROnPlateau, Schedule, StepLR,
