@@ -27,7 +27,7 @@ import sys
 import tempfile
 from typing import List, Optional
 
-from . import __version__
+from ._version import __version__
 
 __all__ = ["main", "build_parser"]
 
@@ -584,7 +584,7 @@ def collect_info():
     import numpy as np
     import scipy
 
-    from . import get_num_threads, openmp_enabled
+    from ._gru import get_num_threads, openmp_enabled
 
     info = {
         "grucy": __version__,

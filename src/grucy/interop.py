@@ -19,6 +19,8 @@ import numpy as np
 
 from ._base import GRUBase
 from ._validation import _flag, _positive_int
+from ._version import __version__
+from .io import atomic_write
 
 __all__ = ["from_keras", "from_onnx", "from_torch", "to_keras", "to_onnx", "to_torch"]
 
@@ -546,12 +548,10 @@ def to_onnx(gru, path=None, *, h0=False, lengths=False, batch_size=None, seq_len
     model = helper.make_model_gen_version(
         graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="grucy",
         doc_string=f"grucy {type(gru).__name__}: {gru!r}")
-    from . import __version__
     model.producer_version = __version__
     onnx.checker.check_model(model, full_check=True)
     if path is not None:
-        from .io import _atomic_write
-        _atomic_write(path, [model.SerializeToString()])
+        atomic_write(path, [model.SerializeToString()])
     return model
 
 
