@@ -198,6 +198,8 @@ def test_the_pure_python_core_imports_and_works_without_the_kernels(tmp_path):
         ref = reference.GRU(3, 4, num_layers=2, bidirectional=True, seed=0)
         y, h_n = ref.forward(np.ones((5, 2, 3)), lengths=[5, 3])
         dx, dh0 = ref.backward(np.ones_like(y), np.ones_like(h_n))
+        ref.forward(np.ones((5, 2, 3)))
+        dx, dh0 = ref.backward(dh_n=np.ones_like(h_n))  # only the final state flows back
         path = {str(tmp_path / 'ref.grucy')!r}
         grucy.save(ref, path)
         assert type(grucy.load(path)) is reference.GRU

@@ -243,19 +243,29 @@ class GRUBase(ParameterHolder):
         return arr.astype(np.int64)
 
     def _check_backward(self, dy, dh_n):
-        """Validate gradients against the cached forward; returns time-major dy, dh_n."""
+        """Validate gradients against the cached forward; returns time-major dy, dh_n.
+
+        ``dy=None`` (only ``dh_n`` flows back, as for a readout of the final state)
+        comes back as zeros of y's time-major shape that occupy no memory: a read-only
+        view, every row of it the same shared zero vector (stride 0 on the time and
+        batch axes).
+        """
         if self._cache is None:
             raise RuntimeError("backward() needs a preceding forward(..., training=True); "
                                "each training forward supports one backward")
         T, B = self._cache["T"], self._cache["B"]
         DH = self.num_directions * self.hidden_size
-        dy = as_float_array("dy", dy, self.dtype)
-        expected = (B, T, DH) if self.batch_first else (T, B, DH)
-        if dy.shape != expected:
-            raise ValueError(f"dy must have the shape of y, {expected}, got {dy.shape}")
-        check_finite("dy", dy)
-        if self.batch_first:
-            dy = dy.transpose(1, 0, 2)
+        if dy is None:
+            dy = np.broadcast_to(_read_only_zeros(DH, self.dtype), (T, B, DH))
+        else:
+            dy = as_float_array("dy", dy, self.dtype)
+            expected = (B, T, DH) if self.batch_first else (T, B, DH)
+            if dy.shape != expected:
+                raise ValueError(f"dy must have the shape of y, {expected}, got "
+                                 f"{dy.shape}")
+            check_finite("dy", dy)
+            if self.batch_first:
+                dy = dy.transpose(1, 0, 2)
         state_shape = (self.num_layers * self.num_directions, B, self.hidden_size)
         if dh_n is None:
             dh_n = np.zeros(state_shape, self.dtype)
@@ -305,7 +315,7 @@ class GRUBase(ParameterHolder):
     def forward(self, x, h0=None, lengths=None, training=True):  # pragma: no cover
         raise NotImplementedError
 
-    def backward(self, dy, dh_n=None):  # pragma: no cover
+    def backward(self, dy=None, dh_n=None):  # pragma: no cover
         raise NotImplementedError
 
     def __call__(self, x, h0=None, lengths=None, training=True):

@@ -108,12 +108,10 @@ class ReadoutNet(_Net):
                            dropout=g.dropout, bidirectional=g.bidirectional,
                            dtype=self.dtype.name)
         self._adopt(gru=self.gru, head=self.head)
-        self._T = None
 
     def features(self, X, training=True):
         """The readout's input: the final state, (B, D*H)."""
         _, h_n = self.gru.forward(X, training=training)
-        self._T = X.shape[1]
         D = self.gru.num_directions
         return np.concatenate(list(h_n[-D:]), axis=1) if D > 1 else h_n[-1]
 
@@ -126,7 +124,8 @@ class ReadoutNet(_Net):
         B, H, D = dfeat.shape[0], g.hidden_size, g.num_directions
         dh_n = np.zeros((g.num_layers * D, B, H), self.dtype)
         dh_n[-D:] = dfeat.reshape(B, D, H).transpose(1, 0, 2)
-        g.backward(np.zeros((B, self._T, D * H), self.dtype), dh_n)
+        # Only the final state feeds the readout: the outputs' gradient is zero (dy=None).
+        g.backward(None, dh_n)
 
 
 class CharNet(_Net):
