@@ -34,8 +34,8 @@ from .layer import GRU
 from .losses import LOSSES, cross_entropy_loss
 from .nn import Dropout, Embedding, Linear, Sequential, TruncatedBPTT
 from .io import register
-from .training import (ArrayTask, StreamTask, Trainer, _from_json_floats, _json_floats,
-                       read_checkpoint)
+from .training import ArrayTask, StreamTask, Trainer, read_checkpoint
+from .training.checkpoint import _from_json_floats, _json_floats
 
 __all__ = ["Forecaster", "GRUClassifier", "GRURegressor", "CharLM", "NotFittedError",
            "ReadoutNet", "CharNet"]
