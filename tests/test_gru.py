@@ -339,6 +339,29 @@ def test_batch_first_equals_time_major(dtype, lengths, rng):
     assert_results_close(res_bf, res_tm, dtype, tolerances=TIGHT_TOLERANCES)
 
 
+@pytest.mark.parametrize("layer_class", [GRU, RefGRU], ids=["layer", "reference"])
+@pytest.mark.parametrize("config", ["plain", "lengths", "all_together"])
+def test_backward_without_dy_is_backward_with_zero_dy(layer_class, config, rng):
+    """``backward(dh_n=...)``, for readouts of the final state only, gives what a zero dy
+    gives, bit for bit, and makes no dy array (the layer's own gradients and dx only)."""
+    opts = {k: v for k, v in FD_CONFIGS[config].items() if k != "lengths"}
+    layer = layer_class(3, 4, dtype=np.float32, seed=1, **opts)
+    inputs = make_inputs(rng, layer, T=4, B=3, lengths=bool(FD_CONFIGS[config].get(
+        "lengths")))
+    results = []
+    for dy in (np.zeros_like(inputs["dy"]), None):
+        layer.zero_grad()
+        y, h_n = layer.forward(inputs["x"], h0=inputs["h0"], lengths=inputs["lengths"])
+        dx, dh0 = layer.backward(dy, dh_n=inputs["dh_n"])
+        results.append(dict(y=y, h_n=h_n, dx=dx, dh0=dh0,
+                            grads={k: g.copy() for k, g in layer.grads.items()}))
+    assert_results_equal(results[1], results[0])
+    layer.forward(inputs["x"], h0=inputs["h0"], lengths=inputs["lengths"])
+    layer.backward()  # no gradient at all: zeros, and the cache is used up
+    with pytest.raises(RuntimeError, match="forward"):
+        layer.backward(dh_n=inputs["dh_n"])
+
+
 # --------------------------------------------------------------------------------------
 # 5. threads
 

@@ -471,6 +471,31 @@ def test_charlm_errors():
         lm.generate("a", 3, temperature=-1)
 
 
+# -- what every model shares -------------------------------------------------------------
+MODELS = [grucy.Forecaster, grucy.GRUClassifier, grucy.GRURegressor, grucy.CharLM]
+
+
+@pytest.mark.parametrize("Model", MODELS, ids=lambda m: m.__name__)
+def test_shared_options_are_declared_once(Model):
+    """Every option of GRUModel is a keyword argument of every model, declared in
+    GRUModel (the same field) unless the model changes its default; the command line and
+    the diagnostics find what a model reads through input_kind and network_inputs."""
+    import dataclasses
+    import inspect
+
+    from grucy.models import GRUModel
+
+    shared = {f.name: f for f in dataclasses.fields(GRUModel)}
+    own = Model.__dataclass_fields__
+    params = inspect.signature(Model).parameters
+    for name, field in shared.items():
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+        if own[name] is not field:  # declared again: only to change the default
+            assert own[name].type == field.type and own[name].default != field.default
+    assert Model.input_kind in ("series", "sequences", "text")
+    assert Model.network_inputs is not GRUModel.network_inputs
+
+
 # -- every model trains through the one loop: checkpoints resume exactly -----------------
 def _resume_case(kind):
     if kind == "forecaster":

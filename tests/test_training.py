@@ -8,11 +8,12 @@ import threading
 import numpy as np
 import pytest
 
-from grucy import io, training
+from grucy import io
 from grucy.losses import mse_loss
 from grucy.nn import Dropout, Linear, Sequential
 from grucy.optim import Adam, clip_grad_norm
 from grucy.training import ArrayTask, Trainer, read_checkpoint, train
+from grucy.training.progress import _Progress
 
 from conftest import importorskip
 
@@ -145,7 +146,7 @@ def test_without_tqdm_verbose_1_prints_at_most_one_line_per_epoch(capsys, monkey
     _without_tqdm(monkeypatch)
     X, Y = make_data()
     # a quick run (all 30 epochs within the interval): the first and the last epoch only
-    monkeypatch.setattr(training._Progress, "LINE_INTERVAL", 1e9)
+    monkeypatch.setattr(_Progress, "LINE_INTERVAL", 1e9)
     train(make_task(X, Y), epochs=30, seed=0, verbose=1, description="fitting")
     captured = capsys.readouterr()
     lines = _epoch_lines(captured.err)
@@ -153,12 +154,12 @@ def test_without_tqdm_verbose_1_prints_at_most_one_line_per_epoch(capsys, monkey
     assert lines[0].startswith("fitting: epoch 1/30  loss ") and "val_rmse" in lines[0]
     assert lines[1].startswith("fitting: epoch 30/30  loss ")
     # slow epochs (each longer than the interval): one line each, never more
-    monkeypatch.setattr(training._Progress, "LINE_INTERVAL", 0.0)
+    monkeypatch.setattr(_Progress, "LINE_INTERVAL", 0.0)
     train(make_task(X, Y), epochs=5, seed=0, verbose=1, description="fitting")
     lines = _epoch_lines(capsys.readouterr().err)
     assert [line.split()[2] for line in lines] == [f"{e}/5" for e in range(1, 6)]
     # verbose=2 asks for every epoch
-    monkeypatch.setattr(training._Progress, "LINE_INTERVAL", 1e9)
+    monkeypatch.setattr(_Progress, "LINE_INTERVAL", 1e9)
     train(make_task(X, Y), epochs=5, seed=0, verbose=2, description="fitting")
     assert len(_epoch_lines(capsys.readouterr().err)) == 5
 

@@ -29,7 +29,7 @@ import pytest
 import grucy
 from grucy import SizeLimitError
 from grucy import reference
-from grucy._base import _parse_bytes, memory_limit
+from grucy._limits import _parse_bytes, memory_limit
 from grucy.nn import Linear, mse_loss
 from grucy.optim import Adam, clip_grad_norm
 

@@ -1,30 +1,54 @@
-"""grucy: fast GRU layers for CPUs (Cython kernels on grucy's own GEMM and thread team)."""
+"""grucy: fast GRU layers for CPUs (Cython kernels on grucy's own GEMM and thread team).
+
+The parts (docs/architecture.md): the compiled kernels (``_gru``) and the layer over them
+(``grucy.GRU``); the pure-Python core (validation, parameters, the NumPy reference, file
+format, losses, optimizers, training loop), which imports without the kernels; the models
+(``grucy.models``); interoperability (``grucy.interop``, ``grucy.torch``); the tools (the
+``grucy`` command, demos, diagnostics, ``grucy bench``).
+"""
 
 import os
 
-try:
-    from . import _gru  # noqa: E402,F401  (the compiled kernels)
-except ImportError as exc:
-    import importlib.util as _util
+from ._version import __version__  # noqa: E402
+from ._base import GRUBase  # noqa: E402
+from ._limits import SizeLimitError  # noqa: E402
+from .io import FileFormatError, load, save  # noqa: E402
 
-    if _util.find_spec(f"{__name__}._gru") is not None:
+
+def _kernels_built():
+    """Whether the compiled module grucy._gru is there to import (a failed import of a
+    module that is there is a broken build, reported as it is)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(f"{__name__}._gru") is not None
+    except ImportError:  # refused by an import hook: as good as absent
+        return False
+
+
+# What needs the compiled kernels; without them (a source tree that was not built) the
+# pure-Python core above still imports, and these names raise _MISSING_KERNELS.
+_NEEDS_KERNELS = frozenset({"_gru", "GRU", "get_num_threads", "openmp_enabled",
+                            "set_num_threads", "CharLM", "Forecaster", "GRUClassifier",
+                            "GRURegressor", "NotFittedError"})
+_MISSING_KERNELS = None
+try:
+    from . import _gru  # noqa: F401  (the compiled kernels)
+except ImportError:
+    if _kernels_built():
         raise
     # Without this, a source tree put on the path (PYTHONPATH=src) before the extension
     # was built fails with "partially initialized module ... circular import".
-    raise ImportError(
+    _MISSING_KERNELS = (
         f"grucy's compiled kernels (grucy._gru) are not built in "
         f"{os.path.dirname(__file__)}: this is a source tree without them.  Either use "
         f"the installed grucy (pip install . ; then run without PYTHONPATH=src), or "
-        f"build them in place first: python setup.py build_ext --inplace") from exc
-
-from ._base import GRUBase  # noqa: E402
-from ._base import SizeLimitError  # noqa: E402
-from ._gru import get_num_threads, openmp_enabled, set_num_threads  # noqa: E402
-from .io import FileFormatError, load, save  # noqa: E402
-from .layer import GRU  # noqa: E402
-from ._threads import set_num_threads  # noqa: E402,F811  (validated; replaces _gru's)
-from .models import (CharLM, Forecaster, GRUClassifier, GRURegressor,  # noqa: E402
-                     NotFittedError)
+        f"build them in place first: python setup.py build_ext --inplace")
+else:
+    from ._gru import get_num_threads, openmp_enabled
+    from ._threads import set_num_threads  # (validated; wraps _gru's)
+    from .layer import GRU
+    from .models import CharLM, Forecaster, GRUClassifier, GRURegressor, NotFittedError
 
 # Submodules not imported above are imported on first use, so that ``import grucy`` then
 # ``grucy.diagnostics.gradient_flow`` works while ``import grucy`` stays as quick as it is
@@ -42,6 +66,8 @@ def _is_lazy_submodule(name):
 
 
 def __getattr__(name):
+    if _MISSING_KERNELS is not None and name in _NEEDS_KERNELS:
+        raise ImportError(_MISSING_KERNELS)
     if _is_lazy_submodule(name):
         import importlib
 
@@ -56,7 +82,6 @@ def __dir__():
                                     if _is_lazy_submodule(m.name)})
 
 
-__version__ = "0.1.0"
 __all__ = ["GRU", "GRUBase", "FileFormatError", "SizeLimitError", "get_num_threads",
            "load", "openmp_enabled", "save", "set_num_threads", "__version__",
            "CharLM", "Forecaster", "GRUClassifier", "GRURegressor", "NotFittedError"]

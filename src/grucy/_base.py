@@ -4,408 +4,22 @@ The compiled layer (``grucy.GRU``) and the NumPy reference (``grucy.reference.GR
 derive from :class:`GRUBase`; they differ only in how they compute ``forward`` and
 ``backward``.  Keeping validation and parameter handling here means the two cannot drift
 apart in what they accept, while their arithmetic stays independent (the reference is the
-test oracle of the kernels).
+test oracle of the kernels).  Pure NumPy: imports without the compiled kernels.
 """
 
 from __future__ import annotations
 
 import functools
 import numbers
-import os
-import threading
 
 import numpy as np
 
-from . import _gru
-
-_DTYPES = (np.float32, np.float64)
-# The kernels index with C ints and call BLAS with 32-bit integer sizes.
-INT32_MAX = 2**31 - 1
-
-
-class SizeLimitError(ValueError, MemoryError):
-    """A size too large to compute: over the memory grucy may use, or over what the
-    kernels' 32-bit BLAS sizes can index.  Raised before anything is allocated; it is
-    both a ValueError (a bad argument) and a MemoryError (code handling out-of-memory
-    generically catches it)."""
-
-
-def _positive_int(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
-    return int(value)
-
-
-def _real(name, value):
-    """``value`` as a finite Python float (bools, strings, None, NaN and inf refused)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} "
-                        f"{value!r}")
-    value = float(value)
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
-
-
-def _flag(name, value):
-    """A boolean option: True/False (or NumPy bools, or the integers 0 and 1)."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, numbers.Integral) and value in (0, 1):
-        return bool(value)
-    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
-
-
-def _as_real_array(name, value):
-    """``value`` as an ndarray of real numbers (no cast, no copy when already one).
-
-    Integers and floats of any width pass; bool, complex, object, string and datetime
-    arrays are refused with TypeError (a cast would silently invent or drop numbers).
-    Torch tensors are detached and moved to the CPU first.
-    """
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
-        value = value.detach().cpu().numpy()
-    try:
-        arr = np.asarray(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a rectangular array of real numbers, "
-                         f"got {type(value).__name__} ({exc})") from None
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must be an array of real numbers (floats or integers), "
-                        f"got dtype {arr.dtype}")
-    return arr
-
-
-def as_float_array(name, value, dtype):
-    """``value`` as an array of ``dtype``: integers and floats of any width are cast,
-    anything else (bool, complex, object, strings) refused with TypeError."""
-    arr = _as_real_array(name, value)
-    if arr.dtype == dtype:
-        return arr
-    with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf: check_finite
-        return arr.astype(dtype)
-
-
-def _finite(arr):
-    """True when the float array ``arr`` holds no NaN or inf."""
-    ok = _gru.all_finite(arr)  # C-contiguous float32/float64: one vectorized C pass
-    if ok is not None:
-        return ok
-    if arr.size > 65536:
-        # No boolean temporary: any NaN or inf makes the sum non-finite (a finite sum
-        # that overflows only sends us to the exact check below).
-        with np.errstate(over="ignore", invalid="ignore"):
-            if np.isfinite(np.add.reduce(arr, axis=None)):
-                return True
-    return bool(np.isfinite(arr).all())
-
-
-def check_finite(name, arr, hint="grucy refuses non-finite values"):
-    """Raise ValueError naming ``name`` and the first bad index if ``arr`` has NaN/inf;
-    ``hint`` ends the message (what to do about it)."""
-    if arr.dtype.kind != "f" or _finite(arr):
-        return
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name} contains NaN or inf (first at index {where}, value "
-                         f"{arr[where]}); {hint}")
-
-
-def check_dtype(dtype):
-    """``dtype`` as np.dtype float32 or float64, or a TypeError."""
-    try:
-        dt = np.dtype(dtype)
-    except TypeError as exc:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
-    if dt.type not in _DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
-
-
-def _rng(seed, name="seed"):
-    try:
-        return np.random.default_rng(seed)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be None, a non-negative integer or a "
-                        f"numpy.random.Generator, got {seed!r} ({exc})") from None
-
-
-# -- how much memory grucy may use -------------------------------------------------------
-def _parse_bytes(text):
-    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50}
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    unit = t[-1:] if t[-1:] in units and t[-1:] else ""
-    number = t[:-1] if unit else t
-    try:
-        value = float(number) * units[unit]
-    except ValueError:
-        raise ValueError(f"GRUCY_MAX_MEMORY must be a number of bytes such as 8e9 or "
-                         f"16G, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise ValueError(f"GRUCY_MAX_MEMORY must be positive and finite, got {text!r}")
-    return int(value)
-
-
-@functools.lru_cache(maxsize=1)
-def _machine_memory():
-    """Physical memory, lowered to a cgroup (container) limit when there is one."""
-    limits = []
-    try:
-        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):
-        pass
-    for path in ("/sys/fs/cgroup/memory.max",
-                 "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            with open(path) as f:
-                text = f.read().strip()
-        except OSError:
-            continue
-        if text.isdigit():
-            limits.append(int(text))
-    return min(limits) if limits else 2**63
-
-
-@functools.lru_cache(maxsize=1)
-def _address_space_limit():
-    try:
-        import resource
-        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    except (ImportError, OSError, ValueError):
-        return None
-    return None if soft == resource.RLIM_INFINITY else soft
-
-
-def memory_limit():
-    """Bytes one grucy call may plan to allocate.
-
-    ``GRUCY_MAX_MEMORY`` (bytes, or with a K/M/G/T/P suffix) when set; otherwise the
-    smaller of physical memory, the container (cgroup) limit and the address-space limit
-    (``ulimit -v``; these three are read once per process).  Asking for more could only
-    end in a MemoryError or, with memory overcommit, in the kernel's OOM killer ending
-    the process, so it is refused up front.
-    """
-    env = os.environ.get("GRUCY_MAX_MEMORY")
-    if env:
-        return _parse_bytes(env)
-    limit = _machine_memory()
-    rlimit = _address_space_limit()
-    return limit if rlimit is None else min(limit, rlimit)
-
-
-def _gib(nbytes):
-    return f"{nbytes / 2**30:.3g} GiB"
-
-
-def _describe(what):
-    return what() if callable(what) else what
-
-
-def check_memory(what, nbytes):
-    """SizeLimitError unless ``nbytes`` fits in :func:`memory_limit`.
-
-    ``what`` names the request: a string, or a callable returning one (built only when
-    the check fails, to keep small calls fast).
-    """
-    limit = memory_limit()
-    if nbytes > limit:
-        raise SizeLimitError(f"{_describe(what)} needs about {_gib(nbytes)}, more than the "
-                             f"{_gib(limit)} grucy may use (physical memory, container "
-                             f"and ulimit -v limits; set GRUCY_MAX_MEMORY to change)")
-
-
-def check_int32(what, products):
-    """SizeLimitError when a size the kernels index with a 32-bit int overflows it.
-
-    ``products`` maps a readable formula ("T*B") to its value.
-    """
-    for label, value in products.items():
-        if value > INT32_MAX:
-            raise SizeLimitError(f"{_describe(what)}: {label} = {value} "
-                                 f"exceeds 2**31-1, the largest size the 32-bit BLAS calls "
-                                 f"and kernel indices accept")
-
-
-# -- one thread at a time ------------------------------------------------------------------
-def exclusive(method):
-    """Decorator: refuse to run ``method`` while another thread is inside a method of the
-    same object decorated with it (RuntimeError, never blocking, never corrupting state).
-
-    The calling thread may re-enter (a forward calling another forward).
-    """
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        lock = self._lock
-        if not lock.acquire(blocking=False):
-            raise RuntimeError(
-                f"{type(self).__name__} is in use by another thread ({method.__name__} "
-                f"refused): a layer keeps per-call state (the cache backward needs), so "
-                f"one layer serves one thread at a time; give each thread its own layer "
-                f"(copy.deepcopy, or load_state_dict into a new one)")
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            lock.release()
-    return wrapper
-
-
-class PerThreadState:
-    """Descriptor for what a forward leaves for its backward (the cache).
-
-    Reading it from a thread other than the one that stored it raises RuntimeError, so
-    a backward can never use the cache of a forward another thread ran in between
-    (which would silently give the wrong gradients).
-    """
-
-    def __set_name__(self, owner, name):
-        self.key = f"{name}_per_thread"
-
-    def __get__(self, obj, objtype=None):
-        if obj is None:
-            return self
-        entry = obj.__dict__.get(self.key)
-        if entry is None:
-            return None
-        thread, value = entry
-        if thread != threading.get_ident():
-            raise RuntimeError(
-                f"{type(obj).__name__}: the latest forward() ran in another thread; "
-                f"backward() must run in the thread of its forward (one layer serves one "
-                f"thread at a time)")
-        return value
-
-    def __set__(self, obj, value):
-        obj.__dict__[self.key] = None if value is None else (threading.get_ident(), value)
-
-
-class ParameterHolder:
-    """Named parameter arrays with gradient accumulators of the same names.
-
-    Subclasses fill ``self._params`` (name -> array of ``self.dtype``) and then call
-    ``_init_grads()``.  Optimizers update the arrays of :meth:`parameters` in place.
-
-    Every instance carries a lock used by :func:`exclusive` (created in ``__new__`` so
-    that subclasses need not remember it; dropped and re-created by copy and pickle).
-    """
-
-    def __new__(cls, *args, **kwargs):
-        obj = super().__new__(cls)
-        obj._lock = threading.RLock()
-        return obj
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state.pop("_lock", None)
-        state.pop("_scratch", None)  # reusable kernel buffers (GRU), never shared
-        state.pop("_step_stream", None)  # GRU.step's compiled stream, never shared
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.RLock()
-
-    def _init_grads(self):
-        self.grads = {k: np.zeros_like(v) for k, v in self._params.items()}
-
-    def parameters(self):
-        """The parameter arrays themselves, in the order of ``grads``; update in place."""
-        return list(self._params.values())
-
-    def named_parameters(self):
-        return list(self._params.items())
-
-    def state_dict(self):
-        """Copies of the parameters under PyTorch's names and shapes."""
-        return {k: v.copy() for k, v in self._params.items()}
-
-    @exclusive
-    def load_state_dict(self, state_dict):
-        """Copy parameters in (in place, so arrays from :meth:`parameters` stay valid).
-
-        Keys and shapes must match exactly and values be finite real numbers (cast to
-        the layer's dtype); nothing is changed unless all of them are.  Values may be
-        NumPy arrays, torch tensors or anything ``np.asarray`` accepts.
-        """
-        if not hasattr(state_dict, "keys"):
-            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
-        missing = [k for k in self._params if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in self._params]
-        if missing or unexpected:
-            raise ValueError(
-                f"state_dict keys do not match: missing {missing}, unexpected {unexpected}"
-            )
-        new = {}
-        for k, target in self._params.items():
-            arr = as_float_array(f"state_dict[{k!r}]", state_dict[k], self.dtype)
-            if arr.shape != target.shape:
-                raise ValueError(
-                    f"state_dict[{k!r}] has shape {arr.shape}, expected {target.shape}"
-                )
-            check_finite(f"state_dict[{k!r}]", arr)
-            # A copy: values may be views of this object's own parameters.
-            new[k] = np.array(arr, copy=True)
-        for k, arr in new.items():
-            self._params[k][...] = arr
-
-    def _check_parameters(self, grads=False, values=True):
-        """ValueError naming the first parameter (or, with ``grads``, gradient array)
-        that is no longer what the kernels need.
-
-        ``values=False`` checks only what the arrays are (type, dtype, layout, shape),
-        not that every value is finite: for callers that read a few rows of a large
-        table and check those rows themselves (:class:`grucy.nn.Embedding`).
-
-        Parameters enter finite and well-formed (initialisation, load_state_dict,
-        grucy.load, optimizer steps refusing non-finite gradients); this catches arrays
-        changed in place through parameters() or ``grads`` (NaN or inf written in,
-        resized, made read-only, replaced by another dtype).  An infinite weight can
-        saturate a gate and give finite, meaningless outputs, so checking the outputs
-        alone would not do.
-        """
-        dtype, grad_arrays = self.dtype, self.grads
-        for k, p in self._params.items():
-            g = grad_arrays.get(k)
-            # (ndarray subclasses are fine: a model unpickled by joblib holds read-only
-            # memmaps, which inference reads as they are)
-            if (not isinstance(p, np.ndarray) or p.dtype != dtype
-                    or not p.flags.c_contiguous or g is None or p.shape != g.shape):
-                raise ValueError(f"parameter {k!r} is no longer a C-contiguous {self.dtype} "
-                                 f"array of its original shape (resized or replaced?)")
-            if values and not _finite(p):
-                try:
-                    check_finite(f"parameter {k!r}", p)
-                except ValueError as exc:
-                    raise ValueError(f"{exc} (written in place through parameters()?)") \
-                        from None
-            if grads and (not isinstance(g, np.ndarray) or g.dtype != self.dtype
-                          or not g.flags.c_contiguous or not g.flags.writeable):
-                raise ValueError(f"grads[{k!r}] must be a writeable C-contiguous "
-                                 f"{self.dtype} array of shape {p.shape}, got "
-                                 f"{type(g).__name__} {getattr(g, 'dtype', '')} "
-                                 f"(replaced or made read-only?)")
-
-    def _check_result(self, name, arr):
-        """After a computation from finite inputs and parameters: a non-finite result is
-        an overflow; raise rather than return it."""
-        if not _finite(arr):
-            raise ValueError(f"{name} overflowed to NaN or inf: the inputs are too large "
-                             f"for {self.dtype}")
-
-    @exclusive
-    def zero_grad(self):
-        for g in self.grads.values():
-            g.fill(0)
-
-    def generators(self):
-        """The random generators this object draws from while training (dropout masks).
-
-        The training loop saves their states in checkpoints so that a resumed run draws
-        exactly the masks the uninterrupted run would have drawn.
-        """
-        return []
+from ._limits import check_int32, check_memory
+from ._params import ParameterHolder, PerThreadState
+from ._validation import (_as_real_array, _flag, _positive_int, _rng, as_float_array,
+                          check_dtype, check_finite)
+# (layer.py, the compiled layer, imports exclusive from here too)
+from ._params import exclusive  # noqa: F401
 
 
 @functools.lru_cache(maxsize=64)
@@ -629,19 +243,29 @@ class GRUBase(ParameterHolder):
         return arr.astype(np.int64)
 
     def _check_backward(self, dy, dh_n):
-        """Validate gradients against the cached forward; returns time-major dy, dh_n."""
+        """Validate gradients against the cached forward; returns time-major dy, dh_n.
+
+        ``dy=None`` (only ``dh_n`` flows back, as for a readout of the final state)
+        comes back as zeros of y's time-major shape that occupy no memory: a read-only
+        view, every row of it the same shared zero vector (stride 0 on the time and
+        batch axes).
+        """
         if self._cache is None:
             raise RuntimeError("backward() needs a preceding forward(..., training=True); "
                                "each training forward supports one backward")
         T, B = self._cache["T"], self._cache["B"]
         DH = self.num_directions * self.hidden_size
-        dy = as_float_array("dy", dy, self.dtype)
-        expected = (B, T, DH) if self.batch_first else (T, B, DH)
-        if dy.shape != expected:
-            raise ValueError(f"dy must have the shape of y, {expected}, got {dy.shape}")
-        check_finite("dy", dy)
-        if self.batch_first:
-            dy = dy.transpose(1, 0, 2)
+        if dy is None:
+            dy = np.broadcast_to(_read_only_zeros(DH, self.dtype), (T, B, DH))
+        else:
+            dy = as_float_array("dy", dy, self.dtype)
+            expected = (B, T, DH) if self.batch_first else (T, B, DH)
+            if dy.shape != expected:
+                raise ValueError(f"dy must have the shape of y, {expected}, got "
+                                 f"{dy.shape}")
+            check_finite("dy", dy)
+            if self.batch_first:
+                dy = dy.transpose(1, 0, 2)
         state_shape = (self.num_layers * self.num_directions, B, self.hidden_size)
         if dh_n is None:
             dh_n = np.zeros(state_shape, self.dtype)
@@ -691,7 +315,7 @@ class GRUBase(ParameterHolder):
     def forward(self, x, h0=None, lengths=None, training=True):  # pragma: no cover
         raise NotImplementedError
 
-    def backward(self, dy, dh_n=None):  # pragma: no cover
+    def backward(self, dy=None, dh_n=None):  # pragma: no cover
         raise NotImplementedError
 
     def __call__(self, x, h0=None, lengths=None, training=True):

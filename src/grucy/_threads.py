@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from . import _gru
-from ._base import _positive_int
+from ._validation import _positive_int
 
 __all__ = ["MAX_THREADS", "set_num_threads"]
 

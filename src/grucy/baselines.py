@@ -11,7 +11,7 @@ from typing import Tuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._base import _positive_int
+from ._validation import _positive_int
 
 __all__ = ["sliding_windows", "fit_ar", "char_bigram_bits_per_char"]
 

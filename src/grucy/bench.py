@@ -170,8 +170,9 @@ def _case(shape, seconds, seed=0):
 
 def run(args):
     """Validate the options, run the check, print it; exit status (1 on a mismatch)."""
-    import grucy
     from . import _gru
+    from ._threads import set_num_threads
+    from ._version import __version__
 
     shapes = _shapes(args.shapes)
     seconds = _positive(args.seconds, "--seconds", float)
@@ -180,15 +181,15 @@ def run(args):
     if args.threads is not None:
         n = _positive(args.threads, "--threads")
         try:
-            grucy.set_num_threads(n)
+            set_num_threads(n)
         except ValueError as exc:
             raise OptionError(f"--threads: {exc}") from None
         try:
             from threadpoolctl import threadpool_limits
-            limiter = threadpool_limits(limits=grucy.get_num_threads(), user_api="blas")
+            limiter = threadpool_limits(limits=_gru.get_num_threads(), user_api="blas")
         except ImportError:
             pass
-    threads = grucy.get_num_threads()
+    threads = _gru.get_num_threads()
     try:
         fma = _gru.fma_peak(threads, 0.2)
         sgemm = sgemm_peak(gemm_n)
@@ -198,7 +199,7 @@ def run(args):
             limiter.restore_original_limits()
     for r in rows:
         r["pct_fma"], r["pct_sgemm"] = 100 * r["gflops"] / fma, 100 * r["gflops"] / sgemm
-    doc = {"grucy": grucy.__version__, "threads": threads, "kernels": _gru.kernel_info(),
+    doc = {"grucy": __version__, "threads": threads, "kernels": _gru.kernel_info(),
            "fma_gflops": fma, "sgemm_gflops": sgemm, "sgemm_n": gemm_n,
            "blas_threads_limited": limiter is not None,
            "warnings": blas_env_warnings(), "results": rows,

@@ -14,9 +14,6 @@ from typing import Any, Optional
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .losses import LOSSES, cross_entropy_loss
-from .models import CharLM, CharNet, Forecaster, GRUClassifier, GRURegressor, ReadoutNet
-
 __all__ = ["gradient_flow"]
 
 
@@ -43,13 +40,15 @@ def _suffix_gradients(gru, x, states, dy, dh_n):
 
     The state after step t only influences steps t+1..T, so rerunning those steps from
     that state and backpropagating ``dy`` (the loss gradient of the outputs of steps
-    t+1..T) and ``dh_n`` gives exactly the gradient at that state (the returned dh0).
+    t+1..T; None: the outputs are not read) and ``dh_n`` gives exactly the gradient at
+    that state (the returned dh0).
     """
     T = x.shape[1]
     grads = []
     for t in range(1, T):
         gru.forward(x[:, t:], h0=states[t - 1], training=True)
-        _, dh0 = gru.backward(np.ascontiguousarray(dy[:, t:]), dh_n)
+        _, dh0 = gru.backward(None if dy is None else np.ascontiguousarray(dy[:, t:]),
+                              dh_n)
         grads.append(dh0)
     gru.zero_grad()
     return grads
@@ -87,72 +86,18 @@ def gradient_flow(model: Any, x: Any, y: Optional[ArrayLike] = None) -> np.ndarr
         after the last character feeds nothing); its entries count only the gradient that
         flows back through time, not the readout at step t itself.
     """
-    if isinstance(model, CharLM):
-        return _charlm_flow(model, x, y)
-    if not isinstance(model, (Forecaster, GRUClassifier, GRURegressor)):
+    if not callable(getattr(model, "network_inputs", None)):
         raise TypeError(f"model must be a grucy Forecaster, GRUClassifier, GRURegressor "
                         f"or CharLM, got {type(model).__name__}")
-    model._check_is_fitted()
-    net = model.net_
-    if not isinstance(net, ReadoutNet) or net.gru.bidirectional:
+    inputs, output_gradient = model.network_inputs(x, y)
+    if model.net_.gru.bidirectional:
         raise ValueError("gradient_flow needs a unidirectional GRU (the state of a "
                          "bidirectional one at step t is not one vector)")
-    if isinstance(model, Forecaster):
-        X, _ = model._histories(x)
-    else:
-        X = (model._check_X(x, fitting=False) - model.x_mean_) / model.x_scale_
-    X = np.ascontiguousarray(X, dtype=np.float64)
-    net = _float64_copy(net)
-    B = X.shape[0]
-    out = net.forward(X, training=True)
-    dout = _output_gradient(model, out, y, B)
-    dfeat = net.head.backward(dout)
+    net = _float64_copy(model.net_)
     gru = net.gru
-    L, H = gru.num_layers, gru.hidden_size
-    dh_n = np.zeros((L, B, H))
-    dh_n[-1] = dfeat
-    states = _states(gru, X)
-    dy = np.zeros(X.shape[:2] + (H,))
-    grads = _suffix_gradients(gru, X, states, dy, dh_n) + [dh_n]
-    return np.array([np.linalg.norm(g) for g in grads])
-
-
-def _output_gradient(model, out, y, B):
-    """dLoss/d(network output) for the loss gradient_flow documents."""
-    if y is None:
-        return np.full(out.shape, 1.0 / B)
-    y = np.asarray(y)
-    if isinstance(model, GRUClassifier):
-        idx = np.searchsorted(model.classes_, y.reshape(-1))
-        if np.any(idx >= len(model.classes_)) or np.any(model.classes_[
-                np.minimum(idx, len(model.classes_) - 1)] != y.reshape(-1)):
-            raise ValueError("y holds labels the classifier was not trained on")
-        return cross_entropy_loss(out, idx)[1]
-    if isinstance(model, GRURegressor):
-        target = (y.reshape(B, -1).astype(np.float64) - model.y_mean_) / model.y_scale_
-        return LOSSES[model.loss](out, target)[1]
-    # Forecaster: y holds the next horizon values after each history (data units)
-    k, h = model.n_series_, model.horizon_
-    target = (y.astype(np.float64).reshape(B, h, k) - model.mean_) / model.scale_
-    return LOSSES[model.loss](out, target.reshape(B, h * k))[1]
-
-
-def _charlm_flow(model, text, y):
-    if y is not None:
-        raise ValueError("a CharLM's loss is predicting the next characters of x; pass "
-                         "y=None")
-    codes = model.encode(text)
-    if len(codes) < 2:
-        raise ValueError("text needs at least 2 characters")
-    net: CharNet = _float64_copy(model.net_)
-    inputs, targets = codes[None, :-1], codes[None, 1:]
-    emb = net.embedding.forward(inputs, training=False)
-    gru = net.gru
-    y_all, _ = gru.forward(emb, training=False)
-    logits = net.head.forward(y_all, training=True)
-    _, dlogits = cross_entropy_loss(logits, targets)
-    dy = net.head.backward(dlogits)
-    states = _states(gru, emb)
-    grads = _suffix_gradients(gru, emb, states, dy, None)
-    norms = [np.linalg.norm(g) for g in grads]
-    return np.array(norms + [0.0])
+    x_gru, dy, dh_n = net.gru_gradients(inputs, output_gradient)
+    states = _states(gru, x_gru)
+    grads = _suffix_gradients(gru, x_gru, states, dy, dh_n)
+    # the state after the last step: what reaches h_n (nothing when only outputs are read)
+    last = 0.0 if dh_n is None else np.linalg.norm(dh_n)
+    return np.array([np.linalg.norm(g) for g in grads] + [last])

@@ -26,6 +26,7 @@ wrong numbers.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -35,11 +36,11 @@ import tempfile
 
 import numpy as np
 
-from ._base import memory_limit
+from ._limits import memory_limit
+from ._version import __version__
 
 __all__ = ["FileFormatError", "FORMAT_VERSION", "write_archive", "read_archive",
-           "save", "load", "register"]
-__all__ += ["temp_name_pattern"]
+           "atomic_write", "temp_name_pattern", "save", "load", "register"]
 
 MAGIC = b"GRUCY\x00\r\n"
 FORMAT_VERSION = 1
@@ -73,7 +74,14 @@ def temp_name_pattern(path):
                         f".{os.path.basename(path)}.*.tmp")
 
 
-def _atomic_write(path, chunks):
+def atomic_write(path, chunks):
+    """Write the byte strings ``chunks`` to ``path`` so that it is replaced all at once.
+
+    The bytes go to a temporary file in the same directory (see
+    :func:`temp_name_pattern`), are flushed to disk and renamed over ``path``; a failure
+    or a crash at any point leaves the previous file as it was.  The new file gets the
+    permissions of the one it replaces (else those of any new file).
+    """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -142,8 +150,6 @@ def write_archive(path, kind, config, arrays):
                         "offset": offset, "nbytes": len(data)})
         blobs.append(data)
         offset += len(data)
-    from . import __version__
-
     header = {"kind": kind, "config": config, "arrays": entries,
               "byteorder": sys.byteorder, "writer": f"grucy {__version__}"}
     try:
@@ -155,7 +161,7 @@ def write_archive(path, kind, config, arrays):
     for b in blobs:
         digest.update(b)
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(head), digest.digest())
-    _atomic_write(path, [prefix, head, *blobs])
+    atomic_write(path, [prefix, head, *blobs])
 
 
 def read_archive(path, kind=None):
@@ -236,15 +242,21 @@ def read_archive(path, kind=None):
 
 
 # -- save / load of layers and models ---------------------------------------------------
+# The kinds a file can hold are the classes decorated with @register, each under the
+# public import path of its class ("grucy.GRU", "grucy.reference.GRU", "grucy.Forecaster").
+# This module imports none of them: a class registers itself when its module is imported,
+# and load() imports the module a kind names when that has not happened yet.  So the file
+# format depends on nothing above it, and a new kind needs only its @register.
 _REGISTRY = {}
 
 
 def register(cls=None, *, kind=None):
     """Class decorator making a class saveable under ``kind`` (default: qualified name).
 
-    The class provides ``_get_config() -> dict`` (JSON), ``_get_arrays() -> dict`` and a
-    classmethod ``_from_saved(config, arrays)``.  ``@register`` or
-    ``@register(kind="grucy.GRU")``.
+    ``kind`` is where users import the class from (``"grucy.GRU"``), so that
+    :func:`load` can import it by that path.  The class provides ``_get_config() -> dict``
+    (JSON), ``_get_arrays() -> dict`` and a classmethod ``_from_saved(config, arrays)``.
+    ``@register`` or ``@register(kind="grucy.GRU")``.
     """
     def deco(c):
         k = kind or f"{c.__module__}.{c.__qualname__}"
@@ -269,12 +281,8 @@ def save(obj, path):
 
 def load(path):
     """Load what :func:`save` wrote.  Never executes code from the file."""
-    _ensure_registered()
     kind, config, arrays = read_archive(path)
-    cls = _REGISTRY.get(kind)
-    if cls is None:
-        raise FileFormatError(f"{os.fspath(path)}: holds a {kind!r}, which this grucy "
-                              f"cannot build (known: {sorted(_REGISTRY)})")
+    cls = _registered(kind, path)
     try:
         return cls._from_saved(config, arrays)
     except (KeyError, TypeError, ValueError) as exc:
@@ -282,6 +290,26 @@ def load(path):
                               f"holds: {exc}") from None
 
 
-def _ensure_registered():
-    # Importing the modules registers their classes.
-    from . import layer, models, reference  # noqa: F401
+def _registered(kind, path):
+    """The class registered for ``kind``, importing grucy's module of that name first
+    when it is not loaded yet (only public grucy modules: a file never makes grucy import
+    anything else)."""
+    if kind not in _REGISTRY:
+        module, _, name = kind.rpartition(".")
+        parts = module.split(".")
+        if parts[0] == "grucy" and all(p.isidentifier() and not p.startswith("_")
+                                       for p in parts[1:]):
+            try:
+                getattr(importlib.import_module(module), name, None)  # registers it
+            except ModuleNotFoundError as exc:
+                if exc.name != module:  # a grucy module that needs what is missing
+                    raise FileFormatError(f"{os.fspath(path)}: holds a {kind!r}, which "
+                                          f"this grucy cannot build here: {exc}") from None
+            except ImportError as exc:  # grucy's compiled kernels are not built
+                raise FileFormatError(f"{os.fspath(path)}: holds a {kind!r}, which this "
+                                      f"grucy cannot build here: {exc}") from None
+    cls = _REGISTRY.get(kind)
+    if cls is None:
+        raise FileFormatError(f"{os.fspath(path)}: holds a {kind!r}, which this grucy "
+                              f"cannot build (known: {sorted(_REGISTRY)})")
+    return cls

@@ -197,17 +197,24 @@ class GRU(GRUBase):
         return y, h_new
 
     @exclusive
-    def backward(self, dy, dh_n=None):
+    def backward(self, dy=None, dh_n=None):
         """Backpropagate the last training forward; returns ``(dx, dh0)``.
 
-        dy has y's shape, dh_n h_n's (None: zeros).  Parameter gradients are added to
-        ``grads``.  Each training forward supports one backward.
+        dy has y's shape, dh_n h_n's (None: zeros; with ``dy=None`` only dh_n flows back,
+        as for a readout of the final state, and no array of y's size is made: the
+        kernels read one shared zero row).  Parameter gradients are added to ``grads``.
+        Each training forward supports one backward.
         """
+        zero_dy = dy is None
         dy, dh_n = self._check_backward(dy, dh_n)
         cache, self._cache = self._cache, None
         order = cache["order"]
         pools = self._scratch_pools()
-        if order is not None:  # sorted copies in reusable buffers, as in forward
+        if zero_dy:  # zeros in any order, read in place (stride 0 but on the last axis)
+            grad_out = dy
+            if order is not None:
+                dh_n = dh_n[:, order]
+        elif order is not None:  # sorted copies in reusable buffers, as in forward
             grad_out = np.take(dy, order, axis=1,
                                out=_gru._buffer(pools[0], "dy_sorted", dy.shape, self.dtype))
             dh_n = dh_n[:, order]

@@ -36,7 +36,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._base import _as_real_array, _real, check_finite
+from ._validation import _as_real_array, _real, check_finite
 
 __all__ = ["mse_loss", "mae_loss", "huber_loss", "cross_entropy_loss", "count_terms",
            "LOSSES"]

@@ -17,9 +17,11 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from scipy.linalg import blas as _scipy_blas
 
-from ._base import (ParameterHolder, PerThreadState, _as_real_array, _flag, _positive_int,
-                    _rng, as_float_array, check_dtype, check_finite, check_memory,
-                    exclusive)
+from ._base import GRUBase
+from ._limits import check_memory
+from ._params import ParameterHolder, PerThreadState, exclusive
+from ._validation import (_as_real_array, _flag, _positive_int, _rng, as_float_array,
+                          check_dtype, check_finite)
 from .losses import mse_loss
 
 __all__ = ["Linear", "Embedding", "Dropout", "Sequential", "TruncatedBPTT", "mse_loss"]
@@ -326,8 +328,6 @@ class Sequential(ParameterHolder):
     """
 
     def __init__(self, *layers):
-        from ._base import GRUBase
-
         if not layers:
             raise ValueError("Sequential needs at least one layer")
         for i, layer in enumerate(layers):
@@ -407,8 +407,6 @@ class TruncatedBPTT:
     """
 
     def __init__(self, gru, n_streams: int):
-        from ._base import GRUBase
-
         if not isinstance(gru, GRUBase):
             raise TypeError(f"gru must be a grucy GRU layer (grucy.GRU or "
                             f"grucy.reference.GRU), got {type(gru).__name__}")

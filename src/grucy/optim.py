@@ -25,7 +25,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 
-from ._base import _flag, _real, as_float_array, check_finite
+from ._validation import _flag, _positive_int, _real, as_float_array, check_finite
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm", "Schedule", "StepLR",
            "CosineAnnealingLR", "ReduceLROnPlateau", "OPTIMIZERS", "make_optimizer"]
@@ -445,8 +445,6 @@ class StepLR(Schedule):
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
         super().__init__(optimizer)
-        from ._base import _positive_int
-
         self.step_size = _positive_int("step_size", step_size)
         self.gamma = _nonneg("gamma", gamma)
 
@@ -467,8 +465,6 @@ class CosineAnnealingLR(Schedule):
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0):
         super().__init__(optimizer)
-        from ._base import _positive_int
-
         self.T_max = _positive_int("T_max", T_max)
         self.eta_min = _nonneg("eta_min", eta_min)
 

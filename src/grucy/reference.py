@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit as _sigmoid  # overflow-free logistic, keeps float32
 
-from ._base import GRUBase, exclusive
+from ._base import GRUBase
+from ._params import exclusive
 from .io import register
 
 __all__ = ["GRU"]
@@ -187,7 +188,12 @@ class GRU(GRUBase):
         return y, h_n
 
     @exclusive
-    def backward(self, dy, dh_n=None):
+    def backward(self, dy=None, dh_n=None):
+        """Backpropagate the last training forward; returns ``(dx, dh0)``.
+
+        dy has y's shape (None: zeros, when only ``dh_n`` flows back), dh_n h_n's (None:
+        zeros).  Parameter gradients are added to ``grads``.
+        """
         dy, dh_n = self._check_backward(dy, dh_n)
         cache = self._cache
         D, H = self.num_directions, self.hidden_size

@@ -27,7 +27,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import _gru
-from ._base import check_int32, check_memory
+from ._limits import check_int32, check_memory
 from ._threads import set_num_threads as _set_num_threads
 from .layer import GRU as _LayerGRU
 

@@ -106,7 +106,7 @@ def load_stdlib_text(max_chars: int = 400_000, modules: Sequence[str] = STDLIB_M
     -------
     str
     """
-    from .._base import _positive_int
+    from .._validation import _positive_int
 
     max_chars = _positive_int("max_chars", max_chars)
     parts, total = [], 0

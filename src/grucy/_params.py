@@ -1,0 +1,196 @@
+"""The parameter protocol and the thread rules of every object holding parameters.
+
+- :class:`ParameterHolder`: named parameter arrays with gradient accumulators of the same
+  names (``parameters``, ``grads``, ``state_dict``, ``load_state_dict``, ``zero_grad``),
+  what the optimizers and the training loop work with;
+- :func:`exclusive`: one thread at a time inside an object's stateful methods;
+- :class:`PerThreadState`: what a forward leaves for its backward, readable only by the
+  thread that stored it.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import numpy as np
+
+from ._validation import _finite, as_float_array, check_finite
+
+
+def exclusive(method):
+    """Decorator: refuse to run ``method`` while another thread is inside a method of the
+    same object decorated with it (RuntimeError, never blocking, never corrupting state).
+
+    The calling thread may re-enter (a forward calling another forward).
+    """
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        lock = self._lock
+        if not lock.acquire(blocking=False):
+            raise RuntimeError(
+                f"{type(self).__name__} is in use by another thread ({method.__name__} "
+                f"refused): a layer keeps per-call state (the cache backward needs), so "
+                f"one layer serves one thread at a time; give each thread its own layer "
+                f"(copy.deepcopy, or load_state_dict into a new one)")
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            lock.release()
+    return wrapper
+
+
+class PerThreadState:
+    """Descriptor for what a forward leaves for its backward (the cache).
+
+    Reading it from a thread other than the one that stored it raises RuntimeError, so
+    a backward can never use the cache of a forward another thread ran in between
+    (which would silently give the wrong gradients).
+    """
+
+    def __set_name__(self, owner, name):
+        self.key = f"{name}_per_thread"
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        entry = obj.__dict__.get(self.key)
+        if entry is None:
+            return None
+        thread, value = entry
+        if thread != threading.get_ident():
+            raise RuntimeError(
+                f"{type(obj).__name__}: the latest forward() ran in another thread; "
+                f"backward() must run in the thread of its forward (one layer serves one "
+                f"thread at a time)")
+        return value
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.key] = None if value is None else (threading.get_ident(), value)
+
+
+class ParameterHolder:
+    """Named parameter arrays with gradient accumulators of the same names.
+
+    Subclasses fill ``self._params`` (name -> array of ``self.dtype``) and then call
+    ``_init_grads()``.  Optimizers update the arrays of :meth:`parameters` in place.
+
+    Every instance carries a lock used by :func:`exclusive` (created in ``__new__`` so
+    that subclasses need not remember it; dropped and re-created by copy and pickle).
+    """
+
+    def __new__(cls, *args, **kwargs):
+        obj = super().__new__(cls)
+        obj._lock = threading.RLock()
+        return obj
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        state.pop("_scratch", None)  # reusable kernel buffers (GRU), never shared
+        state.pop("_step_stream", None)  # GRU.step's compiled stream, never shared
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+    def _init_grads(self):
+        self.grads = {k: np.zeros_like(v) for k, v in self._params.items()}
+
+    def parameters(self):
+        """The parameter arrays themselves, in the order of ``grads``; update in place."""
+        return list(self._params.values())
+
+    def named_parameters(self):
+        return list(self._params.items())
+
+    def state_dict(self):
+        """Copies of the parameters under PyTorch's names and shapes."""
+        return {k: v.copy() for k, v in self._params.items()}
+
+    @exclusive
+    def load_state_dict(self, state_dict):
+        """Copy parameters in (in place, so arrays from :meth:`parameters` stay valid).
+
+        Keys and shapes must match exactly and values be finite real numbers (cast to
+        the layer's dtype); nothing is changed unless all of them are.  Values may be
+        NumPy arrays, torch tensors or anything ``np.asarray`` accepts.
+        """
+        if not hasattr(state_dict, "keys"):
+            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+        missing = [k for k in self._params if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in self._params]
+        if missing or unexpected:
+            raise ValueError(
+                f"state_dict keys do not match: missing {missing}, unexpected {unexpected}"
+            )
+        new = {}
+        for k, target in self._params.items():
+            arr = as_float_array(f"state_dict[{k!r}]", state_dict[k], self.dtype)
+            if arr.shape != target.shape:
+                raise ValueError(
+                    f"state_dict[{k!r}] has shape {arr.shape}, expected {target.shape}"
+                )
+            check_finite(f"state_dict[{k!r}]", arr)
+            # A copy: values may be views of this object's own parameters.
+            new[k] = np.array(arr, copy=True)
+        for k, arr in new.items():
+            self._params[k][...] = arr
+
+    def _check_parameters(self, grads=False, values=True):
+        """ValueError naming the first parameter (or, with ``grads``, gradient array)
+        that is no longer what the kernels need.
+
+        ``values=False`` checks only what the arrays are (type, dtype, layout, shape),
+        not that every value is finite: for callers that read a few rows of a large
+        table and check those rows themselves (:class:`grucy.nn.Embedding`).
+
+        Parameters enter finite and well-formed (initialisation, load_state_dict,
+        grucy.load, optimizer steps refusing non-finite gradients); this catches arrays
+        changed in place through parameters() or ``grads`` (NaN or inf written in,
+        resized, made read-only, replaced by another dtype).  An infinite weight can
+        saturate a gate and give finite, meaningless outputs, so checking the outputs
+        alone would not do.
+        """
+        dtype, grad_arrays = self.dtype, self.grads
+        for k, p in self._params.items():
+            g = grad_arrays.get(k)
+            # (ndarray subclasses are fine: a model unpickled by joblib holds read-only
+            # memmaps, which inference reads as they are)
+            if (not isinstance(p, np.ndarray) or p.dtype != dtype
+                    or not p.flags.c_contiguous or g is None or p.shape != g.shape):
+                raise ValueError(f"parameter {k!r} is no longer a C-contiguous {self.dtype} "
+                                 f"array of its original shape (resized or replaced?)")
+            if values and not _finite(p):
+                try:
+                    check_finite(f"parameter {k!r}", p)
+                except ValueError as exc:
+                    raise ValueError(f"{exc} (written in place through parameters()?)") \
+                        from None
+            if grads and (not isinstance(g, np.ndarray) or g.dtype != self.dtype
+                          or not g.flags.c_contiguous or not g.flags.writeable):
+                raise ValueError(f"grads[{k!r}] must be a writeable C-contiguous "
+                                 f"{self.dtype} array of shape {p.shape}, got "
+                                 f"{type(g).__name__} {getattr(g, 'dtype', '')} "
+                                 f"(replaced or made read-only?)")
+
+    def _check_result(self, name, arr):
+        """After a computation from finite inputs and parameters: a non-finite result is
+        an overflow; raise rather than return it."""
+        if not _finite(arr):
+            raise ValueError(f"{name} overflowed to NaN or inf: the inputs are too large "
+                             f"for {self.dtype}")
+
+    @exclusive
+    def zero_grad(self):
+        for g in self.grads.values():
+            g.fill(0)
+
+    def generators(self):
+        """The random generators this object draws from while training (dropout masks).
+
+        The training loop saves their states in checkpoints so that a resumed run draws
+        exactly the masks the uninterrupted run would have drawn.
+        """
+        return []

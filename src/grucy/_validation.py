@@ -1,0 +1,124 @@
+"""Argument checks shared by every part of grucy: integers, reals, flags, real arrays,
+dtypes, finiteness and seeds.
+
+Pure NumPy: the reference, the losses, the optimizers and the training loop import this
+without the compiled kernels.  When they are built, the finiteness check runs as one
+vectorized C pass (``grucy._gru.all_finite``); otherwise NumPy does it.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+try:  # the compiled kernels are optional here: NumPy does the same check without them
+    from ._gru import all_finite as _compiled_all_finite
+except ImportError:
+    _compiled_all_finite = None
+
+_DTYPES = (np.float32, np.float64)
+
+
+def _positive_int(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return int(value)
+
+
+def _real(name, value):
+    """``value`` as a finite Python float (bools, strings, None, NaN and inf refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} "
+                        f"{value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def _flag(name, value):
+    """A boolean option: True/False (or NumPy bools, or the integers 0 and 1)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+
+
+def _as_real_array(name, value):
+    """``value`` as an ndarray of real numbers (no cast, no copy when already one).
+
+    Integers and floats of any width pass; bool, complex, object, string and datetime
+    arrays are refused with TypeError (a cast would silently invent or drop numbers).
+    Torch tensors are detached and moved to the CPU first.
+    """
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a rectangular array of real numbers, "
+                         f"got {type(value).__name__} ({exc})") from None
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be an array of real numbers (floats or integers), "
+                        f"got dtype {arr.dtype}")
+    return arr
+
+
+def as_float_array(name, value, dtype):
+    """``value`` as an array of ``dtype``: integers and floats of any width are cast,
+    anything else (bool, complex, object, strings) refused with TypeError."""
+    arr = _as_real_array(name, value)
+    if arr.dtype == dtype:
+        return arr
+    with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf: check_finite
+        return arr.astype(dtype)
+
+
+def _finite(arr):
+    """True when the float array ``arr`` holds no NaN or inf."""
+    if _compiled_all_finite is not None:
+        ok = _compiled_all_finite(arr)  # C-contiguous float32/float64: one C pass
+        if ok is not None:
+            return ok
+    if arr.size > 65536:
+        # No boolean temporary: any NaN or inf makes the sum non-finite (a finite sum
+        # that overflows only sends us to the exact check below).
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.add.reduce(arr, axis=None)):
+                return True
+    return bool(np.isfinite(arr).all())
+
+
+def check_finite(name, arr, hint="grucy refuses non-finite values"):
+    """Raise ValueError naming ``name`` and the first bad index if ``arr`` has NaN/inf;
+    ``hint`` ends the message (what to do about it)."""
+    if arr.dtype.kind != "f" or _finite(arr):
+        return
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{name} contains NaN or inf (first at index {where}, value "
+                         f"{arr[where]}); {hint}")
+
+
+def check_dtype(dtype):
+    """``dtype`` as np.dtype float32 or float64, or a TypeError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
+    if dt.type not in _DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _rng(seed, name="seed"):
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be None, a non-negative integer or a "
+                        f"numpy.random.Generator, got {seed!r} ({exc})") from None

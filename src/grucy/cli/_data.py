@@ -1,0 +1,98 @@
+"""Reading the commands' input files: a CSV column, CSV rows, a text."""
+
+from __future__ import annotations
+
+import csv
+
+from ._common import CLIError
+
+
+def _read_column(path, column, missing="error"):
+    """One numeric column of a CSV file (by header name or 0-based index) as float64."""
+    import numpy as np
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f) if r]
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror}") from None
+    if not rows:
+        raise CLIError(f"{path} is empty")
+    header = rows[0]
+    has_header = not _is_number(header[0]) if header else False
+    if column is None:
+        index = 0 if len(header) == 1 else len(header) - 1
+    elif column.isdigit():
+        index = int(column)
+        if index >= len(header):
+            raise CLIError(f"column {index} is out of range: {path} has {len(header)} "
+                           f"column{'s' if len(header) != 1 else ''} (indices 0 to "
+                           f"{len(header) - 1})")
+    elif has_header and column in header:
+        index = header.index(column)
+    else:
+        names = header if has_header else "(the file has no header)"
+        raise CLIError(f"column {column!r} not found in {path}; columns: {names}")
+    values = []
+    for line, row in enumerate(rows[1 if has_header else 0:], start=2 if has_header else 1):
+        field = row[index].strip() if index < len(row) else ""
+        if field == "":
+            values.append(float("nan"))
+        elif _is_number(field):
+            values.append(float(field))
+        else:
+            raise CLIError(f"{path}, line {line}: {field!r} in column {index} is not a number")
+    series = np.array(values, dtype=np.float64)
+    gaps = ~np.isfinite(series)
+    if gaps.any():
+        if missing == "error":
+            first = int(np.argmax(gaps)) + (2 if has_header else 1)
+            raise CLIError(f"{path}: column {index} has {int(gaps.sum())} missing or "
+                           f"non-finite values (the first on line {first}); use "
+                           f"--missing drop or --missing interpolate")
+        if gaps.all():
+            raise CLIError(f"{path}: no values in column {index}")
+        if missing == "drop":
+            series = series[~gaps]
+        else:
+            t = np.arange(len(series))
+            series[gaps] = np.interp(t[gaps], t[~gaps], series[~gaps])
+    if series.size == 0:
+        raise CLIError(f"{path}: no values in column {index}")
+    return series
+
+
+def _read_rows(path):
+    """A numeric CSV (optional header) as a 2-D float64 array: one sequence per row."""
+    import numpy as np
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f) if r]
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror}") from None
+    if rows and not all(_is_number(v) for v in rows[0]):
+        rows = rows[1:]
+    try:
+        return np.array([[float(v) for v in r] for r in rows], dtype=np.float64)
+    except ValueError as exc:
+        raise CLIError(f"{path}: every row must be numbers of the same length ({exc})") \
+            from None
+
+
+def _read_text(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"{path} is not UTF-8 text ({exc.reason})") from None
+
+
+def _is_number(s):
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True

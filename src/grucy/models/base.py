@@ -1,0 +1,331 @@
+"""What every grucy model shares: its options, declared once, and the machinery around
+them (scikit-learn's parameter protocol, the fitted state, saving, one training run).
+
+A model is a :class:`GRUModel` subclass that is a dataclass: the options every model has
+are the fields below (keyword-only), and a model adds its own fields and changes the
+defaults it needs by declaring the field again::
+
+    @register(kind="grucy.Forecaster")
+    @dataclass(eq=False, repr=False)
+    class Forecaster(GRUModel):
+        lookback: int = 12            # its own options, positional
+        horizon: int = 1
+        _: KW_ONLY
+        epochs: int = 80              # a shared option with another default
+
+The dataclass writes ``__init__``, which only stores the arguments (scikit-learn's rule);
+``fit`` validates them.  Besides ``fit`` and ``predict`` a model sets ``input_kind``
+(what it reads: ``"series"``, ``"sequences"`` or ``"text"``; the command line picks its
+options by it) and implements :meth:`GRUModel.network_inputs` (what the fitted network
+reads and how the loss reaches it; :mod:`grucy.diagnostics` works through it).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, List, Optional, Tuple
+
+import numpy as np
+
+from .._validation import _positive_int, check_dtype
+from ..distributed import common_seed, get_communicator
+from ..training import Trainer, read_checkpoint
+from ..training.checkpoint import _from_json_floats, _json_floats
+
+__all__ = ["GRUModel", "NotFittedError"]
+
+
+class NotFittedError(ValueError, AttributeError):
+    """A model was used before ``fit``.
+
+    When scikit-learn is installed the error raised is also an instance of
+    ``sklearn.exceptions.NotFittedError``, so code written for scikit-learn catches it.
+    """
+
+
+_NOT_FITTED: List[type] = []
+
+
+def _not_fitted_error_class():
+    """NotFittedError, joined with scikit-learn's when that is installed (imported only
+    here, on the error path, so ``import grucy`` never imports scikit-learn)."""
+    if not _NOT_FITTED:
+        try:
+            from sklearn.exceptions import NotFittedError as SkNotFitted
+        except ImportError:  # pragma: no cover - depends on the environment
+            _NOT_FITTED.append(NotFittedError)
+        else:
+            _NOT_FITTED.append(type("NotFittedError", (NotFittedError, SkNotFitted),
+                                    {"__module__": __name__}))
+    return _NOT_FITTED[0]
+
+
+@dataclass(eq=False, repr=False, kw_only=True)
+class GRUModel:
+    """Options, training and fitted-state handling shared by every model.
+
+    Constructor arguments are stored unchanged (scikit-learn's rule) and validated at
+    ``fit``; :meth:`get_params` / :meth:`set_params` follow scikit-learn's semantics.
+    The options below are every model's (keyword-only; documented with
+    :class:`grucy.Forecaster`); a model changes a default by declaring the field again.
+    """
+
+    # the network
+    hidden_size: int = 32
+    num_layers: int = 1
+    dropout: float = 0.0
+    # the training run (grucy.training.Trainer)
+    epochs: int = 60
+    batch_size: int = 32
+    lr: float = 1e-2
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    schedule: Any = None
+    max_grad_norm: Optional[float] = 1.0
+    validation_fraction: float = 0.0
+    patience: Optional[int] = None
+    dtype: str = "float32"
+    random_state: Any = None
+    verbose: int = 0
+
+    _estimator_type: ClassVar[Optional[str]] = None
+    #: what ``fit`` and ``predict`` read: "series", "sequences" or "text"
+    input_kind: ClassVar[str] = ""
+
+    # -- scikit-learn parameter protocol ------------------------------------------------
+    @classmethod
+    def _get_param_names(cls):
+        sig = inspect.signature(cls.__init__)
+        return sorted(p.name for p in sig.parameters.values()
+                      if p.name != "self" and p.kind != p.VAR_KEYWORD)
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor arguments, name -> value (``deep`` has nothing to descend)."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params: Any) -> "GRUModel":
+        """Set constructor arguments by name; returns self.  Unknown names raise ValueError."""
+        valid = self._get_param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"Invalid parameter {name!r} for estimator "
+                                 f"{type(self).__name__}. Valid parameters are: {valid!r}.")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self):
+        defaults = {p.name: p.default for p in
+                    inspect.signature(type(self).__init__).parameters.values()}
+        shown = []
+        for name in self._get_param_names():
+            value = getattr(self, name)
+            default = defaults.get(name, inspect.Parameter.empty)
+            try:
+                same = value is default or (type(value) is type(default) and value == default)
+            except Exception:  # arrays and other odd values: show them
+                same = False
+            if not same:
+                shown.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "net_")
+
+    def network_inputs(self, x: Any, y: Any = None) -> Tuple[np.ndarray, Callable]:
+        """What the fitted network ``net_`` reads for ``x``, and how a loss reaches it.
+
+        Returns ``(inputs, output_gradient)``: ``inputs`` as ``net_`` reads them
+        (scaled, encoded; float64), and ``output_gradient(out)``, the gradient of the
+        loss with respect to the network's output ``out`` for ``inputs``: the model's
+        training loss against the target ``y`` (in the units ``fit`` takes), or, with
+        ``y=None``, the sum of the outputs averaged over the batch (a model whose data
+        is its own target, CharLM, takes no ``y``).  For diagnostics
+        (:func:`grucy.diagnostics.gradient_flow`); the arguments are checked as
+        ``predict`` checks them.
+        """
+        raise NotImplementedError
+
+
+    def _check_is_fitted(self):
+        if not hasattr(self, "net_"):
+            raise _not_fitted_error_class()(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                f"appropriate arguments before using it.")
+
+    # -- saving (grucy.save / grucy.load) ----------------------------------------------
+    #: private attributes set by ``fit`` that a saved model must keep
+    _fitted_private: ClassVar[Tuple[str, ...]] = ()
+    _net_class: ClassVar[Any] = None
+
+    def _fitted_names(self):
+        return sorted(k for k in vars(self) if (k.endswith("_") and not k.startswith("_")
+                                                and k != "net_")) + list(self._fitted_private)
+
+    def _get_config(self):
+        params, unsaved = {}, []
+        for name, value in self.get_params().items():
+            value = _plain(value)
+            if _is_json(value):
+                params[name] = list(value) if isinstance(value, tuple) else value
+            else:  # a Generator as random_state, a callable schedule...
+                params[name], unsaved = None, unsaved + [name]
+        config = {"params": params, "unsaved_params": unsaved, "fitted": None}
+        if hasattr(self, "net_"):
+            fitted = {}
+            for name in self._fitted_names():
+                value = getattr(self, name)
+                if isinstance(value, np.ndarray):
+                    if value.dtype.kind in "biuf":
+                        continue  # stored as an array
+                    value = {"__ndarray__": value.tolist(), "dtype": value.dtype.kind}
+                elif name == "history_":
+                    value = {k: _json_floats(v) for k, v in value.items()}
+                fitted[name] = _plain(value)
+            config["fitted"] = fitted
+            config["net"] = self.net_.config
+        return config
+
+    def _get_arrays(self):
+        if not hasattr(self, "net_"):
+            return {}
+        arrays = {f"net/{k}": v for k, v in self.net_.state_dict().items()}
+        for name in self._fitted_names():
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+                arrays[f"fitted/{name}"] = value
+        return arrays
+
+    @classmethod
+    def _from_saved(cls, config, arrays):
+        obj = cls(**config["params"])
+        fitted = config["fitted"]
+        if fitted is None:
+            return obj
+        for name, value in fitted.items():
+            if isinstance(value, dict) and "__ndarray__" in value:
+                value = np.array(value["__ndarray__"],
+                                 dtype=object if value["dtype"] == "O" else None)
+            elif name == "history_":
+                value = {k: _from_json_floats(v) for k, v in value.items()}
+            setattr(obj, name, value)
+        for key, value in arrays.items():
+            if key.startswith("fitted/"):
+                setattr(obj, key[len("fitted/"):], value)
+        net = cls._net_class(**config["net"])
+        net.load_state_dict({k[len("net/"):]: v for k, v in arrays.items()
+                             if k.startswith("net/")})
+        obj.net_ = net
+        obj._after_load()
+        return obj
+
+    def _after_load(self):
+        """Rebuild derived state after :meth:`_from_saved` (default: nothing)."""
+
+    # -- training ---------------------------------------------------------------------
+    def _dtype(self):
+        return check_dtype(self.dtype)
+
+    def _training_options(self):
+        return dict(epochs=_positive_int("epochs", self.epochs),
+                    batch_size=_positive_int("batch_size", self.batch_size),
+                    optimizer=self.optimizer, lr=self.lr, weight_decay=self.weight_decay,
+                    schedule=self.schedule, max_grad_norm=self.max_grad_norm,
+                    patience=self.patience, verbose=self.verbose)
+
+    @staticmethod
+    def _seed_for_fit(random_state, resume, distributed):
+        """The run's seed: from the checkpoint when resuming (same split, same init)."""
+        if resume is not None:
+            config, _ = read_checkpoint(resume)
+            seed = config.get("metadata", {}).get("seed")
+            if isinstance(seed, int):
+                return seed
+        seed = _seed_from(random_state)
+        if random_state is None:  # fresh entropy differs per process: take rank 0's
+            seed = common_seed(seed, get_communicator(distributed))
+        return seed
+
+    def _run(self, task, seed, *, checkpoint, checkpoint_every, resume, distributed):
+        trainer = Trainer(task, seed=int(np.random.default_rng(seed).integers(2**63)),
+                          distributed=distributed, checkpoint=checkpoint,
+                          checkpoint_every=checkpoint_every, resume=resume,
+                          description=type(self).__name__,
+                          metadata={"model": type(self).__name__, "seed": seed},
+                          **self._training_options())
+        trainer.fit()
+        self.history_ = trainer.history
+        self.n_epochs_ = trainer.epoch
+        self.n_iter_ = trainer.epoch
+        self.best_epoch_ = trainer.best_epoch if trainer.patience is not None else None
+        return trainer
+
+
+def _seed_from(random_state):
+    """An int seed from None (fresh entropy), an int, or a NumPy generator."""
+    if random_state is None:
+        return int(np.random.SeedSequence().entropy % (2**63))
+    if isinstance(random_state, (bool, np.bool_)):
+        raise TypeError(f"random_state must be None, an int or a generator, got "
+                        f"{random_state!r}")
+    if isinstance(random_state, numbers.Integral):
+        if random_state < 0:
+            raise ValueError(f"random_state must be >= 0, got {random_state}")
+        return int(random_state)
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**63))
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(2**31))
+    raise TypeError(f"random_state must be None, an int or a generator, got "
+                    f"{type(random_state).__name__}")
+
+
+def _plain(value):
+    """NumPy scalars and dtypes as the Python values JSON can hold."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (np.dtype, type)) and value is not None:
+        try:
+            return np.dtype(value).name
+        except TypeError:
+            return value
+    return value
+
+
+def _is_json(value):
+    """Plain JSON data (what a grucy file's config may hold)."""
+    if value is None or isinstance(value, (str, bool)):
+        return True
+    if isinstance(value, numbers.Integral):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_is_json(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
+    return False
+
+
+def _check_fraction(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
+            or not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+def _validation_split(n, fraction, rng, *, chronological=False):
+    """(train_idx, val_idx); no validation when the fraction leaves no example for it."""
+    n_val = int(math.floor(n * fraction))
+    if n_val < 1 or n - n_val < 1:
+        return np.arange(n), np.arange(0)
+    if chronological:
+        return np.arange(n - n_val), np.arange(n - n_val, n)
+    order = rng.permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _mean_output_gradient(out):
+    """The gradient of the sum of the outputs averaged over the batch (axis 0)."""
+    return np.full(out.shape, 1.0 / len(out))

@@ -1,0 +1,149 @@
+"""The networks inside the models: a GRU between the building blocks of :mod:`grucy.nn`.
+
+- :class:`ReadoutNet`: GRU over a sequence, a linear readout of its final state
+  (Forecaster, GRUClassifier, GRURegressor);
+- :class:`CharNet`: embedding, GRU carried across chunks, a linear readout per step
+  (CharLM).
+
+Each holds its parts as attributes (``gru``, ``head``, ...), its constructor arguments as
+``config`` (what a saved model stores), and offers :meth:`gru_gradients` for diagnostics
+that differentiate through the GRU itself (:func:`grucy.diagnostics.gradient_flow`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._params import ParameterHolder
+from .._validation import _rng, check_dtype
+from ..layer import GRU
+from ..nn import Dropout, Embedding, Linear, Sequential, TruncatedBPTT
+
+__all__ = ["ReadoutNet", "CharNet"]
+
+
+class _Net(ParameterHolder):
+    """Parameters and gradients of named child modules, named ``"child.param"``."""
+
+    def _adopt(self, **children):
+        self._children = children
+        self._params, self.grads = {}, {}
+        for cname, child in children.items():
+            for pname, arr in child._params.items():
+                self._params[f"{cname}.{pname}"] = arr
+                self.grads[f"{cname}.{pname}"] = child.grads[pname]
+
+    def generators(self):
+        return [g for child in self._children.values() for g in child.generators()]
+
+
+class ReadoutNet(_Net):
+    """GRU over a sequence, then dropout and a linear readout of its final state.
+
+    (B, T, input_size) -> (B, output_size).  The final state is the top layer's ``h_n``
+    (both directions concatenated when bidirectional); ``dropout`` applies between GRU
+    layers and before the readout.
+    """
+
+    def __init__(self, input_size, hidden_size, output_size, *, num_layers=1, dropout=0.0,
+                 bidirectional=False, dtype=np.float32, seed=None):
+        seeds = _rng(seed).integers(2**63, size=3)
+        self.dtype = check_dtype(dtype)
+        # The layers check the arguments; the config is taken from what they accepted.
+        self.gru = GRU(input_size, hidden_size, num_layers, batch_first=True,
+                       dropout=dropout, bidirectional=bidirectional, dtype=dtype,
+                       seed=seeds[0])
+        D = self.gru.num_directions
+        self.head = Sequential(Dropout(dropout, seed=seeds[1]),
+                               Linear(D * hidden_size, output_size, dtype=dtype,
+                                      seed=seeds[2]))
+        g = self.gru
+        self.config = dict(input_size=g.input_size, hidden_size=g.hidden_size,
+                           output_size=self.head[1].out_features, num_layers=g.num_layers,
+                           dropout=g.dropout, bidirectional=g.bidirectional,
+                           dtype=self.dtype.name)
+        self._adopt(gru=self.gru, head=self.head)
+
+    def features(self, X, training=True):
+        """The readout's input: the final state, (B, D*H)."""
+        _, h_n = self.gru.forward(X, training=training)
+        D = self.gru.num_directions
+        return np.concatenate(list(h_n[-D:]), axis=1) if D > 1 else h_n[-1]
+
+    def forward(self, X, training=True):
+        return self.head.forward(self.features(X, training), training=training)
+
+    def backward(self, dout):
+        # Only the final state feeds the readout: the outputs' gradient is zero (dy=None).
+        self.gru.backward(None, self._state_gradient(self.head.backward(dout)))
+
+    def _state_gradient(self, dfeat):
+        """dh_n (L*D, B, H) from the readout's input gradient (B, D*H)."""
+        g = self.gru
+        B, H, D = dfeat.shape[0], g.hidden_size, g.num_directions
+        dh_n = np.zeros((g.num_layers * D, B, H), self.dtype)
+        dh_n[-D:] = dfeat.reshape(B, D, H).transpose(1, 0, 2)
+        return dh_n
+
+    def gru_gradients(self, X, output_gradient):
+        """A training forward of ``X``, then backward through the readout only.
+
+        ``output_gradient(out)`` gives dLoss/d(network output).  Returns ``(x, dy,
+        dh_n)``: the GRU's input sequence (here ``X``), the gradient reaching its outputs
+        (None: the readout reads only the final state) and the one reaching its final
+        state (L*D, B, H).
+        """
+        out = self.forward(X, training=True)
+        return X, None, self._state_gradient(self.head.backward(output_gradient(out)))
+
+
+class CharNet(_Net):
+    """Embedding -> GRU (state carried across chunks) -> dropout -> linear, per step.
+
+    Integer codes (B, t) -> logits (B, t, vocab_size).  :meth:`reset_state` starts
+    ``n_streams`` fresh streams; :meth:`forward` continues the streams ``rows``.
+    """
+
+    def __init__(self, vocab_size, embedding_dim, hidden_size, *, num_layers=1,
+                 dropout=0.0, dtype=np.float32, seed=None):
+        seeds = _rng(seed).integers(2**63, size=4)
+        self.dtype = check_dtype(dtype)
+        self.embedding = Embedding(vocab_size, embedding_dim, dtype=dtype, seed=seeds[0])
+        self.gru = GRU(embedding_dim, hidden_size, num_layers, batch_first=True,
+                       dropout=dropout, dtype=dtype, seed=seeds[1])
+        self.head = Sequential(Dropout(dropout, seed=seeds[2]),
+                               Linear(hidden_size, vocab_size, dtype=dtype, seed=seeds[3]))
+        g = self.gru
+        self.config = dict(vocab_size=self.embedding.num_embeddings,
+                           embedding_dim=g.input_size, hidden_size=g.hidden_size,
+                           num_layers=g.num_layers, dropout=g.dropout, dtype=self.dtype.name)
+        self._adopt(embedding=self.embedding, gru=self.gru, head=self.head)
+        self.tbptt = TruncatedBPTT(self.gru, 1)
+
+    def reset_state(self, n_streams):
+        if self.tbptt.n_streams != n_streams:
+            self.tbptt = TruncatedBPTT(self.gru, n_streams)
+        self.tbptt.reset()
+
+    def forward(self, codes, rows=None, training=True):
+        emb = self.embedding.forward(codes, training=training)
+        y = self.tbptt.forward(emb, rows, training=training)
+        return self.head.forward(y, training=training)
+
+    def backward(self, dlogits):
+        dy = self.head.backward(dlogits)
+        self.embedding.backward(self.tbptt.backward(dy))
+
+    def gru_gradients(self, codes, output_gradient):
+        """``codes`` (B, t) read as one chunk from the zero state, then backward through
+        the readout only.
+
+        ``output_gradient(logits)`` gives dLoss/d(logits).  Returns ``(x, dy, dh_n)``:
+        the GRU's input sequence (the embeddings), the gradient reaching its outputs
+        (B, t, H) and the one reaching its final state (None: nothing reads it).
+        """
+        emb = self.embedding.forward(codes, training=False)
+        y, _ = self.gru.forward(emb, training=False)
+        logits = self.head.forward(y, training=True)
+        return emb, self.head.backward(output_gradient(logits)), None
+
