@@ -847,6 +847,42 @@ def work_plan(int T, int B, int I, int H, lengths=None, threads=None,
         PyMem_Free(p)
 
 
+def workspace_bytes(int T, int B, int I, int H, bint training=True, bint reset_after=True,
+                    dtype=np.float32, threads=None, bint full_lengths=True):
+    """Bytes of the kernel buffers one layer and direction keeps in its pool: a forward
+    (``training``: what backward reads, too) and its backward, for N = T*B rows (fewer
+    with variable lengths; ``full_lengths=False`` adds the gathered input rows).  The
+    pool keeps the largest buffers of its calls; the layer adds its own copies."""
+    if T < 1 or B < 1 or I < 1 or H < 1:
+        raise ValueError(f"T, B, I and H must be positive, got {T}, {B}, {I}, {H}")
+    cdef int want = grucy_nthreads if threads is None else int(threads)
+    cdef Py_ssize_t el = np.dtype(dtype).itemsize, N = <Py_ssize_t>T * B
+    cdef int nr = grucy_nr(grucy_isa, <int>el)
+    cdef const Cell* cell = _cell(reset_after)
+    cdef Plan* p = <Plan*>PyMem_Malloc(sizeof(Plan))
+    cdef Py_ssize_t[MAX_CHUNKS + 1] off
+    if p == NULL:
+        raise MemoryError()
+    bs = np.full(T, B, np.intc)
+    cdef int[::1] bsv = bs
+    try:
+        with nogil:
+            _make_plan(p, T, B, I, H, &bsv[0], want, cell.nfwd, <int>el)
+        pk = max(_pack_layout(cell, p, I, H, nr, True, off),
+                 _pack_layout(cell, p, I, H, nr, False, off))
+        nt = p.nt
+    finally:
+        PyMem_Free(p)
+    fwd = N * 3 * H + (N if training else B) * H + (N * H if training else 0) + B * 3 * H
+    fwd += B * H if cell.nfwd == 1 else 0
+    fwd += 0 if full_lengths else N * I
+    bwd = 0
+    if training:
+        bwd = N * 3 * H + (N * H if cell.xn_separate else H) + B * H + N * I
+        bwd += nt * _wgrad_scratch(I, H, nr)
+    return int((fwd + bwd + (pk if grucy_isa != GRUCY_ISA_BLAS else 0)) * el)
+
+
 # ---------------------------------------------------------------------------------------
 # The products with the weights.
 
