@@ -5,13 +5,14 @@ in alternating order, so that slow phases of a shared machine hit both alike.  P
 minimum and median time per step of each module and the ratio torch / grucy (> 1 means
 grucy is faster).
 
-    PYTHONPATH=src python bench/bench_torch_module.py                # B=32 T=100 I=128 H=256
-    PYTHONPATH=src python bench/bench_torch_module.py --shape 16x50x64x128 --repeats 30
-    PYTHONPATH=src python bench/bench_torch_module.py --mode infer
-    PYTHONPATH=src python bench/bench_torch_module.py --import-order grucy-first
+    python bench/bench_torch_module.py                # B=32 T=100 I=128 H=256
+    python bench/bench_torch_module.py --shape 16x50x64x128 --repeats 30
+    python bench/bench_torch_module.py --mode infer
+    python bench/bench_torch_module.py --import-order grucy-first
 
-torch and grucy share one OpenMP runtime; its waiting policy comes from whichever of them
-is imported first (``--import-order``).
+(After ``pip install .``; with an in-place build, ``export PYTHONPATH=src`` first.)  grucy
+runs its own thread team, torch its OpenMP runtime; ``--import-order`` checks that which
+is imported first makes no difference.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def parse_shape(text):
 
 
 def main(argv=None):
-    omp_env = {k: os.environ.get(k, "(unset)") for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    omp_env = {k: os.environ.get(k, "(unset)") for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", type=parse_shape, default=(32, 100, 128, 256),
                     help="BxTxIxH (default 32x100x128x256)")
@@ -58,13 +59,12 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2,
                     help="torch.set_num_threads and grucy.set_num_threads (default 2)")
     ap.add_argument("--grucy-threads", type=int, default=None,
-                    help="OpenMP threads of grucy's kernels (grucy.set_num_threads and "
-                         "grucy.torch.GRU.omp_threads); default: --threads")
+                    help="threads of grucy's kernels (grucy.set_num_threads and "
+                         "grucy.torch.GRU.grucy_threads); default: --threads")
     ap.add_argument("--import-order", choices=["torch-first", "grucy-first"],
                     default="torch-first",
                     help="which library the process imports first (default torch-first, as "
-                         "most scripts do); the shared OpenMP runtime reads OMP_WAIT_POLICY "
-                         "and GOMP_SPINCOUNT (which grucy sets) when the first loads it")
+                         "most scripts do)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     # Imported here, in the order asked for.
@@ -79,7 +79,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     grucy.set_num_threads(args.threads if args.grucy_threads is None else args.grucy_threads)
     if args.grucy_threads is not None:
-        GRU.omp_threads = args.grucy_threads
+        GRU.grucy_threads = args.grucy_threads
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(args.seed)
     ref = torch.nn.GRU(I, H, args.layers, bidirectional=args.bidirectional, dtype=dtype)
@@ -122,8 +122,8 @@ def main(argv=None):
     print(f"machine: {_cpu_name()}, {os.cpu_count()} logical CPUs, {platform.platform()}")
     print(f"python {platform.python_version()}, torch {torch.__version__}, "
           f"numpy {np.__version__}, grucy {grucy.__version__} "
-          f"(OpenMP {'on' if grucy.openmp_enabled() else 'off'})")
-    module_threads = grucy.get_num_threads() if GRU.omp_threads is None else GRU.omp_threads
+          f"(GEMM kernel {grucy._gru.kernel_isa()})")
+    module_threads = grucy.get_num_threads() if GRU.grucy_threads is None else GRU.grucy_threads
     print(f"threads: torch {torch.get_num_threads()}, grucy.torch.GRU {module_threads}; "
           f"imported {first} first; at start {omp_env}")
     print(f"case: {args.mode}, B={B} T={T} I={I} H={H}, layers={args.layers}, "

@@ -331,16 +331,16 @@ def test_drop_in_inference_and_in_place_weight_change():
         y.sum().backward()
 
 
-def test_drop_in_omp_threads_is_local_to_its_calls():
+def test_drop_in_grucy_threads_is_local_to_its_calls():
     ours, _ = _pair(num_layers=2)
     x, h, w = _random_case(ours, torch.float64)
     before = grucy.get_num_threads()
     default = _step(ours, x, h, w)
-    ours.omp_threads = 1
+    ours.grucy_threads = 1
     one = _step(ours, x, h, w)
     assert grucy.get_num_threads() == before  # restored after forward and backward
     _assert_steps_close(one, default, rtol=1e-13, atol=1e-13)
-    ours.omp_threads = 10**6
+    ours.grucy_threads = 10**6
     with pytest.raises(ValueError, match="at most"):
         ours(x, h)
     assert grucy.get_num_threads() == before

@@ -1,8 +1,7 @@
 """The validated public ``grucy.set_num_threads``.
 
-The kernels' own setter (``grucy._gru.set_num_threads``) accepts any C int, and OpenMP
-asked for tens of thousands of threads aborts or crashes the process when it cannot
-create them.  More threads than cores never helps these kernels, so the public setter
+The kernels' own setter (``grucy._gru.set_num_threads``) accepts any C int, and a team
+asked for tens of thousands of threads would exhaust the process's threads and memory.  More threads than cores never helps these kernels, so the public setter
 refuses anything above a generous bound before it reaches the kernels.
 """
 
@@ -21,10 +20,11 @@ MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
 
 
 def set_num_threads(n):
-    """Threads for grucy's OpenMP loops, 1 .. MAX_THREADS (4 x the cores, at least 64).
+    """Threads grucy's kernels may use, 1 .. MAX_THREADS (4 x the cores, at least 64).
 
-    Without OpenMP only 1 is meaningful (any valid n is accepted and 1 is used).
-    Results are bit-identical for every thread count.
+    A call uses fewer when its work is small (``grucy._gru.work_plan`` says how many).
+    Results are bit-identical for every thread count.  A process forked after a
+    multi-threaded call starts with 1 until it calls this.
     """
     n = _positive_int("n", n)
     if n > MAX_THREADS:

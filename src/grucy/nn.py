@@ -35,7 +35,7 @@ def _matmul(a, b, trans_a=False, trans_b=False):
     call.
 
     numpy's matmul would run on numpy's own OpenBLAS, a second BLAS thread pool next to
-    scipy's and the kernels' OpenMP threads.  On 2 cores the three pools spin against
+    scipy's and the kernels' threads.  On 2 cores the three pools spin against
     each other: a CharLM training step (32 x 64 characters, 256 units) took 422 ms with
     numpy's matmul here and 49 ms with numpy's pool limited to one thread.  Row-major
     operands are passed as their (column-major) transposes: C^T = op(b)^T op(a)^T, so

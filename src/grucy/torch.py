@@ -54,8 +54,8 @@ def _as_numpy(t):
 
 
 @contextlib.contextmanager
-def _omp_threads(n):
-    """grucy's OpenMP threads set to ``n`` for the block (None: leave them)."""
+def _grucy_threads(n):
+    """grucy's threads set to ``n`` for the block (None: leave them)."""
     old = _gru.get_num_threads()
     if n is None or n == old:
         yield
@@ -111,7 +111,7 @@ class _GRUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, engine, lengths, x, h0, *weights):
-        with _omp_threads(engine.omp_threads):
+        with _grucy_threads(engine.grucy_threads):
             y, h_n = engine.forward(_as_numpy(x), h0=None if h0 is None else _as_numpy(h0),
                                     lengths=lengths, training=True)
         ctx.engine = engine
@@ -129,7 +129,7 @@ class _GRUFunction(torch.autograd.Function):
         engine = ctx.engine
         engine._cache = ctx.cache
         engine.grads = {k: np.zeros_like(v) for k, v in engine._params.items()}
-        with _omp_threads(engine.omp_threads):
+        with _grucy_threads(engine.grucy_threads):
             dx, dh0 = engine.backward(_as_numpy(dy), _as_numpy(dh_n))
         needs = ctx.needs_input_grad
         weight_grads = [torch.from_numpy(g) if need else None
@@ -167,10 +167,10 @@ class GRU(torch.nn.GRU):
     (torch.Size([4, 10, 16]), torch.Size([2, 4, 16]))
     """
 
-    #: OpenMP threads of grucy's kernels during this module's calls; None (the default)
-    #: means grucy's global setting, ``grucy.set_num_threads``.  Set it on the class or on
-    #: an instance.
-    omp_threads = None
+    #: Threads of grucy's kernels during this module's calls; None (the default) means
+    #: grucy's global setting, ``grucy.set_num_threads``.  Set it on the class or on an
+    #: instance.  (torch.set_num_threads is torch's own, for torch's operators.)
+    grucy_threads = None
 
     def __init__(self, *args, **kwargs):
         _check_size(*args, **kwargs)  # before torch allocates (and touches) the weights
@@ -190,7 +190,7 @@ class GRU(torch.nn.GRU):
             self._engines[dtype] = template
         engine = copy.copy(template)
         self._scratch_free.lease(engine)
-        engine.omp_threads = self.omp_threads
+        engine.grucy_threads = self.grucy_threads
         engine.batch_first = batch_first
         engine.dropout = float(self.dropout) if self.training and self.num_layers > 1 else 0.0
         engine._params = {name: _as_numpy(w)
@@ -216,7 +216,7 @@ class GRU(torch.nn.GRU):
             return _GRUFunction.apply(engine, lengths, x, hx, *weights)
         # Nothing to differentiate: no workspace, unless torch's train-mode dropout
         # (which needs grucy's training forward) applies.
-        with _omp_threads(engine.omp_threads):
+        with _grucy_threads(engine.grucy_threads):
             y, h_n = engine.forward(_as_numpy(x), None if hx is None else _as_numpy(hx),
                                     lengths=lengths, training=engine.dropout > 0)
         return torch.from_numpy(y), torch.from_numpy(h_n)
