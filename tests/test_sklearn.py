@@ -23,13 +23,18 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler  # noqa: E
 from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
 
 
+@pytest.mark.parametrize("seed", [None, 0, 1, 2, 3, 4])
 @pytest.mark.parametrize("Estimator", [grucy.GRUClassifier, grucy.GRURegressor])
-def test_check_estimator_passes_with_default_settings(Estimator):
+def test_check_estimator_passes_with_default_settings(Estimator, seed):
+    # Every seed: check_methods_sample_order_invariance needs predictions that do not
+    # depend on a sample's position in the batch (bit for bit, the kernels' promise);
+    # before that promise, one seed in five failed it by ~1e-7.
     with warnings.catch_warnings():
         # sklearn notes that we do not inherit from BaseEstimator: grucy implements the
         # protocol (get_params, set_params, __sklearn_tags__) without importing sklearn
         warnings.filterwarnings("ignore", message=".*does not inherit from")
-        results = check_estimator(Estimator(), on_fail=None)
+        est = Estimator() if seed is None else Estimator(random_state=seed)
+        results = check_estimator(est, on_fail=None)
     failed = {r["check_name"]: r["exception"] for r in results if r["status"] == "failed"}
     assert not failed, failed
     assert sum(r["status"] == "passed" for r in results) > 45
