@@ -1155,19 +1155,36 @@ cdef void _input_projection(Ctx* c, const floating* tag, Py_ssize_t r0,
                <Py_ssize_t>I * nr, G + r0 * H3, H3, False, False)
 
 
+ctypedef struct Part:
+    # What thread tid of the recurrence owns: rows r0..r1 (a group), units j0..j0+cw (a
+    # chunk), the chunk's packed block, the group's barrier (None of it if only one).
+    int r0, r1, j0, cw, chunk
+    grucy_barrier* bar
+    bint sync
+
+
+cdef inline Part _part(Ctx* c, int tid) noexcept nogil:
+    cdef Part me
+    cdef int grp = tid // c.plan.chunks
+    me.chunk = tid % c.plan.chunks
+    me.r0, me.r1 = c.plan.row_lo[grp], c.plan.row_lo[grp + 1]
+    me.j0 = c.plan.unit_lo[me.chunk]
+    me.cw = c.plan.unit_lo[me.chunk + 1] - me.j0
+    me.sync = c.plan.chunks > 1
+    me.bar = &c.bar[grp] if me.sync else NULL
+    return me
+
+
 cdef void _fwd_recurrence(Ctx* c, const floating* tag, int tid) noexcept nogil:
-    cdef const Plan* p = &c.plan
     cdef const Cell* cell = c.cell
+    cdef Part me = _part(c, tid)
     cdef int T = c.T, H = c.H, H3 = 3 * c.H, nr = _nr(tag)
-    cdef int grp = tid // p.chunks, ch = tid % p.chunks
-    cdef int r0 = p.row_lo[grp], r1 = p.row_lo[grp + 1]
-    cdef int j0 = p.unit_lo[ch], cw = p.unit_lo[ch + 1] - p.unit_lo[ch]
-    cdef grucy_barrier* bar = &c.bar[grp]
-    cdef bint sync = p.chunks > 1, dbuf = cell.nfwd == 1
+    cdef int r0 = me.r0, r1 = me.r1, j0 = me.j0, cw = me.cw
+    cdef bint dbuf = cell.nfwd == 1
     cdef const floating* whh = <const floating*>c.whh
     cdef const floating* bih = <const floating*>c.bih + j0
     cdef const floating* bhh = <const floating*>c.bhh + j0
-    cdef floating* blk = <floating*>c.pk + c.chunk_off[ch]
+    cdef floating* blk = <floating*>c.pk + c.chunk_off[me.chunk]
     cdef floating* S = <floating*>c.S
     cdef floating* S2 = <floating*>c.S2
     cdef floating* G = <floating*>c.G
@@ -1223,8 +1240,8 @@ cdef void _fwd_recurrence(Ctx* c, const floating* tag, int tid) noexcept nogil:
                            Gh + <Py_ssize_t>b * H3 + 3 * j0, bih, bhh, h, y,
                            aux + <Py_ssize_t>b * H + j0)
             _toc(c, tid, 3, t0)
-            if sync:
-                _wait(c, bar, tid)
+            if me.sync:
+                _wait(c, me.bar, tid)
     if dbuf:
         # Each row's last step wrote its final state to S2 when that step was even.
         steps = T
@@ -1300,16 +1317,12 @@ cdef void _bwd_run(const floating* tag, Ctx* c, int tid, int nt) noexcept nogil:
 
 
 cdef void _bwd_recurrence(Ctx* c, const floating* tag, int tid) noexcept nogil:
-    cdef const Plan* p = &c.plan
     cdef const Cell* cell = c.cell
+    cdef Part me = _part(c, tid)
     cdef int T = c.T, H = c.H, H3 = 3 * c.H, nr = _nr(tag)
-    cdef int grp = tid // p.chunks, ch = tid % p.chunks
-    cdef int r0 = p.row_lo[grp], r1 = p.row_lo[grp + 1]
-    cdef int j0 = p.unit_lo[ch], cw = p.unit_lo[ch + 1] - p.unit_lo[ch]
-    cdef grucy_barrier* bar = &c.bar[grp]
-    cdef bint sync = p.chunks > 1
+    cdef int r0 = me.r0, r1 = me.r1, j0 = me.j0, cw = me.cw
     cdef const floating* whh = <const floating*>c.whh
-    cdef const floating* blk = <floating*>c.pk + c.chunk_off[ch]
+    cdef const floating* blk = <floating*>c.pk + c.chunk_off[me.chunk]
     cdef const floating* dY = <const floating*>c.dY
     cdef floating* dS = <floating*>c.dS
     cdef floating* dRH = <floating*>c.dRH
@@ -1340,8 +1353,8 @@ cdef void _bwd_recurrence(Ctx* c, const floating* tag, int tid) noexcept nogil:
                            dGxn + (row * H + j0 if cell.xn_separate else 0),
                            dRH + <Py_ssize_t>b * H + j0)
             _toc(c, tid, 3, t0)
-            if sync:
-                _wait(c, bar, tid)
+            if me.sync:
+                _wait(c, me.bar, tid)
             # dst[rows, own units] (+)= dG[rows, gates g0..] @ W_hh[those rows, own units]
             t0 = _tic(c)
             dst = (dS if bst.dst == DST_DS else dRH) + <Py_ssize_t>r0 * H + j0
@@ -1443,33 +1456,30 @@ cdef inline void _copy_rows(int rows, int cols, const floating* src, Py_ssize_t 
         memcpy(dst + r * ldd, src + r * lds, <size_t>cols * sizeof(floating))
 
 
-cdef void _weight_grads_blas(Ctx* c, const floating* tag, int u0, int u1, Py_ssize_t k0,
-                             int kc) noexcept nogil:
-    """GRUCY_ISA=blas: the same blocks through BLAS, one gate part at a time."""
-    cdef const Cell* cell = c.cell
-    cdef int I = c.I_, H = c.H, H3 = 3 * c.H, a = u0, e, g, ldx
-    cdef const floating* dG = <const floating*>c.dG
-    cdef const floating* Dx
-    cdef const floating* Dh
-    cdef const floating* src
-    while a < u1:
-        g = a // H
-        e = (g + 1) * H if (g + 1) * H < u1 else u1
-        Dh = dG + k0 * H3 + a
-        if g == 2 and cell.xn_separate:
-            Dx = <const floating*>c.dGxn + k0 * H + (a - 2 * H)
-            ldx = H
-        else:
-            Dx = Dh
-            ldx = H3
-        src = (<const floating*>c.A if cell.whh_src[g] else <const floating*>c.Hp) + k0 * H
-        gemm(True, False, e - a, I, kc, 1, Dx, ldx, <const floating*>c.X + k0 * I, I, 1,
-             <floating*>c.dwih + <Py_ssize_t>a * I, I)
-        gemm(True, False, e - a, H, kc, 1, Dh, H3, src, H, 1,
-             <floating*>c.dwhh + <Py_ssize_t>a * H, H)
-        _colsum(kc, e - a, Dx, ldx, <floating*>c.dbih + a)
-        _colsum(kc, e - a, Dh, H3, <floating*>c.dbhh + a)
-        a = e
+ctypedef struct GateBlock:
+    # One gate's part a..e of a thread's gate rows, for rows k0.. of the block:
+    int e                # end of the part (exclusive)
+    const void* Dx       # input-side gate gradients, column a (dW_ih, db_ih)
+    int ldx
+    const void* Dh       # hidden-side gate gradients, column a (dW_hh, db_hh)
+    const void* src      # what dW_hh's rows of this gate multiply (Hp or A), row k0
+
+
+cdef inline GateBlock _gate_block(Ctx* c, const floating* tag, int a, int u1,
+                                  Py_ssize_t k0) noexcept nogil:
+    """Which arrays the weight gradients of gate rows a.. read (the cell decides)."""
+    cdef GateBlock gb
+    cdef int H = c.H, H3 = 3 * c.H, g = a // c.H
+    gb.e = (g + 1) * H if (g + 1) * H < u1 else u1
+    gb.Dh = <const floating*>c.dG + k0 * H3 + a
+    if g == 2 and c.cell.xn_separate:
+        gb.Dx = <const floating*>c.dGxn + k0 * H + (a - 2 * H)
+        gb.ldx = H
+    else:
+        gb.Dx = gb.Dh
+        gb.ldx = H3
+    gb.src = (<const floating*>c.A if c.cell.whh_src[g] else <const floating*>c.Hp) + k0 * H
+    return gb
 
 
 cdef void _weight_grads(Ctx* c, const floating* tag, int tid, int nt) noexcept nogil:
@@ -1478,83 +1488,64 @@ cdef void _weight_grads(Ctx* c, const floating* tag, int tid, int nt) noexcept n
     WGRAD_K_BLOCK rows in order, one FMA chain over the block, so the result is the same
     for any thread count.  (OpenBLAS split by output tiles re-packs its operands per
     tile; split by rows it needs a reduction buffer per piece.)"""
-    cdef const Cell* cell = c.cell
     cdef int I = c.I_, H = c.H, H3 = 3 * c.H, nr = _nr(tag)
     cdef Py_ssize_t N = c.off[c.T], k0
-    cdef const floating* dG = <const floating*>c.dG
     cdef const floating* X = <const floating*>c.X
-    cdef const floating* Hp = <const floating*>c.Hp
-    cdef const floating* A = <const floating*>c.A
-    cdef floating* dwih = <floating*>c.dwih
-    cdef floating* dwhh = <floating*>c.dwhh
-    cdef floating* dbih = <floating*>c.dbih
-    cdef floating* dbhh = <floating*>c.dbhh
     cdef Py_ssize_t per = _wgrad_scratch(I, H, nr)
     cdef floating* Px = <floating*>c.scratch + tid * per
     cdef floating* Ph = Px + grucy_pgemm_size(WGRAD_K_BLOCK, I, nr)
     cdef floating* Dc = Ph + grucy_pgemm_size(WGRAD_K_BLOCK, H, nr)
     cdef floating* Dc2 = Dc + <Py_ssize_t>WGRAD_K_BLOCK * (H + 32)
-    cdef int ldc_, ldh
-    cdef bint same
-    cdef const floating* packed_src = NULL
+    cdef const floating* packed_src
     cdef int u0 = <int>_share(H3, tid, nt), u1 = <int>_share(H3, tid + 1, nt)
-    cdef int a, e, g, kc
+    cdef int a, kc, ldx, ldh, ldc_
     cdef const floating* Dx
     cdef const floating* Dh
-    cdef const floating* src
-    cdef int ldx
-    if u1 <= u0:
-        return
+    cdef GateBlock gb
     k0 = 0
-    while k0 < N:
+    while k0 < N and u0 < u1:
         kc = <int>(WGRAD_K_BLOCK if N - k0 > WGRAD_K_BLOCK else N - k0)
-        if c.blas:
-            _weight_grads_blas(c, tag, u0, u1, k0, kc)
-            k0 += kc
-            continue
-        _pack_n(nr, kc, I, X + k0 * I, I, Px)   # this block of X, for all gates
+        if not c.blas:
+            _pack_n(nr, kc, I, X + k0 * I, I, Px)   # this block of X, for all gates
         packed_src = NULL
         a = u0
         while a < u1:          # the part of this thread's rows within one gate
-            g = a // H
-            e = (g + 1) * H if (g + 1) * H < u1 else u1
-            Dh = dG + k0 * H3 + a                    # hidden side, column a
-            if g == 2 and cell.xn_separate:
-                Dx = <const floating*>c.dGxn + k0 * H + (a - 2 * H)
-                ldx = H
+            gb = _gate_block(c, tag, a, u1, k0)
+            Dx, ldx = <const floating*>gb.Dx, gb.ldx
+            Dh, ldh = <const floating*>gb.Dh, H3
+            if c.blas:
+                gemm(True, False, gb.e - a, I, kc, 1, Dx, ldx, X + k0 * I, I, 1,
+                     <floating*>c.dwih + <Py_ssize_t>a * I, I)
+                gemm(True, False, gb.e - a, H, kc, 1, Dh, ldh, <const floating*>gb.src, H,
+                     1, <floating*>c.dwhh + <Py_ssize_t>a * H, H)
             else:
-                Dx = Dh
-                ldx = H3
-            src = (A if cell.whh_src[g] else Hp) + k0 * H
-            if src != packed_src:
-                # this block of Hp (or A) packed: read in place, its rows (H values apart,
-                # 4 KB at H = 1024) fell on the same L1 sets and the GEMM ran at 160
-                # instead of 230 GFLOP/s
-                _pack_n(nr, kc, H, src, H, Ph)
-                packed_src = src
-            # Rows of dG a multiple of 4 KB apart (3H values: H = 1024, 2048) all fall on
-            # one L1 set, and the GEMM reading them ran at 184 instead of 230 GFLOP/s:
-            # then this block of columns a..e is copied with a padded row length first
-            # (a copy that costs 8% at H = 512, where the stride does no harm).
-            ldc_ = (e - a + 15) // 16 * 16 + 16
-            same = Dx == Dh
-            ldh = H3
-            if (<Py_ssize_t>H3 * sizeof(floating)) % 4096 == 0:
-                _copy_rows(kc, e - a, Dh, H3, Dc, ldc_)
-                Dh = Dc
-                ldh = ldc_
-            if same:
-                Dx = Dh
-                ldx = ldh
-            elif (<Py_ssize_t>ldx * sizeof(floating)) % 4096 == 0:
-                _copy_rows(kc, e - a, Dx, ldx, Dc2, ldc_)
-                Dx = Dc2
-                ldx = ldc_
-            _wgrad_block(c, tag, e - a, I, kc, Dx, ldx, Px, dwih + <Py_ssize_t>a * I)
-            _wgrad_block(c, tag, e - a, H, kc, Dh, ldh, Ph, dwhh + <Py_ssize_t>a * H)
-            _colsum(kc, e - a, Dx, ldx, dbih + a)
-            _colsum(kc, e - a, Dh, ldh, dbhh + a)
-            a = e
+                if gb.src != packed_src:
+                    # this block of Hp (or A) packed: read in place, its rows (H values
+                    # apart, 4 KB at H = 1024) fell on the same L1 sets and the GEMM ran
+                    # at 160 instead of 230 GFLOP/s
+                    _pack_n(nr, kc, H, <const floating*>gb.src, H, Ph)
+                    packed_src = <const floating*>gb.src
+                # Rows of dG a multiple of 4 KB apart (3H values: H = 1024, 2048) all
+                # fall on one L1 set, and the GEMM reading them ran at 184 instead of 230
+                # GFLOP/s: then this block of columns a..e is copied with a padded row
+                # length first (a copy that costs 8% at H = 512, where the stride does
+                # no harm).
+                ldc_ = (gb.e - a + 15) // 16 * 16 + 16
+                if (<Py_ssize_t>H3 * sizeof(floating)) % 4096 == 0:
+                    _copy_rows(kc, gb.e - a, Dh, H3, Dc, ldc_)
+                    Dh, ldh = Dc, ldc_
+                if gb.Dx == gb.Dh:
+                    Dx, ldx = Dh, ldh
+                elif (<Py_ssize_t>ldx * sizeof(floating)) % 4096 == 0:
+                    _copy_rows(kc, gb.e - a, Dx, ldx, Dc2, ldc_)
+                    Dx, ldx = Dc2, ldc_
+                _wgrad_block(c, tag, gb.e - a, I, kc, Dx, ldx, Px,
+                             <floating*>c.dwih + <Py_ssize_t>a * I)
+                _wgrad_block(c, tag, gb.e - a, H, kc, Dh, ldh, Ph,
+                             <floating*>c.dwhh + <Py_ssize_t>a * H)
+            _colsum(kc, gb.e - a, Dx, ldx, <floating*>c.dbih + a)
+            _colsum(kc, gb.e - a, Dh, ldh, <floating*>c.dbhh + a)
+            a = gb.e
         k0 += kc
 
 
