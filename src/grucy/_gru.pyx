@@ -666,13 +666,14 @@ DEF WGRAD_COLS = 256
 # measured by fma_peak, the GEMM reaches 95-99% of it); a slice of W_hh that does not fit
 # in half the L2 streams from L3 at ~5e10 bytes/s per core (Zen 5: 32 bytes per cycle
 # from L3); threads in lockstep pay a barrier per stage (~5 us once a partner is late)
-# and wait for the slowest of them at every step, which we count as a quarter of the
-# step's work: on a 2-core machine with two other busy threads, 32x100x128x256 trained in
-# 38 ms split into 2 chunks and in 27 ms split into 2 row groups.
+# and wait for the slowest of them at every step, which we count as half of the step's
+# work: on a 2-core machine with two other busy threads, 32x100x128x256 trained in 38 ms
+# split into 2 chunks and in 27 ms split into 2 row groups.  So chunks are chosen when
+# the batch is too small to give every thread a block of rows, not to save L3 traffic.
 cdef double _RATE = 1e11
 cdef double _L3_BW = 5e10
 cdef double _BARRIER_S = 5e-6
-cdef double _LOCKSTEP = 0.25
+cdef double _LOCKSTEP = 0.5
 # Threads are only worth waking for at least this many multiply-adds each (~40 us).
 cdef double _MIN_THREAD_WORK = 4e6
 # A chunk has at least this many units, and chunk bounds are multiples of 16 units.
