@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 
@@ -311,6 +312,17 @@ class GRUBase(ParameterHolder):
         obj.load_state_dict(arrays)
         return obj
 
+    def _without_dropout(self):
+        """A new layer with this one's configuration and parameters but no dropout:
+        what ``gates()`` runs, so that it sees the inference numbers and leaves this
+        layer's cache (a pending backward) and dropout stream alone."""
+        config = self._get_config()
+        if "dropout" in config:
+            config["dropout"] = 0.0
+        probe = type(self)(**config)
+        probe.load_state_dict(self._params)
+        return probe
+
     # -- calling ----------------------------------------------------------------------
     def forward(self, x, h0=None, lengths=None, training=True):  # pragma: no cover
         raise NotImplementedError
@@ -331,3 +343,24 @@ class GRUBase(ParameterHolder):
                 opts.append(f"{name}={getattr(self, name)}")
         opts.append(f"dtype={self.dtype.name}")
         return f"{type(self).__name__}({', '.join(opts)})"
+
+
+class Gates(NamedTuple):
+    """The gates and the new state of one layer and direction at every step.
+
+    Returned per layer and direction by ``gates()`` of :class:`grucy.GRU` and
+    :class:`grucy.reference.GRU` (and :func:`grucy.diagnostics.gates`).  Each array is
+    laid out like the layer's output y: (T, B, H), or (B, T, H) with ``batch_first``,
+    in the caller's batch order, and holds NaN at the steps past a sequence's end (where
+    the layer computes nothing).  For the reverse direction of a bidirectional layer,
+    step t is still time t (the direction reads it after step t + 1).
+    """
+
+    #: reset gate, sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+    r: np.ndarray
+    #: update gate, sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+    z: np.ndarray
+    #: candidate state, tanh(W_in x + b_in + r * (W_hn h + b_hn)) (reset-after form)
+    n: np.ndarray
+    #: the new state, (1 - z) * n + z * h_prev: the output of the step
+    h: np.ndarray
