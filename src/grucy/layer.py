@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _gru
-from ._base import GRUBase, _positive_int, as_float_array, exclusive
+from ._base import Gates, GRUBase, _positive_int, as_float_array, exclusive
 from .io import register
 
 
@@ -248,3 +248,68 @@ class GRU(GRUBase):
         if self.batch_first:
             dx = dx.transpose(1, 0, 2)
         return np.ascontiguousarray(dx), np.ascontiguousarray(dh)
+
+    def gates(self, x, h0=None, lengths=None):
+        """The gates r, z, n and the new state h of every layer, direction and step,
+        exactly as the kernels computed them.
+
+        Runs an inference forward (no dropout) of ``x`` (arguments as for
+        :meth:`forward`) on a copy of the layer, keeping the kernels' workspace, and
+        unpacks it: the gates are the ones the kernels stored for backward and the states
+        the ones they carried from step to step, copied bit for bit (not recomputed).
+        This layer's pending backward, if any, is kept.
+
+        Returns
+        -------
+        list of list of Gates
+            ``result[layer][direction]``: :class:`grucy.reference.Gates` ``(r, z, n, h)``,
+            arrays laid out like y ((T, B, H), or (B, T, H) with ``batch_first``) in the
+            caller's batch order, NaN past each sequence's end.  ``h`` of the last layer
+            equals y (where y is not padding).
+        """
+        probe = self._without_dropout()
+        _, h_n = probe.forward(x, h0, lengths, training=True)
+        cache, probe._cache = probe._cache, None
+        T, B, order = cache["T"], cache["B"], cache["order"]
+        H, D = self.hidden_size, self.num_directions
+        result = []
+        for layer, (_, workspaces) in enumerate(cache["layers"]):
+            directions = []
+            for direction, ws in enumerate(workspaces):
+                bs, off = ws["bs"], ws["off"]
+                # the packed rows of step t are the bs[t] longest sequences
+                G = np.full((T, B, 3 * H), np.nan, self.dtype)
+                Hp = np.full((T, B, H), np.nan, self.dtype)
+                for t in range(T):
+                    G[t, :bs[t]] = ws["G"][off[t]:off[t] + bs[t]]
+                    Hp[t, :bs[t]] = ws["Hp"][off[t]:off[t] + bs[t]]
+                # the state a step made is the one entering the next step of this
+                # direction; after a sequence's last step of the direction, h_n
+                last_state = h_n[layer * D + direction]
+                if order is not None:
+                    last_state = last_state[order]
+                steps = (bs[:, None] > np.arange(B)[None, :])  # (T, B) in the sorted order
+                length = steps.sum(axis=0)
+                h = np.full((T, B, H), np.nan, self.dtype)
+                if direction == 0:
+                    h[:-1] = Hp[1:]
+                    h[length - 1, np.arange(B)] = last_state
+                else:
+                    h[1:] = Hp[:-1]
+                    h[0] = last_state
+                    h[~steps] = np.nan
+                arrays = (G[..., :H], G[..., H:2 * H], G[..., 2 * H:], h)
+                if order is not None:  # back to the caller's batch order
+                    arrays = tuple(_unsort(a, order) for a in arrays)
+                if self.batch_first:
+                    arrays = tuple(a.transpose(1, 0, 2) for a in arrays)
+                directions.append(Gates(*(np.ascontiguousarray(a) for a in arrays)))
+            result.append(directions)
+        return result
+
+
+def _unsort(a, order):
+    """(T, B, ...) rows in the kernels' longest-first order back to the caller's."""
+    out = np.empty_like(a)
+    out[:, order] = a
+    return out
