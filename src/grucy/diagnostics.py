@@ -121,6 +121,7 @@ def gates(layer_or_model: Any, x: Any,
     Examples
     --------
     >>> import numpy as np, grucy
+    >>> from grucy.diagnostics import gates
     >>> gru = grucy.GRU(input_size=2, hidden_size=3, num_layers=2, seed=0)
     >>> x = np.ones((5, 4, 2), np.float32)            # T=5 steps, B=4 sequences
     >>> g = gates(gru, x, lengths=[5, 3, 5, 1])
@@ -187,10 +188,10 @@ def regimes(g: Gates, *, near: float = 0.1) -> Regimes:
     --------
     >>> import numpy as np
     >>> from grucy.diagnostics import Gates, regimes
-    >>> z = np.array([[[0.99, 0.02, 0.01, 0.5]]])     # one step, one sequence, 4 units
+    >>> z = np.array([[[0.99, 0.02, 0.01, 0.3]]])     # one step, one sequence, 4 units
     >>> r = np.array([[[0.30, 0.05, 0.97, 0.4]]])
     >>> res = regimes(Gates(r=r, z=z, n=0 * z, h=0 * z))
-    >>> list(res.units)
+    >>> res.units.tolist()
     ['carry', 'reset', 'rnn', 'reset']
     >>> res.fractions["carry"], res.fractions["mixed"]
     (0.25, 0.25)
@@ -343,6 +344,7 @@ def state_jacobian(layer_or_model: Any, x: Any, *, h0: Optional[ArrayLike] = Non
     Examples
     --------
     >>> import numpy as np, grucy
+    >>> from grucy.diagnostics import state_jacobian
     >>> from grucy.reference import RNN
     >>> x = np.random.default_rng(0).standard_normal((1, 50, 1))   # B=1, T=50
     >>> gru = grucy.GRU(1, 8, batch_first=True, dtype="float64", seed=0)
@@ -495,6 +497,7 @@ def gradient_flow(model: Any, x: Any, y: Optional[ArrayLike] = None, *,
     Examples
     --------
     >>> import numpy as np, grucy
+    >>> from grucy.diagnostics import gradient_flow
     >>> gru = grucy.GRU(1, 16, seed=0)
     >>> x = np.random.default_rng(0).standard_normal((100, 1, 1))   # T=100, B=1
     >>> flow = gradient_flow(gru, x)

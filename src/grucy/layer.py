@@ -139,8 +139,8 @@ class GRU(GRUBase):
         Examples
         --------
         >>> s = gru.stream()                  # doctest: +SKIP
-        >>> for x_t in signal:                # x_t: (input_size,)
-        ...     y_t = s.step(x_t)             # (hidden_size,); state kept in s.h
+        >>> for x_t in signal:                # doctest: +SKIP
+        ...     y_t = s.step(x_t)             # x_t (input_size,) -> y_t (hidden_size,)
         """
         if self.bidirectional:
             raise ValueError("stream() needs a unidirectional GRU: a bidirectional layer "
