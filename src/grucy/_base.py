@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import functools
 import numbers
-from typing import NamedTuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from ._limits import check_int32, check_memory
 from ._params import ParameterHolder, PerThreadState
@@ -63,9 +64,22 @@ class GRUBase(ParameterHolder):
 
     _cache = PerThreadState()
 
-    def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True,
-                 batch_first=False, dropout=0.0, bidirectional=False, reset_after=True,
-                 dtype=np.float32, seed=None):
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    bias: bool
+    batch_first: bool
+    dropout: float
+    bidirectional: bool
+    reset_after: bool
+    dtype: np.dtype
+    num_directions: int
+    _dropout_rng: np.random.Generator
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, reset_after: bool = True,
+                 dtype: DTypeLike = np.float32, seed: Any = None) -> None:
         self.input_size = _positive_int("input_size", input_size)
         self.hidden_size = _positive_int("hidden_size", hidden_size)
         self.num_layers = _positive_int("num_layers", num_layers)
@@ -144,7 +158,8 @@ class GRUBase(ParameterHolder):
             return (3 * H, H)
         return (3 * H,)
 
-    def layer_params(self, layer, direction):
+    def layer_params(self, layer: int, direction: int
+                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(W_ih, W_hh, b_ih, b_hh) of one layer and direction; zero biases when bias=False."""
         sfx = f"l{layer}" + ("_reverse" if direction else "")
         p = self._params
@@ -154,7 +169,8 @@ class GRUBase(ParameterHolder):
         zeros = _read_only_zeros(3 * self.hidden_size, self.dtype)
         return w_ih, w_hh, zeros, zeros
 
-    def layer_grads(self, layer, direction):
+    def layer_grads(self, layer: int, direction: int
+                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Gradient accumulators matching :meth:`layer_params`.
 
         With ``bias=False`` the kernels still add bias gradients somewhere: into fresh
@@ -279,7 +295,7 @@ class GRUBase(ParameterHolder):
         self._check_parameters(grads=True)
         return dy, dh_n
 
-    def generators(self):
+    def generators(self) -> List[np.random.Generator]:
         return [self._dropout_rng]
 
     def _dropout_mask(self, shape):
@@ -324,16 +340,23 @@ class GRUBase(ParameterHolder):
         return probe
 
     # -- calling ----------------------------------------------------------------------
-    def forward(self, x, h0=None, lengths=None, training=True):  # pragma: no cover
+    def forward(self, x: ArrayLike, h0: Optional[ArrayLike] = None,
+                lengths: Optional[ArrayLike] = None,
+                training: bool = True) -> Tuple[np.ndarray, np.ndarray]:  # pragma: no cover
         raise NotImplementedError
 
-    def backward(self, dy=None, dh_n=None):  # pragma: no cover
+    def backward(self, dy: Optional[ArrayLike] = None,
+                 dh_n: Optional[ArrayLike] = None
+                 ) -> Tuple[np.ndarray, np.ndarray]:  # pragma: no cover
         raise NotImplementedError
 
-    def __call__(self, x, h0=None, lengths=None, training=True):
+    def __call__(self, x: ArrayLike, h0: Optional[ArrayLike] = None,
+                 lengths: Optional[ArrayLike] = None,
+                 training: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+        """``forward(x, h0, lengths, training)``."""
         return self.forward(x, h0=h0, lengths=lengths, training=training)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         opts = [f"{self.input_size}", f"{self.hidden_size}"]
         if self.num_layers != 1:
             opts.append(f"num_layers={self.num_layers}")

@@ -20,7 +20,7 @@ __all__ = ["MAX_THREADS", "set_num_threads"]
 MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Threads for grucy's OpenMP loops, 1 .. MAX_THREADS (4 x the cores, at least 64).
 
     Without OpenMP only 1 is meaningful (any valid n is accepted and 1 is used).

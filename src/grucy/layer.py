@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any, List, Optional, Tuple
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _gru
 from ._base import Gates, GRUBase, _positive_int, as_float_array, exclusive
@@ -37,7 +40,9 @@ class GRU(GRUBase):
     """
 
     @exclusive
-    def forward(self, x, h0=None, lengths=None, training=True):
+    def forward(self, x: ArrayLike, h0: Optional[ArrayLike] = None,
+                lengths: Optional[ArrayLike] = None,
+                training: bool = True) -> Tuple[np.ndarray, np.ndarray]:
         """Run the GRU; returns ``(y, h_n)``.
 
         x: (T, B, I), or (B, T, I) with ``batch_first``.  h0: (L*D, B, H) or None (zeros).
@@ -123,7 +128,8 @@ class GRU(GRUBase):
             pools = self._scratch = [{} for _ in range(self.num_layers * self.num_directions)]
         return pools
 
-    def stream(self, batch_size=1, h0=None):
+    def stream(self, batch_size: int = 1,
+               h0: Optional[ArrayLike] = None) -> "_gru.GRUStream":
         """A :class:`GRUStream` for online inference, one step per call.
 
         The stream takes a snapshot of the parameters (checked to be finite, packed for
@@ -153,7 +159,8 @@ class GRU(GRUBase):
         return _gru.GRUStream(layers, batch_size, self.hidden_size, self.reset_after,
                               self.dtype, h0)
 
-    def step(self, x, h=None):
+    def step(self, x: ArrayLike,
+             h: Optional[ArrayLike] = None) -> Tuple[np.ndarray, np.ndarray]:
         """One step with the state carried by the caller: returns ``(y, h_new)``.
 
         x: (B, input_size); h: (num_layers, B, hidden_size) or None (zeros).  Same numbers
@@ -197,7 +204,8 @@ class GRU(GRUBase):
         return y, h_new
 
     @exclusive
-    def backward(self, dy=None, dh_n=None):
+    def backward(self, dy: Optional[ArrayLike] = None,
+                 dh_n: Optional[ArrayLike] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Backpropagate the last training forward; returns ``(dx, dh0)``.
 
         dy has y's shape, dh_n h_n's (None: zeros; with ``dy=None`` only dh_n flows back,
@@ -249,7 +257,8 @@ class GRU(GRUBase):
             dx = dx.transpose(1, 0, 2)
         return np.ascontiguousarray(dx), np.ascontiguousarray(dh)
 
-    def gates(self, x, h0=None, lengths=None):
+    def gates(self, x: ArrayLike, h0: Optional[ArrayLike] = None,
+              lengths: Optional[ArrayLike] = None) -> List[List[Gates]]:
         """The gates r, z, n and the new state h of every layer, direction and step,
         exactly as the kernels computed them.
 

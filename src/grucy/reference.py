@@ -342,14 +342,16 @@ class RNN(GRUBase):
         shape = super()._param_shape(name)  # a GRU's: three gates of H rows
         return (shape[0] // 3,) + shape[1:]
 
-    def layer_params(self, layer: int, direction: int = 0) -> Tuple[np.ndarray, ...]:
+    def layer_params(self, layer: int, direction: int = 0
+                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(W_ih, W_hh, b_ih, b_hh) of one layer; zero biases when bias=False."""
         w_ih, w_hh, b_ih, b_hh = super().layer_params(layer, direction)
         if not self.bias:
             b_ih = b_hh = _read_only_zeros(self.hidden_size, self.dtype)
         return w_ih, w_hh, b_ih, b_hh
 
-    def layer_grads(self, layer: int, direction: int = 0) -> Tuple[np.ndarray, ...]:
+    def layer_grads(self, layer: int, direction: int = 0
+                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Gradient accumulators matching :meth:`layer_params`."""
         grads = super().layer_grads(layer, direction)
         if self.bias:
