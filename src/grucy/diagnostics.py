@@ -288,19 +288,25 @@ def _layer_steps(layer, x, h0):
         W_ih, W_hh, b_ih, b_hh = (np.asarray(p, dtype=np.float64)
                                   for p in layer.layer_params(k, 0))
         if per_layer is None:
-            def step(t, h=h, W_hh=W_hh):  # the tanh RNN: diag(1 - h_t^2) W_hh
-                return (1 - h[:, t] ** 2)[:, :, None] * W_hh[None]
+            out.append((h, _rnn_step(h, W_hh)))
         else:
             g = per_layer[k]
             r, z, n = (np.asarray(a, dtype=np.float64) for a in (g.r, g.z, g.n))
             if not batch_first:
                 r, z, n = (a.transpose(1, 0, 2) for a in (r, z, n))
-
-            def step(t, r=r, z=z, n=n, h_prev=h_prev, W_hh=W_hh, b_hh=b_hh):
-                return _gru_step_jacobians(W_hh, b_hh, layer.reset_after, h_prev[:, t],
-                                           r[:, t], z[:, t], n[:, t])
-        out.append((h, step))
+            out.append((h, _gru_step(W_hh, b_hh, layer.reset_after, h_prev, r, z, n)))
     return out
+
+
+def _rnn_step(h, W_hh):
+    """Step t's Jacobian of the tanh RNN: diag(1 - h_t^2) W_hh."""
+    return lambda t: (1 - h[:, t] ** 2)[:, :, None] * W_hh[None]
+
+
+def _gru_step(W_hh, b_hh, reset_after, h_prev, r, z, n):
+    """Step t's Jacobian of a GRU layer from its gates."""
+    return lambda t: _gru_step_jacobians(W_hh, b_hh, reset_after, h_prev[:, t], r[:, t],
+                                         z[:, t], n[:, t])
 
 
 def _spectral_norm(M):
@@ -367,8 +373,8 @@ def state_jacobian(layer_or_model: Any, x: Any, *, h0: Optional[ArrayLike] = Non
         B, T = h.shape[:2]
         step_norm = np.empty((B, T))
         product_norm = np.empty((B, T))
-        jac = np.empty((B, T, H, H)) if matrices else None
-        unit = np.empty((B, T, H)) if matrices else None
+        jac = np.empty((B, T, H, H) if matrices else (0, 0, 0, 0))
+        unit = np.empty((B, T, H) if matrices else (0, 0, 0))
         if matrices:
             P = np.broadcast_to(np.eye(H), (B, H, H)).copy()      # dh_T/dh_T
         else:
@@ -387,7 +393,8 @@ def state_jacobian(layer_or_model: Any, x: Any, *, h0: Optional[ArrayLike] = Non
                 P = P @ J
             else:
                 P = np.einsum("bi,bij->bj", P, J)
-        results.append(StateJacobian(jac, step_norm, product_norm, unit))
+        results.append(StateJacobian(jac if matrices else None, step_norm, product_norm,
+                                     unit if matrices else None))
     return results
 
 
