@@ -18,6 +18,17 @@ class GRU(GRUBase):
 
     Same parameters, shapes and semantics as ``torch.nn.GRU`` (packed-sequence semantics
     for ``lengths``), plus the reset-before form (``reset_after=False``, Cho et al. 2014).
+    At each step t, from the input x_t and the previous state h_{t-1}::
+
+        r_t = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)        reset gate
+        z_t = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)        update gate
+        n_t = tanh(W_in x_t + b_in + r_t * (W_hn h_{t-1} + b_hn))   candidate
+        h_t = (1 - z_t) * n_t + z_t * h_{t-1}                       output y_t = h_t
+
+    ``weight_ih_l{k}`` stacks W_ir, W_iz, W_in; ``weight_hh_l{k}`` W_hr, W_hz, W_hn.
+    :meth:`gates` returns r, z, n and h of every step; the tutorial of the documentation
+    (``docs/tutorial.rst``) derives the backward pass and why the gates keep the
+    gradient alive.
 
     Parameters
     ----------
