@@ -251,7 +251,7 @@ def read_archive(path, kind=None):
 _REGISTRY: Dict[str, type] = {}
 
 #: A path to a grucy file: str or os.PathLike.
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = Union[str, os.PathLike[str]]
 
 
 class Saveable(Protocol):
