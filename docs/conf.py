@@ -41,11 +41,13 @@ source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 default_role = "literal"  # `x` is code, as in the Markdown pages
+highlight_language = "none"  # the equations' literal blocks are not Python
 
 # -- API reference: autodoc + numpydoc --------------------------------------------------
 autodoc_default_options = {"members": True, "member-order": "bysource",
                            "show-inheritance": True}
 autodoc_typehints = "signature"
+autodoc_typehints_format = "short"
 autodoc_preserve_defaults = True
 autoclass_content = "class"
 numpydoc_show_class_members = False   # autodoc lists the members

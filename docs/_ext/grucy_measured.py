@@ -69,7 +69,39 @@ def _skip_examples_needing_torch(app, doctree):
             block.replace_self(nodes.literal_block(block.rawsource, block.astext()))
 
 
+def _aliases():
+    """NumPy's ArrayLike and DTypeLike as Sphinx spells them out (long unions)."""
+    from numpy.typing import ArrayLike, DTypeLike
+    from sphinx.util.typing import stringify_annotation
+
+    return [(stringify_annotation(alias, mode), name)
+            for alias, name in ((ArrayLike, "ArrayLike"), (DTypeLike, "DTypeLike"))
+            for mode in ("smart", "fully-qualified-except-typing")]
+
+
+def _signature(app, what, name, obj, options, signature, return_annotation):
+    """Signatures as a reader wants them: ``ArrayLike`` rather than its expansion, and
+    for a class whose base defines ``__new__(cls, *args, **kwargs)`` (grucy's parameter
+    holders) its ``__init__``'s parameters rather than ``(*args, **kwargs)``."""
+    import inspect
+
+    if what == "class" and signature == "(*args, **kwargs)" and \
+            obj.__init__ is not object.__init__:
+        from sphinx.util.inspect import stringify_signature
+
+        sig = inspect.signature(obj.__init__)
+        sig = sig.replace(parameters=list(sig.parameters.values())[1:],
+                          return_annotation=inspect.Signature.empty)
+        signature = stringify_signature(sig, unqualified_typehints=True)
+    if signature is None:
+        return None
+    for long, short in _aliases():
+        signature = signature.replace(long, short)
+    return signature, return_annotation
+
+
 def setup(app):
     app.add_directive("measured", Measured)
+    app.connect("autodoc-process-signature", _signature)
     app.connect("doctree-read", _skip_examples_needing_torch)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

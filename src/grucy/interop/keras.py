@@ -14,7 +14,7 @@ from .._validation import _flag
 from ._layers import _G, _build, _check_gru, _sfx, _swap_rz
 
 if TYPE_CHECKING:
-    from ..layer import GRU
+    import grucy.layer
 
 __all__ = ["from_keras", "to_keras"]
 
@@ -117,7 +117,7 @@ def _keras_layer_spec(keras, layer, what, ignore_dropout):
 
 @overload
 def from_keras(layer: Any, *, batch_first: bool = True, ignore_dropout: bool = False,
-               cls: None = None) -> "GRU": ...
+               cls: None = None) -> "grucy.layer.GRU": ...
 
 
 @overload

@@ -19,7 +19,7 @@ from ..io import atomic_write
 from ._layers import _G, _build, _check_gru, _sfx, _swap_rz
 
 if TYPE_CHECKING:
-    from ..layer import GRU
+    import grucy.layer
 
 __all__ = ["from_onnx", "to_onnx"]
 
@@ -428,7 +428,7 @@ def _replay(g, node, value, what):
 
 
 @overload
-def from_onnx(model_or_path: Any, *, cls: None = None) -> "GRU": ...
+def from_onnx(model_or_path: Any, *, cls: None = None) -> "grucy.layer.GRU": ...
 
 
 @overload

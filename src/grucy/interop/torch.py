@@ -11,7 +11,7 @@ from .._base import GRUBase
 from ._layers import _G, _build, _check_gru
 
 if TYPE_CHECKING:
-    from ..layer import GRU
+    import grucy.layer
 
 __all__ = ["from_torch", "to_torch"]
 
@@ -19,7 +19,7 @@ _TORCH_DTYPES = ("float32", "float64")
 
 
 @overload
-def from_torch(module: Any, *, cls: None = None) -> "GRU": ...
+def from_torch(module: Any, *, cls: None = None) -> "grucy.layer.GRU": ...
 
 
 @overload
