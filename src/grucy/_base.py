@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import functools
 import numbers
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from ._limits import check_int32, check_memory
 from ._params import ParameterHolder, PerThreadState
@@ -62,9 +64,22 @@ class GRUBase(ParameterHolder):
 
     _cache = PerThreadState()
 
-    def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True,
-                 batch_first=False, dropout=0.0, bidirectional=False, reset_after=True,
-                 dtype=np.float32, seed=None):
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    bias: bool
+    batch_first: bool
+    dropout: float
+    bidirectional: bool
+    reset_after: bool
+    dtype: np.dtype
+    num_directions: int
+    _dropout_rng: np.random.Generator
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, reset_after: bool = True,
+                 dtype: DTypeLike = np.float32, seed: Any = None) -> None:
         self.input_size = _positive_int("input_size", input_size)
         self.hidden_size = _positive_int("hidden_size", hidden_size)
         self.num_layers = _positive_int("num_layers", num_layers)
@@ -143,7 +158,8 @@ class GRUBase(ParameterHolder):
             return (3 * H, H)
         return (3 * H,)
 
-    def layer_params(self, layer, direction):
+    def layer_params(self, layer: int, direction: int
+                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(W_ih, W_hh, b_ih, b_hh) of one layer and direction; zero biases when bias=False."""
         sfx = f"l{layer}" + ("_reverse" if direction else "")
         p = self._params
@@ -153,7 +169,8 @@ class GRUBase(ParameterHolder):
         zeros = _read_only_zeros(3 * self.hidden_size, self.dtype)
         return w_ih, w_hh, zeros, zeros
 
-    def layer_grads(self, layer, direction):
+    def layer_grads(self, layer: int, direction: int
+                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Gradient accumulators matching :meth:`layer_params`.
 
         With ``bias=False`` the kernels still add bias gradients somewhere: into fresh
@@ -278,7 +295,7 @@ class GRUBase(ParameterHolder):
         self._check_parameters(grads=True)
         return dy, dh_n
 
-    def generators(self):
+    def generators(self) -> List[np.random.Generator]:
         return [self._dropout_rng]
 
     def _dropout_mask(self, shape):
@@ -311,17 +328,35 @@ class GRUBase(ParameterHolder):
         obj.load_state_dict(arrays)
         return obj
 
+    def _without_dropout(self):
+        """A new layer with this one's configuration and parameters but no dropout:
+        what ``gates()`` runs, so that it sees the inference numbers and leaves this
+        layer's cache (a pending backward) and dropout stream alone."""
+        config = self._get_config()
+        if "dropout" in config:
+            config["dropout"] = 0.0
+        probe = type(self)(**config)
+        probe.load_state_dict(self._params)
+        return probe
+
     # -- calling ----------------------------------------------------------------------
-    def forward(self, x, h0=None, lengths=None, training=True):  # pragma: no cover
+    def forward(self, x: ArrayLike, h0: Optional[ArrayLike] = None,
+                lengths: Optional[ArrayLike] = None,
+                training: bool = True) -> Tuple[np.ndarray, np.ndarray]:  # pragma: no cover
         raise NotImplementedError
 
-    def backward(self, dy=None, dh_n=None):  # pragma: no cover
+    def backward(self, dy: Optional[ArrayLike] = None,
+                 dh_n: Optional[ArrayLike] = None
+                 ) -> Tuple[np.ndarray, np.ndarray]:  # pragma: no cover
         raise NotImplementedError
 
-    def __call__(self, x, h0=None, lengths=None, training=True):
+    def __call__(self, x: ArrayLike, h0: Optional[ArrayLike] = None,
+                 lengths: Optional[ArrayLike] = None,
+                 training: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+        """``forward(x, h0, lengths, training)``."""
         return self.forward(x, h0=h0, lengths=lengths, training=training)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         opts = [f"{self.input_size}", f"{self.hidden_size}"]
         if self.num_layers != 1:
             opts.append(f"num_layers={self.num_layers}")
@@ -331,3 +366,24 @@ class GRUBase(ParameterHolder):
                 opts.append(f"{name}={getattr(self, name)}")
         opts.append(f"dtype={self.dtype.name}")
         return f"{type(self).__name__}({', '.join(opts)})"
+
+
+class Gates(NamedTuple):
+    """The gates and the new state of one layer and direction at every step.
+
+    Returned per layer and direction by ``gates()`` of :class:`grucy.GRU` and
+    :class:`grucy.reference.GRU` (and :func:`grucy.diagnostics.gates`).  Each array is
+    laid out like the layer's output y: (T, B, H), or (B, T, H) with ``batch_first``,
+    in the caller's batch order, and holds NaN at the steps past a sequence's end (where
+    the layer computes nothing).  For the reverse direction of a bidirectional layer,
+    step t is still time t (the direction reads it after step t + 1).
+    """
+
+    #: reset gate, sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+    r: np.ndarray
+    #: update gate, sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+    z: np.ndarray
+    #: candidate state, tanh(W_in x + b_in + r * (W_hn h + b_hn)) (reset-after form)
+    n: np.ndarray
+    #: the new state, (1 - z) * n + z * h_prev: the output of the step
+    h: np.ndarray

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import functools
 import threading
+from typing import Any, Callable, Dict, List, Mapping, Tuple, TypeVar, cast
 
 import numpy as np
 
 from ._validation import _finite, as_float_array, check_finite
 
 
-def exclusive(method):
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def exclusive(method: _F) -> _F:
     """Decorator: refuse to run ``method`` while another thread is inside a method of the
     same object decorated with it (RuntimeError, never blocking, never corrupting state).
 
@@ -37,7 +41,7 @@ def exclusive(method):
             return method(self, *args, **kwargs)
         finally:
             lock.release()
-    return wrapper
+    return cast(_F, wrapper)
 
 
 class PerThreadState:
@@ -79,6 +83,10 @@ class ParameterHolder:
     that subclasses need not remember it; dropped and re-created by copy and pickle).
     """
 
+    _params: Dict[str, np.ndarray]
+    grads: Dict[str, np.ndarray]
+    dtype: np.dtype
+
     def __new__(cls, *args, **kwargs):
         obj = super().__new__(cls)
         obj._lock = threading.RLock()
@@ -98,19 +106,19 @@ class ParameterHolder:
     def _init_grads(self):
         self.grads = {k: np.zeros_like(v) for k, v in self._params.items()}
 
-    def parameters(self):
+    def parameters(self) -> List[np.ndarray]:
         """The parameter arrays themselves, in the order of ``grads``; update in place."""
         return list(self._params.values())
 
-    def named_parameters(self):
+    def named_parameters(self) -> List[Tuple[str, np.ndarray]]:
         return list(self._params.items())
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, np.ndarray]:
         """Copies of the parameters under PyTorch's names and shapes."""
         return {k: v.copy() for k, v in self._params.items()}
 
     @exclusive
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Copy parameters in (in place, so arrays from :meth:`parameters` stay valid).
 
         Keys and shapes must match exactly and values be finite real numbers (cast to
@@ -183,11 +191,11 @@ class ParameterHolder:
                              f"for {self.dtype}")
 
     @exclusive
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         for g in self.grads.values():
             g.fill(0)
 
-    def generators(self):
+    def generators(self) -> List[np.random.Generator]:
         """The random generators this object draws from while training (dropout masks).
 
         The training loop saves their states in checkpoints so that a resumed run draws

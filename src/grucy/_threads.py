@@ -19,7 +19,7 @@ __all__ = ["MAX_THREADS", "set_num_threads"]
 MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Threads grucy's kernels may use, 1 .. MAX_THREADS (4 x the cores, at least 64).
 
     A call uses fewer when its work is small (``grucy._gru.work_plan`` says how many).

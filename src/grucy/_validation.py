@@ -15,7 +15,7 @@ import numpy as np
 try:  # the compiled kernels are optional here: NumPy does the same check without them
     from ._gru import all_finite as _compiled_all_finite
 except ImportError:
-    _compiled_all_finite = None
+    _compiled_all_finite = None  # type: ignore[assignment]
 
 _DTYPES = (np.float32, np.float64)
 

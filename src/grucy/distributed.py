@@ -147,7 +147,7 @@ class MPICommunicator:
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.is_root = self.rank == 0
-        self._reduce_buffers = {}  # layout (shapes, dtypes) -> flat buffer
+        self._reduce_buffers: dict = {}  # layout (shapes, dtypes) -> flat buffer
         if self.size > 1:
             _abort_job_on_uncaught_exception(comm)
 

@@ -33,13 +33,14 @@ import os
 import struct
 import sys
 import tempfile
+from typing import Any, Dict, Optional, Protocol, Type, TypeVar, Union, overload
 
 import numpy as np
 
 from ._limits import memory_limit
 from ._version import __version__
 
-__all__ = ["FileFormatError", "FORMAT_VERSION", "write_archive", "read_archive",
+__all__ = ["FileFormatError", "FORMAT_VERSION", "Saveable", "write_archive", "read_archive",
            "atomic_write", "temp_name_pattern", "save", "load", "register"]
 
 MAGIC = b"GRUCY\x00\r\n"
@@ -247,7 +248,25 @@ def read_archive(path, kind=None):
 # This module imports none of them: a class registers itself when its module is imported,
 # and load() imports the module a kind names when that has not happened yet.  So the file
 # format depends on nothing above it, and a new kind needs only its @register.
-_REGISTRY = {}
+_REGISTRY: Dict[str, type] = {}
+
+#: A path to a grucy file: str or os.PathLike.
+PathLike = Union[str, os.PathLike[str]]
+
+
+class Saveable(Protocol):
+    """What :func:`save` writes and :func:`load` returns: a grucy layer or model (a
+    class decorated with :func:`register`: ``grucy.GRU``, ``grucy.reference.GRU``,
+    ``grucy.reference.RNN``, ``grucy.Forecaster``, ``grucy.GRUClassifier``,
+    ``grucy.GRURegressor``, ``grucy.CharLM``).  Pass the class to :func:`load` to get
+    that type."""
+
+    def _get_config(self) -> Dict[str, Any]: ...
+
+    def _get_arrays(self) -> Dict[str, np.ndarray]: ...
+
+
+_T = TypeVar("_T")
 
 
 def register(cls=None, *, kind=None):
@@ -266,7 +285,7 @@ def register(cls=None, *, kind=None):
     return deco if cls is None else deco(cls)
 
 
-def save(obj, path):
+def save(obj: Saveable, path: PathLike) -> None:
     """Save a layer or model to ``path`` in grucy's file format (atomically).
 
     Works for ``grucy.GRU``, ``grucy.reference.GRU`` and the models; ``load`` gives back an
@@ -279,12 +298,41 @@ def save(obj, path):
     write_archive(path, kind, obj._get_config(), obj._get_arrays())
 
 
-def load(path):
-    """Load what :func:`save` wrote.  Never executes code from the file."""
+@overload
+def load(path: PathLike) -> Saveable: ...
+
+
+@overload
+def load(path: PathLike, cls: Type[_T]) -> _T: ...
+
+
+def load(path: PathLike, cls: Optional[type] = None) -> Any:
+    """Load what :func:`save` wrote.  Never executes code from the file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    cls : type, optional
+        The class the file must hold, e.g. ``grucy.Forecaster``: a file holding anything
+        else raises :class:`FileFormatError` (before anything is built), and a type
+        checker knows what ``load`` returns.  None: any saved grucy object.
+
+    Returns
+    -------
+    Saveable
+        A layer or model equal to the saved one, with bit-identical weights: an instance
+        of ``cls`` when given.
+    """
+    if cls is not None and not isinstance(cls, type):
+        raise TypeError(f"cls must be a class (grucy.GRU, grucy.Forecaster, ...), got "
+                        f"{cls!r}")
     kind, config, arrays = read_archive(path)
-    cls = _registered(kind, path)
+    found = _registered(kind, path)
+    if cls is not None and not issubclass(found, cls):
+        raise FileFormatError(f"{os.fspath(path)}: holds a {kind!r}, not a "
+                              f"{cls.__module__}.{cls.__qualname__}")
     try:
-        return cls._from_saved(config, arrays)
+        return found._from_saved(config, arrays)  # type: ignore[attr-defined]
     except (KeyError, TypeError, ValueError) as exc:
         raise FileFormatError(f"{os.fspath(path)}: cannot rebuild the {kind!r} it "
                               f"holds: {exc}") from None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any, List, Optional, Tuple
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _gru
-from ._base import GRUBase, _positive_int, as_float_array, exclusive
+from ._base import Gates, GRUBase, _positive_int, as_float_array, exclusive
 from .io import register
 
 
@@ -15,6 +18,17 @@ class GRU(GRUBase):
 
     Same parameters, shapes and semantics as ``torch.nn.GRU`` (packed-sequence semantics
     for ``lengths``), plus the reset-before form (``reset_after=False``, Cho et al. 2014).
+    At each step t, from the input x_t and the previous state h_{t-1}::
+
+        r_t = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)        reset gate
+        z_t = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)        update gate
+        n_t = tanh(W_in x_t + b_in + r_t * (W_hn h_{t-1} + b_hn))   candidate
+        h_t = (1 - z_t) * n_t + z_t * h_{t-1}                       output y_t = h_t
+
+    ``weight_ih_l{k}`` stacks W_ir, W_iz, W_in; ``weight_hh_l{k}`` W_hr, W_hz, W_hn.
+    :meth:`gates` returns r, z, n and h of every step; the tutorial of the documentation
+    (``docs/tutorial.rst``) derives the backward pass and why the gates keep the
+    gradient alive.
 
     Parameters
     ----------
@@ -37,7 +51,9 @@ class GRU(GRUBase):
     """
 
     @exclusive
-    def forward(self, x, h0=None, lengths=None, training=True):
+    def forward(self, x: ArrayLike, h0: Optional[ArrayLike] = None,
+                lengths: Optional[ArrayLike] = None,
+                training: bool = True) -> Tuple[np.ndarray, np.ndarray]:
         """Run the GRU; returns ``(y, h_n)``.
 
         x: (T, B, I), or (B, T, I) with ``batch_first``.  h0: (L*D, B, H) or None (zeros).
@@ -123,7 +139,8 @@ class GRU(GRUBase):
             pools = self._scratch = [{} for _ in range(self.num_layers * self.num_directions)]
         return pools
 
-    def stream(self, batch_size=1, h0=None):
+    def stream(self, batch_size: int = 1,
+               h0: Optional[ArrayLike] = None) -> "_gru.GRUStream":
         """A :class:`GRUStream` for online inference, one step per call.
 
         The stream takes a snapshot of the parameters (checked to be finite, packed for
@@ -139,8 +156,8 @@ class GRU(GRUBase):
         Examples
         --------
         >>> s = gru.stream()                  # doctest: +SKIP
-        >>> for x_t in signal:                # x_t: (input_size,)
-        ...     y_t = s.step(x_t)             # (hidden_size,); state kept in s.h
+        >>> for x_t in signal:                # doctest: +SKIP
+        ...     y_t = s.step(x_t)             # x_t (input_size,) -> y_t (hidden_size,)
         """
         if self.bidirectional:
             raise ValueError("stream() needs a unidirectional GRU: a bidirectional layer "
@@ -153,7 +170,8 @@ class GRU(GRUBase):
         return _gru.GRUStream(layers, batch_size, self.hidden_size, self.reset_after,
                               self.dtype, h0)
 
-    def step(self, x, h=None):
+    def step(self, x: ArrayLike,
+             h: Optional[ArrayLike] = None) -> Tuple[np.ndarray, np.ndarray]:
         """One step with the state carried by the caller: returns ``(y, h_new)``.
 
         x: (B, input_size); h: (num_layers, B, hidden_size) or None (zeros).  Same numbers
@@ -197,7 +215,8 @@ class GRU(GRUBase):
         return y, h_new
 
     @exclusive
-    def backward(self, dy=None, dh_n=None):
+    def backward(self, dy: Optional[ArrayLike] = None,
+                 dh_n: Optional[ArrayLike] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Backpropagate the last training forward; returns ``(dx, dh0)``.
 
         dy has y's shape, dh_n h_n's (None: zeros; with ``dy=None`` only dh_n flows back,
@@ -248,3 +267,69 @@ class GRU(GRUBase):
         if self.batch_first:
             dx = dx.transpose(1, 0, 2)
         return np.ascontiguousarray(dx), np.ascontiguousarray(dh)
+
+    def gates(self, x: ArrayLike, h0: Optional[ArrayLike] = None,
+              lengths: Optional[ArrayLike] = None) -> List[List[Gates]]:
+        """The gates r, z, n and the new state h of every layer, direction and step,
+        exactly as the kernels computed them.
+
+        Runs an inference forward (no dropout) of ``x`` (arguments as for
+        :meth:`forward`) on a copy of the layer, keeping the kernels' workspace, and
+        unpacks it: the gates are the ones the kernels stored for backward and the states
+        the ones they carried from step to step, copied bit for bit (not recomputed).
+        This layer's pending backward, if any, is kept.
+
+        Returns
+        -------
+        list of list of Gates
+            ``result[layer][direction]``: :class:`grucy.reference.Gates` ``(r, z, n, h)``,
+            arrays laid out like y ((T, B, H), or (B, T, H) with ``batch_first``) in the
+            caller's batch order, NaN past each sequence's end.  ``h`` of the last layer
+            equals y (where y is not padding).
+        """
+        probe = self._without_dropout()
+        _, h_n = probe.forward(x, h0, lengths, training=True)
+        cache, probe._cache = probe._cache, None
+        T, B, order = cache["T"], cache["B"], cache["order"]
+        H, D = self.hidden_size, self.num_directions
+        result = []
+        for layer, (_, workspaces) in enumerate(cache["layers"]):
+            directions = []
+            for direction, ws in enumerate(workspaces):
+                bs, off = ws["bs"], ws["off"]
+                # the packed rows of step t are the bs[t] longest sequences
+                G = np.full((T, B, 3 * H), np.nan, self.dtype)
+                Hp = np.full((T, B, H), np.nan, self.dtype)
+                for t in range(T):
+                    G[t, :bs[t]] = ws["G"][off[t]:off[t] + bs[t]]
+                    Hp[t, :bs[t]] = ws["Hp"][off[t]:off[t] + bs[t]]
+                # the state a step made is the one entering the next step of this
+                # direction; after a sequence's last step of the direction, h_n
+                last_state = h_n[layer * D + direction]
+                if order is not None:
+                    last_state = last_state[order]
+                steps = (bs[:, None] > np.arange(B)[None, :])  # (T, B) in the sorted order
+                length = steps.sum(axis=0)
+                h = np.full((T, B, H), np.nan, self.dtype)
+                if direction == 0:
+                    h[:-1] = Hp[1:]
+                    h[length - 1, np.arange(B)] = last_state
+                else:
+                    h[1:] = Hp[:-1]
+                    h[0] = last_state
+                    h[~steps] = np.nan
+                arrays = (G[..., :H], G[..., H:2 * H], G[..., 2 * H:], h)
+                if order is not None:  # back to the caller's batch order
+                    arrays = tuple(_unsort(a, order) for a in arrays)
+                if self.batch_first:
+                    arrays = tuple(a.transpose(1, 0, 2) for a in arrays)
+                directions.append(Gates(*(np.ascontiguousarray(a) for a in arrays)))
+            result.append(directions)
+        return result
+
+
+def _unsort(a, order):
+    """(T, B, ...) rows in the kernels' longest-first order back to the caller's."""
+    out = np.empty_like(a)
+    out[:, order] = a
+    return out

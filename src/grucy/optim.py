@@ -209,6 +209,10 @@ class SGD(Optimizer):
 
     _buffers = ("momentum_buffer",)
     _hyper = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+    momentum: float
+    dampening: float
+    weight_decay: float
+    nesterov: bool
 
     def __init__(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
                  lr: float = 1e-2, momentum: float = 0.0, dampening: float = 0.0,
@@ -268,6 +272,9 @@ class Adam(Optimizer):
 
     _buffers = ("exp_avg", "exp_avg_sq")
     _hyper = ("lr", "betas", "eps", "weight_decay")
+    betas: Tuple[float, float]
+    eps: float
+    weight_decay: float
     _decoupled = False
 
     def __init__(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray],

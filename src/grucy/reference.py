@@ -1,4 +1,5 @@
-"""Plain NumPy GRU: the benchmark's NumPy baseline and the test oracle of the kernels.
+"""Plain NumPy GRU (the benchmark's NumPy baseline and the test oracle of the kernels),
+and a plain tanh RNN to compare it with.
 
 Written for readability, as a NumPy user would: a Python loop over time steps, one layer
 and one direction at a time, one recurrent matmul per step (two for the reset-before
@@ -8,18 +9,26 @@ module to rounding error; keep the arithmetic here independent of the kernels.
 
 Semantics follow ``torch.nn.GRU`` (packed sequences when ``lengths`` is given); see
 docs/design.md, section 1, for the two forms of the cell and the backward pass of one step.
+
+:class:`RNN` is the cell the GRU's gates improve on, ``h' = tanh(W_ih x + b_ih + W_hh h +
+b_hh)`` (``torch.nn.RNN`` with ``nonlinearity="tanh"``), for teaching and comparison
+only (the tutorial's gradient plots, :mod:`grucy.diagnostics`): exact gradients, checked
+against finite differences, but no compiled kernels behind it.
 """
 
 from __future__ import annotations
 
+from typing import Any, List, NamedTuple, Optional, Tuple
+
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.special import expit as _sigmoid  # overflow-free logistic, keeps float32
 
-from ._base import GRUBase
+from ._base import Gates, GRUBase, _read_only_zeros
 from ._params import exclusive
 from .io import register
 
-__all__ = ["GRU"]
+__all__ = ["GRU", "RNN", "Gates"]
 
 
 def _step_mask(lengths, T, B):
@@ -219,3 +228,196 @@ class GRU(GRUBase):
         if self.batch_first:
             dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
         return dx, dh0
+
+    def gates(self, x: ArrayLike, h0: Optional[ArrayLike] = None,
+              lengths: Optional[ArrayLike] = None) -> List[List[Gates]]:
+        """The gates r, z, n and the new state h of every layer, direction and step.
+
+        Runs an inference forward (no dropout) of ``x`` (arguments as for
+        :meth:`forward`) on a copy of the layer, so this layer's pending backward is
+        kept.  Returns ``result[layer][direction]``, a :class:`Gates` of arrays laid out
+        like y ((T, B, H), or (B, T, H) with ``batch_first``), NaN past each sequence's
+        end.  The same numbers the compiled layer's :meth:`grucy.GRU.gates` gives, to
+        rounding.
+        """
+        probe = self._without_dropout()
+        probe.forward(x, h0, lengths, training=True)
+        cache = probe._cache
+        probe._cache = None
+        valid = cache["valid"][:, :, None]
+        result = []
+        for layer in range(self.num_layers):
+            directions = []
+            for direction in range(self.num_directions):
+                c = cache["caches"][layer * self.num_directions + direction]
+                h = (1 - c["z"]) * c["n"] + c["z"] * c["h_prev"]
+                directions.append(Gates(*(self._steps_layout(np.where(valid, a, np.nan))
+                                          for a in (c["r"], c["z"], c["n"], h))))
+            result.append(directions)
+        return result
+
+    def _steps_layout(self, a):
+        """(T, B, H) to the layout of y."""
+        return np.ascontiguousarray(a.transpose(1, 0, 2)) if self.batch_first else a
+
+
+def _rnn_direction_forward(x, h0, valid, W_ih, W_hh, b_ih, b_hh):
+    """One layer of the tanh RNN over all steps: y (T, B, H), h_n (B, H), workspace."""
+    T, B, _ = x.shape
+    gx = x @ W_ih.T + b_ih
+    y = np.zeros((T, B, W_hh.shape[0]), h0.dtype)
+    h_prev = np.zeros_like(y)  # the state entering each step
+    h_new = np.zeros_like(y)   # what each step computed (past the end: not kept)
+    h = h0.copy()
+    for t in range(T):
+        h_prev[t] = h
+        h_new[t] = np.tanh(gx[t] + h @ W_hh.T + b_hh)
+        keep = valid[t][:, None]
+        h = np.where(keep, h_new[t], h)
+        y[t] = np.where(keep, h_new[t], 0)
+    return y, h, dict(x=x, valid=valid, h_prev=h_prev, h_new=h_new)
+
+
+def _rnn_direction_backward(dy, dh_n, cache, W_ih, W_hh, grads):
+    """Exact BPTT through one layer of the tanh RNN; accumulates ``grads`` = (dW_ih,
+    dW_hh, db_ih, db_hh) and returns (dx, dh0).
+
+    With a = W_ih x + b_ih + W_hh h + b_hh and h' = tanh(a):  da = dh' (1 - h'^2),
+    dh = da W_hh, and the weight gradients are sums of outer products over the steps.
+    """
+    x, valid, h_prev, h_new = (cache[k] for k in ("x", "valid", "h_prev", "h_new"))
+    T, B, H = h_prev.shape
+    dW_ih, dW_hh, db_ih, db_hh = grads
+    dA = np.zeros((T, B, H), x.dtype)
+    dh = dh_n.copy()
+    for t in range(T - 1, -1, -1):
+        keep = valid[t][:, None]
+        dh_t = dh + np.where(keep, dy[t], 0)
+        da = np.where(keep, dh_t * (1 - h_new[t] * h_new[t]), 0)
+        dA[t] = da
+        # a padded step passed the state through unchanged, so does its gradient
+        dh = np.where(keep, da @ W_hh, dh_t)
+    dA2 = dA.reshape(T * B, H)
+    dW_ih += dA2.T @ x.reshape(T * B, -1)
+    dW_hh += dA2.T @ h_prev.reshape(T * B, H)
+    db_ih += dA2.sum(axis=0)
+    db_hh += dA2.sum(axis=0)
+    return dA @ W_ih, dh
+
+
+@register(kind="grucy.reference.RNN")
+class RNN(GRUBase):
+    """Plain (Elman) tanh RNN in NumPy, for teaching and comparison with the GRU.
+
+    ``h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``: ``torch.nn.RNN`` with
+    ``nonlinearity="tanh"``, with the same parameter names (``weight_ih_l{k}`` (H, I_k),
+    ``weight_hh_l{k}`` (H, H), ``bias_ih_l{k}``, ``bias_hh_l{k}`` (H,)), shapes,
+    initialisation (U(-1/sqrt(H), 1/sqrt(H))) and packed-sequence semantics for
+    ``lengths``.  Everything else is :class:`GRU`'s API: ``forward`` returns ``(y,
+    h_n)``, ``backward`` ``(dx, dh0)`` with exact gradients (checked against finite
+    differences) added to ``grads``, ``parameters()``, ``state_dict()``, ``grucy.save``.
+
+    Its gradient through time is a product of ``diag(1 - h_t^2) W_hh`` per step, which
+    shrinks or grows geometrically: the vanishing gradient the GRU's gates avoid
+    (:func:`grucy.diagnostics.state_jacobian` measures both).  Unidirectional, no
+    dropout, no compiled kernels: not meant for production.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+    num_layers : int, default 1
+    bias : bool, default True
+    batch_first : bool, default False
+    dtype : float32 or float64, default float32
+    seed : int or None
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *,
+                 bias: bool = True, batch_first: bool = False, dtype: Any = np.float32,
+                 seed: Optional[int] = None) -> None:
+        super().__init__(input_size, hidden_size, num_layers, bias=bias,
+                         batch_first=batch_first, dtype=dtype, seed=seed)
+
+    def _param_shape(self, name):
+        shape = super()._param_shape(name)  # a GRU's: three gates of H rows
+        return (shape[0] // 3,) + shape[1:]
+
+    def layer_params(self, layer: int, direction: int = 0
+                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(W_ih, W_hh, b_ih, b_hh) of one layer; zero biases when bias=False."""
+        w_ih, w_hh, b_ih, b_hh = super().layer_params(layer, direction)
+        if not self.bias:
+            b_ih = b_hh = _read_only_zeros(self.hidden_size, self.dtype)
+        return w_ih, w_hh, b_ih, b_hh
+
+    def layer_grads(self, layer: int, direction: int = 0
+                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Gradient accumulators matching :meth:`layer_params`."""
+        grads = super().layer_grads(layer, direction)
+        if self.bias:
+            return grads
+        H = self.hidden_size
+        return grads[0], grads[1], np.zeros(H, self.dtype), np.zeros(H, self.dtype)
+
+    def _get_config(self):
+        config = super()._get_config()
+        for key in ("dropout", "bidirectional", "reset_after"):
+            del config[key]
+        return config
+
+    @exclusive
+    def forward(self, x: ArrayLike, h0: Optional[ArrayLike] = None,
+                lengths: Optional[ArrayLike] = None,
+                training: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+        """Run the RNN; returns ``(y, h_n)``, shapes and semantics as :meth:`GRU.forward`."""
+        x, h0, lengths = self._check_inputs(x, h0, lengths, training)
+        T, B, _ = x.shape
+        valid = _step_mask(lengths, T, B)
+        layer_input = x.copy() if training else x
+        h_n = np.zeros((self.num_layers, B, self.hidden_size), self.dtype)
+        caches = []
+        for layer in range(self.num_layers):
+            layer_input, h_n[layer], cache = _rnn_direction_forward(
+                layer_input, h0[layer], valid, *self.layer_params(layer))
+            caches.append(cache)
+        self._check_result("the output", h_n)
+        self._cache = dict(T=T, B=B, caches=caches) if training else None
+        y = layer_input
+        if self.batch_first:
+            y = np.ascontiguousarray(y.transpose(1, 0, 2))
+        return y, h_n
+
+    @exclusive
+    def backward(self, dy: Optional[ArrayLike] = None,
+                 dh_n: Optional[ArrayLike] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Backpropagate the last training forward; returns ``(dx, dh0)`` (as
+        :meth:`GRU.backward`)."""
+        dy, dh_n = self._check_backward(dy, dh_n)
+        cache, self._cache = self._cache, None
+        dh0 = np.zeros_like(dh_n)
+        d_out = dy
+        for layer in range(self.num_layers - 1, -1, -1):
+            W_ih, W_hh, _, _ = self.layer_params(layer)
+            d_out, dh0[layer] = _rnn_direction_backward(
+                d_out, dh_n[layer], cache["caches"][layer], W_ih, W_hh,
+                self.layer_grads(layer))
+        dx = d_out
+        if self.batch_first:
+            dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
+        return dx, dh0
+
+    def states(self, x: ArrayLike, h0: Optional[ArrayLike] = None,
+               lengths: Optional[ArrayLike] = None) -> List[np.ndarray]:
+        """The new state of every layer at every step (inference): ``result[layer]``
+        laid out like y, NaN past each sequence's end.  (The RNN has no gates; this is
+        its counterpart of :meth:`GRU.gates`, for :func:`grucy.diagnostics.state_jacobian`.)
+        """
+        probe = self._without_dropout()
+        probe.forward(x, h0, lengths, training=True)
+        cache, probe._cache = probe._cache, None
+        result = []
+        for c in cache["caches"]:
+            h = np.where(c["valid"][:, :, None], c["h_new"], np.nan)
+            result.append(np.ascontiguousarray(h.transpose(1, 0, 2)) if self.batch_first
+                          else h)
+        return result

@@ -6,9 +6,14 @@ grucy (like PyTorch) stacks the gates r, z, n; Keras and ONNX stack z, r, h, so
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 
 from .._base import GRUBase
+
+#: the layer class a converter builds (``cls=``)
+_G = TypeVar("_G", bound=GRUBase)
 
 
 def _swap_rz(a, axis=0):

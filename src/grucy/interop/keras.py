@@ -7,8 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import TYPE_CHECKING, Any, Optional, Type, overload
+
+from .._base import GRUBase
 from .._validation import _flag
-from ._layers import _build, _check_gru, _sfx, _swap_rz
+from ._layers import _G, _build, _check_gru, _sfx, _swap_rz
+
+if TYPE_CHECKING:
+    import grucy.layer
 
 __all__ = ["from_keras", "to_keras"]
 
@@ -109,7 +115,18 @@ def _keras_layer_spec(keras, layer, what, ignore_dropout):
     return spec
 
 
-def from_keras(layer, *, batch_first=True, ignore_dropout=False, cls=None):
+@overload
+def from_keras(layer: Any, *, batch_first: bool = True, ignore_dropout: bool = False,
+               cls: None = None) -> "grucy.layer.GRU": ...
+
+
+@overload
+def from_keras(layer: Any, *, batch_first: bool = True, ignore_dropout: bool = False,
+               cls: Type[_G]) -> _G: ...
+
+
+def from_keras(layer: Any, *, batch_first: bool = True, ignore_dropout: bool = False,
+               cls: Optional[Type[GRUBase]] = None) -> GRUBase:
     """A grucy GRU computing exactly what a Keras GRU (or a stack of them) computes.
 
     Parameters
@@ -156,7 +173,8 @@ def from_keras(layer, *, batch_first=True, ignore_dropout=False, cls=None):
     else:
         raise TypeError(f"layer must be a keras.layers.GRU, a keras.layers.Bidirectional, a "
                         f"keras.Sequential or a list of layers, got {type(layer).__name__}")
-    specs, rates, between = [], set(), 0
+    specs: list = []
+    rates, between = set(), 0
     for i, item in enumerate(layers):
         what = f"layer {i} ({getattr(item, 'name', type(item).__name__)})"
         if isinstance(item, keras.layers.InputLayer):
@@ -220,7 +238,8 @@ def _keras_weights(gru, layer, direction):
     return [np.ascontiguousarray(w) for w in weights]
 
 
-def to_keras(gru, *, return_sequences=True, return_state=False):
+def to_keras(gru: GRUBase, *, return_sequences: bool = True,
+             return_state: bool = False) -> Any:
     """Keras layers computing exactly what grucy GRU ``gru`` computes.
 
     Parameters
@@ -245,7 +264,7 @@ def to_keras(gru, *, return_sequences=True, return_state=False):
     if gru.num_layers > 1 and return_state:
         raise ValueError("return_state=True needs num_layers=1: a keras.Sequential passes "
                          "on one output only")
-    layers = []
+    layers: list = []
     in_size = gru.input_size
     for k in range(gru.num_layers):
         last = k == gru.num_layers - 1

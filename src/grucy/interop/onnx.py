@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import os
 
+from typing import TYPE_CHECKING, Any, Optional, Type, Union, overload
+
 import numpy as np
 
+from .._base import GRUBase
 from .._validation import _flag, _positive_int
 from .._version import __version__
 from ..io import atomic_write
-from ._layers import _build, _check_gru, _sfx, _swap_rz
+from ._layers import _G, _build, _check_gru, _sfx, _swap_rz
+
+if TYPE_CHECKING:
+    import grucy.layer
 
 __all__ = ["from_onnx", "to_onnx"]
 
@@ -29,8 +35,9 @@ def _onnx():
     return onnx
 
 
-def to_onnx(gru, path=None, *, h0=False, lengths=False, batch_size=None, seq_len=None,
-            opset=_DEFAULT_OPSET):
+def to_onnx(gru: GRUBase, path: Optional[Union[str, "os.PathLike[str]"]] = None, *,
+            h0: bool = False, lengths: bool = False, batch_size: Optional[int] = None,
+            seq_len: Optional[int] = None, opset: int = _DEFAULT_OPSET) -> Any:
     """An ONNX model computing grucy GRU ``gru``'s forward, with grucy's own shapes.
 
     Parameters
@@ -420,7 +427,15 @@ def _replay(g, node, value, what):
     raise AssertionError(op)  # pragma: no cover
 
 
-def from_onnx(model_or_path, *, cls=None):
+@overload
+def from_onnx(model_or_path: Any, *, cls: None = None) -> "grucy.layer.GRU": ...
+
+
+@overload
+def from_onnx(model_or_path: Any, *, cls: Type[_G]) -> _G: ...
+
+
+def from_onnx(model_or_path: Any, *, cls: Optional[Type[GRUBase]] = None) -> GRUBase:
     """A grucy GRU computing exactly what the GRU nodes of an ONNX model compute.
 
     Parameters

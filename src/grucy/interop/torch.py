@@ -5,14 +5,28 @@ torch is imported inside the functions (this module imports without it).
 
 from __future__ import annotations
 
-from ._layers import _build, _check_gru
+from typing import TYPE_CHECKING, Any, Optional, Type, overload
+
+from .._base import GRUBase
+from ._layers import _G, _build, _check_gru
+
+if TYPE_CHECKING:
+    import grucy.layer
 
 __all__ = ["from_torch", "to_torch"]
 
 _TORCH_DTYPES = ("float32", "float64")
 
 
-def from_torch(module, *, cls=None):
+@overload
+def from_torch(module: Any, *, cls: None = None) -> "grucy.layer.GRU": ...
+
+
+@overload
+def from_torch(module: Any, *, cls: Type[_G]) -> _G: ...
+
+
+def from_torch(module: Any, *, cls: Optional[Type[GRUBase]] = None) -> GRUBase:
     """A grucy GRU computing exactly what ``torch.nn.GRU`` ``module`` computes.
 
     Parameters
@@ -50,7 +64,7 @@ def from_torch(module, *, cls=None):
                   dtype=dtypes.pop())
 
 
-def to_torch(gru, *, module_class=None):
+def to_torch(gru: GRUBase, *, module_class: Optional[type] = None) -> Any:
     """A ``torch.nn.GRU`` (on the CPU) computing exactly what grucy GRU ``gru`` computes.
 
     Parameters

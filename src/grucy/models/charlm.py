@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Tuple
+from typing import Any, Callable, ClassVar, Optional, Tuple
 
 import numpy as np
 
 from .._validation import _positive_int, _real, _rng
-from ..io import register
+from ..io import PathLike, register
 from ..losses import cross_entropy_loss
 from ..nn import TruncatedBPTT
 from ..training import StreamTask
@@ -83,7 +83,7 @@ class CharLM(GRUModel):
         get, unk = self._lookup.get, self._unknown
         return np.fromiter((get(c, unk) for c in text), dtype=np.int64, count=len(text))
 
-    def fit(self, text: str, *, checkpoint=None, checkpoint_every: int = 1, resume=None,
+    def fit(self, text: str, *, checkpoint: Optional[PathLike] = None, checkpoint_every: int = 1, resume: Optional[PathLike] = None,
             distributed: Any = "auto") -> "CharLM":
         """Train on ``text``; returns self.
 

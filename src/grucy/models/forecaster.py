@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .._validation import _positive_int, check_finite
-from ..io import register
+from ..io import PathLike, register
 from ..losses import LOSSES
 from ..training import ArrayTask
 from .base import GRUModel, _check_fraction, _mean_output_gradient, _validation_split
@@ -57,7 +57,7 @@ class Forecaster(GRUModel):
     ----------
     n_series_ : int
         Columns of the training series (1 for a 1-D series).
-    mean_, scale_ : ndarray (n_series_,)
+    mean_, scale_ : ndarray of shape ``(n_series_,)``
         The standardisation.
     history_ : dict of lists
         Per-epoch ``loss`` (scaled units), ``lr`` and, with validation, ``val_loss`` and
@@ -110,8 +110,8 @@ class Forecaster(GRUModel):
         Y = scaled[idx + L + np.arange(h)].reshape(N, -1)
         return X, Y
 
-    def fit(self, series: ArrayLike, *, checkpoint=None, checkpoint_every: int = 1,
-            resume=None, distributed: Any = "auto") -> "Forecaster":
+    def fit(self, series: ArrayLike, *, checkpoint: Optional[PathLike] = None, checkpoint_every: int = 1,
+            resume: Optional[PathLike] = None, distributed: Any = "auto") -> "Forecaster":
         """Train on every window of ``series``; returns self.
 
         Parameters

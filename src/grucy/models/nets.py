@@ -12,7 +12,10 @@ that differentiate through the GRU itself (:func:`grucy.diagnostics.gradient_flo
 
 from __future__ import annotations
 
+from typing import Any, Callable, List, Optional, Tuple
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from .._params import ParameterHolder
 from .._validation import _rng, check_dtype
@@ -33,7 +36,7 @@ class _Net(ParameterHolder):
                 self._params[f"{cname}.{pname}"] = arr
                 self.grads[f"{cname}.{pname}"] = child.grads[pname]
 
-    def generators(self):
+    def generators(self) -> List[np.random.Generator]:
         return [g for child in self._children.values() for g in child.generators()]
 
 
@@ -45,8 +48,9 @@ class ReadoutNet(_Net):
     layers and before the readout.
     """
 
-    def __init__(self, input_size, hidden_size, output_size, *, num_layers=1, dropout=0.0,
-                 bidirectional=False, dtype=np.float32, seed=None):
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, *,
+                 num_layers: int = 1, dropout: float = 0.0, bidirectional: bool = False,
+                 dtype: DTypeLike = np.float32, seed: Any = None) -> None:
         seeds = _rng(seed).integers(2**63, size=3)
         self.dtype = check_dtype(dtype)
         # The layers check the arguments; the config is taken from what they accepted.
@@ -64,16 +68,16 @@ class ReadoutNet(_Net):
                            dtype=self.dtype.name)
         self._adopt(gru=self.gru, head=self.head)
 
-    def features(self, X, training=True):
+    def features(self, X: ArrayLike, training: bool = True) -> np.ndarray:
         """The readout's input: the final state, (B, D*H)."""
         _, h_n = self.gru.forward(X, training=training)
         D = self.gru.num_directions
         return np.concatenate(list(h_n[-D:]), axis=1) if D > 1 else h_n[-1]
 
-    def forward(self, X, training=True):
+    def forward(self, X: ArrayLike, training: bool = True) -> np.ndarray:
         return self.head.forward(self.features(X, training), training=training)
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> None:
         # Only the final state feeds the readout: the outputs' gradient is zero (dy=None).
         self.gru.backward(None, self._state_gradient(self.head.backward(dout)))
 
@@ -85,7 +89,8 @@ class ReadoutNet(_Net):
         dh_n[-D:] = dfeat.reshape(B, D, H).transpose(1, 0, 2)
         return dh_n
 
-    def gru_gradients(self, X, output_gradient):
+    def gru_gradients(self, X: ArrayLike, output_gradient: Callable[[np.ndarray], Any]
+                      ) -> Tuple[Any, Optional[np.ndarray], Optional[np.ndarray]]:
         """A training forward of ``X``, then backward through the readout only.
 
         ``output_gradient(out)`` gives dLoss/d(network output).  Returns ``(x, dy,
@@ -104,8 +109,9 @@ class CharNet(_Net):
     ``n_streams`` fresh streams; :meth:`forward` continues the streams ``rows``.
     """
 
-    def __init__(self, vocab_size, embedding_dim, hidden_size, *, num_layers=1,
-                 dropout=0.0, dtype=np.float32, seed=None):
+    def __init__(self, vocab_size: int, embedding_dim: int, hidden_size: int, *,
+                 num_layers: int = 1, dropout: float = 0.0, dtype: DTypeLike = np.float32,
+                 seed: Any = None) -> None:
         seeds = _rng(seed).integers(2**63, size=4)
         self.dtype = check_dtype(dtype)
         self.embedding = Embedding(vocab_size, embedding_dim, dtype=dtype, seed=seeds[0])
@@ -120,21 +126,23 @@ class CharNet(_Net):
         self._adopt(embedding=self.embedding, gru=self.gru, head=self.head)
         self.tbptt = TruncatedBPTT(self.gru, 1)
 
-    def reset_state(self, n_streams):
+    def reset_state(self, n_streams: int) -> None:
         if self.tbptt.n_streams != n_streams:
             self.tbptt = TruncatedBPTT(self.gru, n_streams)
         self.tbptt.reset()
 
-    def forward(self, codes, rows=None, training=True):
+    def forward(self, codes: ArrayLike, rows: Optional[ArrayLike] = None,
+                training: bool = True) -> np.ndarray:
         emb = self.embedding.forward(codes, training=training)
         y = self.tbptt.forward(emb, rows, training=training)
         return self.head.forward(y, training=training)
 
-    def backward(self, dlogits):
+    def backward(self, dlogits: ArrayLike) -> None:
         dy = self.head.backward(dlogits)
         self.embedding.backward(self.tbptt.backward(dy))
 
-    def gru_gradients(self, codes, output_gradient):
+    def gru_gradients(self, codes: ArrayLike, output_gradient: Callable[[np.ndarray], Any]
+                      ) -> Tuple[Any, Optional[np.ndarray], Optional[np.ndarray]]:
         """``codes`` (B, t) read as one chunk from the zero state, then backward through
         the readout only.
 

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .._validation import _as_real_array, _flag, _positive_int, check_finite
-from ..io import register
+from ..io import PathLike, register
 from ..losses import LOSSES, cross_entropy_loss
 from ..training import ArrayTask
 from .base import GRUModel, _check_fraction, _mean_output_gradient, _validation_split
@@ -203,8 +203,8 @@ class GRUClassifier(_SequenceEstimator):
 
     _estimator_type: ClassVar[Optional[str]] = "classifier"
 
-    def fit(self, X: ArrayLike, y: ArrayLike, *, checkpoint=None,
-            checkpoint_every: int = 1, resume=None,
+    def fit(self, X: ArrayLike, y: ArrayLike, *, checkpoint: Optional[PathLike] = None,
+            checkpoint_every: int = 1, resume: Optional[PathLike] = None,
             distributed: Any = "auto") -> "GRUClassifier":
         """Train on sequences ``X`` with labels ``y``; returns self.
 
@@ -301,8 +301,8 @@ class GRURegressor(_SequenceEstimator):
 
     loss: str = "mse"
 
-    def fit(self, X: ArrayLike, y: ArrayLike, *, checkpoint=None,
-            checkpoint_every: int = 1, resume=None,
+    def fit(self, X: ArrayLike, y: ArrayLike, *, checkpoint: Optional[PathLike] = None,
+            checkpoint_every: int = 1, resume: Optional[PathLike] = None,
             distributed: Any = "auto") -> "GRURegressor":
         """Train on sequences ``X`` with targets ``y`` (n,) or (n, n_targets); returns self.
 
