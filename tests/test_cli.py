@@ -364,7 +364,7 @@ MISTAKES = {
                                2, "not both"),
     "predict-no-history": (["predict", "{model}"], 2, "a Forecaster needs the history"),
     "predict-short-history": (["predict", "{model}", "--values", "1,2"], 2,
-                              "history needs at least lookback=4 steps"),
+                              "y needs at least lookback=4 steps, got 2"),
     "predict-bad-values": (["predict", "{model}", "--values", "1,x"], 2,
                            "--values must be comma-separated numbers"),
     "predict-horizon-zero": (["predict", "{model}", "--values", "1,2,3,4", "--horizon",

@@ -61,9 +61,12 @@ def test_padding_never_influences_fit_or_predictions(Model):
         np.testing.assert_array_equal(getattr(model, out)(X), ref)
         np.testing.assert_array_equal(getattr(model, out)(garbage, lengths=lengths), ref)
     assert as_list.history_ == padded_nan.history_ == padded_garbage.history_
-    # a sequence's result does not depend on its neighbours or its position
+    # a sequence's result does not depend on its neighbours or its position (the GRU is
+    # bit-identical; the readout's GEMM may round a batch of one differently)
     alone = np.concatenate([getattr(as_list, out)([X[i]]) for i in (7, 3, 50)])
-    np.testing.assert_array_equal(alone, ref[[7, 3, 50]])
+    np.testing.assert_allclose(alone, ref[[7, 3, 50]], rtol=1e-6, atol=1e-7)
+    reordered = getattr(as_list, out)([X[i] for i in range(119, -1, -1)])
+    np.testing.assert_allclose(reordered[::-1], ref, rtol=1e-6, atol=1e-7)
     assert as_list.score(X, y) == padded_nan.score(garbage, y, lengths=lengths)
 
 

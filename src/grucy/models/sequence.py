@@ -332,7 +332,7 @@ class GRUClassifier(_SequenceEstimator):
                                                                           counted))
         term_w = self._combined_weights(seqs, w, y_enc, per_step)
 
-        def accuracy(out, target, wt):
+        def accuracy(out, target, wt, _):
             return float(np.sum(wt * (np.argmax(out, axis=-1) == target))), float(wt.sum())
 
         self._fit_network(seqs, y_enc.astype(np.int64), term_w, len(classes),
@@ -517,7 +517,7 @@ class GRURegressor(_SequenceEstimator):
         self.y_scale_ = scale
         y_scale = scale
 
-        def rmse(out, target, wt):
+        def rmse(out, target, wt, _):
             return (float(np.sum(wt * np.square((out - target) * y_scale))),
                     float(wt.sum()))
 

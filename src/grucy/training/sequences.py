@@ -126,8 +126,9 @@ class SequenceTask(ArrayTask):
         ``loss(out, Y_batch, weight=..., normalizer=...) -> (loss, dout)``.
     train_idx, val_idx : array of int
     metrics : dict, optional
-        name -> ``fn(out, Y_batch, w) -> (sum, count)``, ``w`` the batch's term weights
-        (float64, the shape of the loss terms; 0 on padded steps).
+        name -> ``fn(out, Y_batch, w, indices) -> (sum, count)``, ``w`` the batch's term
+        weights (float64, the shape of the loss terms; 0 on padded steps), ``indices``
+        its example numbers.
     weight : ndarray or Packed, optional
         Weights of the loss terms: (n,) one per example (broadcast to its terms), an array
         of the terms' shape, or (with per-step targets) a Packed of one weight per step.
@@ -163,8 +164,8 @@ class SequenceTask(ArrayTask):
             raise ValueError("no training examples (train_idx is empty)")
         if metrics is not None and not (hasattr(metrics, "items") and all(
                 isinstance(k, str) and callable(f) for k, f in metrics.items())):
-            raise TypeError(f"metrics must be a dict of name -> fn(out, Y_batch, w) -> "
-                            f"(sum, count), got {metrics!r}")
+            raise TypeError(f"metrics must be a dict of name -> fn(out, Y_batch, w, "
+                            f"indices) -> (sum, count), got {metrics!r}")
         self._metric_fns = dict(metrics or {})
         self.metric_names = tuple(self._metric_fns)
         # one loss term per target value (class indices have no class axis)
@@ -255,7 +256,7 @@ class SequenceTask(ArrayTask):
             wm = (np.ones((len(indices),) + self._term_shape) if w is None
                   else np.asarray(w, dtype=np.float64))
             for fn in self._metric_fns.values():
-                sums.extend(fn(out, Yb, wm))
+                sums.extend(fn(out, Yb, wm, indices))
         return np.array(sums, dtype=np.float64)
 
     def metrics(self, sums):
