@@ -221,8 +221,8 @@ class Forecaster(GRUModel):
             self.covariate_mean_ = self.covariate_scale_ = np.zeros(0)
             return None
         if many != _is_series_list(X) or (many and len(X) != len(series)):
-            raise ValueError(f"X must match y: {'a list of ' + str(len(series)) if many else 'one'} "
-                             f"covariate table{'s' if many else ''}, one per series of y")
+            what = f"a list of {len(series)} covariate tables" if many else "one table"
+            raise ValueError(f"X must match y: {what}, one per series of y")
         Xs = X if many else [X]
         covs = [read_covariates(f"X[{i}]" if many else "X", x, s)
                 for i, (x, s) in enumerate(zip(Xs, series))]
