@@ -382,3 +382,17 @@ def test_sequence_net_gradients_match_finite_differences(last_steps, lengths):
     grads = {k: g.copy() for k, g in net.grads.items()}
     assert_gradients_match_fd(f, {k: (p, grads[k]) for k, p in net.named_parameters()},
                               rtol=1e-6, atol=1e-9)
+
+
+def test_gradient_flow_reaches_per_step_and_variable_length_models():
+    from grucy.diagnostics import gradient_flow
+
+    X, tags, _ = _tagging(n=40)
+    tagger = grucy.GRUClassifier(hidden_size=4, epochs=2, return_sequences=True,
+                                 random_state=0).fit(X, tags)
+    x = np.random.default_rng(0).normal(size=(3, 9, 1))
+    flow = gradient_flow(tagger, x, (x[:, :, 0] > 0).astype(int))
+    assert flow.shape == (9,) and np.all(np.isfinite(flow)) and flow[0] > 0
+    assert flow[-1] == 0  # nothing reads the state after the last step
+    with pytest.raises(ValueError, match="sequences of one length"):
+        tagger.network_inputs([np.ones((3, 1)), np.ones((4, 1))])
