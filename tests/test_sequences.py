@@ -396,3 +396,13 @@ def test_gradient_flow_reaches_per_step_and_variable_length_models():
     assert flow[-1] == 0  # nothing reads the state after the last step
     with pytest.raises(ValueError, match="sequences of one length"):
         tagger.network_inputs([np.ones((3, 1)), np.ones((4, 1))])
+
+
+def test_zero_weights_on_a_plain_array_equal_leaving_the_rows_out():
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(40, 7, 2))
+    y = (X[:, -1, 0] > 0).astype(int)
+    w = (np.arange(40) % 3 != 0).astype(float)
+    make = lambda: grucy.GRUClassifier(hidden_size=5, epochs=4, random_state=0)  # noqa: E731
+    np.testing.assert_array_equal(make().fit(X, y, sample_weight=w).predict_proba(X),
+                                  make().fit(X[w > 0], y[w > 0]).predict_proba(X))

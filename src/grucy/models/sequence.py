@@ -109,8 +109,8 @@ class _SequenceEstimator(GRUModel):
         per_step = len(seqs.packed.values)
         cut = [t[rows] if len(t) == per_step and len(t) != seqs.n else t[keep]
                for t in targets]
-        form = "padded" if seqs.form == "array" else seqs.form
-        return (SequenceInput(packed, form, seqs.array_ndim, seqs.width), w[keep],
+        # (an array stays an array: the sequences kept have the full length still)
+        return (SequenceInput(packed, seqs.form, seqs.array_ndim, seqs.width), w[keep],
                 tuple(cut))
 
     @staticmethod
