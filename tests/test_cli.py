@@ -114,7 +114,7 @@ def test_demo_co2_prints_its_numbers_and_draws_the_band(capsys, tmp_path, monkey
     assert len([k for k in numbers if k.startswith("rmse_ar")]) == 2  # BIC and lookback
     if "plot" in numbers:  # matplotlib installed
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    status, out, _ = run(capsys, ["demo", "co2"])
+    status, out, _ = run(capsys, ["demo", "co2", "--no-plot"])
     assert "80% interval" in out and "AR(52), the lookback" in out
     assert "order by BIC" in out and "seasonal naive" in out
 
