@@ -26,6 +26,7 @@ PEERS = {
     "tqdm": "tqdm (pip install 'grucy[progress]')",
     "matplotlib": "matplotlib (pip install 'grucy[plot]')",
     "mpi4py": "mpi4py (pip install 'grucy[mpi]')",
+    "pandas": "pandas (pip install 'grucy[pandas]')",
 }
 
 

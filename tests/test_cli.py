@@ -94,6 +94,42 @@ def test_demo_forecast_without_matplotlib_says_so(capsys, tmp_path, monkeypatch)
     assert not list(tmp_path.iterdir())
 
 
+def test_demo_forecast_reports_intervals_and_the_seasonal_naive(capsys):
+    status, out, _ = run(capsys, ["demo", "-q", "--no-plot"])
+    numbers = dict(item.split("=", 1) for item in out.split())
+    assert status == 0 and float(numbers["rmse_model"]) < float(numbers["rmse_ar9"])
+    assert float(numbers["rmse_ar9"]) < float(numbers["rmse_seasonal_naive"])
+    assert 0.7 <= float(numbers["coverage80"]) <= 0.9
+
+
+def test_demo_co2_prints_its_numbers_and_draws_the_band(capsys, tmp_path, monkeypatch):
+    # the command's plumbing, reduced (the full demo: tests/test_real_data.py)
+    for key, value in dict(epochs=1, lookback=52, horizon=13, hidden_size=8).items():
+        monkeypatch.setitem(demo.CO2_SETTINGS, key, value)
+    png = tmp_path / "co2.png"
+    status, out, _ = run(capsys, ["demo", "co2", "-q", "--plot", str(png)])
+    assert status == 0
+    numbers = dict(item.split("=", 1) for item in out.split())
+    assert {"rmse_model", "rmse_ar52", "rmse_seasonal_naive", "coverage80"} <= set(numbers)
+    assert len([k for k in numbers if k.startswith("rmse_ar")]) == 2  # BIC and lookback
+    if "plot" in numbers:  # matplotlib installed
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    status, out, _ = run(capsys, ["demo", "co2", "--no-plot"])
+    assert "80% interval" in out and "AR(52), the lookback" in out
+    assert "order by BIC" in out and "seasonal naive" in out
+
+
+def test_demo_lines_prints_its_numbers(capsys, monkeypatch):
+    monkeypatch.setattr(demo, "LINES_TRAIN", 300)
+    monkeypatch.setattr(demo, "LINES_TEST", 200)
+    monkeypatch.setitem(demo.LINES_SETTINGS, "epochs", 1)
+    status, out, _ = run(capsys, ["demo", "lines", "-q"])
+    numbers = dict(item.split("=") for item in out.split())
+    assert status == 0 and set(numbers) == {"accuracy", "naive_bayes", "majority"}
+    status, out, _ = run(capsys, ["demo", "lines"])
+    assert "naive Bayes" in out and "held out 200" in out
+
+
 def test_demo_classify_reaches_the_digits_target(capsys):
     importorskip("sklearn")
     status, out, _ = run(capsys, ["demo", "classify", "-q"])
@@ -354,6 +390,8 @@ MISTAKES = {
                                "--checkpoint-every does not apply without --checkpoint"),
     "plot-with-classify": (["demo", "classify", "--plot", "x.png"], 2,
                            "--plot does not apply to the classify demo"),
+    "plot-with-lines": (["demo", "lines", "--no-plot"], 2,
+                        "--no-plot does not apply to the lines demo"),
     "plot-and-no-plot": (["demo", "--plot", "x.png", "--no-plot"], 2,
                          "give --plot PATH or --no-plot, not both"),
     "demo-seed-negative": (["demo", "--seed", "-3"], 2, "argument --seed: must be >= 0"),
@@ -364,7 +402,7 @@ MISTAKES = {
                                2, "not both"),
     "predict-no-history": (["predict", "{model}"], 2, "a Forecaster needs the history"),
     "predict-short-history": (["predict", "{model}", "--values", "1,2"], 2,
-                              "history needs at least lookback=4 steps"),
+                              "y needs at least lookback=4 steps, got 2"),
     "predict-bad-values": (["predict", "{model}", "--values", "1,x"], 2,
                            "--values must be comma-separated numbers"),
     "predict-horizon-zero": (["predict", "{model}", "--values", "1,2,3,4", "--horizon",

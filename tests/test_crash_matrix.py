@@ -418,10 +418,10 @@ CASES = [
      r"lr must be finite"),
     # -- models (compiled GRU inside) -----------------------------------------------------
     ("forecaster-empty", "grucy.Forecaster(**FIT).fit([])", "ValueError",
-     r"series is empty"),
+     r"y is empty"),
     ("forecaster-predict-empty-history",
      "grucy.Forecaster(**FIT).fit(SERIES).predict(np.zeros((0, 20)))", "ValueError",
-     r"history is empty"),
+     r"y is empty"),
     ("forecaster-predict-not-fitted", "grucy.Forecaster().predict(SERIES)",
      "NotFittedError"),
     ("forecaster-hidden-huge", "grucy.Forecaster(epochs=1, hidden_size=2**31).fit(SERIES)",

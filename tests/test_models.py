@@ -635,7 +635,7 @@ def test_gradient_flow_matches_finite_differences_forecaster():
     flow = gradient_flow(model, history, target)
     assert flow.shape == (9,)
     net, T = model.net_, 9
-    X, _ = model._histories(history)
+    X, _ = model.network_inputs(history)
     scaled_target = ((target - model.mean_) / model.scale_).reshape(1, 2)
 
     def loss_of_state(t):

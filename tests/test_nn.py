@@ -197,6 +197,71 @@ def test_losses_match_torch(rng):
     np.testing.assert_allclose(grad, tl.grad.numpy(), rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("weighting", ["none", "mask", "weights", "normalizer"])
+def test_pinball_and_quantile_loss_gradients(rng, weighting):
+    """The pinball loss and the loss of non-crossing quantiles: exact gradients
+    (central differences, float64), values from the definition."""
+    q = np.array([0.1, 0.5, 0.9])
+    raw = rng.normal(size=(3, 4, 3))
+    target = rng.normal(size=(3, 4)) * 2
+    kwargs = {}
+    if weighting == "mask":
+        kwargs["weight"] = np.arange(4)[None, :] < np.array([4, 1, 2])[:, None]
+    elif weighting == "weights":
+        kwargs["weight"] = rng.uniform(0, 2, size=(3, 4))
+    elif weighting == "normalizer":
+        kwargs["normalizer"] = 7.0
+    loss, grad = losses.quantile_loss(raw, target, q, **kwargs)
+    assert grad.shape == raw.shape and grad.dtype == raw.dtype
+    assert_gradients_match_fd(lambda: losses.quantile_loss(raw, target, q, **kwargs)[0],
+                              {"raw": (raw, grad)}, rtol=1e-6, atol=1e-9)
+    pred = losses.monotone_quantiles(raw)
+    ploss, pgrad = losses.pinball_loss(pred, target, q, **kwargs)
+    assert ploss == loss
+    assert_gradients_match_fd(lambda: losses.pinball_loss(pred, target, q, **kwargs)[0],
+                              {"pred": (pred, pgrad)}, rtol=1e-6, atol=1e-9)
+    d = target[..., None] - pred
+    terms = np.mean(np.where(d >= 0, q * d, (q - 1) * d), axis=-1)
+    w = np.broadcast_to(kwargs.get("weight", 1.0), terms.shape).astype(float)
+    assert loss == pytest.approx(np.sum(w * terms) / kwargs.get("normalizer", w.sum()),
+                                 rel=1e-13)
+
+
+def test_quantiles_never_cross_and_pinball_finds_them(rng):
+    raw = rng.normal(size=(1000, 5)) * 20  # any values at all
+    qs = losses.monotone_quantiles(raw)
+    assert np.all(np.diff(qs, axis=-1) >= 0) and np.all(qs[:, 0] == raw[:, 0])
+    # the minimiser of the pinball loss of level q is the q-quantile of the data
+    y = rng.standard_exponential(20001)
+    levels = [0.1, 0.5, 0.9]
+    grid = np.linspace(0, 4, 4001)
+    for i, lev in enumerate(levels):
+        losses_at = [losses.pinball_loss(np.full((y.size, 1), g), y, [lev])[0]
+                     for g in grid[::40]]
+        best = grid[::40][int(np.argmin(losses_at))]
+        assert abs(best - np.quantile(y, lev)) < 0.05
+    # one level 0.5: half the absolute error
+    p = rng.normal(size=(6, 1))
+    t = rng.normal(size=6)
+    assert losses.pinball_loss(p, t, [0.5])[0] == pytest.approx(
+        0.5 * np.mean(np.abs(p[:, 0] - t)))
+
+
+def test_quantile_loss_input_errors():
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        losses.pinball_loss(np.zeros((2, 2)), np.zeros(2), [0.0, 0.5])
+    with pytest.raises(ValueError, match="increasing and distinct"):
+        losses.pinball_loss(np.zeros((2, 2)), np.zeros(2), [0.5, 0.1])
+    with pytest.raises(ValueError, match=r"\(\.\.\., n_quantiles=3\)"):
+        losses.quantile_loss(np.zeros((2, 2)), np.zeros(2), [0.1, 0.5, 0.9])
+    with pytest.raises(ValueError, match=r"target must have shape pred.shape\[:-1\]"):
+        losses.pinball_loss(np.zeros((2, 1)), np.zeros(3), [0.5])
+    with pytest.raises(ValueError, match="NaN"):
+        losses.quantile_loss(np.full((2, 1), np.nan), np.zeros(2), [0.5])
+    with pytest.raises(TypeError, match="quantiles must be a sequence"):
+        losses.pinball_loss(np.zeros((2, 1)), np.zeros(2), ["a"])
+
+
 def test_loss_input_errors():
     with pytest.raises(ValueError, match="same shape"):
         losses.mse_loss(np.zeros(3), np.zeros(4))

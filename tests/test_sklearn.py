@@ -23,6 +23,17 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler  # noqa: E
 from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
 
 
+# What scikit-learn itself declares for its stochastic mini-batch estimators (SGD*,
+# MLP*): weights equal to repeating the samples only up to the rounding of sums taken in
+# another order, which 60 epochs of float32 training amplify beyond the check's rtol of
+# 1e-7.  test_sample_weight_is_repetition_in_float64 checks the equivalence itself.
+EXPECTED_FAILED = {
+    "check_sample_weight_equivalence_on_dense_data":
+        "mini-batch training: integer weights equal repeated samples up to rounding "
+        "(tested in float64 by test_sample_weight_is_repetition_in_float64)",
+}
+
+
 @pytest.mark.parametrize("seed", [None, 0, 1, 2, 3, 4])
 @pytest.mark.parametrize("Estimator", [grucy.GRUClassifier, grucy.GRURegressor])
 def test_check_estimator_passes_with_default_settings(Estimator, seed):
@@ -34,10 +45,33 @@ def test_check_estimator_passes_with_default_settings(Estimator, seed):
         # protocol (get_params, set_params, __sklearn_tags__) without importing sklearn
         warnings.filterwarnings("ignore", message=".*does not inherit from")
         est = Estimator() if seed is None else Estimator(random_state=seed)
-        results = check_estimator(est, on_fail=None)
+        results = check_estimator(est, on_fail=None, expected_failed_checks=EXPECTED_FAILED)
     failed = {r["check_name"]: r["exception"] for r in results if r["status"] == "failed"}
     assert not failed, failed
-    assert sum(r["status"] == "passed" for r in results) > 45
+    assert sum(r["status"] == "passed" for r in results) > 50
+    # the sample_weight checks ran and passed
+    ran = {r["check_name"]: r["status"] for r in results}
+    for check in ("check_sample_weights_pandas_series", "check_sample_weights_list",
+                  "check_sample_weights_shape", "check_all_zero_sample_weights_error",
+                  "check_sample_weights_not_overwritten"):
+        assert ran[check] == "passed", check
+
+
+@pytest.mark.parametrize("Estimator", [grucy.GRUClassifier, grucy.GRURegressor])
+def test_sample_weight_is_repetition_in_float64(Estimator):
+    """Integer weights train the model that repeating the samples trains: the check
+    scikit-learn runs, in float64 and with a tolerance for the order of sums."""
+    rng = np.random.RandomState(42)
+    X = rng.rand(15, 30)
+    y = rng.randint(0, 3, size=15)
+    sw = rng.randint(0, 5, size=15)
+    assert sw.sum() <= 32  # one mini-batch either way (batch_size=32)
+    make = lambda: Estimator(dtype="float64", random_state=0)  # noqa: E731
+    repeated = make().fit(X.repeat(sw, axis=0), y.repeat(sw))
+    weighted = make().fit(X, y, sample_weight=sw)
+    method = "predict_proba" if Estimator is grucy.GRUClassifier else "predict"
+    np.testing.assert_allclose(getattr(weighted, method)(X), getattr(repeated, method)(X),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_grucy_import_does_not_import_sklearn():

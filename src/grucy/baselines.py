@@ -1,7 +1,12 @@
 """Simple baselines the demos and quality tests compare the GRU models against.
 
 - :func:`fit_ar`: least-squares autoregression, the classic yardstick for sunspots;
-- :func:`char_bigram_bits_per_char`: a smoothed character bigram model.
+  :func:`ar_forecast` runs it recursively, :func:`select_ar_order` picks its order by
+  an information criterion;
+- :func:`seasonal_naive`: the value one season earlier;
+- :func:`char_bigram_bits_per_char`: a smoothed character bigram model;
+- :class:`CharNGramNaiveBayes`: a bag-of-character-n-grams text classifier (order
+  within the n-grams only), the yardstick of the line-classification demo.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from numpy.typing import ArrayLike
 
 from ._validation import _positive_int
 
-__all__ = ["sliding_windows", "fit_ar", "char_bigram_bits_per_char"]
+__all__ = ["sliding_windows", "fit_ar", "ar_forecast", "select_ar_order", "seasonal_naive",
+           "char_bigram_bits_per_char", "CharNGramNaiveBayes"]
 
 
 def sliding_windows(series: ArrayLike, lookback: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -40,6 +46,108 @@ def fit_ar(series: ArrayLike, order: int) -> Tuple[float, np.ndarray]:
     A = np.column_stack([np.ones(len(y)), X])
     coef = np.linalg.lstsq(A, y, rcond=None)[0]
     return coef[0], coef[1:]
+
+
+def ar_forecast(c: float, a: ArrayLike, history: ArrayLike, horizon: int) -> np.ndarray:
+    """Recursive forecasts of a fitted AR (``c, a`` from :func:`fit_ar`): the next
+    ``horizon`` values after ``history`` (m,) or after each row of (N, m), m >= order;
+    each forecast is fed back as the newest value.  Returns (horizon,) or (N, horizon)."""
+    a = np.asarray(a, dtype=np.float64)
+    h = np.asarray(history, dtype=np.float64)
+    horizon = _positive_int("horizon", horizon)
+    single = h.ndim == 1
+    h = np.atleast_2d(h)
+    p = len(a)
+    if h.shape[1] < p:
+        raise ValueError(f"history needs at least order={p} values, got {h.shape[1]}")
+    window = h[:, h.shape[1] - p:].copy()
+    out = np.empty((len(h), horizon))
+    for j in range(horizon):
+        out[:, j] = c + window @ a
+        window = np.concatenate([window[:, 1:], out[:, j:j + 1]], axis=1)
+    return out[0] if single else out
+
+
+def select_ar_order(series: ArrayLike, max_order: int, criterion: str = "bic") -> int:
+    """The AR order in 1..max_order minimising ``criterion`` ("bic", statsmodels'
+    default, or "aic") for least-squares fits on the same sample (the series after its
+    first max_order values)."""
+    series = np.asarray(series, dtype=np.float64)
+    max_order = _positive_int("max_order", max_order)
+    if criterion not in ("aic", "bic"):
+        raise ValueError(f"criterion must be 'aic' or 'bic', got {criterion!r}")
+    best, best_order = np.inf, 1
+    for p in range(1, max_order + 1):
+        X, y = sliding_windows(series[max_order - p:], p)
+        A = np.column_stack([np.ones(len(y)), X])
+        resid = y - A @ np.linalg.lstsq(A, y, rcond=None)[0]
+        n = len(y)
+        penalty = 2.0 if criterion == "aic" else np.log(n)
+        value = n * np.log(np.mean(resid ** 2)) + penalty * (p + 1)
+        if value < best:
+            best, best_order = value, p
+    return best_order
+
+
+def seasonal_naive(history: ArrayLike, horizon: int, season: int) -> np.ndarray:
+    """The seasonal-naive forecast: each of the next ``horizon`` values is the value one
+    season (``season`` steps) earlier, repeating the last season as often as needed.
+    ``history`` (m,) or (N, m) with m >= season."""
+    h = np.asarray(history, dtype=np.float64)
+    horizon = _positive_int("horizon", horizon)
+    season = _positive_int("season", season)
+    if h.shape[-1] < season:
+        raise ValueError(f"history needs at least season={season} values, got "
+                         f"{h.shape[-1]}")
+    last = h[..., h.shape[-1] - season:]
+    return last[..., np.arange(horizon) % season]
+
+
+class CharNGramNaiveBayes:
+    """Multinomial naive Bayes on the character n-grams of a text (n = 1..``n``), with
+    additive smoothing ``alpha``: a classic bag-of-n-grams text classifier, blind to
+    order beyond ``n`` characters.  ``fit(texts, labels)``, ``predict(texts)``."""
+
+    def __init__(self, n: int = 2, alpha: float = 0.1):
+        self.n = _positive_int("n", n)
+        self.alpha = float(alpha)
+        if not self.alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {alpha}")
+
+    def _grams(self, text):
+        return [text[i:i + k] for k in range(1, self.n + 1)
+                for i in range(len(text) - k + 1)]
+
+    def fit(self, texts, labels) -> "CharNGramNaiveBayes":
+        labels = np.asarray(labels)
+        self.classes_ = np.unique(labels)
+        vocab = {}
+        counts = []
+        for c in self.classes_:
+            row = {}
+            for t, lab in zip(texts, labels):
+                if lab == c:
+                    for g in self._grams(t):
+                        row[g] = row.get(g, 0) + 1
+                        vocab.setdefault(g, len(vocab))
+            counts.append(row)
+        table = np.zeros((len(self.classes_), len(vocab)))
+        for i, row in enumerate(counts):
+            for g, k in row.items():
+                table[i, vocab[g]] = k
+        table += self.alpha
+        self.vocab_ = vocab
+        self.log_prob_ = np.log(table / table.sum(axis=1, keepdims=True))
+        self.log_prior_ = np.log(np.array([np.mean(labels == c) for c in self.classes_]))
+        return self
+
+    def predict(self, texts) -> np.ndarray:
+        scores = np.tile(self.log_prior_, (len(texts), 1))
+        for j, t in enumerate(texts):
+            idx = [self.vocab_[g] for g in self._grams(t) if g in self.vocab_]
+            if idx:
+                scores[j] += self.log_prob_[:, idx].sum(axis=1)
+        return self.classes_[np.argmax(scores, axis=1)]
 
 
 def char_bigram_bits_per_char(train: str, test: str, alpha: float = 0.1) -> float:

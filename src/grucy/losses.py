@@ -38,7 +38,8 @@ from numpy.typing import ArrayLike
 
 from ._validation import _as_real_array, _real, check_finite
 
-__all__ = ["mse_loss", "mae_loss", "huber_loss", "cross_entropy_loss", "count_terms",
+__all__ = ["mse_loss", "mae_loss", "huber_loss", "cross_entropy_loss", "pinball_loss",
+           "quantile_loss", "monotone_quantiles", "check_quantiles", "count_terms",
            "LOSSES"]
 
 
@@ -243,6 +244,112 @@ def cross_entropy_loss(logits: ArrayLike, target: ArrayLike,
     np.put_along_axis(grad, tgt[..., None],
                       np.take_along_axis(grad, tgt[..., None], axis=-1) - 1, axis=-1)
     return _reduce(terms, grad, w, norm)
+
+
+def check_quantiles(quantiles, name="quantiles") -> np.ndarray:
+    """``quantiles`` as a 1-D float64 array of distinct levels in (0, 1), increasing."""
+    try:
+        q = np.asarray(quantiles, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a sequence of numbers in (0, 1), got "
+                        f"{quantiles!r}") from None
+    if q.ndim != 1 or q.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence of levels in (0, 1), "
+                         f"got shape {q.shape}")
+    if not np.all(np.isfinite(q)) or np.any(q <= 0) or np.any(q >= 1):
+        raise ValueError(f"{name} must lie strictly between 0 and 1, got {q.tolist()}")
+    if np.any(np.diff(q) <= 0):
+        raise ValueError(f"{name} must be increasing and distinct, got {q.tolist()}")
+    return q
+
+
+def _quantile_inputs(pred, target, quantiles, weight):
+    p = _as_pred("pred", pred)
+    q = check_quantiles(quantiles)
+    if p.ndim == 0 or p.shape[-1] != q.size:
+        raise ValueError(f"pred must have shape (..., n_quantiles={q.size}), got {p.shape}")
+    t = _as_real_array("target", target).astype(p.dtype, copy=False)
+    check_finite("target", t)
+    if t.shape != p.shape[:-1]:
+        raise ValueError(f"target must have shape pred.shape[:-1] = {p.shape[:-1]}, got "
+                         f"{t.shape}")
+    return p, t, q, _term_weight(weight, t.shape)
+
+
+def pinball_loss(pred: ArrayLike, target: ArrayLike, quantiles: ArrayLike,
+                 weight: Optional[ArrayLike] = None, *,
+                 normalizer: Optional[float] = None) -> Tuple[float, np.ndarray]:
+    """Pinball (quantile) loss of predicted quantiles and its (sub)gradient.
+
+    For a level ``q`` and ``d = target - pred``, ``rho_q(d) = max(q d, (q - 1) d)``; the
+    term of one target value is the mean of ``rho`` over the levels (so with the single
+    level 0.5 it is half the absolute error).  Minimised by the true conditional
+    quantiles.
+
+    Parameters
+    ----------
+    pred : array_like, shape (..., n_quantiles)
+        One predicted value per level for each target value.
+    target : array_like, shape (...)
+    quantiles : sequence of float
+        Increasing levels in (0, 1).
+    weight, normalizer
+        As in :func:`mse_loss` (one term per target value).
+
+    Returns
+    -------
+    loss : float
+    grad : ndarray
+        ``dloss/dpred`` (``-q`` below the target, ``1 - q`` above, 0 where equal; times
+        the weight over the normalizer and the number of levels), shape of ``pred``.
+    """
+    p, t, q, w = _quantile_inputs(pred, target, quantiles, weight)
+    norm = _normalize(normalizer, w, t.shape)
+    d = t[..., None].astype(np.float64) - p
+    terms = np.mean(np.maximum(q * d, (q - 1) * d), axis=-1)
+    grad = (np.where(d > 0, -q, np.where(d < 0, 1 - q, 0.0)) / q.size).astype(p.dtype)
+    return _reduce(terms, grad, w, norm)
+
+
+def _softplus(a):
+    return np.logaddexp(0.0, a)
+
+
+def _sigmoid(a):
+    return 0.5 * (1.0 + np.tanh(0.5 * a))
+
+
+def monotone_quantiles(raw: ArrayLike) -> np.ndarray:
+    """Non-crossing quantiles from unconstrained values: ``q_0 = a_0`` and
+    ``q_j = q_{j-1} + softplus(a_j)`` along the last axis.
+
+    A network that outputs ``raw`` (..., n_quantiles) predicts quantiles that increase
+    with the level whatever its weights: they never cross.  Returns float64.
+    """
+    a = _as_pred("raw", raw).astype(np.float64)
+    if a.ndim == 0:
+        raise ValueError("raw must have a quantile axis (..., n_quantiles)")
+    steps = np.concatenate([a[..., :1], _softplus(a[..., 1:])], axis=-1)
+    return np.cumsum(steps, axis=-1)
+
+
+def quantile_loss(raw: ArrayLike, target: ArrayLike, quantiles: ArrayLike,
+                  weight: Optional[ArrayLike] = None, *,
+                  normalizer: Optional[float] = None) -> Tuple[float, np.ndarray]:
+    """:func:`pinball_loss` of :func:`monotone_quantiles` ``(raw)``, with the gradient
+    with respect to ``raw``: the loss of a network whose quantiles never cross (as
+    cross-entropy on logits is the loss of a softmax output).
+
+    Arguments as in :func:`pinball_loss`, with ``raw`` (..., n_quantiles) in place of
+    ``pred``; the gradient has ``raw``'s shape and dtype.
+    """
+    a = _as_pred("raw", raw)
+    pred = monotone_quantiles(a)
+    loss, dq = pinball_loss(pred, target, quantiles, weight, normalizer=normalizer)
+    # q_j = sum_{i<=j} s_i with s_0 = a_0, s_i = softplus(a_i): dL/ds_i = sum_{j>=i} dL/dq_j
+    ds = np.cumsum(dq[..., ::-1], axis=-1)[..., ::-1]
+    ds[..., 1:] *= _sigmoid(a[..., 1:].astype(np.float64))
+    return loss, ds.astype(a.dtype, copy=False)
 
 
 #: The regression losses by name, as the models' ``loss=`` argument accepts them.

@@ -11,8 +11,8 @@ from .._version import __version__
 __all__ = ["add", "collect_info", "OPTIONAL"]
 
 
-OPTIONAL = ("scikit-learn", "tqdm", "matplotlib", "threadpoolctl", "mpi4py", "torch",
-            "onnx", "onnxruntime", "keras")
+OPTIONAL = ("scikit-learn", "pandas", "tqdm", "matplotlib", "threadpoolctl", "mpi4py",
+            "torch", "onnx", "onnxruntime", "keras")
 
 
 def collect_info():

@@ -8,6 +8,8 @@
   sequences of 8 features (needs scikit-learn, which ships the data).
 - :func:`load_stdlib_text`: a text corpus from the Python standard library's own source
   files, for the character-level language model.
+- :func:`load_stdlib_lines`: single lines of that source labelled by the kind of
+  statement they hold (variable-length sequences to classify).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["load_sunspots", "load_co2", "load_digits_sequences", "load_stdlib_text",
-           "STDLIB_MODULES"]
+__all__ = ["load_sunspots", "load_co2", "calendar_features", "load_digits_sequences",
+           "load_stdlib_text", "load_stdlib_lines", "LINE_KINDS", "STDLIB_MODULES"]
 
 
 def _rows(filename):
@@ -47,11 +49,12 @@ def load_sunspots() -> Tuple[np.ndarray, np.ndarray]:
     return years, values
 
 
-def load_co2() -> Tuple[np.ndarray, np.ndarray]:
+def load_co2(fill: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     """Weekly atmospheric CO2 (ppm) at Mauna Loa, 1958-03-29 to 2001-12-29 (2284 weeks).
 
     Returns ``(dates, values)``: ``dates`` datetime64[D], ``values`` float64 with NaN for
-    the weeks that have no measurement.
+    the 59 weeks that have no measurement, or with ``fill=True`` those weeks linearly
+    interpolated between their neighbours.
     """
     header, rows = _rows("co2.csv")
     if header != ["date", "co2"]:  # pragma: no cover - guards the shipped file
@@ -60,7 +63,26 @@ def load_co2() -> Tuple[np.ndarray, np.ndarray]:
                      dtype="datetime64[D]")
     values = np.array([float(r[1]) if len(r) > 1 and r[1].strip() else np.nan
                        for r in rows], dtype=np.float64)
+    if fill:
+        t = np.arange(len(values))
+        known = ~np.isnan(values)
+        values = np.interp(t, t[known], values[known])
     return dates, values
+
+
+def calendar_features(dates, harmonics: int = 2, period_days: float = 365.25) -> np.ndarray:
+    """Calendar covariates of ``dates`` (datetime64 or anything NumPy reads as dates):
+    ``sin`` and ``cos`` of ``2 pi k t`` for k = 1..``harmonics``, t the fraction of the
+    year (of ``period_days``) gone by.  Known in advance for any date: the covariates a
+    :class:`grucy.Forecaster` reads for the seasons.  Returns (n, 2 * harmonics)."""
+    from .._validation import _positive_int
+
+    harmonics = _positive_int("harmonics", harmonics)
+    d = np.asarray(dates, dtype="datetime64[D]")
+    days = (d - d.astype("datetime64[Y]")).astype(np.float64)
+    phase = 2 * np.pi * days / float(period_days)
+    return np.column_stack([f(k * phase) for k in range(1, harmonics + 1)
+                            for f in (np.sin, np.cos)])
 
 
 def load_digits_sequences() -> Tuple[np.ndarray, np.ndarray]:
@@ -133,3 +155,112 @@ def load_stdlib_text(max_chars: int = 400_000, modules: Sequence[str] = STDLIB_M
                            f"{sys.version.split()[0]} (is the standard library installed "
                            f"without .py sources?)")
     return "".join(parts)
+
+
+#: The kinds of line :func:`load_stdlib_lines` labels, and the statements they stand for.
+LINE_KINDS = {
+    "import": "import / from ... import",
+    "def": "def or class header",
+    "control": "if / for / while / with / try header",
+    "return": "return",
+    "raise": "raise",
+    "assign": "assignment (=, +=, annotated)",
+    "call": "a call as a statement",
+    "comment": "a comment line",
+}
+
+
+def _source(name):
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    origin = getattr(spec, "origin", None)
+    if not origin or not origin.endswith(".py"):
+        return None
+    try:
+        with open(origin, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _line_kinds(source):
+    """{line number: kind} for the lines of ``source`` that hold one whole statement (or
+    a whole compound-statement header, or a comment)."""
+    import ast
+    import tokenize
+
+    lines = source.splitlines()
+    kinds = {}
+    simple = {ast.Import: "import", ast.ImportFrom: "import", ast.Return: "return",
+              ast.Raise: "raise", ast.Assign: "assign", ast.AugAssign: "assign",
+              ast.AnnAssign: "assign"}
+    header = {ast.FunctionDef: ("def", "def"), ast.AsyncFunctionDef: ("def", "async"),
+              ast.ClassDef: ("def", "class"), ast.If: ("control", "if"),
+              ast.For: ("control", "for"), ast.While: ("control", "while"),
+              ast.With: ("control", "with"), ast.Try: ("control", "try")}
+    seen = {}
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.stmt):
+            continue
+        seen[node.lineno] = seen.get(node.lineno, 0) + 1
+        text = lines[node.lineno - 1].strip()
+        kind = simple.get(type(node))
+        if kind is None and isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            kind = "call"
+        if kind is not None:
+            if node.end_lineno == node.lineno:
+                kinds[node.lineno] = kind
+            continue
+        kind, keyword = header.get(type(node), (None, None))
+        if kind is not None and text.startswith(keyword) and text.endswith(":"):
+            kinds[node.lineno] = kind
+    for k in [k for k, n in seen.items() if n > 1]:  # "a = 1; b = 2": not one statement
+        kinds.pop(k, None)
+    readline = io.StringIO(source).readline
+    for tok in tokenize.generate_tokens(readline):
+        if tok.type == tokenize.COMMENT and lines[tok.start[0] - 1].strip().startswith("#"):
+            kinds[tok.start[0]] = "comment"
+    return {n: k for n, k in kinds.items() if lines[n - 1].strip()}
+
+
+def load_stdlib_lines(max_length: int = 80,
+                      modules: Sequence[str] = STDLIB_MODULES) -> Tuple[list, list]:
+    """Lines of the Python standard library's own source, each labelled by what it holds
+    (:data:`LINE_KINDS`: import, def, control, return, raise, assign, call, comment).
+
+    The source files of ``modules`` are parsed with :mod:`ast` (and :mod:`tokenize` for
+    comments) without importing them; a line is kept when it holds one whole statement
+    of those kinds (or a whole ``def``/``if``/... header, or a comment), stripped of its
+    indentation, at most ``max_length`` characters long.  Each distinct (line, kind)
+    pair is kept once, in the order found.  Deterministic for a given Python version.
+
+    Returns
+    -------
+    (lines, kinds) : list of str, list of str
+    """
+    from .._validation import _positive_int
+
+    max_length = _positive_int("max_length", max_length)
+    lines, kinds, seen = [], [], set()
+    for name in modules:
+        source = _source(name)
+        if source is None:
+            continue
+        try:
+            found = _line_kinds(source)
+        except (SyntaxError, ValueError):  # pragma: no cover - a newer grammar
+            continue
+        text = source.splitlines()
+        for number in sorted(found):
+            line = text[number - 1].strip()
+            key = (line, found[number])
+            if len(line) <= max_length and key not in seen:
+                seen.add(key)
+                lines.append(line)
+                kinds.append(found[number])
+    if not lines:
+        raise RuntimeError(f"no standard-library source files found for Python "
+                           f"{sys.version.split()[0]}")
+    return lines, kinds

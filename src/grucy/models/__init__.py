@@ -21,8 +21,8 @@ options every model shares are declared once, in :class:`~grucy.models.base.GRUM
 from .base import GRUModel, NotFittedError
 from .charlm import CharLM
 from .forecaster import Forecaster
-from .nets import CharNet, ReadoutNet
+from .nets import CharNet, ReadoutNet, SequenceNet
 from .sequence import GRUClassifier, GRURegressor
 
 __all__ = ["Forecaster", "GRUClassifier", "GRURegressor", "CharLM", "NotFittedError",
-           "GRUModel", "ReadoutNet", "CharNet"]
+           "GRUModel", "ReadoutNet", "SequenceNet", "CharNet"]

@@ -1,33 +1,48 @@
-"""Forecasting: :class:`Forecaster`, the next values of a univariate or multivariate
-series from its last ``lookback`` values."""
+"""Forecasting: :class:`Forecaster`, the next values of one series or of many (a global
+model), with covariates known in advance, quantiles and prediction intervals, pandas in
+and out, and rolling-origin backtests (:mod:`~grucy.models._backtest`)."""
 
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass
-from typing import Any, Callable, ClassVar, Optional, Tuple
+from typing import Any, Callable, ClassVar, List, Optional, Tuple
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .._validation import _positive_int, check_finite
+from .._validation import _as_real_array, _flag, _positive_int, _real, check_finite
 from ..io import PathLike, register
-from ..losses import LOSSES
-from ..training import ArrayTask
-from .base import GRUModel, _check_fraction, _mean_output_gradient, _validation_split
-from .nets import ReadoutNet
+from ..losses import LOSSES, check_quantiles, monotone_quantiles, quantile_loss
+from ..training import SequenceTask
+from ._backtest import interpolate_level, run_backtest
+from ._series import (Series, as_pandas, check_frequency, is_pandas, read_covariates,
+                      read_series)
+from .base import GRUModel, _check_fraction, _mean_output_gradient
+from .nets import ReadoutNet, SequenceNet, net_from_config
 
 __all__ = ["Forecaster"]
+
+
+def _is_series_list(y):
+    """A list of series (arrays, pandas objects, lists) rather than one list of numbers."""
+    return (isinstance(y, (list, tuple)) and len(y) > 0
+            and all(not np.isscalar(v) for v in y))
 
 
 @register(kind="grucy.Forecaster")
 @dataclass(eq=False, repr=False)
 class Forecaster(GRUModel):
-    """GRU forecaster of the next values of a univariate or multivariate series.
+    """GRU forecaster of one series or of many, univariate or multivariate, with
+    covariates known in advance and quantile forecasts.
 
-    A GRU reads windows of the last ``lookback`` values (every series standardised with
-    the training series' mean and standard deviation); a linear readout of its final
-    state predicts the next ``horizon`` values.  :meth:`predict` extends a history by any
-    number of steps, feeding predictions back in (recursive multi-step forecasting).
+    A GRU reads windows of the last ``lookback`` values (each series standardised with
+    its own mean and standard deviation); a linear readout of its final state predicts
+    the next ``horizon`` values.  With covariates ``X`` (known in advance: calendar,
+    planned inputs) the GRU reads the window with its covariates, then the ``horizon``
+    future steps' covariates, and a readout at each future step predicts its value (a
+    step's forecast never depends on later covariates).  :meth:`predict` extends a
+    history by any number of steps, feeding the (median) forecasts back in (recursive
+    multi-step forecasting).
 
     Parameters
     ----------
@@ -35,17 +50,29 @@ class Forecaster(GRUModel):
         Steps of history the network reads.
     horizon : int, default 1
         Steps predicted at once (trained jointly); longer forecasts are recursive.
+    quantiles : sequence of float or None, default None
+        Levels in (0, 1), e.g. ``(0.1, 0.5, 0.9)``: train on the pinball loss for these
+        quantiles (0.5 is always added: the point forecast is the median) instead of
+        ``loss``; the quantiles never cross.  Intervals within ``horizon`` are direct
+        forecasts; beyond it they are conditional on the median path (too narrow), so
+        set ``horizon`` to the forecast length you need intervals for.
+    temporal_norm : bool, default False
+        Subtract each window's mean (in the series' standardised units) from the window
+        and its targets: the network sees shapes, not levels, and follows a trend or a
+        level beyond the range it was trained on (NeuralForecast's temporal
+        normalisation).
     hidden_size, num_layers : int, default 32, 1
     dropout : float, default 0
         Between GRU layers and before the readout.
     loss : {"mse", "mae", "huber"}, default "mse"
+        The training loss without ``quantiles``.
     epochs, batch_size, lr : int, int, float, default 80, 32, 3e-3
     optimizer : {"adam", "adamw", "sgd"}, default "adam"
     weight_decay : float, default 0
     schedule : None, "step", "cosine" or "plateau"
     max_grad_norm : float or None, default 1.0
     validation_fraction : float in [0, 1), default 0
-        The latest windows held out for validation (chronological split).
+        The latest windows of each series held out for validation (chronological).
     patience : int or None
         Early stopping patience (restores the best weights).
     dtype : {"float32", "float64"}, default "float32"
@@ -57,11 +84,19 @@ class Forecaster(GRUModel):
     ----------
     n_series_ : int
         Columns of the training series (1 for a 1-D series).
-    mean_, scale_ : ndarray of shape ``(n_series_,)``
-        The standardisation.
+    n_fitted_series_ : int or None
+        The number of series of a list fitted on (a global model); None for one series.
+    mean_, scale_ : ndarray ``(n_series_,)``, or ``(n_fitted_series_, n_series_)``
+        The standardisation of each series.
+    n_covariates_ : int
+        Covariate columns (0 without ``X``).
+    quantiles_ : ndarray or None
+        The quantile levels predicted (with 0.5).
+    freq_ : str or None
+        The frequency of a pandas series' index.
     history_ : dict of lists
         Per-epoch ``loss`` (scaled units), ``lr`` and, with validation, ``val_loss`` and
-        ``val_rmse`` (data units).
+        ``val_rmse`` (data units, of the point forecast).
 
     Examples
     --------
@@ -75,147 +110,449 @@ class Forecaster(GRUModel):
     lookback: int = 12
     horizon: int = 1
     _: KW_ONLY
+    quantiles: Any = None
+    temporal_norm: bool = False
     loss: str = "mse"
     epochs: int = 80
     lr: float = 3e-3
 
     input_kind: ClassVar[str] = "series"
     _fitted_private: ClassVar[Tuple[str, ...]] = ("_univariate",)
-    _net_class: ClassVar[Any] = ReadoutNet
+    _net_class: ClassVar[Any] = staticmethod(net_from_config)
 
-    # -- data -------------------------------------------------------------------------
-    @staticmethod
-    def _as_series(name, series):
-        s = np.asarray(series)
-        if s.dtype.kind not in "biuf":
-            raise TypeError(f"{name} must hold real numbers, got dtype {s.dtype}")
-        s = s.astype(np.float64)
-        if s.ndim not in (1, 2):
-            raise ValueError(f"{name} must be 1-D (n,) or 2-D (n, k), got shape {s.shape}")
-        if s.size == 0:
-            raise ValueError(f"{name} is empty (shape {s.shape}); it needs values, oldest "
-                             f"first, in at least one column")
-        check_finite(name, s, hint="fill or drop missing values first")
-        return s
-
-    def _windows(self, scaled):
-        """Inputs (N, lookback, k) and targets (N, horizon * k) of every window."""
-        L, h = self.lookback, self.horizon
-        N = len(scaled) - L - h + 1
-        if N < 1:
-            raise ValueError(f"series needs at least lookback + horizon = {L + h} values, "
-                             f"got {len(scaled)}")
-        idx = np.arange(N)[:, None]
-        X = scaled[idx + np.arange(L)]
-        Y = scaled[idx + L + np.arange(h)].reshape(N, -1)
-        return X, Y
-
-    def fit(self, series: ArrayLike, *, checkpoint: Optional[PathLike] = None, checkpoint_every: int = 1,
+    # -- fitting --------------------------------------------------------------------------
+    def fit(self, y: Any, X: Any = None, *, sample_weight: Any = None,
+            checkpoint: Optional[PathLike] = None, checkpoint_every: int = 1,
             resume: Optional[PathLike] = None, distributed: Any = "auto") -> "Forecaster":
-        """Train on every window of ``series``; returns self.
+        """Train on every window of ``y``; returns self.
 
         Parameters
         ----------
-        series : array_like, shape (n,) or (n, k)
-            Finite values, oldest first.
+        y : array_like (n,) or (n, k), pandas Series or DataFrame, or a list of them
+            Finite values, oldest first.  A list: a global model over many series (each
+            standardised on its own; all with the same k).
+        X : array_like (n, c), pandas, or a list of them, optional
+            Covariates known in advance, one row per step of ``y`` (pandas: aligned by
+            the index).  The model then needs them at predict time too.
+        sample_weight : array_like (n,) or a list of them, optional
+            Weight of each step of ``y`` as a target (0 leaves it out of the loss).
         checkpoint, checkpoint_every, resume, distributed
             See :class:`grucy.training.Trainer`.
         """
-        self.lookback_ = _positive_int("lookback", self.lookback)
-        self.horizon_ = _positive_int("horizon", self.horizon)
+        L = self.lookback_ = _positive_int("lookback", self.lookback)
+        h = self.horizon_ = _positive_int("horizon", self.horizon)
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
         frac = _check_fraction("validation_fraction", self.validation_fraction)
-        s = self._as_series("series", series)
-        self._univariate = s.ndim == 1
-        s2 = s.reshape(len(s), -1)
-        k = s2.shape[1]
-        mean, scale = s2.mean(axis=0), s2.std(axis=0)
-        scale[scale == 0] = 1.0
+        temporal = _temporal_norm(self.temporal_norm)
+        self.quantiles_ = _with_median(self.quantiles)
+        many = _is_series_list(y)
+        series = self._read_all("y", y, many)
+        k = series[0].values.shape[1]
+        covs = self._fit_covariates(X, series, many)
+        weights = self._fit_weights(sample_weight, series, many)
+        self._univariate = series[0].univariate
+        self.n_series_, self.n_fitted_series_ = k, len(series) if many else None
+        self.freq_ = (str(_freq_name(check_frequency("y", series[0].index)))
+                      if series[0].is_pandas else None)
+        self.columns_ = _json_labels(series[0].columns)
+        stats = [(s.values.mean(axis=0), s.values.std(axis=0)) for s in series]
+        for _, sd in stats:
+            sd[sd == 0] = 1.0
+        means, scales = np.array([m for m, _ in stats]), np.array([sd for _, sd in stats])
+        self.mean_, self.scale_ = (means, scales) if many else (means[0], scales[0])
+        parts = []
+        for i, s in enumerate(series):
+            name = f"y[{i}]" if many else "y"
+            scaled = (s.values - means[i]) / scales[i]
+            c = None if covs is None else (covs[i] - self.covariate_mean_) / \
+                self.covariate_scale_
+            parts.append(self._windows(name, scaled, c, None if weights is None
+                                       else weights[i], temporal))
+        Xw = np.concatenate([p[0] for p in parts])
+        Yw = np.concatenate([p[1] for p in parts])
+        Ww = None if weights is None else np.concatenate([p[2] for p in parts])
+        unit = np.concatenate([np.broadcast_to(np.tile(scales[i], h), p[1].shape)
+                               for i, p in enumerate(parts)])
+        train_idx, val_idx = _chronological_split([len(p[1]) for p in parts], frac)
         dtype = self._dtype()
-        X, Y = self._windows((s2 - mean) / scale)
         seed = self._seed_for_fit(self.random_state, resume, distributed)
         rng = np.random.default_rng(seed)
-        train_idx, val_idx = _validation_split(len(X), frac, rng, chronological=True)
-        net = ReadoutNet(k, _positive_int("hidden_size", self.hidden_size), self.horizon_ * k,
-                         num_layers=_positive_int("num_layers", self.num_layers),
-                         dropout=self.dropout, dtype=dtype,
-                         seed=int(rng.integers(2**63)))
-        unit_scale = np.tile(scale, self.horizon_)
+        Q = 1 if self.quantiles_ is None else len(self.quantiles_)
+        hidden = _positive_int("hidden_size", self.hidden_size)
+        layers = _positive_int("num_layers", self.num_layers)
+        if covs is None:
+            net = ReadoutNet(k, hidden, h * k * Q, num_layers=layers, dropout=self.dropout,
+                             dtype=dtype, seed=int(rng.integers(2**63)))
+        else:
+            net = SequenceNet(Xw.shape[2], hidden, k * Q, num_layers=layers,
+                              dropout=self.dropout, last_steps=h, dtype=dtype,
+                              seed=int(rng.integers(2**63)))
+        loss = self._loss()
+        point = self._point
 
-        def rmse(out, y):
-            return float(np.sum(np.square((out - y) * unit_scale))), float(y.size)
+        def rmse(out, target, wt, indices):
+            err = (point(out) - target) * unit[indices]
+            return float(np.sum(wt * np.square(err))), float(wt.sum())
 
-        task = ArrayTask(net, X.astype(dtype), Y.astype(dtype), LOSSES[self.loss],
-                         train_idx, val_idx, metrics={"rmse": rmse})
-        self.n_series_, self.mean_, self.scale_ = k, mean, scale
+        task = SequenceTask(net, Xw.astype(dtype), Yw.astype(dtype), loss, train_idx,
+                            val_idx, metrics={"rmse": rmse}, weight=Ww)
         self.net_ = net
         self._run(task, seed, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                   resume=resume, distributed=distributed)
         return self
 
-    def _histories(self, history):
-        """History as (N, m, k) scaled, and whether the input was a single series."""
-        h = np.asarray(history)
-        if h.dtype.kind not in "biuf":
-            raise TypeError(f"history must hold real numbers, got dtype {h.dtype}")
-        h = given = h.astype(np.float64)
-        if h.size == 0:
-            raise ValueError(f"history is empty (shape {h.shape}); it needs at least "
-                             f"lookback={self.lookback_} steps of at least one series")
-        k = self.n_series_
-        if self._univariate:
-            single = h.ndim == 1
-            if h.ndim not in (1, 2):
-                raise ValueError(f"history must be (m,) or (N, m) for a model fitted on a "
-                                 f"1-D series, got shape {h.shape}")
-            h = h.reshape((1 if single else h.shape[0]), -1, 1)
-        else:
-            single = h.ndim == 2
-            if h.ndim not in (2, 3) or h.shape[-1] != k:
-                raise ValueError(f"history must be (m, {k}) or (N, m, {k}) for a model "
-                                 f"fitted on {k} series, got shape {h.shape}")
-            h = h.reshape((1 if single else h.shape[0]), h.shape[-2], k)
-        if h.shape[1] < self.lookback_:
-            raise ValueError(f"history needs at least lookback={self.lookback_} steps, got "
-                             f"{h.shape[1]}")
-        check_finite("history", given, hint="fill or drop missing values first")
-        return (h - self.mean_) / self.scale_, single
+    def _read_all(self, name, y, many) -> List[Series]:
+        if not many:
+            return [read_series(name, y)]
+        series = [read_series(f"{name}[{i}]", s) for i, s in enumerate(y)]
+        shapes = {(s.values.shape[1], s.univariate) for s in series}
+        if len(shapes) != 1:
+            raise ValueError(f"every series of {name} must have the same columns (all 1-D, "
+                             f"or all with the same k), got {sorted(shapes)}")
+        if len({s.is_pandas for s in series}) != 1:
+            raise ValueError(f"{name} mixes pandas objects and arrays; give one kind")
+        return series
 
-    def predict(self, history: ArrayLike, horizon: int = 1) -> np.ndarray:
-        """The next ``horizon`` values after ``history`` (recursive beyond ``self.horizon``).
+    def _fit_covariates(self, X, series, many):
+        self.covariate_names_ = None
+        if X is None:
+            self.n_covariates_ = 0
+            self.covariate_mean_ = self.covariate_scale_ = np.zeros(0)
+            return None
+        if many != _is_series_list(X) or (many and len(X) != len(series)):
+            what = f"a list of {len(series)} covariate tables" if many else "one table"
+            raise ValueError(f"X must match y: {what}, one per series of y")
+        Xs = X if many else [X]
+        covs = [read_covariates(f"X[{i}]" if many else "X", x, s)
+                for i, (x, s) in enumerate(zip(Xs, series))]
+        if len({c.shape[1] for c in covs}) != 1:
+            raise ValueError("every covariate table of X must have the same columns")
+        if is_pandas(Xs[0]) and Xs[0].ndim == 2:
+            self.covariate_names_ = _json_labels(list(Xs[0].columns))
+        allc = np.concatenate(covs)
+        self.n_covariates_ = allc.shape[1]
+        self.covariate_mean_ = allc.mean(axis=0)
+        sd = allc.std(axis=0)
+        sd[sd == 0] = 1.0
+        self.covariate_scale_ = sd
+        return covs
+
+    @staticmethod
+    def _fit_weights(sample_weight, series, many):
+        if sample_weight is None:
+            return None
+        ws = sample_weight if many else [sample_weight]
+        if many and (not _is_series_list(sample_weight) or len(ws) != len(series)):
+            raise ValueError(f"sample_weight must be a list of {len(series)} arrays, one "
+                             f"weight per step of each series of y")
+        out = []
+        for i, (w, s) in enumerate(zip(ws, series)):
+            name = f"sample_weight[{i}]" if many else "sample_weight"
+            if is_pandas(w) and s.is_pandas:
+                w = w.reindex(s.index)
+            arr = _as_real_array(name, w).astype(np.float64)
+            if arr.shape != (len(s.values),):
+                raise ValueError(f"{name} must hold one weight per step of y, shape "
+                                 f"({len(s.values)},), got {arr.shape}")
+            check_finite(name, arr)
+            if np.any(arr < 0):
+                raise ValueError(f"{name} must be >= 0")
+            out.append(arr)
+        if not sum(w.sum() for w in out) > 0:
+            raise ValueError("sample_weight is zero everywhere: nothing to fit")
+        return out
+
+    def _windows(self, name, scaled, cov, weight, temporal):
+        """Inputs, targets (N, horizon * k) and target weights of every window."""
+        L, h = self.lookback_, self.horizon_
+        n, k = scaled.shape
+        N = n - L - h + 1
+        if N < 1:
+            raise ValueError(f"{name} needs at least lookback + horizon = {L + h} values, "
+                             f"got {n}")
+        idx = np.arange(N)[:, None]
+        hist = scaled[idx + np.arange(L)]
+        fut = scaled[idx + L + np.arange(h)]
+        if temporal:
+            base = _window_level(hist, L + h)
+            hist, fut = hist - base[:, :L], fut - base[:, L:]
+        Y = fut.reshape(N, h * k)
+        if cov is None:
+            X = hist
+        else:
+            X = np.zeros((N, L + h, k + 1 + cov.shape[1]))
+            X[:, :L, :k] = hist
+            X[:, :L, k] = 1.0
+            X[:, :, k + 1:] = cov[idx + np.arange(L + h)]
+        W = None if weight is None else np.repeat(weight[idx + L + np.arange(h)], k, axis=1)
+        return X, Y, W
+
+    def _loss(self):
+        """The training loss on the network's output (point or quantile)."""
+        if self.quantiles_ is None:
+            base = LOSSES[self.loss]
+
+            def loss(out, target, weight=None, normalizer=None):
+                value, grad = base(out.reshape(target.shape), target, weight,
+                                   normalizer=normalizer)
+                return value, grad.reshape(out.shape)
+            return loss
+        q, Q = self.quantiles_, len(self.quantiles_)
+
+        def loss(out, target, weight=None, normalizer=None):
+            value, grad = quantile_loss(out.reshape(target.shape + (Q,)), target, q, weight,
+                                        normalizer=normalizer)
+            return value, grad.reshape(out.shape)
+        return loss
+
+    def _point(self, out):
+        """The point forecast (the median with quantiles), (B, horizon * k)."""
+        B = len(out)
+        if self.quantiles_ is None:
+            return out.reshape(B, -1)
+        q = monotone_quantiles(out.reshape(B, -1, len(self.quantiles_)))
+        return q[..., self._median_index()]
+
+    def _median_index(self):
+        return int(np.flatnonzero(np.isclose(self.quantiles_, 0.5))[0])
+
+    # -- forecasting ------------------------------------------------------------------------
+    def predict(self, y: Any, horizon: int = 1, X: Any = None) -> Any:
+        """The next ``horizon`` values after ``y`` (the median with ``quantiles``;
+        recursive beyond ``self.horizon``).
 
         Parameters
         ----------
-        history : array_like
-            For a model fitted on a 1-D series: (m,) one history, or (N, m) N histories;
-            for k series: (m, k) or (N, m, k).  Only the last ``lookback`` steps are read;
-            m >= lookback.
+        y : array_like, pandas or list
+            The history.  For a model fitted on a 1-D series: (m,) one history, or (N, m)
+            N histories; for k series: (m, k) or (N, m, k); a pandas Series / DataFrame;
+            a list of histories (for a global model: one per series fitted on, in the
+            order of fit).  Only the last ``lookback`` steps are read; m >= lookback.
         horizon : int, default 1
+        X : covariates, optional
+            For a model fitted with covariates: rows for the history and the ``horizon``
+            steps ahead (m + horizon rows; pandas: aligned by the index, extra rows
+            ignored); a list for a list of histories, (N, m + horizon, c) for N.
 
         Returns
         -------
-        ndarray
+        ndarray, pandas or list
             (horizon,) / (N, horizon) for a 1-D series, (horizon, k) / (N, horizon, k)
-            otherwise; in data units.
+            otherwise, in data units; a pandas Series / DataFrame indexed by the next
+            ``horizon`` periods for pandas input (columns kept); a list for a list.
         """
+        q, items, form = self._forecast(y, horizon, X)
+        point = [a[..., self._median_index() if self.quantiles_ is not None else 0]
+                 for a in q]
+        return self._shape(point, items, form, horizon)
+
+    def predict_quantiles(self, y: Any, horizon: int = 1, X: Any = None) -> Any:
+        """The ``quantiles_`` of the next ``horizon`` values: (horizon, n_quantiles), or
+        (horizon, k, n_quantiles) for k series (a leading N for N histories); pandas:
+        a DataFrame with the levels as columns (under each series' column for several).
+        Arguments as in :meth:`predict`; the quantiles never cross."""
+        self._needs_quantiles("predict_quantiles")
+        q, items, form = self._forecast(y, horizon, X)
+        return self._shape(q, items, form, horizon, levels=self.quantiles_)
+
+    def predict_interval(self, y: Any, horizon: int = 1, X: Any = None,
+                         coverage: float = 0.8) -> Tuple[Any, Any]:
+        """``(lower, upper)``: the central prediction interval of probability
+        ``coverage``, the ``(1 - coverage) / 2`` and ``(1 + coverage) / 2`` quantiles
+        (interpolated linearly between the fitted levels when not among them), each
+        shaped as :meth:`predict`'s result."""
+        self._needs_quantiles("predict_interval")
+        c = _real("coverage", coverage)
+        if not 0 < c < 1:
+            raise ValueError(f"coverage must lie strictly between 0 and 1, got {c}")
+        lo, hi = (1 - c) / 2, (1 + c) / 2
+        levels = self.quantiles_
+        if lo < levels[0] - 1e-12 or hi > levels[-1] + 1e-12:
+            raise ValueError(f"coverage={c} needs the {lo:g} and {hi:g} quantiles, outside "
+                             f"the fitted levels {levels.tolist()}; fit with quantiles "
+                             f"that include them")
+        q, items, form = self._forecast(y, horizon, X)
+        lower = [interpolate_level(a, levels, lo) for a in q]
+        upper = [interpolate_level(a, levels, hi) for a in q]
+        return (self._shape(lower, items, form, horizon),
+                self._shape(upper, items, form, horizon))
+
+    def backtest(self, y: Any, X: Any = None, *, start: Any = 0.8, horizon: int = 1,
+                 stride: int = 1, refit: bool = False,
+                 coverage: Optional[float] = 0.8) -> Any:
+        """Rolling-origin evaluation: forecasts of ``horizon`` steps from every origin
+        ``start, start + stride, ...`` of ``y``, each from the history before it.
+
+        Parameters
+        ----------
+        y : one series (array, pandas), or a list (one per series of a global model)
+        X : covariates as for :meth:`fit` (rows for every step of ``y``), optional
+        start : int, float or label, default 0.8
+            The first forecast step: an index (>= lookback), a fraction of the length,
+            or a label of a pandas index.
+        horizon, stride : int, default 1
+        refit : bool, default False
+            Refit a copy of the model (same options) on the history before each origin
+            (expanding window) instead of using this fitted model.
+        coverage : float or None, default 0.8
+            With ``quantiles``: the interval reported (``lower``, ``upper``, ``covered``).
+
+        Returns
+        -------
+        dict (a list of them for a list)
+            ``origins`` (positions of the first forecast step), ``forecast``,
+            ``actual``, ``error`` (forecast - actual), each (n_origins, horizon[, k]);
+            ``mae`` and ``rmse`` per origin; with quantiles ``quantiles`` (..., n_levels),
+            ``lower``, ``upper`` and ``coverage`` (the share of actual values inside);
+            for pandas ``y`` also ``frame``, a long DataFrame (origin, time, ...).
+        """
+        return run_backtest(self, y, X, start=start, horizon=horizon, stride=stride,
+                            refit=refit, coverage=coverage)
+
+    def _needs_quantiles(self, what):
+        self._check_is_fitted()
+        if self.quantiles_ is None:
+            raise ValueError(f"{what} needs a model fitted with quantiles, e.g. "
+                             f"Forecaster(quantiles=(0.1, 0.5, 0.9))")
+
+    def _items(self, y, X, horizon):
+        """[(Series, stats row, covariates (m + horizon, c) or None)], and the form."""
+        many = _is_series_list(y)
+        S = self.n_fitted_series_
+        if S is not None and (not many or len(y) != S):
+            raise ValueError(f"this model was fitted on a list of {S} series: give a list "
+                             f"of {S} histories, one per series, in the order of fit (each "
+                             f"is standardised as its series was)")
+        if many:
+            form, ys = "list", list(y)
+            Xs = [None] * len(ys) if X is None else X
+            if X is not None and (not _is_series_list(X) or len(X) != len(ys)):
+                raise ValueError(f"X must be a list of {len(ys)} covariate tables, one "
+                                 f"per history")
+        else:
+            arr = None if is_pandas(y) else np.asarray(y)
+            batch_ndim = 2 if self._univariate else 3
+            if arr is not None and arr.ndim not in (batch_ndim - 1, batch_ndim):
+                k = self.n_series_
+                what = ("(m,) or (N, m) for a model fitted on a 1-D series"
+                        if self._univariate else
+                        f"(m, {k}) or (N, m, {k}) for a model fitted on {k} series")
+                raise ValueError(f"y must be {what}, got shape {arr.shape}")
+            if arr is not None and arr.ndim == batch_ndim:
+                if arr.size == 0:
+                    raise ValueError(f"y is empty (shape {arr.shape}); it needs at least "
+                                     f"lookback={self.lookback_} steps of at least one "
+                                     f"series")
+                form, ys = "batch", list(arr)
+                Xs = [None] * len(ys) if X is None else list(_batch_covariates(X, len(ys)))
+            else:
+                form, ys, Xs = "single", [y], [X]
+        items = []
+        for i, (h, x) in enumerate(zip(ys, Xs)):
+            name = f"y[{i}]" if form != "single" else "y"
+            s = self._read_history(name, h)
+            cov = None
+            if self.n_covariates_:
+                cov = read_covariates(f"X[{i}]" if form != "single" else "X", x, s,
+                                      future=horizon, n_covariates=self.n_covariates_,
+                                      columns=self.covariate_names_)
+            elif x is not None:
+                raise ValueError("X was given, but the model was fitted without covariates")
+            items.append((s, i if S is not None else 0, cov))
+        return items, form
+
+    def _read_history(self, name, h):
+        if is_pandas(h) and h.ndim == 2 and self.columns_ is not None \
+                and set(self.columns_) <= set(map(_json_label, h.columns)):
+            h = h[[c for c in h.columns if _json_label(c) in self.columns_]]
+            h = h[sorted(h.columns, key=lambda c: self.columns_.index(_json_label(c)))]
+        s = read_series(name, h)
+        k = self.n_series_
+        if self._univariate and s.values.shape[1] != 1:
+            raise ValueError(f"{name} must be (m,) or (N, m) for a model fitted on a 1-D "
+                             f"series, got shape {np.shape(h)}")
+        if not self._univariate and (s.univariate or s.values.shape[1] != k):
+            raise ValueError(f"{name} must be (m, {k}) or (N, m, {k}) for a model fitted on "
+                             f"{k} series, got shape {np.shape(h)}")
+        if len(s.values) < self.lookback_:
+            raise ValueError(f"{name} needs at least lookback={self.lookback_} steps, got "
+                             f"{len(s.values)}")
+        return s
+
+    def _forecast(self, y, horizon, X):
+        """Quantiles (or point forecasts as one level) of the next ``horizon`` steps of
+        every history: a list of (horizon, k, Q) arrays in data units."""
         self._check_is_fitted()
         horizon = _positive_int("horizon", horizon)
-        scaled, single = self._histories(history)
-        k, L, h = self.n_series_, self.lookback_, self.horizon_
-        window = scaled[:, -L:]
-        steps = []
-        done = 0
+        items, form = self._items(y, X, horizon)
+        L = self.lookback_
+        means = np.atleast_2d(self.mean_)[[row for _, row, _ in items]]
+        scales = np.atleast_2d(self.scale_)[[row for _, row, _ in items]]
+        windows = np.stack([s.values[-L:] for s, _, _ in items])
+        windows = (windows - means[:, None]) / scales[:, None]
+        covs = None
+        if self.n_covariates_:
+            covs = np.stack([c[len(s.values) - L:] for s, _, c in items])
+            covs = (covs - self.covariate_mean_) / self.covariate_scale_
+        q = self._forecast_scaled(windows, covs, horizon)
+        q = q * scales[:, None, :, None] + means[:, None, :, None]
+        return list(q), items, form
+
+    def _forecast_scaled(self, windows, covs, horizon):
+        """(B, horizon, k, Q) forecasts in scaled units from windows (B, L, k) and
+        covariates (B, L + horizon, c) (scaled)."""
+        L, h, k = self.lookback_, self.horizon_, self.n_series_
+        Q = 1 if self.quantiles_ is None else len(self.quantiles_)
+        med = 0 if self.quantiles_ is None else self._median_index()
+        temporal = _temporal_norm(self.temporal_norm)
+        B = len(windows)
+        hist = windows
+        if covs is not None:
+            covs = np.concatenate([covs, np.zeros((B, h, covs.shape[2]))], axis=1)
+        blocks, done = [], 0
         while done < horizon:
-            out = self.net_.forward(window.astype(self.net_.dtype), training=False)
-            block = out.astype(np.float64).reshape(len(window), h, k)
-            steps.append(block)
-            window = np.concatenate([window, block], axis=1)[:, -L:]
-            done += h
-        pred = np.concatenate(steps, axis=1)[:, :horizon] * self.scale_ + self.mean_
-        if self._univariate:
-            pred = pred[..., 0]
-        return pred[0] if single else pred
+            take = min(h, horizon - done)
+            window = hist[:, -L:]
+            if temporal:
+                base = _window_level(window, L + h)
+                inputs = window - base[:, :L]
+            else:
+                inputs = window
+            if covs is not None:
+                # the future steps past `take` are fillers: a unidirectional GRU's output
+                # at a step never depends on later steps
+                full = np.zeros((B, L + h, k + 1 + covs.shape[2]))
+                full[:, :L, :k] = inputs
+                full[:, :L, k] = 1.0
+                full[:, :, k + 1:] = covs[:, done:done + L + h]
+                inputs = full
+            out = self.net_.forward(inputs.astype(self.net_.dtype), training=False)
+            block = out.astype(np.float64).reshape(B, h, k, Q)
+            if self.quantiles_ is not None:
+                block = monotone_quantiles(block)
+            if temporal:
+                block = block + base[:, L:, :, None]
+            blocks.append(block[:, :take])
+            hist = np.concatenate([hist, block[:, :take, :, med]], axis=1)
+            done += take
+        return np.concatenate(blocks, axis=1)
+
+    def _shape(self, arrays, items, form, horizon, levels=None):
+        """Per-history results (horizon, k[, Q]) in the form of the input."""
+        out = []
+        for a, (s, _, _) in zip(arrays, items):
+            if s.is_pandas:
+                out.append(as_pandas(a, s, horizon, levels=levels))
+            elif self._univariate:
+                out.append(a[:, 0])
+            else:
+                out.append(a)
+        if form == "single":
+            return out[0]
+        if form == "batch":
+            return np.stack(out)
+        return out
 
     def network_inputs(self, x: ArrayLike,
                        y: Optional[ArrayLike] = None) -> Tuple[np.ndarray, Callable]:
@@ -223,17 +560,86 @@ class Forecaster(GRUModel):
 
         ``x``: histories as :meth:`predict` takes them (all their steps are read);
         ``y``: the next ``horizon`` values after each history, in data units; the loss is
-        the model's training loss (on standardised values).
+        the model's training loss (on standardised values).  Models with covariates or
+        fitted on a list are not supported.
         """
         self._check_is_fitted()
-        X, _ = self._histories(x)
-        X = np.ascontiguousarray(X, dtype=np.float64)
+        if self.n_covariates_ or self.n_fitted_series_ is not None:
+            raise ValueError("network_inputs supports forecasters of one series without "
+                             "covariates")
+        items, _ = self._items(np.asarray(x, dtype=np.float64), None, 1)
+        X = np.stack([(s.values - self.mean_) / self.scale_ for s, _, _ in items])
+        temporal = _temporal_norm(self.temporal_norm)
+        m = X.shape[1]
+        base = (_window_level(X, m + self.horizon_) if temporal
+                else np.zeros((X.shape[0], m + self.horizon_, X.shape[2])))
+        X = np.ascontiguousarray(X - base[:, :m], dtype=np.float64)
         if y is None:
             return X, _mean_output_gradient
-        B, k, h, loss = len(X), self.n_series_, self.horizon_, LOSSES[self.loss]
+        B, k, hz, loss = len(X), self.n_series_, self.horizon_, self._loss()
 
         def output_gradient(out):
-            target = (np.asarray(y).astype(np.float64).reshape(B, h, k)
-                      - self.mean_) / self.scale_
-            return loss(out, target.reshape(B, h * k))[1]
+            target = ((np.asarray(y, dtype=np.float64).reshape(B, hz, k)
+                       - self.mean_) / self.scale_ - base[:, m:])
+            return loss(out, target.reshape(B, hz * k))[1]
         return X, output_gradient
+
+
+def _temporal_norm(value):
+    return _flag("temporal_norm", value)
+
+
+def _window_level(window, steps):
+    """Each window's mean, for its own steps and the ``steps`` after it: (B, steps, k)."""
+    return np.broadcast_to(window.mean(axis=1, keepdims=True),
+                           (window.shape[0], steps, window.shape[2]))
+
+
+def _with_median(quantiles):
+    if quantiles is None:
+        return None
+    q = check_quantiles(quantiles)
+    if not np.any(np.isclose(q, 0.5)):
+        q = np.sort(np.append(q, 0.5))
+    return q
+
+
+def _chronological_split(counts, fraction):
+    """(train, val) window indices: the latest ``fraction`` of each series' windows."""
+    train, val, start = [], [], 0
+    for n in counts:
+        n_val = int(np.floor(n * fraction))
+        if n_val < 1 or n - n_val < 1:
+            n_val = 0
+        train.append(np.arange(start, start + n - n_val))
+        val.append(np.arange(start + n - n_val, start + n))
+        start += n
+    return np.concatenate(train), np.concatenate(val)
+
+
+def _batch_covariates(X, n):
+    arr = np.asarray(X) if not _is_series_list(X) else None
+    if arr is None:
+        if len(X) != n:
+            raise ValueError(f"X must hold covariates for each of the {n} histories")
+        return X
+    if arr.ndim != 3 or len(arr) != n:
+        raise ValueError(f"X must be (N, m + horizon, n_covariates) = ({n}, ...) for {n} "
+                         f"histories, got shape {arr.shape}")
+    return list(arr)
+
+
+def _json_label(label):
+    if label is None or isinstance(label, (str, bool, int, float)):
+        return label
+    if isinstance(label, np.generic):
+        return label.item()
+    return str(label)
+
+
+def _json_labels(labels):
+    return None if labels is None else [_json_label(c) for c in labels]
+
+
+def _freq_name(freq):
+    return getattr(freq, "freqstr", freq)

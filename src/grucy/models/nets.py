@@ -2,6 +2,9 @@
 
 - :class:`ReadoutNet`: GRU over a sequence, a linear readout of its final state
   (Forecaster, GRUClassifier, GRURegressor);
+- :class:`SequenceNet`: GRU over a sequence, a linear readout at every step, or at its
+  last few steps (GRUClassifier and GRURegressor with ``return_sequences=True``, a
+  Forecaster with covariates);
 - :class:`CharNet`: embedding, GRU carried across chunks, a linear readout per step
   (CharLM).
 
@@ -22,7 +25,7 @@ from .._validation import _rng, check_dtype
 from ..layer import GRU
 from ..nn import Dropout, Embedding, Linear, Sequential, TruncatedBPTT
 
-__all__ = ["ReadoutNet", "CharNet"]
+__all__ = ["ReadoutNet", "SequenceNet", "CharNet", "net_from_config"]
 
 
 class _Net(ParameterHolder):
@@ -68,14 +71,17 @@ class ReadoutNet(_Net):
                            dtype=self.dtype.name)
         self._adopt(gru=self.gru, head=self.head)
 
-    def features(self, X: ArrayLike, training: bool = True) -> np.ndarray:
-        """The readout's input: the final state, (B, D*H)."""
-        _, h_n = self.gru.forward(X, training=training)
+    def features(self, X: ArrayLike, training: bool = True,
+                 lengths: Optional[ArrayLike] = None) -> np.ndarray:
+        """The readout's input: the final state, (B, D*H) (with ``lengths``, each
+        sequence's state at its last valid step; the reverse direction starts there)."""
+        _, h_n = self.gru.forward(X, lengths=lengths, training=training)
         D = self.gru.num_directions
         return np.concatenate(list(h_n[-D:]), axis=1) if D > 1 else h_n[-1]
 
-    def forward(self, X: ArrayLike, training: bool = True) -> np.ndarray:
-        return self.head.forward(self.features(X, training), training=training)
+    def forward(self, X: ArrayLike, training: bool = True,
+                lengths: Optional[ArrayLike] = None) -> np.ndarray:
+        return self.head.forward(self.features(X, training, lengths), training=training)
 
     def backward(self, dout: ArrayLike) -> None:
         # Only the final state feeds the readout: the outputs' gradient is zero (dy=None).
@@ -100,6 +106,70 @@ class ReadoutNet(_Net):
         """
         out = self.forward(X, training=True)
         return X, None, self._state_gradient(self.head.backward(output_gradient(out)))
+
+
+class SequenceNet(_Net):
+    """GRU over a sequence, then dropout and a linear readout at every step.
+
+    (B, T, input_size) -> (B, T, output_size); with ``last_steps=n`` only the last n
+    steps are read out, (B, n, output_size) (a forecaster's future steps).  With
+    ``lengths`` the outputs past each sequence's end are the readout of the GRU's zero
+    output there (the loss must weigh them 0; they receive no gradient then).
+    """
+
+    def __init__(self, input_size, hidden_size, output_size, *, num_layers=1, dropout=0.0,
+                 bidirectional=False, last_steps=None, dtype=np.float32, seed=None):
+        seeds = _rng(seed).integers(2**63, size=3)
+        self.dtype = check_dtype(dtype)
+        self.gru = GRU(input_size, hidden_size, num_layers, batch_first=True,
+                       dropout=dropout, bidirectional=bidirectional, dtype=dtype,
+                       seed=seeds[0])
+        D = self.gru.num_directions
+        self.head = Sequential(Dropout(dropout, seed=seeds[1]),
+                               Linear(D * hidden_size, output_size, dtype=dtype,
+                                      seed=seeds[2]))
+        self.last_steps = None if last_steps is None else int(last_steps)
+        g = self.gru
+        self.config = dict(input_size=g.input_size, hidden_size=g.hidden_size,
+                           output_size=self.head[1].out_features, num_layers=g.num_layers,
+                           dropout=g.dropout, bidirectional=g.bidirectional,
+                           last_steps=self.last_steps, dtype=self.dtype.name)
+        self._adopt(gru=self.gru, head=self.head)
+        self._y_shape = None
+
+    def _read(self, y):
+        if self.last_steps is None:
+            return y
+        if y.shape[1] < self.last_steps:
+            raise ValueError(f"X needs at least last_steps={self.last_steps} steps, got "
+                             f"{y.shape[1]}")
+        return y[:, y.shape[1] - self.last_steps:]
+
+    def forward(self, X, training=True, lengths=None):
+        y, _ = self.gru.forward(X, lengths=lengths, training=training)
+        self._y_shape = y.shape
+        return self.head.forward(self._read(y), training=training)
+
+    def backward(self, dout):
+        self.gru.backward(self._output_gradient(self.head.backward(dout)))
+
+    def _output_gradient(self, dread):
+        if self.last_steps is None:
+            return dread
+        dy = np.zeros(self._y_shape, self.dtype)
+        dy[:, dy.shape[1] - self.last_steps:] = dread
+        return dy
+
+    def gru_gradients(self, X, output_gradient):
+        """A forward of ``X``, then backward through the readout only.
+
+        Returns ``(x, dy, dh_n)``: ``X``, the gradient reaching the GRU's outputs
+        (B, T, D*H) and the one reaching its final state (None: nothing reads it).
+        """
+        y, _ = self.gru.forward(X, training=False)
+        self._y_shape = y.shape
+        out = self.head.forward(self._read(y), training=True)
+        return X, self._output_gradient(self.head.backward(output_gradient(out))), None
 
 
 class CharNet(_Net):
@@ -155,3 +225,9 @@ class CharNet(_Net):
         logits = self.head.forward(y, training=True)
         return emb, self.head.backward(output_gradient(logits)), None
 
+
+
+def net_from_config(**config):
+    """The network a saved model rebuilds from its ``config``: a :class:`SequenceNet`
+    (its config names ``last_steps``) or a :class:`ReadoutNet`."""
+    return SequenceNet(**config) if "last_steps" in config else ReadoutNet(**config)

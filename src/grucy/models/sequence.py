@@ -1,6 +1,10 @@
 """Sequence classification and regression: :class:`GRUClassifier` and
-:class:`GRURegressor`, scikit-learn estimators on sequences ``X`` of shape (n, T) or
-(n, T, F).
+:class:`GRURegressor`, scikit-learn estimators on sequences.
+
+``X`` is an array (n, T) or (n, T, F), the same padded array with ``lengths=`` (n,), or
+a list of arrays (T_i,) or (T_i, F) of different lengths; the padding is never read
+(the GRU's packed-sequence semantics).  With ``return_sequences=True`` there is a target
+per step (sequence tagging, per-step regression), in the structure of ``X``.
 
 scikit-learn is optional: the estimators implement ``get_params`` / ``set_params`` and
 scikit-learn's tags themselves, so they work in ``Pipeline`` and ``GridSearchCV`` without
@@ -9,6 +13,7 @@ grucy importing scikit-learn.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Optional, Tuple
@@ -19,11 +24,17 @@ from numpy.typing import ArrayLike
 from .._validation import _as_real_array, _flag, _positive_int, check_finite
 from ..io import PathLike, register
 from ..losses import LOSSES, cross_entropy_loss
-from ..training import ArrayTask
+from ..training import Packed, SequenceTask
+from ._inputs import (SequenceInput, per_step_values, read_sequences, restructure,
+                      sample_weights)
 from .base import GRUModel, _check_fraction, _mean_output_gradient, _validation_split
-from .nets import ReadoutNet
+from .nets import ReadoutNet, SequenceNet, net_from_config
 
 __all__ = ["GRUClassifier", "GRURegressor"]
+
+#: sequences per forward when predicting (sorted by length, each batch padded to its own
+#: longest sequence)
+_PREDICT_BATCH = 1024
 
 
 @dataclass(eq=False, repr=False, kw_only=True)
@@ -31,10 +42,11 @@ class _SequenceEstimator(GRUModel):
     """What GRUClassifier and GRURegressor share: input checks, scaling, the network."""
 
     bidirectional: bool = False
+    return_sequences: bool = False
 
     input_kind: ClassVar[str] = "sequences"
     _fitted_private: ClassVar[Tuple[str, ...]] = ("_input_ndim",)
-    _net_class: ClassVar[Any] = ReadoutNet
+    _net_class: ClassVar[Any] = staticmethod(net_from_config)
 
     def __sklearn_tags__(self):
         from sklearn.utils import (ClassifierTags, InputTags, RegressorTags, Tags,
@@ -51,100 +63,147 @@ class _SequenceEstimator(GRUModel):
         )
 
     # -- input ------------------------------------------------------------------------
-    def _check_X(self, X, *, fitting):
-        """X as float64 (n, T, F); sets or checks the fitted shape."""
+    def _read_X(self, X, lengths, *, fitting) -> SequenceInput:
+        """X as packed float64 steps; sets (fit) or checks (predict) the features."""
         name = type(self).__name__
-        if hasattr(X, "toarray") or hasattr(X, "tocsr"):
-            raise TypeError(f"{name} does not accept sparse input; convert X to a dense "
-                            f"array first")
-        X = np.asarray(X)
-        if X.dtype.kind == "c":
-            raise ValueError("Complex data not supported")
-        if X.dtype.kind == "O":
-            X = X.astype(np.float64)  # numbers pass, anything else raises TypeError
-        elif X.dtype.kind not in "biuf":
-            raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
-        X = X.astype(np.float64)
-        if X.ndim not in (2, 3):
-            raise ValueError(f"X must be 2-D (n_samples, n_steps) or 3-D (n_samples, "
-                             f"n_steps, n_features), got a {X.ndim}-D array of shape "
-                             f"{X.shape}. Reshape your data, e.g. X.reshape(-1, 1) for "
-                             f"one step per sample.")
-        if X.shape[0] == 0:
-            raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a "
-                             f"minimum of 1 is required.")
-        if X.shape[1] == 0 or (X.ndim == 3 and X.shape[2] == 0):
-            raise ValueError(f"Found array with 0 feature(s) (shape={X.shape}) while a "
-                             f"minimum of 1 is required.")
-        check_finite("X", X, hint="fill or drop missing values first")
+        seqs = read_sequences(X, lengths, owner=name)
+        F = seqs.n_features
         if fitting:
-            self._input_ndim = X.ndim
-            self.n_features_in_ = X.shape[1] if X.ndim == 2 else X.shape[2]
-            self.n_steps_ = X.shape[1]
-        else:
-            if X.ndim == 2 and self._input_ndim == 2 and X.shape[1] != self.n_features_in_:
-                raise ValueError(f"X has {X.shape[1]} features, but {name} is expecting "
-                                 f"{self.n_features_in_} features as input")
-            F = 1 if X.ndim == 2 else X.shape[2]
-            expected_F = 1 if self._input_ndim == 2 else self.n_features_in_
-            if F != expected_F:
-                raise ValueError(f"X has {F} features per step, but {name} is expecting "
-                                 f"{expected_F} features per step as input")
-        return X if X.ndim == 3 else X[:, :, None]
+            self._input_ndim = seqs.array_ndim if seqs.form != "list" else 3
+            self.n_features_in_ = seqs.width if self._input_ndim == 2 else F
+            self.n_steps_ = int(seqs.lengths.max())
+            return seqs
+        if (seqs.form == "array" and seqs.array_ndim == 2 and self._input_ndim == 2
+                and seqs.width != self.n_features_in_):
+            raise ValueError(f"X has {seqs.width} features, but {name} is expecting "
+                             f"{self.n_features_in_} features as input")
+        expected_F = 1 if self._input_ndim == 2 else self.n_features_in_
+        if F != expected_F:
+            raise ValueError(f"X has {F} features per step, but {name} is expecting "
+                             f"{expected_F} features per step as input")
+        return seqs
 
-    def _check_y_present(self, X, y):
+    def _check_y_present(self, n, y):
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the "
                              f"target y is None")
         y = np.asarray(y)
-        if y.ndim == 0 or len(y) != len(X):
+        if y.ndim == 0 or len(y) != n:
             raise ValueError(f"X and y must have the same number of samples, got "
-                             f"{len(X)} and {0 if y.ndim == 0 else len(y)}")
+                             f"{n} and {0 if y.ndim == 0 else len(y)}")
         return y
 
-    def _scaled(self, X3):
-        return ((X3 - self.x_mean_) / self.x_scale_).astype(self.net_.dtype)
+    def _per_step(self):
+        return _flag("return_sequences", self.return_sequences)
 
-    def _fit_network(self, X3, Y, output_size, loss, metrics, *, stratify=None,
+    @staticmethod
+    def _keep_weighted(seqs, w, *targets):
+        """Drop the sequences of weight 0 (as if they were not given); per-step targets
+        (packed like seqs) and per-sequence targets are cut alike."""
+        if w is None or len(w) != seqs.n or np.all(w > 0):
+            return seqs, w, targets
+        keep = np.flatnonzero(w > 0)
+        rows = seqs.packed.rows(keep)
+        lengths = seqs.lengths[keep]
+        packed = Packed(seqs.packed.values[rows], np.concatenate([[0], np.cumsum(lengths)]))
+        per_step = len(seqs.packed.values)
+        cut = [t[rows] if len(t) == per_step and len(t) != seqs.n else t[keep]
+               for t in targets]
+        # (an array stays an array: the sequences kept have the full length still)
+        return (SequenceInput(packed, seqs.form, seqs.array_ndim, seqs.width), w[keep],
+                tuple(cut))
+
+    @staticmethod
+    def _step_weights(seqs, w):
+        """Weights of the packed steps: per-sequence weights repeated, or as given."""
+        if w is None:
+            return None
+        return np.repeat(w, seqs.lengths) if len(w) == seqs.n else w
+
+    def _scaled(self, values):
+        return ((values - self.x_mean_) / self.x_scale_).astype(self.net_.dtype)
+
+    def _task_inputs(self, seqs):
+        """What the training task reads: a plain array when every sequence has the full
+        length and the readout is of the final state (the fixed-length path), else
+        packed steps."""
+        values = self._scaled(seqs.packed.values)
+        if seqs.form == "array" and not self._per_step():
+            return values.reshape(seqs.n, seqs.width, -1)
+        return Packed(values, seqs.packed.offsets)
+
+    def _fit_network(self, seqs, Y, w, output_size, loss, metrics, *, sample_w,
                      checkpoint, checkpoint_every, resume, distributed):
+        """Standardise X (weighted by ``sample_w``), build ``net_`` and train it on
+        targets ``Y`` (per step: packed like X) with loss-term weights ``w``."""
         frac = _check_fraction("validation_fraction", self.validation_fraction)
-        self.x_mean_ = X3.mean(axis=(0, 1))
-        scale = X3.std(axis=(0, 1))
+        values = seqs.packed.values
+        sw = self._step_weights(seqs, sample_w)
+        self.x_mean_ = np.average(values, axis=0, weights=sw)
+        scale = np.sqrt(np.average(np.square(values - self.x_mean_), axis=0, weights=sw))
         scale[scale == 0] = 1.0
         self.x_scale_ = scale
         dtype = self._dtype()
         seed = self._seed_for_fit(self.random_state, resume, distributed)
         rng = np.random.default_rng(seed)
-        train_idx, val_idx = _validation_split(len(X3), frac, rng)
-        self.net_ = ReadoutNet(X3.shape[2], _positive_int("hidden_size", self.hidden_size),
-                               output_size,
-                               num_layers=_positive_int("num_layers", self.num_layers),
-                               dropout=self.dropout,
-                               bidirectional=_flag("bidirectional", self.bidirectional),
-                               dtype=dtype, seed=int(rng.integers(2**63)))
-        task = ArrayTask(self.net_, self._scaled(X3), Y, loss, train_idx, val_idx,
-                         metrics=metrics)
+        train_idx, val_idx = _validation_split(seqs.n, frac, rng)
+        per_step = self._per_step()
+        Net = SequenceNet if per_step else ReadoutNet
+        self.net_ = Net(seqs.n_features, _positive_int("hidden_size", self.hidden_size),
+                        output_size, num_layers=_positive_int("num_layers", self.num_layers),
+                        dropout=self.dropout,
+                        bidirectional=_flag("bidirectional", self.bidirectional),
+                        dtype=dtype, seed=int(rng.integers(2**63)))
+        if per_step:
+            Y = Packed(Y, seqs.packed.offsets)
+            if w is not None:
+                w = Packed(self._step_weights(seqs, w), seqs.packed.offsets)
+        task = SequenceTask(self.net_, self._task_inputs(seqs), Y, loss, train_idx,
+                            val_idx, metrics=metrics, weight=w)
         self._run(task, seed, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                   resume=resume, distributed=distributed)
 
-    def _outputs(self, X):
-        """Network outputs (n, output_size) as float64, computed in batches."""
+    def _outputs(self, X, lengths=None):
+        """Network outputs as float64: (n, output_size), or with ``return_sequences``
+        (N, output_size) for the packed valid steps; and the SequenceInput."""
         self._check_is_fitted()
-        X3 = self._scaled(self._check_X(X, fitting=False))
-        step = 4096
-        return np.concatenate([self.net_.forward(X3[i:i + step], training=False)
-                               for i in range(0, len(X3), step)]).astype(np.float64)
+        seqs = self._read_X(X, lengths, fitting=False)
+        values = self._scaled(seqs.packed.values)
+        per_step = isinstance(self.net_, SequenceNet)
+        if seqs.form == "array" and not per_step:
+            X3 = values.reshape(seqs.n, seqs.width, -1)
+            out = [self.net_.forward(X3[i:i + 4096], training=False)
+                   for i in range(0, seqs.n, 4096)]
+            return np.concatenate(out).astype(np.float64), seqs
+        packed = Packed(values, seqs.packed.offsets)
+        order = np.argsort(seqs.lengths, kind="stable")  # similar lengths share a batch
+        C = self.net_.head[1].out_features
+        result = np.empty((len(values) if per_step else seqs.n, C))
+        for start in range(0, seqs.n, _PREDICT_BATCH):
+            idx = order[start:start + _PREDICT_BATCH]
+            batch, lens = packed.padded(idx)
+            out = self.net_.forward(batch, training=False, lengths=lens)
+            if per_step:
+                mask = np.arange(batch.shape[1])[None, :] < lens[:, None]
+                result[packed.rows(idx)] = out[mask]
+            else:
+                result[idx] = out
+        return result, seqs
 
     def network_inputs(self, x: ArrayLike,
                        y: Optional[ArrayLike] = None) -> Tuple[np.ndarray, Callable]:
         """See :meth:`GRUModel.network_inputs`.
 
-        ``x``: an X as :meth:`predict` takes it; ``y``: its labels (GRUClassifier,
-        cross-entropy) or targets (GRURegressor, its loss on standardised targets).
+        ``x``: sequences of one length as :meth:`predict` takes them; ``y``: their labels
+        (GRUClassifier, cross-entropy) or targets (GRURegressor, its loss on standardised
+        targets), per step with ``return_sequences``.
         """
         self._check_is_fitted()
-        X = (self._check_X(x, fitting=False) - self.x_mean_) / self.x_scale_
-        X = np.ascontiguousarray(X, dtype=np.float64)
+        seqs = self._read_X(x, None, fitting=False)
+        if np.any(seqs.lengths != seqs.width):
+            raise ValueError("network_inputs needs sequences of one length")
+        X = (seqs.packed.values - self.x_mean_) / self.x_scale_
+        X = np.ascontiguousarray(X.reshape(seqs.n, seqs.width, -1), dtype=np.float64)
         if y is None:
             return X, _mean_output_gradient
         return X, lambda out: self._loss_gradient(out, np.asarray(y))
@@ -153,11 +212,13 @@ class _SequenceEstimator(GRUModel):
         raise NotImplementedError
 
 
-
 @register(kind="grucy.GRUClassifier")
+@dataclass(eq=False, repr=False, kw_only=True)
 class GRUClassifier(_SequenceEstimator):
     """Sequence classifier: a GRU reads each sequence, a linear readout of its final
-    state gives the class scores (softmax cross-entropy).
+    state gives the class scores (softmax cross-entropy); with
+    ``return_sequences=True``, a readout at every step gives a label per step (sequence
+    tagging).
 
     A scikit-learn estimator (``fit``, ``predict``, ``predict_proba``, ``score``,
     ``get_params`` / ``set_params``); scikit-learn itself is optional.
@@ -166,13 +227,22 @@ class GRUClassifier(_SequenceEstimator):
     ----------
     hidden_size, num_layers : int, default 32, 1
     bidirectional : bool, default False
-        Read both directions; the readout sees both final states.
+        Read both directions; the readout sees both final states (or both outputs of
+        each step).
+    return_sequences : bool, default False
+        A label per step: ``y`` holds one label per valid step (a list of (T_i,) arrays,
+        or (n, T) padded like X); the loss is summed over the valid steps (divided by
+        their total weight); ``predict`` returns labels in the structure of ``X``.
+    class_weight : None, "balanced" or dict, default None
+        Weights of the classes, multiplying ``sample_weight``: "balanced" weighs class c
+        by ``n / (n_classes * count(c))`` (counts of the labels fitted on, per step with
+        ``return_sequences``), a dict maps labels to weights (1 for labels not in it).
     dropout : float, default 0
     epochs, batch_size, lr : default 60, 32, 1e-2
     optimizer, weight_decay, schedule, max_grad_norm
         As in :class:`Forecaster`.
     validation_fraction : float, default 0
-        Random share of the training samples held out for validation; its loss and
+        Random share of the training sequences held out for validation; its loss and
         accuracy are in ``history_`` and early stopping watches its loss.
     patience : int or None, default None
         Early stopping: stop after ``patience`` epochs without improvement of the
@@ -186,114 +256,209 @@ class GRUClassifier(_SequenceEstimator):
     ----------
     classes_ : ndarray
         The labels, sorted.
+    class_weight_ : ndarray (n_classes,)
+        The weight of each class (ones without ``class_weight``).
     n_features_in_ : int
-        Columns of a 2-D X (its steps), or features per step of a 3-D X.
+        Columns of a 2-D X (its steps), or features per step otherwise.
     n_steps_ : int
-        Steps per sequence seen in ``fit``.
+        The longest sequence seen in ``fit``.
     history_ : dict of lists
         Per-epoch ``loss``, ``lr``, ``val_loss`` and ``val_accuracy``.
 
     Notes
     -----
-    X is (n_samples, n_steps) for univariate sequences or (n_samples, n_steps,
-    n_features).  Each feature is standardised with its mean and standard deviation over
-    the training samples and steps.  With a 2-D X the number of steps is fixed (it is
-    scikit-learn's number of features); pass 3-D arrays to predict on other lengths.
+    X is (n_samples, n_steps) for univariate sequences, (n_samples, n_steps,
+    n_features), either padded with ``lengths=``, or a list of arrays of different
+    lengths.  Each feature is standardised with its (weighted) mean and standard
+    deviation over the valid steps of the training sequences.  With a 2-D X without
+    lengths the number of steps is fixed (it is scikit-learn's number of features); a
+    3-D X, ``lengths=`` or a list predict on any lengths.  A sequence's result depends
+    on its own steps only: not on its padding, its position or its neighbours.
+    ``sample_weight`` 0 drops a sequence, as if it was not given.
     """
 
     _estimator_type: ClassVar[Optional[str]] = "classifier"
 
-    def fit(self, X: ArrayLike, y: ArrayLike, *, checkpoint: Optional[PathLike] = None,
+    class_weight: Any = None
+
+    def fit(self, X: Any, y: Any, sample_weight: Optional[ArrayLike] = None, *,
+            lengths: Optional[ArrayLike] = None, checkpoint: Optional[PathLike] = None,
             checkpoint_every: int = 1, resume: Optional[PathLike] = None,
             distributed: Any = "auto") -> "GRUClassifier":
         """Train on sequences ``X`` with labels ``y``; returns self.
 
         Parameters
         ----------
-        X : array_like, (n_samples, n_steps) or (n_samples, n_steps, n_features)
-        y : array_like, (n_samples,)
-            Labels of any sortable type (at least two distinct).
+        X : array (n, T) / (n, T, F), padded with ``lengths``, or list of arrays
+        y : array_like (n_samples,), or per step with ``return_sequences``
+            Labels of any sortable type (at least two distinct among the weighted ones).
+        sample_weight : array_like (n_samples,), optional
+            Weight of each sequence (with ``return_sequences`` also one per step, as y).
+        lengths : array_like of int (n_samples,), optional
+            Valid steps of each row of a padded X.
         checkpoint, checkpoint_every, resume, distributed
             See :class:`grucy.training.Trainer`.
         """
-        X3 = self._check_X(X, fitting=True)
-        labels = self._check_y_present(X3, y)
-        if labels.ndim == 2 and labels.shape[1] == 1:
-            warnings.warn("A column-vector y was passed when a 1d array was expected. "
-                          "Please change the shape of y to (n_samples,), for example "
-                          "using ravel().", _sklearn_warning("DataConversionWarning"),
-                          stacklevel=2)
-            labels = labels.ravel()
-        if labels.ndim != 1:
-            raise ValueError(f"y should be a 1d array of labels, got shape {labels.shape}")
+        seqs = self._read_X(X, lengths, fitting=True)
+        per_step = self._per_step()
+        if per_step:
+            if y is None:
+                self._check_y_present(seqs.n, y)
+            labels, _ = per_step_values("y", y, seqs, numeric=False)
+            if labels.ndim != 1:
+                raise ValueError(f"y must hold one label per step, got {labels.shape[1:]} "
+                                 f"values per step")
+        else:
+            labels = self._labels_1d(self._check_y_present(seqs.n, y))
+        w = sample_weights(sample_weight, seqs, seqs.n, per_step=per_step)
+        seqs, w, (labels,) = self._keep_weighted(seqs, w, labels)
+        w = None if w is None or np.all(w == 1.0) else w
         if labels.dtype.kind == "f":
             check_finite("y", labels, hint="every sample needs a class label")
             if np.any(labels != np.round(labels)):
                 raise ValueError("Unknown label type: continuous. GRUClassifier needs "
                                  "discrete class labels; use GRURegressor for continuous "
                                  "targets.")
-        classes, y_enc = np.unique(labels, return_inverse=True)
+        counted = labels if w is None or len(w) != len(labels) else labels[w > 0]
+        classes = np.unique(counted)
         if len(classes) < 2:
             raise ValueError(f"GRUClassifier needs samples of at least 2 classes; got 1 "
                              f"class ({classes[0]!r})")
         self.classes_ = classes
+        y_enc = np.minimum(np.searchsorted(classes, labels), len(classes) - 1)
+        if w is not None and len(w) == len(labels):  # per-step weights: unknown labels
+            y_enc = np.where(classes[y_enc] == labels, y_enc, 0)  # only where w == 0
+        self.class_weight_ = self._class_weights(classes, np.searchsorted(classes,
+                                                                          counted))
+        term_w = self._combined_weights(seqs, w, y_enc, per_step)
 
-        def accuracy(out, target):
-            return float(np.sum(np.argmax(out, axis=1) == target)), float(target.size)
+        def accuracy(out, target, wt, _):
+            return float(np.sum(wt * (np.argmax(out, axis=-1) == target))), float(wt.sum())
 
-        self._fit_network(X3, y_enc.astype(np.int64), len(classes), cross_entropy_loss,
-                          {"accuracy": accuracy}, checkpoint=checkpoint,
-                          checkpoint_every=checkpoint_every, resume=resume,
-                          distributed=distributed)
+        self._fit_network(seqs, y_enc.astype(np.int64), term_w, len(classes),
+                          cross_entropy_loss, {"accuracy": accuracy}, sample_w=w,
+                          checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                          resume=resume, distributed=distributed)
         return self
 
-    def predict_proba(self, X: ArrayLike) -> np.ndarray:
-        """Class probabilities, (n_samples, n_classes), columns in ``classes_`` order."""
-        logits = self._outputs(X)
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        return p / p.sum(axis=1, keepdims=True)
+    def _labels_1d(self, labels):
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            warnings.warn("A column-vector y was passed when a 1d array was expected. "
+                          "Please change the shape of y to (n_samples,), for example "
+                          "using ravel().", _sklearn_warning("DataConversionWarning"),
+                          stacklevel=3)
+            labels = labels.ravel()
+        if labels.ndim != 1:
+            raise ValueError(f"y should be a 1d array of labels, got shape {labels.shape} "
+                             f"(one label per step needs return_sequences=True)")
+        return labels
 
-    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
+    def _class_weights(self, classes, counted_enc):
+        cw = self.class_weight
+        if cw is None:
+            return np.ones(len(classes))
+        if isinstance(cw, str):
+            if cw != "balanced":
+                raise ValueError(f"class_weight must be None, 'balanced' or a dict of "
+                                 f"label -> weight, got {cw!r}")
+            counts = np.bincount(counted_enc, minlength=len(classes)).astype(np.float64)
+            return len(counted_enc) / (len(classes) * counts)
+        if not isinstance(cw, dict):
+            raise TypeError(f"class_weight must be None, 'balanced' or a dict of label -> "
+                            f"weight, got {type(cw).__name__}")
+        unknown = [k for k in cw if not np.any(classes == k)]
+        if unknown:
+            raise ValueError(f"class_weight names labels that are not among the classes of "
+                             f"y {classes.tolist()}: {unknown}")
+        out = np.ones(len(classes))
+        for k, v in cw.items():
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) \
+                    or not np.isfinite(v) or v < 0:
+                raise ValueError(f"class_weight[{k!r}] must be a finite number >= 0, got "
+                                 f"{v!r}")
+            out[np.flatnonzero(classes == k)[0]] = float(v)
+        return out
+
+    def _combined_weights(self, seqs, w, y_enc, per_step):
+        """sample_weight times class weight per loss term; None when all are 1 (the
+        unweighted loss, bit for bit)."""
+        cw = self.class_weight_[y_enc]
+        if per_step:
+            w = self._step_weights(seqs, w)
+        term = cw if w is None else w * cw
+        return None if np.all(term == 1.0) else term
+
+    def predict_proba(self, X: Any, *, lengths: Optional[ArrayLike] = None) -> Any:
+        """Class probabilities, (n_samples, n_classes), columns in ``classes_`` order;
+        with ``return_sequences`` per step, in the structure of X (NaN past each end of
+        a padded X)."""
+        out, seqs = self._outputs(X, lengths)
+        out -= out.max(axis=1, keepdims=True)
+        p = np.exp(out)
+        p /= p.sum(axis=1, keepdims=True)
+        return self._structured(p, seqs, np.nan)
+
+    def predict_log_proba(self, X: Any, *, lengths: Optional[ArrayLike] = None) -> Any:
         """Log of :meth:`predict_proba`, computed stably."""
-        logits = self._outputs(X)
-        logits -= logits.max(axis=1, keepdims=True)
-        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        out, seqs = self._outputs(X, lengths)
+        out -= out.max(axis=1, keepdims=True)
+        return self._structured(out - np.log(np.exp(out).sum(axis=1, keepdims=True)),
+                                seqs, np.nan)
 
-    def predict(self, X: ArrayLike) -> np.ndarray:
-        """The most probable label of each sequence."""
-        scores = self._outputs(X)
-        return self.classes_[np.argmax(scores, axis=1)]
+    def predict(self, X: Any, *, lengths: Optional[ArrayLike] = None) -> Any:
+        """The most probable label of each sequence; with ``return_sequences`` of each
+        step, in the structure of X (past each end of a padded X: -1, or "" for string
+        labels, or None; never a class)."""
+        out, seqs = self._outputs(X, lengths)
+        return self._structured(self.classes_[np.argmax(out, axis=1)], seqs,
+                                _label_padding(self.classes_))
 
-    def score(self, X: ArrayLike, y: ArrayLike,
-              sample_weight: Optional[ArrayLike] = None) -> float:
-        """Mean accuracy of :meth:`predict` on (X, y) (optionally weighted)."""
-        pred = self.predict(X)
-        labels = self._check_y_present(pred, y).reshape(len(pred), -1)
-        if labels.shape[1] != 1:
-            raise ValueError(f"y should be a 1d array of labels, got shape "
-                             f"{np.shape(y)}")
-        correct = pred == labels[:, 0]
-        return float(np.average(correct, weights=_sample_weight(sample_weight, len(pred))))
+    def _structured(self, values, seqs, fill):
+        if not isinstance(self.net_, SequenceNet):
+            return values
+        return restructure(values, seqs, fill)
+
+    def score(self, X: Any, y: Any, sample_weight: Optional[ArrayLike] = None, *,
+              lengths: Optional[ArrayLike] = None) -> float:
+        """Mean accuracy of :meth:`predict` on (X, y) (optionally weighted); per step
+        with ``return_sequences`` (over the valid steps)."""
+        out, seqs = self._outputs(X, lengths)
+        pred = self.classes_[np.argmax(out, axis=1)]
+        if isinstance(self.net_, SequenceNet):
+            labels, _ = per_step_values("y", y, seqs, numeric=False)
+            w = sample_weights(sample_weight, seqs, seqs.n, per_step=True)
+            w = self._step_weights(seqs, w)
+        else:
+            labels = self._check_y_present(len(pred), y).reshape(len(pred), -1)
+            if labels.shape[1] != 1:
+                raise ValueError(f"y should be a 1d array of labels, got shape "
+                                 f"{np.shape(y)}")
+            labels = labels[:, 0]
+            w = sample_weights(sample_weight, None, len(pred))
+        return float(np.average(pred == labels, weights=w))
 
     def _loss_gradient(self, out, y):
         idx = np.searchsorted(self.classes_, y.reshape(-1))
         if np.any(idx >= len(self.classes_)) or np.any(self.classes_[
                 np.minimum(idx, len(self.classes_) - 1)] != y.reshape(-1)):
             raise ValueError("y holds labels the classifier was not trained on")
-        return cross_entropy_loss(out, idx)[1]
-
+        return cross_entropy_loss(out, idx.reshape(out.shape[:-1]))[1]
 
 
 @register(kind="grucy.GRURegressor")
 @dataclass(eq=False, repr=False, kw_only=True)
 class GRURegressor(_SequenceEstimator):
     """Sequence regressor: a GRU reads each sequence, a linear readout of its final
-    state predicts one or several real targets (MSE by default; ``loss`` "mae", "huber").
+    state predicts one or several real targets (MSE by default; ``loss`` "mae",
+    "huber"); with ``return_sequences=True`` a readout at every step predicts targets
+    per step.
 
-    A scikit-learn estimator; parameters and attributes as in :class:`GRUClassifier`,
-    plus ``loss`` and the target standardisation ``y_mean_`` and ``y_scale_``.
-    ``history_`` has ``val_rmse`` in target units.
+    A scikit-learn estimator; parameters and attributes as in :class:`GRUClassifier`
+    (without ``class_weight``), plus ``loss`` and the target standardisation ``y_mean_``
+    and ``y_scale_``.  ``history_`` has ``val_rmse`` in target units.  With
+    ``return_sequences`` y holds (T_i,) or (T_i, n_targets) values per sequence (a list,
+    or (n, T) / (n, T, n_targets) padded like X); the loss is summed over the valid
+    steps; ``predict`` returns the same structure (NaN past each end of a padded X).
     """
 
     _estimator_type: ClassVar[Optional[str]] = "regressor"
@@ -301,66 +466,101 @@ class GRURegressor(_SequenceEstimator):
 
     loss: str = "mse"
 
-    def fit(self, X: ArrayLike, y: ArrayLike, *, checkpoint: Optional[PathLike] = None,
+    def fit(self, X: Any, y: Any, sample_weight: Optional[ArrayLike] = None, *,
+            lengths: Optional[ArrayLike] = None, checkpoint: Optional[PathLike] = None,
             checkpoint_every: int = 1, resume: Optional[PathLike] = None,
             distributed: Any = "auto") -> "GRURegressor":
-        """Train on sequences ``X`` with targets ``y`` (n,) or (n, n_targets); returns self.
+        """Train on sequences ``X`` with targets ``y``; returns self.
 
         Parameters
         ----------
-        X : array_like, (n_samples, n_steps) or (n_samples, n_steps, n_features)
-        y : array_like, (n_samples,) or (n_samples, n_targets)
+        X : array (n, T) / (n, T, F), padded with ``lengths``, or list of arrays
+        y : array_like (n_samples,) or (n_samples, n_targets); per step with
+            ``return_sequences``
+        sample_weight : array_like (n_samples,), optional
+            Weight of each sequence (with ``return_sequences`` also one per step).
+        lengths : array_like of int (n_samples,), optional
         checkpoint, checkpoint_every, resume, distributed
             See :class:`grucy.training.Trainer`.
         """
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
-        X3 = self._check_X(X, fitting=True)
-        target = self._check_y_present(X3, y)
-        if target.dtype.kind not in "biufO":
-            raise ValueError(f"y must hold real numbers, got dtype {target.dtype}")
-        target = target.astype(np.float64)
-        if target.ndim not in (1, 2):
-            raise ValueError(f"y must be (n_samples,) or (n_samples, n_targets), got shape "
-                             f"{target.shape}")
-        check_finite("y", target, hint="every sample needs a finite target")
+        seqs = self._read_X(X, lengths, fitting=True)
+        per_step = self._per_step()
+        if per_step:
+            if y is None:
+                self._check_y_present(seqs.n, y)
+            target, ndim = per_step_values("y", y, seqs)
+            self._y_ndim = ndim
+        else:
+            target = self._check_y_present(seqs.n, y)
+            if target.dtype.kind not in "biufO":
+                raise ValueError(f"y must hold real numbers, got dtype {target.dtype}")
+            target = target.astype(np.float64)
+            if target.ndim not in (1, 2):
+                raise ValueError(f"y must be (n_samples,) or (n_samples, n_targets), got "
+                                 f"shape {target.shape} (targets per step need "
+                                 f"return_sequences=True)")
+            check_finite("y", target, hint="every sample needs a finite target")
+            self._y_ndim = target.ndim
         if target.ndim == 2 and target.shape[1] == 0:
             raise ValueError(f"y has no targets (shape {target.shape}); it needs at least "
                              f"one column")
-        self._y_ndim = target.ndim
+        w = sample_weights(sample_weight, seqs, seqs.n, per_step=per_step)
+        seqs, w, (target,) = self._keep_weighted(seqs, w, target)
+        w = None if w is None or np.all(w == 1.0) else w
         Y = target.reshape(len(target), -1)
-        self.y_mean_ = Y.mean(axis=0)
-        scale = Y.std(axis=0)
+        yw = self._step_weights(seqs, w) if per_step else w
+        self.y_mean_ = np.average(Y, axis=0, weights=yw)
+        scale = np.sqrt(np.average(np.square(Y - self.y_mean_), axis=0, weights=yw))
         scale[scale == 0] = 1.0
         self.y_scale_ = scale
         y_scale = scale
 
-        def rmse(out, target):
-            return float(np.sum(np.square((out - target) * y_scale))), float(target.size)
+        def rmse(out, target, wt, _):
+            return (float(np.sum(wt * np.square((out - target) * y_scale))),
+                    float(wt.sum()))
 
-        self._fit_network(X3, ((Y - self.y_mean_) / scale).astype(self._dtype()),
-                          Y.shape[1], LOSSES[self.loss], {"rmse": rmse},
+        self._fit_network(seqs, ((Y - self.y_mean_) / scale).astype(self._dtype()), w,
+                          Y.shape[1], LOSSES[self.loss], {"rmse": rmse}, sample_w=w,
                           checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                           resume=resume, distributed=distributed)
         return self
 
-    def predict(self, X: ArrayLike) -> np.ndarray:
-        """Predicted targets, (n_samples,) or (n_samples, n_targets), float64."""
-        pred = self._outputs(X) * self.y_scale_ + self.y_mean_
-        return pred[:, 0] if self._y_ndim == 1 else pred
+    def predict(self, X: Any, *, lengths: Optional[ArrayLike] = None) -> Any:
+        """Predicted targets, (n_samples,) or (n_samples, n_targets), float64; with
+        ``return_sequences`` per step in the structure of X."""
+        out, seqs = self._outputs(X, lengths)
+        pred = out * self.y_scale_ + self.y_mean_
+        if self._y_ndim in (1, 2) and not isinstance(self.net_, SequenceNet):
+            return pred[:, 0] if self._y_ndim == 1 else pred
+        return restructure(pred[:, 0] if self._y_ndim == 2 else pred, seqs, np.nan)
 
-    def score(self, X: ArrayLike, y: ArrayLike,
-              sample_weight: Optional[ArrayLike] = None) -> float:
-        """Coefficient of determination R^2 (averaged uniformly over targets)."""
-        pred = self.predict(X)
-        target = _as_real_array("y", self._check_y_present(pred, y)).astype(np.float64)
-        check_finite("y", target)
-        if target.shape != pred.shape:
-            raise ValueError(f"y must have the shape of the predictions, {pred.shape}, got "
-                             f"{target.shape}")
-        pred = pred.reshape(len(target), -1)
-        y2 = target.reshape(len(target), -1)
-        w = _sample_weight(sample_weight, len(target))
+    def score(self, X: Any, y: Any, sample_weight: Optional[ArrayLike] = None, *,
+              lengths: Optional[ArrayLike] = None) -> float:
+        """Coefficient of determination R^2 (averaged uniformly over targets; over the
+        valid steps with ``return_sequences``)."""
+        out, seqs = self._outputs(X, lengths)
+        pred = out * self.y_scale_ + self.y_mean_
+        if isinstance(self.net_, SequenceNet):
+            y2, _ = per_step_values("y", y, seqs)
+            y2 = y2.reshape(len(y2), -1)
+            if y2.shape[1] != pred.shape[1]:
+                raise ValueError(f"y must have {pred.shape[1]} targets per step, got "
+                                 f"{y2.shape[1]}")
+            w = self._step_weights(seqs, sample_weights(sample_weight, seqs, seqs.n,
+                                                        per_step=True))
+        else:
+            pred = pred[:, 0] if self._y_ndim == 1 else pred
+            target = _as_real_array("y", self._check_y_present(len(pred), y)
+                                    ).astype(np.float64)
+            check_finite("y", target)
+            if target.shape != pred.shape:
+                raise ValueError(f"y must have the shape of the predictions, {pred.shape}, "
+                                 f"got {target.shape}")
+            y2 = target.reshape(len(target), -1)
+            pred = pred.reshape(len(target), -1)
+            w = sample_weights(sample_weight, None, len(target))
         mean = np.average(y2, axis=0, weights=w)
         ss_res = np.average(np.square(y2 - pred), axis=0, weights=w)
         ss_tot = np.average(np.square(y2 - mean), axis=0, weights=w)
@@ -369,9 +569,19 @@ class GRURegressor(_SequenceEstimator):
         return float(np.mean(r2))
 
     def _loss_gradient(self, out, y):
-        target = (y.reshape(len(out), -1).astype(np.float64) - self.y_mean_) / self.y_scale_
+        target = (y.astype(np.float64).reshape(out.shape) - self.y_mean_) / self.y_scale_
         return LOSSES[self.loss](out, target)[1]
 
+
+def _label_padding(classes):
+    """A value that is no class, for the steps past each end of padded predictions."""
+    if classes.dtype.kind in "iu":
+        return -1 if not np.any(classes == -1) else int(classes.min()) - 1
+    if classes.dtype.kind == "f":
+        return np.nan
+    if classes.dtype.kind in "US":
+        return ""
+    return None
 
 
 def _sklearn_warning(category_name):
@@ -381,18 +591,3 @@ def _sklearn_warning(category_name):
     except ImportError:  # pragma: no cover - depends on the environment
         return UserWarning
     return getattr(exceptions, category_name, UserWarning)
-
-
-
-def _sample_weight(sample_weight, n):
-    """``sample_weight`` as n finite non-negative float64 weights (None stays None)."""
-    if sample_weight is None:
-        return None
-    w = _as_real_array("sample_weight", sample_weight).astype(np.float64)
-    if w.shape != (n,):
-        raise ValueError(f"sample_weight must have shape (n_samples,) = ({n},), got "
-                         f"{w.shape}")
-    check_finite("sample_weight", w)
-    if np.any(w < 0) or not w.sum() > 0:
-        raise ValueError("sample_weight must be >= 0 with a positive sum")
-    return w

@@ -44,13 +44,16 @@ ends with the same weights, bit for bit, as the uninterrupted run.
 The package, top down: :mod:`~grucy.training.trainer` (the loop: :class:`Trainer`,
 :func:`train`, :func:`make_schedule`), :mod:`~grucy.training.tasks` (what it trains:
 :class:`Task`, :class:`ArrayTask`, :class:`StreamTask`),
+:mod:`~grucy.training.sequences` (variable-length, weighted examples:
+:class:`SequenceTask`, :class:`Packed`),
 :mod:`~grucy.training.checkpoint` (:func:`read_checkpoint`) and
 :mod:`~grucy.training.progress` (what ``verbose`` shows).
 """
 
 from .checkpoint import CHECKPOINT_KIND, read_checkpoint
+from .sequences import Packed, SequenceTask
 from .tasks import ArrayTask, StreamTask, Task
 from .trainer import Trainer, make_schedule, train
 
-__all__ = ["Task", "ArrayTask", "StreamTask", "Trainer", "train", "read_checkpoint",
+__all__ = ["Task", "ArrayTask", "StreamTask", "SequenceTask", "Packed", "Trainer", "train", "read_checkpoint",
            "CHECKPOINT_KIND", "make_schedule"]

@@ -1,0 +1,187 @@
+"""What the Forecaster reads and returns: series as arrays or pandas objects, covariates
+aligned with them, and the dates of the steps it forecasts.
+
+pandas is optional: nothing here imports it unless a pandas object was handed over (so
+``import grucy`` never imports pandas), and then only to name the future steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Optional
+
+import numpy as np
+
+from .._validation import check_finite
+
+__all__ = ["is_pandas", "Series", "read_series", "read_covariates", "future_index",
+           "check_frequency", "as_pandas"]
+
+
+def is_pandas(obj) -> bool:
+    """Whether ``obj`` is a pandas Series or DataFrame (without importing pandas)."""
+    return type(obj).__module__.split(".")[0] == "pandas" and hasattr(obj, "index")
+
+
+@dataclass
+class Series:
+    """One series: values (n, k) float64 and what pandas said about it."""
+
+    values: np.ndarray
+    univariate: bool            # given as (n,) or a pandas Series
+    index: Any = None           # the pandas index, None for arrays
+    columns: Optional[List[Any]] = None   # DataFrame columns
+    name: Any = None            # Series name
+
+    @property
+    def is_pandas(self):
+        return self.index is not None
+
+
+def _values(name, obj):
+    arr = np.asarray(obj)
+    if arr.dtype.kind == "O":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must hold real numbers, got values of dtype object "
+                            f"that are not numbers") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return arr.astype(np.float64)
+
+
+def read_series(name, y, *, hint="fill or drop missing values first") -> Series:
+    """``y`` (array (n,) / (n, k), pandas Series or DataFrame) as a :class:`Series`."""
+    if hasattr(y, "toarray") or hasattr(y, "tocsr"):
+        raise TypeError(f"{name} must be dense (an array, a pandas Series or DataFrame)")
+    index = columns = sname = None
+    if is_pandas(y):
+        index = y.index
+        _check_index(name, index)
+        if y.ndim == 1:
+            sname = y.name
+        else:
+            columns = list(y.columns)
+    s = _values(name, y)
+    if s.ndim not in (1, 2):
+        raise ValueError(f"{name} must be 1-D (n,) or 2-D (n, k), got shape {s.shape}")
+    if s.size == 0:
+        raise ValueError(f"{name} is empty (shape {s.shape}); it needs values, oldest "
+                         f"first, in at least one column")
+    check_finite(name, s, hint=hint)
+    return Series(s.reshape(len(s), -1), s.ndim == 1, index, columns, sname)
+
+
+def _check_index(name, index):
+    if len(index) > 1 and not (index.is_monotonic_increasing and index.is_unique):
+        raise ValueError(f"{name}'s index must be increasing without repeats (oldest "
+                         f"first); sort it, e.g. {name}.sort_index()")
+
+
+def check_frequency(name, index):
+    """The step between two labels of ``index``: a pandas offset (dates), the period
+    frequency, or an integer step; a ValueError saying how to set it otherwise."""
+    import pandas as pd
+
+    if isinstance(index, pd.PeriodIndex):
+        return index.freq
+    if isinstance(index, pd.DatetimeIndex):
+        freq = index.freq
+        if freq is None and len(index) >= 3:
+            freq = pd.infer_freq(index)
+        if freq is None:
+            raise ValueError(
+                f"cannot infer the frequency of {name}'s DatetimeIndex (irregular dates, "
+                f"gaps, or fewer than 3 of them); set it, e.g. {name} = {name}.asfreq('D') "
+                f"(or 'W-SAT', 'MS', ...), which also shows missing steps as NaN")
+        return pd.tseries.frequencies.to_offset(freq)
+    if pd.api.types.is_integer_dtype(index.dtype):
+        steps = np.diff(np.asarray(index, dtype=np.int64))
+        if len(steps) and np.any(steps != steps[0]):
+            raise ValueError(f"{name}'s integer index is not evenly spaced; give evenly "
+                             f"spaced steps (or reset_index(drop=True))")
+        return int(steps[0]) if len(steps) else 1
+    raise ValueError(f"{name}'s index must be a DatetimeIndex, PeriodIndex or integer "
+                     f"index to name the forecast steps, got {type(index).__name__}")
+
+
+def future_index(name, index, horizon):
+    """The labels of the ``horizon`` steps after ``index``."""
+    import pandas as pd
+
+    freq = check_frequency(name, index)
+    last = index[-1]
+    if isinstance(index, pd.PeriodIndex):
+        return pd.period_range(start=last + 1, periods=horizon, freq=freq)
+    if isinstance(index, pd.DatetimeIndex):
+        return pd.DatetimeIndex([last + i * freq for i in range(1, horizon + 1)],
+                                freq=freq, name=index.name)
+    return pd.RangeIndex(int(last) + freq, int(last) + freq * (horizon + 1), freq,
+                         name=index.name)
+
+
+def read_covariates(name, X, target: Series, *, future=0, n_covariates=None,
+                    columns=None):
+    """Covariates ``X`` for the steps of ``target`` and the ``future`` steps after it:
+    (n + future, c) float64.
+
+    An array must have exactly that many rows (its first row is the first step of the
+    target); a pandas object with the target's index is aligned by its labels (extra
+    rows are ignored) and its columns are taken by name when ``columns`` is given.
+    """
+    n = len(target.values)
+    if X is None:
+        raise ValueError(f"{name} is missing: the model was fitted with covariates; give "
+                         f"them for the {n} steps of y and the {future} steps ahead "
+                         f"({n + future} rows)")
+    if is_pandas(X) and target.is_pandas:
+        labels = target.index
+        if future:
+            labels = labels.append(future_index("y", target.index, future))
+        frame = X.to_frame() if X.ndim == 1 else X
+        if columns is not None and all(c in frame.columns for c in columns):
+            frame = frame[list(columns)]
+        missing = labels.difference(frame.index)
+        if len(missing):
+            raise ValueError(f"{name} has no rows for {len(missing)} of the steps it must "
+                             f"cover (y's steps and the {future} ahead), first {missing[0]}; "
+                             f"covariates are known in advance: give them for every step")
+        values = _values(name, frame.loc[labels])
+    else:
+        values = _values(name, X)
+        if len(values) != n + future:
+            what = (f"the {n} steps of y and the {future} steps ahead" if future
+                    else f"the {n} steps of y")
+            raise ValueError(f"{name} must have one row per step: {n + future} rows for "
+                             f"{what}, got {len(values)}")
+    if values.ndim == 1:
+        values = values[:, None]
+    if values.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_steps, n_covariates), got shape "
+                         f"{values.shape}")
+    if n_covariates is not None and values.shape[1] != n_covariates:
+        raise ValueError(f"{name} has {values.shape[1]} covariates, the model was fitted "
+                         f"with {n_covariates}")
+    check_finite(name, values, hint="covariates are known in advance: give every value")
+    return values
+
+
+def as_pandas(values, target: Series, horizon, *, levels=None, columns=None):
+    """Forecasts (horizon, k) or quantiles (horizon, k, Q) as pandas, indexed by the
+    ``horizon`` steps after ``target``: a Series (univariate point forecasts) or a
+    DataFrame (columns kept; quantile levels as columns, under each series' column for
+    several series)."""
+    import pandas as pd
+
+    index = future_index("y", target.index, horizon)
+    cols = columns if columns is not None else (target.columns or [target.name])
+    if levels is None:
+        if target.univariate:
+            return pd.Series(values[:, 0], index=index, name=target.name)
+        return pd.DataFrame(values, index=index, columns=cols)
+    levels = [float(q) for q in levels]
+    if target.univariate:
+        return pd.DataFrame(values[:, 0, :], index=index, columns=levels)
+    return pd.DataFrame(values.reshape(horizon, -1), index=index,
+                        columns=pd.MultiIndex.from_product([cols, levels]))

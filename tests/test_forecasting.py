@@ -1,0 +1,349 @@
+"""The Forecaster as users of darts, NeuralForecast, sktime and skforecast expect it (issue
+16, deliverable 4): covariates known in advance, many series (a global model), quantiles
+and intervals that never cross, pandas in and out, rolling-origin backtests, weights."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import grucy
+
+from conftest import requires
+
+
+def _promo_series(n=400, seed=0):
+    """y_t = 3 x_t + a weekly wave + noise: x (a promotion flag) is known in advance and
+    not predictable from the past."""
+    rng = np.random.default_rng(seed)
+    x = (rng.random(n) < 0.3).astype(float)
+    t = np.arange(n)
+    y = 3 * x + np.sin(2 * np.pi * t / 7) + 0.1 * rng.normal(size=n)
+    return y, x[:, None]
+
+
+# -- covariates ----------------------------------------------------------------------------
+def test_covariates_known_in_advance_are_used_for_the_future_steps():
+    y, x = _promo_series()
+    kw = dict(lookback=14, horizon=3, hidden_size=16, epochs=40, random_state=0)
+    with_x = grucy.Forecaster(**kw).fit(y[:300], x[:300])
+    without = grucy.Forecaster(**kw).fit(y[:300])
+    assert with_x.n_covariates_ == 1 and without.n_covariates_ == 0
+    origins = np.arange(300, 397, 1)
+    pred_x = np.stack([with_x.predict(y[:o], 3, X=x[:o + 3]) for o in origins])
+    pred_0 = np.stack([without.predict(y[:o], 3) for o in origins])
+    truth = np.stack([y[o:o + 3] for o in origins])
+    rmse_x = np.sqrt(np.mean((pred_x - truth) ** 2))
+    rmse_0 = np.sqrt(np.mean((pred_0 - truth) ** 2))
+    assert rmse_x < 0.3 < 1.0 < rmse_0  # the flag's effect (3) is only knowable from X
+    # a step's forecast never depends on later covariates (filler steps, causal GRU)
+    o = 350
+    X2 = x[:o + 3].copy()
+    X2[o + 2] = 1 - X2[o + 2]
+    a, b = with_x.predict(y[:o], 3, X=x[:o + 3]), with_x.predict(y[:o], 3, X=X2)
+    np.testing.assert_array_equal(a[:2], b[:2])
+    assert a[2] != b[2]
+    # horizon 2 is the first two steps of horizon 3 (the last block is cut, not refit)
+    np.testing.assert_array_equal(with_x.predict(y[:o], 2, X=x[:o + 2]), a[:2])
+    # recursive beyond the model's horizon: 5 steps from two blocks
+    assert with_x.predict(y[:o], 5, X=x[:o + 5]).shape == (5,)
+
+
+def test_missing_or_misaligned_covariates_are_clear_errors():
+    y, x = _promo_series(n=80)
+    model = grucy.Forecaster(10, horizon=2, hidden_size=4, epochs=1, random_state=0)
+    with pytest.raises(ValueError, match=r"X must have one row per step: 80 rows for the "
+                                         r"80 steps of y, got 79"):
+        model.fit(y, x[:79])
+    model.fit(y, x)
+    with pytest.raises(ValueError, match=r"X is missing: the model was fitted with "
+                                         r"covariates; give them for the 80 steps of y and "
+                                         r"the 3 steps ahead \(83 rows\)"):
+        model.predict(y, 3)
+    with pytest.raises(ValueError, match=r"83 rows for the 80 steps of y and the 3 steps "
+                                         r"ahead, got 80"):
+        model.predict(y, 3, X=x)
+    with pytest.raises(ValueError, match="X has 2 covariates, the model was fitted with 1"):
+        model.predict(y, 1, X=np.ones((81, 2)))
+    with pytest.raises(ValueError, match="X contains NaN"):
+        model.predict(y, 1, X=np.r_[x, [[np.nan]]])
+    plain = grucy.Forecaster(10, hidden_size=4, epochs=1, random_state=0).fit(y)
+    with pytest.raises(ValueError, match="X was given, but the model was fitted without"):
+        plain.predict(y, 1, X=np.ones((81, 1)))
+    with pytest.raises(TypeError, match="X must hold real numbers"):
+        grucy.Forecaster(10, epochs=1).fit(y, np.array(["a"] * 80))
+
+
+# -- many series ---------------------------------------------------------------------------
+def test_a_global_model_over_many_series_scales_each_on_its_own():
+    t = np.arange(300)
+    small = np.sin(2 * np.pi * t / 12)
+    large = 1000 + 100 * np.sin(2 * np.pi * t[:240] / 12 + 1.0)
+    model = grucy.Forecaster(24, horizon=2, hidden_size=16, epochs=30,
+                             random_state=0).fit([small[:250], large[:200]])
+    assert model.n_fitted_series_ == 2 and model.mean_.shape == (2, 1)
+    np.testing.assert_allclose(model.mean_[:, 0], [small[:250].mean(), large[:200].mean()])
+    pred = model.predict([small[:250], large[:200]], horizon=4)
+    assert isinstance(pred, list) and [p.shape for p in pred] == [(4,), (4,)]
+    # each in its own units: errors relative to each series' scale are alike and small
+    err_small = np.abs(pred[0] - small[250:254]).max()
+    err_large = np.abs(pred[1] - large[200:204]).max() / 100
+    assert err_small < 0.15 and err_large < 0.15
+    with pytest.raises(ValueError, match="fitted on a list of 2 series: give a list of 2 "
+                                         "histories"):
+        model.predict(small[:250], 1)
+    with pytest.raises(ValueError, match="fitted on a list of 2 series"):
+        model.predict([small[:250]], 1)
+    with pytest.raises(ValueError, match=r"y\[1\] needs at least lookback \+ horizon = 26 "
+                                         r"values, got 20"):
+        grucy.Forecaster(24, horizon=2, epochs=1).fit([small, large[:20]])
+    with pytest.raises(ValueError, match="every series of y must have the same columns"):
+        grucy.Forecaster(4, epochs=1).fit([small[:50], np.ones((50, 2))])
+
+
+def test_one_series_model_predicts_a_list_of_histories():
+    s = np.sin(np.arange(200) / 4)
+    model = grucy.Forecaster(8, hidden_size=8, epochs=5, random_state=0).fit(s)
+    out = model.predict([s[:100], s[:150]], horizon=3)
+    np.testing.assert_array_equal(out[1], model.predict(s[:150], 3))
+    batch = model.predict(np.stack([s[50:100], s[100:150]]), horizon=3)
+    np.testing.assert_array_equal(batch, np.stack(out))
+
+
+# -- quantiles and intervals ----------------------------------------------------------------
+def _noisy_wave(n=1200, sigma=0.5, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return np.sin(2 * np.pi * t / 20) + sigma * rng.normal(size=n)
+
+
+def test_quantiles_match_a_known_noise_and_intervals_cover():
+    """Gaussian noise of sd 0.5 about a wave: the 10% and 90% quantiles lie 0.64 below and
+    above the median, and the 80% interval covers ~80% of held-out points."""
+    y = _noisy_wave()
+    model = grucy.Forecaster(20, quantiles=(0.1, 0.9), hidden_size=16, epochs=30,
+                             random_state=0).fit(y[:900])
+    np.testing.assert_array_equal(model.quantiles_, [0.1, 0.5, 0.9])  # the median added
+    H = np.stack([y[o - 20:o] for o in range(900, 1200)])
+    q = model.predict_quantiles(H, 1)[:, 0]
+    assert q.shape == (300, 3) and np.all(np.diff(q, axis=1) > 0)
+    half_width = (q[:, 2] - q[:, 0]).mean() / 2
+    assert half_width == pytest.approx(1.2816 * 0.5, rel=0.2)
+    covered = np.mean((y[900:] >= q[:, 0]) & (y[900:] <= q[:, 2]))
+    assert 0.74 <= covered <= 0.86
+    lo, hi = model.predict_interval(H, 1, coverage=0.8)
+    np.testing.assert_array_equal(lo[:, 0], q[:, 0])
+    np.testing.assert_array_equal(hi[:, 0], q[:, 2])
+    lo6, hi6 = model.predict_interval(H, 1, coverage=0.6)  # 0.2 and 0.8: interpolated
+    assert np.all((lo6 > lo) & (lo6 < q[:, None, 1]) & (hi6 < hi) & (hi6 > q[:, None, 1]))
+    np.testing.assert_array_equal(model.predict(H, 1), q[:, None, 1])  # the median
+    with pytest.raises(ValueError, match=r"coverage=0.95 needs the 0.025 and 0.975 "
+                                         r"quantiles, outside the fitted levels"):
+        model.predict_interval(H, 1, coverage=0.95)
+    with pytest.raises(ValueError, match="coverage must lie strictly between 0 and 1"):
+        model.predict_interval(H, 1, coverage=1.5)
+
+
+def test_multivariate_quantiles_never_cross_and_shapes():
+    rng = np.random.default_rng(1)
+    t = np.arange(300)
+    y = np.column_stack([np.sin(t / 5), np.cos(t / 5)]) + 0.2 * rng.normal(size=(300, 2))
+    model = grucy.Forecaster(10, horizon=3, quantiles=[0.05, 0.25, 0.75, 0.95],
+                             hidden_size=8, epochs=5, random_state=0).fit(y)
+    q = model.predict_quantiles(y, 7)  # beyond the horizon: recursive on the median
+    assert q.shape == (7, 2, 5) and np.all(np.diff(q, axis=-1) >= 0)
+    np.testing.assert_array_equal(model.predict(y, 7), q[..., 2])
+    np.testing.assert_array_equal(model.predict_quantiles(y, 3), q[:3])
+    lo, hi = model.predict_interval(y, 7, coverage=0.5)
+    np.testing.assert_array_equal(lo, q[..., 1])
+    with pytest.raises(ValueError, match="needs a model fitted with quantiles"):
+        grucy.Forecaster(10, epochs=1).fit(y).predict_interval(y, 2)
+    for bad, match in [((0.5, 1.2), "strictly between 0 and 1"),
+                       ((0.9, 0.1), "increasing and distinct")]:
+        with pytest.raises(ValueError, match=match):
+            grucy.Forecaster(10, epochs=1, quantiles=bad).fit(y)
+
+
+# -- weights -------------------------------------------------------------------------------
+def test_sample_weight_zero_leaves_corrupted_targets_out():
+    rng = np.random.default_rng(2)
+    y = _noisy_wave(n=600, sigma=0.05)
+    corrupted = y.copy()
+    corrupted[100:300] += 5 * rng.standard_normal(200)  # sensor failure
+    w = np.ones(600)
+    w[100:300] = 0
+    kw = dict(lookback=20, hidden_size=16, epochs=30, random_state=0)
+    weighted = grucy.Forecaster(**kw).fit(corrupted[:500], sample_weight=w[:500])
+    plain = grucy.Forecaster(**kw).fit(corrupted[:500])
+    H = np.stack([y[o - 20:o] for o in range(500, 600)])
+
+    def rmse(m):
+        return np.sqrt(np.mean((m.predict(H, 1)[:, 0] - y[500:]) ** 2))
+    assert rmse(weighted) < 0.5 * rmse(plain)
+    for bad, exc, match in [(np.ones(499), ValueError, r"one weight per step of y, shape "
+                                                       r"\(500,\)"),
+                            (-np.ones(500), ValueError, "sample_weight must be >= 0"),
+                            (np.zeros(500), ValueError, "zero everywhere")]:
+        with pytest.raises(exc, match=match):
+            grucy.Forecaster(**kw).fit(corrupted[:500], sample_weight=bad)
+
+
+# -- backtest ------------------------------------------------------------------------------
+def test_backtest_rolls_the_origin_and_refits_on_request():
+    y = _noisy_wave(n=300, sigma=0.1)
+    model = grucy.Forecaster(20, horizon=4, quantiles=(0.1, 0.9), hidden_size=8,
+                             epochs=5, random_state=0).fit(y[:200])
+    r = model.backtest(y, start=200, horizon=4, stride=10)
+    assert list(r["origins"]) == list(range(200, 297, 10))
+    assert r["forecast"].shape == r["actual"].shape == (10, 4)
+    np.testing.assert_array_equal(r["actual"][1], y[210:214])
+    # (a batch of windows may round differently from one: the readout's GEMM)
+    np.testing.assert_allclose(r["forecast"][1], model.predict(y[:210], 4), rtol=1e-6)
+    np.testing.assert_allclose(r["error"], r["forecast"] - r["actual"])
+    np.testing.assert_allclose(r["mae"], np.abs(r["error"]).mean(1))
+    assert r["quantiles"].shape == (10, 4, 3) and r["lower"].shape == (10, 4)
+    assert r["coverage"] == pytest.approx(np.mean((r["actual"] >= r["lower"])
+                                                  & (r["actual"] <= r["upper"])))
+    same = model.backtest(y, start=2 / 3, horizon=4, stride=10)
+    np.testing.assert_array_equal(same["forecast"], r["forecast"])
+    # refit: a fresh model (same options) trained on the history before each origin
+    refit = model.backtest(y, start=280, horizon=4, stride=8, refit=True)
+    fresh = grucy.Forecaster(**model.get_params()).fit(y[:288])
+    np.testing.assert_allclose(refit["forecast"][1], fresh.predict(y[:288], 4), rtol=1e-6)
+    for kwargs, match in [(dict(start=10), r"start must leave lookback=20 steps before it "
+                                           r"and horizon=4 after it"),
+                          (dict(start=298), r"a position in \[20, 296\]"),
+                          (dict(start="x"), "start must be an index, a fraction"),
+                          (dict(start=200, stride=0), "stride must be a positive integer")]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            model.backtest(y, **{"horizon": 4, **kwargs})
+
+
+def test_backtest_with_covariates_and_many_series():
+    y, x = _promo_series(n=160)
+    model = grucy.Forecaster(14, horizon=2, hidden_size=8, epochs=3,
+                             random_state=0).fit([y[:120], y[:100] + 1], [x[:120], x[:100]])
+    results = model.backtest([y, y + 1], [x, x], start=130, horizon=2, stride=5)
+    assert len(results) == 2 and results[0]["forecast"].shape == (6, 2)
+    np.testing.assert_allclose(results[1]["forecast"][0],
+                               model.predict([y[:130], y[:130] + 1], 2,
+                                             X=[x[:132], x[:132]])[1], rtol=1e-6)
+    with pytest.raises(ValueError, match="X is missing"):
+        model.backtest([y, y + 1], start=130)
+
+
+# -- pandas ----------------------------------------------------------------------------------
+def test_import_grucy_does_not_import_pandas():
+    code = ("import sys, grucy, numpy as np; grucy.Forecaster(3, epochs=1)"
+            ".fit(np.arange(20.0)).predict(np.arange(5.0)); print('pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+@requires("pandas")
+def test_pandas_in_pandas_out_with_dates_and_columns():
+    import pandas as pd
+
+    t = np.arange(120)
+    weekly = pd.Series(np.sin(t / 4), name="visits",
+                       index=pd.date_range("2020-01-04", periods=120, freq="W-SAT"))
+    model = grucy.Forecaster(8, hidden_size=4, epochs=2, random_state=0).fit(weekly)
+    assert model.freq_ == "W-SAT"
+    pred = model.predict(weekly, 3)
+    assert isinstance(pred, pd.Series) and pred.name == "visits"
+    assert list(pred.index) == list(pd.date_range("2022-04-23", periods=3, freq="W-SAT"))
+    np.testing.assert_array_equal(pred.to_numpy(), model.predict(weekly.to_numpy(), 3))
+    # a DataFrame: columns kept, taken by name
+    frame = pd.DataFrame({"a": np.sin(t / 5), "b": np.cos(t / 3)},
+                         index=pd.period_range("2000-01", periods=120, freq="M"))
+    multi = grucy.Forecaster(8, quantiles=(0.2, 0.8), hidden_size=4, epochs=2,
+                             random_state=0).fit(frame)
+    out = multi.predict(frame[["b", "a"]], 2)
+    assert list(out.columns) == ["a", "b"] and str(out.index[0]) == "2010-01"
+    np.testing.assert_array_equal(out.to_numpy(), multi.predict(frame.to_numpy(), 2))
+    q = multi.predict_quantiles(frame, 2)
+    assert list(q.columns) == [("a", 0.2), ("a", 0.5), ("a", 0.8), ("b", 0.2), ("b", 0.5),
+                               ("b", 0.8)]
+    lo, hi = multi.predict_interval(frame, 2, coverage=0.6)
+    assert isinstance(lo, pd.DataFrame) and (hi.to_numpy() >= lo.to_numpy()).all()
+    # an integer index continues with its step
+    ranged = pd.Series(np.sin(t / 4), index=pd.RangeIndex(0, 240, 2))
+    assert list(model.predict(ranged, 2).index) == [240, 242]
+
+
+@requires("pandas")
+def test_pandas_covariates_align_by_date_and_errors_say_what_to_do():
+    import pandas as pd
+
+    y, x = _promo_series(n=100)
+    idx = pd.date_range("2021-01-01", periods=100, freq="D")
+    ys, xs = pd.Series(y, index=idx), pd.DataFrame({"promo": x[:, 0]}, index=idx)
+    model = grucy.Forecaster(7, hidden_size=4, epochs=2, random_state=0)
+    model.fit(ys[:90], xs)  # X covers more than y: aligned by the dates
+    assert model.covariate_names_ == ["promo"]
+    pred = model.predict(ys[:90], 3, X=xs)
+    np.testing.assert_array_equal(pred.to_numpy(),
+                                  model.predict(y[:90], 3, X=x[:93]))
+    with pytest.raises(ValueError, match=r"X has no rows for 3 of the steps it must cover "
+                                         r"\(y's steps and the 8 ahead\), first 2021-04-11"):
+        model.predict(ys[:95], 8, X=xs)
+    irregular = ys.drop(ys.index[[3, 10]])
+    with pytest.raises(ValueError, match=r"cannot infer the frequency of y's DatetimeIndex "
+                                         r".*set it, e.g. y = y.asfreq\('D'\)"):
+        grucy.Forecaster(7, epochs=1).fit(irregular)
+    with pytest.raises(ValueError, match="increasing without repeats"):
+        grucy.Forecaster(7, epochs=1).fit(ys[::-1])
+    with pytest.raises(ValueError, match="DatetimeIndex, PeriodIndex or integer index"):
+        grucy.Forecaster(7, epochs=1).fit(pd.Series(y, index=[f"d{i:03d}" for i in
+                                                              range(100)]))
+
+
+@requires("pandas")
+def test_pandas_backtest_frame():
+    import pandas as pd
+
+    y = pd.Series(_noisy_wave(n=120, sigma=0.1),
+                  index=pd.date_range("2000-01-01", periods=120, freq="MS"))
+    model = grucy.Forecaster(12, horizon=2, quantiles=(0.1, 0.9), hidden_size=4, epochs=2,
+                             random_state=0).fit(y[:100])
+    r = model.backtest(y, start=pd.Timestamp("2008-05-01"), horizon=2, stride=3)
+    assert r["origins"][0] == 100
+    frame = r["frame"]
+    assert list(frame.columns) == ["origin", "time", "step", "forecast", "actual", "error",
+                                   "lower", "upper"]
+    assert len(frame) == 2 * len(r["origins"])
+    assert frame["time"].iloc[1] == pd.Timestamp("2008-06-01")
+
+
+# -- saving ------------------------------------------------------------------------------------
+def test_forecasters_with_the_new_options_save_and_load(tmp_path):
+    y, x = _promo_series(n=120)
+    models = [
+        (grucy.Forecaster(10, horizon=2, quantiles=(0.1, 0.9), temporal_norm=True,
+                          hidden_size=4, epochs=2, random_state=0).fit(y, x),
+         lambda m: m.predict_quantiles(y, 3, X=np.r_[x, x[:3]])),
+        (grucy.Forecaster(10, hidden_size=4, epochs=2, random_state=0).fit(
+            [y, y[:60] * 2]), lambda m: np.stack(m.predict([y, y[:60] * 2], 2))),
+    ]
+    for i, (model, use) in enumerate(models):
+        grucy.save(model, tmp_path / f"f{i}.grucy")
+        loaded = grucy.load(tmp_path / f"f{i}.grucy")
+        np.testing.assert_array_equal(use(loaded), use(model))
+        assert loaded.get_params() == {**model.get_params(),
+                                       "quantiles": loaded.quantiles}
+
+
+def test_temporal_norm_follows_a_level_beyond_the_training_range():
+    t = np.arange(400)
+    y = 0.05 * t + np.sin(2 * np.pi * t / 10)  # a trend: the test levels are all new
+    kw = dict(lookback=20, hidden_size=16, epochs=30, random_state=0)
+    normed = grucy.Forecaster(temporal_norm=True, **kw).fit(y[:300])
+    plain = grucy.Forecaster(**kw).fit(y[:300])
+    H = np.stack([y[o - 20:o] for o in range(300, 400)])
+
+    def rmse(m):
+        return np.sqrt(np.mean((m.predict(H, 1)[:, 0] - y[300:]) ** 2))
+    assert rmse(normed) < 0.1 < 1.0 < rmse(plain)
