@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -121,10 +121,10 @@ class CharNGramNaiveBayes:
     def fit(self, texts, labels) -> "CharNGramNaiveBayes":
         labels = np.asarray(labels)
         self.classes_ = np.unique(labels)
-        vocab = {}
+        vocab: Dict[str, int] = {}
         counts = []
         for c in self.classes_:
-            row = {}
+            row: Dict[str, int] = {}
             for t, lab in zip(texts, labels):
                 if lab == c:
                     for g in self._grams(t):

@@ -160,7 +160,8 @@ class Forecaster(GRUModel):
         for _, sd in stats:
             sd[sd == 0] = 1.0
         means, scales = np.array([m for m, _ in stats]), np.array([sd for _, sd in stats])
-        self.mean_, self.scale_ = (means, scales) if many else (means[0], scales[0])
+        self.mean_: np.ndarray = means if many else means[0]
+        self.scale_: np.ndarray = scales if many else scales[0]
         parts = []
         for i, s in enumerate(series):
             name = f"y[{i}]" if many else "y"
