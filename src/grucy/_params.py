@@ -15,7 +15,16 @@ import threading
 
 import numpy as np
 
-from ._validation import _finite, as_float_array, check_finite
+from ._validation import NumericOverflowError, _finite, as_float_array, check_finite
+
+
+def _names(names, shown=5):
+    """At most ``shown`` names of a list, then how many more: messages stay short
+    whatever a file or a caller declares."""
+    names = list(names)
+    if len(names) <= shown:
+        return repr(names)
+    return f"{names[:shown]!r} and {len(names) - shown} more"
 
 
 def exclusive(method):
@@ -122,9 +131,8 @@ class ParameterHolder:
         missing = [k for k in self._params if k not in state_dict]
         unexpected = [k for k in state_dict if k not in self._params]
         if missing or unexpected:
-            raise ValueError(
-                f"state_dict keys do not match: missing {missing}, unexpected {unexpected}"
-            )
+            raise ValueError(f"state_dict keys do not match: missing {_names(missing)}, "
+                             f"unexpected {_names(unexpected)}")
         new = {}
         for k, target in self._params.items():
             arr = as_float_array(f"state_dict[{k!r}]", state_dict[k], self.dtype)
@@ -179,8 +187,8 @@ class ParameterHolder:
         """After a computation from finite inputs and parameters: a non-finite result is
         an overflow; raise rather than return it."""
         if not _finite(arr):
-            raise ValueError(f"{name} overflowed to NaN or inf: the inputs are too large "
-                             f"for {self.dtype}")
+            raise NumericOverflowError(f"{name} overflowed to NaN or inf: the inputs are "
+                                       f"too large for {self.dtype}")
 
     @exclusive
     def zero_grad(self):
