@@ -21,7 +21,7 @@ from ._base import GRUBase
 from ._limits import check_memory
 from ._params import ParameterHolder, PerThreadState, exclusive
 from ._validation import (_as_real_array, _flag, _positive_int, _rng, as_float_array,
-                          check_dtype, check_finite)
+                          check_dtype, check_finite, check_result)
 from .losses import mse_loss
 
 __all__ = ["Linear", "Embedding", "Dropout", "Sequential", "TruncatedBPTT", "mse_loss"]
@@ -139,7 +139,12 @@ class Linear(ParameterHolder):
         if self.bias:
             self.grads["bias"] += dy2.sum(axis=0)
         self._x = None
-        return _matmul(dy2, self._params["weight"]).reshape(x.shape)
+        dx = _matmul(dy2, self._params["weight"]).reshape(x.shape)
+        for name, arr in (("grads['weight']", self.grads["weight"]),
+                          ("grads['bias']", self.grads.get("bias")), ("dx", dx)):
+            if arr is not None:  # from finite values: NaN or inf is an overflow
+                check_result(f"Linear.backward: {name}", arr)
+        return dx
 
     def __call__(self, x, training=True):
         return self.forward(x, training=training)
@@ -225,6 +230,8 @@ class Embedding(ParameterHolder):
         # dW[idx[i]] += dy[i], summing repeated rows
         np.add.at(self.grads["weight"], idx.reshape(-1),
                   dya.reshape(-1, self.embedding_dim))
+        check_result("Embedding.backward: the rows of grads['weight'] it added to",
+                     self.grads["weight"][np.unique(idx)])
         return None
 
     def __call__(self, indices, training=True):
@@ -303,7 +310,11 @@ class Dropout(ParameterHolder):
             raise ValueError(f"dy must have the shape of y, {shape}, got {dya.shape}")
         check_finite("dy", dya)
         self._mask = None
-        return dya.copy() if mask is None else dya * mask
+        if mask is None:
+            return dya.copy()
+        dx = dya * mask
+        check_result("Dropout.backward: dx", dx)
+        return dx
 
     def __call__(self, x, training=True):
         return self.forward(x, training=training)

@@ -22,6 +22,7 @@ reads and how the loss reaches it; :mod:`grucy.diagnostics` works through it).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -30,7 +31,7 @@ from typing import Any, Callable, ClassVar, List, Optional, Tuple
 
 import numpy as np
 
-from .._validation import _positive_int, check_dtype
+from .._validation import NumericOverflowError, _positive_int, check_dtype, check_result
 from ..distributed import common_seed, get_communicator
 from ..training import Trainer, read_checkpoint
 from ..training.checkpoint import _from_json_floats, _json_floats
@@ -94,6 +95,11 @@ class GRUModel:
     _estimator_type: ClassVar[Optional[str]] = None
     #: what ``fit`` and ``predict`` read: "series", "sequences" or "text"
     input_kind: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "fit" in cls.__dict__:
+            cls.fit = _fit_or_nothing(cls.__dict__["fit"])
 
     # -- scikit-learn parameter protocol ------------------------------------------------
     @classmethod
@@ -200,6 +206,7 @@ class GRUModel:
 
     @classmethod
     def _from_saved(cls, config, arrays):
+        _check_saved_model(cls, config, arrays)
         obj = cls(**config["params"])
         fitted = config["fitted"]
         if fitted is None:
@@ -240,8 +247,9 @@ class GRUModel:
         """The run's seed: from the checkpoint when resuming (same split, same init)."""
         if resume is not None:
             config, _ = read_checkpoint(resume)
-            seed = config.get("metadata", {}).get("seed")
-            if isinstance(seed, int):
+            metadata = config.get("metadata")
+            seed = metadata.get("seed") if isinstance(metadata, dict) else None
+            if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0:
                 return seed
         seed = _seed_from(random_state)
         if random_state is None:  # fresh entropy differs per process: take rank 0's
@@ -261,6 +269,82 @@ class GRUModel:
         self.n_iter_ = trainer.epoch
         self.best_epoch_ = trainer.best_epoch if trainer.patience is not None else None
         return trainer
+
+
+def _fit_or_nothing(fit):
+    """``fit`` made all-or-nothing: when it raises (bad data, a diverged run:
+    :class:`grucy.TrainingDivergedError`), the model is left as it was before the call
+    (unfitted, or with its previous fit), never half-fitted; the error is re-raised."""
+    if getattr(fit, "_all_or_nothing", False):
+        return fit
+
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        before = dict(vars(self))
+        try:
+            return fit(self, *args, **kwargs)
+        except Exception:
+            vars(self).clear()
+            vars(self).update(before)
+            raise
+    wrapper._all_or_nothing = True
+    return wrapper
+
+
+def _standardization(name, values, axis):
+    """``(mean, scale, standardised values)`` of the finite float64 ``values`` over
+    ``axis`` (a scale of 0 becomes 1).  For values so large that the plain mean or
+    standard deviation overflows (a std squares 1e308), both are computed relative to
+    each column's largest magnitude; standardised values that still overflow raise
+    NumericOverflowError naming ``name``, never reach the network as inf."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, scale = values.mean(axis=axis), values.std(axis=axis)
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale))):
+            unit = np.max(np.abs(values), axis=axis, keepdims=True)
+            unit[unit == 0] = 1.0
+            rel = values / unit
+            unit = np.squeeze(unit, axis=axis)
+            mean, scale = rel.mean(axis=axis) * unit, rel.std(axis=axis) * unit
+        scale[scale == 0] = 1.0
+        scaled = (values - mean) / scale
+    check_result(f"the mean or standard deviation of {name}", np.stack([mean, scale]))
+    check_result(f"{name} standardised", scaled, hint=f"rescale {name}")
+    return mean, scale, scaled
+
+
+def _check_output(what, values, attributes):
+    """NumericOverflowError unless the model output ``values`` (data units) is finite;
+    ``attributes`` name what scaled it."""
+    check_result(what, values, hint=f"the network's outputs times {attributes} exceed "
+                                    f"float64")
+    return values
+
+
+def _check_saved_model(cls, config, arrays):
+    """What a model file must be before anything is built from it: the structure
+    ``_get_config`` / ``_get_arrays`` write, fitted names that are fitted attributes
+    (never a method, a dunder or an option of the model); TypeError or ValueError
+    otherwise (grucy.load reports them as FileFormatError)."""
+    if not isinstance(config, dict) or not isinstance(config.get("params"), dict):
+        raise TypeError("config must be an object with the model's params")
+    fitted = config.get("fitted")
+    if fitted is None:
+        if arrays:
+            raise ValueError(f"an unfitted {cls.__name__} has no arrays, the file has "
+                             f"{len(arrays)}")
+        return
+    if not isinstance(fitted, dict) or not isinstance(config.get("net"), dict):
+        raise TypeError("config['fitted'] and config['net'] must be objects")
+    names = list(fitted) + [k[len("fitted/"):] for k in arrays if k.startswith("fitted/")]
+    for name in names:
+        public = (name.endswith("_") and not name.startswith("_")
+                  and not name.endswith("__"))
+        if not (name.isidentifier() and (public or name in cls._fitted_private)
+                and name != "net_" and not hasattr(cls, name)):
+            raise ValueError(f"{name!r} is not a fitted attribute of a {cls.__name__}")
+    other = [k for k in arrays if not k.startswith(("fitted/", "net/"))]
+    if other:
+        raise ValueError(f"unexpected arrays {other[:5]}")
 
 
 def _seed_from(random_state):

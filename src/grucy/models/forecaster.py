@@ -9,11 +9,13 @@ from typing import Any, Callable, ClassVar, Optional, Tuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .._validation import _positive_int, check_finite
+from .._limits import check_memory
+from .._validation import _positive_int, check_finite, check_result
 from ..io import register
 from ..losses import LOSSES
 from ..training import ArrayTask
-from .base import GRUModel, _check_fraction, _mean_output_gradient, _validation_split
+from .base import (GRUModel, _check_fraction, _check_output, _mean_output_gradient,
+                   _standardization, _validation_split)
 from .nets import ReadoutNet
 
 __all__ = ["Forecaster"]
@@ -130,10 +132,9 @@ class Forecaster(GRUModel):
         self._univariate = s.ndim == 1
         s2 = s.reshape(len(s), -1)
         k = s2.shape[1]
-        mean, scale = s2.mean(axis=0), s2.std(axis=0)
-        scale[scale == 0] = 1.0
+        mean, scale, scaled = _standardization("series", s2, 0)
         dtype = self._dtype()
-        X, Y = self._windows((s2 - mean) / scale)
+        X, Y = self._windows(scaled)
         seed = self._seed_for_fit(self.random_state, resume, distributed)
         rng = np.random.default_rng(seed)
         train_idx, val_idx = _validation_split(len(X), frac, rng, chronological=True)
@@ -180,7 +181,10 @@ class Forecaster(GRUModel):
             raise ValueError(f"history needs at least lookback={self.lookback_} steps, got "
                              f"{h.shape[1]}")
         check_finite("history", given, hint="fill or drop missing values first")
-        return (h - self.mean_) / self.scale_, single
+        with np.errstate(over="ignore"):
+            scaled = (h - self.mean_) / self.scale_
+        check_result("history standardised (with mean_ and scale_)", scaled)
+        return scaled, single
 
     def predict(self, history: ArrayLike, horizon: int = 1) -> np.ndarray:
         """The next ``horizon`` values after ``history`` (recursive beyond ``self.horizon``).
@@ -203,16 +207,25 @@ class Forecaster(GRUModel):
         horizon = _positive_int("horizon", horizon)
         scaled, single = self._histories(history)
         k, L, h = self.n_series_, self.lookback_, self.horizon_
+        N, blocks = len(scaled), -(-horizon // h)
+        # The forecast is one array, made before the first step: its size is checked
+        # against the memory limit before anything runs (horizon=10**9 is refused at
+        # once, not after minutes of steps).
+        check_memory(lambda: f"Forecaster.predict of {N} histories with horizon="
+                             f"{horizon} ({N} x {blocks * h} x {k} float64 values)",
+                     N * (blocks * h + 2 * L) * k * 8)
+        pred = np.empty((N, blocks * h, k))
         window = scaled[:, -L:]
-        steps = []
-        done = 0
-        while done < horizon:
+        for b in range(blocks):
             out = self.net_.forward(window.astype(self.net_.dtype), training=False)
-            block = out.astype(np.float64).reshape(len(window), h, k)
-            steps.append(block)
-            window = np.concatenate([window, block], axis=1)[:, -L:]
-            done += h
-        pred = np.concatenate(steps, axis=1)[:, :horizon] * self.scale_ + self.mean_
+            block = pred[:, b * h:(b + 1) * h]
+            block[...] = out.reshape(N, h, k)
+            window = np.concatenate([window[:, h:], block], axis=1)[:, -L:]
+        pred = pred[:, :horizon]
+        with np.errstate(over="ignore"):
+            pred *= self.scale_
+            pred += self.mean_
+        _check_output("Forecaster.predict's forecast", pred, "scale_ plus mean_")
         if self._univariate:
             pred = pred[..., 0]
         return pred[0] if single else pred

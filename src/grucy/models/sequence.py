@@ -20,7 +20,9 @@ from .._validation import _as_real_array, _flag, _positive_int, check_finite
 from ..io import register
 from ..losses import LOSSES, cross_entropy_loss
 from ..training import ArrayTask
-from .base import GRUModel, _check_fraction, _mean_output_gradient, _validation_split
+from .._validation import check_result
+from .base import (GRUModel, _check_fraction, _check_output, _mean_output_gradient,
+                   _standardization, _validation_split)
 from .nets import ReadoutNet
 
 __all__ = ["GRUClassifier", "GRURegressor"]
@@ -103,15 +105,15 @@ class _SequenceEstimator(GRUModel):
         return y
 
     def _scaled(self, X3):
-        return ((X3 - self.x_mean_) / self.x_scale_).astype(self.net_.dtype)
+        with np.errstate(over="ignore"):
+            scaled = (X3 - self.x_mean_) / self.x_scale_
+        check_result("X standardised (with x_mean_ and x_scale_)", scaled)
+        return scaled.astype(self.net_.dtype)
 
     def _fit_network(self, X3, Y, output_size, loss, metrics, *, stratify=None,
                      checkpoint, checkpoint_every, resume, distributed):
         frac = _check_fraction("validation_fraction", self.validation_fraction)
-        self.x_mean_ = X3.mean(axis=(0, 1))
-        scale = X3.std(axis=(0, 1))
-        scale[scale == 0] = 1.0
-        self.x_scale_ = scale
+        self.x_mean_, self.x_scale_, _ = _standardization("X", X3, (0, 1))
         dtype = self._dtype()
         seed = self._seed_for_fit(self.random_state, resume, distributed)
         rng = np.random.default_rng(seed)
@@ -329,16 +331,13 @@ class GRURegressor(_SequenceEstimator):
                              f"one column")
         self._y_ndim = target.ndim
         Y = target.reshape(len(target), -1)
-        self.y_mean_ = Y.mean(axis=0)
-        scale = Y.std(axis=0)
-        scale[scale == 0] = 1.0
-        self.y_scale_ = scale
-        y_scale = scale
+        self.y_mean_, self.y_scale_, Y_scaled = _standardization("y", Y, 0)
+        y_scale = self.y_scale_
 
         def rmse(out, target):
             return float(np.sum(np.square((out - target) * y_scale))), float(target.size)
 
-        self._fit_network(X3, ((Y - self.y_mean_) / scale).astype(self._dtype()),
+        self._fit_network(X3, Y_scaled.astype(self._dtype()),
                           Y.shape[1], LOSSES[self.loss], {"rmse": rmse},
                           checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                           resume=resume, distributed=distributed)
@@ -346,7 +345,9 @@ class GRURegressor(_SequenceEstimator):
 
     def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted targets, (n_samples,) or (n_samples, n_targets), float64."""
-        pred = self._outputs(X) * self.y_scale_ + self.y_mean_
+        with np.errstate(over="ignore", invalid="ignore"):
+            pred = self._outputs(X) * self.y_scale_ + self.y_mean_
+        _check_output("GRURegressor.predict's predictions", pred, "y_scale_ plus y_mean_")
         return pred[:, 0] if self._y_ndim == 1 else pred
 
     def score(self, X: ArrayLike, y: ArrayLike,
