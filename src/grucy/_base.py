@@ -68,6 +68,7 @@ class GRUBase(ParameterHolder):
         self._configure(input_size, hidden_size, num_layers, bias=bias,
                         batch_first=batch_first, dropout=dropout,
                         bidirectional=bidirectional, reset_after=reset_after, dtype=dtype)
+        self._check_size()
         rng = _rng(seed)
         bound = 1.0 / np.sqrt(self.hidden_size)
         self._params = {}
@@ -83,8 +84,7 @@ class GRUBase(ParameterHolder):
     def _configure(self, input_size, hidden_size, num_layers=1, *, bias=True,
                    batch_first=False, dropout=0.0, bidirectional=False, reset_after=True,
                    dtype=np.float32):
-        """Validate and store the options (what ``__init__`` and a load share), and
-        refuse sizes memory cannot hold, before anything is allocated."""
+        """Validate and store the options (what ``__init__`` and a load share)."""
         self.input_size = _positive_int("input_size", input_size)
         self.hidden_size = _positive_int("hidden_size", hidden_size)
         self.num_layers = _positive_int("num_layers", num_layers)
@@ -100,7 +100,6 @@ class GRUBase(ParameterHolder):
         self.reset_after = _flag("reset_after", reset_after)
         self.dtype = dt
         self.num_directions = 2 if self.bidirectional else 1
-        self._check_size()
 
     def _param_count(self):
         """Values of all parameters (closed form: no list of names, whatever the size)."""
@@ -108,17 +107,19 @@ class GRUBase(ParameterHolder):
         per_direction = 3 * H * H + (6 * H if self.bias else 0)
         return D * (3 * H * I + per_direction) + (L - 1) * D * (3 * H * D * H + per_direction)
 
-    def _check_size(self):
+    def _check_size(self, loading=False):
         """Refuse, before allocating, parameters the kernels cannot index or memory
-        cannot hold."""
+        cannot hold: the parameters, their gradients and the float64 draw of the
+        initialisation (``loading``: only the gradients, the parameters are a file's
+        arrays)."""
         H, D, L = self.hidden_size, self.num_directions, self.num_layers
         what = f"GRU(input_size={self.input_size}, hidden_size={H}, num_layers={L})"
         widest = max(self.input_size, D * H if L > 1 else 1, H)
         check_int32(what, {"3*hidden_size*max(input_size, hidden_size, "
                            "num_directions*hidden_size)": 3 * H * widest})
-        # parameters and gradients, plus the float64 draw of the initialisation
-        check_memory(what, self._param_count() * (2 * self.dtype.itemsize)
-                     + 8 * 3 * H * widest)
+        values = self._param_count()
+        check_memory(what, values * self.dtype.itemsize if loading else
+                     values * 2 * self.dtype.itemsize + 8 * 3 * H * widest)
 
     def _call_bytes(self, T, B, training, cast=True, ordered=True, sorted_rows=False):
         """An upper bound on the bytes one forward (and its backward) allocates, for x
@@ -376,6 +377,7 @@ class GRUBase(ParameterHolder):
             raise TypeError(f"config must be a dict, got {type(config).__name__}")
         obj = cls.__new__(cls)
         obj._configure(**config)
+        obj._check_size(loading=True)
         names = param_names(obj.num_layers, obj.bidirectional, obj.bias)
         missing = [k for k in names if k not in arrays]
         unexpected = [k for k in arrays if k not in set(names)]

@@ -226,10 +226,16 @@ class GRUModel:
                              if k.startswith("net/")})
         obj.net_ = net
         obj._after_load()
+        obj._check_fitted_state()
         return obj
 
     def _after_load(self):
         """Rebuild derived state after :meth:`_from_saved` (default: nothing)."""
+
+    def _check_fitted_state(self):
+        """After a load: ValueError unless the fitted attributes are what ``fit``
+        makes and agree with the network (a file with a valid checksum can hold
+        anything; a loaded model must predict or fail at load, never later)."""
 
     # -- training ---------------------------------------------------------------------
     def _dtype(self):
@@ -269,6 +275,26 @@ class GRUModel:
         self.n_iter_ = trainer.epoch
         self.best_epoch_ = trainer.best_epoch if trainer.patience is not None else None
         return trainer
+
+
+def _fitted_int(model, name, low=1):
+    value = getattr(model, name)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"fitted {name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _fitted_array(model, name, shape):
+    value = getattr(model, name)
+    if not isinstance(value, np.ndarray) or value.dtype.kind != "f" or value.shape != shape:
+        raise ValueError(f"fitted {name} must be a float array of shape {shape}, got "
+                         f"{type(value).__name__} {getattr(value, 'shape', '')}")
+    return value
+
+
+def _fitted_check(ok, message):
+    if not ok:
+        raise ValueError(message)
 
 
 def _fit_or_nothing(fit):

@@ -14,8 +14,9 @@ from .._validation import _positive_int, check_finite, check_result
 from ..io import register
 from ..losses import LOSSES
 from ..training import ArrayTask
-from .base import (GRUModel, _check_fraction, _check_output, _mean_output_gradient,
-                   _standardization, _validation_split)
+from .base import (GRUModel, _check_fraction, _check_output, _fitted_array,
+                   _fitted_check, _fitted_int, _mean_output_gradient, _standardization,
+                   _validation_split)
 from .nets import ReadoutNet
 
 __all__ = ["Forecaster"]
@@ -154,6 +155,19 @@ class Forecaster(GRUModel):
         self._run(task, seed, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                   resume=resume, distributed=distributed)
         return self
+
+    def _check_fitted_state(self):
+        k, h = _fitted_int(self, "n_series_"), _fitted_int(self, "horizon_")
+        _fitted_int(self, "lookback_")
+        _fitted_array(self, "mean_", (k,))
+        _fitted_check(np.all(_fitted_array(self, "scale_", (k,)) > 0),
+                      "fitted scale_ must be positive")
+        _fitted_check(self._univariate in (True, False) and (k == 1 or not self._univariate),
+                      f"fitted _univariate is {self._univariate!r} for {k} series")
+        net = self.net_.config
+        _fitted_check(net["input_size"] == k and net["output_size"] == h * k,
+                      f"the network reads {net['input_size']} and predicts "
+                      f"{net['output_size']} values, not {k} and horizon_ * {k}")
 
     def _histories(self, history):
         """History as (N, m, k) scaled, and whether the input was a single series."""

@@ -21,8 +21,9 @@ from ..io import register
 from ..losses import LOSSES, cross_entropy_loss
 from ..training import ArrayTask
 from .._validation import check_result
-from .base import (GRUModel, _check_fraction, _check_output, _mean_output_gradient,
-                   _standardization, _validation_split)
+from .base import (GRUModel, _check_fraction, _check_output, _fitted_array,
+                   _fitted_check, _fitted_int, _mean_output_gradient, _standardization,
+                   _validation_split)
 from .nets import ReadoutNet
 
 __all__ = ["GRUClassifier", "GRURegressor"]
@@ -93,6 +94,18 @@ class _SequenceEstimator(GRUModel):
                 raise ValueError(f"X has {F} features per step, but {name} is expecting "
                                  f"{expected_F} features per step as input")
         return X if X.ndim == 3 else X[:, :, None]
+
+    def _check_fitted_state(self):
+        _fitted_check(self._input_ndim in (2, 3), f"fitted _input_ndim is "
+                                                  f"{self._input_ndim!r}")
+        n_in, _ = _fitted_int(self, "n_features_in_"), _fitted_int(self, "n_steps_")
+        F = 1 if self._input_ndim == 2 else n_in
+        _fitted_array(self, "x_mean_", (F,))
+        _fitted_check(np.all(_fitted_array(self, "x_scale_", (F,)) > 0),
+                      "fitted x_scale_ must be positive")
+        _fitted_check(self.net_.config["input_size"] == F,
+                      f"the network reads {self.net_.config['input_size']} features per "
+                      f"step, the fitted X has {F}")
 
     def _check_y_present(self, X, y):
         if y is None:
@@ -249,6 +262,14 @@ class GRUClassifier(_SequenceEstimator):
                           distributed=distributed)
         return self
 
+    def _check_fitted_state(self):
+        super()._check_fitted_state()
+        classes = self.classes_
+        _fitted_check(isinstance(classes, np.ndarray) and classes.ndim == 1
+                      and len(classes) == self.net_.config["output_size"] >= 2,
+                      f"fitted classes_ must be the {self.net_.config['output_size']} "
+                      f"labels the network scores")
+
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities, (n_samples, n_classes), columns in ``classes_`` order."""
         logits = self._outputs(X)
@@ -342,6 +363,15 @@ class GRURegressor(_SequenceEstimator):
                           checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                           resume=resume, distributed=distributed)
         return self
+
+    def _check_fitted_state(self):
+        super()._check_fitted_state()
+        n = self.net_.config["output_size"]
+        _fitted_array(self, "y_mean_", (n,))
+        _fitted_check(np.all(_fitted_array(self, "y_scale_", (n,)) > 0),
+                      "fitted y_scale_ must be positive")
+        _fitted_check(self._y_ndim == 2 or (self._y_ndim == 1 and n == 1),
+                      f"fitted _y_ndim is {self._y_ndim!r} for {n} targets")
 
     def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted targets, (n_samples,) or (n_samples, n_targets), float64."""
