@@ -300,3 +300,19 @@ def test_a_model_resuming_from_a_crafted_checkpoint_raises_file_format_error(tmp
     with pytest.raises(io.FileFormatError, match="'param/0'"):
         model.fit(series, resume=tmp_path / "bad.grucy")
     assert not hasattr(model, "net_")  # as it was before fit
+
+
+@pytest.mark.parametrize("sample, spoil", [
+    ("forecaster", lambda m: setattr(m, "n_series_", 3)),
+    ("classifier", lambda m: setattr(m, "classes_", m.classes_[:2])),
+    ("charlm", lambda m: setattr(m, "vocab_", m.vocab_ + "\u2603")),
+    ("gru", lambda m: m._params.update(weight_hh_l0=m._params["weight_hh_l0"][:3].copy())),
+])
+def test_an_object_whose_file_would_not_load_again_is_never_saved(tmp_path, files, sample,
+                                                                  spoil):
+    obj = _load(tmp_path, files[sample], "obj.grucy")
+    spoil(obj)
+    (tmp_path / "keep.grucy").write_bytes(files[sample])
+    with pytest.raises(ValueError, match="cannot be saved: the file would not load again"):
+        grucy.save(obj, tmp_path / "keep.grucy")
+    assert (tmp_path / "keep.grucy").read_bytes() == files[sample]

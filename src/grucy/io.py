@@ -361,7 +361,23 @@ def save(obj, path):
     config, arrays = obj._get_config(), obj._get_arrays()
     for name, value in arrays.items():
         _check_finite_array(name, value, f"{type(obj).__name__} cannot be saved: ")
+    _check_rebuilds(obj, config, arrays)
     write_archive(path, kind, config, arrays)
+
+
+def _check_rebuilds(obj, config, arrays):
+    """Rebuild ``obj`` in memory from what a file of it would hold (the config through
+    JSON and back), as :func:`load` does: a ValueError, and no file, when that fails
+    (parameters resized or replaced, fitted attributes changed by hand...)."""
+    try:
+        plain = json.loads(json.dumps(config, allow_nan=False))
+    except (TypeError, ValueError):
+        return  # (write_archive says what is not plain JSON)
+    try:
+        type(obj)._from_saved(plain, {k: np.ascontiguousarray(v) for k, v in arrays.items()})
+    except (SizeLimitError, *_REBUILD_ERRORS) as exc:
+        raise ValueError(f"{type(obj).__name__} cannot be saved: the file would not load "
+                         f"again ({type(exc).__name__}: {exc})"[:2000]) from None
 
 
 def _check_finite_array(name, value, prefix):
