@@ -339,3 +339,24 @@ def test_after_a_large_call_the_layer_holds_no_scratch():
         tracemalloc.stop()
     assert g._scratch_bytes() == 0  # its pools were beyond max_scratch_bytes: freed
     assert held <= y.nbytes + h.nbytes + dx.nbytes + dh.nbytes + (1 << 20), held
+
+
+def test_linear_backward_differentiates_the_weight_of_its_forward():
+    from grucy.nn import Linear
+    rng = np.random.default_rng(0)
+    x, dy = rng.standard_normal((4, 3)), rng.standard_normal((4, 2))
+    a = Linear(3, 2, dtype=np.float64, seed=0)
+    expected = Linear(3, 2, dtype=np.float64, seed=0)
+    expected.forward(x)
+    dx_expected = expected.backward(dy)
+    a.forward(x)
+    a.load_state_dict(Linear(3, 2, dtype=np.float64, seed=5).state_dict())
+    np.testing.assert_array_equal(a.backward(dy), dx_expected)
+    np.testing.assert_array_equal(a.grads["weight"], expected.grads["weight"])
+
+
+def test_dropout_forward_overflow_is_an_error():
+    from grucy.nn import Dropout
+    d = Dropout(0.5, seed=0)
+    with pytest.raises(NumericOverflowError, match="Dropout.forward: the output"):
+        d.forward(np.full((4, 8), 3e38, np.float32))

@@ -105,7 +105,8 @@ class Linear(ParameterHolder):
                              f"got {xr.shape}")
         rows = xr.size // self.in_features
         check_memory(lambda: f"Linear.forward of x with shape {xr.shape}",
-                     rows * (self.in_features + self.out_features) * self.dtype.itemsize)
+                     (rows + self.out_features) * (self.in_features + self.out_features)
+                     * self.dtype.itemsize)
         xa = as_float_array("x", xr, self.dtype)
         check_finite("x", xa)
         self._check_parameters()
@@ -117,7 +118,9 @@ class Linear(ParameterHolder):
         self._check_result("the output", y)
         if training and np.may_share_memory(xa, given):
             xa = xa.copy()  # backward must not see the caller's later edits of x
-        self._x = xa if training else None
+        # (backward differentiates the weight of this forward, whatever happens to the
+        # parameter in between)
+        self._x = (xa, self._params["weight"].copy()) if training else None
         return y
 
     @exclusive
@@ -125,7 +128,7 @@ class Linear(ParameterHolder):
         """Gradient w.r.t. the input of the last training forward; accumulates ``grads``."""
         if self._x is None:
             raise RuntimeError("backward() needs a preceding forward(..., training=True)")
-        x = self._x
+        x, weight = self._x
         out_shape = x.shape[:-1] + (self.out_features,)
         dya = as_float_array("dy", dy, self.dtype)
         if dya.shape != out_shape:
@@ -139,7 +142,7 @@ class Linear(ParameterHolder):
         if self.bias:
             self.grads["bias"] += dy2.sum(axis=0)
         self._x = None
-        dx = _matmul(dy2, self._params["weight"]).reshape(x.shape)
+        dx = _matmul(dy2, weight).reshape(x.shape)
         for name, arr in (("grads['weight']", self.grads["weight"]),
                           ("grads['bias']", self.grads.get("bias")), ("dx", dx)):
             if arr is not None:  # from finite values: NaN or inf is an overflow
@@ -295,8 +298,10 @@ class Dropout(ParameterHolder):
             return xa
         keep = self.rng.random(xa.shape) >= self.p
         mask = (keep / (1.0 - self.p)).astype(xa.dtype)
+        y = xa * mask
+        check_result("Dropout.forward: the output", y)  # x near the dtype's limit, scaled
         self._mask = (xa.shape, xa.dtype, mask)
-        return xa * mask
+        return y
 
     @exclusive
     def backward(self, dy: ArrayLike) -> np.ndarray:
