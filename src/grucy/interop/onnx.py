@@ -352,16 +352,18 @@ def _check_external_sizes(external_data_helper, tensors, base, path):
                              f"{length} bytes, its dims {_dims_text(t)} need {need}")
         if length is None:
             location = info.get("location", "")
-            file = os.path.join(base, location)
-            parts = location.replace("\\", "/").split("/")
-            if (location and not os.path.isabs(location) and ".." not in parts
-                    and os.path.isfile(file) and not os.path.islink(file)):
+            inside = os.path.realpath(base) + os.sep
+            file = (os.path.realpath(os.path.join(base, location))
+                    if location and not os.path.isabs(location) else "")
+            if file.startswith(inside) and os.path.isfile(file):
                 held = max(os.path.getsize(file) - offset, 0)
                 if held != need:
                     raise ValueError(f"{path}: {what} is damaged: its external data "
                                      f"({location!r} from offset {offset}, no length: "
                                      f"{held} bytes) is not what its dims "
                                      f"{_dims_text(t)} need ({need} bytes)")
+            # (and whatever onnx resolves the location to, it reads no more than that)
+            t.external_data.add(key="length", value=str(need))
         total += need
     if total:
         check_memory(lambda: f"{path}: the model's external data ({total} bytes)", total)

@@ -195,9 +195,10 @@ class Forecaster(GRUModel):
             raise ValueError(f"history needs at least lookback={self.lookback_} steps, got "
                              f"{h.shape[1]}")
         check_finite("history", given, hint="fill or drop missing values first")
-        with np.errstate(over="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):
             scaled = (h - self.mean_) / self.scale_
-        check_result("history standardised (with mean_ and scale_)", scaled)
+            check_result("history standardised (with mean_ and scale_)",
+                         scaled.astype(self.net_.dtype))
         return scaled, single
 
     def predict(self, history: ArrayLike, horizon: int = 1) -> np.ndarray:

@@ -118,10 +118,10 @@ class _SequenceEstimator(GRUModel):
         return y
 
     def _scaled(self, X3):
-        with np.errstate(over="ignore"):
-            scaled = (X3 - self.x_mean_) / self.x_scale_
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = ((X3 - self.x_mean_) / self.x_scale_).astype(self.net_.dtype)
         check_result("X standardised (with x_mean_ and x_scale_)", scaled)
-        return scaled.astype(self.net_.dtype)
+        return scaled
 
     def _fit_network(self, X3, Y, output_size, loss, metrics, *, stratify=None,
                      checkpoint, checkpoint_every, resume, distributed):
