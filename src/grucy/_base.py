@@ -16,8 +16,8 @@ import numpy as np
 
 from ._limits import check_int32, check_memory
 from ._params import ParameterHolder, PerThreadState, _names
-from ._validation import (_as_real_array, _flag, _positive_int, _rng, as_float_array,
-                          check_dtype, check_finite, check_result)
+from ._validation import (_as_real_array, _finite, _flag, _positive_int, _rng,
+                          as_float_array, check_dtype, check_finite, check_result)
 # (layer.py, the compiled layer, imports exclusive from here too)
 from ._params import exclusive  # noqa: F401
 
@@ -319,21 +319,26 @@ class GRUBase(ParameterHolder):
     def _check_backward_result(self, layer, dx, dh):
         """After the backward of ``layer`` (its directions, its dropout mask): a NaN or
         inf in the gradients it made is an overflow (its inputs were finite), raised
-        naming the layer and the array (NumericOverflowError), never returned."""
+        naming the layer and the array (NumericOverflowError), never returned.  (Runs on
+        every backward: names are made only on failure, nothing else is allocated.)"""
         D = self.num_directions
-        where = f"{type(self).__name__}.backward, layer {layer} of {self.num_layers}"
-        hint = (f"dy or dh_n are too large for {self.dtype} (scale the loss down); the "
-                f"gradients accumulated in grads are then not finite: zero_grad() before "
-                f"the next backward")
+        bad = None
         for direction in range(D):
-            sfx = f"l{layer}" + ("_reverse" if direction else "")
+            sfx = f"_l{layer}_reverse" if direction else f"_l{layer}"
             for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                g = self.grads.get(f"{kind}_{sfx}")
-                if g is not None:
-                    check_result(f"{where}: grads[{kind + '_' + sfx!r}]", g, hint)
-        check_result(f"{where}: the gradient of its initial state",
-                     dh[layer * D:(layer + 1) * D], hint)
-        check_result(f"{where}: the gradient of its input", dx, hint)
+                g = self.grads.get(kind + sfx)
+                if g is not None and bad is None and not _finite(g):
+                    bad = (f"grads[{kind + sfx!r}]", g)
+        if bad is None and not _finite(dh[layer * D:(layer + 1) * D]):
+            bad = ("the gradient of its initial state", dh[layer * D:(layer + 1) * D])
+        if bad is None and not _finite(dx):
+            bad = ("the gradient of its input", dx)
+        if bad is not None:
+            check_result(f"{type(self).__name__}.backward, layer {layer} of "
+                         f"{self.num_layers}: {bad[0]}", bad[1],
+                         f"dy or dh_n are too large for {self.dtype} (scale the loss "
+                         f"down); the gradients accumulated in grads are then not "
+                         f"finite: zero_grad() before the next backward")
 
     def generators(self):
         return [self._dropout_rng]
