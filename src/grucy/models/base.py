@@ -72,6 +72,12 @@ class GRUModel:
     ``fit``; :meth:`get_params` / :meth:`set_params` follow scikit-learn's semantics.
     The options below are every model's (keyword-only; documented with
     :class:`grucy.Forecaster`); a model changes a default by declaring the field again.
+
+    ``fit`` is all or nothing: when it raises (bad data, a refused checkpoint, a run
+    that diverged: :class:`grucy.TrainingDivergedError`), the model is left exactly as it
+    was before the call (unfitted, or with its previous fit and weights), never
+    half-fitted.  The checkpoints a diverged run wrote stay on disk (the error's
+    ``checkpoint`` names the last one).
     """
 
     # the network
