@@ -55,17 +55,15 @@ def _refused(tmp_path, raw, match, *, kind=io.FileFormatError, seconds=2.0,
 
 
 def _gru_file(**config):
+    """A GRU file of these options and no arrays (a header of a hundred bytes or so)."""
     header = {"kind": "grucy.GRU", "byteorder": __import__("sys").byteorder,
-              "writer": "test", "config": dict(input_size=1, hidden_size=1, num_layers=1,
-                                               **config)}
+              "writer": "test", "config": config}
     return build(header, {})
 
 
 # -- tiny inputs, huge work ------------------------------------------------------------------
 def test_a_tiny_file_declaring_two_million_layers_is_refused_at_once(tmp_path):
-    raw = _gru_file(num_layers=2_000_000) if False else build(
-        {"kind": "grucy.GRU", "byteorder": __import__("sys").byteorder, "writer": "t",
-         "config": {"input_size": 1, "hidden_size": 1, "num_layers": 2_000_000}}, {})
+    raw = _gru_file(input_size=1, hidden_size=1, num_layers=2_000_000)
     assert len(raw) < 300
     exc = _refused(tmp_path, raw, "needs about .* GiB, more than a file whose arrays "
                                   "hold 0 bytes may make grucy allocate",
@@ -80,10 +78,7 @@ def test_a_tiny_file_declaring_two_million_layers_is_refused_at_once(tmp_path):
     (-5, "num_layers must be a positive integer"),
 ])
 def test_absurd_layer_counts_are_one_clear_error(tmp_path, layers, match):
-    raw = build({"kind": "grucy.GRU", "byteorder": __import__("sys").byteorder,
-                 "writer": "t", "config": {"input_size": 2, "hidden_size": 2,
-                                           "num_layers": layers}}, {})
-    _refused(tmp_path, raw, match)
+    _refused(tmp_path, _gru_file(input_size=2, hidden_size=2, num_layers=layers), match)
 
 
 def test_a_178_byte_file_declaring_8000_units_allocates_nothing(tmp_path, files):
@@ -91,8 +86,7 @@ def test_a_178_byte_file_declaring_8000_units_allocates_nothing(tmp_path, files)
     header["config"].update(input_size=8000, hidden_size=8000)
     _refused(tmp_path, build(header, arrays), "more than a file whose arrays hold",
              kind=io.FileSizeLimitError)
-    header, arrays = parse(files["gru"])
-    raw = build({**header, "config": {"input_size": 8000, "hidden_size": 8000}}, {})
+    raw = _gru_file(input_size=8000, hidden_size=8000)
     assert len(raw) < 300
     _refused(tmp_path, raw, "more than a file whose arrays hold 0 bytes",
              kind=io.FileSizeLimitError)

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from .._limits import SizeLimitError, check_memory, memory_limit
+from .._limits import check_memory
 from .._validation import _flag, _positive_int
 from .._version import __version__
 from ..io import atomic_write
