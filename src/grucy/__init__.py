@@ -13,6 +13,7 @@ from ._version import __version__  # noqa: E402
 from ._base import GRUBase  # noqa: E402
 from ._limits import SizeLimitError  # noqa: E402
 from .io import FileFormatError, load, save  # noqa: E402
+from .training import TrainingDivergedError  # noqa: E402
 
 
 def _kernels_built():
@@ -82,6 +83,7 @@ def __dir__():
                                     if _is_lazy_submodule(m.name)})
 
 
-__all__ = ["GRU", "GRUBase", "FileFormatError", "SizeLimitError", "get_num_threads",
+__all__ = ["GRU", "GRUBase", "FileFormatError", "SizeLimitError", "TrainingDivergedError",
+           "get_num_threads",
            "load", "openmp_enabled", "save", "set_num_threads", "__version__",
            "CharLM", "Forecaster", "GRUClassifier", "GRURegressor", "NotFittedError"]

@@ -17,9 +17,9 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from ._limits import check_int32, check_memory
-from ._params import ParameterHolder, PerThreadState
-from ._validation import (_as_real_array, _flag, _positive_int, _rng, as_float_array,
-                          check_dtype, check_finite)
+from ._params import ParameterHolder, PerThreadState, _names
+from ._validation import (_as_real_array, _finite, _flag, _positive_int, _rng,
+                          as_float_array, check_dtype, check_finite, check_result)
 # (layer.py, the compiled layer, imports exclusive from here too)
 from ._params import exclusive  # noqa: F401
 
@@ -80,6 +80,27 @@ class GRUBase(ParameterHolder):
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, reset_after: bool = True,
                  dtype: DTypeLike = np.float32, seed: Any = None) -> None:
+        self._configure(input_size, hidden_size, num_layers, bias=bias,
+                        batch_first=batch_first, dropout=dropout,
+                        bidirectional=bidirectional, reset_after=reset_after, dtype=dtype)
+        self._check_size()
+        rng = _rng(seed)
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        self._params = {}
+        for name in param_names(self.num_layers, self.bidirectional, self.bias):
+            shape = self._param_shape(name)
+            self._params[name] = rng.uniform(-bound, bound, size=shape).astype(self.dtype)
+        self._init_grads()
+        # Dropout masks come from their own stream so that two layers built with the same
+        # seed (the compiled one and the reference) draw identical masks.
+        self._dropout_rng = np.random.default_rng(rng.integers(2**63))
+        self._cache = None
+
+    def _configure(self, input_size: int, hidden_size: int, num_layers: int = 1, *,
+                   bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                   bidirectional: bool = False, reset_after: bool = True,
+                   dtype: DTypeLike = np.float32) -> None:
+        """Validate and store the options (what ``__init__`` and a load share)."""
         self.input_size = _positive_int("input_size", input_size)
         self.hidden_size = _positive_int("hidden_size", hidden_size)
         self.num_layers = _positive_int("num_layers", num_layers)
@@ -95,43 +116,56 @@ class GRUBase(ParameterHolder):
         self.reset_after = _flag("reset_after", reset_after)
         self.dtype = dt
         self.num_directions = 2 if self.bidirectional else 1
-        self._check_size()
 
-        rng = _rng(seed)
-        bound = 1.0 / np.sqrt(self.hidden_size)
-        self._params = {}
-        for name in param_names(self.num_layers, self.bidirectional, self.bias):
-            shape = self._param_shape(name)
-            self._params[name] = rng.uniform(-bound, bound, size=shape).astype(dt)
-        self._init_grads()
-        # Dropout masks come from their own stream so that two layers built with the same
-        # seed (the compiled one and the reference) draw identical masks.
-        self._dropout_rng = np.random.default_rng(rng.integers(2**63))
-        self._cache = None
+    def _param_count(self):
+        """Values of all parameters (closed form: no list of names, whatever the size)."""
+        H, D, L, I = self.hidden_size, self.num_directions, self.num_layers, self.input_size
+        per_direction = 3 * H * H + (6 * H if self.bias else 0)
+        return D * (3 * H * I + per_direction) + (L - 1) * D * (3 * H * D * H + per_direction)
 
-    def _check_size(self):
+    def _check_size(self, loading=False):
         """Refuse, before allocating, parameters the kernels cannot index or memory
-        cannot hold."""
+        cannot hold: the parameters, their gradients and the float64 draw of the
+        initialisation (``loading``: only the gradients, the parameters are a file's
+        arrays)."""
         H, D, L = self.hidden_size, self.num_directions, self.num_layers
         what = f"GRU(input_size={self.input_size}, hidden_size={H}, num_layers={L})"
         widest = max(self.input_size, D * H if L > 1 else 1, H)
         check_int32(what, {"3*hidden_size*max(input_size, hidden_size, "
                            "num_directions*hidden_size)": 3 * H * widest})
-        n = sum(int(np.prod(self._param_shape(k)))
-                for k in param_names(L, self.bidirectional, self.bias))
-        # parameters and gradients, plus the float64 draw of the initialisation
-        check_memory(what, n * (2 * self.dtype.itemsize) + 8 * 3 * H * widest)
+        values = self._param_count()
+        check_memory(what, values * self.dtype.itemsize if loading else
+                     values * 2 * self.dtype.itemsize + 8 * 3 * H * widest)
 
-    def _call_bytes(self, T, B, training):
-        """An upper bound on the bytes one forward (and its backward) allocates."""
+    def _call_bytes(self, T, B, training, cast=True, ordered=True, sorted_rows=False):
+        """An upper bound on the bytes one forward (and its backward) allocates, for x
+        needing a cast or a C-ordered copy, rows sorted by length or not.  (The NumPy
+        reference's own; the compiled layer counts its kernels' buffers exactly, see
+        ``grucy.GRU._call_bytes``.)"""
         H, D, L, I = self.hidden_size, self.num_directions, self.num_layers, self.input_size
         N, widest = T * B, max(I, D * H)
-        per_direction = N * 3 * H + (2 * N * H if training else B * H) + B * 3 * H + N * widest
-        outputs = N * D * H * (2 * L if training else 2)  # layer outputs (+ dropout masks)
-        total = 2 * N * I + outputs + (L * D if training else 1) * per_direction
-        if training:  # backward: dG, dGxn, dX and its packed twin, dh
-            total += N * 4 * H + 2 * N * widest + 2 * L * D * B * H
-        return total * self.dtype.itemsize
+        x_copies = int(cast) + int(ordered or sorted_rows) + int(training)
+        # per step of one direction: the gates, the candidate, the state and its input
+        per_direction = N * (3 * H + 3 * H + 2 * H) + N * widest
+        outputs = N * D * H * (3 * L if training else 2)  # outputs, masks, masked inputs
+        total = (x_copies + 1) * N * I + outputs + (L * D if training else 1) * per_direction
+        if training:  # backward: the gates' gradients, dx of two layers, dy
+            total += N * 6 * H + 2 * N * widest + N * D * H + 2 * L * D * B * H
+        return (total + 3 * L * D * B * H) * self.dtype.itemsize + self._weight_bytes()
+
+    def _weight_bytes(self):
+        """Bytes of the weights (not the biases): what a training forward keeps for its
+        backward (:meth:`_forward_weights`)."""
+        H, D, L, I = self.hidden_size, self.num_directions, self.num_layers, self.input_size
+        return (D * 3 * H * (I + H) + (L - 1) * D * 3 * H * (D * H + H)) * self.dtype.itemsize
+
+    def _forward_weights(self):
+        """Copies of (W_ih, W_hh) per layer and direction, for the backward of this
+        forward: gradients belong to the weights the forward ran with, even when the
+        parameters change in between (load_state_dict, an optimizer step, edits)."""
+        return [tuple(w.copy() for w in self.layer_params(layer, direction)[:2])
+                for layer in range(self.num_layers)
+                for direction in range(self.num_directions)]
 
     def _check_stream(self, batch_size):
         """Before a stream allocates its state and buffers: sizes, memory, parameters
@@ -227,7 +261,11 @@ class GRUBase(ParameterHolder):
         check_int32(what, {"T*B": T * B, "B*3*hidden_size": B * 3 * H,
                            "B*max(input_size, num_directions*hidden_size)":
                            B * max(I, D * H)})
-        check_memory(what, self._call_bytes(T, B, training))
+        # the copies of x the call makes: a cast, a C-ordered time-major one (or the
+        # rows sorted by length)
+        check_memory(what, self._call_bytes(T, B, training, cast=x.dtype != self.dtype,
+                                            ordered=not x.flags.c_contiguous,
+                                            sorted_rows=lengths is not None))
         x = as_float_array("x", x, self.dtype)
         check_finite("x", x)
         h0 = self._initial_state(h0, (self.num_layers * self.num_directions, B,
@@ -247,16 +285,17 @@ class GRUBase(ParameterHolder):
             arr = np.asarray(lengths)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"lengths must be a sequence of B={B} integers ({exc})") from None
-        if arr.dtype.kind not in "iu":
-            if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-                arr = arr.astype(np.int64)
-            else:
-                raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
+        if arr.dtype.kind not in "iu" and not (
+                arr.dtype.kind == "f" and np.all(np.isfinite(arr))
+                and np.all(arr == np.round(arr))):
+            raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
         if arr.shape != (B,):
             raise ValueError(f"lengths must have shape (B,) = ({B},), got {arr.shape}")
+        # (the range is checked in the given dtype: a cast first would wrap 1e300 or
+        # 2**64-1 around to some other integer)
         if arr.min() < 1 or arr.max() > T:
-            raise ValueError(f"lengths must lie in [1, T={T}], got min {arr.min()}, "
-                             f"max {arr.max()}")
+            raise ValueError(f"lengths must lie in [1, T={T}], got min {arr.min():g}, "
+                             f"max {arr.max():g}")
         return arr.astype(np.int64)
 
     def _check_backward(self, dy, dh_n):
@@ -295,13 +334,47 @@ class GRUBase(ParameterHolder):
         self._check_parameters(grads=True)
         return dy, dh_n
 
+    def _check_backward_result(self, layer, dx, dh):
+        """After the backward of ``layer`` (its directions, its dropout mask): a NaN or
+        inf in the gradients it made is an overflow (its inputs were finite), raised
+        naming the layer and the array (NumericOverflowError), never returned.  (Runs on
+        every backward: names are made only on failure, nothing else is allocated.)"""
+        D = self.num_directions
+        bad = None
+        for direction in range(D):
+            sfx = f"_l{layer}_reverse" if direction else f"_l{layer}"
+            for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                g = self.grads.get(kind + sfx)
+                if g is not None and bad is None and not _finite(g):
+                    bad = (f"grads[{kind + sfx!r}]", g)
+        if bad is None and not _finite(dh[layer * D:(layer + 1) * D]):
+            bad = ("the gradient of its initial state", dh[layer * D:(layer + 1) * D])
+        if bad is None and not _finite(dx):
+            bad = ("the gradient of its input", dx)
+        if bad is not None:
+            check_result(f"{type(self).__name__}.backward, layer {layer} of "
+                         f"{self.num_layers}: {bad[0]}", bad[1],
+                         f"dy or dh_n are too large for {self.dtype} (scale the loss "
+                         f"down); the gradients accumulated in grads are then not "
+                         f"finite: zero_grad() before the next backward")
+
     def generators(self) -> List[np.random.Generator]:
         return [self._dropout_rng]
 
     def _dropout_mask(self, shape):
-        """Inverted-dropout mask (kept entries scaled by 1/(1-p)) of ``shape``."""
-        keep = self._dropout_rng.random(shape) >= self.dropout
-        return (keep / (1.0 - self.dropout)).astype(self.dtype)
+        """Inverted-dropout mask (kept entries scaled by 1/(1-p)) of ``shape``.
+
+        Drawn in blocks of rows of the first axis (the same numbers as one draw of the
+        whole shape), so that no float64 array of the whole shape is ever made."""
+        mask = np.empty(shape, self.dtype)
+        flat = mask.reshape(shape[0], -1)
+        scale = self.dtype.type(1.0 / (1.0 - self.dropout))
+        rows = max(1, (1 << 18) // max(1, flat.shape[1]))
+        for start in range(0, flat.shape[0], rows):
+            block = flat[start:start + rows]
+            np.greater_equal(self._dropout_rng.random(block.shape), self.dropout, out=block)
+            block *= scale
+        return mask
 
     # -- saving (grucy.save / grucy.load) ----------------------------------------------
     def _get_config(self):
@@ -319,13 +392,37 @@ class GRUBase(ParameterHolder):
 
     @classmethod
     def _from_saved(cls, config, arrays):
+        """The layer a file holds: the options are checked first (sizes against memory,
+        before anything is allocated), then the arrays must be exactly the parameters
+        those options give (names, dtypes, shapes, finite values) and become them, with
+        no random initialisation and no further copy."""
         if not isinstance(config, dict):
             raise TypeError(f"config must be a dict, got {type(config).__name__}")
-        obj = cls(**config)
-        for k, a in arrays.items():  # a file stores the layer's own dtype: no casting
-            if a.dtype != obj.dtype:
+        obj = cls.__new__(cls)
+        obj._configure(**config)
+        obj._check_size(loading=True)
+        names = param_names(obj.num_layers, obj.bidirectional, obj.bias)
+        missing = [k for k in names if k not in arrays]
+        unexpected = [k for k in arrays if k not in set(names)]
+        if missing or unexpected:
+            raise ValueError(f"the arrays are not the parameters of {obj!r}: missing "
+                             f"{_names(missing)}, unexpected {_names(unexpected)}")
+        params = {}
+        for k in names:
+            a = arrays[k]
+            if a.dtype != obj.dtype:  # a file stores the layer's own dtype: no casting
                 raise TypeError(f"array {k!r} has dtype {a.dtype}, the layer {obj.dtype}")
-        obj.load_state_dict(arrays)
+            if a.shape != obj._param_shape(k):
+                raise ValueError(f"array {k!r} has shape {a.shape}, expected "
+                                 f"{obj._param_shape(k)}")
+            check_finite(f"array {k!r}", a)
+            owned = (a.flags.c_contiguous and a.flags.writeable and a.flags.aligned
+                     and a.base is None)
+            params[k] = a if owned else np.array(a, order="C")
+        obj._params = params
+        obj._init_grads()
+        obj._dropout_rng = np.random.default_rng()
+        obj._cache = None
         return obj
 
     def _without_dropout(self):

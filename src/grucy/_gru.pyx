@@ -451,8 +451,9 @@ cdef extern from *:
 
 def all_finite(cnp.ndarray a):
     """True when every value of the C-contiguous float32 or float64 array ``a`` is
-    finite, False when one is not; None for any other array (check it with NumPy)."""
-    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+    finite, False when one is not; None for any other array (check it with NumPy),
+    byte-swapped ones included."""
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISNOTSWAPPED(a):
         return None
     cdef int typenum = cnp.PyArray_TYPE(a)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(a)

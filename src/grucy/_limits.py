@@ -5,6 +5,8 @@ is allocated and refused with :class:`SizeLimitError`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
 
@@ -54,24 +56,32 @@ def _machine_memory():
     return min(limits) if limits else 2**63
 
 
-@functools.lru_cache(maxsize=1)
 def _address_space_limit():
+    """The address space left under ``ulimit -v`` (RLIMIT_AS, read at every call: a
+    process may lower it), or None when there is no such limit."""
     try:
         import resource
         soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     except (ImportError, OSError, ValueError):
         return None
-    return None if soft == resource.RLIM_INFINITY else soft
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:  # what the process maps already counts against it
+        with open("/proc/self/statm") as f:
+            used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        used = 0
+    return max(soft - used, 0)
 
 
 def memory_limit():
     """Bytes one grucy call may plan to allocate.
 
     ``GRUCY_MAX_MEMORY`` (bytes, or with a K/M/G/T/P suffix) when set; otherwise the
-    smaller of physical memory, the container (cgroup) limit and the address-space limit
-    (``ulimit -v``; these three are read once per process).  Asking for more could only
-    end in a MemoryError or, with memory overcommit, in the kernel's OOM killer ending
-    the process, so it is refused up front.
+    smaller of physical memory, the container (cgroup) limit (these two are read once
+    per process) and the address space left under ``ulimit -v`` (read at each call).
+    Asking for more could only end in a MemoryError or, with memory overcommit, in the
+    kernel's OOM killer ending the process, so it is refused up front.
     """
     env = os.environ.get("GRUCY_MAX_MEMORY")
     if env:
@@ -89,8 +99,26 @@ def _describe(what):
     return what() if callable(what) else what
 
 
+# While a file is rebuilt (grucy.load), how much one construction may allocate: a bound
+# from the file's own size, so that a few bytes declaring a huge layer are refused
+# before anything is allocated (and a genuine file is never refused by it).
+_BUDGET = contextvars.ContextVar("grucy_allocation_budget", default=None)
+
+
+@contextlib.contextmanager
+def allocation_budget(nbytes, reason):
+    """Within the block, :func:`check_memory` also refuses any single request above
+    ``nbytes`` (SizeLimitError naming ``reason``, the source of that bound)."""
+    token = _BUDGET.set((int(nbytes), reason))
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
 def check_memory(what, nbytes):
-    """SizeLimitError unless ``nbytes`` fits in :func:`memory_limit`.
+    """SizeLimitError unless ``nbytes`` fits in :func:`memory_limit` (and in the
+    budget of an :func:`allocation_budget` block around the call).
 
     ``what`` names the request: a string, or a callable returning one (built only when
     the check fails, to keep small calls fast).
@@ -100,6 +128,10 @@ def check_memory(what, nbytes):
         raise SizeLimitError(f"{_describe(what)} needs about {_gib(nbytes)}, more than the "
                              f"{_gib(limit)} grucy may use (physical memory, container "
                              f"and ulimit -v limits; set GRUCY_MAX_MEMORY to change)")
+    budget = _BUDGET.get()
+    if budget is not None and nbytes > budget[0]:
+        raise SizeLimitError(f"{_describe(what)} needs about {_gib(nbytes)}, more than "
+                             f"{budget[1]}")
 
 
 def check_int32(what, products):

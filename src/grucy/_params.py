@@ -16,7 +16,16 @@ from typing import Any, Callable, Dict, List, Mapping, Tuple, TypeVar, cast
 
 import numpy as np
 
-from ._validation import _finite, as_float_array, check_finite
+from ._validation import NumericOverflowError, _finite, as_float_array, check_finite
+
+
+def _names(names, shown=5):
+    """At most ``shown`` names of a list, then how many more: messages stay short
+    whatever a file or a caller declares."""
+    names = list(names)
+    if len(names) <= shown:
+        return repr(names)
+    return f"{names[:shown]!r} and {len(names) - shown} more"
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -130,9 +139,8 @@ class ParameterHolder:
         missing = [k for k in self._params if k not in state_dict]
         unexpected = [k for k in state_dict if k not in self._params]
         if missing or unexpected:
-            raise ValueError(
-                f"state_dict keys do not match: missing {missing}, unexpected {unexpected}"
-            )
+            raise ValueError(f"state_dict keys do not match: missing {_names(missing)}, "
+                             f"unexpected {_names(unexpected)}")
         new = {}
         for k, target in self._params.items():
             arr = as_float_array(f"state_dict[{k!r}]", state_dict[k], self.dtype)
@@ -187,8 +195,8 @@ class ParameterHolder:
         """After a computation from finite inputs and parameters: a non-finite result is
         an overflow; raise rather than return it."""
         if not _finite(arr):
-            raise ValueError(f"{name} overflowed to NaN or inf: the inputs are too large "
-                             f"for {self.dtype}")
+            raise NumericOverflowError(f"{name} overflowed to NaN or inf: the inputs are "
+                                       f"too large for {self.dtype}")
 
     @exclusive
     def zero_grad(self) -> None:

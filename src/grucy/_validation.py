@@ -80,7 +80,7 @@ def as_float_array(name, value, dtype):
 
 def _finite(arr):
     """True when the float array ``arr`` holds no NaN or inf."""
-    if _compiled_all_finite is not None:
+    if _compiled_all_finite is not None and arr.dtype.isnative:
         ok = _compiled_all_finite(arr)  # C-contiguous float32/float64: one C pass
         if ok is not None:
             return ok
@@ -105,6 +105,28 @@ def check_finite(name, arr, hint="grucy refuses non-finite values"):
                          f"{arr[where]}); {hint}")
 
 
+class NumericOverflowError(ValueError):
+    """A computation from finite inputs and parameters produced NaN or inf: the numbers
+    overflowed the dtype (a ValueError, as every refusal of a non-finite value is).
+    The message names where (which layer, pass and array).  The training loop turns it
+    into :class:`grucy.TrainingDivergedError`."""
+
+
+def check_result(what, arr, hint=""):
+    """NumericOverflowError naming ``what`` unless the float array ``arr`` is finite.
+
+    For results computed from values already checked to be finite: a NaN or inf there
+    is an overflow (or inf - inf), never bad input."""
+    if arr.dtype.kind != "f" or _finite(arr):
+        return
+    bad = ~np.isfinite(arr)
+    where = tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else ()
+    value = arr[where] if where else ""
+    raise NumericOverflowError(f"{what} overflowed to NaN or inf (first at index {where}, "
+                               f"value {value}): the numbers are too large for "
+                               f"{arr.dtype}" + (f"; {hint}" if hint else ""))
+
+
 def check_dtype(dtype):
     """``dtype`` as np.dtype float32 or float64, or a TypeError."""
     try:
@@ -113,6 +135,12 @@ def check_dtype(dtype):
         raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
     if dt.type not in _DTYPES:
         raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    if not dt.isnative:
+        order = "big" if dt.byteorder == ">" else "little"
+        raise TypeError(f"dtype {dt.str!r} is {order}-endian, not this machine's byte "
+                        f"order; grucy computes in native float32 or float64 (pass "
+                        f"np.float32 or np.float64: arrays of either byte order are "
+                        f"converted on input)")
     return dt
 
 

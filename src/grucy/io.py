@@ -37,10 +37,11 @@ from typing import Any, Dict, Optional, Protocol, Type, TypeVar, Union, overload
 
 import numpy as np
 
-from ._limits import memory_limit
+from ._limits import SizeLimitError, allocation_budget, memory_limit
 from ._version import __version__
 
-__all__ = ["FileFormatError", "FORMAT_VERSION", "Saveable", "write_archive", "read_archive",
+__all__ = ["FileFormatError", "FileSizeLimitError", "FORMAT_VERSION", "Saveable",
+           "write_archive", "read_archive",
            "atomic_write", "temp_name_pattern", "save", "load", "register"]
 
 MAGIC = b"GRUCY\x00\r\n"
@@ -165,12 +166,85 @@ def write_archive(path, kind, config, arrays):
     atomic_write(path, [prefix, head, *blobs])
 
 
+class FileSizeLimitError(FileFormatError, SizeLimitError):
+    """A grucy file whose reading or rebuilding would need more memory than grucy may
+    use, or more than its own size can justify: refused before anything is allocated.
+    Both a :class:`FileFormatError` and a :class:`grucy.SizeLimitError`."""
+
+
+# A header is parsed by json into Python objects: at most this many bytes of them per
+# byte of header (an empty list, "[]," in the text, is a 56-byte object and a pointer).
+_JSON_BYTES_PER_BYTE = 32
+_READ_CHUNK = 1 << 20
+
+
+def _read_into(f, view, digest, path):
+    """Fill the byte view ``view`` from ``f``, hashing what is read."""
+    done, n = 0, len(view)
+    while done < n:
+        got = f.readinto(view[done:done + _READ_CHUNK])
+        if not got:
+            raise FileFormatError(f"{path}: truncated grucy file (it ended while "
+                                  f"being read)")
+        digest.update(view[done:done + got])
+        done += got
+
+
+def _hash_rest(f, digest):
+    buf = bytearray(1 << 16)
+    view = memoryview(buf)
+    while True:
+        got = f.readinto(buf)
+        if not got:
+            return
+        digest.update(view[:got])
+
+
+def _array_entries(entries, payload_len):
+    """The array entries of a header, checked: names, dtypes, shapes, and the writer's
+    layout (each array right after the previous one, together exactly the payload),
+    so that the arrays never add up to more than the file holds."""
+    checked, names, offset = [], set(), 0
+    for e in entries:
+        if not isinstance(e, dict):
+            raise ValueError(f"array entry {e!r} is not an object")
+        name, dtype, shape = e["name"], e["dtype"], e["shape"]
+        if not isinstance(name, str) or name in names:
+            raise ValueError(f"bad or repeated array name {name!r}")
+        names.add(name)
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
+            raise ValueError(f"dtype {dtype!r} of {name!r} is not allowed")
+        if not isinstance(shape, list) or len(shape) > 32 or not all(
+                type(s) is int and s >= 0 for s in shape):
+            raise ValueError(f"bad shape {shape!r} of {name!r}")
+        nbytes = e["nbytes"]
+        if (type(e["offset"]) is not int or type(nbytes) is not int
+                or nbytes != math.prod(shape) * np.dtype(dtype).itemsize):
+            raise ValueError(f"array {name!r}: offset {e['offset']!r} and nbytes "
+                             f"{nbytes!r} do not fit its shape {shape} and dtype")
+        if e["offset"] != offset or offset + nbytes > payload_len:
+            raise ValueError(f"array {name!r} lies outside the file or out of place "
+                             f"(offset {e['offset']}, {nbytes} bytes; the payload has "
+                             f"{payload_len})")
+        offset += nbytes
+        checked.append((name, np.dtype(dtype), tuple(shape)))
+    if offset != payload_len:
+        raise ValueError(f"the arrays take {offset} bytes, the payload has {payload_len}")
+    return checked
+
+
 def read_archive(path, kind=None):
     """Read a file written by :func:`write_archive`; returns ``(kind, config, arrays)``.
 
     With ``kind`` given, a file holding something else is refused.  Raises
     FileNotFoundError for a missing file and :class:`FileFormatError` for anything that
     is not an intact grucy file of a version and byte order this grucy reads.
+
+    Memory: the file is read in place into its arrays (each a new, C-ordered,
+    writeable array, never a view of a larger buffer); at most the file's size in
+    arrays plus its header as Python objects, checked against
+    :func:`grucy._limits.memory_limit` before anything is read
+    (:class:`FileSizeLimitError`).
     """
     path = os.fspath(path)
     with open(path, "rb") as f:
@@ -192,25 +266,53 @@ def read_archive(path, kind=None):
         # Only now, knowing it is a grucy file, read the rest (never more than memory).
         size = os.fstat(f.fileno()).st_size - _PREFIX.size
         if size > memory_limit():
-            raise FileFormatError(f"{path}: {size} bytes, more than the memory grucy may "
-                                  f"use ({memory_limit()} bytes)")
-        body = memoryview(f.read())
-    if head_len > min(_MAX_HEADER, len(body)):
-        raise FileFormatError(f"{path}: truncated or damaged grucy file (header of "
-                              f"{head_len} bytes, {len(body)} bytes follow)")
-    if hashlib.sha256(body).digest() != checksum:
+            raise FileSizeLimitError(f"{path}: {size} bytes, more than the memory grucy "
+                                     f"may use ({memory_limit()} bytes; GRUCY_MAX_MEMORY "
+                                     f"sets it)")
+        if head_len > min(_MAX_HEADER, size):
+            raise FileFormatError(f"{path}: truncated or damaged grucy file (header of "
+                                  f"{head_len} bytes, {size} bytes follow)")
+        needs = size + _JSON_BYTES_PER_BYTE * head_len
+        if needs > memory_limit():
+            raise FileSizeLimitError(f"{path}: reading it needs about {needs} bytes (its "
+                                     f"arrays and its {head_len}-byte header parsed), "
+                                     f"more than the memory grucy may use "
+                                     f"({memory_limit()} bytes; GRUCY_MAX_MEMORY sets it)")
+        digest = hashlib.sha256()
+        head = bytearray(head_len)
+        _read_into(f, memoryview(head), digest, path)
+        try:
+            header = json.loads(head.decode("utf-8"))
+            if not isinstance(header, dict):
+                raise TypeError(f"the header is a {type(header).__name__}, not an object")
+            file_kind = header["kind"]
+            config = header["config"]
+            entries = header["arrays"]
+            byteorder = header["byteorder"]
+            if not isinstance(file_kind, str) or not isinstance(entries, list):
+                raise TypeError("kind must be a string and arrays a list")
+            layout = _array_entries(entries, size - head_len)
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError,
+                RecursionError) as exc:
+            damage = exc
+        else:
+            damage = None
+        if damage is not None:  # a corrupted file is reported as such, whatever it says
+            _hash_rest(f, digest)
+            if digest.digest() != checksum:
+                raise FileFormatError(f"{path}: checksum mismatch: the file is truncated "
+                                      f"or corrupted")
+            raise FileFormatError(f"{path}: damaged grucy header ({damage})")
+        arrays = {}
+        for name, dtype, shape in layout:
+            arr = np.empty(shape, dtype)
+            if arr.nbytes:
+                _read_into(f, memoryview(arr.reshape(-1).view(np.uint8)), digest, path)
+            arrays[name] = arr
+        _hash_rest(f, digest)  # (nothing, unless the file grew meanwhile)
+    if digest.digest() != checksum:
         raise FileFormatError(f"{path}: checksum mismatch: the file is truncated or "
                               f"corrupted")
-    try:
-        header = json.loads(bytes(body[:head_len]).decode("utf-8"))
-        file_kind = header["kind"]
-        config = header["config"]
-        entries = header["arrays"]
-        byteorder = header["byteorder"]
-        if not isinstance(file_kind, str) or not isinstance(entries, list):
-            raise TypeError("kind must be a string and arrays a list")
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise FileFormatError(f"{path}: damaged grucy header ({exc})") from None
     if byteorder not in ("little", "big"):
         raise FileFormatError(f"{path}: damaged grucy header (byteorder {byteorder!r})")
     if byteorder != sys.byteorder:
@@ -218,27 +320,6 @@ def read_archive(path, kind=None):
                               f"machine is {sys.byteorder}-endian")
     if kind is not None and file_kind != kind:
         raise FileFormatError(f"{path}: holds a {file_kind!r}, expected a {kind!r}")
-    payload = body[head_len:]
-    arrays = {}
-    try:
-        for e in entries:
-            name, dtype, shape = e["name"], e["dtype"], tuple(e["shape"])
-            offset, nbytes = e["offset"], e["nbytes"]
-            if not isinstance(name, str) or name in arrays:
-                raise ValueError(f"bad or repeated array name {name!r}")
-            if not isinstance(dtype, str) or dtype not in _DTYPES:
-                raise ValueError(f"dtype {dtype!r} of {name!r} is not allowed")
-            if not all(type(s) is int and s >= 0 for s in shape):
-                raise ValueError(f"bad shape {shape} of {name!r}")
-            itemsize = np.dtype(dtype).itemsize
-            if (type(offset) is not int or offset < 0 or type(nbytes) is not int
-                    or nbytes != math.prod(shape) * itemsize
-                    or offset + nbytes > len(payload)):
-                raise ValueError(f"array {name!r} lies outside the file")
-            arrays[name] = np.frombuffer(payload[offset:offset + nbytes],
-                                         dtype=dtype).reshape(shape).copy()
-    except (KeyError, TypeError, ValueError) as exc:
-        raise FileFormatError(f"{path}: damaged grucy header ({exc})") from None
     return file_kind, config, arrays
 
 
@@ -289,13 +370,54 @@ def save(obj: Saveable, path: PathLike) -> None:
     """Save a layer or model to ``path`` in grucy's file format (atomically).
 
     Works for ``grucy.GRU``, ``grucy.reference.GRU`` and the models; ``load`` gives back an
-    equal object with bit-identical weights.
+    equal object with bit-identical weights.  A file ``load`` would refuse is never
+    written (the previous file stays): every number of a layer or model must be finite
+    (weights, scales, means), else ValueError naming the array.
     """
     kind = getattr(type(obj), "_grucy_kind", None)
     if kind is None or _REGISTRY.get(kind) is not type(obj):
         raise TypeError(f"cannot save a {type(obj).__name__}; saveable: "
                         f"{sorted(_REGISTRY)}")
-    write_archive(path, kind, obj._get_config(), obj._get_arrays())
+    config, arrays = obj._get_config(), obj._get_arrays()
+    for name, value in arrays.items():
+        _check_finite_array(name, value, f"{type(obj).__name__} cannot be saved: ")
+    _check_rebuilds(obj, config, arrays)
+    write_archive(path, kind, config, arrays)
+
+
+def _check_rebuilds(obj, config, arrays):
+    """Rebuild ``obj`` in memory from what a file of it would hold (the config through
+    JSON and back), as :func:`load` does: a ValueError, and no file, when that fails
+    (parameters resized or replaced, fitted attributes changed by hand...)."""
+    try:
+        plain = json.loads(json.dumps(config, allow_nan=False))
+    except (TypeError, ValueError):
+        return  # (write_archive says what is not plain JSON)
+    try:
+        type(obj)._from_saved(plain, {k: np.ascontiguousarray(v) for k, v in arrays.items()})
+    except (SizeLimitError, *_REBUILD_ERRORS) as exc:
+        raise ValueError(f"{type(obj).__name__} cannot be saved: the file would not load "
+                         f"again ({type(exc).__name__}: {exc})"[:2000]) from None
+
+
+def _check_finite_array(name, value, prefix):
+    arr = np.asarray(value)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        raise ValueError(f"{prefix}array {name!r} contains NaN or inf (first at index "
+                         f"{where}, value {arr[where]}); a grucy file of a layer or "
+                         f"model holds finite numbers only")
+
+
+#: While a file is rebuilt, one construction may allocate at most this many times the
+#: bytes of the file's arrays (plus _LOAD_SLACK): the parameters, their gradients and
+#: the temporary arrays of building them.
+_LOAD_FACTOR = 4
+_LOAD_SLACK = 16 << 20
+# Exceptions a hostile file can provoke in a class's _from_saved (a list where an object
+# is expected, a missing attribute, an index out of range...): all a FileFormatError.
+_REBUILD_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError,
+                   LookupError, ArithmeticError, RecursionError, UnicodeError)
 
 
 @overload
@@ -322,20 +444,58 @@ def load(path: PathLike, cls: Optional[type] = None) -> Any:
     Saveable
         A layer or model equal to the saved one, with bit-identical weights: an instance
         of ``cls`` when given.
+
+    Raises
+    ------
+    FileFormatError
+        For anything a file can hold that is not what ``save`` writes
+        (FileNotFoundError and the other OSErrors for paths), never another exception.
+        Sizes come from the file and are checked before anything is allocated: reading
+        takes the memory of the file's arrays (plus its header as Python objects), at
+        most the memory limit (``GRUCY_MAX_MEMORY``; see
+        :func:`grucy._limits.memory_limit`); rebuilding what it holds may then
+        allocate, per part (a layer, a readout), at most 4 times the bytes of its arrays
+        + 16 MiB (the parameters, their gradients, the temporaries of building them)
+        and at most the memory left beside the arrays.  Beyond either,
+        :class:`FileSizeLimitError` (a FileFormatError and a
+        :class:`grucy.SizeLimitError`) names the bound: a few bytes declaring a huge
+        layer are refused at once.
     """
     if cls is not None and not isinstance(cls, type):
         raise TypeError(f"cls must be a class (grucy.GRU, grucy.Forecaster, ...), got "
                         f"{cls!r}")
+    where = os.fspath(path)
     kind, config, arrays = read_archive(path)
-    found = _registered(kind, path)
+    found = _registered(kind, where)
     if cls is not None and not issubclass(found, cls):
-        raise FileFormatError(f"{os.fspath(path)}: holds a {kind!r}, not a "
+        raise FileFormatError(f"{where}: holds a {kind!r}, not a "
                               f"{cls.__module__}.{cls.__qualname__}")
+    for name, value in arrays.items():
+        try:
+            _check_finite_array(name, value, "")
+        except ValueError as exc:
+            raise FileFormatError(f"{where}: cannot rebuild the {kind!r} it holds: "
+                                  f"{exc}") from None
+    nbytes = sum(a.nbytes for a in arrays.values())
+    budget = _LOAD_FACTOR * nbytes + _LOAD_SLACK
+    reason = (f"a file whose arrays hold {nbytes} bytes may make grucy allocate while "
+              f"it is rebuilt ({budget} bytes: {_LOAD_FACTOR} times them + "
+              f"{_LOAD_SLACK >> 20} MiB)")
+    room = memory_limit() - nbytes
+    if room < budget:
+        budget = max(room, 0)
+        reason = (f"the {budget} bytes left beside the file's arrays ({nbytes} bytes) "
+                  f"within the {memory_limit()} bytes grucy may use (GRUCY_MAX_MEMORY "
+                  f"sets it)")
     try:
-        return found._from_saved(config, arrays)  # type: ignore[attr-defined]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise FileFormatError(f"{os.fspath(path)}: cannot rebuild the {kind!r} it "
-                              f"holds: {exc}") from None
+        with allocation_budget(budget, reason):
+            return found._from_saved(config, arrays)  # type: ignore[attr-defined]
+    except SizeLimitError as exc:
+        raise FileSizeLimitError(f"{where}: cannot rebuild the {kind!r} it holds: "
+                                 f"{exc}") from None
+    except _REBUILD_ERRORS as exc:
+        raise FileFormatError(f"{where}: cannot rebuild the {kind!r} it holds: "
+                              f"{type(exc).__name__}: {exc}"[:2000]) from None
 
 
 def _registered(kind, path):

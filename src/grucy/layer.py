@@ -48,7 +48,22 @@ class GRU(GRUBase):
     dtype : float32 or float64, default float32
     seed : int or None
         Seeds the U(-1/sqrt(H), 1/sqrt(H)) initialisation and the dropout masks.
+
+    Notes
+    -----
+    Scratch memory: a call allocates the kernels' buffers (gates, states, packed
+    weights; what :func:`grucy._gru.workspace_bytes` counts) in pools the layer reuses
+    on its next call, which saves the page faults of fresh memory.  After each call
+    that leaves nothing for a backward (an inference forward, a backward), the pools
+    are kept only while they hold at most ``max_scratch_bytes`` (64 MiB by default, a
+    class attribute; set it on a layer to change that layer); beyond, they are freed
+    at once.  :meth:`free_scratch` frees them now.  What a call may allocate at most
+    (its pools, its outputs and its copies) is checked against the memory limit before
+    it starts (:class:`grucy.SizeLimitError`).
     """
+
+    #: Bytes of kernel scratch a layer keeps between calls (None: all of it, 0: none).
+    max_scratch_bytes: Optional[int] = 64 << 20
 
     @exclusive
     def forward(self, x: ArrayLike, h0: Optional[ArrayLike] = None,
@@ -67,6 +82,8 @@ class GRU(GRUBase):
         H, D = self.hidden_size, self.num_directions
         order = None
         pools = self._scratch_pools()
+        if not training:  # nothing is kept for a backward: the layers share one pool
+            pools = [pools[0]] * len(pools)
         if lengths is None:
             batch_sizes = np.full(T, B, np.intc)
         else:
@@ -75,7 +92,7 @@ class GRU(GRUBase):
             # only the outputs are new arrays (the kernels write the last layer's y in
             # the caller's order).
             order = np.argsort(-lengths, kind="stable")
-            x = np.take(x, order, axis=1,
+            x = np.take(x, order, axis=1, mode="clip",  # (a permutation: unbuffered)
                         out=_gru._buffer(pools[0], "x_sorted", x.shape, self.dtype))
             h0 = h0[:, order]
             batch_sizes = (lengths[order][None, :] > np.arange(T)[:, None]).sum(1)
@@ -118,13 +135,78 @@ class GRU(GRUBase):
         if order is not None:
             inverse = np.argsort(order)
             h_n = np.take(h_n, inverse, axis=1)  # (y is in the caller's order already)
+        if not training:
+            self._bound_scratch()
         # h_n is NaN whenever any output is (NaN propagates through the recurrence).
         self._check_result("the output", h_n)
-        self._cache = ({"T": T, "B": B, "order": order, "layers": saved}
-                       if training else None)
+        self._cache = ({"T": T, "B": B, "order": order, "layers": saved,
+                        "weights": self._forward_weights()} if training else None)
         if self.batch_first:
             y = y.transpose(1, 0, 2)
         return np.ascontiguousarray(y), np.ascontiguousarray(h_n)
+
+    def _call_bytes(self, T, B, training, cast=True, ordered=True, sorted_rows=False):
+        """:meth:`_peak_bytes`, remembered for the last few call shapes (a forward of
+        one step would otherwise spend a tenth of its time planning its memory)."""
+        key = (T, B, training, cast, ordered, sorted_rows, _gru.get_num_threads(),
+               _gru.kernel_isa())
+        memo = self.__dict__.get("_call_bytes_memo")
+        if memo is None or len(memo) > 16:
+            memo = self._call_bytes_memo = {}
+        nbytes = memo.get(key)
+        if nbytes is None:
+            nbytes = memo[key] = self._peak_bytes(T, B, training, cast, ordered,
+                                                  sorted_rows)
+        return nbytes
+
+    def _peak_bytes(self, T, B, training, cast, ordered, sorted_rows):
+        """The bytes one forward (and, training, its backward) allocates at its peak,
+        for x needing a cast (``cast``) or a C-ordered time-major copy (``ordered``), and
+        rows sorted by length (``sorted_rows``): the kernels' pools
+        (``_gru.workspace_bytes`` per layer and direction; one pool shared by the layers
+        of an inference forward), the layer outputs, the dropout masks and masked inputs
+        a training forward keeps, the copies of x, the weights kept for the backward and
+        the gradients a backward makes (dy given in the layer's dtype)."""
+        H, D, L, I = self.hidden_size, self.num_directions, self.num_layers, self.input_size
+        N, DH, bf, it = T * B, D * H, int(self.batch_first), self.dtype.itemsize
+
+        def pool(in_size, T=T, B=B):
+            return _gru.workspace_bytes(T, B, in_size, H, training=training,
+                                        reset_after=self.reset_after, dtype=self.dtype,
+                                        full_lengths=not sorted_rows)
+        states = 4 * L * D * B * H                            # h0, h_n and their copies
+        if not training:
+            # one pool, grown from the smaller layer's buffers to the larger one's
+            pools = pool(max(I, DH) if L > 1 else I)
+            if L > 1 and I != DH:
+                pools += pool(min(I, DH), 1, 1) + sorted_rows * N * min(I, DH) * it
+            if sorted_rows:  # x sorted (its cast dropped) and the outputs in reused
+                # buffers, kept
+                values = N * I + max(cast * N * I, (min(L - 1, 2) + 1 + bf) * N * DH)
+            else:  # a cast lives through the call, the contiguous copy of x through
+                # layer 0, each output through the next
+                values = cast * N * I + max(ordered * N * I + N * DH,
+                                            2 * N * DH * (L > 1), (1 + bf) * N * DH)
+            return (values + states) * it + pools
+        pools = D * (pool(I) + (L - 1) * pool(DH))
+        if sorted_rows:  # x sorted into a reused buffer (a cast is dropped then)
+            copies = 1
+        else:  # a cast, a C-ordered copy, or else the private copy kept for backward
+            copies = cast + ordered + (not cast and not ordered)
+        dropout = L > 1 and self.dropout > 0
+        if sorted_rows:  # the outputs of layers 0 .. L-2 in two reused buffers
+            outputs = min(L, 3)
+        else:  # every layer's input is kept for the backward (the masked one, dropout)
+            outputs = 1 if dropout else L
+        values = copies * N * I + (outputs + bf) * N * DH + states
+        if dropout:  # per layer > 0: the mask and the masked input (and a sorted mask)
+            values += (2 * (L - 1) + sorted_rows) * N * DH
+        # backward: dy reordered, the output gradients of two layers (in two reused
+        # buffers when sorted), the batch-first copy of dx
+        values += (bf or sorted_rows) * N * DH + (L > 1) * N * DH
+        values += N * (max(I, DH) if L > 1 else I) + bf * N * I
+        values += (sorted_rows and L > 2) * N * DH
+        return values * it + pools + self._weight_bytes()
 
     def _scratch_pools(self):
         """One dict of reusable kernel buffers per layer and direction.
@@ -138,6 +220,26 @@ class GRU(GRUBase):
         if pools is None or len(pools) != self.num_layers * self.num_directions:
             pools = self._scratch = [{} for _ in range(self.num_layers * self.num_directions)]
         return pools
+
+    def _scratch_bytes(self) -> int:
+        """Bytes the layer's scratch pools hold now."""
+        pools = self.__dict__.get("_scratch") or ()
+        return sum(buf.nbytes for pool in pools for buf in pool.values())
+
+    def _bound_scratch(self) -> None:
+        """The policy after a call (class docstring): keep the pools up to
+        ``max_scratch_bytes``, free them beyond."""
+        limit = self.max_scratch_bytes
+        if limit is not None and self._scratch_bytes() > limit:
+            self._scratch = None
+
+    @exclusive
+    def free_scratch(self) -> None:
+        """Free the kernel buffers the layer keeps for its next call (see the class
+        notes), and with them a training forward still waiting for its backward (a
+        backward then raises RuntimeError).  The next call allocates afresh."""
+        self._cache = None
+        self._scratch = None
 
     def stream(self, batch_size: int = 1,
                h0: Optional[ArrayLike] = None) -> "_gru.GRUStream":
@@ -227,6 +329,13 @@ class GRU(GRUBase):
         zero_dy = dy is None
         dy, dh_n = self._check_backward(dy, dh_n)
         cache, self._cache = self._cache, None
+        try:
+            return self._backward(cache, dy, dh_n, zero_dy)
+        finally:
+            del cache
+            self._bound_scratch()
+
+    def _backward(self, cache, dy, dh_n, zero_dy):
         order = cache["order"]
         pools = self._scratch_pools()
         if zero_dy:  # zeros in any order, read in place (stride 0 but on the last axis)
@@ -234,7 +343,7 @@ class GRU(GRUBase):
             if order is not None:
                 dh_n = dh_n[:, order]
         elif order is not None:  # sorted copies in reusable buffers, as in forward
-            grad_out = np.take(dy, order, axis=1,
+            grad_out = np.take(dy, order, axis=1, mode="clip",
                                out=_gru._buffer(pools[0], "dy_sorted", dy.shape, self.dtype))
             dh_n = dh_n[:, order]
         else:
@@ -251,7 +360,7 @@ class GRU(GRUBase):
                 dx = _gru._buffer(pools[0], f"dx_sorted{layer % 2}", (T, B, in_size),
                                   self.dtype)
             for direction in range(D):
-                w_ih, w_hh, _, _ = self.layer_params(layer, direction)
+                w_ih, w_hh = cache["weights"][layer * D + direction]  # the forward's
                 _gru.backward(workspaces[direction],
                               grad_out[:, :, direction * H:(direction + 1) * H],
                               dh[layer * D + direction], w_ih, w_hh,
@@ -259,6 +368,7 @@ class GRU(GRUBase):
                               order if layer == 0 else None)
             if mask is not None:
                 dx *= mask
+            self._check_backward_result(layer, dx, dh)
             grad_out = dx
         dx = grad_out
         if order is not None:

@@ -36,7 +36,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._validation import _as_real_array, _real, check_finite
+from ._validation import _as_real_array, _real, check_finite, check_result
 
 __all__ = ["mse_loss", "mae_loss", "huber_loss", "cross_entropy_loss", "pinball_loss",
            "quantile_loss", "monotone_quantiles", "check_quantiles", "count_terms",
@@ -120,6 +120,10 @@ def _reduce(terms, dterms, w, normalizer):
         loss = float(np.sum(w * terms, dtype=np.float64)) / normalizer
         dterms *= (w / normalizer).astype(dterms.dtype, copy=False).reshape(
             w.shape + (1,) * (dterms.ndim - w.ndim))
+    # from finite pred and target: a NaN or inf here is an overflow (pred - target
+    # beyond the dtype), an error rather than a loss that poisons the training step
+    check_result("the loss", np.asarray(loss))
+    check_result("the loss gradient", dterms)
     return loss, dterms
 
 

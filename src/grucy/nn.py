@@ -21,7 +21,7 @@ from ._base import GRUBase
 from ._limits import check_memory
 from ._params import ParameterHolder, PerThreadState, exclusive
 from ._validation import (_as_real_array, _flag, _positive_int, _rng, as_float_array,
-                          check_dtype, check_finite)
+                          check_dtype, check_finite, check_result)
 from .losses import mse_loss
 
 __all__ = ["Linear", "Embedding", "Dropout", "Sequential", "TruncatedBPTT", "mse_loss"]
@@ -105,7 +105,8 @@ class Linear(ParameterHolder):
                              f"got {xr.shape}")
         rows = xr.size // self.in_features
         check_memory(lambda: f"Linear.forward of x with shape {xr.shape}",
-                     rows * (self.in_features + self.out_features) * self.dtype.itemsize)
+                     (rows + self.out_features) * (self.in_features + self.out_features)
+                     * self.dtype.itemsize)
         xa = as_float_array("x", xr, self.dtype)
         check_finite("x", xa)
         self._check_parameters()
@@ -117,7 +118,9 @@ class Linear(ParameterHolder):
         self._check_result("the output", y)
         if training and np.may_share_memory(xa, given):
             xa = xa.copy()  # backward must not see the caller's later edits of x
-        self._x = xa if training else None
+        # (backward differentiates the weight of this forward, whatever happens to the
+        # parameter in between)
+        self._x = (xa, self._params["weight"].copy()) if training else None
         return y
 
     @exclusive
@@ -125,7 +128,7 @@ class Linear(ParameterHolder):
         """Gradient w.r.t. the input of the last training forward; accumulates ``grads``."""
         if self._x is None:
             raise RuntimeError("backward() needs a preceding forward(..., training=True)")
-        x = self._x
+        x, weight = self._x
         out_shape = x.shape[:-1] + (self.out_features,)
         dya = as_float_array("dy", dy, self.dtype)
         if dya.shape != out_shape:
@@ -139,7 +142,12 @@ class Linear(ParameterHolder):
         if self.bias:
             self.grads["bias"] += dy2.sum(axis=0)
         self._x = None
-        return _matmul(dy2, self._params["weight"]).reshape(x.shape)
+        dx = _matmul(dy2, weight).reshape(x.shape)
+        for name, arr in (("grads['weight']", self.grads["weight"]),
+                          ("grads['bias']", self.grads.get("bias")), ("dx", dx)):
+            if arr is not None:  # from finite values: NaN or inf is an overflow
+                check_result(f"Linear.backward: {name}", arr)
+        return dx
 
     def __call__(self, x, training=True):
         return self.forward(x, training=training)
@@ -225,6 +233,8 @@ class Embedding(ParameterHolder):
         # dW[idx[i]] += dy[i], summing repeated rows
         np.add.at(self.grads["weight"], idx.reshape(-1),
                   dya.reshape(-1, self.embedding_dim))
+        check_result("Embedding.backward: the rows of grads['weight'] it added to",
+                     self.grads["weight"][np.unique(idx)])
         return None
 
     def __call__(self, indices, training=True):
@@ -288,8 +298,10 @@ class Dropout(ParameterHolder):
             return xa
         keep = self.rng.random(xa.shape) >= self.p
         mask = (keep / (1.0 - self.p)).astype(xa.dtype)
+        y = xa * mask
+        check_result("Dropout.forward: the output", y)  # x near the dtype's limit, scaled
         self._mask = (xa.shape, xa.dtype, mask)
-        return xa * mask
+        return y
 
     @exclusive
     def backward(self, dy: ArrayLike) -> np.ndarray:
@@ -303,7 +315,11 @@ class Dropout(ParameterHolder):
             raise ValueError(f"dy must have the shape of y, {shape}, got {dya.shape}")
         check_finite("dy", dya)
         self._mask = None
-        return dya.copy() if mask is None else dya * mask
+        if mask is None:
+            return dya.copy()
+        dx = dya * mask
+        check_result("Dropout.backward: dx", dx)
+        return dx
 
     def __call__(self, x, training=True):
         return self.forward(x, training=training)

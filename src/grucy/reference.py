@@ -190,8 +190,8 @@ class GRU(GRUBase):
 
         # h_n is NaN whenever any output is (NaN propagates through the recurrence).
         self._check_result("the output", h_n)
-        self._cache = (dict(T=T, B=B, masks=masks, caches=caches, valid=valid)
-                       if training else None)
+        self._cache = (dict(T=T, B=B, masks=masks, caches=caches, valid=valid,
+                            weights=self._forward_weights()) if training else None)
         if self.batch_first:
             y = np.ascontiguousarray(y.transpose(1, 0, 2))
         return y, h_n
@@ -213,7 +213,7 @@ class GRU(GRUBase):
             d_in = None
             for direction in range(D):
                 idx = layer * D + direction
-                W_ih, W_hh, _, _ = self.layer_params(layer, direction)
+                W_ih, W_hh = cache["weights"][idx]  # the forward's weights
                 dx_d, dh0[idx] = _direction_backward(
                     d_out[:, :, direction * H:(direction + 1) * H], dh_n[idx],
                     cache["caches"][idx], W_ih, W_hh, self.layer_grads(layer, direction),
@@ -221,6 +221,7 @@ class GRU(GRUBase):
                 d_in = dx_d if d_in is None else d_in + dx_d
             if cache["masks"][layer] is not None:
                 d_in = d_in * cache["masks"][layer]
+            self._check_backward_result(layer, d_in, dh0)
             d_out = d_in
         dx = d_out
 

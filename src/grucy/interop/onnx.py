@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional, Type, Union, overload
 import numpy as np
 
 from .._base import GRUBase
+from .._limits import check_memory
 from .._validation import _flag, _positive_int
 from .._version import __version__
 from ..io import atomic_write
@@ -175,8 +176,10 @@ def to_onnx(gru: GRUBase, path: Optional[Union[str, "os.PathLike[str]"]] = None,
     return model
 
 
-# Ops allowed between two stacked GRU nodes; what they do is checked on a probe array.
+# Ops allowed between two stacked GRU nodes; what they do is checked on a probe array,
+# of the graph's declared sizes when they make at most _MAX_PROBE values.
 _RESHAPING_OPS = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity"}
+_MAX_PROBE = 1 << 20
 
 
 class _OnnxGraph:
@@ -191,11 +194,15 @@ class _OnnxGraph:
         for node in self.graph.node:
             for out in node.output:
                 self.producer[out] = node
-            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            if (node.op_type == "Constant" and node.domain in ("", "ai.onnx")
+                    and node.output):
                 attr = {a.name: a for a in node.attribute}
+                what = f"Constant node {node.name or node.output[0]!r}"
                 if "value" in attr:
-                    self.consts[node.output[0]] = _tensor_array(
-                        attr["value"].t, f"Constant node {node.name or node.output[0]!r}")
+                    if attr["value"].type != 4:  # AttributeProto.TENSOR
+                        raise ValueError(f"{what}: attribute 'value' must be a tensor, got "
+                                         f"attribute type {attr['value'].type}")
+                    self.consts[node.output[0]] = _tensor_array(attr["value"].t, what)
 
     def const(self, name):
         return self.consts.get(name)
@@ -211,10 +218,46 @@ def _tensor_array(tensor, what):
                          f"was not loaded; pass the model's path to from_onnx (the data is "
                          f"then read from the model's directory) or load it with "
                          f"onnx.load(path) first")
+    _check_tensor_size(tensor, what)
     try:
         return numpy_helper.to_array(tensor)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{what} is damaged or of an unsupported type: {exc}") from None
+    except Exception as exc:  # onnx's converter raises what its data happens to trigger
+        raise ValueError(f"{what} is damaged or of an unsupported type "
+                         f"(data_type {tensor.data_type}, dims {_dims_text(tensor)}): "
+                         f"{type(exc).__name__}: {str(exc)[:300]}") from None
+
+
+def _dims_text(tensor):
+    dims = list(tensor.dims)
+    return str(dims) if len(dims) <= 8 else f"{dims[:8]}... ({len(dims)} dims)"
+
+
+def _tensor_bytes(tensor, what):
+    """The bytes a tensor's declared dims and data type need (ValueError for negative
+    dims or a type without a fixed size: strings, undefined)."""
+    from onnx import helper
+
+    dims = list(tensor.dims)
+    if any(d < 0 for d in dims):
+        raise ValueError(f"{what} has negative dims {_dims_text(tensor)}")
+    try:
+        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except Exception:
+        raise ValueError(f"{what} has data_type {tensor.data_type}, which grucy does not "
+                         f"read") from None
+    if tensor.data_type == 8:  # STRING: no fixed size
+        raise ValueError(f"{what} holds strings (data_type 8), which grucy does not read")
+    n = 1
+    for d in dims:
+        n *= d
+    return n * itemsize
+
+
+def _check_tensor_size(tensor, what):
+    """Before onnx converts (allocates) a tensor: its declared size against the memory
+    limit (SizeLimitError naming the tensor and the limit)."""
+    nbytes = _tensor_bytes(tensor, what)
+    check_memory(lambda: f"{what} (dims {_dims_text(tensor)})", nbytes)
 
 
 # onnx 1.21 made its external-data loader refuse symbolic links and hard links out of the
@@ -242,18 +285,24 @@ def _load_onnx(onnx, model_or_path):
     if isinstance(model_or_path, onnx.ModelProto):
         return model_or_path
     if isinstance(model_or_path, (bytes, bytearray)):
+        check_memory(lambda: f"parsing an ONNX model of {len(model_or_path)} bytes",
+                     _PARSE_FACTOR * len(model_or_path))
         try:
             return onnx.load_from_string(bytes(model_or_path))
-        except DecodeError as exc:
+        except (DecodeError, RuntimeError, ValueError) as exc:
             raise ValueError(f"model_or_path: {len(model_or_path)} bytes that are not an "
                              f"ONNX model ({exc})") from None
     if not isinstance(model_or_path, (str, os.PathLike)):
         raise TypeError(f"model_or_path must be an onnx.ModelProto, a path or bytes, got "
                         f"{type(model_or_path).__name__}")
     path = os.fspath(model_or_path)
+    if os.path.isfile(path):  # (else onnx.load reports the path)
+        size = os.path.getsize(path)
+        check_memory(lambda: f"{path}: parsing an ONNX model of {size} bytes",
+                     _PARSE_FACTOR * size)
     try:
         model = onnx.load(path, load_external_data=False)
-    except DecodeError as exc:
+    except (DecodeError, RuntimeError) as exc:
         raise ValueError(f"{path}: not an ONNX model, or a truncated or damaged one "
                          f"({exc})") from None
     # every tensor onnx's loader would read (its own walk, subgraphs and attributes too)
@@ -265,9 +314,10 @@ def _load_onnx(onnx, model_or_path):
                          f"grucy reads only with onnx >= 1.21 (earlier loaders follow "
                          f"symbolic links out of the model's directory); this is onnx "
                          f"{onnx.__version__}: upgrade onnx")
+    base = os.path.dirname(os.path.abspath(path))
+    _check_external_sizes(external_data_helper, every_tensor(model), base, path)
     try:
-        external_data_helper.load_external_data_for_model(
-            model, os.path.dirname(os.path.abspath(path)))
+        external_data_helper.load_external_data_for_model(model, base)
     except (ValueError, OSError, onnx.checker.ValidationError) as exc:
         raise ValueError(f"{path}: the model's external data cannot be read: {exc} (external "
                          f"data must be complete regular files inside the model's "
@@ -275,24 +325,98 @@ def _load_onnx(onnx, model_or_path):
     return model
 
 
-def _attr(node, name, default=None):
+# A protobuf parse holds the message and its decoded fields: at most this many bytes
+# per byte of the serialised model (the raw data of initializers once more, the rest
+# as Python-visible objects on access).
+_PARSE_FACTOR = 3
+
+
+def _check_external_sizes(external_data_helper, tensors, base, path):
+    """Before onnx reads any external data: each tensor's ``length`` (or, without one,
+    what its file holds from ``offset``: onnx reads to the end) must be what its dims
+    and data type need, and all of them together must fit the memory limit.  Locations
+    that are not plain relative paths inside ``base`` are left to onnx's loader, which
+    refuses them."""
+    total = 0
+    for t in tensors:
+        if not external_data_helper.uses_external_data(t):
+            continue
+        what = f"initializer {t.name!r}"
+        info = {e.key: e.value for e in t.external_data}
+        try:
+            offset = int(info.get("offset", 0))
+            length = int(info["length"]) if "length" in info else None
+        except ValueError:
+            raise ValueError(f"{path}: {what} has external data offset "
+                             f"{info.get('offset')!r} and length {info.get('length')!r}, "
+                             f"not integers") from None
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError(f"{path}: {what} has a negative external data offset or "
+                             f"length ({offset}, {length})")
+        need = _tensor_bytes(t, f"{path}: {what}")
+        if length is not None and length != need:
+            raise ValueError(f"{path}: {what} is damaged: its external data length is "
+                             f"{length} bytes, its dims {_dims_text(t)} need {need}")
+        if length is None:
+            location = info.get("location", "")
+            inside = os.path.realpath(base) + os.sep
+            file = (os.path.realpath(os.path.join(base, location))
+                    if location and not os.path.isabs(location) else "")
+            if file.startswith(inside) and os.path.isfile(file):
+                held = max(os.path.getsize(file) - offset, 0)
+                if held != need:
+                    raise ValueError(f"{path}: {what} is damaged: its external data "
+                                     f"({location!r} from offset {offset}, no length: "
+                                     f"{held} bytes) is not what its dims "
+                                     f"{_dims_text(t)} need ({need} bytes)")
+            # (and whatever onnx resolves the location to, it reads no more than that)
+            t.external_data.add(key="length", value=str(need))
+        total += need
+    if total:
+        check_memory(lambda: f"{path}: the model's external data ({total} bytes)", total)
+
+
+_ATTRIBUTE_KINDS = {"int": 2, "string": 3, "ints": 7, "strings": 8, "float": 1,
+                    "floats": 6}
+
+
+def _attr(node, name, default=None, kind=None, what=None):
+    """The value of attribute ``name`` of ``node`` (``default`` when absent), of the
+    ``kind`` given ("int", "string", "ints", "strings", "float", "floats"): any other
+    type, or a value grucy cannot read, raises ValueError naming the attribute."""
     from onnx import helper
 
     for a in node.attribute:
-        if a.name == name:
+        if a.name != name:
+            continue
+        where = what or f"{node.op_type} node {node.name or list(node.output)[:1]!r}"
+        if kind is not None and a.type != _ATTRIBUTE_KINDS[kind]:
+            raise ValueError(f"{where}: attribute {name!r} must be of type {kind}, got "
+                             f"attribute type {a.type}")
+        try:
             value = helper.get_attribute_value(a)
-            return value.decode() if isinstance(value, bytes) else value
+            if isinstance(value, bytes):
+                value = value.decode()
+            elif kind == "strings":
+                value = [v.decode() if isinstance(v, bytes) else v for v in value]
+            elif kind in ("ints", "floats"):
+                value = list(value)
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{where}: attribute {name!r} cannot be read "
+                             f"({type(exc).__name__}: {exc})") from None
+        return value
     return default
 
 
 def _onnx_node_spec(g, node, k):
     """Configuration and per-direction (W_ih, W_hh, b_ih, b_hh) of GRU node ``k``."""
-    what = f"GRU node {k} ({node.name or node.output[0]!r})"
+    what = f"GRU node {k} ({node.name or (node.output[0] if node.output else '')!r})"
     for name in ("clip", "activation_alpha", "activation_beta"):
-        if _attr(node, name) is not None:
-            raise ValueError(f"{what} sets {name}={_attr(node, name)!r}; grucy computes the "
-                             f"plain GRU (no clipping, default activations)")
-    direction = _attr(node, "direction", "forward")
+        if any(a.name == name for a in node.attribute):
+            raise ValueError(f"{what} sets {name}="
+                             f"{str(_attr(node, name, what=what))[:100]}; grucy computes "
+                             f"the plain GRU (no clipping, default activations)")
+    direction = _attr(node, "direction", "forward", "string", what)
     if direction == "reverse":
         raise ValueError(f"{what} has direction='reverse'; a single reverse pass has no "
                          f"grucy equivalent (grucy runs the reverse pass only as the second "
@@ -302,16 +426,15 @@ def _onnx_node_spec(g, node, k):
         raise ValueError(f"{what} has direction={direction!r}; expected 'forward', "
                          f"'reverse' or 'bidirectional'")
     D = 2 if direction == "bidirectional" else 1
-    acts = _attr(node, "activations")
+    acts = _attr(node, "activations", None, "strings", what)
     if acts is not None:
-        acts = [a.decode() if isinstance(a, bytes) else a for a in acts]
         if [a.lower() for a in acts] != ["sigmoid", "tanh"] * D:
             raise ValueError(f"{what} has activations={acts}; grucy computes only "
                              f"{['Sigmoid', 'Tanh'] * D}")
-    layout = int(_attr(node, "layout", 0))
+    layout = _attr(node, "layout", 0, "int", what)
     if layout not in (0, 1):
         raise ValueError(f"{what} has layout={layout}; expected 0 or 1")
-    lbr = int(_attr(node, "linear_before_reset", 0))
+    lbr = _attr(node, "linear_before_reset", 0, "int", what)
     if lbr not in (0, 1):
         raise ValueError(f"{what} has linear_before_reset={lbr}; expected 0 or 1")
     ins = list(node.input) + [""] * (6 - len(node.input))
@@ -330,18 +453,22 @@ def _onnx_node_spec(g, node, k):
         raise ValueError(f"{what} lacks its W or R input")
     if W.dtype not in (np.float32, np.float64) or R.dtype != W.dtype or (
             Bias is not None and Bias.dtype != W.dtype):
-        raise TypeError(f"{what}: weights must be float32 or float64 (all alike), got "
-                        f"{W.dtype}, {R.dtype}" + ("" if Bias is None else f", {Bias.dtype}"))
+        raise ValueError(f"{what}: inputs W, R and B must be float32 or float64 (all "
+                         f"alike), got {W.dtype}, {R.dtype}"
+                         + ("" if Bias is None else f", {Bias.dtype}"))
     if R.ndim != 3 or R.shape[0] != D or R.shape[1] != 3 * R.shape[2]:
         raise ValueError(f"{what}: R must be ({D}, 3H, H), got {R.shape}")
     H = R.shape[2]
-    hidden = _attr(node, "hidden_size")
-    if hidden is not None and int(hidden) != H:
+    hidden = _attr(node, "hidden_size", None, "int", what)
+    if hidden is not None and hidden != H:
         raise ValueError(f"{what} has hidden_size={hidden} but R is {R.shape}")
     if W.ndim != 3 or W.shape[:2] != (D, 3 * H):
         raise ValueError(f"{what}: W must be ({D}, {3 * H}, input_size), got {W.shape}")
     if Bias is not None and Bias.shape != (D, 6 * H):
         raise ValueError(f"{what}: B must be ({D}, {6 * H}), got {Bias.shape}")
+    if H < 1 or W.shape[2] < 1:
+        raise ValueError(f"{what}: W {W.shape} and R {R.shape} hold no weights (a GRU "
+                         f"needs hidden_size and input_size >= 1)")
     seq_lens, init_h = ins[4], ins[5]
     for name, value in (("sequence_lens", seq_lens), ("initial_h", init_h)):
         c = g.const(value) if value else None
@@ -365,8 +492,15 @@ def _check_link(g, prev, spec, probe_tb):
     The ops on the path are replayed in NumPy on a probe array with distinct entries, so
     any path that moves values anywhere else is refused.
     """
-    path, name = [], spec["X"]
+    path, name, seen = [], spec["X"], set()
     while name != prev["Y"]:
+        # every step goes to another node: a graph with a cycle (a node fed by its own
+        # output, directly or around a loop) is refused, never walked forever
+        if name in seen or len(path) >= len(g.graph.node):
+            raise ValueError(f"{spec['what']}: its input X comes from a cycle of "
+                             f"{[n.op_type for n in path][-8:]} nodes (through {name!r}); "
+                             f"an ONNX graph has none")
+        seen.add(name)
         node = g.producer.get(name)
         if node is None or node.op_type not in _RESHAPING_OPS or node.domain not in (
                 "", "ai.onnx"):
@@ -374,10 +508,15 @@ def _check_link(g, prev, spec, probe_tb):
             raise ValueError(f"{spec['what']}: its input X comes from {found}, not from the "
                              f"Y of {prev['what']} through {sorted(_RESHAPING_OPS)}; only "
                              f"stacks of GRU nodes convert")
+        if not node.input or not node.input[0]:
+            raise ValueError(f"{spec['what']}: the {node.op_type} node on its input's path "
+                             f"has no input")
         path.append(node)
         name = node.input[0]
     T, B = probe_tb
     D, H = prev["D"], prev["H"]
+    if T * B * D * H > _MAX_PROBE:  # declared sizes too large to replay: small ones
+        T, B = 2, 3
     shape = (T, D, B, H) if prev["layout"] == 0 else (B, T, D, H)
     y = np.arange(np.prod(shape)).reshape(shape)
     value = y
@@ -406,24 +545,36 @@ def _replay(g, node, value, what):
         if op == "Identity":
             return value
         if op == "Transpose":
-            perm = _attr(node, "perm")
+            perm = _attr(node, "perm", None, "ints", what)
             return value.transpose(perm) if perm is not None else value.T
         if op == "Reshape":
-            shape = [int(s) for s in operand(1)]
-            if not int(_attr(node, "allowzero", 0)):
+            target = operand(1)
+            if target is None or target.ndim != 1 or target.dtype.kind not in "iu":
+                raise ValueError(f"its shape input is {target!r}, not a 1-D integer "
+                                 f"constant")
+            shape = [int(s) for s in target]
+            if not _attr(node, "allowzero", 0, "int", what):
                 shape = [value.shape[i] if s == 0 else s for i, s in enumerate(shape)]
             return value.reshape(shape)
-        axes = operand(1) if len(node.input) > 1 else _attr(node, "axes")
+        axes = (operand(1) if len(node.input) > 1 and node.input[1]
+                else _attr(node, "axes", None, "ints", what))
+        if axes is not None:
+            axes = np.asarray(axes)
+            if axes.ndim > 1 or axes.dtype.kind not in "iu" or axes.size > 64:
+                raise ValueError(f"its axes are {axes!r}, not up to 64 integers")
+            axes = [int(a) for a in axes.reshape(-1)]
         if op == "Squeeze":
-            return np.squeeze(value, axis=None if axes is None else tuple(int(a) for a in axes))
+            return np.squeeze(value, axis=None if axes is None else tuple(axes))
         if op == "Unsqueeze":
+            if axes is None:
+                raise ValueError("it has no axes")
             out = value
             ndim = value.ndim + len(axes)
-            for a in sorted(int(a) % ndim for a in axes):
+            for a in sorted(a % ndim for a in axes):
                 out = np.expand_dims(out, a)
             return out
-    except (ValueError, TypeError, IndexError) as exc:
-        raise ValueError(f"{what}: cannot follow {op} between GRU nodes: {exc}") from exc
+    except (ValueError, TypeError, IndexError, OverflowError) as exc:
+        raise ValueError(f"{what}: cannot follow {op} between GRU nodes: {exc}") from None
     raise AssertionError(op)  # pragma: no cover
 
 
@@ -498,8 +649,9 @@ def from_onnx(model_or_path: Any, *, cls: Optional[Type[GRUBase]] = None) -> GRU
         _check_link(g, prev, spec, probe)
     batch_first = first["layout"] == 1
     feeder = g.producer.get(first["X"])
-    if (feeder is not None and feeder.op_type == "Transpose" and feeder.input[0] in g.inputs
-            and list(_attr(feeder, "perm") or []) == [1, 0, 2]):
+    if (feeder is not None and feeder.op_type == "Transpose" and feeder.input
+            and feeder.input[0] in g.inputs
+            and list(_attr(feeder, "perm", None, "ints") or []) == [1, 0, 2]):
         batch_first = not batch_first
     params = {}
     for k, spec in enumerate(specs):
@@ -522,7 +674,7 @@ def _probe_sizes(g, first):
     for vi in g.graph.input:
         if vi.name == first["X"] or (g.producer.get(first["X"]) is not None
                                      and vi.name in g.producer[first["X"]].input):
-            dims = [d.dim_value if d.HasField("dim_value") else None
+            dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                     for d in vi.type.tensor_type.shape.dim]
             if len(dims) == 3:
                 t, b = dims[:2] if first["layout"] == 0 else dims[1::-1]

@@ -22,6 +22,7 @@ reads and how the loss reaches it; :mod:`grucy.diagnostics` works through it).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -30,7 +31,7 @@ from typing import Any, Callable, ClassVar, List, Optional, Tuple
 
 import numpy as np
 
-from .._validation import _positive_int, check_dtype
+from .._validation import NumericOverflowError, _positive_int, check_dtype, check_result
 from ..distributed import common_seed, get_communicator
 from ..training import Trainer, read_checkpoint
 from ..training.checkpoint import _from_json_floats, _json_floats
@@ -71,6 +72,12 @@ class GRUModel:
     ``fit``; :meth:`get_params` / :meth:`set_params` follow scikit-learn's semantics.
     The options below are every model's (keyword-only; documented with
     :class:`grucy.Forecaster`); a model changes a default by declaring the field again.
+
+    ``fit`` is all or nothing: when it raises (bad data, a refused checkpoint, a run
+    that diverged: :class:`grucy.TrainingDivergedError`), the model is left exactly as it
+    was before the call (unfitted, or with its previous fit and weights), never
+    half-fitted.  The checkpoints a diverged run wrote stay on disk (the error's
+    ``checkpoint`` names the last one).
     """
 
     # the network
@@ -94,6 +101,11 @@ class GRUModel:
     _estimator_type: ClassVar[Optional[str]] = None
     #: what ``fit`` and ``predict`` read: "series", "sequences" or "text"
     input_kind: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "fit" in cls.__dict__:
+            cls.fit = _fit_or_nothing(cls.__dict__["fit"])
 
     # -- scikit-learn parameter protocol ------------------------------------------------
     @classmethod
@@ -200,6 +212,7 @@ class GRUModel:
 
     @classmethod
     def _from_saved(cls, config, arrays):
+        _check_saved_model(cls, config, arrays)
         obj = cls(**config["params"])
         fitted = config["fitted"]
         if fitted is None:
@@ -219,10 +232,16 @@ class GRUModel:
                              if k.startswith("net/")})
         obj.net_ = net
         obj._after_load()
+        obj._check_fitted_state()
         return obj
 
     def _after_load(self):
         """Rebuild derived state after :meth:`_from_saved` (default: nothing)."""
+
+    def _check_fitted_state(self):
+        """After a load: ValueError unless the fitted attributes are what ``fit``
+        makes and agree with the network (a file with a valid checksum can hold
+        anything; a loaded model must predict or fail at load, never later)."""
 
     # -- training ---------------------------------------------------------------------
     def _dtype(self):
@@ -240,8 +259,9 @@ class GRUModel:
         """The run's seed: from the checkpoint when resuming (same split, same init)."""
         if resume is not None:
             config, _ = read_checkpoint(resume)
-            seed = config.get("metadata", {}).get("seed")
-            if isinstance(seed, int):
+            metadata = config.get("metadata")
+            seed = metadata.get("seed") if isinstance(metadata, dict) else None
+            if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0:
                 return seed
         seed = _seed_from(random_state)
         if random_state is None:  # fresh entropy differs per process: take rank 0's
@@ -261,6 +281,114 @@ class GRUModel:
         self.n_iter_ = trainer.epoch
         self.best_epoch_ = trainer.best_epoch if trainer.patience is not None else None
         return trainer
+
+
+def _fitted_int(model, name, low=1):
+    value = getattr(model, name)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"fitted {name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _fitted_array(model, name, shape):
+    value = getattr(model, name)
+    if not isinstance(value, np.ndarray) or value.dtype.kind != "f" or value.shape != shape:
+        raise ValueError(f"fitted {name} must be a float array of shape {shape}, got "
+                         f"{type(value).__name__} {getattr(value, 'shape', '')}")
+    return value
+
+
+def _fitted_check(ok, message):
+    if not ok:
+        raise ValueError(message)
+
+
+def _fit_or_nothing(fit):
+    """``fit`` made all-or-nothing: when it raises (bad data, a diverged run:
+    :class:`grucy.TrainingDivergedError`), the model is left as it was before the call
+    (unfitted, or with its previous fit), never half-fitted; the error is re-raised."""
+    if getattr(fit, "_all_or_nothing", False):
+        return fit
+
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        before = dict(vars(self))
+        try:
+            return fit(self, *args, **kwargs)
+        except Exception:
+            vars(self).clear()
+            vars(self).update(before)
+            raise
+    wrapper._all_or_nothing = True
+    return wrapper
+
+
+def _standardization(name, values, axis, weights=None):
+    """``(mean, scale, standardised values)`` of the finite float64 ``values`` over
+    ``axis`` (a scale of 0 becomes 1), weighted by ``weights`` (finite, >= 0, positive
+    sum, along ``axis``; None: unweighted).  For values (or weights) so large that the
+    plain mean or standard deviation overflows (a std squares 1e308), both are computed
+    relative to each column's largest magnitude (and the weights relative to the
+    largest); standardised values that still overflow raise NumericOverflowError naming
+    ``name``, never reach the network as inf."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, scale = _moments(values, axis, weights)
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale))):
+            unit = np.max(np.abs(values), axis=axis, keepdims=True)
+            unit[unit == 0] = 1.0
+            w = None if weights is None else weights / np.max(weights)
+            mean, scale = _moments(values / unit, axis, w)
+            unit = np.squeeze(unit, axis=axis)
+            mean, scale = mean * unit, scale * unit
+        scale[scale == 0] = 1.0
+        scaled = (values - mean) / scale
+    check_result(f"the mean or standard deviation of {name}", np.stack([mean, scale]))
+    check_result(f"{name} standardised", scaled, hint=f"rescale {name}")
+    return mean, scale, scaled
+
+
+def _moments(values, axis, weights):
+    """Mean and standard deviation over ``axis``, weighted as main's estimators weigh
+    (np.average) or plain (the unweighted path keeps NumPy's mean and std)."""
+    if weights is None:
+        return values.mean(axis=axis), values.std(axis=axis)
+    mean = np.average(values, axis=axis, weights=weights)
+    return mean, np.sqrt(np.average(np.square(values - mean), axis=axis, weights=weights))
+
+
+def _check_output(what, values, attributes):
+    """NumericOverflowError unless the model output ``values`` (data units) is finite;
+    ``attributes`` name what scaled it."""
+    check_result(what, values, hint=f"the network's outputs times {attributes} exceed "
+                                    f"float64")
+    return values
+
+
+def _check_saved_model(cls, config, arrays):
+    """What a model file must be before anything is built from it: the structure
+    ``_get_config`` / ``_get_arrays`` write, fitted names that are fitted attributes
+    (never a method, a dunder or an option of the model); TypeError or ValueError
+    otherwise (grucy.load reports them as FileFormatError)."""
+    if not isinstance(config, dict) or not isinstance(config.get("params"), dict):
+        raise TypeError("config must be an object with the model's params")
+    fitted = config.get("fitted")
+    if fitted is None:
+        if arrays:
+            raise ValueError(f"an unfitted {cls.__name__} has no arrays, the file has "
+                             f"{len(arrays)}")
+        return
+    if not isinstance(fitted, dict) or not isinstance(config.get("net"), dict):
+        raise TypeError("config['fitted'] and config['net'] must be objects")
+    names = list(fitted) + [k[len("fitted/"):] for k in arrays if k.startswith("fitted/")]
+    for name in names:
+        public = (name.endswith("_") and not name.startswith("_")
+                  and not name.endswith("__"))
+        if not (name.isidentifier() and (public or name in cls._fitted_private)
+                and name != "net_" and not hasattr(cls, name)):
+            raise ValueError(f"{name!r} is not a fitted attribute of a {cls.__name__}")
+    other = [k for k in arrays if not k.startswith(("fitted/", "net/"))]
+    if other:
+        raise ValueError(f"unexpected arrays {other[:5]}")
 
 
 def _seed_from(random_state):

@@ -65,7 +65,14 @@ class CharLM(GRUModel):
     _net_class: ClassVar[Any] = CharNet
 
     def _after_load(self):
+        if not isinstance(self.vocab_, str) or len(set(self.vocab_)) != len(self.vocab_):
+            raise ValueError("fitted vocab_ must be a string of distinct characters")
         self._set_vocab(self.vocab_)
+
+    def _check_fitted_state(self):
+        if self.net_.config["vocab_size"] != len(self.vocab_) + 1:
+            raise ValueError(f"the network has {self.net_.config['vocab_size']} symbols, "
+                             f"vocab_ {len(self.vocab_)} (+1, unknown)")
 
     def _set_vocab(self, vocab):
         self.vocab_ = vocab

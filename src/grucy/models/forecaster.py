@@ -10,14 +10,17 @@ from typing import Any, Callable, ClassVar, List, Optional, Tuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .._validation import _as_real_array, _flag, _positive_int, _real, check_finite
+from .._limits import check_memory
+from .._validation import (_as_real_array, _flag, _positive_int, _real, check_finite,
+                           check_result)
 from ..io import PathLike, register
 from ..losses import LOSSES, check_quantiles, monotone_quantiles, quantile_loss
 from ..training import SequenceTask
 from ._backtest import interpolate_level, run_backtest
 from ._series import (Series, as_pandas, check_frequency, is_pandas, read_covariates,
                       read_series)
-from .base import GRUModel, _check_fraction, _mean_output_gradient
+from .base import (GRUModel, _check_fraction, _check_output, _fitted_array, _fitted_check,
+                   _fitted_int, _mean_output_gradient, _standardization)
 from .nets import ReadoutNet, SequenceNet, net_from_config
 
 __all__ = ["Forecaster"]
@@ -156,18 +159,16 @@ class Forecaster(GRUModel):
         self.freq_ = (str(_freq_name(check_frequency("y", series[0].index)))
                       if series[0].is_pandas else None)
         self.columns_ = _json_labels(series[0].columns)
-        stats = [(s.values.mean(axis=0), s.values.std(axis=0)) for s in series]
-        for _, sd in stats:
-            sd[sd == 0] = 1.0
-        means, scales = np.array([m for m, _ in stats]), np.array([sd for _, sd in stats])
+        # each series standardised on its own (overflow-safe: see _standardization)
+        stats = [_standardization(f"y[{i}]" if many else "y", s.values, 0)
+                 for i, s in enumerate(series)]
+        means, scales = np.array([m for m, _, _ in stats]), np.array([sd for _, sd, _ in stats])
         self.mean_: np.ndarray = means if many else means[0]
         self.scale_: np.ndarray = scales if many else scales[0]
         parts = []
-        for i, s in enumerate(series):
+        for i, (_, _, scaled) in enumerate(stats):
             name = f"y[{i}]" if many else "y"
-            scaled = (s.values - means[i]) / scales[i]
-            c = None if covs is None else (covs[i] - self.covariate_mean_) / \
-                self.covariate_scale_
+            c = None if covs is None else covs[i]
             parts.append(self._windows(name, scaled, c, None if weights is None
                                        else weights[i], temporal))
         Xw = np.concatenate([p[0] for p in parts])
@@ -203,6 +204,54 @@ class Forecaster(GRUModel):
                   resume=resume, distributed=distributed)
         return self
 
+    def _check_fitted_state(self):
+        """What ``fit`` makes (see GRUModel._check_fitted_state): sizes, one
+        standardisation per series fitted on, the quantile levels with their median,
+        the covariates' standardisation and names, and the network those give (a
+        unidirectional ReadoutNet of horizon_ * n_series_ * n_quantiles outputs, or
+        with covariates a SequenceNet reading the series, a mask and the covariates with
+        n_series_ * n_quantiles outputs at its last horizon_ steps)."""
+        k, h = _fitted_int(self, "n_series_"), _fitted_int(self, "horizon_")
+        _fitted_int(self, "lookback_")
+        S = self.n_fitted_series_
+        if S is not None:
+            S = _fitted_int(self, "n_fitted_series_")
+        shape = (k,) if S is None else (S, k)
+        _fitted_array(self, "mean_", shape)
+        _fitted_check(np.all(_fitted_array(self, "scale_", shape) > 0),
+                      "fitted scale_ must be positive")
+        _fitted_check(self._univariate in (True, False) and (k == 1 or not self._univariate),
+                      f"fitted _univariate is {self._univariate!r} for {k} series")
+        Q = 1
+        if self.quantiles_ is not None:
+            q = self.quantiles_
+            _fitted_check(isinstance(q, np.ndarray) and q.ndim == 1 and q.dtype.kind == "f",
+                          "fitted quantiles_ must be None or a 1-D float array")
+            check_quantiles(q, "fitted quantiles_")
+            _fitted_check(bool(np.any(np.isclose(q, 0.5))),
+                          "fitted quantiles_ must hold 0.5 (the point forecast)")
+            Q = len(q)
+        c = _fitted_int(self, "n_covariates_", low=0)
+        _fitted_array(self, "covariate_mean_", (c,))
+        _fitted_check(np.all(_fitted_array(self, "covariate_scale_", (c,)) > 0),
+                      "fitted covariate_scale_ must be positive")
+        _check_labels("covariate_names_", self.covariate_names_, c)
+        _check_labels("columns_", self.columns_, k)
+        _fitted_check(self.freq_ is None or isinstance(self.freq_, str),
+                      f"fitted freq_ must be a string or None, got {self.freq_!r}")
+        _temporal_norm(self.temporal_norm)  # (predict reads the option)
+        net = self.net_.config
+        if c:
+            want = dict(input_size=k + 1 + c, output_size=k * Q, last_steps=h,
+                        bidirectional=False)
+        else:
+            want = dict(input_size=k, output_size=h * k * Q, bidirectional=False)
+        got = {key: net.get(key) for key in want}
+        _fitted_check(got == want and isinstance(self.net_, SequenceNet) == bool(c),
+                      f"the network ({type(self.net_).__name__}, {got}) is not the one "
+                      f"fit makes for {k} series, horizon_ {h}, {Q} quantile levels and "
+                      f"{c} covariates ({want})")
+
     def _read_all(self, name, y, many) -> List[Series]:
         if not many:
             return [read_series(name, y)]
@@ -216,6 +265,8 @@ class Forecaster(GRUModel):
         return series
 
     def _fit_covariates(self, X, series, many):
+        """Sets the covariates' fitted attributes; returns each series' covariates
+        standardised (over all series together), or None without X."""
         self.covariate_names_ = None
         if X is None:
             self.n_covariates_ = 0
@@ -233,11 +284,9 @@ class Forecaster(GRUModel):
             self.covariate_names_ = _json_labels(list(Xs[0].columns))
         allc = np.concatenate(covs)
         self.n_covariates_ = allc.shape[1]
-        self.covariate_mean_ = allc.mean(axis=0)
-        sd = allc.std(axis=0)
-        sd[sd == 0] = 1.0
-        self.covariate_scale_ = sd
-        return covs
+        self.covariate_mean_, self.covariate_scale_, scaled = _standardization(
+            "X", allc, 0)
+        return np.split(scaled, np.cumsum([len(c) for c in covs])[:-1])
 
     @staticmethod
     def _fit_weights(sample_weight, series, many):
@@ -486,19 +535,62 @@ class Forecaster(GRUModel):
         every history: a list of (horizon, k, Q) arrays in data units."""
         self._check_is_fitted()
         horizon = _positive_int("horizon", horizon)
+        # The forecast's size is checked against the memory limit before anything is
+        # read or run (horizon=10**9 is refused at once, not after minutes of steps):
+        # for one history first (before the future steps' dates or covariates are
+        # built), then for all of them.
+        self._check_forecast_memory(1, horizon)
         items, form = self._items(y, X, horizon)
+        self._check_forecast_memory(len(items), horizon)
         L = self.lookback_
-        means = np.atleast_2d(self.mean_)[[row for _, row, _ in items]]
-        scales = np.atleast_2d(self.scale_)[[row for _, row, _ in items]]
+        rows = [row for _, row, _ in items]
         windows = np.stack([s.values[-L:] for s, _, _ in items])
-        windows = (windows - means[:, None]) / scales[:, None]
         covs = None
         if self.n_covariates_:
             covs = np.stack([c[len(s.values) - L:] for s, _, c in items])
-            covs = (covs - self.covariate_mean_) / self.covariate_scale_
-        q = self._forecast_scaled(windows, covs, horizon)
-        q = q * scales[:, None, :, None] + means[:, None, :, None]
+        q = self._unscaled(self._forecast_scaled(self._scaled_windows(windows, rows),
+                                                 self._scaled_covariates(covs), horizon),
+                           rows)
         return list(q), items, form
+
+    def _check_forecast_memory(self, n, horizon):
+        """SizeLimitError unless forecasting ``horizon`` steps of ``n`` histories fits in
+        the memory limit: the forecasts (every level, in scaled and data units, and the
+        point forecasts), the histories and covariates they read."""
+        L, h, k = self.lookback_, self.horizon_, self.n_series_
+        Q = 1 if self.quantiles_ is None else len(self.quantiles_)
+        steps = -(-horizon // h) * h
+        c = self.n_covariates_
+        check_memory(lambda: f"Forecaster.predict of {n} histories with horizon="
+                             f"{horizon} ({n} x {steps} x {k} x {Q} float64 values)",
+                     8 * n * (steps * k * (2 * Q + 1) + 2 * L * k + (L + steps + h) * c))
+
+    def _scaled_windows(self, windows, rows):
+        """History windows (B, L, k) standardised as the series ``rows`` were fitted."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = ((windows - np.atleast_2d(self.mean_)[rows][:, None])
+                      / np.atleast_2d(self.scale_)[rows][:, None])
+        check_result("the history standardised (with mean_ and scale_)",
+                     scaled.astype(self.net_.dtype), hint="rescale y")
+        return scaled
+
+    def _scaled_covariates(self, covs):
+        if covs is None:
+            return None
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = (covs - self.covariate_mean_) / self.covariate_scale_
+        check_result("the covariates standardised (with covariate_mean_ and "
+                     "covariate_scale_)", scaled.astype(self.net_.dtype), hint="rescale X")
+        return scaled
+
+    def _unscaled(self, q, rows):
+        """Forecasts (B, horizon, k, Q) in scaled units as data units of the series
+        ``rows`` (checked: finite)."""
+        means = np.atleast_2d(self.mean_)[rows]
+        scales = np.atleast_2d(self.scale_)[rows]
+        with np.errstate(over="ignore", invalid="ignore"):
+            q = q * scales[:, None, :, None] + means[:, None, :, None]
+        return _check_output("Forecaster's forecast", q, "scale_ plus mean_")
 
     def _forecast_scaled(self, windows, covs, horizon):
         """(B, horizon, k, Q) forecasts in scaled units from windows (B, L, k) and
@@ -508,13 +600,15 @@ class Forecaster(GRUModel):
         med = 0 if self.quantiles_ is None else self._median_index()
         temporal = _temporal_norm(self.temporal_norm)
         B = len(windows)
-        hist = windows
+        window = windows[:, -L:]
         if covs is not None:
             covs = np.concatenate([covs, np.zeros((B, h, covs.shape[2]))], axis=1)
-        blocks, done = [], 0
+        # One array for the whole forecast, and a window of the last L steps (the history
+        # is not grown: a long recursive forecast costs its steps, not their square)
+        result = np.empty((B, -(-horizon // h) * h, k, Q))
+        done = 0
         while done < horizon:
             take = min(h, horizon - done)
-            window = hist[:, -L:]
             if temporal:
                 base = _window_level(window, L + h)
                 inputs = window - base[:, :L]
@@ -528,16 +622,19 @@ class Forecaster(GRUModel):
                 full[:, :L, k] = 1.0
                 full[:, :, k + 1:] = covs[:, done:done + L + h]
                 inputs = full
-            out = self.net_.forward(inputs.astype(self.net_.dtype), training=False)
+            inputs = inputs.astype(self.net_.dtype)
+            check_result("the Forecaster's network input (the standardised history and "
+                         "covariates)", inputs, hint="rescale y or X")
+            out = self.net_.forward(inputs, training=False)
             block = out.astype(np.float64).reshape(B, h, k, Q)
             if self.quantiles_ is not None:
                 block = monotone_quantiles(block)
             if temporal:
                 block = block + base[:, L:, :, None]
-            blocks.append(block[:, :take])
-            hist = np.concatenate([hist, block[:, :take, :, med]], axis=1)
+            result[:, done:done + take] = block[:, :take]
+            window = np.concatenate([window, block[:, :take, :, med]], axis=1)[:, -L:]
             done += take
-        return np.concatenate(blocks, axis=1)
+        return result[:, :horizon]
 
     def _shape(self, arrays, items, form, horizon, levels=None):
         """Per-history results (horizon, k[, Q]) in the form of the input."""
@@ -569,7 +666,8 @@ class Forecaster(GRUModel):
             raise ValueError("network_inputs supports forecasters of one series without "
                              "covariates")
         items, _ = self._items(np.asarray(x, dtype=np.float64), None, 1)
-        X = np.stack([(s.values - self.mean_) / self.scale_ for s, _, _ in items])
+        X = self._scaled_windows(np.stack([s.values for s, _, _ in items]),
+                                 [0] * len(items))
         temporal = _temporal_norm(self.temporal_norm)
         m = X.shape[1]
         base = (_window_level(X, m + self.horizon_) if temporal
@@ -636,6 +734,15 @@ def _json_label(label):
     if isinstance(label, np.generic):
         return label.item()
     return str(label)
+
+
+def _check_labels(name, labels, n):
+    """A fitted list of ``n`` column labels as ``fit`` keeps them (JSON scalars), or
+    None."""
+    _fitted_check(labels is None or (
+        isinstance(labels, list) and len(labels) == n
+        and all(v is None or isinstance(v, (str, bool, int, float)) for v in labels)),
+        f"fitted {name} must be None or a list of {n} labels (strings or numbers)")
 
 
 def _json_labels(labels):

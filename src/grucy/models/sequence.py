@@ -21,13 +21,15 @@ from typing import Any, Callable, ClassVar, Optional, Tuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .._validation import _as_real_array, _flag, _positive_int, check_finite
+from .._validation import _as_real_array, _flag, _positive_int, check_finite, check_result
 from ..io import PathLike, register
 from ..losses import LOSSES, cross_entropy_loss
 from ..training import Packed, SequenceTask
 from ._inputs import (SequenceInput, per_step_values, read_sequences, restructure,
                       sample_weights)
-from .base import GRUModel, _check_fraction, _mean_output_gradient, _validation_split
+from .base import (GRUModel, _check_fraction, _check_output, _fitted_array,
+                   _fitted_check, _fitted_int, _mean_output_gradient, _standardization,
+                   _validation_split)
 from .nets import ReadoutNet, SequenceNet, net_from_config
 
 __all__ = ["GRUClassifier", "GRURegressor"]
@@ -83,6 +85,29 @@ class _SequenceEstimator(GRUModel):
                              f"{expected_F} features per step as input")
         return seqs
 
+    def _check_fitted_state(self):
+        """What ``fit`` makes (see GRUModel._check_fitted_state): the input's shape, the
+        standardisation of X per feature, and a network that reads those features and
+        is the one ``return_sequences`` asks for (a readout of the final state, or one
+        at every step)."""
+        _fitted_check(self._input_ndim in (2, 3), f"fitted _input_ndim is "
+                                                  f"{self._input_ndim!r}")
+        n_in, _ = _fitted_int(self, "n_features_in_"), _fitted_int(self, "n_steps_")
+        F = 1 if self._input_ndim == 2 else n_in
+        _fitted_array(self, "x_mean_", (F,))
+        _fitted_check(np.all(_fitted_array(self, "x_scale_", (F,)) > 0),
+                      "fitted x_scale_ must be positive")
+        net = self.net_.config
+        _fitted_check(net["input_size"] == F,
+                      f"the network reads {net['input_size']} features per step, the "
+                      f"fitted X has {F}")
+        per_step = self._per_step()
+        _fitted_check(isinstance(self.net_, SequenceNet) == per_step
+                      and net.get("last_steps") is None,
+                      f"the network ({type(self.net_).__name__}, last_steps="
+                      f"{net.get('last_steps')!r}) is not what return_sequences="
+                      f"{per_step} makes")
+
     def _check_y_present(self, n, y):
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the "
@@ -121,7 +146,10 @@ class _SequenceEstimator(GRUModel):
         return np.repeat(w, seqs.lengths) if len(w) == seqs.n else w
 
     def _scaled(self, values):
-        return ((values - self.x_mean_) / self.x_scale_).astype(self.net_.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = ((values - self.x_mean_) / self.x_scale_).astype(self.net_.dtype)
+        check_result("X standardised (with x_mean_ and x_scale_)", scaled)
+        return scaled
 
     def _task_inputs(self, seqs):
         """What the training task reads: a plain array when every sequence has the full
@@ -137,12 +165,9 @@ class _SequenceEstimator(GRUModel):
         """Standardise X (weighted by ``sample_w``), build ``net_`` and train it on
         targets ``Y`` (per step: packed like X) with loss-term weights ``w``."""
         frac = _check_fraction("validation_fraction", self.validation_fraction)
-        values = seqs.packed.values
-        sw = self._step_weights(seqs, sample_w)
-        self.x_mean_ = np.average(values, axis=0, weights=sw)
-        scale = np.sqrt(np.average(np.square(values - self.x_mean_), axis=0, weights=sw))
-        scale[scale == 0] = 1.0
-        self.x_scale_ = scale
+        # (the standardised values are made and checked by _scaled, in the net's dtype)
+        self.x_mean_, self.x_scale_, _ = _standardization(
+            "X", seqs.packed.values, 0, self._step_weights(seqs, sample_w))
         dtype = self._dtype()
         seed = self._seed_for_fit(self.random_state, resume, distributed)
         rng = np.random.default_rng(seed)
@@ -202,7 +227,9 @@ class _SequenceEstimator(GRUModel):
         seqs = self._read_X(x, None, fitting=False)
         if np.any(seqs.lengths != seqs.width):
             raise ValueError("network_inputs needs sequences of one length")
-        X = (seqs.packed.values - self.x_mean_) / self.x_scale_
+        with np.errstate(over="ignore", invalid="ignore"):
+            X = (seqs.packed.values - self.x_mean_) / self.x_scale_
+        check_result("X standardised (with x_mean_ and x_scale_)", X)
         X = np.ascontiguousarray(X.reshape(seqs.n, seqs.width, -1), dtype=np.float64)
         if y is None:
             return X, _mean_output_gradient
@@ -388,6 +415,19 @@ class GRUClassifier(_SequenceEstimator):
         term = cw if w is None else w * cw
         return None if np.all(term == 1.0) else term
 
+    def _check_fitted_state(self):
+        super()._check_fitted_state()
+        classes, C = self.classes_, self.net_.config["output_size"]
+        _fitted_check(isinstance(classes, np.ndarray) and classes.ndim == 1
+                      and len(classes) == C >= 2,
+                      f"fitted classes_ must be the {C} labels the network scores")
+        # sorted and distinct, as np.unique made them (predict's labels, score and the
+        # gradients of diagnostics look labels up by bisection)
+        _fitted_check(bool(np.all(classes[1:] > classes[:-1])),
+                      "fitted classes_ must be sorted and distinct")
+        cw = _fitted_array(self, "class_weight_", (C,))
+        _fitted_check(bool(np.all(cw >= 0)), "fitted class_weight_ must be >= 0")
+
     def predict_proba(self, X: Any, *, lengths: Optional[ArrayLike] = None) -> Any:
         """Class probabilities, (n_samples, n_classes), columns in ``classes_`` order;
         with ``return_sequences`` per step, in the structure of X (NaN past each end of
@@ -511,27 +551,42 @@ class GRURegressor(_SequenceEstimator):
         w = None if w is None or np.all(w == 1.0) else w
         Y = target.reshape(len(target), -1)
         yw = self._step_weights(seqs, w) if per_step else w
-        self.y_mean_ = np.average(Y, axis=0, weights=yw)
-        scale = np.sqrt(np.average(np.square(Y - self.y_mean_), axis=0, weights=yw))
-        scale[scale == 0] = 1.0
-        self.y_scale_ = scale
-        y_scale = scale
+        self.y_mean_, self.y_scale_, Y_scaled = _standardization("y", Y, 0, yw)
+        y_scale = self.y_scale_
 
         def rmse(out, target, wt, _):
             return (float(np.sum(wt * np.square((out - target) * y_scale))),
                     float(wt.sum()))
 
-        self._fit_network(seqs, ((Y - self.y_mean_) / scale).astype(self._dtype()), w,
+        self._fit_network(seqs, Y_scaled.astype(self._dtype()), w,
                           Y.shape[1], LOSSES[self.loss], {"rmse": rmse}, sample_w=w,
                           checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                           resume=resume, distributed=distributed)
         return self
 
+    def _check_fitted_state(self):
+        super()._check_fitted_state()
+        n = self.net_.config["output_size"]
+        _fitted_array(self, "y_mean_", (n,))
+        _fitted_check(np.all(_fitted_array(self, "y_scale_", (n,)) > 0),
+                      "fitted y_scale_ must be positive")
+        # y's dimensions: (n,) / (n, k) for a target per sequence, (n, T) / (n, T, k)
+        # (or lists of (T_i,) / (T_i, k)) per step; one target without the k
+        ndims = (2, 3) if isinstance(self.net_, SequenceNet) else (1, 2)
+        _fitted_check(self._y_ndim in ndims and (self._y_ndim == ndims[1] or n == 1),
+                      f"fitted _y_ndim is {self._y_ndim!r} for {n} targets")
+
+    def _predictions(self, out):
+        """The network's outputs in target units (checked: finite)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            pred = out * self.y_scale_ + self.y_mean_
+        return _check_output("GRURegressor's predictions", pred, "y_scale_ plus y_mean_")
+
     def predict(self, X: Any, *, lengths: Optional[ArrayLike] = None) -> Any:
         """Predicted targets, (n_samples,) or (n_samples, n_targets), float64; with
         ``return_sequences`` per step in the structure of X."""
         out, seqs = self._outputs(X, lengths)
-        pred = out * self.y_scale_ + self.y_mean_
+        pred = self._predictions(out)
         if self._y_ndim in (1, 2) and not isinstance(self.net_, SequenceNet):
             return pred[:, 0] if self._y_ndim == 1 else pred
         return restructure(pred[:, 0] if self._y_ndim == 2 else pred, seqs, np.nan)
@@ -541,7 +596,7 @@ class GRURegressor(_SequenceEstimator):
         """Coefficient of determination R^2 (averaged uniformly over targets; over the
         valid steps with ``return_sequences``)."""
         out, seqs = self._outputs(X, lengths)
-        pred = out * self.y_scale_ + self.y_mean_
+        pred = self._predictions(out)
         if isinstance(self.net_, SequenceNet):
             y2, _ = per_step_values("y", y, seqs)
             y2 = y2.reshape(len(y2), -1)

@@ -41,6 +41,14 @@ by the epoch number, which keeps one file per epoch.  ``resume=path`` restores a
 into a freshly built task and continues, so a run resumed from the checkpoint of epoch k
 ends with the same weights, bit for bit, as the uninterrupted run.
 
+Divergence
+----------
+A NaN or an infinity anywhere in a step (a layer's output or gradient, the loss, a
+gradient summed over the processes, a parameter after the optimizer step) stops the
+run with :class:`TrainingDivergedError`, naming the epoch, the step and what
+overflowed, on every process at once; :meth:`Trainer.fit` first puts the parameters
+back to their values when it started.
+
 The package, top down: :mod:`~grucy.training.trainer` (the loop: :class:`Trainer`,
 :func:`train`, :func:`make_schedule`), :mod:`~grucy.training.tasks` (what it trains:
 :class:`Task`, :class:`ArrayTask`, :class:`StreamTask`),
@@ -53,7 +61,7 @@ The package, top down: :mod:`~grucy.training.trainer` (the loop: :class:`Trainer
 from .checkpoint import CHECKPOINT_KIND, read_checkpoint
 from .sequences import Packed, SequenceTask
 from .tasks import ArrayTask, StreamTask, Task
-from .trainer import Trainer, make_schedule, train
+from .trainer import Trainer, TrainingDivergedError, make_schedule, train
 
-__all__ = ["Task", "ArrayTask", "StreamTask", "SequenceTask", "Packed", "Trainer", "train", "read_checkpoint",
-           "CHECKPOINT_KIND", "make_schedule"]
+__all__ = ["Task", "ArrayTask", "StreamTask", "SequenceTask", "Packed", "Trainer", "train",
+           "read_checkpoint", "CHECKPOINT_KIND", "make_schedule", "TrainingDivergedError"]

@@ -36,6 +36,10 @@ class Task:
     def gradients(self) -> list:
         raise NotImplementedError
 
+    def parameter_names(self) -> list:
+        """Names of :meth:`parameters`, in their order (what errors call them)."""
+        return [f"parameter {i}" for i in range(len(self.parameters()))]
+
     def generators(self) -> list:
         """Random generators the task draws from while training (saved in checkpoints)."""
         return []
@@ -143,6 +147,9 @@ class _NetTask(Task):
 
     def gradients(self):
         return list(self.net.grads.values())
+
+    def parameter_names(self):
+        return list(self.net.grads)
 
     def generators(self):
         return self.net.generators()

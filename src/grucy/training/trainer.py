@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 
 from .. import io
-from .._validation import _positive_int, _real, _rng
+from .._validation import NumericOverflowError, _finite, _positive_int, _real, _rng
 from ..distributed import common_seed, get_communicator
 from ..optim import (CosineAnnealingLR, Optimizer, ReduceLROnPlateau, Schedule, StepLR,
                      clip_grad_norm, make_optimizer)
@@ -21,7 +21,34 @@ from .checkpoint import (_CHECKPOINT_VERSION, CHECKPOINT_KIND, _from_json_floats
 from .progress import _Progress
 from .tasks import Task
 
-__all__ = ["Trainer", "train", "make_schedule"]
+__all__ = ["Trainer", "train", "make_schedule", "TrainingDivergedError"]
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training produced a NaN or an infinity: an output, the loss, a gradient or a
+    parameter after an optimizer step overflowed (the learning rate is too high, the
+    data's scale too large, ...).
+
+    Raised by :meth:`Trainer.fit` (which first puts the parameters back to their values
+    when ``fit`` started) and by the models' ``fit`` (which leave the model as it was
+    before ``fit``: an unfitted model stays unfitted, a fitted one keeps its previous
+    fit).  The message names the epoch, the step and what overflowed.
+
+    Attributes
+    ----------
+    epoch : int
+        The epoch in which it happened (1-based).
+    step : int
+        Optimizer steps completed before it.
+    where : str
+        What overflowed.
+    checkpoint : str or None
+        The last checkpoint written by the run, if any (``resume=`` continues from it).
+    """
+
+    def __init__(self, message, *, epoch=None, step=None, where=None, checkpoint=None):
+        super().__init__(message)
+        self.epoch, self.step, self.where, self.checkpoint = epoch, step, where, checkpoint
 
 
 class Trainer:
@@ -41,7 +68,9 @@ class Trainer:
     schedule : None, "step", "cosine", "plateau", (name, kwargs) or callable
         Stepped once per epoch; "plateau" watches the monitored loss.
     max_grad_norm : float or None
-        Clip the global gradient norm; a step whose norm is NaN/inf is skipped.
+        Clip the global gradient norm.  A NaN or inf anywhere in a step (an output, the
+        loss, a gradient, a parameter after the update) raises
+        :class:`TrainingDivergedError`.
     patience : int or None
         Early stopping: stop after this many epochs without improving the monitored loss
         (validation loss when there is validation data, else training loss) by more than
@@ -142,6 +171,30 @@ class Trainer:
         self.wait = 0
         self.stopped = False
         self.best_params: Optional[List[np.ndarray]] = None
+        self._last_checkpoint: Optional[str] = None
+
+    # -- divergence -----------------------------------------------------------------------
+    def _diverged(self, where):
+        """The TrainingDivergedError of the current step."""
+        epoch, step = self.epoch + 1, self.step
+        return TrainingDivergedError(
+            f"training diverged in epoch {epoch}, after {step} optimizer steps: {where}.  "
+            f"Lower the learning rate (lr={self.optimizer.lr:g}), set or lower "
+            f"max_grad_norm, or rescale the data", epoch=epoch, step=step, where=where,
+            checkpoint=self._last_checkpoint)
+
+    def _names(self):
+        names = self.task.parameter_names()
+        return names if len(names) == len(self.params) else [
+            f"parameter {i}" for i in range(len(self.params))]
+
+    def _first_non_finite(self, arrays):
+        """The name of the first array of ``arrays`` (parameter order) with a NaN or
+        inf, or None."""
+        for name, a in zip(self._names(), arrays):
+            if not _finite(a):
+                return name
+        return None
 
     # -- one epoch ----------------------------------------------------------------------
     def _rank_streams(self):
@@ -177,35 +230,67 @@ class Trainer:
                 continue
             for g in self.grads:
                 g.fill(0)
-            part = task.train_step(local, key, n_global) if len(local) else 0.0
+            failure = None
+            try:
+                part = task.train_step(local, key, n_global) if len(local) else 0.0
+                if not math.isfinite(part):
+                    failure = f"the loss is {part}"
+            except NumericOverflowError as exc:
+                failure = str(exc)
+            if failure is not None:  # NaN gradients: every process sees it in the sum
+                part = math.nan
+                for g in self.grads:
+                    g.fill(np.nan)
             comm.allreduce_sum_(self.grads)
+            bad = self._first_non_finite(self.grads)
+            if failure is not None or bad is not None:
+                raise self._diverged(failure or (
+                    f"the gradient of {bad!r} is not finite" + (
+                        " (summed over the processes: another one overflowed)"
+                        if comm.size > 1 else "")))
             if self.max_grad_norm is not None:
                 norm = clip_grad_norm(self.grads, self.max_grad_norm)
                 if not math.isfinite(norm):
-                    self.skipped_steps += 1
-                    continue
+                    raise self._diverged(f"the gradient norm overflowed ({norm})")
             self.optimizer.step()
+            bad = self._first_non_finite(self.params)
+            if bad is not None:
+                raise self._diverged(f"parameter {bad!r} became NaN or inf in the "
+                                     f"{type(self.optimizer).__name__} step")
             self.step += 1
             steps += 1
             local_loss += part * n_global
             terms += n_global
-        if steps == 0:
-            raise RuntimeError("every step of the epoch had a NaN or infinite gradient: "
-                               "training diverged (lower lr, or set max_grad_norm)")
+        if steps == 0:  # (every batch of the epoch had no loss terms)
+            raise ValueError("no training step was taken in the epoch: every batch has "
+                             "no loss terms (all weights zero?)")
         return float(comm.allreduce_sum([local_loss])[0]) / terms
 
     def _validate(self):
         task, comm = self.task, self.comm
         task.start_epoch("val")
         sums = None
+        failure = None
         for indices, key in task.val_batches(self.batch_size):
             local = comm.shard(indices)
-            if len(local):
-                part = task.evaluate(local, key)
+            if len(local) and failure is None:
+                try:
+                    part = task.evaluate(local, key)
+                except NumericOverflowError as exc:
+                    failure = str(exc)
+                    continue
                 sums = part if sums is None else sums + part
         if sums is None:  # this rank had no validation examples
             sums = np.zeros(task.n_eval_sums)
-        return task.metrics(comm.allreduce_sum(sums))
+        if failure is not None:  # every process sees it in the sum
+            sums = np.full(task.n_eval_sums, np.nan)
+        sums = comm.allreduce_sum(sums)
+        if not np.all(np.isfinite(sums)):
+            raise self._diverged(f"on the validation data, {failure}" if failure else
+                                 "the validation loss is not finite" + (
+                                     " (another process overflowed)"
+                                     if comm.size > 1 else ""))
+        return task.metrics(sums)
 
     # -- checkpoints ----------------------------------------------------------------------
     def _checkpoint_path(self):
@@ -242,50 +327,129 @@ class Trainer:
         if self.best_params is not None:
             arrays.update({f"best/{i}": a for i, a in enumerate(self.best_params)})
         io.write_archive(path, CHECKPOINT_KIND, config, arrays)
+        self._last_checkpoint = os.fspath(path)
 
     def load_checkpoint(self, path: Union[str, "os.PathLike[str]"]) -> dict:
-        """Restore the complete training state written by :meth:`save_checkpoint`."""
+        """Restore the complete training state written by :meth:`save_checkpoint`.
+
+        Everything is checked before anything changes: the file (kind, version), every
+        field of its configuration, and every array against what it restores
+        (parameters, optimizer buffers, best weights: names, shapes, dtypes, finite
+        values); a checkpoint of another model, other data or other settings is
+        refused too.  All of these raise :class:`grucy.FileFormatError` naming the
+        file; nothing is restored then.
+        """
         config, arrays = read_checkpoint(path)
         where = os.fspath(path)
+        try:
+            return self._restore(config, arrays, where)
+        except io.FileFormatError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise io.FileFormatError(f"{where}: not a checkpoint this run can resume "
+                                     f"from: {type(exc).__name__}: {exc}"[:2000]) from None
+
+    def _restore(self, config, arrays, where):
+        def fail(message):
+            raise io.FileFormatError(f"{where}: {message}")
+
+        def field(name, kind, parent=config):
+            if not isinstance(parent, dict) or name not in parent:
+                fail(f"checkpoint lacks {name!r}")
+            value = parent[name]
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                fail(f"checkpoint field {name!r} is a {type(value).__name__}")
+            return value
+
         shapes = [list(p.shape) for p in self.params]
-        if config["param_shapes"] != shapes:
-            raise ValueError(f"{where}: checkpoint of a model with parameter shapes "
-                             f"{config['param_shapes']}, this model has {shapes}")
-        if config["task"] != self.task.fingerprint():
-            raise ValueError(f"{where}: checkpoint of training on other data or settings "
-                             f"({config['task']}); this run: {self.task.fingerprint()}")
+        if field("param_shapes", list) != shapes:
+            fail(f"checkpoint of a model with parameter shapes "
+                 f"{str(config['param_shapes'])[:200]}, this model has {shapes}")
+        if config.get("task") != self.task.fingerprint():
+            fail(f"checkpoint of training on other data or settings "
+                 f"({str(config.get('task'))[:300]}); this run: {self.task.fingerprint()}")
         gens = self.task.generators()
-        if len(config["generators"]) != len(gens):
-            raise ValueError(f"{where}: checkpoint has {len(config['generators'])} random "
-                             f"generators, this model {len(gens)}")
-        opt_state = dict(config["optimizer"])
-        for name in config["optimizer_buffers"]:
-            opt_state[name] = [arrays[f"optimizer/{name}/{i}"]
-                               for i in range(len(self.params))]
+        if len(field("generators", list)) != len(gens):
+            fail(f"checkpoint has {len(config['generators'])} random generators, this "
+                 f"model {len(gens)}")
+        counters = {name: field(name, int) for name in ("epoch", "step", "skipped_steps")}
+        if min(counters.values()) < 0:
+            fail(f"negative counters {counters}")
+        es = field("early_stopping", dict)
+        best = es.get("best")
+        if best is not None and not isinstance(best, (int, float)) or isinstance(best, bool):
+            fail(f"early_stopping.best is {best!r}")
+        best_epoch, wait = field("best_epoch", int, es), field("wait", int, es)
+        stopped, has_best = field("stopped", bool, es), field("has_best", bool, es)
+        history = field("history", dict)
+        if not all(isinstance(v, list) and all(x is None or isinstance(x, (int, float))
+                                               for x in v) for v in history.values()):
+            fail("checkpoint history is not lists of numbers")
+        field("rng", dict)
+
+        def exact(name, like):
+            """The array ``name``, exactly like ``like`` (shape, dtype), finite."""
+            if name not in arrays:
+                fail(f"checkpoint lacks the array {name!r}")
+            a = arrays[name]
+            if a.shape != like.shape or a.dtype != like.dtype:
+                fail(f"array {name!r} is {a.dtype} {a.shape}, this model's is "
+                     f"{like.dtype} {like.shape}")
+            if not _finite(a):
+                fail(f"array {name!r} contains NaN or inf")
+            return a
+
+        params = [exact(f"param/{i}", p) for i, p in enumerate(self.params)]
+        best_params = ([exact(f"best/{i}", p).copy() for i, p in enumerate(self.params)]
+                       if has_best else None)
+        opt_state = dict(field("optimizer", dict))
+        for name in field("optimizer_buffers", list):
+            if not isinstance(name, str) or name in opt_state:
+                fail(f"optimizer buffer name {name!r}")
+            opt_state[name] = [exact(f"optimizer/{name}/{i}", p)
+                               for i, p in enumerate(self.params)]
+        known = {f"param/{i}" for i in range(len(params))}
+        known |= {f"best/{i}" for i in range(len(params))} if has_best else set()
+        known |= {f"optimizer/{n}/{i}" for n in config["optimizer_buffers"]
+                  for i in range(len(params))}
+        unexpected = sorted(set(arrays) - known)
+        if unexpected:
+            fail(f"unexpected arrays {unexpected[:5]}")
+        if (config.get("schedule") is None) != (self.schedule is None):
+            fail(f"checkpoint schedule {str(config.get('schedule'))[:200]} does not match "
+                 f"this run's {self.schedule!r}")
+        # The states that can still refuse (checked by their owners), on copies or
+        # before the rest: the optimizer and schedule check everything first and
+        # change nothing when they refuse; the generators' states are tried on fresh
+        # generators of the same kind.
+        for g, state in zip(gens, config["generators"]):
+            type(g.bit_generator)().state = state
+        type(self.rng.bit_generator)().state = config["rng"]
         self.optimizer.load_state_dict(opt_state)
-        if (config["schedule"] is None) != (self.schedule is None):
-            raise ValueError(f"{where}: checkpoint schedule {config['schedule']} does not "
-                             f"match this run's {self.schedule!r}")
         if self.schedule is not None:
             self.schedule.load_state_dict(config["schedule"])
-        for i, p in enumerate(self.params):
-            p[...] = arrays[f"param/{i}"]
+        for p, a in zip(self.params, params):
+            p[...] = a
         self.rng.bit_generator.state = config["rng"]
         for g, state in zip(gens, config["generators"]):
             g.bit_generator.state = state
-        es = config["early_stopping"]
-        self.best = math.inf if es["best"] is None else float(es["best"])
-        self.best_epoch, self.wait, self.stopped = es["best_epoch"], es["wait"], es["stopped"]
-        self.best_params = ([arrays[f"best/{i}"].copy() for i in range(len(self.params))]
-                            if es["has_best"] else None)
-        self.history = {k: _from_json_floats(v) for k, v in config["history"].items()}
-        self.epoch, self.step = config["epoch"], config["step"]
-        self.skipped_steps = config["skipped_steps"]
+        self.best = math.inf if best is None else float(best)
+        self.best_epoch, self.wait, self.stopped = best_epoch, wait, stopped
+        self.best_params = best_params
+        self.history = {k: _from_json_floats(v) for k, v in history.items()}
+        self.epoch, self.step = counters["epoch"], counters["step"]
+        self.skipped_steps = counters["skipped_steps"]
         return config
 
     # -- the run --------------------------------------------------------------------------
     def fit(self) -> Dict[str, List[float]]:
-        """Train; returns ``history`` (dict of per-epoch lists)."""
+        """Train; returns ``history`` (dict of per-epoch lists).
+
+        Raises :class:`TrainingDivergedError` when a NaN or inf appears (an output, the
+        loss, a gradient, a parameter after a step), after putting the parameters back
+        to their values when ``fit`` started (after ``resume``: the checkpoint's); the
+        checkpoints written until then stay.
+        """
         comm = self.comm
         if self.checkpoint is not None and comm.is_root:
             # Fail now rather than after the first epoch's work.
@@ -300,6 +464,7 @@ class Trainer:
         progress = _Progress(self.verbose if comm.is_root else 0, self.epochs,
                              min(self.epoch, self.epochs), self.description,
                              self.task.n_train_batches(self.batch_size))
+        start = [p.copy() for p in self.params]
         try:
             while self.epoch < self.epochs and not self.stopped:
                 logs = self._run_epoch(progress.batch)
@@ -308,6 +473,10 @@ class Trainer:
                 if self.checkpoint is not None and comm.is_root and (
                         self.epoch % self.checkpoint_every == 0 or last):
                     self.save_checkpoint(self._checkpoint_path())
+        except TrainingDivergedError:
+            for p, s in zip(self.params, start):
+                p[...] = s
+            raise
         finally:
             progress.close()
         if self.patience is not None and self.best_params is not None:

@@ -1,0 +1,197 @@
+"""Issue 15's silent nonsense in training: a diverged fit is a TrainingDivergedError naming
+where, the model is left as it was before fit; data near the float64 limit never gives
+inf predictions; a failed fit never leaves a half-fitted model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import grucy
+from grucy._validation import NumericOverflowError
+from grucy.distributed import SingleProcess
+from grucy.losses import mse_loss
+from grucy.nn import Linear, Sequential
+from grucy.training import ArrayTask, Trainer, TrainingDivergedError
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+
+def _data(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 8, 3))
+    return X, X.sum(axis=(1, 2))
+
+
+def _diverging(**options):
+    return grucy.GRURegressor(hidden_size=8, epochs=4, lr=1e4, optimizer="sgd",
+                              max_grad_norm=None, random_state=0, **options)
+
+
+def test_a_diverged_fit_raises_and_leaves_an_unfitted_model_unfitted():
+    X, y = _data()
+    model = _diverging()
+    with pytest.raises(TrainingDivergedError, match=r"training diverged in epoch \d+, "
+                                                    r"after \d+ optimizer steps: .*"
+                                                    r"overflowed.*Lower the learning "
+                                                    r"rate \(lr=10000\)") as info:
+        model.fit(X, y)
+    text = str(info.value)
+    assert "dy contains" not in text and "written in place" not in text
+    assert info.value.epoch >= 1 and info.value.step >= 0 and info.value.where
+    assert isinstance(info.value, RuntimeError) and grucy.TrainingDivergedError is \
+        TrainingDivergedError
+    assert vars(model) == vars(_diverging())  # nothing fitted, nothing half-set
+    with pytest.raises(grucy.NotFittedError):
+        model.predict(X)
+
+
+def test_a_diverged_refit_keeps_the_previous_fit():
+    X, y = _data()
+    model = grucy.GRURegressor(hidden_size=8, epochs=2, random_state=0).fit(X, y)
+    before = model.predict(X)
+    state = dict(vars(model))
+    model.set_params(lr=1e4, optimizer="sgd", max_grad_norm=None, epochs=4)
+    with pytest.raises(TrainingDivergedError):
+        model.fit(X, y)
+    assert all(vars(model)[k] is v for k, v in state.items() if k not in
+               ("lr", "optimizer", "max_grad_norm", "epochs"))
+    np.testing.assert_array_equal(model.predict(X), before)
+
+
+def test_any_failed_fit_leaves_the_model_as_it_was():
+    X, y = _data()
+    model = grucy.GRURegressor(hidden_size=8, epochs=1, random_state=0)
+    with pytest.raises(ValueError):
+        model.fit(X, y[:-1])  # X checked (and n_features_in_ set) before y fails
+    assert not hasattr(model, "n_features_in_") and not hasattr(model, "net_")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: grucy.Forecaster(lookback=4, hidden_size=8, epochs=3, lr=1e4,
+                             optimizer="sgd", max_grad_norm=None, random_state=0),
+    lambda: grucy.GRUClassifier(hidden_size=8, epochs=3, lr=1e39, optimizer="sgd",
+                                max_grad_norm=None, random_state=0),
+    lambda: grucy.CharLM(hidden_size=8, embedding_dim=4, bptt=8, batch_size=4, epochs=3,
+                         lr=1e39, optimizer="sgd", max_grad_norm=None, random_state=0,
+                         validation_fraction=0.0),
+])
+def test_every_model_reports_divergence_and_stays_unfitted(make):
+    model = make()
+    rng = np.random.default_rng(1)
+    data = {"series": (10 * rng.standard_normal(200).cumsum(),),
+            "sequences": (rng.standard_normal((64, 6, 2)), rng.integers(0, 3, 64)),
+            "text": ("the quick brown fox jumps over the lazy dog " * 20,)}[model.input_kind]
+    with pytest.raises(TrainingDivergedError, match="diverged"):
+        model.fit(*data)
+    assert not hasattr(model, "net_") and not hasattr(model, "history_")
+
+
+def test_the_error_names_the_last_checkpoint(tmp_path):
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(32, 3)), rng.normal(size=(32, 2))
+    net = Sequential(Linear(3, 5, dtype=np.float64, seed=1),
+                     Linear(5, 2, dtype=np.float64, seed=2))
+    task = ArrayTask(net, X, Y, mse_loss, np.arange(32))
+    backward, calls = net.backward, {"n": 0}
+
+    def poisoned(dy):  # the 10th backward (epoch 3 of 4 steps each) overflows
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise NumericOverflowError("Linear.backward: dx overflowed to NaN or inf")
+        return backward(dy)
+
+    net.backward = poisoned
+    trainer = Trainer(task, epochs=5, batch_size=8, seed=0,
+                      checkpoint=tmp_path / "ck-{epoch}.grucy")
+    with pytest.raises(TrainingDivergedError, match="epoch 3, after 9 optimizer steps: "
+                                                    "Linear.backward: dx overflowed") as info:
+        trainer.fit()
+    assert info.value.checkpoint == str(tmp_path / "ck-2.grucy")
+    assert info.value.epoch == 3 and info.value.step == 9
+
+
+class _OtherRankOverflowed(SingleProcess):
+    """Two processes, the other one's gradients overflowed in step 3: its NaN arrives
+    in the sum (as grucy's loop makes every rank add NaN when its step failed)."""
+
+    size = 2
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def allreduce_sum_(self, arrays):
+        self.calls += 1
+        if self.calls == 3:
+            for a in arrays:
+                a += np.nan
+        return arrays
+
+
+def test_a_failure_on_another_process_stops_every_process_with_the_same_error():
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(64, 3)), rng.normal(size=(64, 2))
+    net = Sequential(Linear(3, 5, dtype=np.float64, seed=1),
+                     Linear(5, 2, dtype=np.float64, seed=2))
+    task = ArrayTask(net, X, Y, mse_loss, np.arange(64))
+    start = [p.copy() for p in task.parameters()]
+    with pytest.raises(TrainingDivergedError, match="after 2 optimizer steps: the gradient "
+                                                    "of '0.weight' is not finite "
+                                                    r"\(summed over the processes"):
+        Trainer(task, epochs=1, batch_size=8, seed=0,
+                distributed=_OtherRankOverflowed()).fit()
+    for p, s in zip(task.parameters(), start):
+        np.testing.assert_array_equal(p, s)
+
+
+def test_an_optimizer_step_that_overflows_is_named():
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(32, 3)), rng.normal(size=(32, 2))
+    net = Sequential(Linear(3, 2, dtype=np.float32, seed=1))
+    task = ArrayTask(net, X.astype(np.float32), Y.astype(np.float32), mse_loss,
+                     np.arange(32))
+    with pytest.raises(TrainingDivergedError, match="parameter '0.(weight|bias)' became "
+                                                    "NaN or inf in the SGD step"):
+        Trainer(task, epochs=1, batch_size=8, optimizer="sgd", lr=1e39, seed=0).fit()
+
+
+# -- data near the float64 limit: standardised without overflow, never inf predictions ------
+def test_targets_near_the_float64_limit_fit_or_raise_never_predict_inf():
+    """The issue's case: training data with +-1e308 gave -inf predictions."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 5))
+    y = np.where(X[:, 0] > 0, 1e308, -1e308)
+    model = grucy.GRURegressor(hidden_size=4, epochs=2, random_state=0).fit(X, y)
+    assert np.isfinite(model.y_mean_).all() and np.isfinite(model.y_scale_).all()
+    assert model.y_scale_[0] == pytest.approx(1e308, rel=0.01)
+    try:
+        pred = model.predict(X)
+    except NumericOverflowError as exc:  # the readout's value times 1e308 overflowed
+        assert "y_scale_" in str(exc)
+    else:
+        assert np.isfinite(pred).all()
+    Xbig = X * (1e308 / 4)  # features near the limit are standardised too
+    fitted = grucy.GRURegressor(hidden_size=4, epochs=1, random_state=0).fit(Xbig, X[:, 0])
+    assert np.isfinite(fitted.predict(Xbig)).all()
+
+
+def test_data_whose_standardisation_overflows_is_refused_naming_it():
+    y = np.array([1.7e308] + [-1.7e308] * 99)  # y - mean exceeds float64
+    X = np.zeros((100, 3))
+    model = grucy.GRURegressor(hidden_size=4, epochs=1, random_state=0)
+    with pytest.raises(NumericOverflowError, match="y standardised overflowed"):
+        model.fit(X, y)
+    assert not hasattr(model, "y_scale_")
+
+
+def test_a_series_near_the_float64_limit_forecasts_finite_or_raises():
+    series = 1e308 * np.sin(np.arange(60.0))
+    model = grucy.Forecaster(lookback=4, hidden_size=4, epochs=1, random_state=0)
+    model.fit(series)
+    assert np.isfinite(model.scale_).all()
+    try:
+        assert np.isfinite(model.predict(series, horizon=3)).all()
+    except NumericOverflowError as exc:
+        assert "scale_" in str(exc)
