@@ -145,7 +145,56 @@ def test_overflow_in_a_lower_layer_names_that_layer(cls):
         g.backward(np.full(y.shape, 100.0))
 
 
+@pytest.mark.parametrize("L", [1, 3])
+def test_rnn_backward_overflow_raises_naming_the_layer(L):
+    """reference.RNN (issue 17) has its own backward: the same check as the GRU's."""
+    g = reference.RNN(4, 8, num_layers=L, seed=0)
+    y, _ = g.forward(np.ones((3, 2, 4), np.float32))
+    with pytest.raises(NumericOverflowError, match=rf"RNN.backward, layer {L - 1} of {L}: "
+                                                   rf".*overflowed to NaN or inf"):
+        g.backward(np.full(y.shape, 3e38, np.float32))
+    g.zero_grad()
+    y, _ = g.forward(np.ones((3, 2, 4), np.float32))
+    dx, _ = g.backward(np.ones_like(y))
+    assert np.isfinite(dx).all() and all(np.isfinite(v).all() for v in g.grads.values())
+
+
+def test_rnn_overflow_in_a_lower_layer_names_that_layer():
+    g = reference.RNN(2, 4, num_layers=2, seed=0, dtype=np.float64)
+    state = g.state_dict()
+    state["weight_ih_l0"][...] = 1e308
+    g.load_state_dict(state)
+    y, _ = g.forward(np.zeros((3, 2, 2)))
+    with pytest.raises(NumericOverflowError, match="layer 0 of 2: the gradient of its "
+                                                   "input overflowed"):
+        g.backward(np.full(y.shape, 100.0))
+
+
 # -- the weights of a forward are the weights of its backward -----------------------------
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("change", ["load_state_dict", "in place"])
+def test_rnn_backward_differentiates_the_weights_its_forward_ran_with(change, bias):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 3, 4))
+    dy = rng.standard_normal((5, 3, 8))
+    make = lambda seed: reference.RNN(4, 8, num_layers=2, bias=bias, seed=seed,
+                                      dtype=np.float64)
+    g, other, expected = make(0), make(1), make(0)
+    expected.forward(x)
+    expected_dx, expected_dh = expected.backward(dy)
+    g.forward(x)
+    if change == "load_state_dict":
+        g.load_state_dict(other.state_dict())
+    else:
+        for p in g.parameters():
+            p *= 1.5
+    dx, dh = g.backward(dy)
+    np.testing.assert_array_equal(dx, expected_dx)
+    np.testing.assert_array_equal(dh, expected_dh)
+    for k, v in expected.grads.items():
+        np.testing.assert_array_equal(g.grads[k], v, err_msg=k)
+
+
 @pytest.mark.parametrize("cls", [grucy.GRU, reference.GRU], ids=["compiled", "reference"])
 @pytest.mark.parametrize("change", ["load_state_dict", "in place"])
 def test_backward_differentiates_the_weights_its_forward_ran_with(cls, change):
@@ -175,6 +224,7 @@ def test_backward_differentiates_the_weights_its_forward_ran_with(cls, change):
 @pytest.mark.parametrize("make", [
     lambda dt: grucy.GRU(4, 8, dtype=dt),
     lambda dt: reference.GRU(4, 8, dtype=dt),
+    lambda dt: reference.RNN(4, 8, dtype=dt),
     lambda dt: grucy.nn.Linear(4, 8, dtype=dt),
     lambda dt: grucy.nn.Embedding(4, 8, dtype=dt),
 ])

@@ -382,7 +382,8 @@ class RNN(GRUBase):
                 layer_input, h0[layer], valid, *self.layer_params(layer))
             caches.append(cache)
         self._check_result("the output", h_n)
-        self._cache = dict(T=T, B=B, caches=caches) if training else None
+        self._cache = (dict(T=T, B=B, caches=caches, weights=self._forward_weights())
+                       if training else None)
         y = layer_input
         if self.batch_first:
             y = np.ascontiguousarray(y.transpose(1, 0, 2))
@@ -398,10 +399,11 @@ class RNN(GRUBase):
         dh0 = np.zeros_like(dh_n)
         d_out = dy
         for layer in range(self.num_layers - 1, -1, -1):
-            W_ih, W_hh, _, _ = self.layer_params(layer)
+            W_ih, W_hh = cache["weights"][layer]  # the forward's weights
             d_out, dh0[layer] = _rnn_direction_backward(
                 d_out, dh_n[layer], cache["caches"][layer], W_ih, W_hh,
                 self.layer_grads(layer))
+            self._check_backward_result(layer, d_out, dh0)
         dx = d_out
         if self.batch_first:
             dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
