@@ -195,3 +195,20 @@ def test_a_series_near_the_float64_limit_forecasts_finite_or_raises():
         assert np.isfinite(model.predict(series, horizon=3)).all()
     except NumericOverflowError as exc:
         assert "scale_" in str(exc)
+
+
+def test_a_backtest_scales_as_predict_does_and_never_returns_inf():
+    """Forecaster.backtest (issue 16) standardises and unscales through the same checked
+    steps as predict: a history outside the fitted scale is named, not passed on as a
+    float32 inf ('x contains NaN or inf'), and its forecasts are finite or refused."""
+    series = np.sin(np.arange(60.0))
+    model = grucy.Forecaster(lookback=4, hidden_size=4, epochs=1, random_state=0)
+    model.fit(series)
+    result = model.backtest(series, start=40, horizon=2)
+    assert np.isfinite(result["forecast"]).all()
+    with pytest.raises(NumericOverflowError, match="history standardised"):
+        model.backtest(series * 1e300, start=40, horizon=2)
+    model.net_.parameters()[-1][...] = 1e4  # the readout's bias: forecasts of ~1e4
+    model.scale_ = np.full_like(model.scale_, 1e306)
+    with pytest.raises(NumericOverflowError, match="Forecaster's forecast overflowed"):
+        model.backtest(series * 1e306, start=40, horizon=2)

@@ -145,19 +145,16 @@ def _forecast_at(model, series, cov, origins, horizon, row):
     """(n_origins, horizon, k, Q) forecasts in data units from the histories before
     each origin (the model's own scaling of series ``row``)."""
     L = model.lookback_
-    mean = np.atleast_2d(model.mean_)[row]
-    scale = np.atleast_2d(model.scale_)[row]
-    windows = np.stack([series.values[o - L:o] for o in origins])
-    windows = (windows - mean) / scale
+    rows = [row] * len(origins)
+    windows = model._scaled_windows(np.stack([series.values[o - L:o] for o in origins]),
+                                    rows)
     covs = None
     if model.n_covariates_:
         if cov.shape[1] != model.n_covariates_:
             raise ValueError(f"X has {cov.shape[1]} covariates, the model was fitted with "
                              f"{model.n_covariates_}")
-        covs = np.stack([cov[o - L:o + horizon] for o in origins])
-        covs = (covs - model.covariate_mean_) / model.covariate_scale_
-    q = model._forecast_scaled(windows, covs, horizon)
-    return q * scale[:, None] + mean[:, None]
+        covs = model._scaled_covariates(np.stack([cov[o - L:o + horizon] for o in origins]))
+    return model._unscaled(model._forecast_scaled(windows, covs, horizon), rows)
 
 
 def _frame(result, series, origins, horizon):
