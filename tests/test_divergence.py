@@ -197,6 +197,122 @@ def test_a_series_near_the_float64_limit_forecasts_finite_or_raises():
         assert "scale_" in str(exc)
 
 
+# -- issue 16's paths: weighted means, many series, covariates, per-step outputs -------------
+def test_weighted_standardisation_near_the_float64_limit_fits():
+    """main's weighted means (sample_weight, np.average) overflow as the plain ones did:
+    y and X near 1e308, and weights near it too, are standardised without overflow."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 5, 2))
+    y = np.where(X[:, 0, 0] > 0, 1e308, -1e308)
+    for w in (np.linspace(0.5, 2.0, 60), np.full(60, 1e308)):
+        model = grucy.GRURegressor(hidden_size=4, epochs=1, random_state=0)
+        model.fit(X * 1e307, y, sample_weight=w)
+        assert np.isfinite(model.y_mean_).all() and np.isfinite(model.y_scale_).all()
+        assert np.isfinite(model.x_mean_).all() and np.isfinite(model.x_scale_).all()
+        assert model.y_scale_[0] == pytest.approx(1e308, rel=0.05)
+    plain = grucy.GRURegressor(hidden_size=4, epochs=1, random_state=0).fit(
+        X, X.sum(axis=(1, 2)), sample_weight=np.full(60, 1e308))
+    ones = grucy.GRURegressor(hidden_size=4, epochs=1, random_state=0).fit(
+        X, X.sum(axis=(1, 2)))
+    np.testing.assert_array_equal(plain.predict(X), ones.predict(X))  # ratios only
+    assert plain.score(X, X.sum(axis=(1, 2)), sample_weight=np.full(60, 1e308)) == \
+        ones.score(X, X.sum(axis=(1, 2)))
+
+
+def test_class_weights_whose_total_overflows_count_by_their_ratios():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 4, 2))
+    y = (X[:, 0, 0] > 0).astype(int)
+    make = lambda cw: grucy.GRUClassifier(hidden_size=4, epochs=1, class_weight=cw,
+                                          random_state=0)
+    huge = make({0: 1e308, 1: 1e308}).fit(X, y)
+    np.testing.assert_array_equal(huge.predict_proba(X), make(None).fit(X, y).predict_proba(X))
+
+
+def test_per_step_targets_near_the_float64_limit_fit_or_raise_never_predict_inf():
+    rng = np.random.default_rng(0)
+    X = [rng.standard_normal((T, 2)) for T in (3, 5, 4, 6) * 4]
+    y = [np.where(x[:, 0] > 0, 1e308, -1e308) for x in X]
+    model = grucy.GRURegressor(hidden_size=4, epochs=1, return_sequences=True,
+                               random_state=0).fit(X, y)
+    assert np.isfinite(model.y_scale_).all()
+    try:
+        pred = model.predict(X)
+    except NumericOverflowError as exc:
+        assert "y_scale_" in str(exc)
+    else:
+        assert all(np.isfinite(p).all() for p in pred)
+    model.y_scale_ = np.full_like(model.y_scale_, 1.7e308)
+    model.y_mean_ = np.full_like(model.y_mean_, 1.7e308)
+    with pytest.raises(NumericOverflowError, match="predictions overflowed"):
+        model.predict(X)
+
+
+def test_a_global_forecaster_near_the_float64_limit_and_its_covariates():
+    rng = np.random.default_rng(0)
+    ys = [1e308 * np.sin(np.arange(50.0)), rng.standard_normal(40)]
+    Xs = [np.c_[1e308 * np.cos(np.arange(50.0))], rng.standard_normal((40, 1))]
+    model = grucy.Forecaster(lookback=4, horizon=2, hidden_size=4, epochs=1,
+                             random_state=0).fit(ys, Xs)
+    assert model.mean_.shape == model.scale_.shape == (2, 1)
+    assert np.isfinite(model.scale_).all() and np.isfinite(model.covariate_scale_).all()
+    future = [np.ones((7, 1)), np.ones((7, 1))]
+    try:
+        out = model.predict([y[-4:] for y in ys], horizon=3, X=future)
+        assert all(np.isfinite(o).all() for o in out)
+    except NumericOverflowError as exc:
+        assert "scale_" in str(exc)
+    # a history far outside the fitted scale is named, never a misleading "x contains inf"
+    with pytest.raises(NumericOverflowError, match="history standardised"):
+        model.predict([np.full(4, 1e308), np.full(4, -1e308)], horizon=1,
+                      X=[np.ones((5, 1))] * 2)
+    small = grucy.Forecaster(lookback=4, hidden_size=4, epochs=1, random_state=0).fit(
+        ys[1], Xs[1])
+    with pytest.raises(NumericOverflowError, match="covariates standardised"):
+        small.predict(ys[1][-4:], horizon=1, X=np.full((5, 1), 1e300))
+    # a forecaster's weights near the limit: only their ratios matter
+    w = np.full(40, 1e308)
+    weighted = grucy.Forecaster(lookback=4, hidden_size=4, epochs=1, random_state=0).fit(
+        ys[1], Xs[1], sample_weight=w)
+    np.testing.assert_array_equal(weighted.predict(ys[1][-4:], X=Xs[1][-5:]),
+                                  small.predict(ys[1][-4:], X=Xs[1][-5:]))
+
+
+@pytest.mark.parametrize("make, data", [
+    (lambda: grucy.GRURegressor(hidden_size=8, epochs=3, lr=1e39, optimizer="sgd",
+                                max_grad_norm=None, return_sequences=True, random_state=0),
+     "per_step"),
+    (lambda: grucy.GRUClassifier(hidden_size=8, epochs=3, lr=1e39, optimizer="sgd",
+                                 max_grad_norm=None, return_sequences=True,
+                                 class_weight="balanced", random_state=0), "tagging"),
+    (lambda: grucy.Forecaster(lookback=4, horizon=2, hidden_size=8, epochs=3, lr=1e39,
+                              optimizer="sgd", max_grad_norm=None, quantiles=(0.1, 0.9),
+                              random_state=0), "covariates"),
+])
+def test_issue16_models_report_divergence_and_stay_unfitted(make, data):
+    rng = np.random.default_rng(1)
+    X = [rng.standard_normal((T, 2)) for T in (3, 6, 4, 5) * 8]
+    args = {"per_step": (X, [10 * x.sum(axis=1) for x in X]),
+            "tagging": (X, [(x[:, 0] > 0).astype(int) for x in X]),
+            "covariates": ([10 * rng.standard_normal(60).cumsum() for _ in range(2)],
+                           [rng.standard_normal((60, 2)) for _ in range(2)])}[data]
+    model = make()
+    with pytest.raises(TrainingDivergedError, match="diverged"):
+        model.fit(*args)
+    assert not hasattr(model, "net_") and not hasattr(model, "history_")
+
+
+def test_sequence_net_backward_overflow_is_named():
+    """SequenceNet (per-step readout, last_steps): an overflow in its backward is an
+    error naming the part, never NaN gradients."""
+    from grucy.models.nets import SequenceNet
+
+    net = SequenceNet(2, 4, 3, last_steps=2, dtype=np.float32, seed=0)
+    out = net.forward(np.ones((2, 5, 2), np.float32))
+    with pytest.raises(NumericOverflowError, match="overflowed"):
+        net.backward(np.full(out.shape, 3e38, np.float32))
+
+
 def test_a_backtest_scales_as_predict_does_and_never_returns_inf():
     """Forecaster.backtest (issue 16) standardises and unscales through the same checked
     steps as predict: a history outside the fitted scale is named, not passed on as a

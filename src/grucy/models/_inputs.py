@@ -224,7 +224,16 @@ def sample_weights(sample_weight, seqs: Optional[SequenceInput], n, *, per_step=
     if not w.sum() > 0:
         raise ValueError("sample_weight is zero everywhere (or empty): there is nothing to "
                          "fit or score; at least one sample needs a positive weight")
-    return w
+    return _finite_total(w)
+
+
+def _finite_total(w):
+    """Weights whose total overflows float64 (each near 1e308) divided by the largest:
+    only their ratios matter (weighted means, the loss's normaliser), and the training
+    loop and np.average sum them.  Others are returned as given (bit for bit)."""
+    with np.errstate(over="ignore"):
+        total = w.sum()
+    return w if np.isfinite(total) else w / w.max()
 
 
 def restructure(values, seqs: SequenceInput, fill):

@@ -309,8 +309,13 @@ class Forecaster(GRUModel):
             if np.any(arr < 0):
                 raise ValueError(f"{name} must be >= 0")
             out.append(arr)
-        if not sum(w.sum() for w in out) > 0:
+        with np.errstate(over="ignore"):
+            total = sum(w.sum() for w in out)
+        if not total > 0:
             raise ValueError("sample_weight is zero everywhere: nothing to fit")
+        if not np.isfinite(total):  # weights near 1e308: only their ratios matter
+            top = max(w.max() for w in out)
+            out = [w / top for w in out]
         return out
 
     def _windows(self, name, scaled, cov, weight, temporal):

@@ -25,8 +25,8 @@ from .._validation import _as_real_array, _flag, _positive_int, check_finite, ch
 from ..io import PathLike, register
 from ..losses import LOSSES, cross_entropy_loss
 from ..training import Packed, SequenceTask
-from ._inputs import (SequenceInput, per_step_values, read_sequences, restructure,
-                      sample_weights)
+from ._inputs import (SequenceInput, _finite_total, per_step_values, read_sequences,
+                      restructure, sample_weights)
 from .base import (GRUModel, _check_fraction, _check_output, _fitted_array,
                    _fitted_check, _fitted_int, _mean_output_gradient, _standardization,
                    _validation_split)
@@ -412,7 +412,7 @@ class GRUClassifier(_SequenceEstimator):
         cw = self.class_weight_[y_enc]
         if per_step:
             w = self._step_weights(seqs, w)
-        term = cw if w is None else w * cw
+        term = _finite_total(cw if w is None else w * cw)
         return None if np.all(term == 1.0) else term
 
     def _check_fitted_state(self):
