@@ -81,10 +81,19 @@ _SERVER = textwrap.dedent(r'''
                 obj.forward(np.zeros((2, 1, obj.input_size), obj.dtype), training=False)
             elif getattr(obj, "input_kind", "") and hasattr(obj, "net_"):
                 kind = obj.input_kind
-                if kind == "series" and obj.lookback_ <= 1000:
+                S = obj.n_fitted_series_ if kind == "series" else None
+                if (kind == "series" and obj.lookback_ <= 1000 and (S or 1) <= 100
+                        and obj.n_covariates_ <= 1000):
                     shape = ((obj.lookback_,) if obj._univariate
                              else (obj.lookback_, obj.n_series_))
-                    obj.predict(np.zeros(shape), horizon=2)
+                    y, X = np.zeros(shape), None
+                    if obj.n_covariates_:  # the history's steps and the 2 ahead
+                        X = np.zeros((obj.lookback_ + 2, obj.n_covariates_))
+                    if S is not None:  # a global model: one history per series
+                        y, X = [y] * S, None if X is None else [X] * S
+                    obj.predict(y, horizon=2, X=X)
+                    if obj.quantiles_ is not None:
+                        obj.predict_quantiles(y, horizon=2, X=X)
                 elif kind == "sequences":
                     F = 1 if obj._input_ndim == 2 else obj.n_features_in_
                     if obj._input_ndim == 2:
@@ -92,6 +101,9 @@ _SERVER = textwrap.dedent(r'''
                     else:
                         X = np.zeros((2, 3, F))
                     obj.predict(X)
+                    # sequences of different lengths (packed, per-step outputs)
+                    obj.predict([np.zeros((3, F)), np.zeros((1, F))] if obj._input_ndim
+                                == 3 else [np.zeros(3), np.zeros(1)])
                 elif kind == "text":
                     obj.generate("ab", n=3, random_state=0)
         except ALLOWED_AFTER:
@@ -332,7 +344,10 @@ def _load_case(draw, samples):
                 if isinstance(target, dict):
                     key = draw(st.sampled_from(["n_iter_", "predict", "__class__", "net_",
                                                 "_univariate", "vocab_", "extra",
-                                                "colour"]) | st.text(max_size=6))
+                                                "colour", "quantiles_", "n_fitted_series_",
+                                                "covariate_names_", "columns_",
+                                                "class_weight_", "last_steps"])
+                               | st.text(max_size=6))
                     target[key] = draw(json_values)
                 else:
                     target.append(draw(json_values))
@@ -370,7 +385,9 @@ def _load_case(draw, samples):
         elif op == "add_array":
             key = draw(st.sampled_from(["net/gru.weight_hh_l5", "fitted/predict",
                                         "fitted/__class__", "fitted/mean_", "weight_ih_l9",
-                                        "optimizer/m/0", "x"]) | st.text(max_size=10))
+                                        "optimizer/m/0", "x", "fitted/quantiles_",
+                                        "fitted/covariate_scale_", "fitted/class_weight_"])
+                                       | st.text(max_size=10))
             arrays[key] = np.zeros(draw(st.integers(0, 5)),
                                    draw(st.sampled_from(ARRAY_DTYPES)))
         elif op == "kind":

@@ -72,6 +72,28 @@ def samples(tmp_dir):
         "charlm": grucy.CharLM(hidden_size=4, embedding_dim=3, bptt=4, batch_size=2,
                                epochs=1, random_state=0).fit("hello world, hello grucy"),
         "unfitted": grucy.GRURegressor(hidden_size=4),
+        # issue 16's models: covariates, quantiles, many series, per-step outputs,
+        # variable lengths, weights
+        "forecaster_covariates": grucy.Forecaster(
+            lookback=4, horizon=2, hidden_size=4, epochs=1, temporal_norm=True,
+            random_state=0).fit(np.sin(np.arange(40.0)),
+                                np.c_[np.cos(np.arange(40.0)), np.arange(40.0) % 7]),
+        "forecaster_quantiles_many": grucy.Forecaster(
+            lookback=4, horizon=2, hidden_size=4, epochs=1, quantiles=(0.1, 0.9),
+            random_state=0).fit([rng.standard_normal((30, 2)),
+                                 rng.standard_normal((36, 2)) + 5.0]),
+        "classifier_tagging": grucy.GRUClassifier(
+            hidden_size=4, epochs=1, return_sequences=True, class_weight="balanced",
+            random_state=0).fit([rng.standard_normal((T, 2)) for T in (3, 5, 4, 6)],
+                                [np.arange(T) % 3 for T in (3, 5, 4, 6)]),
+        "regressor_variable": grucy.GRURegressor(
+            hidden_size=4, epochs=1, bidirectional=True, random_state=0).fit(
+                rng.standard_normal((8, 6, 2)), rng.standard_normal(8),
+                sample_weight=np.arange(1.0, 9.0), lengths=[6, 2, 3, 6, 1, 4, 5, 6]),
+        "regressor_per_step": grucy.GRURegressor(
+            hidden_size=4, epochs=1, return_sequences=True, random_state=0).fit(
+                [rng.standard_normal(T) for T in (4, 2, 5)],
+                [rng.standard_normal((T, 2)) for T in (4, 2, 5)]),
     }
     out = {}
     for name, obj in objects.items():

@@ -16,6 +16,7 @@ import grucy
 from grucy import io
 from grucy.training import ArrayTask, Trainer
 from grucy.losses import mse_loss
+from grucy.models.nets import SequenceNet
 from grucy.nn import Linear, Sequential
 
 from grucy_files import build, parse
@@ -310,3 +311,153 @@ def test_an_object_whose_file_would_not_load_again_is_never_saved(tmp_path, file
     with pytest.raises(ValueError, match="cannot be saved: the file would not load again"):
         grucy.save(obj, tmp_path / "keep.grucy")
     assert (tmp_path / "keep.grucy").read_bytes() == files[sample]
+
+
+# -- issue 16's models: covariates, many series, quantiles, per-step outputs, weights --------
+ISSUE16 = ["forecaster_covariates", "forecaster_quantiles_many", "classifier_tagging",
+           "regressor_variable", "regressor_per_step"]
+
+
+def _inputs(model):
+    """A small input each sample predicts on (as the fuzzers' smoke test)."""
+    if model.input_kind == "series":
+        y = np.linspace(-1.0, 1.0, model.lookback_ * model.n_series_).reshape(
+            (model.lookback_,) if model._univariate else (model.lookback_, model.n_series_))
+        X = (np.ones((model.lookback_ + 3, model.n_covariates_)) if model.n_covariates_
+             else None)
+        if model.n_fitted_series_ is not None:
+            return dict(y=[y] * model.n_fitted_series_, horizon=3,
+                        X=None if X is None else [X] * model.n_fitted_series_)
+        return dict(y=y, horizon=3, X=X)
+    F = 1 if model._input_ndim == 2 else model.n_features_in_
+    return dict(X=[np.linspace(0, 1, 3 * F).reshape(3, F), np.ones((1, F))])
+
+
+@pytest.mark.parametrize("sample", ISSUE16)
+def test_issue16_models_load_predict_and_save_again(tmp_path, files, sample):
+    model = _load(tmp_path, files[sample])
+    args = _inputs(model)
+    pred = model.predict(**args)
+    grucy.save(model, tmp_path / "again.grucy")
+    again = grucy.load(tmp_path / "again.grucy", type(model))
+    for a, b in zip(np.atleast_1d(pred) if not isinstance(pred, list) else pred,
+                    np.atleast_1d(again.predict(**args)) if not isinstance(pred, list)
+                    else again.predict(**args)):
+        np.testing.assert_array_equal(a, b)
+    if getattr(model, "quantiles_", None) is not None:
+        lower, upper = again.predict_interval(**args)
+        assert np.all(np.asarray(lower) <= np.asarray(upper))
+
+
+def _spoil_array(name, fn):
+    return lambda h, a: a.update({name: fn(a[name])})
+
+
+def _spoil_fitted(name, value):
+    return lambda h, a: h["config"]["fitted"].update({name: value})
+
+
+def _spoil_net(name, value):
+    return lambda h, a: h["config"]["net"].update({name: value})
+
+
+@pytest.mark.parametrize("sample, spoil, match", [
+    # many series: one standardisation per series fitted on
+    ("forecaster_quantiles_many", _spoil_array("fitted/mean_", lambda v: v[0]),
+     "mean_ must be a float array of shape \\(2, 2\\)"),
+    ("forecaster_quantiles_many", _spoil_fitted("n_fitted_series_", 3), "mean_"),
+    ("forecaster_quantiles_many", _spoil_fitted("n_fitted_series_", None), "mean_"),
+    ("forecaster_quantiles_many", _spoil_fitted("n_fitted_series_", "2"),
+     "n_fitted_series_ must be an integer"),
+    ("forecaster_quantiles_many", _spoil_array("fitted/scale_", lambda v: -v),
+     "scale_ must be positive"),
+    # quantiles: levels in (0, 1), increasing, with the median, as many as the net has
+    ("forecaster_quantiles_many", _spoil_array("fitted/quantiles_", lambda v: v[::2]),
+     "0.5"),
+    ("forecaster_quantiles_many", _spoil_array("fitted/quantiles_", lambda v: v[::-1]),
+     "increasing"),
+    ("forecaster_quantiles_many", _spoil_array("fitted/quantiles_", lambda v: v * 3),
+     "between 0 and 1"),
+    ("forecaster_quantiles_many", _spoil_array("fitted/quantiles_",
+                                               lambda v: np.array([0.2, 0.5, 0.7, 0.9])),
+     "not the one fit makes"),
+    ("forecaster_quantiles_many", lambda h, a: a.pop("fitted/quantiles_"),
+     "quantiles_"),
+    ("forecaster_quantiles_many", lambda h, a: (a.pop("fitted/quantiles_"), h["config"][
+        "fitted"].update(quantiles_=None)), "not the one fit makes"),  # point forecasts
+    ("forecaster_quantiles_many", lambda h, a: (a.pop("fitted/quantiles_"), h["config"][
+        "fitted"].update(quantiles_=[0.1, 0.5, 0.9])), "quantiles_ must be None or a 1-D"),
+    # covariates: their standardisation, names, and the network reading them
+    ("forecaster_covariates", _spoil_array("fitted/covariate_scale_", lambda v: v * 0),
+     "covariate_scale_ must be positive"),
+    ("forecaster_covariates", _spoil_array("fitted/covariate_mean_", lambda v: v[:1]),
+     "covariate_mean_"),
+    ("forecaster_covariates", _spoil_fitted("n_covariates_", 0), "covariate_mean_"),
+    ("forecaster_covariates", _spoil_fitted("n_covariates_", -1),
+     "n_covariates_ must be an integer >= 0"),
+    ("forecaster_covariates", _spoil_fitted("covariate_names_", [["a"], "b"]),
+     "covariate_names_ must be None or a list of 2 labels"),
+    ("forecaster_covariates", _spoil_fitted("columns_", [{"a": 1}]), "columns_"),
+    ("forecaster_covariates", _spoil_fitted("freq_", 7), "freq_"),
+    ("forecaster_covariates", _spoil_net("last_steps", 1), "not the one fit makes"),
+    ("forecaster_covariates", _spoil_net("bidirectional", True), "state_dict keys"),
+    ("forecaster_covariates", lambda h, a: h["config"]["params"].update(
+        temporal_norm="yes"), "temporal_norm"),
+    ("forecaster", _spoil_net("last_steps", 1), "not the one fit makes"),
+    # per-step sequence models: targets' dimensions, classes, class weights, the network
+    ("classifier_tagging", _spoil_array("fitted/class_weight_", lambda v: v[:2]),
+     "class_weight_ must be a float array of shape \\(3,\\)"),
+    ("classifier_tagging", _spoil_array("fitted/class_weight_", lambda v: -v),
+     "class_weight_ must be >= 0"),
+    ("classifier_tagging", _spoil_array("fitted/classes_", lambda v: v[::-1].copy()),
+     "sorted and distinct"),
+    ("classifier_tagging", _spoil_net("last_steps", 2), "last_steps=2"),
+    ("regressor_per_step", _spoil_fitted("_y_ndim", 1), "_y_ndim is 1 for 2 targets"),
+    ("regressor_per_step", _spoil_fitted("_y_ndim", 2), "_y_ndim is 2 for 2 targets"),
+    ("regressor_variable", _spoil_fitted("_y_ndim", 3), "_y_ndim is 3"),
+    ("regressor_variable", _spoil_array("fitted/x_mean_", lambda v: v[:1]), "x_mean_"),
+])
+def test_issue16_fitted_state_that_does_not_match_is_refused(tmp_path, files, sample,
+                                                              spoil, match):
+    header, arrays = parse(files[sample])
+    spoil(header, arrays)
+    _refused(tmp_path, build(header, arrays), f"cannot rebuild(.|\\n)*{match}")
+
+
+@pytest.mark.parametrize("sample, spoil", [
+    ("forecaster_quantiles_many", lambda m: setattr(m, "quantiles_", m.quantiles_[:2])),
+    ("forecaster_quantiles_many", lambda m: setattr(m, "mean_", m.mean_[0])),
+    ("forecaster_covariates", lambda m: setattr(m, "n_covariates_", 1)),
+    ("classifier_tagging", lambda m: setattr(m, "class_weight_", m.class_weight_[:1])),
+    ("regressor_per_step", lambda m: setattr(m, "_y_ndim", 1)),
+    # a bidirectional network would read the future covariates' fillers (see predict)
+    ("forecaster_covariates", lambda m: setattr(m, "net_", SequenceNet(
+        m.net_.config["input_size"], 4, m.net_.config["output_size"], last_steps=2,
+        bidirectional=True))),
+])
+def test_an_issue16_model_whose_file_would_not_load_again_is_never_saved(tmp_path, files,
+                                                                        sample, spoil):
+    obj = _load(tmp_path, files[sample], "obj.grucy")
+    spoil(obj)
+    (tmp_path / "keep.grucy").write_bytes(files[sample])
+    with pytest.raises(ValueError, match="cannot be saved: the file would not load again"):
+        grucy.save(obj, tmp_path / "keep.grucy")
+    assert (tmp_path / "keep.grucy").read_bytes() == files[sample]
+
+
+def test_a_global_forecaster_with_covariates_refuses_a_huge_horizon_at_once(monkeypatch):
+    rng = np.random.default_rng(0)
+    ys = [rng.standard_normal(30), rng.standard_normal(40)]
+    Xs = [rng.standard_normal((30, 2)), rng.standard_normal((40, 2))]
+    model = grucy.Forecaster(lookback=4, horizon=2, hidden_size=4, epochs=1,
+                             quantiles=(0.2, 0.8), random_state=0).fit(ys, Xs)
+    monkeypatch.setenv("GRUCY_MAX_MEMORY", "64M")
+    start = time.perf_counter()
+    # refused before the covariates of 10**8 future steps are asked for or read
+    with pytest.raises(grucy.SizeLimitError, match="horizon=100000000 .*more than"):
+        model.predict_quantiles([y[-4:] for y in ys], horizon=10**8, X=[x[-4:] for x in Xs])
+    assert time.perf_counter() - start < 1.0
+    monkeypatch.delenv("GRUCY_MAX_MEMORY")
+    future = [np.ones((4 + 5, 2))] * 2
+    q = model.predict_quantiles([y[-4:] for y in ys], horizon=5, X=future)
+    assert [a.shape for a in q] == [(5, 3)] * 2
