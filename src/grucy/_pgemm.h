@@ -48,15 +48,26 @@
 enum { GRUCY_ISA_PORTABLE = 0, GRUCY_ISA_AVX2 = 1, GRUCY_ISA_AVX512 = 2,
        GRUCY_ISA_BLAS = 3 };
 
+/* An unoptimised build (GRUCY_DEBUG=1: -O0) would not contract `acc + a * w` into one
+ * FMA, so its products would round differently: the GEMM is optimised in every build. */
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__OPTIMIZE__)
+#define GRUCY_GEMM_OPT , optimize("O2")
+#else
+#define GRUCY_GEMM_OPT
+#endif
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(GRUCY_NO_X86)
 #define GRUCY_X86 1
 #include <immintrin.h>
-#define GRUCY_T_AVX512 __attribute__((target("avx512f")))
-#define GRUCY_T_AVX2 __attribute__((target("avx2,fma")))
+#define GRUCY_T_AVX512 __attribute__((target("avx512f") GRUCY_GEMM_OPT))
+#define GRUCY_T_AVX2 __attribute__((target("avx2,fma") GRUCY_GEMM_OPT))
 #else
 #define GRUCY_X86 0
 #endif
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__OPTIMIZE__)
+#define GRUCY_T_PORTABLE __attribute__((optimize("O2")))
+#else
 #define GRUCY_T_PORTABLE
+#endif
 
 /* The CPU's best kernel (what GRUCY_ISA may choose at most). */
 static int grucy_isa_best(void)
