@@ -254,12 +254,88 @@ def _set_isa(str name):
     old = ISA_NAMES[grucy_isa]
     if grucy_isa_select(ISA_NAMES.index(name)) != 0:
         raise ValueError(f"this CPU cannot run the {name} kernels")
+    grucy_lp_select(grucy_isa, _lowp_native)
     return old
 
 
 def packed_gemm_enabled():
     """True when the products with the weights run grucy's own kernels (False: BLAS)."""
     return grucy_isa != GRUCY_ISA_BLAS
+
+
+# ---------------------------------------------------------------------------------------
+# Low precision (bf16, int8): the kernels of _lowp.h, chosen with the float32 ones.
+
+cdef extern from "_lowp.h" nogil:
+    int GRUCY_LP_PORTABLE, GRUCY_LP_AVX2, GRUCY_LP_AVX512, GRUCY_LP_NATIVE
+    int grucy_bf16_kind, grucy_i8_kind
+    int grucy_cpu_has_lowp(int bf16)
+    int grucy_lp_nr(int kind)
+    void grucy_lp_select(int isa, int native)
+    unsigned int grucy_bf16_bits(unsigned int x)
+    int grucy_bf16_kp(int K)
+    size_t grucy_bf16_esz()
+    size_t grucy_bf16_panel_bytes(int K)
+    size_t grucy_bf16_pack_bytes(int K, int N)
+    void grucy_bf16_cvt(int M, int K, const float* A, Py_ssize_t ars, Py_ssize_t acs, void* out, int ldo)
+    void grucy_bf16_pack_t(int K, int c, int g0, int ng, int H, int j0, const float* W, int ldw, void* P, void* tmp)
+    void grucy_bf16_pack_n(int K, int N, const float* W, int ldw, void* P)
+    void grucy_bf16_gemm(int M, int N, int K, const void* A, int lda, const void* B, Py_ssize_t pstride_bytes, float* C, int ldc, int beta, int backwards)
+    int grucy_i8_kq(int K)
+    size_t grucy_i8_panel_bytes(int K)
+    size_t grucy_i8_pack_bytes(int K, int N)
+    void grucy_i8_quant(int M, int K, const float* A, Py_ssize_t lda, unsigned char* out, int ldo, float* sa)
+    void grucy_i8_pack_t(int K, int c, int g0, int ng, int H, int j0, const signed char* W, int ldw, const float* sw, void* P, int* corr, float* scale, void* tmp)
+    int* grucy_i8_corr(void* P, int K, int N)
+    float* grucy_i8_scale(void* P, int K, int N)
+    void grucy_i8_gemm(int M, int N, int K, const unsigned char* A, int lda, const float* sa, const void* B, const int* corr, const float* sc, float* C, int ldc, int backwards)
+
+LOWP_MODES = ("native", "emulated")
+cdef bint _lowp_native = True
+
+
+def _lowp_from_env():
+    name = os.environ.get("GRUCY_LOWP", "").strip().lower()
+    if not name:
+        return True
+    if name not in LOWP_MODES:
+        raise ImportError(f"GRUCY_LOWP must be one of {', '.join(LOWP_MODES)} (or unset), "
+                          f"got {name!r}")
+    return name == "native"
+
+
+_lowp_native = _lowp_from_env()
+grucy_lp_select(grucy_isa, _lowp_native)
+
+
+def _lp_name(int kind, str native):
+    if kind == GRUCY_LP_NATIVE:
+        return native
+    return ("portable", "avx2", "avx512")[kind] + "-emulated"
+
+
+def lowp_kernels():
+    """The kernels of the low-precision products: {"bf16": ..., "int8": ...}, each the
+    native instruction ("avx512bf16": VDPBF16PS, "avx512vnni": VPDPBUSD) or an exact
+    emulation ("avx512-emulated", "avx2-emulated", "portable-emulated"), which gives the
+    same numbers.  They follow the float32 kernels' width (GRUCY_ISA, _set_isa);
+    GRUCY_LOWP=emulated (or _set_lowp) keeps the emulations on a CPU that has the
+    instructions."""
+    return {"bf16": _lp_name(grucy_bf16_kind, "avx512bf16"),
+            "int8": _lp_name(grucy_i8_kind, "avx512vnni")}
+
+
+def _set_lowp(str mode):
+    """Test hook: "native" (the instructions when this CPU has them) or "emulated" (the
+    exact emulation of the float32 kernels' width); returns the old mode.  Streams
+    repack their snapshots on their next step."""
+    global _lowp_native
+    if mode not in LOWP_MODES:
+        raise ValueError(f"mode must be one of {LOWP_MODES}, got {mode!r}")
+    old = LOWP_MODES[0 if _lowp_native else 1]
+    _lowp_native = mode == "native"
+    grucy_lp_select(grucy_isa, _lowp_native)
+    return old
 
 
 cdef extern from *:
@@ -307,13 +383,15 @@ def kernel_info():
     weights, as kernel_isa()), ``rows`` (the instruction set of the fused per-row
     passes: "avx512", "avx2" or "baseline"), ``blas_core`` (OpenBLAS's own name of its
     kernel, or None for another BLAS), ``blas_threads`` (blas_thread_control()),
-    ``threads`` (the thread runtime), ``l2_bytes`` (the L2 size the plans assume)."""
+    ``threads`` (the thread runtime), ``l2_bytes`` (the L2 size the plans assume),
+    ``bf16`` and ``int8`` (the low-precision kernels, lowp_kernels())."""
     return {"packed": kernel_isa(),
             "rows": ("baseline", "avx2", "avx512")[grucy_rows_isa()],
             "blas_core": _blas_corename,
             "blas_threads": _blas_control,
             "threads": "grucy pthread team",
-            "l2_bytes": int(_l2_bytes)}
+            "l2_bytes": int(_l2_bytes),
+            **lowp_kernels()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -2211,4 +2289,100 @@ def _pgemm_probe(const floating[:, ::1] a, const floating[:, ::1] w, bint transp
         for r in range(repeats):
             _pgemm(M, N, K, &a[0, 0], K, &P[0], nr, <Py_ssize_t>K * nr, &c[0, 0], N,
                    False, r & 1)
+    return grucy_now() - t0
+
+
+# ---------------------------------------------------------------------------------------
+# Test and profiling hooks of the low-precision GEMMs (tests/test_lowp.py compares them
+# with a NumPy emulation, bit for bit).
+
+def _bf16_round(const float[::1] x):
+    """x rounded to bf16 as VCVTNEPS2BF16 does, as float32 values."""
+    out = np.empty(x.shape[0], np.uint32)
+    cdef unsigned int[::1] o = out
+    cdef const unsigned int* xi = <const unsigned int*>&x[0] if x.shape[0] else NULL
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        o[i] = grucy_bf16_bits(xi[i]) << 16
+    return out.view(np.float32)
+
+
+def _bf16_gemm_probe(const float[:, ::1] a, const float[:, ::1] w, bint transposed,
+                     float[:, ::1] c, bint beta=False, int repeats=1, bint a_transposed=False):
+    """c (+)= bf16(a) @ bf16(w.T) (``transposed``: w is (N, K)) or bf16(a) @ bf16(w) (w is
+    (K, N)), with the bf16 kernel in use; ``a_transposed``: a is given as (K, M) and
+    converted through the transposed path.  w is packed and a converted once, then the
+    GEMM runs ``repeats`` times (accumulating when ``beta``); returns their seconds."""
+    cdef int M = a.shape[1] if a_transposed else a.shape[0]
+    cdef int K = a.shape[0] if a_transposed else a.shape[1]
+    cdef int N = w.shape[0] if transposed else w.shape[1]
+    if (w.shape[1] if transposed else w.shape[0]) != K or c.shape[0] != M or c.shape[1] != N:
+        raise ValueError("_bf16_gemm_probe: shapes do not match")
+    if repeats < 1 or M < 1 or N < 1 or K < 1:
+        raise ValueError("_bf16_gemm_probe: sizes and repeats must be positive")
+    cdef int kp = grucy_bf16_kp(K)
+    cdef size_t esz = grucy_bf16_esz()
+    cdef char[::1] A = np.zeros(M * kp * esz + 64, np.int8)
+    cdef char[::1] P = np.zeros(grucy_bf16_pack_bytes(K, N) + 64, np.int8)
+    cdef char[::1] tmp = np.zeros(grucy_lp_nr(grucy_bf16_kind) * kp * 4 + 64, np.int8)
+    cdef int r
+    cdef double t0
+    with nogil:
+        if a_transposed:
+            grucy_bf16_cvt(M, K, &a[0, 0], 1, M, &A[0], kp)
+        else:
+            grucy_bf16_cvt(M, K, &a[0, 0], K, 1, &A[0], kp)
+        if transposed:
+            grucy_bf16_pack_t(K, N, 0, 1, 0, 0, &w[0, 0], K, &P[0], &tmp[0])
+        else:
+            grucy_bf16_pack_n(K, N, &w[0, 0], N, &P[0])
+    t0 = grucy_now()
+    with nogil:
+        for r in range(repeats):
+            grucy_bf16_gemm(M, N, K, &A[0], kp, &P[0], grucy_bf16_panel_bytes(K),
+                            &c[0, 0], N, beta, r & 1)
+    return grucy_now() - t0
+
+
+def _i8_quant_probe(const float[:, ::1] a):
+    """The int8 kernel's quantization of the rows of a: (bytes q + 128 (M, K) uint8,
+    scales (M,) float32)."""
+    cdef int M = a.shape[0], K = a.shape[1]
+    cdef int kq = grucy_i8_kq(K)
+    out = np.empty((M, kq), np.uint8)
+    sa = np.empty(M, np.float32)
+    cdef unsigned char[:, ::1] o = out
+    cdef float[::1] s = sa
+    if M and K:
+        with nogil:
+            grucy_i8_quant(M, K, &a[0, 0], K, &o[0, 0], kq, &s[0])
+    return out[:, :K], sa
+
+
+def _i8_gemm_probe(const float[:, ::1] a, const signed char[:, ::1] wq,
+                   const float[::1] sw, float[:, ::1] c, int repeats=1):
+    """c = the int8 product of a (quantized per row by the kernel) and the int8 weights
+    wq (N, K) with scales sw (N,) (c[i, j] = a[i] . w[j]); returns the seconds of the
+    ``repeats`` GEMMs (quantization and packing excluded)."""
+    cdef int M = a.shape[0], K = a.shape[1], N = wq.shape[0]
+    if wq.shape[1] != K or sw.shape[0] != N or c.shape[0] != M or c.shape[1] != N:
+        raise ValueError("_i8_gemm_probe: shapes do not match")
+    if repeats < 1 or M < 1 or N < 1 or K < 1:
+        raise ValueError("_i8_gemm_probe: sizes and repeats must be positive")
+    cdef int kq = grucy_i8_kq(K)
+    cdef unsigned char[:, ::1] A = np.zeros((M, kq), np.uint8)
+    cdef float[::1] sa = np.zeros(M, np.float32)
+    cdef char[::1] P = np.zeros(grucy_i8_pack_bytes(K, N) + 64, np.int8)
+    cdef char[::1] tmp = np.zeros(grucy_lp_nr(grucy_i8_kind) * kq + 64, np.int8)
+    cdef int r
+    cdef double t0
+    cdef int* corr = grucy_i8_corr(&P[0], K, N)
+    cdef float* sc = grucy_i8_scale(&P[0], K, N)
+    with nogil:
+        grucy_i8_quant(M, K, &a[0, 0], K, &A[0, 0], kq, &sa[0])
+        grucy_i8_pack_t(K, N, 0, 1, 0, 0, &wq[0, 0], K, &sw[0], &P[0], corr, sc, &tmp[0])
+    t0 = grucy_now()
+    with nogil:
+        for r in range(repeats):
+            grucy_i8_gemm(M, N, K, &A[0, 0], kq, &sa[0], &P[0], corr, sc, &c[0, 0], N, r & 1)
     return grucy_now() - t0

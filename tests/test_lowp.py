@@ -1,0 +1,217 @@
+"""Low precision: the bf16 and int8 GEMM kernels against a NumPy emulation of their
+arithmetic (tests/lowp_emulation.py), bit for bit, on every kernel this CPU can run (the
+native VDPBF16PS / VPDPBUSD kernels where it has them, and the exact emulations at every
+vector width), on every row and panel remainder; then the layers built on them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+
+import grucy
+
+from conftest import available_isas
+from lowp_emulation import (bf16_bits, bf16_matmul, bf16_round, int8_matmul,
+                            int8_quantize_rows, int8_quantize_weights)
+
+_gru = grucy._gru
+
+# Rows: every remainder of the 8-row register block, the one- and two-row paths, a few
+# blocks.  Columns: around multiples of 8, 16 and 32 (the panel widths of the portable,
+# AVX2 and AVX-512 kernels) and of the four-panel path.  K: odd and even, around the
+# pair (bf16) and quad (int8) boundaries.
+ROWS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 17]
+COLS = [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 95, 96, 129, 130]
+DEPTHS = [1, 2, 3, 4, 5, 8, 31, 64]
+
+
+def kernel_choices():
+    """(isa, lowp mode) pairs this CPU runs, each a distinct low-precision kernel set."""
+    out = [(isa, "native") for isa in ("avx512", "avx2", "portable")
+           if isa in available_isas()]
+    if "avx512" in available_isas():
+        out.append(("avx512", "emulated"))
+    return out
+
+
+@contextlib.contextmanager
+def lowp_kernels(isa, mode):
+    old_isa = _gru._set_isa(isa)
+    old_mode = _gru._set_lowp(mode)
+    try:
+        yield _gru.lowp_kernels()
+    finally:
+        _gru._set_lowp(old_mode)
+        _gru._set_isa(old_isa)
+
+
+CHOICES = kernel_choices()
+IDS = [f"{isa}-{mode}" for isa, mode in CHOICES]
+
+
+def _same(got, want, what):
+    assert got.shape == want.shape and got.tobytes() == want.tobytes(), (
+        f"{what}: {np.sum(got.view(np.uint32) != want.view(np.uint32))} values differ, "
+        f"max |diff| {np.nanmax(np.abs(got.astype(np.float64) - want)):.3g}")
+
+
+def test_kernel_names_and_selection():
+    names = _gru.lowp_kernels()
+    assert set(names) == {"bf16", "int8"}
+    info = _gru.kernel_info()
+    assert info["bf16"] == names["bf16"] and info["int8"] == names["int8"]
+    with lowp_kernels("portable", "native") as k:
+        assert k == {"bf16": "portable-emulated", "int8": "portable-emulated"}
+    if "avx512" in available_isas():
+        with lowp_kernels("avx512", "emulated") as k:
+            assert k == {"bf16": "avx512-emulated", "int8": "avx512-emulated"}
+    with pytest.raises(ValueError, match="native"):
+        _gru._set_lowp("fast")
+
+
+def test_bf16_conversion_matches_the_definition(rng):
+    bits = rng.integers(0, 2**32, size=200_000, dtype=np.uint64).astype(np.uint32)
+    special = np.array([0, 0x80000000, 1, 0x807FFFFF, 0x00800000, 0x7F7FFFFF, 0xFF7FFFFF,
+                        0x7F800000, 0xFF800000, 0x7FC00000, 0x7F800001, 0x3F808000,
+                        0x3F818000, 0x3F80FFFF], np.uint32)
+    x = np.concatenate([bits, special]).view(np.float32)
+    got = _gru._bf16_round(x).view(np.uint32)
+    assert np.array_equal(got >> 16, bf16_bits(x))
+    # round half to even, flush of denormals, overflow to inf
+    f = np.float32
+    assert _gru._bf16_round(np.array([1 + 2**-8, 1 + 3 * 2**-8], f)).tolist() == \
+        [1.0, 1 + 2**-6]
+    assert _gru._bf16_round(np.array([1e-40, -1e-40, 3.4e38], f)).tolist() == \
+        [0.0, -0.0, np.inf]
+
+
+@pytest.mark.parametrize("isa, mode", CHOICES, ids=IDS)
+def test_bf16_gemm_is_exactly_the_emulation(isa, mode, rng):
+    with lowp_kernels(isa, mode):
+        for M in ROWS:
+            for N in COLS:
+                K = DEPTHS[(M + N) % len(DEPTHS)]
+                a = rng.standard_normal((M, K)).astype(np.float32)
+                w = rng.standard_normal((N, K)).astype(np.float32)
+                want = bf16_matmul(a, w.T)
+                c = np.full((M, N), np.nan, np.float32)
+                _gru._bf16_gemm_probe(a, w, True, c)                       # W^T packed
+                _same(c, want, f"{M}x{N}x{K} W^T")
+                c[:] = np.nan
+                _gru._bf16_gemm_probe(a, np.ascontiguousarray(w.T), False, c)  # W packed
+                _same(c, want, f"{M}x{N}x{K} W")
+                c[:] = np.nan
+                _gru._bf16_gemm_probe(np.ascontiguousarray(a.T), w, True, c,
+                                      a_transposed=True)
+                _same(c, want, f"{M}x{N}x{K} A^T")
+                c0 = rng.standard_normal((M, N)).astype(np.float32)
+                c = c0.copy()
+                _gru._bf16_gemm_probe(a, w, True, c, beta=True)
+                _same(c, bf16_matmul(a, w.T, c0), f"{M}x{N}x{K} accumulating")
+
+
+@pytest.mark.parametrize("isa, mode", CHOICES, ids=IDS)
+def test_bf16_gemm_every_depth(isa, mode, rng):
+    with lowp_kernels(isa, mode):
+        for K in range(1, 20):
+            for M, N in ((1, 33), (2, 130), (9, 40)):
+                a = rng.standard_normal((M, K)).astype(np.float32)
+                w = rng.standard_normal((N, K)).astype(np.float32)
+                c = np.empty((M, N), np.float32)
+                _gru._bf16_gemm_probe(a, w, True, c)
+                _same(c, bf16_matmul(a, w.T), f"K={K}")
+
+
+@pytest.mark.parametrize("isa, mode", CHOICES, ids=IDS)
+def test_bf16_gemm_flushes_tiny_sums_and_keeps_signed_zeros(isa, mode, rng):
+    # values whose products and partial sums cross 2^-126: the flush-to-zero of every
+    # step, denormal inputs (flushed by the conversion), zeros of both signs
+    M, N, K = 9, 40, 12
+    scale = np.float32(2.0 ** -63)
+    a = (rng.standard_normal((M, K)) * scale).astype(np.float32)
+    w = (rng.standard_normal((N, K)) * scale).astype(np.float32)
+    a[0] = -0.0
+    a[1, ::2] = np.float32(1e-40)
+    w[3] = 0.0
+    a[2] = np.float32(2.0 ** -70)
+    w[5] = -np.float32(2.0 ** -60)
+    want = bf16_matmul(a, w.T)
+    assert np.any(want == 0) and np.any((want != 0) & (np.abs(want) < 1e-36))
+    with lowp_kernels(isa, mode):
+        c = np.empty((M, N), np.float32)
+        _gru._bf16_gemm_probe(a, w, True, c)
+        _same(c, want, "tiny values")
+
+
+@pytest.mark.parametrize("isa, mode", CHOICES, ids=IDS)
+def test_int8_gemm_is_exactly_the_emulation(isa, mode, rng):
+    with lowp_kernels(isa, mode):
+        for M in ROWS:
+            for N in COLS:
+                K = DEPTHS[(M * 3 + N) % len(DEPTHS)] + (M % 3)
+                a = rng.standard_normal((M, K)).astype(np.float32)
+                if M > 2:
+                    a[1] = 0.0                         # a zero row: scale 0
+                    a[2] *= np.float32(1e3)
+                wq, sw = int8_quantize_weights(rng.standard_normal((N, K)).astype(np.float32))
+                c = np.full((M, N), np.nan, np.float32)
+                _gru._i8_gemm_probe(a, wq, sw, c)
+                _same(c, int8_matmul(a, wq, sw), f"{M}x{N}x{K}")
+
+
+@pytest.mark.parametrize("isa, mode", CHOICES, ids=IDS)
+def test_int8_quantization_is_exactly_the_definition(isa, mode, rng):
+    a = rng.standard_normal((40, 37)).astype(np.float32)
+    a[0] = 0.0
+    a[1] = 1e-39                        # 127 / amax overflows: quantized to zero
+    a[2, 5] = 7.0                       # one large value
+    a[3] = np.arange(37) - 18.0          # halves: round to even
+    a[3] *= np.float32(127 / 18) / np.float32(2)
+    with lowp_kernels(isa, mode):
+        u8, sa = _gru._i8_quant_probe(a)
+    q, want_sa = int8_quantize_rows(a)
+    assert np.array_equal(u8.astype(np.int32) - 128, q)
+    assert sa.tobytes() == want_sa.tobytes()
+    assert sa[0] == 0 and sa[1] == 0 and np.all(u8[:2] == 128)
+    assert q.min() >= -127 and q.max() <= 127
+
+
+@pytest.mark.parametrize("isa, mode", CHOICES, ids=IDS)
+def test_int8_gemm_large_depth_stays_exact(isa, mode, rng):
+    # K = 2051: sums up to ~2^25 in int32, float conversion rounding included
+    a = np.abs(rng.standard_normal((5, 2051))).astype(np.float32)
+    wq = np.full((40, 2051), 127, np.int8)
+    wq[::2] = -127
+    sw = np.full(40, 0.01, np.float32)
+    with lowp_kernels(isa, mode):
+        c = np.empty((5, 40), np.float32)
+        _gru._i8_gemm_probe(a, wq, sw, c)
+    _same(c, int8_matmul(a, wq, sw), "K=2051")
+
+
+def test_all_kernels_agree_on_one_problem(rng):
+    """The same bits from every bf16 and every int8 kernel of this CPU."""
+    a = rng.standard_normal((19, 101)).astype(np.float32)
+    w = rng.standard_normal((75, 101)).astype(np.float32)
+    wq, sw = int8_quantize_weights(w)
+    outs = {}
+    for isa, mode in CHOICES:
+        with lowp_kernels(isa, mode) as names:
+            c = np.empty((19, 75), np.float32)
+            _gru._bf16_gemm_probe(a, w, True, c)
+            c8 = np.empty((19, 75), np.float32)
+            _gru._i8_gemm_probe(a, wq, sw, c8)
+            outs[f"{names['bf16']}/{names['int8']}"] = (c, c8)
+    first = next(iter(outs.values()))
+    for name, (c, c8) in outs.items():
+        _same(c, first[0], f"bf16 {name}")
+        _same(c8, first[1], f"int8 {name}")
+    # and they really are low precision: bf16 differs from float32 by ~2^-9 relative
+    exact = a.astype(np.float64) @ w.T.astype(np.float64)
+    rel = np.abs(first[0] - exact).max() / np.abs(exact).max()
+    assert 1e-5 < rel < 2e-2
+    assert np.array_equal(first[0], bf16_matmul(a, w.T))
+    assert np.array_equal(bf16_round(first[0]), bf16_round(bf16_matmul(a, w.T)))
