@@ -731,6 +731,10 @@ DEF NPHASES = 6          # pack, projection / dX, recurrent GEMMs, fused passes,
 DEF WGRAD_K_BLOCK = 256  # rows per block of the weight gradients (see _weight_grads)
 DEF WGRAD_STRIP = 64     # weight-gradient tiles: gate rows x columns (_wgrad_block)
 DEF WGRAD_COLS = 256
+DEF LP_NONE = 0          # the arithmetic of the products (Ctx.lowp): the floating type's,
+DEF LP_BF16 = 1          # bf16 operands with float32 sums (float32 layers),
+DEF LP_INT8 = 2          # or int8 (inference of a quantized float32 layer); _lowp.h
+DEF LP_ROWS = 64         # rows converted at a time for the products outside the loop
 
 # Cost model of one step for a (groups, chunks) choice, in seconds.  Only the ratios
 # matter: a core multiplies at ~1e11 multiply-adds/s (Zen 5: 245 GFLOP/s per core
@@ -1042,6 +1046,14 @@ ctypedef struct Ctx:
     void* dbhh
     void* scratch               # per thread: WGRAD_K_BLOCK * nr values
     double* prof                # per thread NPHASES seconds, or NULL
+    # low precision (lowp != LP_NONE; float32 layers): pk, chunk_off and ih_off are in
+    # bytes, the packed blocks in _lowp.h's layouts; wih/whh are int8 with row scales
+    # sih/shh for LP_INT8; lws: per thread lws_bytes of scratch for the converted rows
+    int lowp
+    const float* sih
+    const float* shh
+    char* lws
+    Py_ssize_t lws_bytes
 
 
 cdef bint _profiling = False
@@ -1092,6 +1104,270 @@ cdef inline Py_ssize_t _share(Py_ssize_t n, int i, int parts) noexcept nogil:
     return <Py_ssize_t>((<long long>n * i) // parts)
 
 
+
+
+# ---------------------------------------------------------------------------------------
+# Low precision: packing, conversions and products of _lowp.h in the drivers' terms.
+# Offsets are in bytes, every block starts on a multiple of 64.
+
+cdef inline Py_ssize_t _al(Py_ssize_t n) noexcept nogil:
+    return (n + 63) // 64 * 64
+
+
+cdef inline int _lp_nr(int lowp) noexcept nogil:
+    return grucy_lp_nr(grucy_bf16_kind if lowp == LP_BF16 else grucy_i8_kind)
+
+
+cdef inline Py_ssize_t _lp_pack_bytes(int lowp, int K, int N) noexcept nogil:
+    if lowp == LP_BF16:
+        return _al(grucy_bf16_pack_bytes(K, N))
+    return _al(grucy_i8_pack_bytes(K, N))
+
+
+cdef inline Py_ssize_t _lp_row_bytes(int lowp, int K) noexcept nogil:
+    """Bytes of one converted row of K values (bf16 A format, or int8 bytes)."""
+    if lowp == LP_BF16:
+        return grucy_bf16_kp(K) * <Py_ssize_t>grucy_bf16_esz()
+    return grucy_i8_kq(K)
+
+
+cdef inline Py_ssize_t _lp_stage_off(const Cell* cell, int lowp, int s, int H,
+                                     int cw) noexcept nogil:
+    cdef Py_ssize_t n = 0
+    cdef int q
+    for q in range(s):
+        n += _lp_pack_bytes(lowp, H, cell.fwd[q].ng * cw)
+    return n
+
+
+cdef Py_ssize_t _lp_layout(const Cell* cell, const Plan* p, int lowp, int I, int H,
+                           bint forward, Py_ssize_t* chunk_off) noexcept nogil:
+    """_pack_layout in bytes for the low-precision layouts."""
+    cdef int k, cw
+    chunk_off[0] = 0
+    for k in range(p.chunks):
+        cw = p.unit_lo[k + 1] - p.unit_lo[k]
+        if forward:
+            chunk_off[k + 1] = chunk_off[k] + _lp_stage_off(cell, lowp, cell.nfwd, H, cw)
+        else:
+            chunk_off[k + 1] = chunk_off[k] + _lp_pack_bytes(lowp, 3 * H, cw)
+    if forward:
+        return chunk_off[p.chunks] + _lp_pack_bytes(lowp, I, 3 * H)
+    return chunk_off[p.chunks] + _lp_pack_bytes(lowp, 3 * H, I)
+
+
+cdef Py_ssize_t _lp_scratch(int lowp, bint forward, int B, int I, int H) noexcept nogil:
+    """Bytes of one thread's scratch (Ctx.lws_bytes) for a call."""
+    cdef Py_ssize_t need = 0, kmax = I if I > H else H
+    cdef int nr = _lp_nr(lowp)
+    cdef Py_ssize_t esz = grucy_bf16_esz()
+    cdef int kb = WGRAD_K_BLOCK
+    if forward:
+        if lowp == LP_BF16:
+            need = nr * grucy_bf16_kp(<int>kmax) * 4          # packing W^T panel by panel
+        else:
+            need = nr * grucy_i8_kq(<int>kmax)
+        need = max(need, _al(LP_ROWS * _lp_row_bytes(lowp, I)) + LP_ROWS * 4)
+        need = max(need, _al(B * _lp_row_bytes(lowp, H)) + B * 4)
+    else:
+        need = B * _lp_row_bytes(lowp, 3 * H)
+        need = max(need, LP_ROWS * _lp_row_bytes(lowp, 3 * H))
+        need = max(need, _al(grucy_bf16_pack_bytes(kb, I)) + _al(grucy_bf16_pack_bytes(kb, H))
+                   + 2 * _al(H * grucy_bf16_kp(kb) * esz))
+    return _al(need)
+
+
+cdef void _lp_pack_t(Ctx* c, int K, int cc, int g0, int ng, int H, int j0, const void* W,
+                     const float* sw, int ldw, char* blk, int nblk, int col0,
+                     void* tmp) noexcept nogil:
+    """Pack columns col0 .. of a block of nblk columns (rows of W selected as in
+    grucy_pack_t; col0 a multiple of the panel width)."""
+    cdef int nr = _lp_nr(c.lowp)
+    if c.lowp == LP_BF16:
+        grucy_bf16_pack_t(K, cc, g0, ng, H, j0, <const float*>W, ldw,
+                          blk + (col0 // nr) * <Py_ssize_t>grucy_bf16_panel_bytes(K), tmp)
+    else:
+        grucy_i8_pack_t(K, cc, g0, ng, H, j0, <const signed char*>W, ldw, sw,
+                        blk + (col0 // nr) * <Py_ssize_t>grucy_i8_panel_bytes(K),
+                        grucy_i8_corr(blk, K, nblk) + col0,
+                        grucy_i8_scale(blk, K, nblk) + col0, tmp)
+
+
+cdef void _lp_pack_fwd(Ctx* c, int tid, int nt) noexcept nogil:
+    """Forward: each chunk's stage blocks of W_hh^T, then W_ih^T (panels split)."""
+    cdef const Plan* p = &c.plan
+    cdef const Cell* cell = c.cell
+    cdef int H = c.H, H3 = 3 * c.H, nr = _lp_nr(c.lowp), k, s, j0, cw, panels
+    cdef char* pk = <char*>c.pk
+    cdef void* tmp = c.lws + tid * c.lws_bytes
+    cdef Py_ssize_t q0, q1
+    k = tid
+    while k < p.chunks:
+        j0 = p.unit_lo[k]
+        cw = p.unit_lo[k + 1] - j0
+        for s in range(cell.nfwd):
+            _lp_pack_t(c, H, cw, cell.fwd[s].g0, cell.fwd[s].ng, H, j0, c.whh, c.shh, H,
+                       pk + c.chunk_off[k] + _lp_stage_off(cell, c.lowp, s, H, cw),
+                       cell.fwd[s].ng * cw, 0, tmp)
+        k += nt
+    panels = (H3 + nr - 1) // nr
+    q0 = _share(panels, tid, nt) * nr
+    q1 = min(_share(panels, tid + 1, nt) * nr, H3)
+    if q1 > q0:
+        _lp_pack_t(c, c.I_, <int>(q1 - q0), 0, 1, 0, <int>q0, c.wih, c.sih, c.I_,
+                   pk + c.ih_off, H3, <int>q0, tmp)
+
+
+cdef void _lp_pack_bwd(Ctx* c, int tid, int nt) noexcept nogil:
+    """Backward (bf16): each chunk's W_hh[:, chunk], then W_ih (panels split)."""
+    cdef const Plan* p = &c.plan
+    cdef int H = c.H, H3 = 3 * c.H, I = c.I_, nr = _lp_nr(c.lowp), k, j0, panels
+    cdef char* pk = <char*>c.pk
+    cdef const float* whh = <const float*>c.whh
+    cdef Py_ssize_t q0, q1
+    k = tid
+    while k < p.chunks:
+        j0 = p.unit_lo[k]
+        grucy_bf16_pack_n(H3, p.unit_lo[k + 1] - j0, whh + j0, H, pk + c.chunk_off[k])
+        k += nt
+    panels = (I + nr - 1) // nr
+    q0 = _share(panels, tid, nt) * nr
+    q1 = min(_share(panels, tid + 1, nt) * nr, I)
+    if q1 > q0:
+        grucy_bf16_pack_n(H3, <int>(q1 - q0), <const float*>c.wih + q0, I,
+                          pk + c.ih_off + (q0 // nr) * <Py_ssize_t>grucy_bf16_panel_bytes(H3))
+
+
+cdef void _lp_rows_gemm(Ctx* c, char* ws, int M, int N, int K, const float* A,
+                        Py_ssize_t lda, char* P, Py_ssize_t pstride, float* C, int ldc,
+                        bint beta, bint backwards) noexcept nogil:
+    """C (M, N) (+)= rows of A (converted into ws) @ the packed block P (K rows; bf16:
+    panels pstride bytes apart, P possibly at a row offset; int8: the whole block of N
+    columns, beta not supported)."""
+    cdef Py_ssize_t rb = _lp_row_bytes(c.lowp, K)
+    cdef float* sa
+    if M <= 0:
+        return
+    if c.lowp == LP_BF16:
+        grucy_bf16_cvt(M, K, A, lda, 1, ws, grucy_bf16_kp(K))
+        grucy_bf16_gemm(M, N, K, ws, grucy_bf16_kp(K), P, pstride, C, ldc, beta, backwards)
+    else:
+        sa = <float*>(ws + _al(M * rb))
+        grucy_i8_quant(M, K, A, lda, <unsigned char*>ws, <int>rb, sa)
+        grucy_i8_gemm(M, N, K, <unsigned char*>ws, <int>rb, sa, P, grucy_i8_corr(P, K, N),
+                      grucy_i8_scale(P, K, N), C, ldc, backwards)
+
+
+cdef void _lp_projection(Ctx* c, int tid, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """G[r0:r1] = X[r0:r1] @ W_ih^T, LP_ROWS rows at a time."""
+    cdef int I = c.I_, H3 = 3 * c.H, mb
+    cdef const float* X = <const float*>c.X
+    cdef float* G = <float*>c.G
+    cdef char* ws = c.lws + tid * c.lws_bytes
+    cdef Py_ssize_t ps = grucy_bf16_panel_bytes(I) if c.lowp == LP_BF16 else 0
+    while r0 < r1:
+        mb = <int>min(<Py_ssize_t>LP_ROWS, r1 - r0)
+        _lp_rows_gemm(c, ws, mb, H3, I, X + r0 * I, I, <char*>c.pk + c.ih_off, ps,
+                      G + r0 * H3, H3, False, False)
+        r0 += mb
+
+
+cdef void _lp_dx_rows(Ctx* c, int tid, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """bf16: dX[r0:r1] = [dG r, z | dGxn or dG n] @ W_ih, ONE chain over the 3H gate
+    gradients (the float32 path adds two)."""
+    cdef int I = c.I_, H = c.H, H3 = 3 * c.H, mb, kp = grucy_bf16_kp(3 * c.H)
+    cdef const float* dG = <const float*>c.dG
+    cdef float* dX = <float*>c.dX
+    cdef char* ws = c.lws + tid * c.lws_bytes
+    cdef Py_ssize_t esz = grucy_bf16_esz()
+    while r0 < r1:
+        mb = <int>min(<Py_ssize_t>LP_ROWS, r1 - r0)
+        if c.cell.xn_separate:
+            grucy_bf16_cvt(mb, 2 * H, dG + r0 * H3, H3, 1, ws, kp)
+            grucy_bf16_cvt(mb, H, <const float*>c.dGxn + r0 * H, H, 1, ws + 2 * H * esz, kp)
+        else:
+            grucy_bf16_cvt(mb, H3, dG + r0 * H3, H3, 1, ws, kp)
+        grucy_bf16_gemm(mb, I, H3, ws, kp, <char*>c.pk + c.ih_off,
+                        grucy_bf16_panel_bytes(H3), dX + r0 * I, I, c.beta_dx, False)
+        r0 += mb
+
+
+cdef void _lp_wgrad_block(int m, int ncol, int kc, const char* Dt, int ldt,
+                          const char* P, float* dw) noexcept nogil:
+    """dw (m, ncol) += Dt (m, kc; converted rows of ldt elements) @ P (packed kc rows),
+    in tiles as _wgrad_block."""
+    cdef int c0, cw, j, w, nr = grucy_lp_nr(grucy_bf16_kind)
+    cdef Py_ssize_t ps = grucy_bf16_panel_bytes(kc), esz = grucy_bf16_esz()
+    for c0 in range(0, ncol, WGRAD_COLS):
+        cw = WGRAD_COLS if ncol - c0 > WGRAD_COLS else ncol - c0
+        for j in range(0, m, WGRAD_STRIP):
+            w = WGRAD_STRIP if m - j > WGRAD_STRIP else m - j
+            grucy_bf16_gemm(w, cw, kc, Dt + <Py_ssize_t>j * ldt * esz, ldt,
+                            P + (c0 // nr) * ps, ps, dw + <Py_ssize_t>j * ncol + c0, ncol,
+                            True, False)
+
+
+cdef void _lp_weight_grads(Ctx* c, int tid, int nt) noexcept nogil:
+    """bf16 dW_ih, dW_hh (bf16 products, float32 sums; blocks in order as
+    _weight_grads) and the bias gradients (float32, as _weight_grads)."""
+    cdef const Cell* cell = c.cell
+    cdef int I = c.I_, H = c.H, H3 = 3 * c.H
+    cdef Py_ssize_t N = c.off[c.T], k0
+    cdef const float* dG = <const float*>c.dG
+    cdef const float* X = <const float*>c.X
+    cdef const float* Hp = <const float*>c.Hp
+    cdef const float* A = <const float*>c.A
+    cdef float* dwih = <float*>c.dwih
+    cdef float* dwhh = <float*>c.dwhh
+    cdef float* dbih = <float*>c.dbih
+    cdef float* dbhh = <float*>c.dbhh
+    cdef char* Px = c.lws + tid * c.lws_bytes
+    cdef char* Ph = Px + _al(grucy_bf16_pack_bytes(WGRAD_K_BLOCK, I))
+    cdef char* Dth = Ph + _al(grucy_bf16_pack_bytes(WGRAD_K_BLOCK, H))
+    cdef char* Dtx = Dth + _al(H * grucy_bf16_kp(WGRAD_K_BLOCK) * <Py_ssize_t>grucy_bf16_esz())
+    cdef char* dtx
+    cdef const float* packed_src = NULL
+    cdef int u0 = <int>_share(H3, tid, nt), u1 = <int>_share(H3, tid + 1, nt)
+    cdef int a, e, g, kc, kp, ldx
+    cdef const float* Dx
+    cdef const float* Dh
+    cdef const float* src
+    if u1 <= u0:
+        return
+    k0 = 0
+    while k0 < N:
+        kc = <int>(WGRAD_K_BLOCK if N - k0 > WGRAD_K_BLOCK else N - k0)
+        kp = grucy_bf16_kp(kc)
+        grucy_bf16_pack_n(kc, I, X + k0 * I, I, Px)
+        packed_src = NULL
+        a = u0
+        while a < u1:
+            g = a // H
+            e = (g + 1) * H if (g + 1) * H < u1 else u1
+            Dh = dG + k0 * H3 + a
+            if g == 2 and cell.xn_separate:
+                Dx = <const float*>c.dGxn + k0 * H + (a - 2 * H)
+                ldx = H
+            else:
+                Dx = Dh
+                ldx = H3
+            src = (A if cell.whh_src[g] else Hp) + k0 * H
+            if src != packed_src:
+                grucy_bf16_pack_n(kc, H, src, H, Ph)
+                packed_src = src
+            # the gate-gradient columns a..e as converted rows (transposed)
+            grucy_bf16_cvt(e - a, kc, Dh, 1, H3, Dth, kp)
+            dtx = Dth
+            if Dx != Dh:
+                grucy_bf16_cvt(e - a, kc, Dx, 1, ldx, Dtx, kp)
+                dtx = Dtx
+            _lp_wgrad_block(e - a, I, kc, dtx, kp, Px, dwih + <Py_ssize_t>a * I)
+            _lp_wgrad_block(e - a, H, kc, Dth, kp, Ph, dwhh + <Py_ssize_t>a * H)
+            _colsum(kc, e - a, Dx, ldx, dbih + a)
+            _colsum(kc, e - a, Dh, H3, dbhh + a)
+            a = e
+        k0 += kc
+
 # ---------------------------------------------------------------------------------------
 # Forward.
 
@@ -1129,7 +1405,13 @@ cdef void _fwd_run(const floating* tag, Ctx* c, int tid, int nt) noexcept nogil:
     cdef double t0
     cdef bint dbuf = cell.nfwd == 1
     # 1. pack W_hh's chunk blocks and W_ih^T, shared by all threads
-    if not c.prepacked and not c.blas:
+    if not c.prepacked and c.lowp:
+        t0 = _tic(c)
+        _lp_pack_fwd(c, tid, nt)
+        _toc(c, tid, 0, t0)
+        if nt > 1:
+            _wait(c, &c.bar[p.groups], tid)
+    elif not c.prepacked and not c.blas:
         t0 = _tic(c)
         k = tid
         while k < p.chunks:
@@ -1151,7 +1433,10 @@ cdef void _fwd_run(const floating* tag, Ctx* c, int tid, int nt) noexcept nogil:
     t0 = _tic(c)
     q0 = _share(N, tid, nt)
     q1 = _share(N, tid + 1, nt)
-    _input_projection(c, tag, q0, q1)
+    if c.lowp:
+        _lp_projection(c, tid, q0, q1)
+    else:
+        _input_projection(c, tag, q0, q1)
     if dbuf and tid < nrec:
         # a sequence joining late (reverse direction, variable lengths) reads h0 from
         # whichever buffer its first step reads
@@ -1233,7 +1518,15 @@ cdef void _fwd_recurrence(Ctx* c, const floating* tag, int tid) noexcept nogil:
             fs = &cell.fwd[st]
             src = cur if fs.src == SRC_STATE else aux
             t0 = _tic(c)
-            if c.blas:
+            if c.lowp:
+                _lp_rows_gemm(c, c.lws + tid * c.lws_bytes, m, fs.ng * cw, H,
+                              <const float*>(src + <Py_ssize_t>r0 * H), H,
+                              <char*>c.pk + c.chunk_off[ch]
+                              + _lp_stage_off(cell, c.lowp, st, H, cw),
+                              grucy_bf16_panel_bytes(H) if c.lowp == LP_BF16 else 0,
+                              <float*>(Gh + <Py_ssize_t>r0 * H3 + 3 * j0 + fs.g0 * cw), H3,
+                              False, s & 1)
+            elif c.blas:
                 for gi in range(fs.ng):
                     gemm(False, True, m, cw, H, 1, src + <Py_ssize_t>r0 * H, H,
                          whh + <Py_ssize_t>((fs.g0 + gi) * H + j0) * H, H, 0,
@@ -1300,7 +1593,13 @@ cdef void _bwd_run(const floating* tag, Ctx* c, int tid, int nt) noexcept nogil:
     cdef Py_ssize_t q0, q1
     cdef double t0
     # 1. pack W_hh[:, chunk] per chunk and W_ih (for dX)
-    if not c.blas:
+    if c.lowp:
+        t0 = _tic(c)
+        _lp_pack_bwd(c, tid, nt)
+        _toc(c, tid, 0, t0)
+        if nt > 1:
+            _wait(c, &c.bar[p.groups], tid)
+    elif not c.blas:
         t0 = _tic(c)
         k = tid
         while k < p.chunks:
@@ -1323,10 +1622,16 @@ cdef void _bwd_run(const floating* tag, Ctx* c, int tid, int nt) noexcept nogil:
         _wait(c, &c.bar[p.groups], tid)
     # 3. dX (rows split) and the weight gradients (gate rows split)
     t0 = _tic(c)
-    _dx_rows(c, tag, _share(N, tid, nt), _share(N, tid + 1, nt))
+    if c.lowp:
+        _lp_dx_rows(c, tid, _share(N, tid, nt), _share(N, tid + 1, nt))
+    else:
+        _dx_rows(c, tag, _share(N, tid, nt), _share(N, tid + 1, nt))
     _toc(c, tid, 1, t0)
     t0 = _tic(c)
-    _weight_grads(c, tag, tid, nt)
+    if c.lowp:
+        _lp_weight_grads(c, tid, nt)
+    else:
+        _weight_grads(c, tag, tid, nt)
     _toc(c, tid, 5, t0)
 
 
@@ -1376,7 +1681,14 @@ cdef void _bwd_recurrence(Ctx* c, const floating* tag, int tid) noexcept nogil:
             # dst[rows, own units] (+)= dG[rows, gates g0..] @ W_hh[those rows, own units]
             t0 = _tic(c)
             dst = (dS if bst.dst == DST_DS else dRH) + <Py_ssize_t>r0 * H + j0
-            if c.blas:
+            if c.lowp:
+                _lp_rows_gemm(c, c.lws + tid * c.lws_bytes, m, cw, bst.ng * H,
+                              <const float*>(dG + (c.off[t] + r0) * H3 + bst.g0 * H), H3,
+                              <char*>c.pk + c.chunk_off[ch] + <Py_ssize_t>bst.g0 * H
+                              * _lp_nr(c.lowp) * <Py_ssize_t>grucy_bf16_esz(),
+                              grucy_bf16_panel_bytes(H3), <float*>dst, H,
+                              bst.dst == DST_DS, s & 1)
+            elif c.blas:
                 gemm(False, False, m, cw, bst.ng * H, 1,
                      dG + (c.off[t] + r0) * H3 + bst.g0 * H, H3,
                      whh + <Py_ssize_t>bst.g0 * H * H + j0, H,
@@ -1763,11 +2075,25 @@ cdef void _profile_end(Ctx* c, object buf, double wall):
     _prof_calls += 1
 
 
+cdef int _lp_buffers(Ctx* c, dict pool, bint forward, int B, int I, int H) except -1:
+    """The packed blocks (bytes, Ctx.chunk_off / ih_off) and the per-thread scratch of a
+    low-precision call, from the pool."""
+    cdef Py_ssize_t n = _lp_layout(c.cell, &c.plan, c.lowp, I, H, forward, c.chunk_off)
+    cdef unsigned char[::1] pk = _buffer(pool, "pk8", (n + 64,), np.uint8)
+    c.pk = &pk[0] + (-<size_t>&pk[0]) % 64
+    c.ih_off = c.chunk_off[c.plan.chunks]
+    c.lws_bytes = _lp_scratch(c.lowp, forward, B, I, H)
+    cdef unsigned char[::1] lws = _buffer(pool, "lws", (c.plan.nt * c.lws_bytes + 64,),
+                                          np.uint8)
+    c.lws = <char*>&lws[0] + (-<size_t>&lws[0]) % 64
+    return 0
+
+
 def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
             const floating[:, ::1] w_hh, const floating[::1] b_ih,
             const floating[::1] b_hh, floating[:, ::1] h, floating[:, :, :] Y,
             const int[::1] batch_sizes, bint reverse, bint reset_after, bint training,
-            dict pool=None, const Py_ssize_t[::1] ymap=None):
+            dict pool=None, const Py_ssize_t[::1] ymap=None, int precision=0):
     """Run one layer and direction over the whole sequence.
 
     X (T, B, I) time-major; h (B, H) holds h0 on entry and h_n on exit; Y (T, B, H) (a
@@ -1779,9 +2105,12 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     workspace (None: fresh buffers).  The caller must not pass the pool of a workspace
     it still wants to backpropagate: this call overwrites it.  ymap (B,): sequence b
     (longest-first order) goes to row ymap[b] of Y (a permutation of 0..B-1; None: b);
-    Y's rows past a sequence's end are not written.
+    Y's rows past a sequence's end are not written.  precision: 0 (the products in the
+    floating type) or 1 (bf16 products, float32 only; backward() follows the workspace).
     """
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], H = w_hh.shape[1]
+    _check(precision == LP_NONE or (precision == LP_BF16 and floating is float),
+           "precision must be 0, or 1 (bf16) with float32")
     _check(w_ih.shape[0] == 3 * H and w_ih.shape[1] == I, "w_ih shape")
     _check(w_hh.shape[0] == 3 * H, "w_hh shape")
     _check(b_ih.shape[0] == 3 * H and b_hh.shape[0] == 3 * H, "bias shape")
@@ -1804,10 +2133,11 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     c.bs = &batch_sizes[0]
     c.off = &off[0]
     c.reverse, c.training, c.prepacked = reverse, training, False
-    c.blas = grucy_isa == GRUCY_ISA_BLAS
+    c.lowp = precision
+    c.blas = grucy_isa == GRUCY_ISA_BLAS and not c.lowp
     c.cell = _cell(reset_after)
     team = _Team()
-    _plan_call(&c, team, T, B, I, H, &batch_sizes[0], sizeof(floating))
+    _plan_call(&c, team, T, B, I, H, &batch_sizes[0], 2 if c.lowp else sizeof(floating))
     rows = max(N, 1)
     G_arr = _buffer(pool, "G", (rows, 3 * H), dtype)
     A_arr = _buffer(pool, "A", (rows if training else B, H), dtype)
@@ -1823,7 +2153,9 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     cdef floating[:, ::1] Xp
     cdef floating[::1] pk
     cdef int nr = _nr(&w_ih[0, 0])
-    if not c.blas:
+    if c.lowp:
+        _lp_buffers(&c, pool, True, B, I, H)
+    elif not c.blas:
         pk = _buffer(pool, "pk", (_pack_layout(c.cell, &c.plan, I, H, nr, True,
                                                c.chunk_off),), dtype)
         c.pk = &pk[0]
@@ -1863,7 +2195,7 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     return {"X": np.asarray(X) if full else Xp_arr, "G": G_arr, "A": A_arr, "Hp": Hp_arr,
             "bs": np.asarray(batch_sizes), "off": off_arr, "full": full,
             "reverse": reverse, "reset_after": reset_after, "shape": (T, B, I, H),
-            "pool": pool}
+            "pool": pool, "precision": precision}
 
 
 def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
@@ -1908,10 +2240,13 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
     c.off = &off[0]
     c.reverse = ws["reverse"]
     c.training = True
-    c.blas = grucy_isa == GRUCY_ISA_BLAS
+    c.lowp = ws.get("precision", LP_NONE)
+    _check(c.lowp == LP_NONE or (c.lowp == LP_BF16 and floating is float),
+           "workspace precision")
+    c.blas = grucy_isa == GRUCY_ISA_BLAS and not c.lowp
     c.cell = _cell(reset_after)
     team = _Team()
-    _plan_call(&c, team, T, B, I, H, &bs[0], sizeof(floating))
+    _plan_call(&c, team, T, B, I, H, &bs[0], 2 if c.lowp else sizeof(floating))
     cdef bint needs_drh = False
     cdef int st
     for st in range(c.cell.nbwd):
@@ -1925,7 +2260,9 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
     cdef int nr = _nr(&w_ih[0, 0])
     cdef floating[::1] pk
     cdef floating[::1] scratch
-    if not c.blas:
+    if c.lowp:
+        _lp_buffers(&c, pool, False, B, I, H)
+    elif not c.blas:
         # (the forward's buffer: it is done with its packed weights)
         pk = _buffer(pool, "pk", (_pack_layout(c.cell, &c.plan, I, H, nr, False,
                                                c.chunk_off),), dtype)
@@ -1998,13 +2335,16 @@ cdef class GRUStream:
     batch_size, hidden_size, num_layers, input_size : int
     """
 
-    cdef readonly int num_layers, batch_size, hidden_size, input_size
+    cdef readonly int num_layers, batch_size, hidden_size, input_size, precision
     cdef bint reset_after, dbl
     cdef object dtype
     cdef list params          # the layer's arrays, read again by refresh()
-    cdef list snapshot        # per layer: copies of (w_ih, w_hh, b_ih, b_hh)
+    cdef list snapshot        # per layer: copies of (w_ih, w_hh, b_ih, b_hh[, s_ih, s_hh])
     cdef list packed          # per layer: packed W_hh^T blocks then W_ih^T
     cdef int isa              # the kernels the snapshot was packed for
+    cdef int lpkind           # (the low-precision kernels, precision > 0)
+    cdef object lws_arr       # low precision: scratch of the conversions
+    cdef Py_ssize_t lws_bytes
     cdef object S_arr, S2_arr, G_arr, A_arr, Gh_arr, Y_arr, S_prev_arr
     cdef char* S
     cdef char* S2
@@ -2016,7 +2356,7 @@ cdef class GRUStream:
     cdef bint busy
 
     def __cinit__(self, list layers, int batch_size, int hidden_size, bint reset_after,
-                  dtype, h0):
+                  dtype, h0, int precision=0):
         cdef int L = len(layers), H = hidden_size, B = batch_size
         if L < 1 or H < 1 or B < 1:
             raise ValueError("GRUStream needs at least one layer, unit and stream")
@@ -2024,6 +2364,10 @@ cdef class GRUStream:
         self.reset_after = reset_after
         self.dtype = np.dtype(dtype)
         self.dbl = self.dtype == np.float64
+        if precision not in (LP_NONE, LP_BF16, LP_INT8) or (precision and self.dbl):
+            raise ValueError("GRUStream: precision must be 0, or 1 (bf16) or 2 (int8) with "
+                             "float32")
+        self.precision = precision
         self.params = [list(arrs) for arrs in layers]
         self._take_snapshot()
         self.input_size = self.snapshot[0][0].shape[1]
@@ -2048,14 +2392,18 @@ cdef class GRUStream:
     def _take_snapshot(self):
         cdef int H = self.hidden_size, l
         snapshot = []
+        int8 = self.precision == LP_INT8
         for l, arrs in enumerate(self.params):
-            arrs = [np.array(a, dtype=self.dtype, order="C", copy=True) for a in arrs]
-            if (arrs[0].ndim != 2 or arrs[0].shape[0] != 3 * H or arrs[1].shape != (3 * H, H)
-                    or arrs[2].shape != (3 * H,) or arrs[3].shape != (3 * H,)
+            # int8: (w_ih, w_hh) int8 with their row scales after the biases
+            arrs = [np.array(a, dtype=np.int8 if int8 and k < 2 else self.dtype, order="C",
+                             copy=True) for k, a in enumerate(arrs)]
+            if (len(arrs) != (6 if int8 else 4) or arrs[0].ndim != 2
+                    or arrs[0].shape[0] != 3 * H or arrs[1].shape != (3 * H, H)
+                    or any(a.shape != (3 * H,) for a in arrs[2:])
                     or (l > 0 and arrs[0].shape[1] != H)):
                 raise ValueError(f"GRUStream: parameter shapes of layer {l} do not match")
-            for name, a in zip(PARAM_NAMES, arrs):
-                if not all_finite(a):
+            for name, a in zip(PARAM_NAMES + ("scale_ih", "scale_hh"), arrs):
+                if a.dtype.kind == "f" and not all_finite(a):
                     raise ValueError(f"{name}_l{l} contains NaN or inf: the stream cannot "
                                      f"use these parameters")
             snapshot.append(arrs)
@@ -2064,7 +2412,45 @@ cdef class GRUStream:
 
     def _pack(self):
         self.isa = grucy_isa
-        self.packed = [self._pack_layer(arrs) for arrs in self.snapshot]
+        self.lpkind = self._lp_kind()
+        if self.precision:
+            self.packed = [self._lp_pack_layer(arrs) for arrs in self.snapshot]
+        else:
+            self.packed = [self._pack_layer(arrs) for arrs in self.snapshot]
+
+    cdef int _lp_kind(self):
+        return grucy_bf16_kind if self.precision == LP_BF16 else grucy_i8_kind
+
+    cdef object _lp_pack_layer(self, list arrs):
+        """Low precision: the stages' W_hh^T blocks, then W_ih^T (_lp_layout, bytes)."""
+        cdef int H = self.hidden_size, I = arrs[0].shape[1], s, B = self.batch_size
+        cdef const Cell* cell = _cell(self.reset_after)
+        cdef Ctx c
+        memset(&c, 0, sizeof(Ctx))
+        c.lowp = self.precision
+        cdef Py_ssize_t blk = _lp_stage_off(cell, c.lowp, cell.nfwd, H, H)
+        out = np.zeros(blk + _lp_pack_bytes(c.lowp, I, 3 * H) + 64, np.uint8)
+        cdef Py_ssize_t lws_bytes = _lp_scratch(c.lowp, True, B, max(I, H), H)
+        self.lws_bytes = max(self.lws_bytes, lws_bytes)
+        if self.lws_arr is None or self.lws_arr.shape[0] < self.lws_bytes + 64:
+            self.lws_arr = np.zeros(self.lws_bytes + 64, np.uint8)
+        cdef char* P = <char*>cnp.PyArray_DATA(<cnp.ndarray>out)
+        P += (-<size_t>P) % 64
+        cdef char* tmp = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.lws_arr)
+        cdef const void* wih = cnp.PyArray_DATA(<cnp.ndarray>arrs[0])
+        cdef const void* whh = cnp.PyArray_DATA(<cnp.ndarray>arrs[1])
+        cdef const float* sih = NULL
+        cdef const float* shh = NULL
+        if c.lowp == LP_INT8:
+            sih = <const float*>cnp.PyArray_DATA(<cnp.ndarray>arrs[4])
+            shh = <const float*>cnp.PyArray_DATA(<cnp.ndarray>arrs[5])
+        with nogil:
+            for s in range(cell.nfwd):
+                _lp_pack_t(&c, H, H, cell.fwd[s].g0, cell.fwd[s].ng, H, 0, whh, shh, H,
+                           P + _lp_stage_off(cell, c.lowp, s, H, H), cell.fwd[s].ng * H, 0,
+                           tmp)
+            _lp_pack_t(&c, I, 3 * H, 0, 1, 0, 0, wih, sih, I, P + blk, 3 * H, 0, tmp)
+        return out
 
     cdef object _pack_layer(self, list arrs):
         cdef int H = self.hidden_size, I = arrs[0].shape[1]
@@ -2139,8 +2525,8 @@ cdef class GRUStream:
                                "thread its own stream")
         self.busy = True
         try:
-            if self.isa != grucy_isa:   # the kernels were switched (GRUCY_ISA test hook)
-                self._pack()
+            if self.isa != grucy_isa or (self.precision and self.lpkind != self._lp_kind()):
+                self._pack()    # the kernels were switched (GRUCY_ISA, test hooks)
             return self._step(x)
         finally:
             self.busy = False
@@ -2192,6 +2578,8 @@ cdef class GRUStream:
         cdef int l
         for l in range(L):
             ptr[l, 0] = <Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>self.packed[l])
+            if self.precision:   # (the blocks start on a multiple of 64 bytes)
+                ptr[l, 0] += <Py_ssize_t>((-<size_t>ptr[l, 0]) % 64)
             ptr[l, 1] = <Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>self.snapshot[l][2])
             ptr[l, 2] = <Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>self.snapshot[l][3])
             ptr[l, 3] = self.snapshot[l][0].shape[1]
@@ -2236,11 +2624,18 @@ cdef class GRUStream:
         c.bs, c.off = bs, off
         c.cell = cell
         c.prepacked = True
+        c.lowp = self.precision
+        if c.lowp:
+            c.lws = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.lws_arr)
+            c.lws += (-<size_t>c.lws) % 64
+            c.lws_bytes = self.lws_bytes
         c.plan.nt, c.plan.groups, c.plan.chunks = 1, 1, 1
         c.plan.row_lo[0], c.plan.row_lo[1] = 0, B
         c.plan.unit_lo[0], c.plan.unit_lo[1] = 0, H
         c.chunk_off[0] = 0
         c.chunk_off[1] = _fwd_block_size(cell, H, H, nr)
+        if c.lowp:
+            c.chunk_off[1] = _lp_stage_off(cell, c.lowp, cell.nfwd, H, H)
         c.ih_off = c.chunk_off[1]
         c.y_t = <Py_ssize_t>B * H
         c.y_b = H

@@ -178,6 +178,95 @@ GRUCY_T_BF16 static void grucy_bf16_cvt_rows_native(int M, int K, const float* A
         if (K & 1) o[K] = 0;
     }
 }
+
+/* 16 words of pairs: word i = (bf16(lo[i]), bf16(hi[i])) for the lanes of mask m. */
+GRUCY_T_BF16 GRUCY_AI __m512i grucy_bf16_pairs16(const float* lo, const float* hi,
+                                                  __mmask16 m)
+{
+    const __m512i l = _mm512_cvtepu16_epi32(
+        (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, lo)));
+    if (hi == NULL) return l;
+    const __m512i h = _mm512_cvtepu16_epi32(
+        (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, hi)));
+    return _mm512_or_si512(l, _mm512_slli_epi32(h, 16));
+}
+
+/* Transpose 16 x 16 words in registers. */
+GRUCY_T_BF16 GRUCY_AI void grucy_tr16(__m512i r[16])
+{
+    __m512i t[16], u[16];
+    int i, c;
+    for (i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (i = 0; i < 4; i++) {   /* u[4g + c], lane L: rows 4g .. 4g+3 at column 4L + c */
+        u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i + 0], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i + 0], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (c = 0; c < 4; c++) {
+        const __m512i a = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x88);
+        const __m512i b = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xdd);
+        const __m512i e = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x88);
+        const __m512i d = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xdd);
+        r[c] = _mm512_shuffle_i32x4(a, e, 0x88);
+        r[8 + c] = _mm512_shuffle_i32x4(a, e, 0xdd);
+        r[4 + c] = _mm512_shuffle_i32x4(b, d, 0x88);
+        r[12 + c] = _mm512_shuffle_i32x4(b, d, 0xdd);
+    }
+}
+
+/* Native conversion of a transposed matrix: out row i = column i of D (K rows of ldd
+ * floats), as pairs; 16 x 16 blocks of words transposed in registers. */
+GRUCY_T_BF16 static void grucy_bf16_cvt_cols_native(int M, int K, const float* D,
+                                                    ptrdiff_t ldd, uint16_t* out, int ldo)
+{
+    const int K2 = (K + 1) / 2;
+    const ptrdiff_t ldw = ldo / 2;
+    uint32_t* o = (uint32_t*)out;
+    int i0, q0, q, ii;
+    for (i0 = 0; i0 < M; i0 += 16) {
+        const int mi = M - i0 < 16 ? M - i0 : 16;
+        const __mmask16 m = (__mmask16)((1u << mi) - 1);
+        for (q0 = 0; q0 < K2; q0 += 16) {
+            const int mq = K2 - q0 < 16 ? K2 - q0 : 16;
+            const __mmask16 mqk = (__mmask16)((1u << mq) - 1);
+            __m512i r[16];
+            for (q = 0; q < 16; q++) {
+                const int k = 2 * (q0 + q);
+                r[q] = q >= mq ? _mm512_setzero_si512()
+                     : grucy_bf16_pairs16(D + k * ldd + i0,
+                                          k + 1 < K ? D + (k + 1) * ldd + i0 : NULL, m);
+            }
+            grucy_tr16(r);
+            for (ii = 0; ii < mi; ii++)
+                _mm512_mask_storeu_epi32(o + (i0 + ii) * ldw + q0, mqk, r[ii]);
+        }
+    }
+}
+
+/* Native pack of a row-major (K, N) operand: word rows of pairs of W rows. */
+GRUCY_T_BF16 static void grucy_bf16_pack_n_native(int K, int N, const float* W, int ldw,
+                                                  uint32_t* P)
+{
+    const int K2 = (K + 1) / 2;
+    int p, r, j;
+    for (p = 0; p * 32 < N; p++) {
+        const int w = N - p * 32 < 32 ? N - p * 32 : 32;
+        const __mmask16 m0 = w >= 16 ? 0xffff : (__mmask16)((1u << w) - 1);
+        const __mmask16 m1 = w >= 32 ? 0xffff : w > 16 ? (__mmask16)((1u << (w - 16)) - 1) : 0;
+        for (r = 0; r < K2; r++) {
+            const float* lo = W + (ptrdiff_t)(2 * r) * ldw + p * 32;
+            const float* hi = 2 * r + 1 < K ? lo + ldw : NULL;
+            uint32_t* dst = P + ((size_t)p * K2 + r) * 32;
+            _mm512_storeu_si512(dst, grucy_bf16_pairs16(lo, hi, m0));
+            _mm512_storeu_si512(dst + 16, grucy_bf16_pairs16(lo + 16, hi ? hi + 16 : NULL, m1));
+        }
+    }
+    (void)j;
+}
 #endif
 
 /* A (M, K) -> the A format of the kernel in use, rows of `ldo` elements (>= KP).  A is
@@ -193,6 +282,10 @@ static void grucy_bf16_cvt(int M, int K, const float* A, ptrdiff_t ars, ptrdiff_
 #if GRUCY_X86
     if (native && acs == 1) {
         grucy_bf16_cvt_rows_native(M, K, A, ars, (uint16_t*)out, ldo);
+        return;
+    }
+    if (native && ars == 1) {
+        grucy_bf16_cvt_cols_native(M, K, A, acs, (uint16_t*)out, ldo);
         return;
     }
 #endif
@@ -262,6 +355,12 @@ static void grucy_bf16_pack_n(int K, int N, const float* W, int ldw, void* P)
     const int rows = native ? kp / 2 : kp;       /* word rows per panel */
     uint32_t* o = (uint32_t*)P;
     int p, r, j, w;
+#if GRUCY_X86
+    if (native) {
+        grucy_bf16_pack_n_native(K, N, W, ldw, o);
+        return;
+    }
+#endif
     for (p = 0; p * nr < N; p++) {
         w = N - p * nr < nr ? N - p * nr : nr;
         for (r = 0; r < rows; r++) {

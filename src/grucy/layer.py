@@ -8,6 +8,10 @@ from . import _gru
 from ._base import GRUBase, _positive_int, as_float_array, exclusive
 from .io import register
 
+#: The arithmetic of the products with the weights (README, "Low precision"): "fp32" (the
+#: layer's dtype), or "bf16" (bf16 operands, float32 sums; float32 layers only).
+PRECISIONS = ("fp32", "bf16")
+
 
 @register(kind="grucy.GRU")
 class GRU(GRUBase):
@@ -34,7 +38,36 @@ class GRU(GRUBase):
     dtype : float32 or float64, default float32
     seed : int or None
         Seeds the U(-1/sqrt(H), 1/sqrt(H)) initialisation and the dropout masks.
+    precision : "fp32" or "bf16", default "fp32"
+        "bf16": every product with a weight (forward and backward, the weight gradients
+        too) multiplies bf16 values and sums in float32; parameters, gradients, gates and
+        states stay float32 (float32 layers only).  Saved with the layer; may be changed
+        between calls.
     """
+
+    def __init__(self, *args, precision="fp32", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.precision = precision
+
+    @property
+    def precision(self):
+        return self._precision
+
+    @precision.setter
+    def precision(self, value):
+        if value not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {value!r}")
+        if value != "fp32" and self.dtype != np.float32:
+            raise ValueError(f"precision={value!r} needs dtype float32, got {self.dtype}")
+        self._precision = value
+
+    def _get_config(self):
+        return {**super()._get_config(), "precision": self.precision}
+
+    def __repr__(self):
+        text = super().__repr__()
+        return text if self.precision == "fp32" else \
+            f"{text[:-1]}, precision={self.precision!r})"
 
     @exclusive
     def forward(self, x, h0=None, lengths=None, training=True):
@@ -95,7 +128,7 @@ class GRU(GRUBase):
                     layer_in, w_ih, w_hh, b_ih, b_hh, h_n[layer * D + direction],
                     y[:, :, direction * H:(direction + 1) * H], batch_sizes,
                     direction == 1, self.reset_after, training, pools[layer * D + direction],
-                    order if last else None))
+                    order if last else None, PRECISIONS.index(self.precision)))
             saved.append((mask, workspaces))
             layer_in = y
         y = layer_in
@@ -151,7 +184,7 @@ class GRU(GRUBase):
                                  "(num_layers, batch_size, hidden_size)")
         layers = [self.layer_params(layer, 0) for layer in range(self.num_layers)]
         return _gru.GRUStream(layers, batch_size, self.hidden_size, self.reset_after,
-                              self.dtype, h0)
+                              self.dtype, h0, PRECISIONS.index(self.precision))
 
     def step(self, x, h=None):
         """One step with the state carried by the caller: returns ``(y, h_new)``.
@@ -176,7 +209,8 @@ class GRU(GRUBase):
         # back; a thread finding none (another one holds it) builds its own.
         cached = self.__dict__.pop("_step_stream", None)
         arrays = [a for layer in range(self.num_layers) for a in self.layer_params(layer, 0)]
-        if (cached is not None and cached[0] == B and cached[1] == self.reset_after
+        if (cached is not None and cached[0] == B
+                and cached[1] == (self.reset_after, self.precision)
                 and len(cached[2]) == len(arrays)
                 and all(a is b for a, b in zip(cached[2], arrays))):
             s = cached[3]
@@ -193,7 +227,7 @@ class GRU(GRUBase):
             s = self.stream(B, h)
         y = s.step(x)
         h_new = s.h
-        self._step_stream = (B, self.reset_after, arrays, s)
+        self._step_stream = (B, (self.reset_after, self.precision), arrays, s)
         return y, h_new
 
     @exclusive
