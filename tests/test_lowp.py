@@ -374,3 +374,161 @@ def test_bf16_layer_saves_and_loads_with_its_precision(tmp_path, rng):
     del config["precision"]
     write_archive(path, kind, config, arrays)
     assert grucy.load(path).precision == "fp32"
+
+
+# --------------------------------------------------------------------------------------
+# int8 inference: grucy.quantize
+
+from conftest import importorskip  # noqa: E402
+
+
+def _float64_twin(layer):
+    ref = grucy.GRU(layer.input_size, layer.hidden_size, layer.num_layers,
+                    bidirectional=layer.bidirectional, reset_after=layer.reset_after,
+                    batch_first=layer.batch_first, dtype=np.float64)
+    ref.load_state_dict(layer.state_dict())
+    return ref
+
+
+@pytest.mark.parametrize("reset_after", FORMS, ids=["reset_after", "reset_before"])
+@pytest.mark.parametrize("isa, mode", CHOICES, ids=IDS)
+def test_int8_layer_is_close_to_float64(isa, mode, reset_after, rng):
+    layer = grucy.GRU(13, 70, num_layers=2, bidirectional=True, reset_after=reset_after,
+                      seed=7)
+    q = grucy.quantize(layer, "int8")
+    x = rng.standard_normal((6, 11, 13)).astype(np.float32)
+    h0 = (0.5 * rng.standard_normal((4, 11, 70))).astype(np.float32)
+    lengths = rng.integers(1, 7, 11)
+    with lowp_kernels(isa, mode):
+        y, h_n = q(x, h0, lengths=lengths)
+    y64, h64 = _float64_twin(layer)(x, h0, lengths=lengths, training=False)
+    # 8-bit operands: a few 1e-3 here (README, "Low precision")
+    assert np.abs(y - y64).max() < 0.03 and np.abs(h_n - h64).max() < 0.03
+    assert np.abs(y - y64).max() > 1e-5          # int8 really is used
+    assert np.all(y[lengths[None, :] <= np.arange(6)[:, None]] == 0)   # padding
+
+
+@pytest.mark.parametrize("reset_after", FORMS, ids=["reset_after", "reset_before"])
+def test_int8_same_bits_on_every_kernel_thread_count_and_plan(reset_after, rng,
+                                                              restore_threads):
+    layer = grucy.GRU(24, 96, num_layers=2, bidirectional=True, reset_after=reset_after,
+                      seed=3)
+    q = grucy.quantize(layer)
+    x = rng.standard_normal((9, 37, 24)).astype(np.float32)
+    lengths = rng.integers(1, 10, 37)
+    grucy.set_num_threads(1)
+    want = q(x, lengths=lengths)
+    runs = {}
+    for isa, mode in CHOICES:
+        with lowp_kernels(isa, mode) as names:
+            runs[names["int8"]] = q(x, lengths=lengths)
+    for threads in (2, 3, 16):
+        grucy.set_num_threads(threads)
+        runs[f"{threads} threads"] = q(x, lengths=lengths)
+    for groups, chunks in ((2, 1), (1, 3), (3, 5), (1, 6)):
+        with forced_plan(groups, chunks, align=1):
+            runs[f"plan {groups}x{chunks}"] = q(x, lengths=lengths)
+    for name, (y, h) in runs.items():
+        assert y.tobytes() == want[0].tobytes() and h.tobytes() == want[1].tobytes(), name
+
+
+def test_int8_sequence_does_not_depend_on_its_batch(rng):
+    layer = grucy.GRU(5, 97, num_layers=2, bidirectional=True, seed=4)
+    q = grucy.quantize(layer)
+    x = rng.standard_normal((7, 19, 5)).astype(np.float32)
+    lengths = rng.integers(1, 8, 19)
+    y, h = q(x, lengths=lengths)
+    for b in (0, 1, 9, 18):
+        L = int(lengths[b])
+        y1, h1 = q(x[:L, b:b + 1])
+        assert y[:L, b:b + 1].tobytes() == y1.tobytes() and h[:, b:b + 1].tobytes() == \
+            h1.tobytes(), b
+
+
+@pytest.mark.parametrize("reset_after", FORMS, ids=["reset_after", "reset_before"])
+def test_int8_step_and_stream_give_exactly_a_one_step_forward(reset_after, rng):
+    layer = grucy.GRU(11, 70, num_layers=3, reset_after=reset_after, seed=5)
+    q = grucy.quantize(layer)
+    x = rng.standard_normal((4, 3, 11)).astype(np.float32)
+    h = (0.5 * rng.standard_normal((3, 3, 70))).astype(np.float32)
+    stream = q.stream(3, h)
+    for t in range(4):
+        y, h_next = q(x[t:t + 1], h)
+        y_step, h_step = q.step(x[t], h)
+        assert y_step.tobytes() == y[0].tobytes() and h_step.tobytes() == h_next.tobytes()
+        assert stream.step(x[t]).tobytes() == y[0].tobytes()
+        h = h_next
+    y_all, _ = q(x)
+    for isa, mode in CHOICES:
+        with lowp_kernels(isa, mode):
+            s = q.stream(3)
+            assert np.stack([s.step(x[t]) for t in range(4)]).tobytes() == y_all.tobytes()
+
+
+def test_int8_is_inference_only_and_refuses_onnx(rng):
+    layer = grucy.GRU(3, 8, seed=0)
+    q = grucy.quantize(layer, "int8")
+    with pytest.raises(ValueError, match="inference only"):
+        q(np.zeros((2, 1, 3), np.float32), training=True)
+    assert not hasattr(q, "backward")
+    with pytest.raises(NotImplementedError, match="ONNX"):
+        q.to_onnx("x.onnx")
+    with pytest.raises(TypeError, match="grucy GRU layer"):
+        grucy.interop.to_onnx(q)
+    with pytest.raises(ValueError, match="int8"):
+        grucy.quantize(layer, "int4")
+    with pytest.raises(TypeError, match="grucy.GRU"):
+        grucy.quantize(object())
+    with pytest.raises(ValueError, match="4 features"):
+        q(np.zeros((2, 1, 4), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        q(np.full((2, 1, 3), np.nan, np.float32))
+    # the float layer is untouched and still trains
+    before = layer.state_dict()
+    layer(rng.standard_normal((2, 1, 3)))
+    layer.backward(np.ones((2, 1, 8), np.float32))
+    assert all(np.array_equal(before[k], v) for k, v in layer.state_dict().items())
+    assert all(p.flags.writeable for p in layer.parameters())
+
+
+def test_int8_saves_and_loads(tmp_path, rng):
+    layer = grucy.GRU(6, 20, num_layers=2, bidirectional=True, batch_first=True,
+                      reset_after=False, bias=False, seed=2)
+    q = grucy.quantize(layer)
+    path = tmp_path / "q.grucy"
+    grucy.save(q, path)
+    back = grucy.load(path)
+    assert isinstance(back, grucy.QuantizedGRU) and repr(back) == repr(q)
+    x = rng.standard_normal((3, 5, 6)).astype(np.float32)
+    assert back(x)[0].tobytes() == q(x)[0].tobytes()
+    for w, v in zip(q.weights, back.weights):
+        for k in w:
+            assert w[k].dtype == v[k].dtype and np.array_equal(w[k], v[k]), k
+
+
+@pytest.mark.parametrize("reset_after", [True], ids=["reset_after"])
+def test_int8_error_no_worse_than_torch_dynamic_int8(reset_after, rng):
+    torch = importorskip("torch", "the comparison with torch's dynamic int8 GRU")
+    import warnings
+    worse = []
+    for (B, T, I, H) in ((1, 30, 32, 64), (16, 30, 64, 128), (8, 20, 128, 256)):
+        layer = grucy.GRU(I, H, seed=B + H)
+        x = rng.standard_normal((T, B, I)).astype(np.float32)
+        y64, _ = _float64_twin(layer)(x, training=False)
+        y8, _ = grucy.quantize(layer)(x)
+        m = torch.nn.GRU(I, H)
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                p.copy_(torch.from_numpy(layer.state_dict()[name]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m.qconfig = torch.ao.quantization.default_dynamic_qconfig
+            qm = torch.ao.nn.quantized.dynamic.GRU.from_float(m)
+            with torch.no_grad():
+                yt, _ = qm(torch.from_numpy(x))
+        ours = np.abs(y8 - y64).max()
+        theirs = np.abs(yt.numpy() - y64).max()
+        assert theirs > 1e-4, "torch's GRU did not quantize"
+        if not ours <= theirs:
+            worse.append(((B, T, I, H), ours, theirs))
+    assert not worse, worse

@@ -39,6 +39,7 @@ from .layer import GRU  # noqa: E402
 from ._threads import set_num_threads  # noqa: E402,F811  (validated; replaces _gru's)
 from .models import (CharLM, Forecaster, GRUClassifier, GRURegressor,  # noqa: E402
                      NotFittedError)
+from .quantized import QuantizedGRU, quantize  # noqa: E402
 
 # Submodules not imported above are imported on first use, so that ``import grucy`` then
 # ``grucy.diagnostics.gradient_flow`` works while ``import grucy`` stays as quick as it is
@@ -73,4 +74,5 @@ def __dir__():
 __version__ = "0.1.0"
 __all__ = ["GRU", "GRUBase", "FileFormatError", "SizeLimitError", "get_num_threads",
            "load", "openmp_enabled", "save", "set_num_threads", "__version__",
-           "CharLM", "Forecaster", "GRUClassifier", "GRURegressor", "NotFittedError"]
+           "CharLM", "Forecaster", "GRUClassifier", "GRURegressor", "NotFittedError",
+           "QuantizedGRU", "quantize"]

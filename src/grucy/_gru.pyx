@@ -2198,6 +2198,75 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
             "pool": pool, "precision": precision}
 
 
+def forward_int8(const float[:, :, ::1] X, const signed char[:, ::1] w_ih,
+                 const signed char[:, ::1] w_hh, const float[::1] s_ih,
+                 const float[::1] s_hh, const float[::1] b_ih, const float[::1] b_hh,
+                 float[:, ::1] h, float[:, :, :] Y, const int[::1] batch_sizes,
+                 bint reverse, bint reset_after, dict pool=None,
+                 const Py_ssize_t[::1] ymap=None):
+    """forward() of a quantized layer, inference only: the products with the weights in
+    int8 (_lowp.h): w_ih (3H, I) and w_hh (3H, H) int8 with per-row scales s_ih, s_hh;
+    inputs and states quantized per row when used; everything else float32."""
+    cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], H = w_hh.shape[1]
+    _check(w_ih.shape[0] == 3 * H and w_ih.shape[1] == I, "w_ih shape")
+    _check(w_hh.shape[0] == 3 * H, "w_hh shape")
+    _check(s_ih.shape[0] == 3 * H and s_hh.shape[0] == 3 * H, "scale shape")
+    _check(b_ih.shape[0] == 3 * H and b_hh.shape[0] == 3 * H, "bias shape")
+    _check(h.shape[0] == B and h.shape[1] == H, "h shape")
+    _check(Y.shape[0] == T and Y.shape[1] == B and Y.shape[2] == H, "Y shape")
+    _check(Y.strides[2] == sizeof(float), "Y must be contiguous on its last axis")
+    _check(batch_sizes.shape[0] == T, "batch_sizes length")
+    _check(T >= 1 and B >= 1 and I >= 1 and H >= 1, "sizes must be positive")
+    cdef const Py_ssize_t* ymap_ptr = _rowmap(ymap, B)
+    off_arr = _row_offsets(batch_sizes, B)
+    cdef Py_ssize_t[::1] off = off_arr
+    cdef Py_ssize_t N = off[T]
+    cdef bint full = N == <Py_ssize_t>T * B
+    if pool is None:
+        pool = {}
+    cdef Ctx c
+    memset(&c, 0, sizeof(Ctx))
+    c.T, c.B, c.I_, c.H, c.elsize = T, B, I, H, sizeof(float)
+    c.bs = &batch_sizes[0]
+    c.off = &off[0]
+    c.reverse, c.training, c.prepacked, c.blas = reverse, False, False, False
+    c.lowp = LP_INT8
+    c.cell = _cell(reset_after)
+    team = _Team()
+    _plan_call(&c, team, T, B, I, H, &batch_sizes[0], 1)
+    rows = max(N, 1)
+    cdef float[:, ::1] G = _buffer(pool, "G", (rows, 3 * H), np.float32)
+    cdef float[:, ::1] A = _buffer(pool, "A", (B, H), np.float32)
+    cdef float[:, ::1] Gh = _buffer(pool, "Gh", (B, 3 * H), np.float32)
+    cdef float[:, ::1] S2
+    cdef float[:, ::1] Xp
+    _lp_buffers(&c, pool, True, B, I, H)
+    c.wih, c.whh, c.bih, c.bhh = &w_ih[0, 0], &w_hh[0, 0], &b_ih[0], &b_hh[0]
+    c.sih, c.shh = &s_ih[0], &s_hh[0]
+    c.X = &X[0, 0, 0]
+    c.Y = &Y[0, 0, 0]
+    c.y_t = Y.strides[0] // sizeof(float)
+    c.y_b = Y.strides[1] // sizeof(float)
+    c.ymap = ymap_ptr
+    c.S = &h[0, 0]
+    c.G, c.A, c.Gh = &G[0, 0], &A[0, 0], &Gh[0, 0]
+    if c.cell.nfwd == 1:
+        S2 = _buffer(pool, "S2", (B, H), np.float32)
+        c.S2 = &S2[0, 0]
+    if not full:
+        Xp = _buffer(pool, "Xp", (rows, I), np.float32)
+        c.X = &Xp[0, 0]
+    bars = _barriers(&c)
+    prof = _profile_start(&c)
+    cdef double t0 = grucy_now()
+    with nogil:
+        if not full:
+            _gather_rows(T, B, I, c.bs, c.off, &X[0, 0, 0], <float*>c.X)
+        grucy_pool_run(_fwd_job, &c, c.plan.nt)
+    _profile_end(&c, prof, grucy_now() - t0)
+    del team
+
+
 def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
              const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
              floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
