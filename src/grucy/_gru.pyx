@@ -278,14 +278,14 @@ cdef extern from "_lowp.h" nogil:
     size_t grucy_bf16_panel_bytes(int K)
     size_t grucy_bf16_pack_bytes(int K, int N)
     void grucy_bf16_cvt(int M, int K, const float* A, Py_ssize_t ars, Py_ssize_t acs, void* out, int ldo)
-    void grucy_bf16_pack_t(int K, int c, int g0, int ng, int H, int j0, const float* W, int ldw, void* P, void* tmp)
+    void grucy_bf16_pack_t(int K, int c, int g0, int ng, int H, int j0, const float* W, int ldw, void* P, void* tmp, int p0, int p1)
     void grucy_bf16_pack_n(int K, int N, const float* W, int ldw, void* P)
     void grucy_bf16_gemm(int M, int N, int K, const void* A, int lda, const void* B, Py_ssize_t pstride_bytes, float* C, int ldc, int beta, int backwards)
     int grucy_i8_kq(int K)
     size_t grucy_i8_panel_bytes(int K)
     size_t grucy_i8_pack_bytes(int K, int N)
     void grucy_i8_quant(int M, int K, const float* A, Py_ssize_t lda, unsigned char* out, int ldo, float* sa)
-    void grucy_i8_pack_t(int K, int c, int g0, int ng, int H, int j0, const signed char* W, int ldw, const float* sw, void* P, int* corr, float* scale, void* tmp)
+    void grucy_i8_pack_t(int K, int c, int g0, int ng, int H, int j0, const signed char* W, int ldw, const float* sw, void* P, int* corr, float* scale, void* tmp, int p0, int p1)
     int* grucy_i8_corr(void* P, int K, int N)
     float* grucy_i8_scale(void* P, int K, int N)
     void grucy_i8_gemm(int M, int N, int K, const unsigned char* A, int lda, const float* sa, const void* B, const int* corr, const float* sc, float* C, int ldc, int backwards)
@@ -1050,6 +1050,7 @@ ctypedef struct Ctx:
     # bytes, the packed blocks in _lowp.h's layouts; wih/whh are int8 with row scales
     # sih/shh for LP_INT8; lws: per thread lws_bytes of scratch for the converted rows
     int lowp
+    bint gsmall                 # G holds one step's rows (B, 3H), not all (N, 3H)
     const float* sih
     const float* shh
     char* lws
@@ -1140,19 +1141,28 @@ cdef inline Py_ssize_t _lp_stage_off(const Cell* cell, int lowp, int s, int H,
     return n
 
 
+cdef inline Py_ssize_t _lp_fwd_block(const Cell* cell, int lowp, int I, int H,
+                                     int cw) noexcept nogil:
+    """Bytes of a chunk's forward block: the stages' W_hh^T blocks, then one W_ih^T
+    block per gate (the input projection runs in the recurrence, _lp_step_projection)."""
+    return _lp_stage_off(cell, lowp, cell.nfwd, H, cw) + 3 * _lp_pack_bytes(lowp, I, cw)
+
+
 cdef Py_ssize_t _lp_layout(const Cell* cell, const Plan* p, int lowp, int I, int H,
                            bint forward, Py_ssize_t* chunk_off) noexcept nogil:
-    """_pack_layout in bytes for the low-precision layouts."""
+    """_pack_layout in bytes for the low-precision layouts.  Forward: per chunk the
+    stages' W_hh^T blocks and the gates' W_ih^T blocks (_lp_fwd_block); backward: per
+    chunk W_hh[:, chunk], then W_ih."""
     cdef int k, cw
     chunk_off[0] = 0
     for k in range(p.chunks):
         cw = p.unit_lo[k + 1] - p.unit_lo[k]
         if forward:
-            chunk_off[k + 1] = chunk_off[k] + _lp_stage_off(cell, lowp, cell.nfwd, H, cw)
+            chunk_off[k + 1] = chunk_off[k] + _lp_fwd_block(cell, lowp, I, H, cw)
         else:
             chunk_off[k + 1] = chunk_off[k] + _lp_pack_bytes(lowp, 3 * H, cw)
     if forward:
-        return chunk_off[p.chunks] + _lp_pack_bytes(lowp, I, 3 * H)
+        return chunk_off[p.chunks]
     return chunk_off[p.chunks] + _lp_pack_bytes(lowp, 3 * H, I)
 
 
@@ -1167,7 +1177,7 @@ cdef Py_ssize_t _lp_scratch(int lowp, bint forward, int B, int I, int H) noexcep
             need = nr * grucy_bf16_kp(<int>kmax) * 4          # packing W^T panel by panel
         else:
             need = nr * grucy_i8_kq(<int>kmax)
-        need = max(need, _al(LP_ROWS * _lp_row_bytes(lowp, I)) + LP_ROWS * 4)
+        need = max(need, _al(B * _lp_row_bytes(lowp, I)) + B * 4)
         need = max(need, _al(B * _lp_row_bytes(lowp, H)) + B * 4)
     else:
         need = B * _lp_row_bytes(lowp, 3 * H)
@@ -1177,45 +1187,55 @@ cdef Py_ssize_t _lp_scratch(int lowp, bint forward, int B, int I, int H) noexcep
     return _al(need)
 
 
-cdef void _lp_pack_t(Ctx* c, int K, int cc, int g0, int ng, int H, int j0, const void* W,
-                     const float* sw, int ldw, char* blk, int nblk, int col0,
-                     void* tmp) noexcept nogil:
-    """Pack columns col0 .. of a block of nblk columns (rows of W selected as in
-    grucy_pack_t; col0 a multiple of the panel width)."""
-    cdef int nr = _lp_nr(c.lowp)
-    if c.lowp == LP_BF16:
-        grucy_bf16_pack_t(K, cc, g0, ng, H, j0, <const float*>W, ldw,
-                          blk + (col0 // nr) * <Py_ssize_t>grucy_bf16_panel_bytes(K), tmp)
+cdef void _lp_pack_t(int lowp, int K, int cc, int g0, int ng, int H, int j0, const void* W,
+                     const float* sw, int ldw, char* blk, void* tmp, int p0,
+                     int p1) noexcept nogil:
+    """Panels p0 .. p1 - 1 of the packed W^T block at blk (rows of W selected as in
+    grucy_pack_t: column j is row (g0 + j / cc) * H + j0 + j % cc)."""
+    if lowp == LP_BF16:
+        grucy_bf16_pack_t(K, cc, g0, ng, H, j0, <const float*>W, ldw, blk, tmp, p0, p1)
     else:
-        grucy_i8_pack_t(K, cc, g0, ng, H, j0, <const signed char*>W, ldw, sw,
-                        blk + (col0 // nr) * <Py_ssize_t>grucy_i8_panel_bytes(K),
-                        grucy_i8_corr(blk, K, nblk) + col0,
-                        grucy_i8_scale(blk, K, nblk) + col0, tmp)
+        grucy_i8_pack_t(K, cc, g0, ng, H, j0, <const signed char*>W, ldw, sw, blk,
+                        grucy_i8_corr(blk, K, ng * cc), grucy_i8_scale(blk, K, ng * cc),
+                        tmp, p0, p1)
 
 
 cdef void _lp_pack_fwd(Ctx* c, int tid, int nt) noexcept nogil:
-    """Forward: each chunk's stage blocks of W_hh^T, then W_ih^T (panels split)."""
+    """Forward: the blocks of every chunk (_lp_fwd_block), their panels shared out over
+    the threads (a plan of one chunk still packs on every thread)."""
     cdef const Plan* p = &c.plan
     cdef const Cell* cell = c.cell
-    cdef int H = c.H, H3 = 3 * c.H, nr = _lp_nr(c.lowp), k, s, j0, cw, panels
+    cdef int H = c.H, I = c.I_, nr = _lp_nr(c.lowp), k, b, j0, cw, g0, ng, K, np_
     cdef char* pk = <char*>c.pk
+    cdef char* blk
     cdef void* tmp = c.lws + tid * c.lws_bytes
-    cdef Py_ssize_t q0, q1
-    k = tid
-    while k < p.chunks:
+    cdef Py_ssize_t total = 0, base, lo, hi
+    cdef const void* W
+    cdef const float* sw
+    # every block's panels in one list: chunk by chunk, the stages then the 3 gates
+    for k in range(p.chunks):
+        cw = p.unit_lo[k + 1] - p.unit_lo[k]
+        for b in range(cell.nfwd + 3):
+            ng = cell.fwd[b].ng if b < cell.nfwd else 1
+            total += (ng * cw + nr - 1) // nr
+    lo = _share(total, tid, nt)
+    hi = _share(total, tid + 1, nt)
+    base = 0
+    for k in range(p.chunks):
         j0 = p.unit_lo[k]
         cw = p.unit_lo[k + 1] - j0
-        for s in range(cell.nfwd):
-            _lp_pack_t(c, H, cw, cell.fwd[s].g0, cell.fwd[s].ng, H, j0, c.whh, c.shh, H,
-                       pk + c.chunk_off[k] + _lp_stage_off(cell, c.lowp, s, H, cw),
-                       cell.fwd[s].ng * cw, 0, tmp)
-        k += nt
-    panels = (H3 + nr - 1) // nr
-    q0 = _share(panels, tid, nt) * nr
-    q1 = min(_share(panels, tid + 1, nt) * nr, H3)
-    if q1 > q0:
-        _lp_pack_t(c, c.I_, <int>(q1 - q0), 0, 1, 0, <int>q0, c.wih, c.sih, c.I_,
-                   pk + c.ih_off, H3, <int>q0, tmp)
+        blk = pk + c.chunk_off[k]
+        for b in range(cell.nfwd + 3):
+            if b < cell.nfwd:
+                g0, ng, K, W, sw = cell.fwd[b].g0, cell.fwd[b].ng, H, c.whh, c.shh
+            else:
+                g0, ng, K, W, sw = b - cell.nfwd, 1, I, c.wih, c.sih
+            np_ = (ng * cw + nr - 1) // nr
+            if base + np_ > lo and base < hi:
+                _lp_pack_t(c.lowp, K, cw, g0, ng, H, j0, W, sw, K, blk, tmp,
+                           <int>(max(lo, base) - base), <int>(min(hi, base + np_) - base))
+            base += np_
+            blk += _lp_pack_bytes(c.lowp, K, ng * cw)
 
 
 cdef void _lp_pack_bwd(Ctx* c, int tid, int nt) noexcept nogil:
@@ -1238,38 +1258,59 @@ cdef void _lp_pack_bwd(Ctx* c, int tid, int nt) noexcept nogil:
                           pk + c.ih_off + (q0 // nr) * <Py_ssize_t>grucy_bf16_panel_bytes(H3))
 
 
-cdef void _lp_rows_gemm(Ctx* c, char* ws, int M, int N, int K, const float* A,
-                        Py_ssize_t lda, char* P, Py_ssize_t pstride, float* C, int ldc,
-                        bint beta, bint backwards) noexcept nogil:
-    """C (M, N) (+)= rows of A (converted into ws) @ the packed block P (K rows; bf16:
-    panels pstride bytes apart, P possibly at a row offset; int8: the whole block of N
-    columns, beta not supported)."""
+cdef inline void _lp_convert(Ctx* c, char* ws, int M, int K, const float* A,
+                             Py_ssize_t lda) noexcept nogil:
+    """Rows of A converted into ws (bf16 A format, or int8 bytes then their scales)."""
     cdef Py_ssize_t rb = _lp_row_bytes(c.lowp, K)
-    cdef float* sa
+    if c.lowp == LP_BF16:
+        grucy_bf16_cvt(M, K, A, lda, 1, ws, grucy_bf16_kp(K))
+    else:
+        grucy_i8_quant(M, K, A, lda, <unsigned char*>ws, <int>rb,
+                       <float*>(ws + _al(M * rb)))
+
+
+cdef inline void _lp_gemm(Ctx* c, char* ws, int M, int N, int K, char* P,
+                          Py_ssize_t pstride, float* C, int ldc, bint beta,
+                          bint backwards) noexcept nogil:
+    """C (M, N) (+)= the rows converted in ws @ the packed block P (K rows; bf16: panels
+    pstride bytes apart, P possibly at a row offset; int8: the whole block of N columns,
+    beta not supported)."""
+    cdef Py_ssize_t rb = _lp_row_bytes(c.lowp, K)
     if M <= 0:
         return
     if c.lowp == LP_BF16:
-        grucy_bf16_cvt(M, K, A, lda, 1, ws, grucy_bf16_kp(K))
         grucy_bf16_gemm(M, N, K, ws, grucy_bf16_kp(K), P, pstride, C, ldc, beta, backwards)
     else:
-        sa = <float*>(ws + _al(M * rb))
-        grucy_i8_quant(M, K, A, lda, <unsigned char*>ws, <int>rb, sa)
-        grucy_i8_gemm(M, N, K, <unsigned char*>ws, <int>rb, sa, P, grucy_i8_corr(P, K, N),
-                      grucy_i8_scale(P, K, N), C, ldc, backwards)
+        grucy_i8_gemm(M, N, K, <unsigned char*>ws, <int>rb, <float*>(ws + _al(M * rb)), P,
+                      grucy_i8_corr(P, K, N), grucy_i8_scale(P, K, N), C, ldc, backwards)
 
 
-cdef void _lp_projection(Ctx* c, int tid, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    """G[r0:r1] = X[r0:r1] @ W_ih^T, LP_ROWS rows at a time."""
-    cdef int I = c.I_, H3 = 3 * c.H, mb
-    cdef const float* X = <const float*>c.X
-    cdef float* G = <float*>c.G
+cdef void _lp_rows_gemm(Ctx* c, char* ws, int M, int N, int K, const float* A,
+                        Py_ssize_t lda, char* P, Py_ssize_t pstride, float* C, int ldc,
+                        bint beta, bint backwards) noexcept nogil:
+    """_lp_convert then _lp_gemm."""
+    if M <= 0:
+        return
+    _lp_convert(c, ws, M, K, A, lda)
+    _lp_gemm(c, ws, M, N, K, P, pstride, C, ldc, beta, backwards)
+
+
+cdef void _lp_step_projection(Ctx* c, int tid, int ch, const float* X, int m,
+                              float* G) noexcept nogil:
+    """The input projection of m rows for the units of chunk ch, in the recurrence: X
+    (m rows of I) converted once, then one product per gate into G's r, z, n columns
+    (rows 3H apart).  Just before the fused pass reads them, so G is still in cache
+    (as one product before the loop, G went to memory and back)."""
+    cdef const Cell* cell = c.cell
+    cdef int I = c.I_, H = c.H, j0 = c.plan.unit_lo[ch], cw = c.plan.unit_lo[ch + 1] - j0, g
     cdef char* ws = c.lws + tid * c.lws_bytes
+    cdef char* blk = <char*>c.pk + c.chunk_off[ch] + _lp_stage_off(cell, c.lowp, cell.nfwd,
+                                                                     H, cw)
     cdef Py_ssize_t ps = grucy_bf16_panel_bytes(I) if c.lowp == LP_BF16 else 0
-    while r0 < r1:
-        mb = <int>min(<Py_ssize_t>LP_ROWS, r1 - r0)
-        _lp_rows_gemm(c, ws, mb, H3, I, X + r0 * I, I, <char*>c.pk + c.ih_off, ps,
-                      G + r0 * H3, H3, False, False)
-        r0 += mb
+    _lp_convert(c, ws, m, I, X, I)
+    for g in range(3):
+        _lp_gemm(c, ws, m, cw, I, blk + g * _lp_pack_bytes(c.lowp, I, cw), ps,
+                 G + g * H + j0, 3 * H, False, False)
 
 
 cdef void _lp_dx_rows(Ctx* c, int tid, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
@@ -1433,9 +1474,7 @@ cdef void _fwd_run(const floating* tag, Ctx* c, int tid, int nt) noexcept nogil:
     t0 = _tic(c)
     q0 = _share(N, tid, nt)
     q1 = _share(N, tid + 1, nt)
-    if c.lowp:
-        _lp_projection(c, tid, q0, q1)
-    else:
+    if not c.lowp:          # (low precision: in the recurrence, _lp_step_projection)
         _input_projection(c, tag, q0, q1)
     if dbuf and tid < nrec:
         # a sequence joining late (reverse direction, variable lengths) reads h0 from
@@ -1497,7 +1536,7 @@ cdef void _fwd_recurrence(Ctx* c, const floating* tag, int tid) noexcept nogil:
     cdef floating* src
     cdef floating* h
     cdef floating* y
-    cdef Py_ssize_t row
+    cdef Py_ssize_t row, goff
     cdef int s, t, n, m, b, st, gi, steps
     cdef double t0
     cdef const FwdStage* fs
@@ -1510,10 +1549,16 @@ cdef void _fwd_recurrence(Ctx* c, const floating* tag, int tid) noexcept nogil:
         cur = S2 if dbuf and s % 2 == 1 else S
         nxt = (S if s % 2 == 1 else S2) if dbuf else S
         aux = A + (c.off[t] if c.training else 0) * H
+        goff = 0 if c.gsmall else c.off[t]     # G: every step's rows, or this step's
         if c.training:
             for b in range(r0, r0 + m):
                 memcpy(Hp + (c.off[t] + b) * H + j0, cur + <Py_ssize_t>b * H + j0,
                        <size_t>cw * sizeof(floating))
+        if c.lowp:
+            t0 = _tic(c)
+            _lp_step_projection(c, tid, ch, <const float*>c.X + (c.off[t] + r0) * c.I_, m,
+                                <float*>(G + (goff + r0) * H3))
+            _toc(c, tid, 1, t0)
         for st in range(cell.nfwd):
             fs = &cell.fwd[st]
             src = cur if fs.src == SRC_STATE else aux
@@ -1543,7 +1588,7 @@ cdef void _fwd_recurrence(Ctx* c, const floating* tag, int tid) noexcept nogil:
                 if dbuf:
                     memcpy(h, cur + <Py_ssize_t>b * H + j0, <size_t>cw * sizeof(floating))
                 y = Y + t * c.y_t + _row(c.ymap, b) * c.y_b + j0
-                _fwd_fused(fs.fused, cw, H, G + row * H3 + j0,
+                _fwd_fused(fs.fused, cw, H, G + (goff + b) * H3 + j0,
                            Gh + <Py_ssize_t>b * H3 + 3 * j0, bih, bhh, h, y,
                            aux + <Py_ssize_t>b * H + j0)
             _toc(c, tid, 3, t0)
@@ -2139,7 +2184,8 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     team = _Team()
     _plan_call(&c, team, T, B, I, H, &batch_sizes[0], 2 if c.lowp else sizeof(floating))
     rows = max(N, 1)
-    G_arr = _buffer(pool, "G", (rows, 3 * H), dtype)
+    c.gsmall = c.lowp and not training     # (the projection runs step by step)
+    G_arr = _buffer(pool, "G", (B if c.gsmall else rows, 3 * H), dtype)
     A_arr = _buffer(pool, "A", (rows if training else B, H), dtype)
     Hp_arr = _buffer(pool, "Hp", (rows, H), dtype) if training else None
     Gh_arr = _buffer(pool, "Gh", (B, 3 * H), dtype)
@@ -2235,7 +2281,8 @@ def forward_int8(const float[:, :, ::1] X, const signed char[:, ::1] w_ih,
     team = _Team()
     _plan_call(&c, team, T, B, I, H, &batch_sizes[0], 1)
     rows = max(N, 1)
-    cdef float[:, ::1] G = _buffer(pool, "G", (rows, 3 * H), np.float32)
+    c.gsmall = True
+    cdef float[:, ::1] G = _buffer(pool, "G", (B, 3 * H), np.float32)
     cdef float[:, ::1] A = _buffer(pool, "A", (B, H), np.float32)
     cdef float[:, ::1] Gh = _buffer(pool, "Gh", (B, 3 * H), np.float32)
     cdef float[:, ::1] S2
@@ -2498,7 +2545,7 @@ cdef class GRUStream:
         memset(&c, 0, sizeof(Ctx))
         c.lowp = self.precision
         cdef Py_ssize_t blk = _lp_stage_off(cell, c.lowp, cell.nfwd, H, H)
-        out = np.zeros(blk + _lp_pack_bytes(c.lowp, I, 3 * H) + 64, np.uint8)
+        out = np.zeros(_lp_fwd_block(cell, c.lowp, I, H, H) + 64, np.uint8)
         cdef Py_ssize_t lws_bytes = _lp_scratch(c.lowp, True, B, max(I, H), H)
         self.lws_bytes = max(self.lws_bytes, lws_bytes)
         if self.lws_arr is None or self.lws_arr.shape[0] < self.lws_bytes + 64:
@@ -2515,10 +2562,11 @@ cdef class GRUStream:
             shh = <const float*>cnp.PyArray_DATA(<cnp.ndarray>arrs[5])
         with nogil:
             for s in range(cell.nfwd):
-                _lp_pack_t(&c, H, H, cell.fwd[s].g0, cell.fwd[s].ng, H, 0, whh, shh, H,
-                           P + _lp_stage_off(cell, c.lowp, s, H, H), cell.fwd[s].ng * H, 0,
-                           tmp)
-            _lp_pack_t(&c, I, 3 * H, 0, 1, 0, 0, wih, sih, I, P + blk, 3 * H, 0, tmp)
+                _lp_pack_t(c.lowp, H, H, cell.fwd[s].g0, cell.fwd[s].ng, H, 0, whh, shh, H,
+                           P + _lp_stage_off(cell, c.lowp, s, H, H), tmp, 0, 3 * H)
+            for s in range(3):
+                _lp_pack_t(c.lowp, I, H, s, 1, H, 0, wih, sih, I,
+                           P + blk + s * _lp_pack_bytes(c.lowp, I, H), tmp, 0, H)
         return out
 
     cdef object _pack_layer(self, list arrs):
@@ -2693,6 +2741,7 @@ cdef class GRUStream:
         c.bs, c.off = bs, off
         c.cell = cell
         c.prepacked = True
+        c.gsmall = True
         c.lowp = self.precision
         if c.lowp:
             c.lws = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.lws_arr)
@@ -2703,8 +2752,6 @@ cdef class GRUStream:
         c.plan.unit_lo[0], c.plan.unit_lo[1] = 0, H
         c.chunk_off[0] = 0
         c.chunk_off[1] = _fwd_block_size(cell, H, H, nr)
-        if c.lowp:
-            c.chunk_off[1] = _lp_stage_off(cell, c.lowp, cell.nfwd, H, H)
         c.ih_off = c.chunk_off[1]
         c.y_t = <Py_ssize_t>B * H
         c.y_b = H
@@ -2797,7 +2844,7 @@ def _bf16_gemm_probe(const float[:, ::1] a, const float[:, ::1] w, bint transpos
         else:
             grucy_bf16_cvt(M, K, &a[0, 0], K, 1, &A[0], kp)
         if transposed:
-            grucy_bf16_pack_t(K, N, 0, 1, 0, 0, &w[0, 0], K, &P[0], &tmp[0])
+            grucy_bf16_pack_t(K, N, 0, 1, 0, 0, &w[0, 0], K, &P[0], &tmp[0], 0, N)
         else:
             grucy_bf16_pack_n(K, N, &w[0, 0], N, &P[0])
     t0 = grucy_now()
@@ -2844,7 +2891,7 @@ def _i8_gemm_probe(const float[:, ::1] a, const signed char[:, ::1] wq,
     cdef float* sc = grucy_i8_scale(&P[0], K, N)
     with nogil:
         grucy_i8_quant(M, K, &a[0, 0], K, &A[0, 0], kq, &sa[0])
-        grucy_i8_pack_t(K, N, 0, 1, 0, 0, &wq[0, 0], K, &sw[0], &P[0], corr, sc, &tmp[0])
+        grucy_i8_pack_t(K, N, 0, 1, 0, 0, &wq[0, 0], K, &sw[0], &P[0], corr, sc, &tmp[0], 0, N)
     t0 = grucy_now()
     with nogil:
         for r in range(repeats):

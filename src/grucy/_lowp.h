@@ -327,15 +327,16 @@ static void grucy_pack_t_w32(int nr, int K, int c, int g0, int ng, int H, int j0
 }
 
 /* Pack B[k][j] = W[row(j) * ldw + k] (B = W^T; rows of W selected as grucy_pack_t_f
- * does: column j is row (g0 + j / c) * H + j0 + j % c).  Panel by panel: the panel's rows
- * converted to the A format in tmp (NR * KP floats), then transposed word by word. */
+ * does: column j is row (g0 + j / c) * H + j0 + j % c), panels p0 .. p1 - 1 of the
+ * block at P (any range: threads pack parts of one block).  Panel by panel: the panel's
+ * rows converted to the A format in tmp (NR * KP floats), then transposed word by word. */
 static void grucy_bf16_pack_t(int K, int c, int g0, int ng, int H, int j0, const float* W,
-                              int ldw, void* P, void* tmp)
+                              int ldw, void* P, void* tmp, int p0, int p1)
 {
     const int nr = grucy_lp_nr(grucy_bf16_kind), kp = grucy_bf16_kp(K), N = ng * c;
     const int words = grucy_bf16_kind == GRUCY_LP_NATIVE ? kp / 2 : kp;
     int p, jj, w, j;
-    for (p = 0; p * nr < N; p++) {
+    for (p = p0; p < p1 && p * nr < N; p++) {
         w = N - p * nr < nr ? N - p * nr : nr;
         for (jj = 0; jj < w; jj++) {
             j = p * nr + jj;
@@ -681,16 +682,16 @@ static void grucy_i8_quant(int M, int K, const float* A, ptrdiff_t lda, uint8_t*
 
 /* Pack the int8 weight rows selected as grucy_bf16_pack_t does (column j: row
  * (g0 + j / c) * H + j0 + j % c of W (rows of ldw bytes, K used), scale sw[row]): panels
- * at P, 128 * colsum and the scale of each column at corr[j] and scale[j] (zeros up to
- * the last panel's end).  tmp: NR * KQ bytes. */
+ * p0 .. p1 - 1 of the block at P, 128 * colsum and the scale of each column at corr[j]
+ * and scale[j] (zeros up to the last panel's end).  tmp: NR * KQ bytes. */
 static void grucy_i8_pack_t(int K, int c, int g0, int ng, int H, int j0, const int8_t* W,
                             int ldw, const float* sw, void* P, int32_t* corr, float* scale,
-                            void* tmp)
+                            void* tmp, int p0, int p1)
 {
     const int nr = grucy_lp_nr(grucy_i8_kind), kq = grucy_i8_kq(K), N = ng * c;
     int8_t* t = (int8_t*)tmp;
     int p, jj, j, k, w;
-    for (p = 0; p * nr < N; p++) {
+    for (p = p0; p < p1 && p * nr < N; p++) {
         w = N - p * nr < nr ? N - p * nr : nr;
         for (jj = 0; jj < nr; jj++) {
             j = p * nr + jj;
