@@ -72,6 +72,37 @@ def test_kernel_names_and_selection():
         _gru._set_lowp("fast")
 
 
+@pytest.mark.parametrize("env, want", [
+    ({"GRUCY_LOWP": "emulated"}, "emulated"),
+    ({"GRUCY_ISA": "portable"}, "portable-emulated"),
+    ({"GRUCY_ISA": "avx2"}, "avx2-emulated"),
+    ({}, None),
+])
+def test_kernels_are_chosen_when_grucy_loads(env, want):
+    """GRUCY_LOWP and GRUCY_ISA at import: what a CPU without the instructions gets."""
+    import os
+    import subprocess
+    import sys
+    if env.get("GRUCY_ISA") == "avx2" and "avx2" not in available_isas():
+        pytest.skip("this CPU has no AVX2")
+    root = os.path.dirname(os.path.dirname(grucy.__file__))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("GRUCY_")}
+    environ.update(env, PYTHONPATH=root)
+    out = subprocess.run([sys.executable, "-c", "import grucy; k = grucy._gru.lowp_kernels();"
+                          " print(k['bf16'], k['int8'])"], env=environ, capture_output=True,
+                         text=True, check=True).stdout.split()
+    if want is None:      # the best this CPU has, native or not
+        assert out == [_gru.lowp_kernels()["bf16"], _gru.lowp_kernels()["int8"]] or \
+            _gru.kernel_isa() != "avx512"
+    elif want == "emulated":
+        assert all(k.endswith("-emulated") for k in out), out
+    else:
+        assert out == [want, want], out
+    bad = subprocess.run([sys.executable, "-c", "import grucy"], capture_output=True,
+                         text=True, env={**environ, "GRUCY_LOWP": "fp8"})
+    assert bad.returncode != 0 and "GRUCY_LOWP must be one of" in bad.stderr
+
+
 def test_bf16_conversion_matches_the_definition(rng):
     bits = rng.integers(0, 2**32, size=200_000, dtype=np.uint64).astype(np.uint32)
     special = np.array([0, 0x80000000, 1, 0x807FFFFF, 0x00800000, 0x7F7FFFFF, 0xFF7FFFFF,

@@ -515,7 +515,7 @@ GRUCY_T_BF16 static void grucy_bf16n_gemm(int M, int N, int K, const uint16_t* A
 static void grucy_bf16e_portable(int M, int N, int K, const float* A, int lda, const float* B,
                                  ptrdiff_t pstride, float* C, int ldc, int beta, int backwards)
 {
-    const int nr = grucy_lp_nr(GRUCY_LP_PORTABLE), kp = grucy_bf16_kp(K);
+    const int nr = grucy_lp_nr(grucy_bf16_kind), kp = grucy_bf16_kp(K);
     const int np = (N + nr - 1) / nr;
     int q, p, i, j, k, w;
     float acc[64];
@@ -539,9 +539,24 @@ static void grucy_bf16e_portable(int M, int N, int K, const float* A, int lda, c
     }
 }
 
+/* Whether a float32 kernel of _pgemm.h fuses its multiply-adds (the compiler contracts
+ * them: GCC does from -O1 on, not in a -O0 debug build): one chain of K = 2 whose FMA
+ * result, -2^-24, differs from the separately rounded 0. */
+static int grucy_kernel_fuses(grucy_pgemm_f_t fn, int nr)
+{
+    float A[2] = {1.0f + 0x1p-12f, -(1.0f + 0x1p-12f)}, B[128], C[64];
+    int j;
+    for (j = 0; j < 2 * nr; j++) B[j] = j % nr == 0 ? 1.0f + 0x1p-12f : 0.0f;
+    fn(1, 1, 2, A, 2, B, nr, 2 * nr, C, 1, 0, 0);
+    return C[0] == -0x1p-24f;
+}
+static int grucy_bf16e_fuses[3] = {-1, -1, -1};
+
 /* The emulation at AVX2 / AVX-512 width: the float32 kernel of _pgemm.h on the rounded,
  * pair-swapped values, with MXCSR's flush-to-zero and denormals-are-zero bits set (the
- * same flush as VDPBF16PS's); the accumulation into C (beta) done after, without. */
+ * same flush as VDPBF16PS's); the accumulation into C (beta) done after, without.  A
+ * build whose kernels do not fuse (a debug build) would round the products below 2^-126
+ * to zero first: then the plain C loop above does the steps instead. */
 static void grucy_bf16e_gemm(int M, int N, int K, const float* A, int lda, const float* B,
                              ptrdiff_t pstride, float* C, int ldc, int beta, int backwards)
 {
@@ -553,6 +568,9 @@ static void grucy_bf16e_gemm(int M, int N, int K, const float* A, int lda, const
 #if GRUCY_X86
     if (grucy_bf16_kind == GRUCY_LP_AVX512) fn = grucy_pgemm_f_avx512;
     else if (grucy_bf16_kind == GRUCY_LP_AVX2) fn = grucy_pgemm_f_avx2;
+    if (fn != NULL && grucy_bf16e_fuses[grucy_bf16_kind] < 0)
+        grucy_bf16e_fuses[grucy_bf16_kind] = grucy_kernel_fuses(fn, nr);
+    if (fn != NULL && !grucy_bf16e_fuses[grucy_bf16_kind]) fn = NULL;
 #endif
     if (fn == NULL) {
         grucy_bf16e_portable(M, N, K, A, lda, B, pstride, C, ldc, beta, backwards);
