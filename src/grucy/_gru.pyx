@@ -1345,19 +1345,39 @@ cdef void _lp_dx_rows(Ctx* c, int tid, Py_ssize_t r0, Py_ssize_t r1) noexcept no
         r0 += mb
 
 
+cdef int _lp_strip = WGRAD_STRIP, _lp_cols = WGRAD_COLS
+
+
+def _lp_wgrad_tiles(int strip=0, int cols=0):
+    """Tuning hook: the bf16 weight-gradient tiles (rows x columns; 0: unchanged,
+    columns a multiple of 32); returns the old pair.  Results never depend on it."""
+    global _lp_strip, _lp_cols
+    old = (_lp_strip, _lp_cols)
+    if strip < 0 or cols < 0 or cols % 32:
+        raise ValueError("strip and cols must be non-negative, cols a multiple of 32")
+    _lp_strip = strip or _lp_strip
+    _lp_cols = cols or _lp_cols
+    return old
+
+
 cdef void _lp_wgrad_block(int m, int ncol, int kc, const char* Dt, int ldt,
                           const char* P, float* dw) noexcept nogil:
     """dw (m, ncol) += Dt (m, kc; converted rows of ldt elements) @ P (packed kc rows),
     in tiles as _wgrad_block."""
     cdef int c0, cw, j, w, nr = grucy_lp_nr(grucy_bf16_kind)
+    cdef int strip = _lp_strip, cols = _lp_cols
     cdef Py_ssize_t ps = grucy_bf16_panel_bytes(kc), esz = grucy_bf16_esz()
-    for c0 in range(0, ncol, WGRAD_COLS):
-        cw = WGRAD_COLS if ncol - c0 > WGRAD_COLS else ncol - c0
-        for j in range(0, m, WGRAD_STRIP):
-            w = WGRAD_STRIP if m - j > WGRAD_STRIP else m - j
+    c0 = 0
+    while c0 < ncol:
+        cw = cols if ncol - c0 > cols else ncol - c0
+        j = 0
+        while j < m:
+            w = strip if m - j > strip else m - j
             grucy_bf16_gemm(w, cw, kc, Dt + <Py_ssize_t>j * ldt * esz, ldt,
                             P + (c0 // nr) * ps, ps, dw + <Py_ssize_t>j * ncol + c0, ncol,
                             True, False)
+            j += strip
+        c0 += cols
 
 
 cdef void _lp_weight_grads(Ctx* c, int tid, int nt) noexcept nogil:
