@@ -1067,6 +1067,8 @@ ctypedef struct Ctx:
     const float* shh
     char* lws
     Py_ssize_t lws_bytes
+    char* xc                    # forward: X's rows converted (rows of _lp_row_bytes(I))
+    float* xsa                  # and (int8) their scales
 
 
 cdef bint _profiling = False
@@ -1270,31 +1272,43 @@ cdef void _lp_pack_bwd(Ctx* c, int tid, int nt) noexcept nogil:
                           pk + c.ih_off + (q0 // nr) * <Py_ssize_t>grucy_bf16_panel_bytes(H3))
 
 
+cdef inline void _lp_convert_to(Ctx* c, char* out, float* sa, int M, int K, const float* A,
+                                Py_ssize_t lda) noexcept nogil:
+    """Rows of A converted to rows of _lp_row_bytes(K) at out (bf16 A format, or int8
+    bytes with their scales at sa)."""
+    if c.lowp == LP_BF16:
+        grucy_bf16_cvt(M, K, A, lda, 1, out, grucy_bf16_kp(K))
+    else:
+        grucy_i8_quant(M, K, A, lda, <unsigned char*>out, <int>_lp_row_bytes(c.lowp, K), sa)
+
+
+cdef inline void _lp_gemm_from(Ctx* c, const char* A, const float* sa, int M, int N, int K,
+                               char* P, Py_ssize_t pstride, float* C, int ldc, bint beta,
+                               bint backwards) noexcept nogil:
+    """C (M, N) (+)= converted rows A (_lp_convert_to) @ the packed block P (K rows;
+    bf16: panels pstride bytes apart, P possibly at a row offset; int8: the whole block
+    of N columns, beta not supported)."""
+    if M <= 0:
+        return
+    if c.lowp == LP_BF16:
+        grucy_bf16_gemm(M, N, K, A, grucy_bf16_kp(K), P, pstride, C, ldc, beta, backwards)
+    else:
+        grucy_i8_gemm(M, N, K, <const unsigned char*>A, <int>_lp_row_bytes(c.lowp, K), sa,
+                      P, grucy_i8_corr(P, K, N), grucy_i8_scale(P, K, N), C, ldc, backwards)
+
+
 cdef inline void _lp_convert(Ctx* c, char* ws, int M, int K, const float* A,
                              Py_ssize_t lda) noexcept nogil:
-    """Rows of A converted into ws (bf16 A format, or int8 bytes then their scales)."""
-    cdef Py_ssize_t rb = _lp_row_bytes(c.lowp, K)
-    if c.lowp == LP_BF16:
-        grucy_bf16_cvt(M, K, A, lda, 1, ws, grucy_bf16_kp(K))
-    else:
-        grucy_i8_quant(M, K, A, lda, <unsigned char*>ws, <int>rb,
-                       <float*>(ws + _al(M * rb)))
+    """Rows of A converted into ws (their scales after them)."""
+    _lp_convert_to(c, ws, <float*>(ws + _al(M * _lp_row_bytes(c.lowp, K))), M, K, A, lda)
 
 
 cdef inline void _lp_gemm(Ctx* c, char* ws, int M, int N, int K, char* P,
                           Py_ssize_t pstride, float* C, int ldc, bint beta,
                           bint backwards) noexcept nogil:
-    """C (M, N) (+)= the rows converted in ws @ the packed block P (K rows; bf16: panels
-    pstride bytes apart, P possibly at a row offset; int8: the whole block of N columns,
-    beta not supported)."""
-    cdef Py_ssize_t rb = _lp_row_bytes(c.lowp, K)
-    if M <= 0:
-        return
-    if c.lowp == LP_BF16:
-        grucy_bf16_gemm(M, N, K, ws, grucy_bf16_kp(K), P, pstride, C, ldc, beta, backwards)
-    else:
-        grucy_i8_gemm(M, N, K, <unsigned char*>ws, <int>rb, <float*>(ws + _al(M * rb)), P,
-                      grucy_i8_corr(P, K, N), grucy_i8_scale(P, K, N), C, ldc, backwards)
+    """_lp_gemm_from the rows _lp_convert put in ws."""
+    _lp_gemm_from(c, ws, <float*>(ws + _al(M * _lp_row_bytes(c.lowp, K))), M, N, K, P,
+                  pstride, C, ldc, beta, backwards)
 
 
 cdef void _lp_rows_gemm(Ctx* c, char* ws, int M, int N, int K, const float* A,
@@ -1307,22 +1321,22 @@ cdef void _lp_rows_gemm(Ctx* c, char* ws, int M, int N, int K, const float* A,
     _lp_gemm(c, ws, M, N, K, P, pstride, C, ldc, beta, backwards)
 
 
-cdef void _lp_step_projection(Ctx* c, int tid, int ch, const float* X, int m,
+cdef void _lp_step_projection(Ctx* c, int ch, Py_ssize_t row0, int m,
                               float* G) noexcept nogil:
-    """The input projection of m rows for the units of chunk ch, in the recurrence: X
-    (m rows of I) converted once, then one product per gate into G's r, z, n columns
-    (rows 3H apart).  Just before the fused pass reads them, so G is still in cache
-    (as one product before the loop, G went to memory and back)."""
+    """The input projection of rows row0 .. row0 + m for the units of chunk ch, in the
+    recurrence: the rows of X (converted before the loop, c.xc) times the chunk's W_ih^T
+    block of each gate, into G's r, z, n columns (rows 3H apart).  Just before the fused
+    pass reads them, so G is still in cache (as one product before the loop, G went to
+    memory and back)."""
     cdef const Cell* cell = c.cell
     cdef int I = c.I_, H = c.H, j0 = c.plan.unit_lo[ch], cw = c.plan.unit_lo[ch + 1] - j0, g
-    cdef char* ws = c.lws + tid * c.lws_bytes
     cdef char* blk = <char*>c.pk + c.chunk_off[ch] + _lp_stage_off(cell, c.lowp, cell.nfwd,
                                                                      H, cw)
     cdef Py_ssize_t ps = grucy_bf16_panel_bytes(I) if c.lowp == LP_BF16 else 0
-    _lp_convert(c, ws, m, I, X, I)
+    cdef const char* xr = c.xc + row0 * _lp_row_bytes(c.lowp, I)
     for g in range(3):
-        _lp_gemm(c, ws, m, cw, I, blk + g * _lp_pack_bytes(c.lowp, I, cw), ps,
-                 G + g * H + j0, 3 * H, False, False)
+        _lp_gemm_from(c, xr, c.xsa + row0, m, cw, I, blk + g * _lp_pack_bytes(c.lowp, I, cw),
+                      ps, G + g * H + j0, 3 * H, False, False)
 
 
 cdef void _lp_dx_rows(Ctx* c, int tid, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
@@ -1506,7 +1520,10 @@ cdef void _fwd_run(const floating* tag, Ctx* c, int tid, int nt) noexcept nogil:
     t0 = _tic(c)
     q0 = _share(N, tid, nt)
     q1 = _share(N, tid + 1, nt)
-    if not c.lowp:          # (low precision: in the recurrence, _lp_step_projection)
+    if c.lowp:      # X's rows converted once; the products in _lp_step_projection
+        _lp_convert_to(c, c.xc + q0 * _lp_row_bytes(c.lowp, I), c.xsa + q0, <int>(q1 - q0),
+                       I, <const float*>c.X + q0 * I, I)
+    else:
         _input_projection(c, tag, q0, q1)
     if dbuf and tid < nrec:
         # a sequence joining late (reverse direction, variable lengths) reads h0 from
@@ -1588,8 +1605,7 @@ cdef void _fwd_recurrence(Ctx* c, const floating* tag, int tid) noexcept nogil:
                        <size_t>cw * sizeof(floating))
         if c.lowp:
             t0 = _tic(c)
-            _lp_step_projection(c, tid, ch, <const float*>c.X + (c.off[t] + r0) * c.I_, m,
-                                <float*>(G + (goff + r0) * H3))
+            _lp_step_projection(c, ch, c.off[t] + r0, m, <float*>(G + (goff + r0) * H3))
             _toc(c, tid, 1, t0)
         for st in range(cell.nfwd):
             fs = &cell.fwd[st]
@@ -2152,9 +2168,10 @@ cdef void _profile_end(Ctx* c, object buf, double wall):
     _prof_calls += 1
 
 
-cdef int _lp_buffers(Ctx* c, dict pool, bint forward, int B, int I, int H) except -1:
-    """The packed blocks (bytes, Ctx.chunk_off / ih_off) and the per-thread scratch of a
-    low-precision call, from the pool."""
+cdef int _lp_buffers(Ctx* c, dict pool, bint forward, int B, int I, int H,
+                     Py_ssize_t rows=0) except -1:
+    """The packed blocks (bytes, Ctx.chunk_off / ih_off), the per-thread scratch of a
+    low-precision call and (forward) the converted rows of X, from the pool."""
     cdef Py_ssize_t n = _lp_layout(c.cell, &c.plan, c.lowp, I, H, forward, c.chunk_off)
     cdef unsigned char[::1] pk = _buffer(pool, "pk8", (n + 64,), np.uint8)
     c.pk = &pk[0] + (-<size_t>&pk[0]) % 64
@@ -2163,6 +2180,12 @@ cdef int _lp_buffers(Ctx* c, dict pool, bint forward, int B, int I, int H) excep
     cdef unsigned char[::1] lws = _buffer(pool, "lws", (c.plan.nt * c.lws_bytes + 64,),
                                           np.uint8)
     c.lws = <char*>&lws[0] + (-<size_t>&lws[0]) % 64
+    cdef Py_ssize_t xb = _al(rows * _lp_row_bytes(c.lowp, I))
+    cdef unsigned char[::1] xc
+    if forward:
+        xc = _buffer(pool, "xc", (xb + rows * 4 + 64,), np.uint8)
+        c.xc = <char*>&xc[0] + (-<size_t>&xc[0]) % 64
+        c.xsa = <float*>(c.xc + xb)
     return 0
 
 
@@ -2232,7 +2255,7 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     cdef floating[::1] pk
     cdef int nr = _nr(&w_ih[0, 0])
     if c.lowp:
-        _lp_buffers(&c, pool, True, B, I, H)
+        _lp_buffers(&c, pool, True, B, I, H, rows)
     elif not c.blas:
         pk = _buffer(pool, "pk", (_pack_layout(c.cell, &c.plan, I, H, nr, True,
                                                c.chunk_off),), dtype)
@@ -2319,7 +2342,7 @@ def forward_int8(const float[:, :, ::1] X, const signed char[:, ::1] w_ih,
     cdef float[:, ::1] Gh = _buffer(pool, "Gh", (B, 3 * H), np.float32)
     cdef float[:, ::1] S2
     cdef float[:, ::1] Xp
-    _lp_buffers(&c, pool, True, B, I, H)
+    _lp_buffers(&c, pool, True, B, I, H, rows)
     c.wih, c.whh, c.bih, c.bhh = &w_ih[0, 0], &w_hh[0, 0], &b_ih[0], &b_hh[0]
     c.sih, c.shh = &s_ih[0], &s_hh[0]
     c.X = &X[0, 0, 0]
@@ -2492,6 +2515,7 @@ cdef class GRUStream:
     cdef int isa              # the kernels the snapshot was packed for
     cdef int lpkind           # (the low-precision kernels, precision > 0)
     cdef object lws_arr       # low precision: scratch of the conversions
+    cdef object xc_arr        # and the converted input rows
     cdef Py_ssize_t lws_bytes
     cdef object S_arr, S2_arr, G_arr, A_arr, Gh_arr, Y_arr, S_prev_arr
     cdef char* S
@@ -2582,6 +2606,9 @@ cdef class GRUStream:
         self.lws_bytes = max(self.lws_bytes, lws_bytes)
         if self.lws_arr is None or self.lws_arr.shape[0] < self.lws_bytes + 64:
             self.lws_arr = np.zeros(self.lws_bytes + 64, np.uint8)
+        lws_bytes = _al(B * _lp_row_bytes(c.lowp, max(I, H))) + B * 4 + 64
+        if self.xc_arr is None or self.xc_arr.shape[0] < lws_bytes:
+            self.xc_arr = np.zeros(lws_bytes, np.uint8)
         cdef char* P = <char*>cnp.PyArray_DATA(<cnp.ndarray>out)
         P += (-<size_t>P) % 64
         cdef char* tmp = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.lws_arr)
@@ -2779,6 +2806,8 @@ cdef class GRUStream:
             c.lws = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.lws_arr)
             c.lws += (-<size_t>c.lws) % 64
             c.lws_bytes = self.lws_bytes
+            c.xc = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.xc_arr)
+            c.xc += (-<size_t>c.xc) % 64
         c.plan.nt, c.plan.groups, c.plan.chunks = 1, 1, 1
         c.plan.row_lo[0], c.plan.row_lo[1] = 0, B
         c.plan.unit_lo[0], c.plan.unit_lo[1] = 0, H
@@ -2791,6 +2820,8 @@ cdef class GRUStream:
         for l in range(L):
             y = out if l == L - 1 else <floating*>self.Y + <Py_ssize_t>l * B * H
             c.I_ = <int>ptr[l, 3]
+            if c.lowp:
+                c.xsa = <float*>(c.xc + _al(B * _lp_row_bytes(c.lowp, c.I_)))
             c.pk = <void*>ptr[l, 0]
             c.bih = <void*>ptr[l, 1]
             c.bhh = <void*>ptr[l, 2]
