@@ -564,3 +564,62 @@ def test_int8_error_no_worse_than_torch_dynamic_int8(reset_after, rng):
         if not ours <= theirs:
             worse.append(((B, T, I, H), ours, theirs))
     assert not worse, worse
+
+
+# --------------------------------------------------------------------------------------
+# Models: precision="bf16" and grucy.quantize(model, "int8")
+
+def _series(n=120):
+    t = np.arange(n)
+    return np.sin(t / 5.0) + 0.1 * np.cos(t / 2.0)
+
+
+def test_models_train_in_bf16_and_save_it(tmp_path):
+    s = _series()
+    m = grucy.Forecaster(lookback=8, hidden_size=16, epochs=3, random_state=0,
+                         precision="bf16").fit(s)
+    assert m.get_params()["precision"] == "bf16" and "precision='bf16'" in repr(m)
+    assert m.net_.gru.precision == "bf16"
+    f = grucy.Forecaster(lookback=8, hidden_size=16, epochs=3, random_state=0).fit(s)
+    assert f.net_.gru.precision == "fp32"
+    p16, p32 = m.predict(s, horizon=3), f.predict(s, horizon=3)
+    assert np.abs(p16 - p32).max() < 0.1 * np.abs(p32).max() and not np.array_equal(p16, p32)
+    grucy.save(m, tmp_path / "m.grucy")
+    back = grucy.load(tmp_path / "m.grucy")
+    assert back.precision == "bf16" and back.net_.gru.precision == "bf16"
+    assert back.predict(s, horizon=3).tobytes() == p16.tobytes()
+    with pytest.raises(ValueError, match="float32"):
+        grucy.GRURegressor(epochs=1, dtype="float64", precision="bf16").fit(
+            np.zeros((4, 3, 2)), np.zeros(4))
+
+
+def test_quantized_models_predict_close_and_save(tmp_path, rng):
+    s = _series()
+    f = grucy.Forecaster(lookback=8, hidden_size=16, epochs=3, random_state=0).fit(s)
+    q = grucy.quantize(f, "int8")
+    assert q.net_.gru.precision == "int8" and f.net_.gru.precision == "fp32"
+    pf, pq = f.predict(s, horizon=2), q.predict(s, horizon=2)
+    assert np.abs(pq - pf).max() < 0.05 * np.abs(pf).max() and not np.array_equal(pq, pf)
+    grucy.save(q, tmp_path / "q.grucy")
+    back = grucy.load(tmp_path / "q.grucy")
+    assert back.net_.gru.precision == "int8"
+    assert back.predict(s, horizon=2).tobytes() == pq.tobytes()
+    # fitting the copy again trains in float and drops the quantization
+    q.set_params(epochs=1).fit(s)
+    assert q.net_.gru.precision == "fp32"
+    X = rng.standard_normal((40, 5, 3))
+    y = (X[:, :, 0].sum(1) > 0).astype(int)
+    clf = grucy.GRUClassifier(hidden_size=8, epochs=2, random_state=0).fit(X, y)
+    qc = grucy.quantize(clf)
+    assert np.abs(qc.predict_proba(X) - clf.predict_proba(X)).max() < 0.05
+    text = "def f(x):\n    return x + 1\n" * 20
+    lm = grucy.CharLM(hidden_size=16, embedding_dim=4, epochs=1, bptt=16, batch_size=4,
+                      random_state=0).fit(text)
+    qlm = grucy.quantize(lm)
+    assert abs(qlm.bits_per_char(text[:200]) - lm.bits_per_char(text[:200])) < 0.05
+    assert isinstance(qlm.generate("def", 10, temperature=0), str)
+    grucy.save(qlm, tmp_path / "lm.grucy")
+    assert grucy.load(tmp_path / "lm.grucy").bits_per_char(text[:200]) == \
+        qlm.bits_per_char(text[:200])
+    with pytest.raises(ValueError, match="not fitted|fit"):
+        grucy.quantize(grucy.Forecaster())

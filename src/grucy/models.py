@@ -90,13 +90,13 @@ class ReadoutNet(_Net):
     """
 
     def __init__(self, input_size, hidden_size, output_size, *, num_layers=1, dropout=0.0,
-                 bidirectional=False, dtype=np.float32, seed=None):
+                 bidirectional=False, dtype=np.float32, seed=None, precision="fp32"):
         seeds = _rng(seed).integers(2**63, size=3)
         self.dtype = check_dtype(dtype)
         # The layers check the arguments; the config is taken from what they accepted.
         self.gru = GRU(input_size, hidden_size, num_layers, batch_first=True,
                        dropout=dropout, bidirectional=bidirectional, dtype=dtype,
-                       seed=seeds[0])
+                       seed=seeds[0], precision=precision)
         D = self.gru.num_directions
         self.head = Sequential(Dropout(dropout, seed=seeds[1]),
                                Linear(D * hidden_size, output_size, dtype=dtype,
@@ -106,6 +106,8 @@ class ReadoutNet(_Net):
                            output_size=self.head[1].out_features, num_layers=g.num_layers,
                            dropout=g.dropout, bidirectional=g.bidirectional,
                            dtype=self.dtype.name)
+        if g.precision != "fp32":
+            self.config["precision"] = g.precision
         self._adopt(gru=self.gru, head=self.head)
         self._T = None
 
@@ -136,18 +138,20 @@ class CharNet(_Net):
     """
 
     def __init__(self, vocab_size, embedding_dim, hidden_size, *, num_layers=1,
-                 dropout=0.0, dtype=np.float32, seed=None):
+                 dropout=0.0, dtype=np.float32, seed=None, precision="fp32"):
         seeds = _rng(seed).integers(2**63, size=4)
         self.dtype = check_dtype(dtype)
         self.embedding = Embedding(vocab_size, embedding_dim, dtype=dtype, seed=seeds[0])
         self.gru = GRU(embedding_dim, hidden_size, num_layers, batch_first=True,
-                       dropout=dropout, dtype=dtype, seed=seeds[1])
+                       dropout=dropout, dtype=dtype, seed=seeds[1], precision=precision)
         self.head = Sequential(Dropout(dropout, seed=seeds[2]),
                                Linear(hidden_size, vocab_size, dtype=dtype, seed=seeds[3]))
         g = self.gru
         self.config = dict(vocab_size=self.embedding.num_embeddings,
                            embedding_dim=g.input_size, hidden_size=g.hidden_size,
                            num_layers=g.num_layers, dropout=g.dropout, dtype=self.dtype.name)
+        if g.precision != "fp32":
+            self.config["precision"] = g.precision
         self._adopt(embedding=self.embedding, gru=self.gru, head=self.head)
         self.tbptt = TruncatedBPTT(self.gru, 1)
 
@@ -318,6 +322,8 @@ class _GRUModel:
                 fitted[name] = _plain(value)
             config["fitted"] = fitted
             config["net"] = self.net_.config
+            if getattr(self.net_.gru, "precision", None) == "int8":   # grucy.quantize
+                config["quantized"] = "int8"
         return config
 
     def _get_arrays(self):
@@ -351,6 +357,9 @@ class _GRUModel:
                              if k.startswith("net/")})
         obj.net_ = net
         obj._after_load()
+        if config.get("quantized") == "int8":  # quantized again: the same int8 weights
+            from .quantized import _quantize_net
+            _quantize_net(obj.net_)
         return obj
 
     def _after_load(self):
@@ -436,6 +445,10 @@ class Forecaster(_GRUModel):
     patience : int or None
         Early stopping patience (restores the best weights).
     dtype : {"float32", "float64"}, default "float32"
+    precision : {"fp32", "bf16"}, default "fp32"
+        The GRU's products with its weights (``grucy.GRU``'s ``precision``; "bf16"
+        needs float32).  ``grucy.quantize(model, "int8")`` gives an int8 copy for
+        inference.
     random_state : int, Generator or None
     verbose : int, default 0
         1: progress bar with per-epoch metrics.
@@ -468,7 +481,8 @@ class Forecaster(_GRUModel):
                  optimizer: str = "adam", weight_decay: float = 0.0, schedule=None,
                  max_grad_norm: Optional[float] = 1.0, validation_fraction: float = 0.0,
                  patience: Optional[int] = None, dtype: str = "float32",
-                 random_state=None, verbose: int = 0):
+                 random_state=None, verbose: int = 0, precision: str = "fp32"):
+        self.precision = precision
         self.lookback = lookback
         self.horizon = horizon
         self.hidden_size = hidden_size
@@ -545,7 +559,7 @@ class Forecaster(_GRUModel):
         net = ReadoutNet(k, _positive_int("hidden_size", self.hidden_size), self.horizon_ * k,
                          num_layers=_positive_int("num_layers", self.num_layers),
                          dropout=self.dropout, dtype=dtype,
-                         seed=int(rng.integers(2**63)))
+                         seed=int(rng.integers(2**63)), precision=self.precision)
         unit_scale = np.tile(scale, self.horizon_)
 
         def rmse(out, y):
@@ -645,7 +659,8 @@ class _SequenceEstimator(_GRUModel):
                  weight_decay: float = 0.0, schedule=None,
                  max_grad_norm: Optional[float] = 1.0, validation_fraction: float = 0.0,
                  patience: Optional[int] = None, dtype: str = "float32", random_state=None,
-                 verbose: int = 0):
+                 verbose: int = 0, precision: str = "fp32"):
+        self.precision = precision
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.bidirectional = bidirectional
@@ -748,7 +763,8 @@ class _SequenceEstimator(_GRUModel):
                                num_layers=_positive_int("num_layers", self.num_layers),
                                dropout=self.dropout,
                                bidirectional=_flag("bidirectional", self.bidirectional),
-                               dtype=dtype, seed=int(rng.integers(2**63)))
+                               dtype=dtype, seed=int(rng.integers(2**63)),
+                               precision=self.precision)
         task = ArrayTask(self.net_, self._scaled(X3), Y, loss, train_idx, val_idx,
                          metrics=metrics)
         self._run(task, seed, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
@@ -905,14 +921,15 @@ class GRURegressor(_SequenceEstimator):
                  optimizer: str = "adam", weight_decay: float = 0.0, schedule=None,
                  max_grad_norm: Optional[float] = 1.0, validation_fraction: float = 0.0,
                  patience: Optional[int] = None, dtype: str = "float32", random_state=None,
-                 verbose: int = 0):
+                 verbose: int = 0, precision: str = "fp32"):
         super().__init__(hidden_size=hidden_size, num_layers=num_layers,
                          bidirectional=bidirectional, dropout=dropout, epochs=epochs,
                          batch_size=batch_size, lr=lr, optimizer=optimizer,
                          weight_decay=weight_decay, schedule=schedule,
                          max_grad_norm=max_grad_norm,
                          validation_fraction=validation_fraction, patience=patience,
-                         dtype=dtype, random_state=random_state, verbose=verbose)
+                         dtype=dtype, random_state=random_state, verbose=verbose,
+                         precision=precision)
         self.loss = loss
 
     def fit(self, X: ArrayLike, y: ArrayLike, *, checkpoint=None,
@@ -1004,7 +1021,7 @@ class CharLM(_GRUModel):
         Parallel streams.
     epochs, lr : default 4, 3e-3
     optimizer, weight_decay, schedule, max_grad_norm, patience, dtype, random_state,
-    verbose
+    verbose, precision
         As in :class:`Forecaster`.
     validation_fraction : float, default 0.1
 
@@ -1024,7 +1041,8 @@ class CharLM(_GRUModel):
                  optimizer: str = "adam", weight_decay: float = 0.0, schedule=None,
                  max_grad_norm: Optional[float] = 1.0, validation_fraction: float = 0.1,
                  patience: Optional[int] = None, dtype: str = "float32",
-                 random_state=None, verbose: int = 0):
+                 random_state=None, verbose: int = 0, precision: str = "fp32"):
+        self.precision = precision
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.embedding_dim = embedding_dim
@@ -1100,7 +1118,7 @@ class CharLM(_GRUModel):
                             _positive_int("hidden_size", self.hidden_size),
                             num_layers=_positive_int("num_layers", self.num_layers),
                             dropout=self.dropout, dtype=dtype,
-                            seed=int(rng.integers(2**63)))
+                            seed=int(rng.integers(2**63)), precision=self.precision)
         task = StreamTask(self.net_, train_streams, val_streams, cross_entropy_loss, bptt)
         self._run(task, seed, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                   resume=resume, distributed=distributed)

@@ -12,6 +12,7 @@ emulation and give the same numbers.
 
 from __future__ import annotations
 
+import copy
 import threading
 
 import numpy as np
@@ -39,11 +40,14 @@ def quantize_weight(w):
 
 
 def quantize(obj, dtype="int8"):
-    """An inference-only int8 copy of a layer (or model) with the same API.
+    """An inference-only int8 copy of a layer or fitted model with the same API.
 
     ``quantize(gru, "int8")`` -> :class:`QuantizedGRU` (``forward``/``__call__``,
-    ``stream``, ``step``; saved and loaded with ``grucy.save`` / ``grucy.load``).  The
-    float layer is left as it is.
+    ``stream``, ``step``).  ``quantize(model, "int8")`` (a fitted Forecaster,
+    GRUClassifier, GRURegressor or CharLM) -> a copy of the model whose GRU runs in
+    int8 (``predict``, ``score``, ``bits_per_char``...; fitting it again trains in
+    float and drops the quantization).  Both save and load with ``grucy.save`` /
+    ``grucy.load``.  The original is left as it is.
     """
     if dtype != "int8":
         raise ValueError(f"dtype must be 'int8' (the only quantized type), got {dtype!r}")
@@ -51,7 +55,28 @@ def quantize(obj, dtype="int8"):
         return obj
     if isinstance(obj, GRU):
         return QuantizedGRU.from_layer(obj)
-    raise TypeError(f"quantize needs a grucy.GRU, got {type(obj).__name__}")
+    from .models import _GRUModel
+    if isinstance(obj, _GRUModel):
+        obj._check_is_fitted()
+        model = copy.deepcopy(obj)
+        _quantize_net(model.net_)
+        return model
+    raise TypeError(f"quantize needs a grucy.GRU or a fitted grucy model, got "
+                    f"{type(obj).__name__}")
+
+
+def _quantize_net(net):
+    """Replace a model network's GRU by its int8 copy (the float parameters stay in the
+    network's state, so a saved quantized model is rebuilt exactly on loading)."""
+    if getattr(net.gru, "precision", None) == "int8":
+        return
+    float_gru = net.gru
+    net.gru = QuantizedGRU.from_layer(float_gru)
+    if hasattr(net, "tbptt"):   # CharNet: the state carried across chunks, one stream
+        from .nn import TruncatedBPTT
+        tbptt = TruncatedBPTT(float_gru, 1)
+        tbptt.gru = net.gru
+        net.tbptt = tbptt
 
 
 @register(kind="grucy.QuantizedGRU")
