@@ -35,7 +35,7 @@ extensions = [
         ["src/grucy/_gru.pyx"],
         include_dirs=[np.get_include(), "src/grucy"],
         depends=["src/grucy/_fastmath.h", "src/grucy/_gru_rows.h", "src/grucy/_pgemm.h",
-                 "src/grucy/_pool.h", "src/grucy/_blas.pxd"],
+                 "src/grucy/_lowp.h", "src/grucy/_pool.h", "src/grucy/_blas.pxd"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args + link_args,
         extra_link_args=link_args,

@@ -39,22 +39,41 @@ class Bench:
         for name in args.peers:
             ok, detail = bp.PEERS[name].status()
             self.peer_status[name] = {"available": ok, "detail": detail}
+        # low precision (--precisions): grucy's bf16 and int8, and torch's dynamic int8
+        # GRU when torch is a peer of the run
+        precisions = getattr(args, "precisions", None) or []
+        self.lowp = [n for n, cls in bp.LOWP.items() if cls.PRECISION in precisions
+                     and (not n.startswith("torch") or "torch" in args.peers)]
+        for name in self.lowp:
+            ok, detail = bp.LOWP[name].status()
+            self.peer_status[name] = {"available": ok, "detail": detail, "lowp": True}
         self.failures = []   # peer checks that failed (the run exits with status 1)
+
+    def impl(self, name):
+        return bp.PEERS.get(name) or bp.LOWP[name]
 
     def available_peers(self, mode=None):
         return [n for n in self.args.peers if self.peer_status[n]["available"]
                 and (mode is None or mode in bp.PEERS[n].MODES)]
 
-    def tol(self, dtype):
-        return CHECK_TOL[np.dtype(dtype)]
+    def available_lowp(self, mode=None):
+        return [n for n in self.lowp if self.peer_status[n]["available"]
+                and (mode is None or mode in bp.LOWP[n].MODES)]
+
+    def tol(self, dtype, name=None):
+        own = getattr(self.impl(name), "CHECK_TOL", None) if name else None
+        return own if own is not None else CHECK_TOL[np.dtype(dtype)]
 
     # One timed case: every implementation on one or more variants of the same problem.
-    def time_case(self, variants, mode, peers=None, threads=None):
+    def time_case(self, variants, mode, peers=None, threads=None, lowp=False):
         """variants: [(tag, Problem)], timed together; returns {tag: {impl: result}}.
 
         ``threads``: what the peers are built with (torch.set_num_threads, ONNX Runtime's
-        intra_op_num_threads); grucy's and BLAS's count is the caller's to set."""
+        intra_op_num_threads); grucy's and BLAS's count is the caller's to set.
+        ``lowp``: the low-precision implementations too (core, bidir, varlen cases)."""
         peers = self.available_peers(mode) if peers is None else peers
+        if lowp:
+            peers = list(peers) + self.available_lowp(mode)
         threads = threads or self.threads
         entries, results, impls, warm = [], {}, [], {}
         for tag, prob in variants:
@@ -67,7 +86,7 @@ class Bench:
             res["grucy"] = {"status": "ok"}
             entries.append(Entry((tag, "grucy"), getattr(subject, _method(mode))))
             for name in peers:
-                cls = bp.PEERS[name]
+                cls = self.impl(name)
                 try:
                     peer = cls(prob, threads)
                     t0 = time.perf_counter()
@@ -81,7 +100,7 @@ class Bench:
                     self.log(f"  {name}: {res[name]['detail']}")
                     continue
                 err, where = max_rel_diff(out, ref)
-                tol = self.tol(prob.dtype)
+                tol = self.tol(prob.dtype, name)
                 res[name] = {"max_rel_diff": err, "check_tol": tol}
                 if not err <= tol:
                     res[name]["status"] = "mismatch"
@@ -117,14 +136,34 @@ class Bench:
             if name != "grucy" and r.get("status") == "ok":
                 row["speedup"][name] = r["ms_min"] / g["ms_min"]
                 row["speedup_median"][name] = r["ms_median"] / g["ms_median"]
-        if row["speedup"]:
-            fastest = min(row["speedup"], key=lambda n: res[n]["ms_min"])
+        full = [n for n in row["speedup"] if n not in bp.LOWP]   # (float32 peers only)
+        if full:
+            fastest = min(full, key=lambda n: res[n]["ms_min"])
             row["fastest_peer"] = fastest
             row["speedup_vs_fastest"] = row["speedup"][fastest]
-        checks = [r["max_rel_diff"] for r in res.values() if "max_rel_diff" in r]
+        row["lowp"] = _lowp_ratios(res)
+        checks = [r["max_rel_diff"] for n, r in res.items()
+                  if "max_rel_diff" in r and n not in bp.LOWP]
         row["max_rel_diff"] = max(checks) if checks else None
         row["checks_ok"] = all(r.get("status") != "mismatch" for r in res.values())
         return row
+
+
+def _lowp_ratios(res):
+    """Low-precision speedups from minimum times (> 1: the first named is slower): bf16
+    and int8 over grucy's float32, grucy's int8 over torch's; and the output errors of
+    the checks (max |impl - grucy float32| / max |grucy float32|)."""
+    ms = {n: r["ms_min"] for n, r in res.items() if r.get("status") == "ok"}
+    out = {}
+    for key, slow, fast in (("bf16_vs_fp32", "grucy", "grucy-bf16"),
+                            ("int8_vs_fp32", "grucy", "grucy-int8"),
+                            ("int8_vs_torch_int8", "torch-int8", "grucy-int8"),
+                            ("torch_int8_vs_fp32", "grucy", "torch-int8")):
+        if slow in ms and fast in ms:
+            out[key] = ms[slow] / ms[fast]
+    out["error"] = {n: r["max_rel_diff"] for n, r in res.items()
+                    if n in bp.LOWP and "max_rel_diff" in r}
+    return out
 
 
 def _method(mode):
@@ -173,7 +212,7 @@ def run_timed_groups(bench, shapes):
     for k, (kind, variants) in enumerate(plan, 1):
         for mode in args.modes:
             t0, load = time.perf_counter(), loadavg()
-            res = bench.time_case(variants, mode)
+            res = bench.time_case(variants, mode, lowp=kind != "float64")
             prob = variants[0][1]
             row = bench.summarize_case(kind, prob, mode, res["main"])
             row["loadavg_before"] = load

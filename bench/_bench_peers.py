@@ -18,6 +18,11 @@ the input gradient computed by every peer, as grucy's ``backward`` always does. 
 accumulate across timed repeats (as in training without ``zero_grad``); the ``*_outputs``
 methods zero them first.
 
+The low-precision implementations (``LOWP``: grucy in bf16 and int8, PyTorch's dynamic
+int8 GRU) have the same interface plus ``PRECISION`` and their own ``CHECK_TOL``: they are
+checked against grucy's float32 results with a tolerance that their rounding allows, and
+reported in their own table (``--precisions``).
+
 The streaming peers (one input step per call at B=1) are in ``_bench_stream.py``.
 """
 
@@ -28,8 +33,8 @@ import os
 
 import numpy as np
 
-__all__ = ["DEFAULT_SHAPES", "Problem", "Unsupported", "PEERS", "SUBJECT", "gru_onnx_model",
-           "ort_session", "rzn_to_zrn"]
+__all__ = ["DEFAULT_SHAPES", "Problem", "Unsupported", "PEERS", "SUBJECT", "LOWP",
+           "gru_onnx_model", "ort_session", "rzn_to_zrn"]
 
 
 DEFAULT_SHAPES = [  # (B, T, I, H): the five core shapes of the benchmark
@@ -576,7 +581,101 @@ ISAS = ("avx2", "portable", "blas")
 ISA_PEERS = {f"grucy-{isa}": type(f"Grucy{isa.capitalize()}Peer", (GrucyIsaPeer,),
                                   {"NAME": f"grucy-{isa}", "ISA": isa}) for isa in ISAS}
 
+
+# -- low precision (issue 18) ------------------------------------------------------------
+def _float32_only(p, what):
+    if p.dtype != np.float32:
+        raise Unsupported(f"{what} computes float32 layers only")
+
+
+class GrucyBf16Peer(GrucyPeer):
+    """grucy.GRU(precision="bf16"): bf16 products, float32 sums (training and inference)."""
+
+    NAME = "grucy-bf16"
+    PRECISION = "bf16"
+    # bf16 keeps 8 significant bits: outputs and gradients within ~1e-2 of float32's
+    CHECK_TOL = 5e-2
+
+    def __init__(self, problem, threads):
+        _float32_only(problem, "grucy's bf16 mode")
+        super().__init__(problem, threads)
+        self.layer.precision = "bf16"
+
+    @classmethod
+    def status(cls):
+        ok, detail = GrucyPeer.status()
+        if ok:
+            from grucy import _gru
+            detail = f"{detail}, kernel {_gru.lowp_kernels()['bf16']}"
+        return ok, detail
+
+
+class GrucyInt8Peer(GrucyPeer):
+    """grucy.quantize(gru, "int8"): int8 inference."""
+
+    NAME = "grucy-int8"
+    MODES = ("infer",)
+    PRECISION = "int8"
+    CHECK_TOL = 0.15     # 8-bit operands: a few 1e-2 of the output's range
+
+    def __init__(self, problem, threads):
+        _float32_only(problem, "grucy.quantize")
+        super().__init__(problem, threads)
+        import grucy
+        self.layer = grucy.quantize(self.layer, "int8")
+
+    @classmethod
+    def status(cls):
+        ok, detail = GrucyPeer.status()
+        if ok:
+            from grucy import _gru
+            detail = f"{detail}, kernel {_gru.lowp_kernels()['int8']}"
+        return ok, detail
+
+    def infer(self):
+        self.layer.forward(self.p.x, lengths=self.p.lengths)
+
+    def infer_outputs(self):
+        y, h_n = self.layer.forward(self.p.x, lengths=self.p.lengths)
+        return {"y": y, "h_n": h_n}
+
+    def reset(self):
+        pass
+
+
+class TorchInt8Peer(TorchPeer):
+    """torch.ao.nn.quantized.dynamic.GRU (fbgemm) made from the same torch.nn.GRU:
+    int8 weights (per tensor), activations quantized dynamically, inference only."""
+
+    NAME = "torch-int8"
+    MODES = ("infer",)
+    PRECISION = "int8"
+    CHECK_TOL = 0.15
+
+    @classmethod
+    def status(cls):
+        ok, detail = TorchPeer.status()
+        if ok:
+            import torch
+            detail = (f"{detail}, torch.ao.nn.quantized.dynamic.GRU, engine "
+                      f"{torch.backends.quantized.engine}")
+        return ok, detail
+
+    def __init__(self, problem, threads):
+        _float32_only(problem, "torch's dynamic int8 GRU")
+        super().__init__(problem, threads)
+        import warnings
+        torch = self.torch
+        with warnings.catch_warnings():   # (torch.ao.quantization: deprecated, still there)
+            warnings.simplefilter("ignore")
+            self.gru.qconfig = torch.ao.quantization.default_dynamic_qconfig
+            self.gru = torch.ao.nn.quantized.dynamic.GRU.from_float(self.gru)
+
+
 SUBJECT = GrucyPeer
 PEERS = {cls.NAME: cls for cls in (TorchPeer, OnnxRuntimePeer, NumpyPeer,
                                    KerasTensorFlowPeer, KerasTorchPeer)}
 PEERS.update(ISA_PEERS)
+#: the low-precision implementations, by the precision that brings them in
+LOWP = {"grucy-bf16": GrucyBf16Peer, "grucy-int8": GrucyInt8Peer,
+        "torch-int8": TorchInt8Peer}

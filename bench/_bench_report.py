@@ -17,10 +17,19 @@ MODE_TITLES = {"train": "Training step (forward + backward)", "infer": "Inferenc
 BIG, MID = "256x50x256x512", "64x50x256x512"  # the sweep shapes the 16-thread targets name
 
 
-# -- targets (issue 13) --------------------------------------------------------------------
+LOWP_NAMES = ("grucy-bf16", "grucy-int8", "torch-int8")
+
+
+def _lowp(name):
+    return name in LOWP_NAMES
+
+
+# -- targets (issues 13, 18, 19) -----------------------------------------------------------
 def evaluate_targets(doc):
-    """For each target: measured figure, threshold, met / missed / not measured."""
+    """For each target: measured figure, threshold, met / missed / not measured; the
+    issue it comes from in ``issue``."""
     targets = []
+    issue = [13]
 
     def add(name, text, value, op, threshold, where="", note=""):
         if value is None:
@@ -30,7 +39,7 @@ def evaluate_targets(doc):
                 else "missed"
         targets.append({"name": name, "target": text, "measured": value, "op": op,
                         "threshold": threshold, "where": where, "status": status,
-                        "note": note})
+                        "note": note, "issue": issue[0]})
 
     m, sweep, busy = doc["machine"], doc.get("sweep") or {}, doc.get("busy") or {}
     rows = {(r["label"], r["mode"]): r for r in sweep.get("rows", [])}
@@ -105,11 +114,39 @@ def evaluate_targets(doc):
     add("busy_over_quiet", "busy machine: grucy's time / its quiet time, every core shape "
         "(worst)", worst[0], "<=", 2.5, worst[1], note)
     vals = [(s, f"{r['mode']} {r['label']} vs {p}") for r in brows
-            for p, s in r["speedup"].items()]
+            for p, s in r["speedup"].items() if not _lowp(p)]
     worst = min(vals) if vals else (None, "")
     add("busy_vs_peers", "busy machine: grucy vs every peer under the same load (worst)",
         worst[0], ">=", 1.0, worst[1], note)
+
+    # issue 18: low precision, from the core table (ratios of one run's minimum times)
+    issue[0] = 18
+    precisions = doc.get("options", {}).get("precisions") or []
+    for key, prec, mode, text, threshold, which in (
+            ("bf16_vs_fp32", "bf16", "train", "bf16 training vs grucy float32", 1.5, "big"),
+            ("bf16_vs_fp32", "bf16", "infer", "bf16 inference vs grucy float32", 1.7, "big"),
+            ("int8_vs_torch_int8", "int8", "infer", "int8 inference vs torch int8 dynamic",
+             1.3, "all"),
+            ("int8_vs_fp32", "int8", "infer", "int8 inference vs grucy float32", 2.5, "big")):
+        rows = sorted(core[mode], key=lambda r: r["gflop"])
+        rows = rows[-2:] if which == "big" else rows
+        vals = [(r["lowp"][key], r["label"]) for r in rows if key in r.get("lowp", {})]
+        worst = min(vals) if vals else (None, "")
+        why = two
+        if prec not in precisions:
+            why = f"needs --precisions with {prec}"
+        elif not vals and key == "int8_vs_torch_int8":
+            why = "needs torch (the torch-int8 peer)"
+        elif not vals:
+            why = f"needs --modes {mode} on the core shapes"
+        elif which == "all" and len(vals) < len(rows):
+            why = "not every core shape has both figures"
+        add(f"lowp_{key}_{mode}", f"{text}, {'two largest' if which == 'big' else 'every'} "
+            f"core shape{'s' if which == 'big' else ''} (worst)", worst[0], ">=", threshold,
+            worst[1], why)
+
     # issue 19: grucy's other kernels, when --isa put them in this run
+    issue[0] = 19
     for isa, against in (("avx2", ("torch", "grucy-blas")), ("portable", ("grucy-blas",))):
         name = f"grucy-{isa}"
         rows_ = [r for r in doc["results"] if r["kind"] == "core"]
@@ -278,10 +315,49 @@ def header_lines(doc):
     return out
 
 
+def lowp_lines(doc):
+    """The low-precision table: times per core shape and mode, ratios, output errors."""
+    rows = [r for r in doc["results"] if r["kind"] == "core" and r.get("lowp")]
+    names = [n for n in LOWP_NAMES if n in doc["peers"]]
+    if not rows or not names:
+        return []
+    head = ["case", "mode", "grucy fp32 ms"] + [f"{n} ms" for n in names] + [
+        "bf16 x fp32", "int8 x fp32", "int8 x torch-int8"] + [f"err {n}" for n in names]
+    body = []
+    for r in rows:
+        lp = r["lowp"]
+        cells = [r["label"], r["mode"], _ms(r["impls"]["grucy"])]
+        cells += [_ms(r["impls"].get(n)) for n in names]
+        cells += [f"{lp[k]:.2f}" if k in lp else "-"
+                  for k in ("bf16_vs_fp32", "int8_vs_fp32", "int8_vs_torch_int8")]
+        cells += [f"{lp['error'][n]:.1e}" if n in lp["error"] else "-" for n in names]
+        body.append(cells)
+    return ["", "Low precision (issue 18): ms min / median; a x b = time of b / time of a "
+                "(> 1: the low-precision one is faster); err = max |impl - grucy float32| / "
+                "max |grucy float32| over the outputs (and, training, the input and "
+                "parameter gradients)", text_table(head, body, left=2)]
+
+
+def _targets_lines(doc, issue, title):
+    body = []
+    for t in doc["targets"]:
+        if t.get("issue", 13) != issue:
+            continue
+        v = t["measured"]
+        body.append([t["target"], "-" if v is None else f"{v:.4g}",
+                     f"{t['op']} {t['threshold']:g}", t["status"].upper()
+                     if t["status"] != "not measured" else "not measured",
+                     "; ".join(x for x in (t["where"], t["note"]) if x)])
+    if not body:
+        return []
+    return ["", title, text_table(["target", "measured", "threshold", "status",
+                                   "where / note"], body, left={0, 3, 4})]
+
+
 def report_lines(doc):
     """The printed report."""
     out = header_lines(doc)
-    rows, peers = doc["results"], list(doc["peers"])
+    rows, peers = doc["results"], [p for p in doc["peers"] if not _lowp(p)]
     order = doc["options"].get("order", "blocked")
     for mode in MODES:
         if any(r["mode"] == mode for r in rows):
@@ -289,6 +365,7 @@ def report_lines(doc):
                         f"x PEER = PEER min / grucy min (> 1: grucy faster); % of the FMA "
                         f"and SGEMM peaks (float64: of the DGEMM peak)",
                     mode_table(rows, mode, peers)]
+    out += lowp_lines(doc)
     notes = sorted({f"{n}: {r['detail']}" for row in rows for n, r in row["impls"].items()
                     if r.get("status") in ("unsupported", "error", "mismatch")})
     if notes:
@@ -306,16 +383,8 @@ def report_lines(doc):
     out += busy_lines(doc.get("busy") or {})
     out += stream_lines(doc.get("streaming"))
     out += memory_lines(doc.get("memory"))
-    out += ["", "Targets (issue 13)"]
-    body = []
-    for t in doc["targets"]:
-        v = t["measured"]
-        body.append([t["target"], "-" if v is None else f"{v:.4g}",
-                     f"{t['op']} {t['threshold']:g}", t["status"].upper()
-                     if t["status"] != "not measured" else "not measured",
-                     "; ".join(x for x in (t["where"], t["note"]) if x)])
-    out.append(text_table(["target", "measured", "threshold", "status", "where / note"],
-                          body, left={0, 3, 4}))
+    out += _targets_lines(doc, 13, "Targets (issue 13)")
+    out += _targets_lines(doc, 18, "Targets (issue 18: low precision; 2 threads)")
     if doc["failures"]:
         out += ["", "CHECK FAILURES (these peers were not timed):"]
         out += [f"  {f}" for f in doc["failures"]]
@@ -485,7 +554,27 @@ def markdown_lines(doc):
     out.append(markdown_table(
         ["target (issue 13)", "measured", "threshold", "status"],
         [[t_["target"], "-" if t_["measured"] is None else f"{t_['measured']:.4g}",
-          f"{t_['op']} {t_['threshold']:g}", t_["status"]] for t_ in doc["targets"]]))
+          f"{t_['op']} {t_['threshold']:g}", t_["status"]] for t_ in doc["targets"]
+         if t_.get("issue", 13) == 13]))
+    lrows = [r for r in rows if r.get("lowp")]
+    if lrows:
+        def lms(r, n):
+            d = r["impls"].get(n)
+            return _fmt(d["ms_min"]) if d and d.get("status") == "ok" else "-"
+        body = [[r["label"], r["mode"], lms(r, "grucy"), lms(r, "grucy-bf16"),
+                 ratio(r["lowp"].get("bf16_vs_fp32")), lms(r, "grucy-int8"),
+                 ratio(r["lowp"].get("int8_vs_fp32")), lms(r, "torch-int8"),
+                 ratio(r["lowp"].get("int8_vs_torch_int8"))] for r in lrows]
+        out += ["", markdown_table(["B x T x I x H", "mode", "grucy fp32 ms", "bf16 ms",
+                                    "bf16 speedup", "int8 ms", "int8 speedup",
+                                    "torch int8 ms", "int8 vs torch int8"], body, left=2)]
+    t18 = [t_ for t_ in doc["targets"] if t_.get("issue") == 18]
+    if t18:
+        out += ["", markdown_table(
+            ["target (issue 18)", "measured", "threshold", "status", "where"],
+            [[t_["target"], "-" if t_["measured"] is None else f"{t_['measured']:.4g}",
+              f"{t_['op']} {t_['threshold']:g}", t_["status"],
+              t_["where"] or t_["note"]] for t_ in t18])]
     if busy_warning(m):
         out += ["", busy_warning(m)]
     return out
@@ -510,7 +599,8 @@ def plot_speedups(doc, path):
     for k, mode in enumerate(modes, 1):
         ax = fig.add_subplot(1, len(modes), k)
         mr = [r for r in rows if r["mode"] == mode]
-        peers = [p for p in doc["peers"] if any(p in r["speedup"] for r in mr)]
+        peers = [p for p in doc["peers"] if not _lowp(p)
+                 and any(p in r["speedup"] for r in mr)]
         width = 0.8 / max(len(peers), 1)
         for j, p in enumerate(peers):
             xs = [i + (j - (len(peers) - 1) / 2) * width for i in range(len(mr))]

@@ -56,6 +56,7 @@ SWEEP_SHAPES = [(1, 100, 32, 64), (64, 50, 256, 512), (256, 50, 256, 512)]
 EXTRA_SHAPE = (32, 100, 128, 256)   # bidir, float64 and varlen cases
 STREAM_SIZE = (64, 128)             # (I, H) of the streaming case, B = 1
 MODES = ("train", "infer")
+PRECISIONS = ("fp32", "bf16", "int8")
 CASES = ("core", "bidir", "float64", "varlen", "sweep", "streaming", "memory")
 PEER_NAMES = ("torch", "onnxruntime", "numpy", "keras-tf", "keras-torch")
 DEFAULT_PEERS = ("torch", "onnxruntime", "numpy", "keras-tf")
@@ -164,6 +165,13 @@ def build_parser(prog=None):
                         f"{','.join(ISAS)} (each a column like a peer: grucy-avx2, ...; "
                         f"for CPUs without AVX-512 run it with ATEN_CPU_CAPABILITY=avx2 "
                         f"so PyTorch is restricted alike)")
+    p.add_argument("--precisions", type=_subset(PRECISIONS, "--precisions"),
+                   default=list(PRECISIONS), metavar="LIST",
+                   help="subset of 'fp32,bf16,int8' (default: all): bf16 adds grucy's "
+                        "precision='bf16' (training and inference), int8 adds "
+                        "grucy.quantize(gru, 'int8') and, when torch is a peer, PyTorch's "
+                        "dynamic int8 GRU (inference), to the core, bidir and varlen cases, "
+                        "in their own table (issue 18); grucy float32 always runs")
     p.add_argument("--cases", type=_subset(CASES, "--cases"), default=list(CASES),
                    metavar="LIST", help=f"subset of {','.join(CASES)} (default: all)")
     p.add_argument("--threads", type=thread_counts, default=None, metavar="N|LIST",
@@ -361,7 +369,8 @@ def run(args, grucy, counts, command, argv):
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
         "options": {"quick": args.quick, "threads": counts, "modes": args.modes,
-                    "peers": args.peers, "cases": args.cases, "busy": args.busy,
+                    "peers": args.peers, "precisions": args.precisions,
+                    "cases": args.cases, "busy": args.busy,
                     "shapes": ["x".join(map(str, s)) for s in shapes],
                     "sweep_shapes": ["x".join(map(str, s)) for s in sweep_shapes],
                     "extra_shape": "x".join(map(str, args.extra_shape)),

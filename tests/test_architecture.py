@@ -28,7 +28,7 @@ LAYERS = [
     ("format and parameters", ["grucy.io", "grucy._params"]),
     ("numerics", ["grucy._base", "grucy.losses", "grucy.optim", "grucy.distributed"]),
     ("layers and training", ["grucy.reference", "grucy.nn", "grucy.training.*"]),
-    ("compiled layer", ["grucy.layer", "grucy._threads"]),
+    ("compiled layer", ["grucy.layer", "grucy._threads", "grucy.quantized"]),
     ("models and interop", ["grucy.models.*", "grucy.interop.*", "grucy.torch"]),
     ("tools", ["grucy.cli.*", "grucy.demo", "grucy.diagnostics", "grucy.bench",
                "grucy.baselines", "grucy.datasets", "grucy.__main__"]),

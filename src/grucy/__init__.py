@@ -31,7 +31,9 @@ def _kernels_built():
 # pure-Python core above still imports, and these names raise _MISSING_KERNELS.
 _NEEDS_KERNELS = frozenset({"_gru", "GRU", "get_num_threads", "openmp_enabled",
                             "set_num_threads", "CharLM", "Forecaster", "GRUClassifier",
-                            "GRURegressor", "NotFittedError"})
+                            "GRURegressor", "NotFittedError", "QuantizedGRU", "quantize"})
+# Public names loaded from their module on first use (int8 inference: grucy.quantized).
+_LAZY_NAMES = {"QuantizedGRU": "quantized", "quantize": "quantized"}
 _MISSING_KERNELS = None
 try:
     from . import _gru  # noqa: F401  (the compiled kernels)
@@ -69,6 +71,12 @@ def _is_lazy_submodule(name):
 def __getattr__(name):
     if _MISSING_KERNELS is not None and name in _NEEDS_KERNELS:
         raise ImportError(_MISSING_KERNELS)
+    if name in _LAZY_NAMES:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
+        globals()[name] = value
+        return value
     if _is_lazy_submodule(name):
         import importlib
 
@@ -79,11 +87,13 @@ def __getattr__(name):
 def __dir__():
     import pkgutil
 
-    return sorted(set(globals()) | {m.name for m in pkgutil.iter_modules(__path__)
-                                    if _is_lazy_submodule(m.name)})
+    return sorted(set(globals()) | set(_LAZY_NAMES)
+                  | {m.name for m in pkgutil.iter_modules(__path__)
+                     if _is_lazy_submodule(m.name)})
 
 
 __all__ = ["GRU", "GRUBase", "FileFormatError", "SizeLimitError", "TrainingDivergedError",
            "get_num_threads",
            "load", "openmp_enabled", "save", "set_num_threads", "__version__",
-           "CharLM", "Forecaster", "GRUClassifier", "GRURegressor", "NotFittedError"]
+           "CharLM", "Forecaster", "GRUClassifier", "GRURegressor", "NotFittedError",
+           "QuantizedGRU", "quantize"]

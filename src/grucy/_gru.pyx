@@ -261,12 +261,88 @@ def _set_isa(str name):
     old = ISA_NAMES[grucy_isa]
     if grucy_isa_select(ISA_NAMES.index(name)) != 0:
         raise ValueError(f"this CPU cannot run the {name} kernels")
+    grucy_lp_select(grucy_isa, _lowp_native)
     return old
 
 
 def packed_gemm_enabled():
     """True when the products with the weights run grucy's own kernels (False: BLAS)."""
     return grucy_isa != GRUCY_ISA_BLAS
+
+
+# ---------------------------------------------------------------------------------------
+# Low precision (bf16, int8): the kernels of _lowp.h, chosen with the float32 ones.
+
+cdef extern from "_lowp.h" nogil:
+    int GRUCY_LP_PORTABLE, GRUCY_LP_AVX2, GRUCY_LP_AVX512, GRUCY_LP_NATIVE
+    int grucy_bf16_kind, grucy_i8_kind
+    int grucy_cpu_has_lowp(int bf16)
+    int grucy_lp_nr(int kind)
+    void grucy_lp_select(int isa, int native)
+    unsigned int grucy_bf16_bits(unsigned int x)
+    int grucy_bf16_kp(int K)
+    size_t grucy_bf16_esz()
+    size_t grucy_bf16_panel_bytes(int K)
+    size_t grucy_bf16_pack_bytes(int K, int N)
+    void grucy_bf16_cvt(int M, int K, const float* A, Py_ssize_t ars, Py_ssize_t acs, void* out, int ldo)
+    void grucy_bf16_pack_t(int K, int c, int g0, int ng, int H, int j0, const float* W, int ldw, void* P, void* tmp, int p0, int p1)
+    void grucy_bf16_pack_n(int K, int N, const float* W, int ldw, void* P)
+    void grucy_bf16_gemm(int M, int N, int K, const void* A, int lda, const void* B, Py_ssize_t pstride_bytes, float* C, int ldc, int beta, int backwards)
+    int grucy_i8_kq(int K)
+    size_t grucy_i8_panel_bytes(int K)
+    size_t grucy_i8_pack_bytes(int K, int N)
+    void grucy_i8_quant(int M, int K, const float* A, Py_ssize_t lda, unsigned char* out, int ldo, float* sa)
+    void grucy_i8_pack_t(int K, int c, int g0, int ng, int H, int j0, const signed char* W, int ldw, const float* sw, void* P, int* corr, float* scale, void* tmp, int p0, int p1)
+    int* grucy_i8_corr(void* P, int K, int N)
+    float* grucy_i8_scale(void* P, int K, int N)
+    void grucy_i8_gemm(int M, int N, int K, const unsigned char* A, int lda, const float* sa, const void* B, const int* corr, const float* sc, float* C, int ldc, int backwards)
+
+LOWP_MODES = ("native", "emulated")
+cdef bint _lowp_native = True
+
+
+def _lowp_from_env():
+    name = os.environ.get("GRUCY_LOWP", "").strip().lower()
+    if not name:
+        return True
+    if name not in LOWP_MODES:
+        raise ImportError(f"GRUCY_LOWP must be one of {', '.join(LOWP_MODES)} (or unset), "
+                          f"got {name!r}")
+    return name == "native"
+
+
+_lowp_native = _lowp_from_env()
+grucy_lp_select(grucy_isa, _lowp_native)
+
+
+def _lp_name(int kind, str native):
+    if kind == GRUCY_LP_NATIVE:
+        return native
+    return ("portable", "avx2", "avx512")[kind] + "-emulated"
+
+
+def lowp_kernels():
+    """The kernels of the low-precision products: {"bf16": ..., "int8": ...}, each the
+    native instruction ("avx512bf16": VDPBF16PS, "avx512vnni": VPDPBUSD) or an exact
+    emulation ("avx512-emulated", "avx2-emulated", "portable-emulated"), which gives the
+    same numbers.  They follow the float32 kernels' width (GRUCY_ISA, _set_isa);
+    GRUCY_LOWP=emulated (or _set_lowp) keeps the emulations on a CPU that has the
+    instructions."""
+    return {"bf16": _lp_name(grucy_bf16_kind, "avx512bf16"),
+            "int8": _lp_name(grucy_i8_kind, "avx512vnni")}
+
+
+def _set_lowp(str mode):
+    """Test hook: "native" (the instructions when this CPU has them) or "emulated" (the
+    exact emulation of the float32 kernels' width); returns the old mode.  Streams
+    repack their snapshots on their next step."""
+    global _lowp_native
+    if mode not in LOWP_MODES:
+        raise ValueError(f"mode must be one of {LOWP_MODES}, got {mode!r}")
+    old = LOWP_MODES[0 if _lowp_native else 1]
+    _lowp_native = mode == "native"
+    grucy_lp_select(grucy_isa, _lowp_native)
+    return old
 
 
 cdef extern from *:
@@ -314,13 +390,15 @@ def kernel_info():
     weights, as kernel_isa()), ``rows`` (the instruction set of the fused per-row
     passes: "avx512", "avx2" or "baseline"), ``blas_core`` (OpenBLAS's own name of its
     kernel, or None for another BLAS), ``blas_threads`` (blas_thread_control()),
-    ``threads`` (the thread runtime), ``l2_bytes`` (the L2 size the plans assume)."""
+    ``threads`` (the thread runtime), ``l2_bytes`` (the L2 size the plans assume),
+    ``bf16`` and ``int8`` (the low-precision kernels, lowp_kernels())."""
     return {"packed": kernel_isa(),
             "rows": ("baseline", "avx2", "avx512")[grucy_rows_isa()],
             "blas_core": _blas_corename,
             "blas_threads": _blas_control,
             "threads": "grucy pthread team",
-            "l2_bytes": int(_l2_bytes)}
+            "l2_bytes": int(_l2_bytes),
+            **lowp_kernels()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -661,6 +739,10 @@ DEF NPHASES = 6          # pack, projection / dX, recurrent GEMMs, fused passes,
 DEF WGRAD_K_BLOCK = 256  # rows per block of the weight gradients (see _weight_grads)
 DEF WGRAD_STRIP = 64     # weight-gradient tiles: gate rows x columns (_wgrad_block)
 DEF WGRAD_COLS = 256
+DEF LP_NONE = 0          # the arithmetic of the products (Ctx.lowp): the floating type's,
+DEF LP_BF16 = 1          # bf16 operands with float32 sums (float32 layers),
+DEF LP_INT8 = 2          # or int8 (inference of a quantized float32 layer); _lowp.h
+DEF LP_ROWS = 64         # rows converted at a time for the products outside the loop
 
 # Cost model of one step for a (groups, chunks) choice, in seconds.  Only the ratios
 # matter: a core multiplies at ~1e11 multiply-adds/s (Zen 5: 245 GFLOP/s per core
@@ -708,15 +790,27 @@ def _force_plan(int groups=0, int chunks=0, int align=16):
     return old
 
 
+cdef inline double _speed(int elsize) noexcept nogil:
+    """Multiply-adds per second relative to float32 of the products for an element size
+    of the packed weights: 2 bytes bf16, 1 byte int8 (measured here: 2.0x and 2.8x)."""
+    return 2.0 if elsize == 2 else 2.8 if elsize == 1 else 1.0
+
+
 cdef double _step_cost(int rows, int cw, int H, int nstages, int elsize) noexcept nogil:
     cdef double macs = <double>rows * 3 * cw * H
     cdef double slice_bytes = 3.0 * cw * H * elsize
-    cdef double rate = _RATE
+    cdef double rate = _RATE * _speed(elsize)
     cdef double t
     if rows < _MR:     # the kernel's 8-row register block is partly empty
         rate = rate * rows / _MR
     t = macs / rate
     if slice_bytes > 0.5 * _l2_bytes:
+        if elsize < 4:
+            # bf16, int8: the slice streams from L3 while the kernel multiplies (with a
+            # half or a quarter of float32's bytes per multiply-add): the longer of the
+            # two, measured at 2 threads (64x50x256x512: row groups 7.8 ms in int8,
+            # 9.3 in bf16, against 10.0 and 9.6 for unit chunks with their barriers)
+            return max(t, slice_bytes / _L3_BW)
         t += slice_bytes / _L3_BW
     return t
 
@@ -732,7 +826,7 @@ cdef void _make_plan(Plan* p, int T, int B, int I, int H, const int* bs, int wan
     for t in range(T):
         N += bs[t]
     # threads worth waking: forward (projection + recurrence) or backward alike
-    work = <double>N * 3 * H * (I + H)
+    work = <double>N * 3 * H * (I + H) / _speed(elsize)
     nt = <int>(work / _MIN_THREAD_WORK)
     if nt > want:
         nt = want
@@ -813,12 +907,14 @@ cdef inline int _row_len(const int* bs, int T, int b) noexcept nogil:
 
 
 def work_plan(int T, int B, int I, int H, lengths=None, threads=None,
-              reset_after=True, dtype=np.float32):
+              reset_after=True, dtype=np.float32, precision="fp32"):
     """The work plan the kernels make for one layer and direction: a dict with
     ``threads`` (of the call), ``groups`` and ``chunks`` (of the recurrence),
     ``row_bounds`` (rows of each group, longest sequences first), ``unit_bounds``,
     ``wgrad_k_block`` (rows per block of the weight gradients), ``isa``, ``nr`` (columns
-    per packed panel) and ``l2_bytes``.  Tools read it instead of copying constants."""
+    per packed panel) and ``l2_bytes``.  Tools read it instead of copying constants.
+    ``precision``: "fp32" (the dtype's), "bf16" or "int8" (their plans see smaller,
+    faster weights)."""
     if T < 1 or B < 1 or I < 1 or H < 1:
         raise ValueError(f"T, B, I and H must be positive, got {T}, {B}, {I}, {H}")
     if lengths is None:
@@ -832,7 +928,9 @@ def work_plan(int T, int B, int I, int H, lengths=None, threads=None,
     cdef int want = grucy_nthreads if threads is None else int(threads)
     if want < 1:
         raise ValueError(f"threads must be positive, got {want}")
-    cdef int elsize = np.dtype(dtype).itemsize
+    if precision not in ("fp32", "bf16", "int8"):
+        raise ValueError(f"precision must be 'fp32', 'bf16' or 'int8', got {precision!r}")
+    cdef int elsize = {"fp32": np.dtype(dtype).itemsize, "bf16": 2, "int8": 1}[precision]
     cdef Plan* p = <Plan*>PyMem_Malloc(sizeof(Plan))
     if p == NULL:
         raise MemoryError()
@@ -844,44 +942,71 @@ def work_plan(int T, int B, int I, int H, lengths=None, threads=None,
                 "row_bounds": [p.row_lo[k] for k in range(p.groups + 1)],
                 "unit_bounds": [p.unit_lo[k] for k in range(p.chunks + 1)],
                 "wgrad_k_block": WGRAD_K_BLOCK, "isa": kernel_isa(),
-                "nr": grucy_nr(grucy_isa, elsize), "l2_bytes": int(_l2_bytes)}
+                "nr": grucy_nr(grucy_isa, elsize) if precision == "fp32" else
+                grucy_lp_nr(grucy_bf16_kind if precision == "bf16" else grucy_i8_kind),
+                "l2_bytes": int(_l2_bytes)}
     finally:
         PyMem_Free(p)
 
 
 def workspace_bytes(int T, int B, int I, int H, bint training=True, bint reset_after=True,
-                    dtype=np.float32, threads=None, bint full_lengths=True):
+                    dtype=np.float32, threads=None, bint full_lengths=True,
+                    precision="fp32"):
     """Bytes of the kernel buffers one layer and direction keeps in its pool: a forward
     (``training``: what backward reads, too) and its backward, for N = T*B rows (fewer
     with variable lengths; ``full_lengths=False`` adds the gathered input rows).  The
-    pool keeps the largest buffers of its calls; the layer adds its own copies."""
+    pool keeps the largest buffers of its calls; the layer adds its own copies.
+    ``precision``: "fp32" (the dtype's products), "bf16" (float32 layers) or "int8"
+    (inference of a quantized float32 layer): their packed weights, converted rows and
+    conversion scratch instead of the float ones."""
     if T < 1 or B < 1 or I < 1 or H < 1:
         raise ValueError(f"T, B, I and H must be positive, got {T}, {B}, {I}, {H}")
+    if precision not in ("fp32", "bf16", "int8"):
+        raise ValueError(f"precision must be 'fp32', 'bf16' or 'int8', got {precision!r}")
+    cdef int lowp = {"fp32": LP_NONE, "bf16": LP_BF16, "int8": LP_INT8}[precision]
+    if lowp and np.dtype(dtype) != np.float32:
+        raise ValueError(f"precision={precision!r} needs dtype float32, got {dtype}")
+    if lowp == LP_INT8 and training:
+        raise ValueError("precision='int8' runs inference only (training=False)")
     cdef int want = grucy_nthreads if threads is None else int(threads)
     cdef Py_ssize_t el = np.dtype(dtype).itemsize, N = <Py_ssize_t>T * B
     cdef int nr = grucy_nr(grucy_isa, <int>el)
     cdef const Cell* cell = _cell(reset_after)
     cdef Plan* p = <Plan*>PyMem_Malloc(sizeof(Plan))
     cdef Py_ssize_t[MAX_CHUNKS + 1] off
+    cdef int plan_el = <int>el if not lowp else (2 if lowp == LP_BF16 else 1)
     if p == NULL:
         raise MemoryError()
     bs = np.full(T, B, np.intc)
     cdef int[::1] bsv = bs
     try:
         with nogil:
-            _make_plan(p, T, B, I, H, &bsv[0], want, cell.nfwd, <int>el)
-        pk = max(_pack_layout(cell, p, I, H, nr, True, off),
-                 _pack_layout(cell, p, I, H, nr, False, off))
+            _make_plan(p, T, B, I, H, &bsv[0], want, cell.nfwd, plan_el)
         nt = p.nt
+        if lowp:   # bytes (_lp_buffers): packed blocks, per-thread scratch, X converted
+            pk = max(_lp_layout(cell, p, lowp, I, H, True, off),
+                     _lp_layout(cell, p, lowp, I, H, False, off) if training else 0) + 64
+            lws = nt * max(_lp_scratch(lowp, True, B, I, H),
+                           _lp_scratch(lowp, False, B, I, H) if training else 0) + 64
+            xc = _al(N * _lp_row_bytes(lowp, I)) + N * 4 + 64
+        else:
+            pk = max(_pack_layout(cell, p, I, H, nr, True, off),
+                     _pack_layout(cell, p, I, H, nr, False, off))
     finally:
         PyMem_Free(p)
-    fwd = N * 3 * H + (N if training else B) * H + (N * H if training else 0) + B * 3 * H
+    # low precision without training: G holds one step's rows (the projection runs in
+    # the recurrence)
+    fwd = (B if lowp and not training else N) * 3 * H
+    fwd += (N if training else B) * H + (N * H if training else 0) + B * 3 * H
     fwd += B * H if cell.nfwd == 1 else 0
     fwd += 0 if full_lengths else N * I
     bwd = 0
     if training:
         bwd = N * 3 * H + (N * H if cell.xn_separate else H) + B * H + N * I
-        bwd += nt * _wgrad_scratch(I, H, nr)
+        if not lowp:
+            bwd += nt * _wgrad_scratch(I, H, nr)
+    if lowp:
+        return int((fwd + bwd) * el + pk + lws + xc)
     return int((fwd + bwd + (pk if grucy_isa != GRUCY_ISA_BLAS else 0)) * el)
 
 
@@ -1013,6 +1138,17 @@ ctypedef struct Ctx:
     void* dbhh
     void* scratch               # per thread: WGRAD_K_BLOCK * nr values
     double* prof                # per thread NPHASES seconds, or NULL
+    # low precision (lowp != LP_NONE; float32 layers): pk, chunk_off and ih_off are in
+    # bytes, the packed blocks in _lowp.h's layouts; wih/whh are int8 with row scales
+    # sih/shh for LP_INT8; lws: per thread lws_bytes of scratch for the converted rows
+    int lowp
+    bint gsmall                 # G holds one step's rows (B, 3H), not all (N, 3H)
+    const float* sih
+    const float* shh
+    char* lws
+    Py_ssize_t lws_bytes
+    char* xc                    # forward: X's rows converted (rows of _lp_row_bytes(I))
+    float* xsa                  # and (int8) their scales
 
 
 cdef bint _profiling = False
@@ -1063,6 +1199,342 @@ cdef inline Py_ssize_t _share(Py_ssize_t n, int i, int parts) noexcept nogil:
     return <Py_ssize_t>((<long long>n * i) // parts)
 
 
+
+
+# ---------------------------------------------------------------------------------------
+# Low precision: packing, conversions and products of _lowp.h in the drivers' terms.
+# Offsets are in bytes, every block starts on a multiple of 64.
+
+cdef inline Py_ssize_t _al(Py_ssize_t n) noexcept nogil:
+    return (n + 63) // 64 * 64
+
+
+cdef inline int _lp_nr(int lowp) noexcept nogil:
+    return grucy_lp_nr(grucy_bf16_kind if lowp == LP_BF16 else grucy_i8_kind)
+
+
+cdef inline Py_ssize_t _lp_pack_bytes(int lowp, int K, int N) noexcept nogil:
+    if lowp == LP_BF16:
+        return _al(grucy_bf16_pack_bytes(K, N))
+    return _al(grucy_i8_pack_bytes(K, N))
+
+
+cdef inline Py_ssize_t _lp_row_bytes(int lowp, int K) noexcept nogil:
+    """Bytes of one converted row of K values (bf16 A format, or int8 bytes)."""
+    if lowp == LP_BF16:
+        return grucy_bf16_kp(K) * <Py_ssize_t>grucy_bf16_esz()
+    return grucy_i8_kq(K)
+
+
+cdef inline Py_ssize_t _lp_stage_off(const Cell* cell, int lowp, int s, int H,
+                                     int cw) noexcept nogil:
+    cdef Py_ssize_t n = 0
+    cdef int q
+    for q in range(s):
+        n += _lp_pack_bytes(lowp, H, cell.fwd[q].ng * cw)
+    return n
+
+
+cdef inline Py_ssize_t _lp_fwd_block(const Cell* cell, int lowp, int I, int H,
+                                     int cw) noexcept nogil:
+    """Bytes of a chunk's forward block: the stages' W_hh^T blocks, then one W_ih^T
+    block per gate (the input projection runs in the recurrence, _lp_step_projection)."""
+    return _lp_stage_off(cell, lowp, cell.nfwd, H, cw) + 3 * _lp_pack_bytes(lowp, I, cw)
+
+
+cdef Py_ssize_t _lp_layout(const Cell* cell, const Plan* p, int lowp, int I, int H,
+                           bint forward, Py_ssize_t* chunk_off) noexcept nogil:
+    """_pack_layout in bytes for the low-precision layouts.  Forward: per chunk the
+    stages' W_hh^T blocks and the gates' W_ih^T blocks (_lp_fwd_block); backward: per
+    chunk W_hh[:, chunk], then W_ih."""
+    cdef int k, cw
+    chunk_off[0] = 0
+    for k in range(p.chunks):
+        cw = p.unit_lo[k + 1] - p.unit_lo[k]
+        if forward:
+            chunk_off[k + 1] = chunk_off[k] + _lp_fwd_block(cell, lowp, I, H, cw)
+        else:
+            chunk_off[k + 1] = chunk_off[k] + _lp_pack_bytes(lowp, 3 * H, cw)
+    if forward:
+        return chunk_off[p.chunks]
+    return chunk_off[p.chunks] + _lp_pack_bytes(lowp, 3 * H, I)
+
+
+cdef Py_ssize_t _lp_scratch(int lowp, bint forward, int B, int I, int H) noexcept nogil:
+    """Bytes of one thread's scratch (Ctx.lws_bytes) for a call."""
+    cdef Py_ssize_t need = 0, kmax = I if I > H else H
+    cdef int nr = _lp_nr(lowp)
+    cdef Py_ssize_t esz = grucy_bf16_esz()
+    cdef int kb = WGRAD_K_BLOCK
+    if forward:
+        if lowp == LP_BF16:
+            need = nr * grucy_bf16_kp(<int>kmax) * 4          # packing W^T panel by panel
+        else:
+            need = nr * grucy_i8_kq(<int>kmax)
+        need = max(need, _al(B * _lp_row_bytes(lowp, I)) + B * 4)
+        need = max(need, _al(B * _lp_row_bytes(lowp, H)) + B * 4)
+    else:
+        need = B * _lp_row_bytes(lowp, 3 * H)
+        need = max(need, LP_ROWS * _lp_row_bytes(lowp, 3 * H))
+        need = max(need, _al(grucy_bf16_pack_bytes(kb, I)) + _al(grucy_bf16_pack_bytes(kb, H))
+                   + 2 * _al(H * grucy_bf16_kp(kb) * esz))
+    return _al(need)
+
+
+cdef void _lp_pack_t(int lowp, int K, int cc, int g0, int ng, int H, int j0, const void* W,
+                     const float* sw, int ldw, char* blk, void* tmp, int p0,
+                     int p1) noexcept nogil:
+    """Panels p0 .. p1 - 1 of the packed W^T block at blk (rows of W selected as in
+    grucy_pack_t: column j is row (g0 + j / cc) * H + j0 + j % cc)."""
+    if lowp == LP_BF16:
+        grucy_bf16_pack_t(K, cc, g0, ng, H, j0, <const float*>W, ldw, blk, tmp, p0, p1)
+    else:
+        grucy_i8_pack_t(K, cc, g0, ng, H, j0, <const signed char*>W, ldw, sw, blk,
+                        grucy_i8_corr(blk, K, ng * cc), grucy_i8_scale(blk, K, ng * cc),
+                        tmp, p0, p1)
+
+
+cdef void _lp_pack_fwd(Ctx* c, int tid, int nt) noexcept nogil:
+    """Forward: the blocks of every chunk (_lp_fwd_block), their panels shared out over
+    the threads (a plan of one chunk still packs on every thread)."""
+    cdef const Plan* p = &c.plan
+    cdef const Cell* cell = c.cell
+    cdef int H = c.H, I = c.I_, nr = _lp_nr(c.lowp), k, b, j0, cw, g0, ng, K, np_
+    cdef char* pk = <char*>c.pk
+    cdef char* blk
+    cdef void* tmp = c.lws + tid * c.lws_bytes
+    cdef Py_ssize_t total = 0, base, lo, hi
+    cdef const void* W
+    cdef const float* sw
+    # every block's panels in one list: chunk by chunk, the stages then the 3 gates
+    for k in range(p.chunks):
+        cw = p.unit_lo[k + 1] - p.unit_lo[k]
+        for b in range(cell.nfwd + 3):
+            ng = cell.fwd[b].ng if b < cell.nfwd else 1
+            total += (ng * cw + nr - 1) // nr
+    lo = _share(total, tid, nt)
+    hi = _share(total, tid + 1, nt)
+    base = 0
+    for k in range(p.chunks):
+        j0 = p.unit_lo[k]
+        cw = p.unit_lo[k + 1] - j0
+        blk = pk + c.chunk_off[k]
+        for b in range(cell.nfwd + 3):
+            if b < cell.nfwd:
+                g0, ng, K, W, sw = cell.fwd[b].g0, cell.fwd[b].ng, H, c.whh, c.shh
+            else:
+                g0, ng, K, W, sw = b - cell.nfwd, 1, I, c.wih, c.sih
+            np_ = (ng * cw + nr - 1) // nr
+            if base + np_ > lo and base < hi:
+                _lp_pack_t(c.lowp, K, cw, g0, ng, H, j0, W, sw, K, blk, tmp,
+                           <int>(max(lo, base) - base), <int>(min(hi, base + np_) - base))
+            base += np_
+            blk += _lp_pack_bytes(c.lowp, K, ng * cw)
+
+
+cdef void _lp_pack_bwd(Ctx* c, int tid, int nt) noexcept nogil:
+    """Backward (bf16): each chunk's W_hh[:, chunk], then W_ih (panels split)."""
+    cdef const Plan* p = &c.plan
+    cdef int H = c.H, H3 = 3 * c.H, I = c.I_, nr = _lp_nr(c.lowp), k, j0, panels
+    cdef char* pk = <char*>c.pk
+    cdef const float* whh = <const float*>c.whh
+    cdef Py_ssize_t q0, q1
+    k = tid
+    while k < p.chunks:
+        j0 = p.unit_lo[k]
+        grucy_bf16_pack_n(H3, p.unit_lo[k + 1] - j0, whh + j0, H, pk + c.chunk_off[k])
+        k += nt
+    panels = (I + nr - 1) // nr
+    q0 = _share(panels, tid, nt) * nr
+    q1 = min(_share(panels, tid + 1, nt) * nr, I)
+    if q1 > q0:
+        grucy_bf16_pack_n(H3, <int>(q1 - q0), <const float*>c.wih + q0, I,
+                          pk + c.ih_off + (q0 // nr) * <Py_ssize_t>grucy_bf16_panel_bytes(H3))
+
+
+cdef inline void _lp_convert_to(Ctx* c, char* out, float* sa, int M, int K, const float* A,
+                                Py_ssize_t lda) noexcept nogil:
+    """Rows of A converted to rows of _lp_row_bytes(K) at out (bf16 A format, or int8
+    bytes with their scales at sa)."""
+    if c.lowp == LP_BF16:
+        grucy_bf16_cvt(M, K, A, lda, 1, out, grucy_bf16_kp(K))
+    else:
+        grucy_i8_quant(M, K, A, lda, <unsigned char*>out, <int>_lp_row_bytes(c.lowp, K), sa)
+
+
+cdef inline void _lp_gemm_from(Ctx* c, const char* A, const float* sa, int M, int N, int K,
+                               char* P, Py_ssize_t pstride, float* C, int ldc, bint beta,
+                               bint backwards) noexcept nogil:
+    """C (M, N) (+)= converted rows A (_lp_convert_to) @ the packed block P (K rows;
+    bf16: panels pstride bytes apart, P possibly at a row offset; int8: the whole block
+    of N columns, beta not supported)."""
+    if M <= 0:
+        return
+    if c.lowp == LP_BF16:
+        grucy_bf16_gemm(M, N, K, A, grucy_bf16_kp(K), P, pstride, C, ldc, beta, backwards)
+    else:
+        grucy_i8_gemm(M, N, K, <const unsigned char*>A, <int>_lp_row_bytes(c.lowp, K), sa,
+                      P, grucy_i8_corr(P, K, N), grucy_i8_scale(P, K, N), C, ldc, backwards)
+
+
+cdef inline void _lp_convert(Ctx* c, char* ws, int M, int K, const float* A,
+                             Py_ssize_t lda) noexcept nogil:
+    """Rows of A converted into ws (their scales after them)."""
+    _lp_convert_to(c, ws, <float*>(ws + _al(M * _lp_row_bytes(c.lowp, K))), M, K, A, lda)
+
+
+cdef inline void _lp_gemm(Ctx* c, char* ws, int M, int N, int K, char* P,
+                          Py_ssize_t pstride, float* C, int ldc, bint beta,
+                          bint backwards) noexcept nogil:
+    """_lp_gemm_from the rows _lp_convert put in ws."""
+    _lp_gemm_from(c, ws, <float*>(ws + _al(M * _lp_row_bytes(c.lowp, K))), M, N, K, P,
+                  pstride, C, ldc, beta, backwards)
+
+
+cdef void _lp_rows_gemm(Ctx* c, char* ws, int M, int N, int K, const float* A,
+                        Py_ssize_t lda, char* P, Py_ssize_t pstride, float* C, int ldc,
+                        bint beta, bint backwards) noexcept nogil:
+    """_lp_convert then _lp_gemm."""
+    if M <= 0:
+        return
+    _lp_convert(c, ws, M, K, A, lda)
+    _lp_gemm(c, ws, M, N, K, P, pstride, C, ldc, beta, backwards)
+
+
+cdef void _lp_step_projection(Ctx* c, int ch, Py_ssize_t row0, int m,
+                              float* G) noexcept nogil:
+    """The input projection of rows row0 .. row0 + m for the units of chunk ch, in the
+    recurrence: the rows of X (converted before the loop, c.xc) times the chunk's W_ih^T
+    block of each gate, into G's r, z, n columns (rows 3H apart).  Just before the fused
+    pass reads them, so G is still in cache (as one product before the loop, G went to
+    memory and back)."""
+    cdef const Cell* cell = c.cell
+    cdef int I = c.I_, H = c.H, j0 = c.plan.unit_lo[ch], cw = c.plan.unit_lo[ch + 1] - j0, g
+    cdef char* blk = <char*>c.pk + c.chunk_off[ch] + _lp_stage_off(cell, c.lowp, cell.nfwd,
+                                                                     H, cw)
+    cdef Py_ssize_t ps = grucy_bf16_panel_bytes(I) if c.lowp == LP_BF16 else 0
+    cdef const char* xr = c.xc + row0 * _lp_row_bytes(c.lowp, I)
+    for g in range(3):
+        _lp_gemm_from(c, xr, c.xsa + row0, m, cw, I, blk + g * _lp_pack_bytes(c.lowp, I, cw),
+                      ps, G + g * H + j0, 3 * H, False, False)
+
+
+cdef void _lp_dx_rows(Ctx* c, int tid, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """bf16: dX[r0:r1] = [dG r, z | dGxn or dG n] @ W_ih, ONE chain over the 3H gate
+    gradients (the float32 path adds two)."""
+    cdef int I = c.I_, H = c.H, H3 = 3 * c.H, mb, kp = grucy_bf16_kp(3 * c.H)
+    cdef const float* dG = <const float*>c.dG
+    cdef float* dX = <float*>c.dX
+    cdef char* ws = c.lws + tid * c.lws_bytes
+    cdef Py_ssize_t esz = grucy_bf16_esz()
+    while r0 < r1:
+        mb = <int>min(<Py_ssize_t>LP_ROWS, r1 - r0)
+        if c.cell.xn_separate:
+            grucy_bf16_cvt(mb, 2 * H, dG + r0 * H3, H3, 1, ws, kp)
+            grucy_bf16_cvt(mb, H, <const float*>c.dGxn + r0 * H, H, 1, ws + 2 * H * esz, kp)
+        else:
+            grucy_bf16_cvt(mb, H3, dG + r0 * H3, H3, 1, ws, kp)
+        grucy_bf16_gemm(mb, I, H3, ws, kp, <char*>c.pk + c.ih_off,
+                        grucy_bf16_panel_bytes(H3), dX + r0 * I, I, c.beta_dx, False)
+        r0 += mb
+
+
+cdef int _lp_strip = WGRAD_STRIP, _lp_cols = WGRAD_COLS
+
+
+def _lp_wgrad_tiles(int strip=0, int cols=0):
+    """Tuning hook: the bf16 weight-gradient tiles (rows x columns; 0: unchanged,
+    columns a multiple of 32); returns the old pair.  Results never depend on it."""
+    global _lp_strip, _lp_cols
+    old = (_lp_strip, _lp_cols)
+    if strip < 0 or cols < 0 or cols % 32:
+        raise ValueError("strip and cols must be non-negative, cols a multiple of 32")
+    _lp_strip = strip or _lp_strip
+    _lp_cols = cols or _lp_cols
+    return old
+
+
+cdef void _lp_wgrad_block(int m, int ncol, int kc, const char* Dt, int ldt,
+                          const char* P, float* dw) noexcept nogil:
+    """dw (m, ncol) += Dt (m, kc; converted rows of ldt elements) @ P (packed kc rows),
+    in tiles as _wgrad_block."""
+    cdef int c0, cw, j, w, nr = grucy_lp_nr(grucy_bf16_kind)
+    cdef int strip = _lp_strip, cols = _lp_cols
+    cdef Py_ssize_t ps = grucy_bf16_panel_bytes(kc), esz = grucy_bf16_esz()
+    c0 = 0
+    while c0 < ncol:
+        cw = cols if ncol - c0 > cols else ncol - c0
+        j = 0
+        while j < m:
+            w = strip if m - j > strip else m - j
+            grucy_bf16_gemm(w, cw, kc, Dt + <Py_ssize_t>j * ldt * esz, ldt,
+                            P + (c0 // nr) * ps, ps, dw + <Py_ssize_t>j * ncol + c0, ncol,
+                            True, False)
+            j += strip
+        c0 += cols
+
+
+cdef void _lp_weight_grads(Ctx* c, int tid, int nt) noexcept nogil:
+    """bf16 dW_ih, dW_hh (bf16 products, float32 sums; blocks in order as
+    _weight_grads) and the bias gradients (float32, as _weight_grads)."""
+    cdef const Cell* cell = c.cell
+    cdef int I = c.I_, H = c.H, H3 = 3 * c.H
+    cdef Py_ssize_t N = c.off[c.T], k0
+    cdef const float* dG = <const float*>c.dG
+    cdef const float* X = <const float*>c.X
+    cdef const float* Hp = <const float*>c.Hp
+    cdef const float* A = <const float*>c.A
+    cdef float* dwih = <float*>c.dwih
+    cdef float* dwhh = <float*>c.dwhh
+    cdef float* dbih = <float*>c.dbih
+    cdef float* dbhh = <float*>c.dbhh
+    cdef char* Px = c.lws + tid * c.lws_bytes
+    cdef char* Ph = Px + _al(grucy_bf16_pack_bytes(WGRAD_K_BLOCK, I))
+    cdef char* Dth = Ph + _al(grucy_bf16_pack_bytes(WGRAD_K_BLOCK, H))
+    cdef char* Dtx = Dth + _al(H * grucy_bf16_kp(WGRAD_K_BLOCK) * <Py_ssize_t>grucy_bf16_esz())
+    cdef char* dtx
+    cdef const float* packed_src = NULL
+    cdef int u0 = <int>_share(H3, tid, nt), u1 = <int>_share(H3, tid + 1, nt)
+    cdef int a, e, g, kc, kp, ldx
+    cdef const float* Dx
+    cdef const float* Dh
+    cdef const float* src
+    if u1 <= u0:
+        return
+    k0 = 0
+    while k0 < N:
+        kc = <int>(WGRAD_K_BLOCK if N - k0 > WGRAD_K_BLOCK else N - k0)
+        kp = grucy_bf16_kp(kc)
+        grucy_bf16_pack_n(kc, I, X + k0 * I, I, Px)
+        packed_src = NULL
+        a = u0
+        while a < u1:
+            g = a // H
+            e = (g + 1) * H if (g + 1) * H < u1 else u1
+            Dh = dG + k0 * H3 + a
+            if g == 2 and cell.xn_separate:
+                Dx = <const float*>c.dGxn + k0 * H + (a - 2 * H)
+                ldx = H
+            else:
+                Dx = Dh
+                ldx = H3
+            src = (A if cell.whh_src[g] else Hp) + k0 * H
+            if src != packed_src:
+                grucy_bf16_pack_n(kc, H, src, H, Ph)
+                packed_src = src
+            # the gate-gradient columns a..e as converted rows (transposed)
+            grucy_bf16_cvt(e - a, kc, Dh, 1, H3, Dth, kp)
+            dtx = Dth
+            if Dx != Dh:
+                grucy_bf16_cvt(e - a, kc, Dx, 1, ldx, Dtx, kp)
+                dtx = Dtx
+            _lp_wgrad_block(e - a, I, kc, dtx, kp, Px, dwih + <Py_ssize_t>a * I)
+            _lp_wgrad_block(e - a, H, kc, Dth, kp, Ph, dwhh + <Py_ssize_t>a * H)
+            _colsum(kc, e - a, Dx, ldx, dbih + a)
+            _colsum(kc, e - a, Dh, H3, dbhh + a)
+            a = e
+        k0 += kc
+
 # ---------------------------------------------------------------------------------------
 # Forward.
 
@@ -1100,7 +1572,13 @@ cdef void _fwd_run(const floating* tag, Ctx* c, int tid, int nt) noexcept nogil:
     cdef double t0
     cdef bint dbuf = cell.nfwd == 1
     # 1. pack W_hh's chunk blocks and W_ih^T, shared by all threads
-    if not c.prepacked and not c.blas:
+    if not c.prepacked and c.lowp:
+        t0 = _tic(c)
+        _lp_pack_fwd(c, tid, nt)
+        _toc(c, tid, 0, t0)
+        if nt > 1:
+            _wait(c, &c.bar[p.groups], tid)
+    elif not c.prepacked and not c.blas:
         t0 = _tic(c)
         k = tid
         while k < p.chunks:
@@ -1122,7 +1600,11 @@ cdef void _fwd_run(const floating* tag, Ctx* c, int tid, int nt) noexcept nogil:
     t0 = _tic(c)
     q0 = _share(N, tid, nt)
     q1 = _share(N, tid + 1, nt)
-    _input_projection(c, tag, q0, q1)
+    if c.lowp:      # X's rows converted once; the products in _lp_step_projection
+        _lp_convert_to(c, c.xc + q0 * _lp_row_bytes(c.lowp, I), c.xsa + q0, <int>(q1 - q0),
+                       I, <const float*>c.X + q0 * I, I)
+    else:
+        _input_projection(c, tag, q0, q1)
     if dbuf and tid < nrec:
         # a sequence joining late (reverse direction, variable lengths) reads h0 from
         # whichever buffer its first step reads
@@ -1200,7 +1682,7 @@ cdef void _fwd_recurrence(Ctx* c, const floating* tag, int tid) noexcept nogil:
     cdef floating* src
     cdef floating* h
     cdef floating* y
-    cdef Py_ssize_t row
+    cdef Py_ssize_t row, goff
     cdef int s, t, n, m, b, st, gi, steps
     cdef double t0
     cdef const FwdStage* fs
@@ -1213,15 +1695,28 @@ cdef void _fwd_recurrence(Ctx* c, const floating* tag, int tid) noexcept nogil:
         cur = S2 if dbuf and s % 2 == 1 else S
         nxt = (S if s % 2 == 1 else S2) if dbuf else S
         aux = A + (c.off[t] if c.training else 0) * H
+        goff = 0 if c.gsmall else c.off[t]     # G: every step's rows, or this step's
         if c.training:
             for b in range(r0, r0 + m):
                 memcpy(Hp + (c.off[t] + b) * H + j0, cur + <Py_ssize_t>b * H + j0,
                        <size_t>cw * sizeof(floating))
+        if c.lowp:
+            t0 = _tic(c)
+            _lp_step_projection(c, me.chunk, c.off[t] + r0, m, <float*>(G + (goff + r0) * H3))
+            _toc(c, tid, 1, t0)
         for st in range(cell.nfwd):
             fs = &cell.fwd[st]
             src = cur if fs.src == SRC_STATE else aux
             t0 = _tic(c)
-            if c.blas:
+            if c.lowp:
+                _lp_rows_gemm(c, c.lws + tid * c.lws_bytes, m, fs.ng * cw, H,
+                              <const float*>(src + <Py_ssize_t>r0 * H), H,
+                              <char*>c.pk + c.chunk_off[me.chunk]
+                              + _lp_stage_off(cell, c.lowp, st, H, cw),
+                              grucy_bf16_panel_bytes(H) if c.lowp == LP_BF16 else 0,
+                              <float*>(Gh + <Py_ssize_t>r0 * H3 + 3 * j0 + fs.g0 * cw), H3,
+                              False, s & 1)
+            elif c.blas:
                 for gi in range(fs.ng):
                     gemm(False, True, m, cw, H, 1, src + <Py_ssize_t>r0 * H, H,
                          whh + <Py_ssize_t>((fs.g0 + gi) * H + j0) * H, H, 0,
@@ -1238,7 +1733,7 @@ cdef void _fwd_recurrence(Ctx* c, const floating* tag, int tid) noexcept nogil:
                 if dbuf:
                     memcpy(h, cur + <Py_ssize_t>b * H + j0, <size_t>cw * sizeof(floating))
                 y = Y + t * c.y_t + _row(c.ymap, b) * c.y_b + j0
-                _fwd_fused(fs.fused, cw, H, G + row * H3 + j0,
+                _fwd_fused(fs.fused, cw, H, G + (goff + b) * H3 + j0,
                            Gh + <Py_ssize_t>b * H3 + 3 * j0, bih, bhh, h, y,
                            aux + <Py_ssize_t>b * H + j0)
             _toc(c, tid, 3, t0)
@@ -1288,7 +1783,13 @@ cdef void _bwd_run(const floating* tag, Ctx* c, int tid, int nt) noexcept nogil:
     cdef Py_ssize_t q0, q1
     cdef double t0
     # 1. pack W_hh[:, chunk] per chunk and W_ih (for dX)
-    if not c.blas:
+    if c.lowp:
+        t0 = _tic(c)
+        _lp_pack_bwd(c, tid, nt)
+        _toc(c, tid, 0, t0)
+        if nt > 1:
+            _wait(c, &c.bar[p.groups], tid)
+    elif not c.blas:
         t0 = _tic(c)
         k = tid
         while k < p.chunks:
@@ -1311,10 +1812,16 @@ cdef void _bwd_run(const floating* tag, Ctx* c, int tid, int nt) noexcept nogil:
         _wait(c, &c.bar[p.groups], tid)
     # 3. dX (rows split) and the weight gradients (gate rows split)
     t0 = _tic(c)
-    _dx_rows(c, tag, _share(N, tid, nt), _share(N, tid + 1, nt))
+    if c.lowp:
+        _lp_dx_rows(c, tid, _share(N, tid, nt), _share(N, tid + 1, nt))
+    else:
+        _dx_rows(c, tag, _share(N, tid, nt), _share(N, tid + 1, nt))
     _toc(c, tid, 1, t0)
     t0 = _tic(c)
-    _weight_grads(c, tag, tid, nt)
+    if c.lowp:
+        _lp_weight_grads(c, tid, nt)
+    else:
+        _weight_grads(c, tag, tid, nt)
     _toc(c, tid, 5, t0)
 
 
@@ -1360,7 +1867,14 @@ cdef void _bwd_recurrence(Ctx* c, const floating* tag, int tid) noexcept nogil:
             # dst[rows, own units] (+)= dG[rows, gates g0..] @ W_hh[those rows, own units]
             t0 = _tic(c)
             dst = (dS if bst.dst == DST_DS else dRH) + <Py_ssize_t>r0 * H + j0
-            if c.blas:
+            if c.lowp:
+                _lp_rows_gemm(c, c.lws + tid * c.lws_bytes, m, cw, bst.ng * H,
+                              <const float*>(dG + (c.off[t] + r0) * H3 + bst.g0 * H), H3,
+                              <char*>c.pk + c.chunk_off[me.chunk] + <Py_ssize_t>bst.g0 * H
+                              * _lp_nr(c.lowp) * <Py_ssize_t>grucy_bf16_esz(),
+                              grucy_bf16_panel_bytes(H3), <float*>dst, H,
+                              bst.dst == DST_DS, s & 1)
+            elif c.blas:
                 gemm(False, False, m, cw, bst.ng * H, 1,
                      dG + (c.off[t] + r0) * H3 + bst.g0 * H, H3,
                      whh + <Py_ssize_t>bst.g0 * H * H + j0, H,
@@ -1725,11 +2239,32 @@ cdef void _profile_end(Ctx* c, object buf, double wall):
     _prof_calls += 1
 
 
+cdef int _lp_buffers(Ctx* c, dict pool, bint forward, int B, int I, int H,
+                     Py_ssize_t rows=0) except -1:
+    """The packed blocks (bytes, Ctx.chunk_off / ih_off), the per-thread scratch of a
+    low-precision call and (forward) the converted rows of X, from the pool."""
+    cdef Py_ssize_t n = _lp_layout(c.cell, &c.plan, c.lowp, I, H, forward, c.chunk_off)
+    cdef unsigned char[::1] pk = _buffer(pool, "pk8", (n + 64,), np.uint8)
+    c.pk = &pk[0] + (-<size_t>&pk[0]) % 64
+    c.ih_off = c.chunk_off[c.plan.chunks]
+    c.lws_bytes = _lp_scratch(c.lowp, forward, B, I, H)
+    cdef unsigned char[::1] lws = _buffer(pool, "lws", (c.plan.nt * c.lws_bytes + 64,),
+                                          np.uint8)
+    c.lws = <char*>&lws[0] + (-<size_t>&lws[0]) % 64
+    cdef Py_ssize_t xb = _al(rows * _lp_row_bytes(c.lowp, I))
+    cdef unsigned char[::1] xc
+    if forward:
+        xc = _buffer(pool, "xc", (xb + rows * 4 + 64,), np.uint8)
+        c.xc = <char*>&xc[0] + (-<size_t>&xc[0]) % 64
+        c.xsa = <float*>(c.xc + xb)
+    return 0
+
+
 def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
             const floating[:, ::1] w_hh, const floating[::1] b_ih,
             const floating[::1] b_hh, floating[:, ::1] h, floating[:, :, :] Y,
             const int[::1] batch_sizes, bint reverse, bint reset_after, bint training,
-            dict pool=None, const Py_ssize_t[::1] ymap=None):
+            dict pool=None, const Py_ssize_t[::1] ymap=None, int precision=0):
     """Run one layer and direction over the whole sequence.
 
     X (T, B, I) time-major; h (B, H) holds h0 on entry and h_n on exit; Y (T, B, H) (a
@@ -1741,9 +2276,12 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     workspace (None: fresh buffers).  The caller must not pass the pool of a workspace
     it still wants to backpropagate: this call overwrites it.  ymap (B,): sequence b
     (longest-first order) goes to row ymap[b] of Y (a permutation of 0..B-1; None: b);
-    Y's rows past a sequence's end are not written.
+    Y's rows past a sequence's end are not written.  precision: 0 (the products in the
+    floating type) or 1 (bf16 products, float32 only; backward() follows the workspace).
     """
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], H = w_hh.shape[1]
+    _check(precision == LP_NONE or (precision == LP_BF16 and floating is float),
+           "precision must be 0, or 1 (bf16) with float32")
     _check(w_ih.shape[0] == 3 * H and w_ih.shape[1] == I, "w_ih shape")
     _check(w_hh.shape[0] == 3 * H, "w_hh shape")
     _check(b_ih.shape[0] == 3 * H and b_hh.shape[0] == 3 * H, "bias shape")
@@ -1766,12 +2304,14 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     c.bs = &batch_sizes[0]
     c.off = &off[0]
     c.reverse, c.training, c.prepacked = reverse, training, False
-    c.blas = grucy_isa == GRUCY_ISA_BLAS
+    c.lowp = precision
+    c.blas = grucy_isa == GRUCY_ISA_BLAS and not c.lowp
     c.cell = _cell(reset_after)
     team = _Team()
-    _plan_call(&c, team, T, B, I, H, &batch_sizes[0], sizeof(floating))
+    _plan_call(&c, team, T, B, I, H, &batch_sizes[0], 2 if c.lowp else sizeof(floating))
     rows = max(N, 1)
-    G_arr = _buffer(pool, "G", (rows, 3 * H), dtype)
+    c.gsmall = c.lowp and not training     # (the projection runs step by step)
+    G_arr = _buffer(pool, "G", (B if c.gsmall else rows, 3 * H), dtype)
     A_arr = _buffer(pool, "A", (rows if training else B, H), dtype)
     Hp_arr = _buffer(pool, "Hp", (rows, H), dtype) if training else None
     Gh_arr = _buffer(pool, "Gh", (B, 3 * H), dtype)
@@ -1785,7 +2325,9 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     cdef floating[:, ::1] Xp
     cdef floating[::1] pk
     cdef int nr = _nr(&w_ih[0, 0])
-    if not c.blas:
+    if c.lowp:
+        _lp_buffers(&c, pool, True, B, I, H, rows)
+    elif not c.blas:
         pk = _buffer(pool, "pk", (_pack_layout(c.cell, &c.plan, I, H, nr, True,
                                                c.chunk_off),), dtype)
         c.pk = &pk[0]
@@ -1825,7 +2367,77 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     return {"X": np.asarray(X) if full else Xp_arr, "G": G_arr, "A": A_arr, "Hp": Hp_arr,
             "bs": np.asarray(batch_sizes), "off": off_arr, "full": full,
             "reverse": reverse, "reset_after": reset_after, "shape": (T, B, I, H),
-            "pool": pool}
+            "pool": pool, "precision": precision}
+
+
+def forward_int8(const float[:, :, ::1] X, const signed char[:, ::1] w_ih,
+                 const signed char[:, ::1] w_hh, const float[::1] s_ih,
+                 const float[::1] s_hh, const float[::1] b_ih, const float[::1] b_hh,
+                 float[:, ::1] h, float[:, :, :] Y, const int[::1] batch_sizes,
+                 bint reverse, bint reset_after, dict pool=None,
+                 const Py_ssize_t[::1] ymap=None):
+    """forward() of a quantized layer, inference only: the products with the weights in
+    int8 (_lowp.h): w_ih (3H, I) and w_hh (3H, H) int8 with per-row scales s_ih, s_hh;
+    inputs and states quantized per row when used; everything else float32."""
+    cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], H = w_hh.shape[1]
+    _check(w_ih.shape[0] == 3 * H and w_ih.shape[1] == I, "w_ih shape")
+    _check(w_hh.shape[0] == 3 * H, "w_hh shape")
+    _check(s_ih.shape[0] == 3 * H and s_hh.shape[0] == 3 * H, "scale shape")
+    _check(b_ih.shape[0] == 3 * H and b_hh.shape[0] == 3 * H, "bias shape")
+    _check(h.shape[0] == B and h.shape[1] == H, "h shape")
+    _check(Y.shape[0] == T and Y.shape[1] == B and Y.shape[2] == H, "Y shape")
+    _check(Y.strides[2] == sizeof(float), "Y must be contiguous on its last axis")
+    _check(batch_sizes.shape[0] == T, "batch_sizes length")
+    _check(T >= 1 and B >= 1 and I >= 1 and H >= 1, "sizes must be positive")
+    cdef const Py_ssize_t* ymap_ptr = _rowmap(ymap, B)
+    off_arr = _row_offsets(batch_sizes, B)
+    cdef Py_ssize_t[::1] off = off_arr
+    cdef Py_ssize_t N = off[T]
+    cdef bint full = N == <Py_ssize_t>T * B
+    if pool is None:
+        pool = {}
+    cdef Ctx c
+    memset(&c, 0, sizeof(Ctx))
+    c.T, c.B, c.I_, c.H, c.elsize = T, B, I, H, sizeof(float)
+    c.bs = &batch_sizes[0]
+    c.off = &off[0]
+    c.reverse, c.training, c.prepacked, c.blas = reverse, False, False, False
+    c.lowp = LP_INT8
+    c.cell = _cell(reset_after)
+    team = _Team()
+    _plan_call(&c, team, T, B, I, H, &batch_sizes[0], 1)
+    rows = max(N, 1)
+    c.gsmall = True
+    cdef float[:, ::1] G = _buffer(pool, "G", (B, 3 * H), np.float32)
+    cdef float[:, ::1] A = _buffer(pool, "A", (B, H), np.float32)
+    cdef float[:, ::1] Gh = _buffer(pool, "Gh", (B, 3 * H), np.float32)
+    cdef float[:, ::1] S2
+    cdef float[:, ::1] Xp
+    _lp_buffers(&c, pool, True, B, I, H, rows)
+    c.wih, c.whh, c.bih, c.bhh = &w_ih[0, 0], &w_hh[0, 0], &b_ih[0], &b_hh[0]
+    c.sih, c.shh = &s_ih[0], &s_hh[0]
+    c.X = &X[0, 0, 0]
+    c.Y = &Y[0, 0, 0]
+    c.y_t = Y.strides[0] // sizeof(float)
+    c.y_b = Y.strides[1] // sizeof(float)
+    c.ymap = ymap_ptr
+    c.S = &h[0, 0]
+    c.G, c.A, c.Gh = &G[0, 0], &A[0, 0], &Gh[0, 0]
+    if c.cell.nfwd == 1:
+        S2 = _buffer(pool, "S2", (B, H), np.float32)
+        c.S2 = &S2[0, 0]
+    if not full:
+        Xp = _buffer(pool, "Xp", (rows, I), np.float32)
+        c.X = &Xp[0, 0]
+    bars = _barriers(&c)
+    prof = _profile_start(&c)
+    cdef double t0 = grucy_now()
+    with nogil:
+        if not full:
+            _gather_rows(T, B, I, c.bs, c.off, &X[0, 0, 0], <float*>c.X)
+        grucy_pool_run(_fwd_job, &c, c.plan.nt)
+    _profile_end(&c, prof, grucy_now() - t0)
+    del team
 
 
 def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
@@ -1870,10 +2482,13 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
     c.off = &off[0]
     c.reverse = ws["reverse"]
     c.training = True
-    c.blas = grucy_isa == GRUCY_ISA_BLAS
+    c.lowp = ws.get("precision", LP_NONE)
+    _check(c.lowp == LP_NONE or (c.lowp == LP_BF16 and floating is float),
+           "workspace precision")
+    c.blas = grucy_isa == GRUCY_ISA_BLAS and not c.lowp
     c.cell = _cell(reset_after)
     team = _Team()
-    _plan_call(&c, team, T, B, I, H, &bs[0], sizeof(floating))
+    _plan_call(&c, team, T, B, I, H, &bs[0], 2 if c.lowp else sizeof(floating))
     cdef bint needs_drh = False
     cdef int st
     for st in range(c.cell.nbwd):
@@ -1887,7 +2502,9 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
     cdef int nr = _nr(&w_ih[0, 0])
     cdef floating[::1] pk
     cdef floating[::1] scratch
-    if not c.blas:
+    if c.lowp:
+        _lp_buffers(&c, pool, False, B, I, H)
+    elif not c.blas:
         # (the forward's buffer: it is done with its packed weights)
         pk = _buffer(pool, "pk", (_pack_layout(c.cell, &c.plan, I, H, nr, False,
                                                c.chunk_off),), dtype)
@@ -1960,13 +2577,17 @@ cdef class GRUStream:
     batch_size, hidden_size, num_layers, input_size : int
     """
 
-    cdef readonly int num_layers, batch_size, hidden_size, input_size
+    cdef readonly int num_layers, batch_size, hidden_size, input_size, precision
     cdef bint reset_after, dbl
     cdef object dtype
     cdef list params          # the layer's arrays, read again by refresh()
-    cdef list snapshot        # per layer: copies of (w_ih, w_hh, b_ih, b_hh)
+    cdef list snapshot        # per layer: copies of (w_ih, w_hh, b_ih, b_hh[, s_ih, s_hh])
     cdef list packed          # per layer: packed W_hh^T blocks then W_ih^T
     cdef int isa              # the kernels the snapshot was packed for
+    cdef int lpkind           # (the low-precision kernels, precision > 0)
+    cdef object lws_arr       # low precision: scratch of the conversions
+    cdef object xc_arr        # and the converted input rows
+    cdef Py_ssize_t lws_bytes
     cdef object S_arr, S2_arr, G_arr, A_arr, Gh_arr, Y_arr, S_prev_arr
     cdef char* S
     cdef char* S2
@@ -1978,7 +2599,7 @@ cdef class GRUStream:
     cdef bint busy
 
     def __cinit__(self, list layers, int batch_size, int hidden_size, bint reset_after,
-                  dtype, h0):
+                  dtype, h0, int precision=0):
         cdef int L = len(layers), H = hidden_size, B = batch_size
         if L < 1 or H < 1 or B < 1:
             raise ValueError("GRUStream needs at least one layer, unit and stream")
@@ -1986,6 +2607,10 @@ cdef class GRUStream:
         self.reset_after = reset_after
         self.dtype = np.dtype(dtype)
         self.dbl = self.dtype == np.float64
+        if precision not in (LP_NONE, LP_BF16, LP_INT8) or (precision and self.dbl):
+            raise ValueError("GRUStream: precision must be 0, or 1 (bf16) or 2 (int8) with "
+                             "float32")
+        self.precision = precision
         self.params = [list(arrs) for arrs in layers]
         self._take_snapshot()
         self.input_size = self.snapshot[0][0].shape[1]
@@ -2010,14 +2635,18 @@ cdef class GRUStream:
     def _take_snapshot(self):
         cdef int H = self.hidden_size, l
         snapshot = []
+        int8 = self.precision == LP_INT8
         for l, arrs in enumerate(self.params):
-            arrs = [np.array(a, dtype=self.dtype, order="C", copy=True) for a in arrs]
-            if (arrs[0].ndim != 2 or arrs[0].shape[0] != 3 * H or arrs[1].shape != (3 * H, H)
-                    or arrs[2].shape != (3 * H,) or arrs[3].shape != (3 * H,)
+            # int8: (w_ih, w_hh) int8 with their row scales after the biases
+            arrs = [np.array(a, dtype=np.int8 if int8 and k < 2 else self.dtype, order="C",
+                             copy=True) for k, a in enumerate(arrs)]
+            if (len(arrs) != (6 if int8 else 4) or arrs[0].ndim != 2
+                    or arrs[0].shape[0] != 3 * H or arrs[1].shape != (3 * H, H)
+                    or any(a.shape != (3 * H,) for a in arrs[2:])
                     or (l > 0 and arrs[0].shape[1] != H)):
                 raise ValueError(f"GRUStream: parameter shapes of layer {l} do not match")
-            for name, a in zip(PARAM_NAMES, arrs):
-                if not all_finite(a):
+            for name, a in zip(PARAM_NAMES + ("scale_ih", "scale_hh"), arrs):
+                if a.dtype.kind == "f" and not all_finite(a):
                     raise ValueError(f"{name}_l{l} contains NaN or inf: the stream cannot "
                                      f"use these parameters")
             snapshot.append(arrs)
@@ -2026,7 +2655,49 @@ cdef class GRUStream:
 
     def _pack(self):
         self.isa = grucy_isa
-        self.packed = [self._pack_layer(arrs) for arrs in self.snapshot]
+        self.lpkind = self._lp_kind()
+        if self.precision:
+            self.packed = [self._lp_pack_layer(arrs) for arrs in self.snapshot]
+        else:
+            self.packed = [self._pack_layer(arrs) for arrs in self.snapshot]
+
+    cdef int _lp_kind(self):
+        return grucy_bf16_kind if self.precision == LP_BF16 else grucy_i8_kind
+
+    cdef object _lp_pack_layer(self, list arrs):
+        """Low precision: the stages' W_hh^T blocks, then W_ih^T (_lp_layout, bytes)."""
+        cdef int H = self.hidden_size, I = arrs[0].shape[1], s, B = self.batch_size
+        cdef const Cell* cell = _cell(self.reset_after)
+        cdef Ctx c
+        memset(&c, 0, sizeof(Ctx))
+        c.lowp = self.precision
+        cdef Py_ssize_t blk = _lp_stage_off(cell, c.lowp, cell.nfwd, H, H)
+        out = np.zeros(_lp_fwd_block(cell, c.lowp, I, H, H) + 64, np.uint8)
+        cdef Py_ssize_t lws_bytes = _lp_scratch(c.lowp, True, B, max(I, H), H)
+        self.lws_bytes = max(self.lws_bytes, lws_bytes)
+        if self.lws_arr is None or self.lws_arr.shape[0] < self.lws_bytes + 64:
+            self.lws_arr = np.zeros(self.lws_bytes + 64, np.uint8)
+        lws_bytes = _al(B * _lp_row_bytes(c.lowp, max(I, H))) + B * 4 + 64
+        if self.xc_arr is None or self.xc_arr.shape[0] < lws_bytes:
+            self.xc_arr = np.zeros(lws_bytes, np.uint8)
+        cdef char* P = <char*>cnp.PyArray_DATA(<cnp.ndarray>out)
+        P += (-<size_t>P) % 64
+        cdef char* tmp = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.lws_arr)
+        cdef const void* wih = cnp.PyArray_DATA(<cnp.ndarray>arrs[0])
+        cdef const void* whh = cnp.PyArray_DATA(<cnp.ndarray>arrs[1])
+        cdef const float* sih = NULL
+        cdef const float* shh = NULL
+        if c.lowp == LP_INT8:
+            sih = <const float*>cnp.PyArray_DATA(<cnp.ndarray>arrs[4])
+            shh = <const float*>cnp.PyArray_DATA(<cnp.ndarray>arrs[5])
+        with nogil:
+            for s in range(cell.nfwd):
+                _lp_pack_t(c.lowp, H, H, cell.fwd[s].g0, cell.fwd[s].ng, H, 0, whh, shh, H,
+                           P + _lp_stage_off(cell, c.lowp, s, H, H), tmp, 0, 3 * H)
+            for s in range(3):
+                _lp_pack_t(c.lowp, I, H, s, 1, H, 0, wih, sih, I,
+                           P + blk + s * _lp_pack_bytes(c.lowp, I, H), tmp, 0, H)
+        return out
 
     cdef object _pack_layer(self, list arrs):
         cdef int H = self.hidden_size, I = arrs[0].shape[1]
@@ -2101,8 +2772,8 @@ cdef class GRUStream:
                                "thread its own stream")
         self.busy = True
         try:
-            if self.isa != grucy_isa:   # the kernels were switched (GRUCY_ISA test hook)
-                self._pack()
+            if self.isa != grucy_isa or (self.precision and self.lpkind != self._lp_kind()):
+                self._pack()    # the kernels were switched (GRUCY_ISA, test hooks)
             return self._step(x)
         finally:
             self.busy = False
@@ -2154,6 +2825,8 @@ cdef class GRUStream:
         cdef int l
         for l in range(L):
             ptr[l, 0] = <Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>self.packed[l])
+            if self.precision:   # (the blocks start on a multiple of 64 bytes)
+                ptr[l, 0] += <Py_ssize_t>((-<size_t>ptr[l, 0]) % 64)
             ptr[l, 1] = <Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>self.snapshot[l][2])
             ptr[l, 2] = <Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>self.snapshot[l][3])
             ptr[l, 3] = self.snapshot[l][0].shape[1]
@@ -2198,6 +2871,14 @@ cdef class GRUStream:
         c.bs, c.off = bs, off
         c.cell = cell
         c.prepacked = True
+        c.gsmall = True
+        c.lowp = self.precision
+        if c.lowp:
+            c.lws = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.lws_arr)
+            c.lws += (-<size_t>c.lws) % 64
+            c.lws_bytes = self.lws_bytes
+            c.xc = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.xc_arr)
+            c.xc += (-<size_t>c.xc) % 64
         c.plan.nt, c.plan.groups, c.plan.chunks = 1, 1, 1
         c.plan.row_lo[0], c.plan.row_lo[1] = 0, B
         c.plan.unit_lo[0], c.plan.unit_lo[1] = 0, H
@@ -2210,6 +2891,8 @@ cdef class GRUStream:
         for l in range(L):
             y = out if l == L - 1 else <floating*>self.Y + <Py_ssize_t>l * B * H
             c.I_ = <int>ptr[l, 3]
+            if c.lowp:
+                c.xsa = <float*>(c.xc + _al(B * _lp_row_bytes(c.lowp, c.I_)))
             c.pk = <void*>ptr[l, 0]
             c.bih = <void*>ptr[l, 1]
             c.bhh = <void*>ptr[l, 2]
@@ -2251,4 +2934,100 @@ def _pgemm_probe(const floating[:, ::1] a, const floating[:, ::1] w, bint transp
         for r in range(repeats):
             _pgemm(M, N, K, &a[0, 0], K, &P[0], nr, <Py_ssize_t>K * nr, &c[0, 0], N,
                    False, r & 1)
+    return grucy_now() - t0
+
+
+# ---------------------------------------------------------------------------------------
+# Test and profiling hooks of the low-precision GEMMs (tests/test_lowp.py compares them
+# with a NumPy emulation, bit for bit).
+
+def _bf16_round(const float[::1] x):
+    """x rounded to bf16 as VCVTNEPS2BF16 does, as float32 values."""
+    out = np.empty(x.shape[0], np.uint32)
+    cdef unsigned int[::1] o = out
+    cdef const unsigned int* xi = <const unsigned int*>&x[0] if x.shape[0] else NULL
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        o[i] = grucy_bf16_bits(xi[i]) << 16
+    return out.view(np.float32)
+
+
+def _bf16_gemm_probe(const float[:, ::1] a, const float[:, ::1] w, bint transposed,
+                     float[:, ::1] c, bint beta=False, int repeats=1, bint a_transposed=False):
+    """c (+)= bf16(a) @ bf16(w.T) (``transposed``: w is (N, K)) or bf16(a) @ bf16(w) (w is
+    (K, N)), with the bf16 kernel in use; ``a_transposed``: a is given as (K, M) and
+    converted through the transposed path.  w is packed and a converted once, then the
+    GEMM runs ``repeats`` times (accumulating when ``beta``); returns their seconds."""
+    cdef int M = a.shape[1] if a_transposed else a.shape[0]
+    cdef int K = a.shape[0] if a_transposed else a.shape[1]
+    cdef int N = w.shape[0] if transposed else w.shape[1]
+    if (w.shape[1] if transposed else w.shape[0]) != K or c.shape[0] != M or c.shape[1] != N:
+        raise ValueError("_bf16_gemm_probe: shapes do not match")
+    if repeats < 1 or M < 1 or N < 1 or K < 1:
+        raise ValueError("_bf16_gemm_probe: sizes and repeats must be positive")
+    cdef int kp = grucy_bf16_kp(K)
+    cdef size_t esz = grucy_bf16_esz()
+    cdef char[::1] A = np.zeros(M * kp * esz + 64, np.int8)
+    cdef char[::1] P = np.zeros(grucy_bf16_pack_bytes(K, N) + 64, np.int8)
+    cdef char[::1] tmp = np.zeros(grucy_lp_nr(grucy_bf16_kind) * kp * 4 + 64, np.int8)
+    cdef int r
+    cdef double t0
+    with nogil:
+        if a_transposed:
+            grucy_bf16_cvt(M, K, &a[0, 0], 1, M, &A[0], kp)
+        else:
+            grucy_bf16_cvt(M, K, &a[0, 0], K, 1, &A[0], kp)
+        if transposed:
+            grucy_bf16_pack_t(K, N, 0, 1, 0, 0, &w[0, 0], K, &P[0], &tmp[0], 0, N)
+        else:
+            grucy_bf16_pack_n(K, N, &w[0, 0], N, &P[0])
+    t0 = grucy_now()
+    with nogil:
+        for r in range(repeats):
+            grucy_bf16_gemm(M, N, K, &A[0], kp, &P[0], grucy_bf16_panel_bytes(K),
+                            &c[0, 0], N, beta, r & 1)
+    return grucy_now() - t0
+
+
+def _i8_quant_probe(const float[:, ::1] a):
+    """The int8 kernel's quantization of the rows of a: (bytes q + 128 (M, K) uint8,
+    scales (M,) float32)."""
+    cdef int M = a.shape[0], K = a.shape[1]
+    cdef int kq = grucy_i8_kq(K)
+    out = np.empty((M, kq), np.uint8)
+    sa = np.empty(M, np.float32)
+    cdef unsigned char[:, ::1] o = out
+    cdef float[::1] s = sa
+    if M and K:
+        with nogil:
+            grucy_i8_quant(M, K, &a[0, 0], K, &o[0, 0], kq, &s[0])
+    return out[:, :K], sa
+
+
+def _i8_gemm_probe(const float[:, ::1] a, const signed char[:, ::1] wq,
+                   const float[::1] sw, float[:, ::1] c, int repeats=1):
+    """c = the int8 product of a (quantized per row by the kernel) and the int8 weights
+    wq (N, K) with scales sw (N,) (c[i, j] = a[i] . w[j]); returns the seconds of the
+    ``repeats`` GEMMs (quantization and packing excluded)."""
+    cdef int M = a.shape[0], K = a.shape[1], N = wq.shape[0]
+    if wq.shape[1] != K or sw.shape[0] != N or c.shape[0] != M or c.shape[1] != N:
+        raise ValueError("_i8_gemm_probe: shapes do not match")
+    if repeats < 1 or M < 1 or N < 1 or K < 1:
+        raise ValueError("_i8_gemm_probe: sizes and repeats must be positive")
+    cdef int kq = grucy_i8_kq(K)
+    cdef unsigned char[:, ::1] A = np.zeros((M, kq), np.uint8)
+    cdef float[::1] sa = np.zeros(M, np.float32)
+    cdef char[::1] P = np.zeros(grucy_i8_pack_bytes(K, N) + 64, np.int8)
+    cdef char[::1] tmp = np.zeros(grucy_lp_nr(grucy_i8_kind) * kq + 64, np.int8)
+    cdef int r
+    cdef double t0
+    cdef int* corr = grucy_i8_corr(&P[0], K, N)
+    cdef float* sc = grucy_i8_scale(&P[0], K, N)
+    with nogil:
+        grucy_i8_quant(M, K, &a[0, 0], K, &A[0, 0], kq, &sa[0])
+        grucy_i8_pack_t(K, N, 0, 1, 0, 0, &wq[0, 0], K, &sw[0], &P[0], corr, sc, &tmp[0], 0, N)
+    t0 = grucy_now()
+    with nogil:
+        for r in range(repeats):
+            grucy_i8_gemm(M, N, K, &A[0, 0], kq, &sa[0], &P[0], corr, sc, &c[0, 0], N, r & 1)
     return grucy_now() - t0

@@ -49,7 +49,8 @@ FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<8sIQ32s")
 _MAX_HEADER = 64 << 20
 # Only plain numeric dtypes; never object arrays, so nothing in a file can run code.
-_DTYPES = {"float32", "float64", "int32", "int64", "uint8", "uint32", "uint64", "bool"}
+_DTYPES = {"float32", "float64", "int8", "int32", "int64", "uint8", "uint32", "uint64",
+           "bool"}
 
 
 class FileFormatError(ValueError):
@@ -133,7 +134,7 @@ def write_archive(path, kind, config, arrays):
     config : dict
         JSON-serialisable description (constructor arguments, metadata).
     arrays : dict of str to array_like
-        Numeric arrays; dtypes float32/64, int32/64, uint8/32/64 or bool.
+        Numeric arrays; dtypes float32/64, int8/32/64, uint8/32/64 or bool.
     """
     if not isinstance(kind, str) or not kind:
         raise TypeError(f"kind must be a non-empty string, got {kind!r}")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _gru
 from ._base import Gates, GRUBase, _positive_int, as_float_array, exclusive
 from .io import register
+
+#: The arithmetic of the products with the weights (README, "Low precision"): "fp32" (the
+#: layer's dtype), or "bf16" (bf16 operands, float32 sums; float32 layers only).
+PRECISIONS = ("fp32", "bf16")
 
 
 @register(kind="grucy.GRU")
@@ -48,6 +52,12 @@ class GRU(GRUBase):
     dtype : float32 or float64, default float32
     seed : int or None
         Seeds the U(-1/sqrt(H), 1/sqrt(H)) initialisation and the dropout masks.
+    precision : "fp32" or "bf16", default "fp32"
+        "bf16": every product with a weight (forward and backward, the weight gradients
+        too) multiplies bf16 values and sums in float32; parameters, gradients, gates and
+        states stay float32 (float32 layers only).  Saved with the layer; may be changed
+        between calls (a backward follows the precision of its forward).
+        ``grucy.quantize(gru, "int8")`` gives an int8 copy for inference.
 
     Notes
     -----
@@ -64,6 +74,46 @@ class GRU(GRUBase):
 
     #: Bytes of kernel scratch a layer keeps between calls (None: all of it, 0: none).
     max_scratch_bytes: Optional[int] = 64 << 20
+
+    _precision: str
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, reset_after: bool = True,
+                 dtype: DTypeLike = np.float32, seed: Any = None,
+                 precision: str = "fp32") -> None:
+        super().__init__(input_size, hidden_size, num_layers, bias=bias,
+                         batch_first=batch_first, dropout=dropout,
+                         bidirectional=bidirectional, reset_after=reset_after, dtype=dtype,
+                         seed=seed)
+        self.precision = precision
+
+    def _configure(self, *args: Any, precision: str = "fp32", **kwargs: Any) -> None:
+        """GRUBase's options and the precision (a load passes a file's config here, so
+        a saved precision is checked as the constructor checks it)."""
+        super()._configure(*args, **kwargs)
+        self.precision = precision
+
+    @property
+    def precision(self) -> str:
+        """"fp32" or "bf16" (see the class parameters)."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        if not isinstance(value, str) or value not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {value!r}")
+        if value != "fp32" and self.dtype != np.float32:
+            raise ValueError(f"precision={value!r} needs dtype float32, got {self.dtype}")
+        self._precision = value
+
+    def _get_config(self) -> Dict[str, Any]:
+        return {**super()._get_config(), "precision": self.precision}
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        return text if self.precision == "fp32" else \
+            f"{text[:-1]}, precision={self.precision!r})"
 
     @exclusive
     def forward(self, x: ArrayLike, h0: Optional[ArrayLike] = None,
@@ -128,7 +178,7 @@ class GRU(GRUBase):
                     layer_in, w_ih, w_hh, b_ih, b_hh, h_n[layer * D + direction],
                     y[:, :, direction * H:(direction + 1) * H], batch_sizes,
                     direction == 1, self.reset_after, training, pools[layer * D + direction],
-                    order if last else None))
+                    order if last else None, PRECISIONS.index(self.precision)))
             saved.append((mask, workspaces))
             layer_in = y
         y = layer_in
@@ -149,7 +199,7 @@ class GRU(GRUBase):
         """:meth:`_peak_bytes`, remembered for the last few call shapes (a forward of
         one step would otherwise spend a tenth of its time planning its memory)."""
         key = (T, B, training, cast, ordered, sorted_rows, _gru.get_num_threads(),
-               _gru.kernel_isa())
+               _gru.kernel_isa(), self.precision)
         memo = self.__dict__.get("_call_bytes_memo")
         if memo is None or len(memo) > 16:
             memo = self._call_bytes_memo = {}
@@ -173,7 +223,8 @@ class GRU(GRUBase):
         def pool(in_size, T=T, B=B):
             return _gru.workspace_bytes(T, B, in_size, H, training=training,
                                         reset_after=self.reset_after, dtype=self.dtype,
-                                        full_lengths=not sorted_rows)
+                                        full_lengths=not sorted_rows,
+                                        precision=self.precision)
         states = 4 * L * D * B * H                            # h0, h_n and their copies
         if not training:
             # one pool, grown from the smaller layer's buffers to the larger one's
@@ -270,7 +321,7 @@ class GRU(GRUBase):
                                  "(num_layers, batch_size, hidden_size)")
         layers = [self.layer_params(layer, 0) for layer in range(self.num_layers)]
         return _gru.GRUStream(layers, batch_size, self.hidden_size, self.reset_after,
-                              self.dtype, h0)
+                              self.dtype, h0, PRECISIONS.index(self.precision))
 
     def step(self, x: ArrayLike,
              h: Optional[ArrayLike] = None) -> Tuple[np.ndarray, np.ndarray]:
@@ -296,7 +347,8 @@ class GRU(GRUBase):
         # back; a thread finding none (another one holds it) builds its own.
         cached = self.__dict__.pop("_step_stream", None)
         arrays = [a for layer in range(self.num_layers) for a in self.layer_params(layer, 0)]
-        if (cached is not None and cached[0] == B and cached[1] == self.reset_after
+        if (cached is not None and cached[0] == B
+                and cached[1] == (self.reset_after, self.precision)
                 and len(cached[2]) == len(arrays)
                 and all(a is b for a, b in zip(cached[2], arrays))):
             s = cached[3]
@@ -313,7 +365,7 @@ class GRU(GRUBase):
             s = self.stream(B, h)
         y = s.step(x)
         h_new = s.h
-        self._step_stream = (B, self.reset_after, arrays, s)
+        self._step_stream = (B, (self.reset_after, self.precision), arrays, s)
         return y, h_new
 
     @exclusive

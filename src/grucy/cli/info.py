@@ -102,6 +102,8 @@ def _run_info(args):
     held = (f"one thread ({k['blas_threads']})" if k["blas_threads"] != "none"
             else "not limited (scipy's BLAS offers no thread control)")
     print(f"  BLAS inside the kernels:   {held}")
+    if "bf16" in k:
+        print(f"  bf16 / int8 products:      {k['bf16']} / {k['int8']}")
     print("BLAS / thread pools:")
     for b in info["blas"]:
         extra = ", ".join(f"{k} {b[k]}" for k in ("version", "threads", "architecture")

@@ -34,6 +34,7 @@ import numpy as np
 from .._validation import NumericOverflowError, _positive_int, check_dtype, check_result
 from ..distributed import common_seed, get_communicator
 from ..training import Trainer, read_checkpoint
+from ..quantized import _quantize_net, quantized_copy
 from ..training.checkpoint import _from_json_floats, _json_floats
 
 __all__ = ["GRUModel", "NotFittedError"]
@@ -95,6 +96,7 @@ class GRUModel:
     validation_fraction: float = 0.0
     patience: Optional[int] = None
     dtype: str = "float32"
+    precision: str = "fp32"
     random_state: Any = None
     verbose: int = 0
 
@@ -167,6 +169,12 @@ class GRUModel:
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
                 f"appropriate arguments before using it.")
 
+    def _quantized_copy(self):
+        """What ``grucy.quantize(model, "int8")`` returns: a copy whose GRU runs in int8
+        for inference (fitting it again trains in float and drops the quantization)."""
+        self._check_is_fitted()
+        return quantized_copy(self)
+
     # -- saving (grucy.save / grucy.load) ----------------------------------------------
     #: private attributes set by ``fit`` that a saved model must keep
     _fitted_private: ClassVar[Tuple[str, ...]] = ()
@@ -198,6 +206,8 @@ class GRUModel:
                 fitted[name] = _plain(value)
             config["fitted"] = fitted
             config["net"] = self.net_.config
+            if getattr(self.net_.gru, "precision", None) == "int8":   # grucy.quantize
+                config["quantized"] = "int8"
         return config
 
     def _get_arrays(self):
@@ -233,6 +243,8 @@ class GRUModel:
         obj.net_ = net
         obj._after_load()
         obj._check_fitted_state()
+        if config.get("quantized") == "int8":  # quantized again: the same int8 weights
+            _quantize_net(obj.net_)
         return obj
 
     def _after_load(self):
@@ -389,6 +401,9 @@ def _check_saved_model(cls, config, arrays):
     other = [k for k in arrays if not k.startswith(("fitted/", "net/"))]
     if other:
         raise ValueError(f"unexpected arrays {other[:5]}")
+    if config.get("quantized", "int8") != "int8":   # (grucy.quantize: int8 only)
+        raise ValueError(f"config['quantized'] must be 'int8', got "
+                         f"{config['quantized']!r}")
 
 
 def _seed_from(random_state):

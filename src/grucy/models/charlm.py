@@ -39,8 +39,8 @@ class CharLM(GRUModel):
     batch_size : int, default 32
         Parallel streams.
     epochs, lr : default 4, 3e-3
-    optimizer, weight_decay, schedule, max_grad_norm, patience, dtype, random_state,
-    verbose
+    optimizer, weight_decay, schedule, max_grad_norm, patience, dtype, precision,
+    random_state, verbose
         As in :class:`Forecaster`.
     validation_fraction : float, default 0.1
 
@@ -126,7 +126,7 @@ class CharLM(GRUModel):
                             _positive_int("hidden_size", self.hidden_size),
                             num_layers=_positive_int("num_layers", self.num_layers),
                             dropout=self.dropout, dtype=dtype,
-                            seed=int(rng.integers(2**63)))
+                            seed=int(rng.integers(2**63)), precision=self.precision)
         task = StreamTask(self.net_, train_streams, val_streams, cross_entropy_loss, bptt)
         self._run(task, seed, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                   resume=resume, distributed=distributed)

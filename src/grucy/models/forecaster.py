@@ -79,6 +79,10 @@ class Forecaster(GRUModel):
     patience : int or None
         Early stopping patience (restores the best weights).
     dtype : {"float32", "float64"}, default "float32"
+    precision : {"fp32", "bf16"}, default "fp32"
+        The GRU's products with its weights (``grucy.GRU``'s ``precision``; "bf16"
+        needs float32).  ``grucy.quantize(model, "int8")`` gives an int8 copy for
+        inference.
     random_state : int, Generator or None
     verbose : int, default 0
         1: progress bar with per-epoch metrics.
@@ -185,11 +189,12 @@ class Forecaster(GRUModel):
         layers = _positive_int("num_layers", self.num_layers)
         if covs is None:
             net = ReadoutNet(k, hidden, h * k * Q, num_layers=layers, dropout=self.dropout,
-                             dtype=dtype, seed=int(rng.integers(2**63)))
+                             dtype=dtype, seed=int(rng.integers(2**63)),
+                             precision=self.precision)
         else:
             net = SequenceNet(Xw.shape[2], hidden, k * Q, num_layers=layers,
                               dropout=self.dropout, last_steps=h, dtype=dtype,
-                              seed=int(rng.integers(2**63)))
+                              seed=int(rng.integers(2**63)), precision=self.precision)
         loss = self._loss()
         point = self._point
 

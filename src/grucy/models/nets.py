@@ -28,6 +28,13 @@ from ..nn import Dropout, Embedding, Linear, Sequential, TruncatedBPTT
 __all__ = ["ReadoutNet", "SequenceNet", "CharNet", "net_from_config"]
 
 
+def _record_precision(config, gru):
+    """A network's config names the GRU's precision when it is not the default (so the
+    files of float32 networks stay as they were)."""
+    if gru.precision != "fp32":
+        config["precision"] = gru.precision
+
+
 class _Net(ParameterHolder):
     """Parameters and gradients of named child modules, named ``"child.param"``."""
 
@@ -53,13 +60,14 @@ class ReadoutNet(_Net):
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int, *,
                  num_layers: int = 1, dropout: float = 0.0, bidirectional: bool = False,
-                 dtype: DTypeLike = np.float32, seed: Any = None) -> None:
+                 dtype: DTypeLike = np.float32, seed: Any = None,
+                 precision: str = "fp32") -> None:
         seeds = _rng(seed).integers(2**63, size=3)
         self.dtype = check_dtype(dtype)
         # The layers check the arguments; the config is taken from what they accepted.
         self.gru = GRU(input_size, hidden_size, num_layers, batch_first=True,
                        dropout=dropout, bidirectional=bidirectional, dtype=dtype,
-                       seed=seeds[0])
+                       seed=seeds[0], precision=precision)
         D = self.gru.num_directions
         self.head = Sequential(Dropout(dropout, seed=seeds[1]),
                                Linear(D * hidden_size, output_size, dtype=dtype,
@@ -69,6 +77,7 @@ class ReadoutNet(_Net):
                            output_size=self.head[1].out_features, num_layers=g.num_layers,
                            dropout=g.dropout, bidirectional=g.bidirectional,
                            dtype=self.dtype.name)
+        _record_precision(self.config, g)
         self._adopt(gru=self.gru, head=self.head)
 
     def features(self, X: ArrayLike, training: bool = True,
@@ -118,12 +127,13 @@ class SequenceNet(_Net):
     """
 
     def __init__(self, input_size, hidden_size, output_size, *, num_layers=1, dropout=0.0,
-                 bidirectional=False, last_steps=None, dtype=np.float32, seed=None):
+                 bidirectional=False, last_steps=None, dtype=np.float32, seed=None,
+                 precision="fp32"):
         seeds = _rng(seed).integers(2**63, size=3)
         self.dtype = check_dtype(dtype)
         self.gru = GRU(input_size, hidden_size, num_layers, batch_first=True,
                        dropout=dropout, bidirectional=bidirectional, dtype=dtype,
-                       seed=seeds[0])
+                       seed=seeds[0], precision=precision)
         D = self.gru.num_directions
         self.head = Sequential(Dropout(dropout, seed=seeds[1]),
                                Linear(D * hidden_size, output_size, dtype=dtype,
@@ -134,6 +144,7 @@ class SequenceNet(_Net):
                            output_size=self.head[1].out_features, num_layers=g.num_layers,
                            dropout=g.dropout, bidirectional=g.bidirectional,
                            last_steps=self.last_steps, dtype=self.dtype.name)
+        _record_precision(self.config, g)
         self._adopt(gru=self.gru, head=self.head)
         self._y_shape = None
 
@@ -181,18 +192,19 @@ class CharNet(_Net):
 
     def __init__(self, vocab_size: int, embedding_dim: int, hidden_size: int, *,
                  num_layers: int = 1, dropout: float = 0.0, dtype: DTypeLike = np.float32,
-                 seed: Any = None) -> None:
+                 seed: Any = None, precision: str = "fp32") -> None:
         seeds = _rng(seed).integers(2**63, size=4)
         self.dtype = check_dtype(dtype)
         self.embedding = Embedding(vocab_size, embedding_dim, dtype=dtype, seed=seeds[0])
         self.gru = GRU(embedding_dim, hidden_size, num_layers, batch_first=True,
-                       dropout=dropout, dtype=dtype, seed=seeds[1])
+                       dropout=dropout, dtype=dtype, seed=seeds[1], precision=precision)
         self.head = Sequential(Dropout(dropout, seed=seeds[2]),
                                Linear(hidden_size, vocab_size, dtype=dtype, seed=seeds[3]))
         g = self.gru
         self.config = dict(vocab_size=self.embedding.num_embeddings,
                            embedding_dim=g.input_size, hidden_size=g.hidden_size,
                            num_layers=g.num_layers, dropout=g.dropout, dtype=self.dtype.name)
+        _record_precision(self.config, g)
         self._adopt(embedding=self.embedding, gru=self.gru, head=self.head)
         self.tbptt = TruncatedBPTT(self.gru, 1)
 

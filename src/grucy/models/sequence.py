@@ -178,7 +178,8 @@ class _SequenceEstimator(GRUModel):
                         output_size, num_layers=_positive_int("num_layers", self.num_layers),
                         dropout=self.dropout,
                         bidirectional=_flag("bidirectional", self.bidirectional),
-                        dtype=dtype, seed=int(rng.integers(2**63)))
+                        dtype=dtype, seed=int(rng.integers(2**63)),
+                        precision=self.precision)
         if per_step:
             Y = Packed(Y, seqs.packed.offsets)
             if w is not None:
@@ -276,6 +277,8 @@ class GRUClassifier(_SequenceEstimator):
         validation loss (the training loss without validation data), restoring the best
         weights.  None trains all ``epochs``.
     dtype : {"float32", "float64"}, default "float32"
+    precision : {"fp32", "bf16"}, default "fp32"
+        As in :class:`Forecaster`.
     random_state : int, Generator or None
     verbose : int, default 0
 
