@@ -623,3 +623,162 @@ def test_quantized_models_predict_close_and_save(tmp_path, rng):
         qlm.bits_per_char(text[:200])
     with pytest.raises(ValueError, match="not fitted|fit"):
         grucy.quantize(grucy.Forecaster())
+
+
+# --------------------------------------------------------------------------------------
+# Issue 15's guarantees hold in low precision: the memory check before a call, checked
+# files, overflow as NumericOverflowError, bounded scratch
+
+@pytest.mark.parametrize("L, bidi, training, lengths, bf", [
+    (6, True, True, None, False), (2, False, True, None, True), (1, True, True, "near", False),
+    (3, True, False, None, False), (3, False, False, "near", True)])
+def test_bf16_memory_estimate_is_the_measured_peak(L, bidi, training, lengths, bf):
+    """As tests/test_reliability.py's float32 check: what check_memory compares with the
+    limit (its pools counted by workspace_bytes(precision="bf16")) is never below
+    tracemalloc's peak of the call, and at most a quarter above."""
+    from test_reliability import _estimate, _peak_of_call
+    T, B, I, H = 40, 32, 48, 64
+    g = grucy.GRU(I, H, L, bidirectional=bidi, batch_first=bf, seed=0, precision="bf16")
+    g.max_scratch_bytes = None
+    x = np.random.default_rng(0).standard_normal((B, T, I) if bf else (T, B, I))
+    x = x.astype(np.float32)
+    ln = None
+    if lengths:
+        ln = np.full(B, T)
+        ln[-1] = T - 1
+    peak = _peak_of_call(g, x, ln, training)
+    estimate = _estimate(g, x, ln, training)
+    assert peak <= estimate + max(64 << 10, estimate // 200), (peak, estimate)
+    assert estimate <= 1.25 * peak, (peak, estimate)
+
+
+def test_workspace_bytes_by_precision():
+    fp32 = _gru.workspace_bytes(50, 16, 64, 128)
+    bf16 = _gru.workspace_bytes(50, 16, 64, 128, precision="bf16")
+    int8 = _gru.workspace_bytes(50, 16, 64, 128, training=False, precision="int8")
+    assert 0 < int8 < bf16 and bf16 != fp32
+    with pytest.raises(ValueError, match="int8.*inference"):
+        _gru.workspace_bytes(50, 16, 64, 128, precision="int8")
+    with pytest.raises(ValueError, match="float32"):
+        _gru.workspace_bytes(50, 16, 64, 128, dtype=np.float64, precision="bf16")
+    with pytest.raises(ValueError, match="precision"):
+        _gru.workspace_bytes(50, 16, 64, 128, precision="fp16")
+
+
+def test_int8_memory_check_is_never_below_the_peak(rng):
+    """The bytes QuantizedGRU.forward hands to check_memory cover tracemalloc's peak."""
+    import gc
+    import tracemalloc
+
+    from grucy import quantized
+    for L, bidi, lengths, bf in ((3, True, None, False), (1, False, "near", True)):
+        T, B, I, H = 40, 32, 48, 64
+        q = grucy.quantize(grucy.GRU(I, H, L, bidirectional=bidi, batch_first=bf, seed=0))
+        q.max_scratch_bytes = None
+        x = rng.standard_normal((B, T, I) if bf else (T, B, I))
+        ln = None if lengths is None else np.r_[np.full(B - 1, T), T - 1]
+        asked = []
+        real = quantized.check_memory
+        quantized.check_memory = lambda what, n: (asked.append(n), real(what, n))
+        try:
+            gc.collect()
+            tracemalloc.start()
+            base = tracemalloc.get_traced_memory()[0]
+            q(x, lengths=ln)
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+            quantized.check_memory = real
+        assert peak <= asked[-1], (peak, asked[-1])
+
+
+def test_int8_scratch_is_bounded_and_freed():
+    q = grucy.quantize(grucy.GRU(8, 16, num_layers=2, seed=0))
+    x = np.ones((20, 4, 8), np.float32)
+    q(x)
+    assert 0 < q._scratch_bytes() <= grucy.QuantizedGRU.max_scratch_bytes
+    q.free_scratch()
+    assert q._scratch_bytes() == 0
+    q.max_scratch_bytes = 0
+    q(x)
+    assert q._scratch_bytes() == 0
+
+
+def test_int8_refuses_bad_arguments_naming_them():
+    q = grucy.quantize(grucy.GRU(3, 8, num_layers=2, seed=0))
+    with pytest.raises(ValueError, match="h0 must have shape"):
+        q(np.zeros((2, 1, 3), np.float32), np.zeros((1, 1, 8), np.float32))
+    with pytest.raises(ValueError, match="h0 contains NaN"):
+        q(np.zeros((2, 1, 3), np.float32), np.full((2, 1, 8), np.inf, np.float32))
+    with pytest.raises(ValueError, match="lengths must lie in"):
+        q(np.zeros((2, 3, 3), np.float32), lengths=[1, 2, 3])
+    with pytest.raises(TypeError, match="training must be"):
+        q(np.zeros((2, 1, 3), np.float32), training="no")
+    with pytest.raises(TypeError, match="x must"):
+        q(np.zeros((2, 1, 3), complex))
+    with pytest.raises(ValueError, match="batch_size"):
+        q.stream(0)
+    s = q.step(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="h must have shape"):
+        q.step(np.zeros((2, 3), np.float32), np.zeros((1, 2, 8), np.float32))
+    with pytest.raises(ValueError, match="h contains NaN"):
+        q.step(np.zeros((2, 3), np.float32), np.full((2, 2, 8), np.nan, np.float32))
+    assert s[0].shape == (2, 8)
+
+
+def _rewrite(path, edit):
+    from grucy.io import read_archive, write_archive
+    kind, config, arrays = read_archive(path)
+    config, arrays = edit(dict(config), dict(arrays))
+    write_archive(path, kind, config, arrays)
+
+
+def _flip(name, fn):
+    def edit(config, arrays):
+        arrays[name] = fn(arrays[name].copy())
+        return config, arrays
+    return edit
+
+
+@pytest.mark.parametrize("edit, match", [
+    (_flip("weight_ih_l0", lambda a: np.full_like(a, -128)), r"\[-127, 127\]"),
+    (_flip("weight_ih_l0_scale", lambda a: -a - 1), "non-negative"),
+    (_flip("weight_hh_l0_scale", lambda a: np.full_like(a, np.nan)), "NaN or inf"),
+    (_flip("bias_ih_l0", lambda a: a.astype(np.float64)), "dtype"),
+    (_flip("weight_hh_l0", lambda a: a[:, :-1]), "shapes"),
+    (lambda c, a: (c, {**a, "weight_ih_l1": a["weight_ih_l0"]}), "unexpected"),
+    (lambda c, a: (c, {k: v for k, v in a.items() if k != "bias_hh_l0"}), "missing"),
+    (lambda c, a: ({**c, "quantization": "int4"}, a), "quantization"),
+    (lambda c, a: ({**c, "bidirectional": "yes"}, a), "bidirectional"),
+    (lambda c, a: ({**c, "hidden_size": 1 << 40}, a), "2\\*\\*31|memory|GiB"),
+], ids=["int8-range", "negative-scale", "nan-scale", "bias-dtype", "shape", "extra-array",
+        "missing-array", "scheme", "flag", "huge"])
+def test_hostile_int8_files_are_refused(tmp_path, edit, match):
+    path = tmp_path / "q.grucy"
+    grucy.save(grucy.quantize(grucy.GRU(3, 8, seed=0)), path)
+    _rewrite(path, edit)
+    with pytest.raises(grucy.FileFormatError, match=match):
+        grucy.load(path)
+
+
+@pytest.mark.parametrize("precision, dtype, match", [
+    ("fp16", "float32", "precision must be one of"), ("bf16", "float64", "float32"),
+    (["bf16"], "float32", "precision must be one of")])
+def test_hostile_bf16_files_are_refused(tmp_path, precision, dtype, match):
+    path = tmp_path / "g.grucy"
+    grucy.save(grucy.GRU(3, 8, seed=0, dtype=dtype), path)
+    _rewrite(path, lambda c, a: ({**c, "precision": precision}, a))
+    with pytest.raises(grucy.FileFormatError, match=match):
+        grucy.load(path)
+
+
+def test_hostile_quantized_model_file_is_refused(tmp_path):
+    X = np.random.default_rng(0).standard_normal((20, 5, 2))
+    m = grucy.GRURegressor(hidden_size=4, epochs=1, random_state=0).fit(X, X[:, -1, 0])
+    path = tmp_path / "m.grucy"
+    grucy.save(grucy.quantize(m), path)
+    assert grucy.load(path).net_.gru.precision == "int8"
+    _rewrite(path, lambda c, a: ({**c, "quantized": "int4"}, a))
+    with pytest.raises(grucy.FileFormatError, match="quantized"):
+        grucy.load(path)
+

@@ -360,19 +360,20 @@ class QuantizedGRU:
         x = as_float_array("x", x, np.float32)
         if x.ndim != 2:
             raise ValueError(f"x must be 2-D (B, input_size), got shape {x.shape}")
-        cached = self.__dict__.pop("_step_stream", None)
         B = x.shape[0]
+        if h is not None:
+            h = as_float_array("h", h, np.float32)
+            shape = (self.num_layers, B, self.hidden_size)
+            if h.shape != shape:
+                raise ValueError(f"h must have shape (num_layers, batch_size, "
+                                 f"hidden_size) = {shape}, got {h.shape}")
+            check_finite("h", h)
+        cached = self.__dict__.pop("_step_stream", None)
         if cached is not None and cached[0] == B:
             s = cached[1]
             if h is None:
                 s.reset()
             else:
-                h = as_float_array("h", h, np.float32)
-                shape = (self.num_layers, B, self.hidden_size)
-                if h.shape != shape:
-                    raise ValueError(f"h must have shape (num_layers, batch_size, "
-                                     f"hidden_size) = {shape}, got {h.shape}")
-                check_finite("h", h)
                 s.h = h
         else:
             s = self.stream(B, h)
