@@ -77,7 +77,7 @@ _SERVER = textwrap.dedent(r'''
         """A returned object must work: compute on a small input (or refuse it as an
         overflow), save again, and that file load again."""
         try:
-            if isinstance(obj, grucy.GRUBase):
+            if isinstance(obj, (grucy.GRUBase, grucy.QuantizedGRU)):
                 obj.forward(np.zeros((2, 1, obj.input_size), obj.dtype), training=False)
             elif getattr(obj, "input_kind", "") and hasattr(obj, "net_"):
                 kind = obj.input_kind
@@ -308,8 +308,8 @@ def _get(value, path):
 
 
 # -- grucy files ----------------------------------------------------------------------------
-ARRAY_DTYPES = ["float32", "float64", "int32", "int64", "uint8", "uint32", "uint64",
-                "bool"]
+ARRAY_DTYPES = ["float32", "float64", "int8", "int32", "int64", "uint8", "uint32",
+                "uint64", "bool"]
 
 
 @st.composite
@@ -361,7 +361,11 @@ def _load_case(draw, samples):
                     flat[i] = draw(st.sampled_from([np.nan, np.inf, -np.inf, 1e38, -1e38,
                                                     3e38, 1e308, 0.0, -0.0, 5e-324]))
                 elif flat.dtype.kind in "iu":
-                    flat[i] = draw(st.sampled_from([0, 1, 2**31 - 1, 255]))
+                    # (cast as C does, wrapping: 2**31 - 1 into a uint8 or int8 array,
+                    # an earlier "dtype" mutation's, raised OverflowError in the
+                    # generator instead of making a case)
+                    flat[i] = np.array(draw(st.sampled_from([0, 1, 2**31 - 1, 255, -128])))\
+                        .astype(flat.dtype)
                 arrays[key] = flat.reshape(a.shape)
             elif op == "dtype":
                 arrays[key] = a.astype(draw(st.sampled_from(ARRAY_DTYPES)))
@@ -393,6 +397,7 @@ def _load_case(draw, samples):
         elif op == "kind":
             header["kind"] = draw(st.sampled_from(
                 ["grucy.GRU", "grucy.reference.GRU", "grucy.Forecaster", "grucy.CharLM",
+                 "grucy.QuantizedGRU",
                  "grucy.GRUClassifier", "grucy.GRURegressor", "grucy.checkpoint",
                  "grucy.nn.Linear", "grucy._base.GRUBase", "os.system", "grucy.io.load",
                  "grucy.models.base.GRUModel"]) | st.text(max_size=12))

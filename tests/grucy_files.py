@@ -94,7 +94,14 @@ def samples(tmp_dir):
             hidden_size=4, epochs=1, return_sequences=True, random_state=0).fit(
                 [rng.standard_normal(T) for T in (4, 2, 5)],
                 [rng.standard_normal((T, 2)) for T in (4, 2, 5)]),
+        # issue 18: a bf16 layer, int8 layers and an int8 model
+        "gru_bf16": grucy.GRU(3, 4, seed=3, precision="bf16"),
+        "quantized": grucy.quantize(grucy.GRU(3, 4, num_layers=2, bidirectional=True,
+                                              seed=4)),
+        "quantized_nobias": grucy.quantize(grucy.GRU(2, 3, bias=False, reset_after=False,
+                                                     batch_first=True, seed=5)),
     }
+    objects["regressor_int8"] = grucy.quantize(objects["regressor"])
     out = {}
     for name, obj in objects.items():
         path = tmp_dir / f"{name}.grucy"
