@@ -79,7 +79,10 @@ class GRUStream:
     batch_size: int
     hidden_size: int
     input_size: int
-    precision: int
+
+    @property
+    def precision(self) -> int:
+        """The products' arithmetic: 0 the dtype's, 1 bf16, 2 int8 (read-only)."""
 
     def __init__(self, layers: Sequence[Sequence[_Array]], batch_size: int,
                  hidden_size: int, reset_after: bool, dtype: DTypeLike,
