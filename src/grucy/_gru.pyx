@@ -2239,22 +2239,33 @@ cdef void _profile_end(Ctx* c, object buf, double wall):
     _prof_calls += 1
 
 
+cdef object _lp_buffer(dict pool, str key, Py_ssize_t nbytes):
+    """_buffer of nbytes bytes; a buffer of the pool too small for them is dropped
+    first, so that the two never live together (the layers of an inference forward
+    share one pool, and the larger layer's converted rows and packed weights replace
+    the smaller one's: the layer's memory estimate counts one of each)."""
+    buf = pool.get(key)
+    if buf is not None and (buf.dtype != np.uint8 or buf.shape[0] < nbytes):
+        del pool[key]
+        buf = None
+    return _buffer(pool, key, (nbytes,), np.uint8)
+
+
 cdef int _lp_buffers(Ctx* c, dict pool, bint forward, int B, int I, int H,
                      Py_ssize_t rows=0) except -1:
     """The packed blocks (bytes, Ctx.chunk_off / ih_off), the per-thread scratch of a
     low-precision call and (forward) the converted rows of X, from the pool."""
     cdef Py_ssize_t n = _lp_layout(c.cell, &c.plan, c.lowp, I, H, forward, c.chunk_off)
-    cdef unsigned char[::1] pk = _buffer(pool, "pk8", (n + 64,), np.uint8)
+    cdef unsigned char[::1] pk = _lp_buffer(pool, "pk8", n + 64)
     c.pk = &pk[0] + (-<size_t>&pk[0]) % 64
     c.ih_off = c.chunk_off[c.plan.chunks]
     c.lws_bytes = _lp_scratch(c.lowp, forward, B, I, H)
-    cdef unsigned char[::1] lws = _buffer(pool, "lws", (c.plan.nt * c.lws_bytes + 64,),
-                                          np.uint8)
+    cdef unsigned char[::1] lws = _lp_buffer(pool, "lws", c.plan.nt * c.lws_bytes + 64)
     c.lws = <char*>&lws[0] + (-<size_t>&lws[0]) % 64
     cdef Py_ssize_t xb = _al(rows * _lp_row_bytes(c.lowp, I))
     cdef unsigned char[::1] xc
     if forward:
-        xc = _buffer(pool, "xc", (xb + rows * 4 + 64,), np.uint8)
+        xc = _lp_buffer(pool, "xc", xb + rows * 4 + 64)
         c.xc = <char*>&xc[0] + (-<size_t>&xc[0]) % 64
         c.xsa = <float*>(c.xc + xb)
     return 0
