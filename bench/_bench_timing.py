@@ -7,7 +7,6 @@ import gc
 import math
 import os
 import statistics
-import tempfile
 import time
 
 import numpy as np
@@ -112,23 +111,10 @@ def geomean(values):
 
 
 def write_atomic(path, data):
-    """Write text or bytes to ``path``: a temporary file in the same folder (made if
-    needed), flushed to disk, then renamed over ``path``; no half-written file remains."""
+    """Write text or bytes to ``path`` through grucy's own atomic writer (a temporary file
+    in the same folder, flushed, renamed over ``path``), making the folder if needed."""
+    from grucy.io import atomic_write
+
     path = os.path.abspath(path)
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    data = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-" + os.path.basename(path))
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the results from others
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write(path, [data.encode("utf-8") if isinstance(data, str) else data])

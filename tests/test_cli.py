@@ -582,6 +582,24 @@ def test_info_says_which_kernels_run_on_this_cpu(capsys):
     assert lines["OpenBLAS core"].strip() == (kernels["blas_core"] or "none (another BLAS)")
 
 
+def test_kernel_isa_is_public_and_grucy_isa_chooses_it():
+    # issue 19: GRUCY_ISA (read at import) picks the GEMM kernel, grucy.kernel_isa() says
+    # which runs; an unknown or unavailable choice is an error naming the variable
+    assert grucy.kernel_isa() == grucy._gru.kernel_info()["packed"]
+    assert grucy.available_isas()[-1] == "blas" and grucy.kernel_isa() in grucy.available_isas()
+    env = _env_with_grucy_on_path()
+    code = "import grucy; print(grucy.kernel_isa())"
+    for isa in grucy.available_isas():
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120, env={**env, "GRUCY_ISA": isa})
+        assert proc.returncode == 0 and proc.stdout.strip() == isa, proc.stderr
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**env, "GRUCY_ISA": "neon"})
+    assert proc.returncode != 0
+    assert "GRUCY_ISA must be one of portable, avx2, avx512, blas" in proc.stderr
+    assert "got 'neon'" in proc.stderr
+
+
 # -- through a real process ----------------------------------------------------------------
 def test_commands_in_a_subprocess(tmp_path):
     env = _env_with_grucy_on_path()

@@ -31,7 +31,8 @@ def _kernels_built():
 # pure-Python core above still imports, and these names raise _MISSING_KERNELS.
 _NEEDS_KERNELS = frozenset({"_gru", "GRU", "get_num_threads", "openmp_enabled",
                             "set_num_threads", "CharLM", "Forecaster", "GRUClassifier",
-                            "GRURegressor", "NotFittedError", "QuantizedGRU", "quantize"})
+                            "GRURegressor", "NotFittedError", "QuantizedGRU", "quantize",
+                            "kernel_isa", "available_isas"})
 # Public names loaded from their module on first use (int8 inference: grucy.quantized).
 _LAZY_NAMES = {"QuantizedGRU": "quantized", "quantize": "quantized"}
 _MISSING_KERNELS = None
@@ -48,7 +49,9 @@ except ImportError:
         f"the installed grucy (pip install . ; then run without PYTHONPATH=src), or "
         f"build them in place first: python setup.py build_ext --inplace")
 else:
-    from ._gru import get_num_threads, openmp_enabled
+    # kernel_isa(): the GEMM kernel that runs (GRUCY_ISA, else the CPU's best);
+    # available_isas(): those this CPU can run, best first
+    from ._gru import available_isas, get_num_threads, kernel_isa, openmp_enabled
     from ._threads import set_num_threads  # (validated; wraps _gru's)
     from .layer import GRU
     from .models import CharLM, Forecaster, GRUClassifier, GRURegressor, NotFittedError
@@ -96,4 +99,4 @@ __all__ = ["GRU", "GRUBase", "FileFormatError", "SizeLimitError", "TrainingDiver
            "get_num_threads",
            "load", "openmp_enabled", "save", "set_num_threads", "__version__",
            "CharLM", "Forecaster", "GRUClassifier", "GRURegressor", "NotFittedError",
-           "QuantizedGRU", "quantize"]
+           "QuantizedGRU", "quantize", "kernel_isa", "available_isas"]

@@ -49,6 +49,26 @@ class _Net(ParameterHolder):
     def generators(self) -> List[np.random.Generator]:
         return [g for child in self._children.values() for g in child.generators()]
 
+    def _gru_and_readout(self, input_size, hidden_size, output_size, num_layers, dropout,
+                         bidirectional, dtype, seed, precision, **config):
+        """The GRU, then dropout and a linear readout (ReadoutNet and SequenceNet), and
+        the network's config, taken from what the layers accepted (they check the
+        arguments); ``config`` adds the network's own entries."""
+        seeds = _rng(seed).integers(2**63, size=3)
+        self.dtype = check_dtype(dtype)
+        self.gru = g = GRU(input_size, hidden_size, num_layers, batch_first=True,
+                           dropout=dropout, bidirectional=bidirectional, dtype=dtype,
+                           seed=seeds[0], precision=precision)
+        self.head = Sequential(Dropout(dropout, seed=seeds[1]),
+                               Linear(g.num_directions * hidden_size, output_size,
+                                      dtype=dtype, seed=seeds[2]))
+        self.config = dict(input_size=g.input_size, hidden_size=g.hidden_size,
+                           output_size=self.head[1].out_features, num_layers=g.num_layers,
+                           dropout=g.dropout, bidirectional=g.bidirectional, **config,
+                           dtype=self.dtype.name)
+        _record_precision(self.config, g)
+        self._adopt(gru=self.gru, head=self.head)
+
 
 class ReadoutNet(_Net):
     """GRU over a sequence, then dropout and a linear readout of its final state.
@@ -62,23 +82,8 @@ class ReadoutNet(_Net):
                  num_layers: int = 1, dropout: float = 0.0, bidirectional: bool = False,
                  dtype: DTypeLike = np.float32, seed: Any = None,
                  precision: str = "fp32") -> None:
-        seeds = _rng(seed).integers(2**63, size=3)
-        self.dtype = check_dtype(dtype)
-        # The layers check the arguments; the config is taken from what they accepted.
-        self.gru = GRU(input_size, hidden_size, num_layers, batch_first=True,
-                       dropout=dropout, bidirectional=bidirectional, dtype=dtype,
-                       seed=seeds[0], precision=precision)
-        D = self.gru.num_directions
-        self.head = Sequential(Dropout(dropout, seed=seeds[1]),
-                               Linear(D * hidden_size, output_size, dtype=dtype,
-                                      seed=seeds[2]))
-        g = self.gru
-        self.config = dict(input_size=g.input_size, hidden_size=g.hidden_size,
-                           output_size=self.head[1].out_features, num_layers=g.num_layers,
-                           dropout=g.dropout, bidirectional=g.bidirectional,
-                           dtype=self.dtype.name)
-        _record_precision(self.config, g)
-        self._adopt(gru=self.gru, head=self.head)
+        self._gru_and_readout(input_size, hidden_size, output_size, num_layers, dropout,
+                              bidirectional, dtype, seed, precision)
 
     def features(self, X: ArrayLike, training: bool = True,
                  lengths: Optional[ArrayLike] = None) -> np.ndarray:
@@ -129,23 +134,10 @@ class SequenceNet(_Net):
     def __init__(self, input_size, hidden_size, output_size, *, num_layers=1, dropout=0.0,
                  bidirectional=False, last_steps=None, dtype=np.float32, seed=None,
                  precision="fp32"):
-        seeds = _rng(seed).integers(2**63, size=3)
-        self.dtype = check_dtype(dtype)
-        self.gru = GRU(input_size, hidden_size, num_layers, batch_first=True,
-                       dropout=dropout, bidirectional=bidirectional, dtype=dtype,
-                       seed=seeds[0], precision=precision)
-        D = self.gru.num_directions
-        self.head = Sequential(Dropout(dropout, seed=seeds[1]),
-                               Linear(D * hidden_size, output_size, dtype=dtype,
-                                      seed=seeds[2]))
         self.last_steps = None if last_steps is None else int(last_steps)
-        g = self.gru
-        self.config = dict(input_size=g.input_size, hidden_size=g.hidden_size,
-                           output_size=self.head[1].out_features, num_layers=g.num_layers,
-                           dropout=g.dropout, bidirectional=g.bidirectional,
-                           last_steps=self.last_steps, dtype=self.dtype.name)
-        _record_precision(self.config, g)
-        self._adopt(gru=self.gru, head=self.head)
+        self._gru_and_readout(input_size, hidden_size, output_size, num_layers, dropout,
+                              bidirectional, dtype, seed, precision,
+                              last_steps=self.last_steps)
         self._y_shape = None
 
     def _read(self, y):
