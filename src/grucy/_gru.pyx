@@ -762,6 +762,7 @@ cdef double _MIN_THREAD_WORK = 4e6
 # A chunk has at least this many units, and chunk bounds are multiples of 16 units.
 cdef int _MIN_CHUNK = 32
 cdef int _CHUNK_ALIGN = 16
+cdef Py_ssize_t _ALIGN = 64   # bytes: buffers start on a cache line (see _buffer)
 # Rows the GEMM takes at once (its register block): fewer rows per group waste it.
 cdef int _MR = 8
 
@@ -1005,9 +1006,10 @@ def workspace_bytes(int T, int B, int I, int H, bint training=True, bint reset_a
         bwd = N * 3 * H + (N * H if cell.xn_separate else H) + B * H + N * I
         if not lowp:
             bwd += nt * _wgrad_scratch(I, H, nr)
+    # + each buffer's alignment slack (_buffer: at most 16 buffers a layer and direction)
     if lowp:
-        return int((fwd + bwd) * el + pk + lws + xc)
-    return int((fwd + bwd + (pk if grucy_isa != GRUCY_ISA_BLAS else 0)) * el)
+        return int((fwd + bwd) * el + pk + lws + xc) + 16 * _ALIGN
+    return int((fwd + bwd + (pk if grucy_isa != GRUCY_ISA_BLAS else 0)) * el) + 16 * _ALIGN
 
 
 # ---------------------------------------------------------------------------------------
@@ -2127,15 +2129,26 @@ def _buffer(dict pool, str key, tuple shape, dtype):
     """An uninitialised array of ``shape``: a view of ``pool[key]`` when that buffer is
     large enough, else of a new buffer left in the pool.  Reusing buffers across calls
     saves the page faults and zeroing of fresh memory (about a tenth of a forward at
-    32x100x128x256)."""
+    32x100x128x256).  The view starts on a 64-byte cache line: NumPy aligns to 16 bytes,
+    and a packed weight panel off the line makes every AVX-512 load of it a split load
+    (a forward at 1x100x32x64 took 54 or 68 us by the process's luck, 1 in 4 fast)."""
     cdef Py_ssize_t n = 1
     for d in shape:
         n *= d
+    dt = np.dtype(dtype)
+    cdef Py_ssize_t pad = _ALIGN // dt.itemsize
     buf = pool.get(key)
-    if buf is None or buf.dtype != dtype or buf.shape[0] < n:
-        buf = np.empty(max(n, 1), dtype)
+    if buf is None or buf.dtype != dt or buf.shape[0] < n + pad:
+        buf = np.empty(max(n, 1) + pad, dt)
         pool[key] = buf
-    return buf[:n].reshape(shape)
+    cdef size_t addr = <size_t>cnp.PyArray_DATA(<cnp.ndarray>buf)
+    cdef Py_ssize_t off = (_ALIGN - <Py_ssize_t>(addr % <size_t>_ALIGN)) % _ALIGN // dt.itemsize
+    return buf[off:off + n].reshape(shape)
+
+
+def _aligned_empty(Py_ssize_t n, dtype):
+    """An uninitialised 1-D array of n elements whose data starts on a 64-byte line."""
+    return _buffer({}, "", (n,), dtype)
 
 
 cdef const Py_ssize_t* _rowmap(const Py_ssize_t[::1] rowmap, int B) except? NULL:
@@ -2629,11 +2642,11 @@ cdef class GRUStream:
         if self.S_arr.shape != (L, B, H):
             raise ValueError(f"h0 must have shape {(L, B, H)}, got {self.S_arr.shape}")
         self.S_prev_arr = np.empty_like(self.S_arr)
-        self.S2_arr = np.empty((B, H), self.dtype)
-        self.G_arr = np.empty((B, 3 * H), self.dtype)
-        self.A_arr = np.empty((B, H), self.dtype)
-        self.Gh_arr = np.empty((B, 3 * H), self.dtype)
-        self.Y_arr = np.empty((max(L - 1, 1), B, H), self.dtype)
+        self.S2_arr = _buffer({}, "", (B, H), self.dtype)
+        self.G_arr = _buffer({}, "", (B, 3 * H), self.dtype)
+        self.A_arr = _buffer({}, "", (B, H), self.dtype)
+        self.Gh_arr = _buffer({}, "", (B, 3 * H), self.dtype)
+        self.Y_arr = _buffer({}, "", (max(L - 1, 1), B, H), self.dtype)
         # (never reallocated: the state is assigned in place)
         self.S = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.S_arr)
         self.S_prev = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.S_prev_arr)
@@ -2715,7 +2728,7 @@ cdef class GRUStream:
         cdef const Cell* cell = _cell(self.reset_after)
         cdef int nr = grucy_nr(grucy_isa, 8 if self.dbl else 4), s
         cdef Py_ssize_t blk = _fwd_block_size(cell, H, H, nr)
-        out = np.empty(blk + grucy_pgemm_size(I, 3 * H, nr), self.dtype)
+        out = _aligned_empty(blk + grucy_pgemm_size(I, 3 * H, nr), self.dtype)
         cdef char* P = <char*>cnp.PyArray_DATA(<cnp.ndarray>out)
         cdef char* wih = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrs[0])
         cdef char* whh = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrs[1])
