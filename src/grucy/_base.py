@@ -163,9 +163,21 @@ class GRUBase(ParameterHolder):
         """Copies of (W_ih, W_hh) per layer and direction, for the backward of this
         forward: gradients belong to the weights the forward ran with, even when the
         parameters change in between (load_state_dict, an optimizer step, edits)."""
-        return [tuple(w.copy() for w in self.layer_params(layer, direction)[:2])
-                for layer in range(self.num_layers)
-                for direction in range(self.num_directions)]
+        # Copied into the same arrays at every training forward (only the pending
+        # forward's cache reads them): fresh copies page-faulted 4.7 MB in 2 ms a step
+        # at 64x50x256x512, against 0.4 ms into warm memory.
+        params = [self.layer_params(layer, direction)[:2]
+                  for layer in range(self.num_layers)
+                  for direction in range(self.num_directions)]
+        snap = self.__dict__.get("_weight_snapshot")
+        if snap is None or [[(a.shape, a.dtype) for a in p] for p in snap] != \
+                [[(w.shape, w.dtype) for w in p] for p in params]:
+            snap = [tuple(np.empty_like(w) for w in p) for p in params]
+            self._weight_snapshot = snap
+        for dst, src in zip(snap, params):
+            for d, w in zip(dst, src):
+                np.copyto(d, w)
+        return snap
 
     def _check_stream(self, batch_size):
         """Before a stream allocates its state and buffers: sizes, memory, parameters

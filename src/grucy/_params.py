@@ -106,6 +106,7 @@ class ParameterHolder:
         state.pop("_lock", None)
         state.pop("_scratch", None)  # reusable kernel buffers (GRU), never shared
         state.pop("_step_stream", None)  # GRU.step's compiled stream, never shared
+        state.pop("_weight_snapshot", None)  # reused by the next training forward
         return state
 
     def __setstate__(self, state):
