@@ -385,6 +385,7 @@ def report_lines(doc):
     out += memory_lines(doc.get("memory"))
     out += _targets_lines(doc, 13, "Targets (issue 13)")
     out += _targets_lines(doc, 18, "Targets (issue 18: low precision; 2 threads)")
+    out += _targets_lines(doc, 19, "Targets (issue 19: grucy's other GEMM kernels, --isa)")
     if doc["failures"]:
         out += ["", "CHECK FAILURES (these peers were not timed):"]
         out += [f"  {f}" for f in doc["failures"]]
@@ -575,6 +576,27 @@ def markdown_lines(doc):
             [[t_["target"], "-" if t_["measured"] is None else f"{t_['measured']:.4g}",
               f"{t_['op']} {t_['threshold']:g}", t_["status"],
               t_["where"] or t_["note"]] for t_ in t18])]
+    isas = [n for n in ("grucy-avx2", "grucy-portable", "grucy-blas")
+            if any(n in r["impls"] for r in rows if r["kind"] == "core")]
+    if isas:  # issue 19: one column per GEMM kernel (--isa), the peers beside them
+        def kms(r, n):
+            d = r["impls"].get(n)
+            return _fmt(d["ms_min"]) if d and d.get("status") == "ok" else "-"
+        names = ["grucy"] + isas + [n for n in ("torch", "onnxruntime")
+                                    if any(n in r["impls"] for r in rows)]
+        head = ["B x T x I x H", "mode", f"grucy {m['kernels'].get('packed', '')} ms"] + \
+            [f"{n} ms" for n in names[1:]]
+        body = [[r["label"], r["mode"]] + [kms(r, n) for n in names]
+                for r in rows if r["kind"] == "core"]
+        out += ["", "GEMM kernels (`--isa`): minimum ms of each, same weights and data:", "",
+                markdown_table(head, body, left=2)]
+    t19 = [t_ for t_ in doc["targets"] if t_.get("issue") == 19]
+    if t19:
+        out += ["", markdown_table(
+            ["target (issue 19)", "measured", "threshold", "status", "where"],
+            [[t_["target"], "-" if t_["measured"] is None else f"{t_['measured']:.4g}",
+              f"{t_['op']} {t_['threshold']:g}", t_["status"],
+              t_["where"] or t_["note"]] for t_ in t19])]
     if busy_warning(m):
         out += ["", busy_warning(m)]
     return out
