@@ -45,6 +45,24 @@ def param_names(num_layers, bidirectional, bias):
     return names
 
 
+def time_major_x(x, batch_first, input_size):
+    """x as a real array (T, B, I) (a view of a batch-first x), checked against a layer:
+    3-D, at least one step and one sequence, ``input_size`` features."""
+    x = _as_real_array("x", x)
+    if x.ndim != 3:
+        layout = "(B, T, I)" if batch_first else "(T, B, I)"
+        raise ValueError(f"x must be 3-D {layout}, got shape {x.shape}")
+    if batch_first:
+        x = x.transpose(1, 0, 2)
+    T, B, I = x.shape
+    if T == 0 or B == 0:
+        raise ValueError(f"x must have at least one step and one sequence, got {x.shape}")
+    if I != input_size:
+        raise ValueError(f"x has {I} features on its last axis, expected input_size="
+                         f"{input_size}")
+    return x
+
+
 class GRUBase(ParameterHolder):
     """Configuration, parameters and input checks of a multi-layer GRU.
 
@@ -252,18 +270,8 @@ class GRUBase(ParameterHolder):
         """
         self._cache = None
         _flag("training", training)
-        x = _as_real_array("x", x)
-        if x.ndim != 3:
-            layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
-            raise ValueError(f"x must be 3-D {layout}, got shape {x.shape}")
-        if self.batch_first:
-            x = x.transpose(1, 0, 2)
+        x = time_major_x(x, self.batch_first, self.input_size)
         T, B, I = x.shape
-        if T == 0 or B == 0:
-            raise ValueError(f"x must have at least one step and one sequence, got {x.shape}")
-        if I != self.input_size:
-            raise ValueError(f"x has {I} features on its last axis, expected input_size="
-                             f"{self.input_size}")
         H, D = self.hidden_size, self.num_directions
         shape = x.shape
 

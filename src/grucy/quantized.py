@@ -22,10 +22,10 @@ import threading
 import numpy as np
 
 from . import _gru
-from ._base import GRUBase, param_names
+from ._base import GRUBase, param_names, time_major_x
 from ._limits import check_int32, check_memory
 from ._params import _names, exclusive
-from ._validation import (_as_real_array, _flag, _positive_int, as_float_array,
+from ._validation import (_flag, _positive_int, as_float_array,
                           check_finite, check_result)
 from .io import register
 from .layer import GRU
@@ -220,18 +220,8 @@ class QuantizedGRU:
     def _check_inputs(self, x, h0, lengths):
         """As grucy.GRU's (the same messages, the same limits): time-major float32 x,
         h0 and lengths (None when every sequence is full)."""
-        x = _as_real_array("x", x)
-        if x.ndim != 3:
-            layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
-            raise ValueError(f"x must be 3-D {layout}, got shape {x.shape}")
-        if self.batch_first:
-            x = x.transpose(1, 0, 2)
+        x = time_major_x(x, self.batch_first, self.input_size)
         T, B, I = x.shape
-        if T == 0 or B == 0:
-            raise ValueError(f"x must have at least one step and one sequence, got {x.shape}")
-        if I != self.input_size:
-            raise ValueError(f"x has {I} features on its last axis, expected input_size="
-                             f"{self.input_size}")
         H, D, L = self.hidden_size, self.num_directions, self.num_layers
         what = f"an int8 forward of x with shape {x.shape} (T, B, I)"
         check_int32(what, {"T*B": T * B, "B*3*hidden_size": B * 3 * H,
