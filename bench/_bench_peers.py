@@ -588,7 +588,19 @@ def _float32_only(p, what):
         raise Unsupported(f"{what} computes float32 layers only")
 
 
-class GrucyBf16Peer(GrucyPeer):
+class _GrucyLowpPeer(GrucyPeer):
+    """grucy in a low precision (PRECISION): its status names the kernel that runs."""
+
+    @classmethod
+    def status(cls):
+        ok, detail = GrucyPeer.status()
+        if ok:
+            from grucy import _gru
+            detail = f"{detail}, kernel {_gru.lowp_kernels()[cls.PRECISION]}"
+        return ok, detail
+
+
+class GrucyBf16Peer(_GrucyLowpPeer):
     """grucy.GRU(precision="bf16"): bf16 products, float32 sums (training and inference)."""
 
     NAME = "grucy-bf16"
@@ -601,16 +613,8 @@ class GrucyBf16Peer(GrucyPeer):
         super().__init__(problem, threads)
         self.layer.precision = "bf16"
 
-    @classmethod
-    def status(cls):
-        ok, detail = GrucyPeer.status()
-        if ok:
-            from grucy import _gru
-            detail = f"{detail}, kernel {_gru.lowp_kernels()['bf16']}"
-        return ok, detail
 
-
-class GrucyInt8Peer(GrucyPeer):
+class GrucyInt8Peer(_GrucyLowpPeer):
     """grucy.quantize(gru, "int8"): int8 inference."""
 
     NAME = "grucy-int8"
@@ -623,14 +627,6 @@ class GrucyInt8Peer(GrucyPeer):
         super().__init__(problem, threads)
         import grucy
         self.layer = grucy.quantize(self.layer, "int8")
-
-    @classmethod
-    def status(cls):
-        ok, detail = GrucyPeer.status()
-        if ok:
-            from grucy import _gru
-            detail = f"{detail}, kernel {_gru.lowp_kernels()['int8']}"
-        return ok, detail
 
     def infer(self):
         self.layer.forward(self.p.x, lengths=self.p.lengths)

@@ -484,6 +484,24 @@ def memory_lines(mem):
 
 
 # -- Markdown -----------------------------------------------------------------------------
+def _targets_markdown(doc, issue):
+    """The targets of ``issue`` (18, 19) as a Markdown table with where each was worst."""
+    ts = [t_ for t_ in doc["targets"] if t_.get("issue") == issue]
+    if not ts:
+        return []
+    return ["", markdown_table(
+        [f"target (issue {issue})", "measured", "threshold", "status", "where"],
+        [[t_["target"], "-" if t_["measured"] is None else f"{t_['measured']:.4g}",
+          f"{t_['op']} {t_['threshold']:g}", t_["status"], t_["where"] or t_["note"]]
+         for t_ in ts])]
+
+
+def _ok_ms(row, name):
+    """Minimum ms of ``name`` in a result row, "-" when it did not run or failed."""
+    d = row["impls"].get(name)
+    return _fmt(d["ms_min"]) if d and d.get("status") == "ok" else "-"
+
+
 def markdown_lines(doc):
     """The README tables: core shapes, the thread sweep, the busy machine, the targets."""
     m, p = doc["machine"], doc["peaks"]
@@ -559,44 +577,26 @@ def markdown_lines(doc):
          if t_.get("issue", 13) == 13]))
     lrows = [r for r in rows if r.get("lowp")]
     if lrows:
-        def lms(r, n):
-            d = r["impls"].get(n)
-            return _fmt(d["ms_min"]) if d and d.get("status") == "ok" else "-"
-        body = [[r["label"], r["mode"], lms(r, "grucy"), lms(r, "grucy-bf16"),
-                 ratio(r["lowp"].get("bf16_vs_fp32")), lms(r, "grucy-int8"),
-                 ratio(r["lowp"].get("int8_vs_fp32")), lms(r, "torch-int8"),
+        body = [[r["label"], r["mode"], _ok_ms(r, "grucy"), _ok_ms(r, "grucy-bf16"),
+                 ratio(r["lowp"].get("bf16_vs_fp32")), _ok_ms(r, "grucy-int8"),
+                 ratio(r["lowp"].get("int8_vs_fp32")), _ok_ms(r, "torch-int8"),
                  ratio(r["lowp"].get("int8_vs_torch_int8"))] for r in lrows]
         out += ["", markdown_table(["B x T x I x H", "mode", "grucy fp32 ms", "bf16 ms",
                                     "bf16 speedup", "int8 ms", "int8 speedup",
                                     "torch int8 ms", "int8 vs torch int8"], body, left=2)]
-    t18 = [t_ for t_ in doc["targets"] if t_.get("issue") == 18]
-    if t18:
-        out += ["", markdown_table(
-            ["target (issue 18)", "measured", "threshold", "status", "where"],
-            [[t_["target"], "-" if t_["measured"] is None else f"{t_['measured']:.4g}",
-              f"{t_['op']} {t_['threshold']:g}", t_["status"],
-              t_["where"] or t_["note"]] for t_ in t18])]
+    out += _targets_markdown(doc, 18)
     isas = [n for n in ("grucy-avx2", "grucy-portable", "grucy-blas")
             if any(n in r["impls"] for r in rows if r["kind"] == "core")]
     if isas:  # issue 19: one column per GEMM kernel (--isa), the peers beside them
-        def kms(r, n):
-            d = r["impls"].get(n)
-            return _fmt(d["ms_min"]) if d and d.get("status") == "ok" else "-"
         names = ["grucy"] + isas + [n for n in ("torch", "onnxruntime")
                                     if any(n in r["impls"] for r in rows)]
         head = ["B x T x I x H", "mode", f"grucy {m['kernels'].get('packed', '')} ms"] + \
             [f"{n} ms" for n in names[1:]]
-        body = [[r["label"], r["mode"]] + [kms(r, n) for n in names]
+        body = [[r["label"], r["mode"]] + [_ok_ms(r, n) for n in names]
                 for r in rows if r["kind"] == "core"]
         out += ["", "GEMM kernels (`--isa`): minimum ms of each, same weights and data:", "",
                 markdown_table(head, body, left=2)]
-    t19 = [t_ for t_ in doc["targets"] if t_.get("issue") == 19]
-    if t19:
-        out += ["", markdown_table(
-            ["target (issue 19)", "measured", "threshold", "status", "where"],
-            [[t_["target"], "-" if t_["measured"] is None else f"{t_['measured']:.4g}",
-              f"{t_['op']} {t_['threshold']:g}", t_["status"],
-              t_["where"] or t_["note"]] for t_ in t19])]
+    out += _targets_markdown(doc, 19)
     if busy_warning(m):
         out += ["", busy_warning(m)]
     return out

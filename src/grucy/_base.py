@@ -19,7 +19,8 @@ from numpy.typing import ArrayLike, DTypeLike
 from ._limits import check_int32, check_memory
 from ._params import ParameterHolder, PerThreadState, _names
 from ._validation import (_as_real_array, _finite, _flag, _positive_int, _rng,
-                          as_float_array, check_dtype, check_finite, check_result)
+                          as_float_array, check_dtype, check_finite, check_result,
+                          state_array)
 # (layer.py, the compiled layer, imports exclusive from here too)
 from ._params import exclusive  # noqa: F401
 
@@ -253,13 +254,7 @@ class GRUBase(ParameterHolder):
     def _initial_state(self, h0, shape, layout):
         """``h0`` validated as a finite array of ``shape`` in the layer's dtype (zeros
         for None); ``layout`` names the axes in the error message."""
-        if h0 is None:
-            return np.zeros(shape, self.dtype)
-        h0 = as_float_array("h0", h0, self.dtype)
-        if h0.shape != shape:
-            raise ValueError(f"h0 must have shape {layout} = {shape}, got {h0.shape}")
-        check_finite("h0", h0)
-        return h0
+        return state_array("h0", h0, shape, self.dtype, f"shape {layout} = {shape}")
 
     def _check_inputs(self, x, h0, lengths, training=True):
         """Validate and convert; returns time-major x (T, B, I), h0 (L*D, B, H), lengths.
@@ -343,14 +338,8 @@ class GRUBase(ParameterHolder):
             if self.batch_first:
                 dy = dy.transpose(1, 0, 2)
         state_shape = (self.num_layers * self.num_directions, B, self.hidden_size)
-        if dh_n is None:
-            dh_n = np.zeros(state_shape, self.dtype)
-        else:
-            dh_n = as_float_array("dh_n", dh_n, self.dtype)
-            if dh_n.shape != state_shape:
-                raise ValueError(f"dh_n must have the shape of h_n, {state_shape}, "
-                                 f"got {dh_n.shape}")
-            check_finite("dh_n", dh_n)
+        dh_n = state_array("dh_n", dh_n, state_shape, self.dtype,
+                           f"the shape of h_n, {state_shape}")
         self._check_parameters(grads=True)
         return dy, dh_n
 

@@ -2151,6 +2151,25 @@ def _aligned_empty(Py_ssize_t n, dtype):
     return _buffer({}, "", (n,), dtype)
 
 
+cdef int _check_forward_args(const Py_ssize_t* xs, const Py_ssize_t* wih,
+                             const Py_ssize_t* whh, Py_ssize_t nbih, Py_ssize_t nbhh,
+                             const Py_ssize_t* hs, const Py_ssize_t* ys, bint y_inner,
+                             Py_ssize_t nbs) except -1:
+    """The checks of forward() and forward_int8(): X (T, B, I), w_ih (3H, I), w_hh
+    (3H, H), biases (3H,), h (B, H), Y (T, B, H) contiguous on its last axis
+    (``y_inner``), batch_sizes (T,), every size positive."""
+    cdef Py_ssize_t T = xs[0], B = xs[1], I = xs[2], H = whh[1]
+    _check(wih[0] == 3 * H and wih[1] == I, "w_ih shape")
+    _check(whh[0] == 3 * H, "w_hh shape")
+    _check(nbih == 3 * H and nbhh == 3 * H, "bias shape")
+    _check(hs[0] == B and hs[1] == H, "h shape")
+    _check(ys[0] == T and ys[1] == B and ys[2] == H, "Y shape")
+    _check(y_inner, "Y must be contiguous on its last axis")
+    _check(nbs == T, "batch_sizes length")
+    _check(T >= 1 and B >= 1 and I >= 1 and H >= 1, "sizes must be positive")
+    return 0
+
+
 cdef const Py_ssize_t* _rowmap(const Py_ssize_t[::1] rowmap, int B) except? NULL:
     """Pointer to a row map (None: NULL), checked to be a permutation of 0..B-1."""
     if rowmap is None:
@@ -2306,14 +2325,9 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], H = w_hh.shape[1]
     _check(precision == LP_NONE or (precision == LP_BF16 and floating is float),
            "precision must be 0, or 1 (bf16) with float32")
-    _check(w_ih.shape[0] == 3 * H and w_ih.shape[1] == I, "w_ih shape")
-    _check(w_hh.shape[0] == 3 * H, "w_hh shape")
-    _check(b_ih.shape[0] == 3 * H and b_hh.shape[0] == 3 * H, "bias shape")
-    _check(h.shape[0] == B and h.shape[1] == H, "h shape")
-    _check(Y.shape[0] == T and Y.shape[1] == B and Y.shape[2] == H, "Y shape")
-    _check(Y.strides[2] == sizeof(floating), "Y must be contiguous on its last axis")
-    _check(batch_sizes.shape[0] == T, "batch_sizes length")
-    _check(T >= 1 and B >= 1 and I >= 1 and H >= 1, "sizes must be positive")
+    _check_forward_args(X.shape, w_ih.shape, w_hh.shape, b_ih.shape[0], b_hh.shape[0],
+                        h.shape, Y.shape, Y.strides[2] == sizeof(floating),
+                        batch_sizes.shape[0])
     cdef const Py_ssize_t* ymap_ptr = _rowmap(ymap, B)
     off_arr = _row_offsets(batch_sizes, B)
     cdef Py_ssize_t[::1] off = off_arr
@@ -2404,15 +2418,10 @@ def forward_int8(const float[:, :, ::1] X, const signed char[:, ::1] w_ih,
     int8 (_lowp.h): w_ih (3H, I) and w_hh (3H, H) int8 with per-row scales s_ih, s_hh;
     inputs and states quantized per row when used; everything else float32."""
     cdef int T = X.shape[0], B = X.shape[1], I = X.shape[2], H = w_hh.shape[1]
-    _check(w_ih.shape[0] == 3 * H and w_ih.shape[1] == I, "w_ih shape")
-    _check(w_hh.shape[0] == 3 * H, "w_hh shape")
     _check(s_ih.shape[0] == 3 * H and s_hh.shape[0] == 3 * H, "scale shape")
-    _check(b_ih.shape[0] == 3 * H and b_hh.shape[0] == 3 * H, "bias shape")
-    _check(h.shape[0] == B and h.shape[1] == H, "h shape")
-    _check(Y.shape[0] == T and Y.shape[1] == B and Y.shape[2] == H, "Y shape")
-    _check(Y.strides[2] == sizeof(float), "Y must be contiguous on its last axis")
-    _check(batch_sizes.shape[0] == T, "batch_sizes length")
-    _check(T >= 1 and B >= 1 and I >= 1 and H >= 1, "sizes must be positive")
+    _check_forward_args(X.shape, w_ih.shape, w_hh.shape, b_ih.shape[0], b_hh.shape[0],
+                        h.shape, Y.shape, Y.strides[2] == sizeof(float),
+                        batch_sizes.shape[0])
     cdef const Py_ssize_t* ymap_ptr = _rowmap(ymap, B)
     off_arr = _row_offsets(batch_sizes, B)
     cdef Py_ssize_t[::1] off = off_arr

@@ -78,6 +78,18 @@ def as_float_array(name, value, dtype):
         return arr.astype(dtype)
 
 
+def state_array(name, value, shape, dtype, shape_text):
+    """``value`` (an initial state, a state's gradient) as a finite array of ``shape`` in
+    ``dtype``, zeros for None; ``shape_text`` says the shape expected in the error."""
+    if value is None:
+        return np.zeros(shape, dtype)
+    arr = as_float_array(name, value, dtype)
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have {shape_text}, got {arr.shape}")
+    check_finite(name, arr)
+    return arr
+
+
 def _finite(arr):
     """True when the float array ``arr`` holds no NaN or inf."""
     if _compiled_all_finite is not None and arr.dtype.isnative:

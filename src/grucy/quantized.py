@@ -26,7 +26,7 @@ from ._base import GRUBase, param_names, time_major_x
 from ._limits import check_int32, check_memory
 from ._params import _names, exclusive
 from ._validation import (_flag, _positive_int, as_float_array,
-                          check_finite, check_result)
+                          check_finite, check_result, state_array)
 from .io import register
 from .layer import GRU
 
@@ -237,14 +237,8 @@ class QuantizedGRU:
         x = as_float_array("x", x, np.float32)
         check_finite("x", x)
         shape = (L * D, B, H)
-        if h0 is None:
-            h0 = np.zeros(shape, np.float32)
-        else:
-            h0 = as_float_array("h0", h0, np.float32)
-            if h0.shape != shape:
-                raise ValueError(f"h0 must have shape (num_layers*num_directions, B, H) = "
-                                 f"{shape}, got {h0.shape}")
-            check_finite("h0", h0)
+        h0 = state_array("h0", h0, shape, np.float32,
+                         f"shape (num_layers*num_directions, B, H) = {shape}")
         if lengths is not None:
             lengths = GRUBase._check_lengths(lengths, T, B)
             if np.all(lengths == T):
@@ -332,14 +326,8 @@ class QuantizedGRU:
         check_memory(f"a stream of batch_size={B}",
                      4 * (3 * L * B * H + 6 * B * H + 2 * B * self.input_size))
         shape = (L, B, H)
-        if h0 is None:
-            h0 = np.zeros(shape, np.float32)
-        else:
-            h0 = as_float_array("h0", h0, np.float32)
-            if h0.shape != shape:
-                raise ValueError(f"h0 must have shape (num_layers, batch_size, hidden_size) "
-                                 f"= {shape}, got {h0.shape}")
-            check_finite("h0", h0)
+        h0 = state_array("h0", h0, shape, np.float32,
+                         f"shape (num_layers, batch_size, hidden_size) = {shape}")
         layers = [[w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], w["scale_ih"],
                    w["scale_hh"]] for w in self.weights]
         return _gru.GRUStream(layers, B, H, self.reset_after, np.float32, h0, 2)
