@@ -6,7 +6,8 @@
     rank 1 raises while rank 0 waits in a collective.
 ``python distributed_worker.py forecast OUT [--epochs N] [--distributed auto|0|1]
 [--seed S|none] [--dropout P] [--checkpoint PATH] [--checkpoint-every K] [--resume PATH]``
-    trains a grucy.Forecaster on the sunspot numbers and writes its weights and history.
+    trains a grucy.Forecaster on the sunspot numbers and writes its weights and history
+    (``{rank}`` in the resume path is replaced by the rank).
 ``python distributed_worker.py models OUT [--distributed auto|0|1]``
     briefly trains a GRUClassifier, a GRURegressor and a CharLM; writes their weights.
 
@@ -92,6 +93,8 @@ def forecast(out, epochs=3, dtype="float64", distributed="auto", seed=0, dropout
     model = grucy.Forecaster(lookback=12, hidden_size=8, epochs=epochs, batch_size=32,
                              dropout=dropout, validation_fraction=0.2, dtype=dtype,
                              random_state=seed)
+    if resume is not None:
+        resume = resume.replace("{rank}", str(comm.rank))
     model.fit(values, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
               resume=resume, distributed=comm)
     arrays = {f"p{i}": p for i, p in enumerate(model.net_.parameters())}

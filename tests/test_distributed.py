@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -133,6 +134,45 @@ def launch_env():
     return _clean_env()
 
 
+def kill_session(sid):
+    """SIGKILL every process of session ``sid`` (a launcher started with
+    ``start_new_session``) and wait until none is left.
+
+    Not ``os.killpg``: Open MPI's prterun puts each rank in a process group of its own,
+    so killing the launcher's group left the ranks running as orphans; in CI the
+    orphans of a "killed" run went on writing checkpoints while the resumed run read
+    them, and the resumed ranks hung on different epochs.
+    """
+    if not os.path.isdir("/proc"):  # (not Linux: the group is the best we have)
+        os.killpg(sid, signal.SIGKILL)
+        return
+    deadline = time.monotonic() + 30
+    while True:
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:  # (it ended meanwhile)
+                continue
+            # fields after "(comm)": state ppid pgrp session ...
+            fields = stat[stat.rindex(b")") + 2:].split()
+            if int(fields[3]) == sid and fields[0] != b"Z":
+                pids.append(int(entry))
+        if not pids:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"processes {pids} of the launched job outlived SIGKILL")
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.01)
+
+
 def run(cmd, check=True):
     """Run ``cmd`` to completion in its own process group; fail with its output."""
     proc = subprocess.Popen(list(map(str, cmd)), env=launch_env(), text=True,
@@ -141,7 +181,7 @@ def run(cmd, check=True):
     try:
         stdout, stderr = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every rank it started
+        kill_session(proc.pid)
         stdout, stderr = proc.communicate()
         pytest.fail(f"{shlex.join(proc.args)} hung for {TIMEOUT} s:\n{stdout}\n{stderr}")
     if check:
@@ -271,8 +311,7 @@ def kill_after_first_checkpoint(cmd, checkpoint):
                 pytest.fail(f"no checkpoint after {TIMEOUT} s")
             time.sleep(0.002)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill_session(proc.pid)
         proc.communicate()
     return proc.returncode
 
@@ -326,6 +365,22 @@ def test_grucy_train_resume_under_mpirun_bit_for_bit(tmp_path):
     for a, b in zip(w_res, w_full):
         np.testing.assert_array_equal(a, b)
     assert h_res == h_full
+
+
+def test_ranks_that_read_different_checkpoints_fail_together(tmp_path):
+    """A checkpoint that changed between the ranks' reads: a clear error, not a hang
+    (rank 0 would restore epoch 1, rank 1 epoch 2 and wait for it after its last epoch)."""
+    mpirun = mpi_launcher(2)
+    out, every = tmp_path / "fit", tmp_path / "c{epoch}.ckpt"
+    run(mpirun + [sys.executable, WORKER, "forecast", out, "--epochs", "2",
+                  "--checkpoint", every])
+    for rank in (0, 1):
+        shutil.copyfile(tmp_path / f"c{rank + 1}.ckpt", tmp_path / f"r{rank}.ckpt")
+    code, _, stderr = run(mpirun + [sys.executable, WORKER, "forecast", out, "--epochs",
+                                    "4", "--resume", tmp_path / "r{rank}.ckpt"],
+                          check=False)
+    assert code != 0
+    assert "1 of 2 ranks read another checkpoint than rank 0" in stderr, stderr
 
 
 def test_an_exception_on_one_rank_ends_the_job(tmp_path):

@@ -341,6 +341,7 @@ class Trainer:
         """
         config, arrays = read_checkpoint(path)
         where = os.fspath(path)
+        self._same_checkpoint_on_every_rank(config, arrays, where)
         try:
             return self._restore(config, arrays, where)
         except io.FileFormatError:
@@ -348,6 +349,32 @@ class Trainer:
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             raise io.FileFormatError(f"{where}: not a checkpoint this run can resume "
                                      f"from: {type(exc).__name__}: {exc}"[:2000]) from None
+
+    def _same_checkpoint_on_every_rank(self, config, arrays, where):
+        """Refuse, on every rank, a resume in which the ranks read different checkpoints.
+
+        Each rank reads the file itself; if it changed between the reads (a previous run
+        still writing it, node-local copies that differ), the ranks would restore other
+        epochs, and one would wait in an allreduce for a rank that has already finished:
+        the job would hang instead of failing.  One broadcast of rank 0's digest lets
+        every rank compare, so all raise together.
+        """
+        if self.comm.size <= 1:
+            return
+        h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+        for name in sorted(arrays):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(arrays[name]).tobytes())
+        mine = np.frombuffer(h.digest(), np.uint8).copy()
+        root = mine.copy()
+        self.comm.broadcast_([root])
+        differs = float(self.comm.allreduce_sum([float(not np.array_equal(mine, root))])[0])
+        if differs:
+            raise io.FileFormatError(
+                f"{where}: {int(differs)} of {self.comm.size} ranks read another "
+                f"checkpoint than rank 0 (this rank: epoch {config.get('epoch')}); was a "
+                f"previous run still writing it, or does each node see its own copy? "
+                f"Nothing was restored")
 
     def _restore(self, config, arrays, where):
         def fail(message):
