@@ -347,3 +347,60 @@ def test_temporal_norm_follows_a_level_beyond_the_training_range():
     def rmse(m):
         return np.sqrt(np.mean((m.predict(H, 1)[:, 0] - y[300:]) ** 2))
     assert rmse(normed) < 0.1 < 1.0 < rmse(plain)
+
+
+# -- ar_order: a linear forecast under the network -----------------------------------------
+def _two_waves(n):
+    """sin(2 pi t / 17) + 0.5 sin(2 pi t / 7): exactly an AR(4) recursion (each sinusoid
+    obeys x_t = 2 cos(w) x_{t-1} - x_{t-2}), so any future value is a fixed linear
+    function of the last 4."""
+    t = np.arange(n)
+    return np.sin(2 * np.pi * t / 17) + 0.5 * np.sin(2 * np.pi * t / 7)
+
+
+@pytest.mark.parametrize("covariates", [False, True])
+def test_ar_order_fits_the_exact_linear_forecast_and_the_network_the_rest(covariates):
+    y = _two_waves(400)
+    x = np.cos(np.arange(400) / 3.0)[:, None] if covariates else None  # (uninformative)
+    kw = dict(lookback=12, horizon=3, hidden_size=8, epochs=15, random_state=0)
+    fit_x = None if x is None else x[:300]
+    model = grucy.Forecaster(ar_order=4, **kw).fit(y[:300], fit_x)
+    assert model.ar_coef_.shape == (4, 3) and model.ar_intercept_.shape == (3,)
+    # the oracle: the recursion itself, in the model's scaled units
+    s = (y - model.mean_) / model.scale_
+    idx = np.arange(300 - 4 - 3)[:, None]
+    feats, future = s[idx + np.arange(4)], s[idx + 4 + np.arange(3)]
+    np.testing.assert_allclose(feats @ model.ar_coef_ + model.ar_intercept_, future,
+                               atol=1e-9)
+    # the network learned residuals that are all zero: forecasts close to the truth
+    # (without the linear part the same GRU is ~10x further off)
+    plain = grucy.Forecaster(**kw).fit(y[:300], fit_x)
+    H = np.stack([y[o - 12:o] for o in range(300, 397)])
+    X = None if x is None else np.stack([x[o - 12:o + 3] for o in range(300, 397)])
+    truth = np.stack([y[o:o + 3] for o in range(300, 397)])
+    err = np.abs(model.predict(H, 3, X=X) - truth).max()
+    assert err < 0.05 < 0.1 * np.abs(plain.predict(H, 3, X=X) - truth).max()
+
+
+def test_ar_order_with_quantiles_weights_saving_and_bad_values(tmp_path):
+    y = _noisy_wave(n=400, sigma=0.1)
+    kw = dict(lookback=20, horizon=2, hidden_size=4, epochs=2, random_state=0)
+    model = grucy.Forecaster(ar_order=20, quantiles=(0.1, 0.9), **kw).fit(y)
+    q = model.predict_quantiles(y, 5)
+    assert q.shape == (5, 3) and np.all(np.diff(q, axis=1) > 0)  # shifted, never crossed
+    np.testing.assert_array_equal(model.predict(y, 5), q[:, 1])
+    grucy.save(model, tmp_path / "ar.grucy")
+    loaded = grucy.load(tmp_path / "ar.grucy")
+    np.testing.assert_array_equal(loaded.predict_quantiles(y, 5), q)
+    np.testing.assert_array_equal(loaded.ar_coef_, model.ar_coef_)
+    # per-target weights take the weighted path; equal weights give the same fit
+    weighted = grucy.Forecaster(ar_order=20, **kw).fit(y, sample_weight=np.full(400, 2.0))
+    plain = grucy.Forecaster(ar_order=20, **kw).fit(y)
+    np.testing.assert_allclose(weighted.ar_coef_, plain.ar_coef_, rtol=1e-7, atol=1e-9)
+    for bad, exc, match in [(-1, ValueError, "ar_order must be from 0 to lookback=20, "
+                                             "got -1"),
+                            (21, ValueError, "from 0 to lookback=20, got 21"),
+                            (2.0, TypeError, "ar_order must be an integer, got float"),
+                            (True, TypeError, "ar_order must be an integer, got bool")]:
+        with pytest.raises(exc, match=match):
+            grucy.Forecaster(ar_order=bad, **kw).fit(y)

@@ -4,6 +4,7 @@ and out, and rolling-origin backtests (:mod:`~grucy.models._backtest`)."""
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, Callable, ClassVar, List, Optional, Tuple
 
@@ -64,6 +65,15 @@ class Forecaster(GRUModel):
         and its targets: the network sees shapes, not levels, and follows a trend or a
         level beyond the range it was trained on (NeuralForecast's temporal
         normalisation).
+    ar_order : int, default 0
+        0 < ar_order <= lookback adds a linear forecast to the network's: the next
+        ``horizon`` values as a linear function of the window's last ``ar_order`` values
+        (after the standardisation and ``temporal_norm``), one coefficient per (lag,
+        step ahead, series pair), fitted by least squares on the training windows before
+        the network trains; the network then learns what the linear part leaves (a
+        direct autoregression with a GRU on its residuals, as LSTNet's linear
+        "highway").  For series with strong linear structure (trend, seasonality) the
+        GRU starts from the linear forecast instead of learning it.
     hidden_size, num_layers : int, default 32, 1
     dropout : float, default 0
         Between GRU layers and before the readout.
@@ -97,6 +107,10 @@ class Forecaster(GRUModel):
         The standardisation of each series.
     n_covariates_ : int
         Covariate columns (0 without ``X``).
+    ar_coef_, ar_intercept_ : ndarray ``(ar_order * n_series_, horizon * n_series_)``,
+        ``(horizon * n_series_,)``
+        The linear forecast (scaled units; rows lag-major, oldest lag first); empty and
+        zero without ``ar_order``.
     quantiles_ : ndarray or None
         The quantile levels predicted (with 0.5).
     freq_ : str or None
@@ -119,6 +133,7 @@ class Forecaster(GRUModel):
     _: KW_ONLY
     quantiles: Any = None
     temporal_norm: bool = False
+    ar_order: int = 0
     loss: str = "mse"
     epochs: int = 80
     lr: float = 3e-3
@@ -152,6 +167,7 @@ class Forecaster(GRUModel):
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
         frac = _check_fraction("validation_fraction", self.validation_fraction)
         temporal = _temporal_norm(self.temporal_norm)
+        p = _ar_order(self.ar_order, L)
         self.quantiles_ = _with_median(self.quantiles)
         many = _is_series_list(y)
         series = self._read_all("y", y, many)
@@ -181,6 +197,9 @@ class Forecaster(GRUModel):
         unit = np.concatenate([np.broadcast_to(np.tile(scales[i], h), p[1].shape)
                                for i, p in enumerate(parts)])
         train_idx, val_idx = _chronological_split([len(p[1]) for p in parts], frac)
+        self.ar_coef_, self.ar_intercept_ = _fit_linear(
+            _ar_features(self._window(Xw), k, p), Yw, Ww, train_idx)
+        Yw = Yw - self._linear(Xw)  # the network learns the residual
         dtype = self._dtype()
         seed = self._seed_for_fit(self.random_state, resume, distributed)
         rng = np.random.default_rng(seed)
@@ -245,6 +264,10 @@ class Forecaster(GRUModel):
         _fitted_check(self.freq_ is None or isinstance(self.freq_, str),
                       f"fitted freq_ must be a string or None, got {self.freq_!r}")
         _temporal_norm(self.temporal_norm)  # (predict reads the option)
+        p = _ar_order(self.ar_order, self.lookback_)
+        _fitted_check(np.all(np.isfinite(_fitted_array(self, "ar_coef_", (p * k, h * k))))
+                      and np.all(np.isfinite(_fitted_array(self, "ar_intercept_", (h * k,)))),
+                      "fitted ar_coef_ and ar_intercept_ must be finite")
         net = self.net_.config
         if c:
             want = dict(input_size=k + 1 + c, output_size=k * Q, last_steps=h,
@@ -639,12 +662,33 @@ class Forecaster(GRUModel):
             block = out.astype(np.float64).reshape(B, h, k, Q)
             if self.quantiles_ is not None:
                 block = monotone_quantiles(block)
+            # the network forecasts what the linear part leaves (after monotone_quantiles:
+            # the raw outputs are a first level and softplus'd gaps, not levels)
+            block = block + self._linear(inputs).reshape(B, h, k, 1)
             if temporal:
                 block = block + base[:, L:, :, None]
             result[:, done:done + take] = block[:, :take]
             window = np.concatenate([window, block[:, :take, :, med]], axis=1)[:, -L:]
             done += take
         return result[:, :horizon]
+
+    def _linear(self, inputs):
+        """The linear forecast (B, horizon * k) from network inputs (B, >= L, >= k) whose
+        first k columns are the scaled window (its last L steps end at the origin)."""
+        feats = _ar_features(self._window(inputs), self.n_series_,
+                             len(self.ar_coef_) // self.n_series_)
+        return feats @ self.ar_coef_ + self.ar_intercept_
+
+    def _window(self, inputs):
+        """The last L steps before the origin in network inputs: with covariates the
+        first L of L + horizon steps, without the last L."""
+        L = self.lookback_
+        return inputs[:, :L] if self.n_covariates_ else inputs[:, -L:]
+
+    def _after_load(self):
+        if not hasattr(self, "ar_coef_"):  # saved before ar_order existed
+            hk = self.horizon_ * self.n_series_
+            self.ar_coef_, self.ar_intercept_ = np.zeros((0, hk)), np.zeros(hk)
 
     def _shape(self, arrays, items, form, horizon, levels=None):
         """Per-history results (horizon, k[, Q]) in the form of the input."""
@@ -690,12 +734,47 @@ class Forecaster(GRUModel):
         def output_gradient(out):
             target = ((np.asarray(y, dtype=np.float64).reshape(B, hz, k)
                        - self.mean_) / self.scale_ - base[:, m:])
-            return loss(out, target.reshape(B, hz * k))[1]
+            return loss(out, target.reshape(B, hz * k) - self._linear(X))[1]
         return X, output_gradient
 
 
 def _temporal_norm(value):
     return _flag("temporal_norm", value)
+
+
+def _ar_order(value, lookback):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"ar_order must be an integer, got {type(value).__name__} "
+                        f"{value!r}")
+    if not 0 <= value <= lookback:
+        raise ValueError(f"ar_order must be from 0 to lookback={lookback}, got {value}")
+    return int(value)
+
+
+def _ar_features(X, k, p):
+    """(N, p * k): the last ``p`` steps of windows (N, L, >= k), their first ``k``
+    columns (the scaled series), oldest lag first."""
+    return np.ascontiguousarray(X[:, X.shape[1] - p:, :k]).reshape(len(X), p * k)
+
+
+def _fit_linear(F, Y, W, rows):
+    """Least-squares coefficients (p*k, h*k) and intercepts (h*k,) of Y (N, h*k) on
+    features F (N, p*k) over the training ``rows``; ``W`` (N, h*k) weighs each target
+    (one weighted fit per column then).  Without features: zeros."""
+    hk = Y.shape[1]
+    if F.shape[1] == 0:
+        return np.zeros((0, hk)), np.zeros(hk)
+    A = np.concatenate([F[rows], np.ones((len(rows), 1))], axis=1)
+    if W is None:
+        sol = np.linalg.lstsq(A, Y[rows], rcond=None)[0]
+    else:
+        sol = np.empty((A.shape[1], hk))
+        for j in range(hk):
+            w = np.sqrt(W[rows, j])[:, None]
+            sol[:, j] = np.linalg.lstsq(A * w, Y[rows, j] * w[:, 0], rcond=None)[0]
+    check_result("the ar_order linear fit (least squares on the scaled windows)", sol,
+                 hint="lower ar_order")
+    return sol[:-1], sol[-1]
 
 
 def _window_level(window, steps):
