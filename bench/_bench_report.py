@@ -108,16 +108,20 @@ def evaluate_targets(doc):
     note = "" if brows else "needs --busy N"
     if brows and busy["threads"] != 2:
         note = f"set for 2 busy threads; this run had {busy['threads']}"
-    vals = [(r["impls"]["grucy"]["busy_over_quiet"], f"{r['mode']} {r['label']}")
-            for r in brows if "busy_over_quiet" in r["impls"]["grucy"]]
+    # Medians, not minima: under load the minimum is the repeat the competing processes
+    # happened to leave alone (a quiet time); a 2026-12-04 run had ONNX Runtime's busy
+    # minimum at 0.54x its quiet one and called that a loss, while its busy median was
+    # 2.5x grucy's.  The median is what a user of the busy machine waits.
+    vals = [(r["impls"]["grucy"]["busy_over_quiet_median"], f"{r['mode']} {r['label']}")
+            for r in brows if "busy_over_quiet_median" in r["impls"]["grucy"]]
     worst = max(vals) if vals else (None, "")
-    add("busy_over_quiet", "busy machine: grucy's time / its quiet time, every core shape "
-        "(worst)", worst[0], "<=", 2.5, worst[1], note)
+    add("busy_over_quiet", "busy machine: grucy's median time / its quiet median, every "
+        "core shape (worst)", worst[0], "<=", 2.5, worst[1], note)
     vals = [(s, f"{r['mode']} {r['label']} vs {p}") for r in brows
-            for p, s in r["speedup"].items() if not _lowp(p)]
+            for p, s in r.get("speedup_median", {}).items() if not _lowp(p)]
     worst = min(vals) if vals else (None, "")
-    add("busy_vs_peers", "busy machine: grucy vs every peer under the same load (worst)",
-        worst[0], ">=", 1.0, worst[1], note)
+    add("busy_vs_peers", "busy machine: grucy vs every peer under the same load, median "
+        "times (worst)", worst[0], ">=", 1.0, worst[1], note)
 
     # issue 18: low precision, from the core table (ratios of one run's minimum times)
     issue[0] = 18
@@ -421,8 +425,10 @@ def sweep_lines(sweep):
 def busy_lines(busy):
     if not busy.get("rows"):
         return []
-    out = ["", f"Busy machine: {busy['method']}; ms min quiet (the tables above) and busy; "
-               f"x grucy = this implementation's busy time / grucy's busy time",
+    out = ["", f"Busy machine: {busy['method']}; ms min / median quiet (the tables above) "
+               f"and busy; busy/quiet and x grucy (this implementation's busy time / "
+               f"grucy's) of the medians (under load a minimum is the repeat the load "
+               f"left alone)",
            f"load average {busy['loadavg_start']:.2f} when the load started, "
            f"{busy['loadavg_end']:.2f} at its end; competing processes "
            f"{'stopped' if busy['stopped'] else 'STILL RUNNING'}"]
@@ -433,11 +439,14 @@ def busy_lines(busy):
                 body.append([r["label"], r["mode"], name, "-", d.get("status") or "-",
                              "-", "-"])
                 continue
+            med = r.get("speedup_median", {})
             body.append([r["label"], r["mode"], name,
-                         _fmt(d["quiet_ms"]) if "quiet_ms" in d else "-",
-                         _fmt(d["busy"]["ms_min"]),
-                         f"{d['busy_over_quiet']:.2f}" if "busy_over_quiet" in d else "-",
-                         f"{r['speedup'][name]:.2f}" if name in r["speedup"] else "-"])
+                         f"{_fmt(d['quiet_ms'])} / {_fmt(d['quiet_median_ms'])}"
+                         if "quiet_ms" in d else "-",
+                         f"{_fmt(d['busy']['ms_min'])} / {_fmt(d['busy']['ms_median'])}",
+                         f"{d['busy_over_quiet_median']:.2f}"
+                         if "busy_over_quiet_median" in d else "-",
+                         f"{med[name]:.2f}" if name in med else "-"])
     out.append(text_table(["case", "mode", "impl", "quiet ms", "busy ms", "busy/quiet",
                            "x grucy"], body, left=3))
     return out
@@ -564,10 +573,13 @@ def markdown_lines(doc):
         out += [markdown_table(head, body, left=2), ""]
     busy = doc.get("busy") or {}
     if busy.get("rows"):
-        body = [[r["label"], r["mode"], name, _fmt(d["quiet_ms"]), _fmt(d["busy_ms"]),
-                 f"{d['busy_over_quiet']:.2f}x", ratio(r["speedup"].get(name))]
-                for r in busy["rows"] for name, d in r["impls"].items() if "busy_ms" in d]
-        out += [f"Busy machine ({busy['method']}):", "",
+        body = [[r["label"], r["mode"], name, _fmt(d["quiet_median_ms"]),
+                 _fmt(d["busy_median_ms"]), f"{d['busy_over_quiet_median']:.2f}x",
+                 ratio(r.get("speedup_median", {}).get(name))]
+                for r in busy["rows"] for name, d in r["impls"].items()
+                if "busy_median_ms" in d]
+        out += [f"Busy machine ({busy['method']}), median times (under load a minimum is "
+                f"the repeat the load left alone):", "",
                 markdown_table(["B x T x I x H", "mode", "impl", "quiet ms", "busy ms",
                                 "busy / quiet", "impl busy / grucy busy"], body, left=3), ""]
     out.append(markdown_table(

@@ -115,16 +115,21 @@ def run_busy(bench, shapes, quiet_rows, n_busy):
                 d = row["impls"][name] = {"status": r.get("status"), "busy": r}
                 if r.get("status") == "ok" and q.get(name, {}).get("status") == "ok":
                     d.update(quiet_ms=q[name]["ms_min"], busy_ms=r["ms_min"],
-                             busy_over_quiet=r["ms_min"] / q[name]["ms_min"])
+                             busy_over_quiet=r["ms_min"] / q[name]["ms_min"],
+                             quiet_median_ms=q[name]["ms_median"],
+                             busy_median_ms=r["ms_median"],
+                             busy_over_quiet_median=r["ms_median"] / q[name]["ms_median"])
             g = res["grucy"]
+            row["speedup_median"] = {}
             for name, r in res.items():
                 if name != "grucy" and r.get("status") == "ok":
                     row["speedup"][name] = r["ms_min"] / g["ms_min"]
+                    row["speedup_median"][name] = r["ms_median"] / g["ms_median"]
             out["rows"].append(row)
-            gq = row["impls"]["grucy"].get("busy_over_quiet")
-            log(f"  busy {row['label']:>16} {mode:5} grucy {g['ms_min']:.3f} ms"
+            gq = row["impls"]["grucy"].get("busy_over_quiet_median")
+            log(f"  busy {row['label']:>16} {mode:5} grucy median {g['ms_median']:.3f} ms"
                 + (f" (x{gq:.2f} quiet)" if gq else "") + "  "
-                + "  ".join(f"{n} x{s:.2f}" for n, s in row["speedup"].items())
+                + "  ".join(f"{n} x{s:.2f}" for n, s in row["speedup_median"].items())
                 + f"  ({time.perf_counter() - t0:.1f} s)")
         out["loadavg_end"] = loadavg()
     out["stopped"] = all(p.returncode is not None for p in load.procs)

@@ -385,7 +385,13 @@ def test_busy_mode_times_every_implementation_under_load_then_stops_it(tmp_path)
             q = quiet[(r["label"], r["mode"])]["impls"][name]["ms_min"]
             assert d["quiet_ms"] == q
             assert d["busy_over_quiet"] == pytest.approx(d["busy_ms"] / q)
-        assert set(r["speedup"]) == set(r["impls"]) - {"grucy"}
+            qm = quiet[(r["label"], r["mode"])]["impls"][name]["ms_median"]
+            assert d["quiet_median_ms"] == qm
+            assert d["busy_over_quiet_median"] == pytest.approx(d["busy_median_ms"] / qm)
+        assert set(r["speedup"]) == set(r["speedup_median"]) == set(r["impls"]) - {"grucy"}
+        for name, s in r["speedup_median"].items():  # the targets' ratios: of medians
+            assert s == pytest.approx(r["impls"][name]["busy"]["ms_median"]
+                                      / r["impls"]["grucy"]["busy"]["ms_median"])
     by = {t["name"]: t for t in doc["targets"]}
     assert by["busy_over_quiet"]["status"] != "not measured"
     assert "Busy machine: 2 processes" in out.getvalue()
