@@ -52,11 +52,20 @@ def _equal(a, b, what):
         assert x.shape == y.shape and x.tobytes() == y.tobytes(), f"{what}: {key} differs"
 
 
+@pytest.fixture(params=[True, False], ids=["claimed", "static"])
+def schedule(request):
+    """Plans without unit chunks run as pieces claimed by whichever thread runs (the
+    default) or one part per thread (the static schedule): both must give the bits."""
+    old = grucy._gru._set_dynamic(request.param)
+    yield request.param
+    grucy._gru._set_dynamic(old)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("reset_after", FORMS, ids=["reset_after", "reset_before"])
 @pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
 def test_bit_identical_for_any_thread_count(lengths, reset_after, dtype, rng,
-                                            restore_threads):
+                                            restore_threads, schedule):
     # big enough that the cost model itself uses several threads, and forced splits on
     # top (16 threads on a 2-core machine are still 16 threads of work)
     layer = grucy.GRU(24, 96, num_layers=2, bidirectional=True, reset_after=reset_after,
@@ -70,6 +79,52 @@ def test_bit_identical_for_any_thread_count(lengths, reset_after, dtype, rng,
     for groups, chunks in ((2, 1), (1, 3), (5, 1), (3, 5), (16, 1), (4, 4), (1, 6)):
         with forced_plan(groups, chunks, align=1):
             _equal(run_layer(layer, inputs), want, f"plan {groups}x{chunks}")
+
+
+_LATE_WORKERS = """
+import sys
+import numpy as np
+import grucy
+sys.path.insert(0, sys.argv[1])
+from conftest import forced_plan, make_inputs, run_layer
+layer = grucy.GRU(8, 32, seed=1)
+inputs = make_inputs(np.random.default_rng(0), layer, T=5, B=32, lengths=True)
+grucy.set_num_threads(1)
+want = run_layer(layer, inputs)
+late = grucy._gru._late_workers()
+for i in range(1200):
+    groups, chunks = (16, 1) if i % 2 else (4, 4)
+    with forced_plan(groups, chunks, align=1):
+        plan = grucy._gru.work_plan(5, 32, 8, 32)
+        assert (plan["threads"], plan["groups"], plan["chunks"]) == (16, groups, chunks)
+        got = run_layer(layer, inputs)
+    for k in ("y", "h_n", "dx", "dh0"):
+        assert got[k].tobytes() == want[k].tobytes(), (i, k)
+    for k in want["grads"]:
+        assert got["grads"][k].tobytes() == want["grads"][k].tobytes(), (i, k)
+print("late", grucy._gru._late_workers() - late)
+"""
+
+
+def test_claimed_pieces_give_the_bits_when_workers_come_late():
+    """Sixteen threads on this (2-core) machine: in most claimed calls some worker gets a
+    core only after the others have claimed every piece, and must neither join the
+    finished call nor run the next one twice (a static call after it needs each of its
+    threads exactly once: the first version of the team hung here about one run in
+    three).  1200 calls alternating claimed (16 row groups) and static (4 groups x 4
+    chunks), each bit-identical to one thread; in a child process, so that a hang is a
+    failure with a message."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    try:
+        out = subprocess.run([sys.executable, "-c", _LATE_WORKERS,
+                              str(Path(__file__).parent)], capture_output=True, text=True,
+                             timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("1200 short calls did not finish in 120 s: the thread team hung")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith("late "), out.stdout
 
 
 def _one(layer, x, h0, dy, dh_n, length=None):

@@ -61,8 +61,15 @@ cdef extern from "_pool.h" nogil:
     double grucy_barrier_wait(grucy_barrier* b)
     int grucy_pool_acquire(int want)
     void grucy_pool_release(int acquired)
-    void grucy_pool_run(grucy_job_fn fn, void* ctx, int nt)
+    void grucy_pool_run(grucy_job_fn fn, void* ctx, int nt, int dynamic)
+    ctypedef struct grucy_tasks:
+        int total
+    void grucy_tasks_init(grucy_tasks* q, int total)
+    int grucy_tasks_claim(grucy_tasks* q)
+    void grucy_tasks_finish(grucy_tasks* q)
+    double grucy_tasks_wait(grucy_tasks* q)
     int grucy_pool_workers()
+    long grucy_pool_late
     int grucy_nthreads
     double grucy_spin_s
 
@@ -498,7 +505,7 @@ def fma_peak(int threads=1, double seconds=0.2):
     with nogil:
         nt = grucy_pool_acquire(threads)
         t0 = grucy_now()
-        grucy_pool_run(<grucy_job_fn>grucy_fma_run, &job, nt)
+        grucy_pool_run(<grucy_job_fn>grucy_fma_run, &job, nt, 0)
         elapsed = grucy_now() - t0
         grucy_pool_release(nt)
     return 2 * float(np.sum(done)) / elapsed / 1e9
@@ -1107,6 +1114,12 @@ ctypedef struct Ctx:
     const Cell* cell
     Plan plan
     grucy_barrier* bar          # one per group, then one for all threads
+    # Dynamic calls (plans without unit chunks: nothing meets at a barrier inside a
+    # phase) run each phase as pieces claimed by whichever thread runs (_first, _next):
+    # piece i is the work static thread i would do, so the bits are the same.
+    bint dynamic
+    grucy_tasks* tasks          # per phase
+    int npieces[3]
     # weights (W_ih (3H, I), W_hh (3H, H), biases (3H,))
     const void* wih
     const void* whh
@@ -1569,60 +1582,67 @@ cdef void _fwd_run(const floating* tag, Ctx* c, int tid, int nt) noexcept nogil:
     cdef floating* S = <floating*>c.S
     cdef floating* S2 = <floating*>c.S2
     cdef int nrec = p.groups * p.chunks
-    cdef int k, s, grp, ch, r0, r1, j0, cw, panels
+    cdef int k, s, grp, ch, r0, r1, j0, cw, panels, piece
     cdef Py_ssize_t q0, q1
     cdef double t0
     cdef bint dbuf = cell.nfwd == 1
-    # 1. pack W_hh's chunk blocks and W_ih^T, shared by all threads
-    if not c.prepacked and c.lowp:
+    # 1. pack W_hh's chunk blocks and W_ih^T, shared by all threads (piece i: what
+    #    thread i of nt packs)
+    if not c.prepacked and (c.lowp or not c.blas):
+        piece = _first(c, 0, tid)
+        while piece >= 0:
+            t0 = _tic(c)
+            if c.lowp:
+                _lp_pack_fwd(c, piece, nt)
+            else:
+                k = piece
+                while k < p.chunks:
+                    j0 = p.unit_lo[k]
+                    cw = p.unit_lo[k + 1] - j0
+                    for s in range(cell.nfwd):
+                        _pack_t(nr, H, cw, cell.fwd[s].g0, cell.fwd[s].ng, H, j0, whh, H,
+                                pk + c.chunk_off[k] + _fwd_stage_off(cell, s, H, cw, nr))
+                    k += nt
+                panels = (H3 + nr - 1) // nr
+                q0 = _share(panels, piece, nt) * nr
+                q1 = min(_share(panels, piece + 1, nt) * nr, H3)
+                if q1 > q0:
+                    _pack_t(nr, I, <int>(q1 - q0), 0, 1, 0, <int>q0, wih, I,
+                            pk + c.ih_off + q0 * I)
+            _toc(c, piece, 0, t0)
+            piece = _next(c, 0)
+        _phase_end(c, 0, tid, nt)
+    # 2. G = X @ W_ih^T, rows split in nt pieces; h0 into the second state buffer
+    piece = _first(c, 1, tid)
+    while piece >= 0:
         t0 = _tic(c)
-        _lp_pack_fwd(c, tid, nt)
-        _toc(c, tid, 0, t0)
-        if nt > 1:
-            _wait(c, &c.bar[p.groups], tid)
-    elif not c.prepacked and not c.blas:
-        t0 = _tic(c)
-        k = tid
-        while k < p.chunks:
-            j0 = p.unit_lo[k]
-            cw = p.unit_lo[k + 1] - j0
-            for s in range(cell.nfwd):
-                _pack_t(nr, H, cw, cell.fwd[s].g0, cell.fwd[s].ng, H, j0, whh, H,
-                        pk + c.chunk_off[k] + _fwd_stage_off(cell, s, H, cw, nr))
-            k += nt
-        panels = (H3 + nr - 1) // nr
-        q0 = _share(panels, tid, nt) * nr
-        q1 = min(_share(panels, tid + 1, nt) * nr, H3)
-        if q1 > q0:
-            _pack_t(nr, I, <int>(q1 - q0), 0, 1, 0, <int>q0, wih, I, pk + c.ih_off + q0 * I)
-        _toc(c, tid, 0, t0)
-        if nt > 1:
-            _wait(c, &c.bar[p.groups], tid)
-    # 2. G = X @ W_ih^T, rows split over the threads; h0 into the second state buffer
-    t0 = _tic(c)
-    q0 = _share(N, tid, nt)
-    q1 = _share(N, tid + 1, nt)
-    if c.lowp:      # X's rows converted once; the products in _lp_step_projection
-        _lp_convert_to(c, c.xc + q0 * _lp_row_bytes(c.lowp, I), c.xsa + q0, <int>(q1 - q0),
-                       I, <const float*>c.X + q0 * I, I)
-    else:
-        _input_projection(c, tag, q0, q1)
-    if dbuf and tid < nrec:
-        # a sequence joining late (reverse direction, variable lengths) reads h0 from
-        # whichever buffer its first step reads
-        grp = tid // p.chunks
-        ch = tid % p.chunks
-        j0 = p.unit_lo[ch]
-        cw = p.unit_lo[ch + 1] - j0
-        for k in range(p.row_lo[grp], p.row_lo[grp + 1]):
-            memcpy(S2 + <Py_ssize_t>k * H + j0, S + <Py_ssize_t>k * H + j0,
-                   <size_t>cw * sizeof(floating))
-    _toc(c, tid, 1, t0)
-    if nt > 1:
-        _wait(c, &c.bar[p.groups], tid)
-    # 3. the recurrence
-    if tid < nrec:
-        _fwd_recurrence(c, tag, tid)
+        q0 = _share(N, piece, nt)
+        q1 = _share(N, piece + 1, nt)
+        if c.lowp:      # X's rows converted once; the products in _lp_step_projection
+            _lp_convert_to(c, c.xc + q0 * _lp_row_bytes(c.lowp, I), c.xsa + q0,
+                           <int>(q1 - q0), I, <const float*>c.X + q0 * I, I)
+        else:
+            _input_projection(c, tag, q0, q1)
+        if dbuf and piece < nrec:
+            # a sequence joining late (reverse direction, variable lengths) reads h0
+            # from whichever buffer its first step reads
+            grp = piece // p.chunks
+            ch = piece % p.chunks
+            j0 = p.unit_lo[ch]
+            cw = p.unit_lo[ch + 1] - j0
+            for k in range(p.row_lo[grp], p.row_lo[grp + 1]):
+                memcpy(S2 + <Py_ssize_t>k * H + j0, S + <Py_ssize_t>k * H + j0,
+                       <size_t>cw * sizeof(floating))
+        _toc(c, piece, 1, t0)
+        piece = _next(c, 1)
+    _phase_end(c, 1, tid, nt)
+    # 3. the recurrence: a row group (x unit chunk) per piece
+    piece = _first(c, 2, tid)
+    while piece >= 0:
+        _fwd_recurrence(c, tag, piece)
+        piece = _next(c, 2)
+    if c.dynamic and tid == 0:
+        _phase_end(c, 2, tid, nt)   # the caller returns when every group is done
 
 
 cdef void _input_projection(Ctx* c, const floating* tag, Py_ssize_t r0,
@@ -1781,50 +1801,56 @@ cdef void _bwd_run(const floating* tag, Ctx* c, int tid, int nt) noexcept nogil:
     cdef const floating* wih = <const floating*>c.wih
     cdef const floating* whh = <const floating*>c.whh
     cdef floating* pk = <floating*>c.pk
-    cdef int k, j0, cw, panels
+    cdef int k, j0, cw, panels, piece
     cdef Py_ssize_t q0, q1
     cdef double t0
-    # 1. pack W_hh[:, chunk] per chunk and W_ih (for dX)
-    if c.lowp:
+    # 1. pack W_hh[:, chunk] per chunk and W_ih (for dX); piece i: what thread i packs
+    if c.lowp or not c.blas:
+        piece = _first(c, 0, tid)
+        while piece >= 0:
+            t0 = _tic(c)
+            if c.lowp:
+                _lp_pack_bwd(c, piece, nt)
+            else:
+                k = piece
+                while k < p.chunks:
+                    j0 = p.unit_lo[k]
+                    cw = p.unit_lo[k + 1] - j0
+                    _pack_n(nr, H3, cw, whh + j0, H, pk + c.chunk_off[k])
+                    k += nt
+                panels = (I + nr - 1) // nr
+                q0 = _share(panels, piece, nt) * nr
+                q1 = min(_share(panels, piece + 1, nt) * nr, I)
+                if q1 > q0:
+                    _pack_n(nr, H3, <int>(q1 - q0), wih + q0, I, pk + c.ih_off + q0 * H3)
+            _toc(c, piece, 0, t0)
+            piece = _next(c, 0)
+        _phase_end(c, 0, tid, nt)
+    # 2. BPTT: a row group (x unit chunk) per piece
+    piece = _first(c, 1, tid)
+    while piece >= 0:
+        _bwd_recurrence(c, tag, piece)
+        piece = _next(c, 1)
+    _phase_end(c, 1, tid, nt)
+    # 3. dX (rows split) and the weight gradients (gate rows split); piece i: thread i's
+    #    share of both (one piece, so that the per-piece scratch is used by one thread)
+    piece = _first(c, 2, tid)
+    while piece >= 0:
         t0 = _tic(c)
-        _lp_pack_bwd(c, tid, nt)
-        _toc(c, tid, 0, t0)
-        if nt > 1:
-            _wait(c, &c.bar[p.groups], tid)
-    elif not c.blas:
+        if c.lowp:
+            _lp_dx_rows(c, piece, _share(N, piece, nt), _share(N, piece + 1, nt))
+        else:
+            _dx_rows(c, tag, _share(N, piece, nt), _share(N, piece + 1, nt))
+        _toc(c, piece, 1, t0)
         t0 = _tic(c)
-        k = tid
-        while k < p.chunks:
-            j0 = p.unit_lo[k]
-            cw = p.unit_lo[k + 1] - j0
-            _pack_n(nr, H3, cw, whh + j0, H, pk + c.chunk_off[k])
-            k += nt
-        panels = (I + nr - 1) // nr
-        q0 = _share(panels, tid, nt) * nr
-        q1 = min(_share(panels, tid + 1, nt) * nr, I)
-        if q1 > q0:
-            _pack_n(nr, H3, <int>(q1 - q0), wih + q0, I, pk + c.ih_off + q0 * H3)
-        _toc(c, tid, 0, t0)
-        if nt > 1:
-            _wait(c, &c.bar[p.groups], tid)
-    # 2. BPTT
-    if tid < p.groups * p.chunks:
-        _bwd_recurrence(c, tag, tid)
-    if nt > 1:
-        _wait(c, &c.bar[p.groups], tid)
-    # 3. dX (rows split) and the weight gradients (gate rows split)
-    t0 = _tic(c)
-    if c.lowp:
-        _lp_dx_rows(c, tid, _share(N, tid, nt), _share(N, tid + 1, nt))
-    else:
-        _dx_rows(c, tag, _share(N, tid, nt), _share(N, tid + 1, nt))
-    _toc(c, tid, 1, t0)
-    t0 = _tic(c)
-    if c.lowp:
-        _lp_weight_grads(c, tid, nt)
-    else:
-        _weight_grads(c, tag, tid, nt)
-    _toc(c, tid, 5, t0)
+        if c.lowp:
+            _lp_weight_grads(c, piece, nt)
+        else:
+            _weight_grads(c, tag, piece, nt)
+        _toc(c, piece, 5, t0)
+        piece = _next(c, 2)
+    if c.dynamic and tid == 0:
+        _phase_end(c, 2, tid, nt)   # the caller returns when every piece is done
 
 
 cdef void _bwd_recurrence(Ctx* c, const floating* tag, int tid) noexcept nogil:
@@ -2234,19 +2260,76 @@ cdef int _plan_call(Ctx* c, _Team team, int T, int B, int I, int H, const int* b
     return 0
 
 
-cdef object _barriers(Ctx* c):
-    """One barrier per row group (its chunks' threads) and one for all threads; the
-    returned bytes object owns the memory."""
-    cdef Py_ssize_t size = sizeof(grucy_barrier) * (c.plan.groups + 1) + 64
+cdef object _barriers(Ctx* c, bint backward):
+    """One barrier per row group (its chunks' threads) and one for all threads, and the
+    phases' pieces: forward pack / projection / recurrence parts, backward pack /
+    recurrence parts / dX and weight gradients (a piece per thread, a part per group x
+    chunk); the returned bytes object owns the memory."""
+    cdef Py_ssize_t nbar = sizeof(grucy_barrier) * (c.plan.groups + 1)
+    cdef Py_ssize_t size = nbar + 3 * sizeof(grucy_tasks) + 128
     mem = bytearray(size)
     cdef char* raw = <char*>mem
     cdef size_t addr = <size_t>raw
     c.bar = <grucy_barrier*>(raw + ((64 - addr % 64) % 64))
+    c.tasks = <grucy_tasks*>((<char*>c.bar) + (nbar + 63) // 64 * 64)
     cdef int g
     for g in range(c.plan.groups):
         grucy_barrier_init(&c.bar[g], c.plan.chunks)
     grucy_barrier_init(&c.bar[c.plan.groups], c.plan.nt)
+    c.dynamic = c.plan.nt > 1 and c.plan.chunks == 1 and _dynamic_calls
+    c.npieces[0] = c.plan.nt
+    c.npieces[1] = c.plan.groups * c.plan.chunks if backward else c.plan.nt
+    c.npieces[2] = c.plan.nt if backward else c.plan.groups * c.plan.chunks
+    for g in range(3):
+        grucy_tasks_init(&c.tasks[g], c.npieces[g])
     return mem
+
+
+cdef bint _dynamic_calls = True
+
+
+def _late_workers():
+    """How many times a worker woke for a dynamic call that was already over (it then
+    left it alone)."""
+    return grucy_pool_late
+
+
+def _set_dynamic(bint on):
+    """Test and benchmark hook: run plans without unit chunks as claimed pieces (True,
+    the default) or as one part per thread (False, the static schedule); returns the
+    previous setting.  The results are the same bits either way."""
+    global _dynamic_calls
+    old = _dynamic_calls
+    _dynamic_calls = on
+    return old
+
+
+cdef inline int _first(Ctx* c, int phase, int tid) noexcept nogil:
+    """The first piece of ``phase`` this thread runs (-1: none): the next unclaimed
+    one in a dynamic call, else its own."""
+    if c.dynamic:
+        return grucy_tasks_claim(&c.tasks[phase])
+    return tid if tid < c.npieces[phase] else -1
+
+
+cdef inline int _next(Ctx* c, int phase) noexcept nogil:
+    """After a piece: the next one (dynamic calls), else -1."""
+    if c.dynamic:
+        grucy_tasks_finish(&c.tasks[phase])
+        return grucy_tasks_claim(&c.tasks[phase])
+    return -1
+
+
+cdef inline void _phase_end(Ctx* c, int phase, int tid, int nt) noexcept nogil:
+    """Every piece of ``phase`` done before anyone goes on: a wait for the pieces, or
+    the all-thread barrier."""
+    cdef double w
+    if c.dynamic:
+        w = grucy_tasks_wait(&c.tasks[phase])
+        if c.prof != NULL and tid < MAX_PROF_THREADS:
+            c.prof[tid * NPHASES + 4] += w
+    elif nt > 1:
+        _wait(c, &c.bar[c.plan.groups], tid)
 
 
 cdef object _profile_start(Ctx* c):
@@ -2387,7 +2470,7 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     if not full:
         Xp = Xp_arr
         c.X = &Xp[0, 0]
-    bars = _barriers(&c)
+    bars = _barriers(&c, False)
     prof = _profile_start(&c)
     cdef double t0 = grucy_now()
     with nogil:
@@ -2395,7 +2478,7 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
             _gather_rows(T, B, I, c.bs, c.off, &X[0, 0, 0], <floating*>c.X)
         if c.blas:
             grucy_blas_enter()
-        grucy_pool_run(_fwd_job, &c, c.plan.nt)
+        grucy_pool_run(_fwd_job, &c, c.plan.nt, c.dynamic)
         if c.blas:
             grucy_blas_exit()
     _profile_end(&c, prof, grucy_now() - t0)
@@ -2462,13 +2545,13 @@ def forward_int8(const float[:, :, ::1] X, const signed char[:, ::1] w_ih,
     if not full:
         Xp = _buffer(pool, "Xp", (rows, I), np.float32)
         c.X = &Xp[0, 0]
-    bars = _barriers(&c)
+    bars = _barriers(&c, False)
     prof = _profile_start(&c)
     cdef double t0 = grucy_now()
     with nogil:
         if not full:
             _gather_rows(T, B, I, c.bs, c.off, &X[0, 0, 0], <float*>c.X)
-        grucy_pool_run(_fwd_job, &c, c.plan.nt)
+        grucy_pool_run(_fwd_job, &c, c.plan.nt, c.dynamic)
     _profile_end(&c, prof, grucy_now() - t0)
     del team
 
@@ -2561,13 +2644,13 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
     dXp = _buffer(pool, "dXp", (rows, I), dtype)
     c.dX = &dXp[0, 0]
     c.beta_dx = False
-    bars = _barriers(&c)
+    bars = _barriers(&c, True)
     prof = _profile_start(&c)
     cdef double t0 = grucy_now()
     with nogil:
         if c.blas:
             grucy_blas_enter()
-        grucy_pool_run(_bwd_job, &c, c.plan.nt)
+        grucy_pool_run(_bwd_job, &c, c.plan.nt, c.dynamic)
         if c.blas:
             grucy_blas_exit()
         if full and xmap_ptr == NULL:
@@ -2913,6 +2996,7 @@ cdef class GRUStream:
             c.xc = <char*>cnp.PyArray_DATA(<cnp.ndarray>self.xc_arr)
             c.xc += (-<size_t>c.xc) % 64
         c.plan.nt, c.plan.groups, c.plan.chunks = 1, 1, 1
+        c.npieces[0] = c.npieces[1] = c.npieces[2] = 1
         c.plan.row_lo[0], c.plan.row_lo[1] = 0, B
         c.plan.unit_lo[0], c.plan.unit_lo[1] = 0, H
         c.chunk_off[0] = 0
