@@ -636,20 +636,9 @@ def test_bf16_memory_estimate_is_the_measured_peak(L, bidi, training, lengths, b
     """As tests/test_reliability.py's float32 check: what check_memory compares with the
     limit (its pools counted by workspace_bytes(precision="bf16")) is never below
     tracemalloc's peak of the call, and at most a quarter above."""
-    from test_reliability import _estimate, _peak_of_call
-    T, B, I, H = 40, 32, 48, 64
-    g = grucy.GRU(I, H, L, bidirectional=bidi, batch_first=bf, seed=0, precision="bf16")
-    g.max_scratch_bytes = None
-    x = np.random.default_rng(0).standard_normal((B, T, I) if bf else (T, B, I))
-    x = x.astype(np.float32)
-    ln = None
-    if lengths:
-        ln = np.full(B, T)
-        ln[-1] = T - 1
-    peak = _peak_of_call(g, x, ln, training)
-    estimate = _estimate(g, x, ln, training)
-    assert peak <= estimate + max(64 << 10, estimate // 200), (peak, estimate)
-    assert estimate <= 1.25 * peak, (peak, estimate)
+    from test_reliability import check_estimate_is_peak
+    check_estimate_is_peak(lambda **kw: grucy.GRU(**kw, precision="bf16"), L, bidi,
+                           training, lengths, bf)
 
 
 def test_workspace_bytes_by_precision():

@@ -298,8 +298,16 @@ def test_the_memory_estimate_is_the_measured_peak(L, bidi, training, lengths, bf
     """``_call_bytes`` (what check_memory compares with the limit) against tracemalloc's
     peak of the call: never below it (but for a few KiB of small bookkeeping arrays),
     and at most a quarter above (with lengths it counts every row as full)."""
+    check_estimate_is_peak(lambda **kw: grucy.GRU(**kw, dropout=dropout), L, bidi,
+                           training, lengths, bf, cast)
+
+
+def check_estimate_is_peak(make, L, bidi, training, lengths, bf, cast=False):
+    """The estimate of one call of ``make(...)``'s layer (40 x 32 x 48 -> 64) against
+    its measured peak (also tests/test_lowp.py's bf16 case)."""
     T, B, I, H = 40, 32, 48, 64
-    g = grucy.GRU(I, H, L, bidirectional=bidi, batch_first=bf, dropout=dropout, seed=0)
+    g = make(input_size=I, hidden_size=H, num_layers=L, bidirectional=bidi,
+             batch_first=bf, seed=0)
     g.max_scratch_bytes = None  # the pools all stay: the measured peak is the whole call
     rng = np.random.default_rng(0)
     x = rng.standard_normal((B, T, I) if bf else (T, B, I))
