@@ -1214,6 +1214,12 @@ cdef inline Py_ssize_t _share(Py_ssize_t n, int i, int parts) noexcept nogil:
     return <Py_ssize_t>((<long long>n * i) // parts)
 
 
+cdef inline Py_ssize_t _panel_share(int n, int nr, int i, int parts) noexcept nogil:
+    """Start of part i of n columns cut in `parts` runs of whole panels of nr (a packing
+    job's share of W_ih: part i runs to _panel_share(..., i + 1, ...))."""
+    return min(_share((n + nr - 1) // nr, i, parts) * nr, n)
+
+
 
 
 # ---------------------------------------------------------------------------------------
@@ -1350,7 +1356,7 @@ cdef void _lp_pack_fwd(Ctx* c, int tid, int nt) noexcept nogil:
 cdef void _lp_pack_bwd(Ctx* c, int tid, int nt) noexcept nogil:
     """Backward (bf16): each chunk's W_hh[:, chunk], then W_ih (panels split)."""
     cdef const Plan* p = &c.plan
-    cdef int H = c.H, H3 = 3 * c.H, I = c.I_, nr = _lp_nr(c.lowp), k, j0, panels
+    cdef int H = c.H, H3 = 3 * c.H, I = c.I_, nr = _lp_nr(c.lowp), k, j0
     cdef char* pk = <char*>c.pk
     cdef const float* whh = <const float*>c.whh
     cdef Py_ssize_t q0, q1
@@ -1359,9 +1365,8 @@ cdef void _lp_pack_bwd(Ctx* c, int tid, int nt) noexcept nogil:
         j0 = p.unit_lo[k]
         grucy_bf16_pack_n(H3, p.unit_lo[k + 1] - j0, whh + j0, H, pk + c.chunk_off[k])
         k += nt
-    panels = (I + nr - 1) // nr
-    q0 = _share(panels, tid, nt) * nr
-    q1 = min(_share(panels, tid + 1, nt) * nr, I)
+    q0 = _panel_share(I, nr, tid, nt)
+    q1 = _panel_share(I, nr, tid + 1, nt)
     if q1 > q0:
         grucy_bf16_pack_n(H3, <int>(q1 - q0), <const float*>c.wih + q0, I,
                           pk + c.ih_off + (q0 // nr) * <Py_ssize_t>grucy_bf16_panel_bytes(H3))
@@ -1582,7 +1587,7 @@ cdef void _fwd_run(const floating* tag, Ctx* c, int tid, int nt) noexcept nogil:
     cdef floating* S = <floating*>c.S
     cdef floating* S2 = <floating*>c.S2
     cdef int nrec = p.groups * p.chunks
-    cdef int k, s, grp, ch, r0, r1, j0, cw, panels, piece
+    cdef int k, s, grp, ch, r0, r1, j0, cw, piece
     cdef Py_ssize_t q0, q1
     cdef double t0
     cdef bint dbuf = cell.nfwd == 1
@@ -1603,9 +1608,8 @@ cdef void _fwd_run(const floating* tag, Ctx* c, int tid, int nt) noexcept nogil:
                         _pack_t(nr, H, cw, cell.fwd[s].g0, cell.fwd[s].ng, H, j0, whh, H,
                                 pk + c.chunk_off[k] + _fwd_stage_off(cell, s, H, cw, nr))
                     k += nt
-                panels = (H3 + nr - 1) // nr
-                q0 = _share(panels, piece, nt) * nr
-                q1 = min(_share(panels, piece + 1, nt) * nr, H3)
+                q0 = _panel_share(H3, nr, piece, nt)
+                q1 = _panel_share(H3, nr, piece + 1, nt)
                 if q1 > q0:
                     _pack_t(nr, I, <int>(q1 - q0), 0, 1, 0, <int>q0, wih, I,
                             pk + c.ih_off + q0 * I)
@@ -1801,7 +1805,7 @@ cdef void _bwd_run(const floating* tag, Ctx* c, int tid, int nt) noexcept nogil:
     cdef const floating* wih = <const floating*>c.wih
     cdef const floating* whh = <const floating*>c.whh
     cdef floating* pk = <floating*>c.pk
-    cdef int k, j0, cw, panels, piece
+    cdef int k, j0, cw, piece
     cdef Py_ssize_t q0, q1
     cdef double t0
     # 1. pack W_hh[:, chunk] per chunk and W_ih (for dX); piece i: what thread i packs
@@ -1818,9 +1822,8 @@ cdef void _bwd_run(const floating* tag, Ctx* c, int tid, int nt) noexcept nogil:
                     cw = p.unit_lo[k + 1] - j0
                     _pack_n(nr, H3, cw, whh + j0, H, pk + c.chunk_off[k])
                     k += nt
-                panels = (I + nr - 1) // nr
-                q0 = _share(panels, piece, nt) * nr
-                q1 = min(_share(panels, piece + 1, nt) * nr, I)
+                q0 = _panel_share(I, nr, piece, nt)
+                q1 = _panel_share(I, nr, piece + 1, nt)
                 if q1 > q0:
                     _pack_n(nr, H3, <int>(q1 - q0), wih + q0, I, pk + c.ih_off + q0 * H3)
             _toc(c, piece, 0, t0)
@@ -2260,11 +2263,12 @@ cdef int _plan_call(Ctx* c, _Team team, int T, int B, int I, int H, const int* b
     return 0
 
 
-cdef object _barriers(Ctx* c, bint backward):
-    """One barrier per row group (its chunks' threads) and one for all threads, and the
-    phases' pieces: forward pack / projection / recurrence parts, backward pack /
-    recurrence parts / dX and weight gradients (a piece per thread, a part per group x
-    chunk); the returned bytes object owns the memory."""
+cdef object _schedule(Ctx* c, bint backward):
+    """The call's schedule: claimed or static (c.dynamic), one barrier per row group (its
+    chunks' threads) and one for all threads, and the phases' pieces: forward pack /
+    projection / recurrence parts, backward pack / recurrence parts / dX and weight
+    gradients (a piece per thread, a part per group x chunk); the returned bytes object
+    owns the memory."""
     cdef Py_ssize_t nbar = sizeof(grucy_barrier) * (c.plan.groups + 1)
     cdef Py_ssize_t size = nbar + 3 * sizeof(grucy_tasks) + 128
     mem = bytearray(size)
@@ -2470,7 +2474,7 @@ def forward(const floating[:, :, ::1] X, const floating[:, ::1] w_ih,
     if not full:
         Xp = Xp_arr
         c.X = &Xp[0, 0]
-    bars = _barriers(&c, False)
+    bars = _schedule(&c, False)
     prof = _profile_start(&c)
     cdef double t0 = grucy_now()
     with nogil:
@@ -2545,7 +2549,7 @@ def forward_int8(const float[:, :, ::1] X, const signed char[:, ::1] w_ih,
     if not full:
         Xp = _buffer(pool, "Xp", (rows, I), np.float32)
         c.X = &Xp[0, 0]
-    bars = _barriers(&c, False)
+    bars = _schedule(&c, False)
     prof = _profile_start(&c)
     cdef double t0 = grucy_now()
     with nogil:
@@ -2644,7 +2648,7 @@ def backward(dict ws, const floating[:, :, :] dY, floating[:, ::1] dh,
     dXp = _buffer(pool, "dXp", (rows, I), dtype)
     c.dX = &dXp[0, 0]
     c.beta_dx = False
-    bars = _barriers(&c, True)
+    bars = _schedule(&c, True)
     prof = _profile_start(&c)
     cdef double t0 = grucy_now()
     with nogil:

@@ -242,7 +242,7 @@ static struct {
 } grucy_pool = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, NULL, NULL, 0, 0, 0, 0, 0, {0, 0},
                0};
 
-/* Wake-ups that found their dynamic job over (for tests and the profile). */
+/* Wake-ups that found their dynamic job over (read by the tests: _gru._late_workers). */
 static _Atomic long grucy_pool_late = 0;
 
 static void grucy_pool_signal_done(void)
