@@ -20,9 +20,15 @@ except ImportError:
 _DTYPES = (np.float32, np.float64)
 
 
-def _positive_int(name, value):
+def _integer(name, value):
+    """``value`` as a Python int (bools, floats and strings refused)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
+def _positive_int(name, value):
+    value = _integer(name, value)
     if value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value}")
     return int(value)

@@ -4,7 +4,6 @@ and out, and rolling-origin backtests (:mod:`~grucy.models._backtest`)."""
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, Callable, ClassVar, List, Optional, Tuple
 
@@ -12,8 +11,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .._limits import check_memory
-from .._validation import (_as_real_array, _flag, _positive_int, _real, check_finite,
-                           check_result)
+from .._validation import (_as_real_array, _flag, _integer, _positive_int, _real,
+                           check_finite, check_result)
 from ..io import PathLike, register
 from ..losses import LOSSES, check_quantiles, monotone_quantiles, quantile_loss
 from ..training import SequenceTask
@@ -167,7 +166,7 @@ class Forecaster(GRUModel):
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
         frac = _check_fraction("validation_fraction", self.validation_fraction)
         temporal = _temporal_norm(self.temporal_norm)
-        p = _ar_order(self.ar_order, L)
+        ar = _ar_order(self.ar_order, L)
         self.quantiles_ = _with_median(self.quantiles)
         many = _is_series_list(y)
         series = self._read_all("y", y, many)
@@ -198,7 +197,7 @@ class Forecaster(GRUModel):
                                for i, p in enumerate(parts)])
         train_idx, val_idx = _chronological_split([len(p[1]) for p in parts], frac)
         self.ar_coef_, self.ar_intercept_ = _fit_linear(
-            _ar_features(self._window(Xw), k, p), Yw, Ww, train_idx)
+            _ar_features(self._window(Xw), k, ar), Yw, Ww, train_idx)
         Yw = Yw - self._linear(Xw)  # the network learns the residual
         dtype = self._dtype()
         seed = self._seed_for_fit(self.random_state, resume, distributed)
@@ -664,7 +663,8 @@ class Forecaster(GRUModel):
                 block = monotone_quantiles(block)
             # the network forecasts what the linear part leaves (after monotone_quantiles:
             # the raw outputs are a first level and softplus'd gaps, not levels)
-            block = block + self._linear(inputs).reshape(B, h, k, 1)
+            if len(self.ar_coef_):
+                block = block + self._linear(inputs).reshape(B, h, k, 1)
             if temporal:
                 block = block + base[:, L:, :, None]
             result[:, done:done + take] = block[:, :take]
@@ -674,7 +674,10 @@ class Forecaster(GRUModel):
 
     def _linear(self, inputs):
         """The linear forecast (B, horizon * k) from network inputs (B, >= L, >= k) whose
-        first k columns are the scaled window (its last L steps end at the origin)."""
+        first k columns are the scaled window (its last L steps end at the origin); 0.0
+        without ``ar_order`` (no arrays made on every forecast step)."""
+        if not len(self.ar_coef_):
+            return 0.0
         feats = _ar_features(self._window(inputs), self.n_series_,
                              len(self.ar_coef_) // self.n_series_)
         return feats @ self.ar_coef_ + self.ar_intercept_
@@ -743,12 +746,10 @@ def _temporal_norm(value):
 
 
 def _ar_order(value, lookback):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"ar_order must be an integer, got {type(value).__name__} "
-                        f"{value!r}")
+    value = _integer("ar_order", value)
     if not 0 <= value <= lookback:
         raise ValueError(f"ar_order must be from 0 to lookback={lookback}, got {value}")
-    return int(value)
+    return value
 
 
 def _ar_features(X, k, p):
