@@ -247,6 +247,13 @@ def read_archive(path, kind=None):
     :func:`grucy._limits.memory_limit` before anything is read
     (:class:`FileSizeLimitError`).
     """
+    return _read_archive(path, kind)[:3]
+
+
+def _read_archive(path, kind):
+    """:func:`read_archive`'s ``(kind, config, arrays)`` and the file's verified
+    SHA-256 (32 bytes): two reads of the same file agree on it exactly when they read
+    the same content."""
     path = os.fspath(path)
     with open(path, "rb") as f:
         raw = f.read(_PREFIX.size)
@@ -321,7 +328,7 @@ def read_archive(path, kind=None):
                               f"machine is {sys.byteorder}-endian")
     if kind is not None and file_kind != kind:
         raise FileFormatError(f"{path}: holds a {file_kind!r}, expected a {kind!r}")
-    return file_kind, config, arrays
+    return file_kind, config, arrays, checksum
 
 
 # -- save / load of layers and models ---------------------------------------------------

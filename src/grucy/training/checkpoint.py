@@ -20,11 +20,16 @@ _CHECKPOINT_VERSION = 1
 
 def read_checkpoint(path: Union[str, "os.PathLike[str]"]) -> Tuple[dict, Dict[str, np.ndarray]]:
     """``(config, arrays)`` of a checkpoint written by :class:`Trainer` (checked kind)."""
-    _, config, arrays = io.read_archive(path, kind=CHECKPOINT_KIND)
+    return _read_checkpoint(path)[:2]
+
+
+def _read_checkpoint(path):
+    """:func:`read_checkpoint`'s ``(config, arrays)`` and the file's verified SHA-256."""
+    _, config, arrays, checksum = io._read_archive(path, CHECKPOINT_KIND)
     if not isinstance(config, dict) or config.get("version") != _CHECKPOINT_VERSION:
         raise io.FileFormatError(f"{os.fspath(path)}: unsupported checkpoint version "
                                  f"{config.get('version') if isinstance(config, dict) else None}")
-    return config, arrays
+    return config, arrays, checksum
 
 
 def _json_floats(values):

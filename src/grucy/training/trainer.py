@@ -17,7 +17,7 @@ from ..distributed import common_seed, get_communicator
 from ..optim import (CosineAnnealingLR, Optimizer, ReduceLROnPlateau, Schedule, StepLR,
                      clip_grad_norm, make_optimizer)
 from .checkpoint import (_CHECKPOINT_VERSION, CHECKPOINT_KIND, _from_json_floats,
-                         _json_floats, read_checkpoint)
+                         _json_floats, _read_checkpoint)
 from .progress import _Progress
 from .tasks import Task
 
@@ -339,9 +339,9 @@ class Trainer:
         refused too.  All of these raise :class:`grucy.FileFormatError` naming the
         file; nothing is restored then.
         """
-        config, arrays = read_checkpoint(path)
+        config, arrays, checksum = _read_checkpoint(path)
         where = os.fspath(path)
-        self._same_checkpoint_on_every_rank(config, arrays, where)
+        self._same_checkpoint_on_every_rank(checksum, config, where)
         try:
             return self._restore(config, arrays, where)
         except io.FileFormatError:
@@ -350,22 +350,19 @@ class Trainer:
             raise io.FileFormatError(f"{where}: not a checkpoint this run can resume "
                                      f"from: {type(exc).__name__}: {exc}"[:2000]) from None
 
-    def _same_checkpoint_on_every_rank(self, config, arrays, where):
+    def _same_checkpoint_on_every_rank(self, checksum, config, where):
         """Refuse, on every rank, a resume in which the ranks read different checkpoints.
 
         Each rank reads the file itself; if it changed between the reads (a previous run
         still writing it, node-local copies that differ), the ranks would restore other
         epochs, and one would wait in an allreduce for a rank that has already finished:
         the job would hang instead of failing.  One broadcast of rank 0's digest lets
-        every rank compare, so all raise together.
+        every rank compare (the file's own checksum, which the read verified), so all
+        raise together.
         """
         if self.comm.size <= 1:
             return
-        h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-        for name in sorted(arrays):
-            h.update(name.encode())
-            h.update(np.ascontiguousarray(arrays[name]).tobytes())
-        mine = np.frombuffer(h.digest(), np.uint8).copy()
+        mine = np.frombuffer(checksum, np.uint8).copy()
         root = mine.copy()
         self.comm.broadcast_([root])
         differs = float(self.comm.allreduce_sum([float(not np.array_equal(mine, root))])[0])
