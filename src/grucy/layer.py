@@ -68,9 +68,10 @@ class GRU(GRUBase):
     are kept only while they hold at most ``max_scratch_bytes`` (512 MiB by default, a
     class attribute; set it on a layer to change that layer); beyond, they are freed
     at once.  (A bound of 64 MiB freed the ~70 MB of a 64x50x256x512 training step after
-    every step, and the next step's page faults cost 10% of it.)  :meth:`free_scratch` frees them now.  What a call may allocate at most
-    (its pools, its outputs and its copies) is checked against the memory limit before
-    it starts (:class:`grucy.SizeLimitError`).
+    every step, and the next step's page faults cost 10% of it.)  :meth:`free_scratch`
+    frees them now.  What a call may allocate at most (its pools, its outputs and its
+    copies) is checked against the memory limit before it starts
+    (:class:`grucy.SizeLimitError`).
     """
 
     #: Bytes of kernel scratch a layer keeps between calls (None: all of it, 0: none).
