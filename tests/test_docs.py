@@ -82,7 +82,7 @@ def _env():
     here = str(Path(grucy.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
     env.setdefault("KERAS_BACKEND", "torch")  # as the Keras example itself does
-    # Two OpenMP threads crawl when another process holds the second core (a shared CI
+    # Two kernel threads crawl when another process holds the second core (a shared CI
     # machine); one thread gives the same numbers (results do not depend on the count).
     env.setdefault("OMP_NUM_THREADS", "1")
     return env

@@ -120,7 +120,7 @@ def _run_all(cfg, seed, batches):
 
 @pytest.fixture
 def thread_limits():
-    """Set grucy's OpenMP threads and BLAS threads for one test; restore afterwards."""
+    """Set grucy's kernel threads and BLAS threads for one test; restore afterwards."""
     threadpoolctl = pytest.importorskip("threadpoolctl", reason="test extra")
     before = grucy.get_num_threads()
     with contextlib.ExitStack() as stack:
@@ -352,7 +352,7 @@ def test_hammering_one_layer_from_two_threads_never_gives_wrong_numbers(rng):
 def test_default_threads_share_the_cores_among_local_mpi_ranks():
     from grucy._threads import default_threads_for_local_ranks as threads
 
-    assert threads({}, cpus=8, allowed=8) is None  # no launcher: OpenMP's default
+    assert threads({}, cpus=8, allowed=8) is None  # no launcher: OMP_NUM_THREADS or the CPUs
     assert threads({"OMPI_COMM_WORLD_LOCAL_SIZE": "2"}, cpus=2, allowed=2) == 1
     assert threads({"PMI_LOCAL_SIZE": "3"}, cpus=8, allowed=8) == 2
     assert threads({"MPI_LOCALNRANKS": "16"}, cpus=8, allowed=8) == 1
