@@ -3,6 +3,7 @@ subprocess, with the demos' numbers checked against their baselines."""
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -577,7 +578,11 @@ def test_info_says_which_kernels_run_on_this_cpu(capsys):
     packed = {"avx512": "grucy's GEMM, AVX-512", "avx2": "grucy's GEMM, AVX2",
               "portable": "grucy's GEMM, portable C", "blas": "scipy's BLAS (GRUCY_ISA=blas)"}
     assert lines["products with the weights"].strip() == packed[kernels["packed"]]
-    rows = {"avx512": "AVX-512", "avx2": "AVX2", "baseline": "baseline x86-64 (SSE2)"}
+    machine = platform.machine()
+    baseline = ("baseline x86-64 (SSE2)" if machine in ("x86_64", "AMD64") else
+                "baseline ARM64 (NEON)" if machine in ("aarch64", "arm64") else
+                f"baseline {machine}")
+    rows = {"avx512": "AVX-512", "avx2": "AVX2", "baseline": baseline}
     assert lines["fused per-row passes"].strip() == rows[kernels["rows"]]
     assert lines["OpenBLAS core"].strip() == (kernels["blas_core"] or "none (another BLAS)")
 

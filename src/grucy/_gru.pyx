@@ -559,25 +559,22 @@ def _fast_expf(const float[::1] x, float[::1] out):
     """Vectorizable float32 exp, sigmoid, tanh over arrays (exposed for the tests)."""
     if out.shape[0] < x.shape[0]:
         raise ValueError(f"out must hold at least {x.shape[0]} values, got {out.shape[0]}")
-    cdef Py_ssize_t i
-    for i in range(x.shape[0]):
-        out[i] = grucy_expf(x[i])
+    grucy_fast_probe_f(0, &x[0] if x.shape[0] else NULL, &out[0] if out.shape[0] else NULL,
+                       x.shape[0])
 
 
 def _fast_sigmoidf(const float[::1] x, float[::1] out):
     if out.shape[0] < x.shape[0]:
         raise ValueError(f"out must hold at least {x.shape[0]} values, got {out.shape[0]}")
-    cdef Py_ssize_t i
-    for i in range(x.shape[0]):
-        out[i] = grucy_sigmoidf(x[i])
+    grucy_fast_probe_f(1, &x[0] if x.shape[0] else NULL, &out[0] if out.shape[0] else NULL,
+                       x.shape[0])
 
 
 def _fast_tanhf(const float[::1] x, float[::1] out):
     if out.shape[0] < x.shape[0]:
         raise ValueError(f"out must hold at least {x.shape[0]} values, got {out.shape[0]}")
-    cdef Py_ssize_t i
-    for i in range(x.shape[0]):
-        out[i] = grucy_tanhf(x[i])
+    grucy_fast_probe_f(2, &x[0] if x.shape[0] else NULL, &out[0] if out.shape[0] else NULL,
+                       x.shape[0])
 
 
 # ---------------------------------------------------------------------------------------
@@ -587,6 +584,7 @@ def _fast_tanhf(const float[::1] x, float[::1] out):
 # (h_prev in, h_new out); y: output row.
 
 cdef extern from "_gru_rows.h" nogil:
+    void grucy_fast_probe_f(int which, const float* x, float* out, Py_ssize_t n)
     void grucy_fwd_after_f(int H, float* xr, float* xz, float* xn, const float* hr, const float* hz, const float* hn, const float* bir, const float* biz, const float* bin_, const float* bhr, const float* bhz, const float* bhn, float* h, float* y, float* aux)
     void grucy_fwd_before_rz_f(int H, float* xr, float* xz, const float* hr, const float* hz, const float* bir, const float* biz, const float* bhr, const float* bhz, const float* h, float* aux)
     void grucy_fwd_before_n_f(int H, const float* z, float* xn, const float* hn, const float* bin_, const float* bhn, float* h, float* y)

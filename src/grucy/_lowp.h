@@ -539,6 +539,7 @@ static void grucy_bf16e_portable(int M, int N, int K, const float* A, int lda, c
     }
 }
 
+#if GRUCY_X86   /* only the x86 bf16 emulation asks (no unused-function warning on ARM64) */
 /* Whether a float32 kernel of _pgemm.h fuses its multiply-adds (the compiler contracts
  * them: GCC does from -O1 on, not in a -O0 debug build): one chain of K = 2 whose FMA
  * result, -2^-24, differs from the separately rounded 0. */
@@ -551,6 +552,7 @@ static int grucy_kernel_fuses(grucy_pgemm_f_t fn, int nr)
     return C[0] == -0x1p-24f;
 }
 static int grucy_bf16e_fuses[3] = {-1, -1, -1};
+#endif
 
 /* The emulation at AVX2 / AVX-512 width: the float32 kernel of _pgemm.h on the rounded,
  * pair-swapped values, with MXCSR's flush-to-zero and denormals-are-zero bits set (the

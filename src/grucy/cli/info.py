@@ -58,7 +58,11 @@ def _kernel_info():
 _PACKED_NAMES = {"avx512": "grucy's GEMM, AVX-512", "avx2": "grucy's GEMM, AVX2",
                  "portable": "grucy's GEMM, portable C",
                  "blas": "scipy's BLAS (GRUCY_ISA=blas)"}
-_ROWS_NAMES = {"avx512": "AVX-512", "avx2": "AVX2", "baseline": "baseline x86-64 (SSE2)"}
+# "baseline": the build's own target, without clones (they exist on x86-64 only)
+_BASELINE = {"x86_64": "baseline x86-64 (SSE2)", "AMD64": "baseline x86-64 (SSE2)",
+             "aarch64": "baseline ARM64 (NEON)", "arm64": "baseline ARM64 (NEON)"}
+_ROWS_NAMES = {"avx512": "AVX-512", "avx2": "AVX2",
+               "baseline": _BASELINE.get(platform.machine(), f"baseline {platform.machine()}")}
 
 
 def _blas_info():
