@@ -204,6 +204,55 @@ def test_avx512_and_avx2_kernels_give_the_same_bits(reset_after, dtype, rng):
     _equal(results["avx2"], results["avx512"], "avx2 vs avx512")
 
 
+# One fixed problem's bits on every CPU whose kernels fuse the multiply-adds: measured
+# 2026-12-05 on x86-64 (Zen 5: the AVX-512 and AVX2 kernels) and on ARM64 (the portable
+# kernel, NEON, under qemu: .ci/arm64), the same digests.  They change only when the
+# arithmetic does (the fast exp/tanh, the order of a sum): update them knowingly.
+# float64 is left out (its exp and tanh are the C library's); x86's portable kernel has
+# no FMA (SSE2), so its float32 products round twice; bf16 products are exact in float32
+# and int8 sums are integers, so those two agree there too.
+GOLDEN_BITS = {("fp32", True): "25d1d8ab0542ef6d", ("fp32", False): "79f337da3deafb97",
+               ("bf16", True): "fca2e705e882dce2", ("bf16", False): "26a191549f8d2b25",
+               "int8": "d8ea3f442aa878b2 250251e34a08e397"}
+
+
+def _hash(a):
+    import hashlib
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+
+def _digest(*arrays):
+    import hashlib
+    return hashlib.sha256("".join(_hash(a) for a in arrays).encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("reset_after", FORMS, ids=["reset_after", "reset_before"])
+def test_a_fixed_problem_gives_the_same_bits_on_every_cpu(reset_after, precision):
+    import platform
+    fused = (grucy._gru.kernel_isa() in ("avx512", "avx2")
+             or platform.machine().lower() in ("aarch64", "arm64"))
+    if precision == "fp32" and not fused:
+        pytest.skip(f"the {grucy._gru.kernel_isa()} kernel on {platform.machine()} has no "
+                    "FMA: its float32 products round twice")
+    kw = {} if precision == "fp32" else {"precision": precision}
+    layer = grucy.GRU(13, 70, num_layers=2, bidirectional=True, reset_after=reset_after,
+                      seed=6, **kw)
+    res = run_layer(layer, make_inputs(np.random.default_rng(20240611), layer, 6, 19,
+                                       lengths=True))
+    got = _digest(*[res[k] for k in ("y", "h_n", "dx", "dh0")],
+                  *[res["grads"][k] for k in sorted(res["grads"])])
+    assert got == GOLDEN_BITS[precision, reset_after]
+
+
+def test_a_fixed_int8_problem_gives_the_same_bits_on_every_cpu():
+    q = grucy.quantize(grucy.GRU(24, 96, num_layers=2, bidirectional=True, seed=3))
+    r = np.random.default_rng(7)
+    x = r.standard_normal((9, 37, 24)).astype(np.float32)
+    y, h = q(x, lengths=r.integers(1, 10, 37))
+    assert f"{_hash(y)} {_hash(h)}" == GOLDEN_BITS["int8"]
+
+
 def test_work_plan_describes_the_calls(restore_threads):
     grucy.set_num_threads(4)
     plan = grucy._gru.work_plan(50, 64, 256, 512)
