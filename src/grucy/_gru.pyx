@@ -555,26 +555,24 @@ def all_finite(cnp.ndarray a):
     return ok
 
 
-def _fast_expf(const float[::1] x, float[::1] out):
-    """Vectorizable float32 exp, sigmoid, tanh over arrays (exposed for the tests)."""
+cdef _fast_probe(int which, const float[::1] x, float[::1] out):
     if out.shape[0] < x.shape[0]:
         raise ValueError(f"out must hold at least {x.shape[0]} values, got {out.shape[0]}")
-    grucy_fast_probe_f(0, &x[0] if x.shape[0] else NULL, &out[0] if out.shape[0] else NULL,
-                       x.shape[0])
+    if x.shape[0]:
+        grucy_fast_probe_f(which, &x[0], &out[0], x.shape[0])
+
+
+def _fast_expf(const float[::1] x, float[::1] out):
+    """Vectorizable float32 exp, sigmoid, tanh over arrays (exposed for the tests)."""
+    _fast_probe(0, x, out)
 
 
 def _fast_sigmoidf(const float[::1] x, float[::1] out):
-    if out.shape[0] < x.shape[0]:
-        raise ValueError(f"out must hold at least {x.shape[0]} values, got {out.shape[0]}")
-    grucy_fast_probe_f(1, &x[0] if x.shape[0] else NULL, &out[0] if out.shape[0] else NULL,
-                       x.shape[0])
+    _fast_probe(1, x, out)
 
 
 def _fast_tanhf(const float[::1] x, float[::1] out):
-    if out.shape[0] < x.shape[0]:
-        raise ValueError(f"out must hold at least {x.shape[0]} values, got {out.shape[0]}")
-    grucy_fast_probe_f(2, &x[0] if x.shape[0] else NULL, &out[0] if out.shape[0] else NULL,
-                       x.shape[0])
+    _fast_probe(2, x, out)
 
 
 # ---------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def _positive_int(name, value):
     value = _integer(name, value)
     if value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value}")
-    return int(value)
+    return value
 
 
 def _real(name, value):
