@@ -395,3 +395,31 @@ def test_busy_mode_times_every_implementation_under_load_then_stops_it(tmp_path)
     by = {t["name"]: t for t in doc["targets"]}
     assert by["busy_over_quiet"]["status"] != "not measured"
     assert "Busy machine: 2 processes" in out.getvalue()
+
+
+def test_the_portable_target_names_the_blas_kernel_it_was_measured_against():
+    # The x86 portable build is SSE2 without FMA; against OpenBLAS's AVX2 kernel the
+    # target compares instruction sets, and the report must say how to compare like
+    # with like (and must not say it when OpenBLAS already runs an SSE kernel).
+    from _bench_report import evaluate_targets
+
+    def doc(core, platform):
+        rows = [{"kind": "core", "label": "4x5x6x7", "mode": mode, "gflop": 1.0,
+                 "impls": {"grucy": {}},
+                 "speedup": {"grucy-portable": 2.0, "grucy-blas": 1.0}}
+                for mode in ("train", "infer")]
+        return {"machine": {"usable_cpus": 2, "platform": platform,
+                            "kernels": {"blas_core": core}},
+                "results": rows, "sweep": {}, "busy": {}}
+
+    def portable(d):
+        return [t for t in evaluate_targets(d) if t["name"].startswith("portable_")]
+
+    haswell = portable(doc("Haswell", "Linux-6.1-x86_64-with-glibc2.36"))
+    assert [t["status"] for t in haswell] == ["missed", "missed"]
+    assert [t["measured"] for t in haswell] == [0.5, 0.5]
+    assert all("OpenBLAS core Haswell" in t["note"] and "OPENBLAS_CORETYPE=Nehalem"
+               in t["note"] for t in haswell)
+    for core, platform in (("Nehalem", "Linux-6.1-x86_64-with-glibc2.36"),
+                           ("NEOVERSEN1", "Linux-6.1-aarch64-with-glibc2.36")):
+        assert all(t["note"] == "" for t in portable(doc(core, platform)))
