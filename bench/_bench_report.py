@@ -156,8 +156,8 @@ def evaluate_targets(doc):
 
     # issue 19: grucy's other kernels, when --isa put them in this run
     issue[0] = 19
-    blas_core = doc.get("machine", {}).get("kernels", {}).get("blas_core")
-    x86 = re.search(r"x86_64|amd64|i[3-6]86", doc.get("machine", {}).get("platform", ""), re.I)
+    blas_core = m.get("kernels", {}).get("blas_core")
+    x86 = re.search(r"x86_64|amd64|i[3-6]86", m.get("platform", ""), re.I)
     for isa, against in (("avx2", ("torch", "grucy-blas")), ("portable", ("grucy-blas",))):
         name = f"grucy-{isa}"
         rows_ = [r for r in doc["results"] if r["kind"] == "core"]
