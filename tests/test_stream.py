@@ -91,6 +91,23 @@ def test_stream_refuses_bad_input_and_keeps_state():
     np.testing.assert_array_equal(s.h, 1)
 
 
+@pytest.mark.parametrize("kind", ["float32", "float64", "bf16", "int8"])
+def test_stream_reads_either_byte_order(kind):
+    # A big-endian array has the same NumPy type number as a native one; the fast path
+    # used to take its bytes as they were.
+    dtype = np.float64 if kind == "float64" else np.float32
+    g = grucy.GRU(5, 4, seed=0, dtype=dtype, precision="bf16" if kind == "bf16" else "fp32")
+    layer = grucy.quantize(g, "int8") if kind == "int8" else g
+    x = np.random.default_rng(0).standard_normal((2, 3, 5)).astype(dtype)
+    native, swapped = layer.stream(batch_size=3), layer.stream(batch_size=3)
+    for t in range(2):
+        want = native.step(x[t])
+        got = swapped.step(x[t].astype(x.dtype.newbyteorder(">")))
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(want, layer(x, training=False)[0][-1]
+                                  if kind != "int8" else layer(x)[0][-1])
+
+
 def test_stream_arguments():
     with pytest.raises(ValueError, match="unidirectional"):
         grucy.GRU(3, 4, bidirectional=True).stream()

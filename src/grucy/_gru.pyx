@@ -2900,7 +2900,8 @@ cdef class GRUStream:
         cdef int typenum = cnp.NPY_DOUBLE if self.dbl else cnp.NPY_FLOAT
         cdef cnp.ndarray xa
         if (type(x) is not np.ndarray or cnp.PyArray_TYPE(<cnp.ndarray>x) != typenum
-                or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)):
+                or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
+                or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x)):   # (">f4": same type)
             try:
                 arr = np.asarray(x)
             except ValueError as exc:  # ragged nested sequences
