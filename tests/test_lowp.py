@@ -771,3 +771,19 @@ def test_hostile_quantized_model_file_is_refused(tmp_path):
     with pytest.raises(grucy.FileFormatError, match="quantized"):
         grucy.load(path)
 
+
+
+def test_int8_refuses_inputs_whose_integer_sums_could_overflow():
+    # The int8 GEMM sums (q + 128) * w, up to 255 * 127 a term, in int32: 66311 inputs
+    # are exact in the worst case, and more were silently wrong (a sign flip at 140000).
+    K = (2**31 - 1) // (255 * 127)
+    g = grucy.GRU(K, 1, seed=0)
+    for p in g.parameters():
+        p[...] = 1e-5        # every weight the same: quantized exactly, worst-case sums
+    x = np.ones((1, 1, K), np.float32)   # every input at the top of the int8 range
+    got = grucy.quantize(g, "int8")(x)[0]
+    want = g(x, training=False)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-3)   # (scales rounded to float32)
+    assert abs(float(want[0, 0, 0])) > 0.1
+    with pytest.raises(grucy.SizeLimitError, match="at most 66311"):
+        grucy.quantize(grucy.GRU(K + 1, 1, seed=0), "int8")

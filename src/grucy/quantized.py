@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _gru
 from ._base import GRUBase, param_names, time_major_x
-from ._limits import check_int32, check_memory
+from ._limits import INT32_MAX, SizeLimitError, check_int32, check_memory
 from ._params import _names, exclusive
 from ._validation import (_flag, _positive_int, as_float_array,
                           check_finite, check_result, state_array)
@@ -170,6 +170,14 @@ class QuantizedGRU:
         widest = max(I, D * H if L > 1 else 1, H)
         check_int32(what, {"3*hidden_size*max(input_size, hidden_size, "
                            "num_directions*hidden_size)": 3 * H * widest})
+        # The int8 GEMM sums (q + 128) * w, at most 255 * 127 per term, exactly in int32
+        # (_lowp.h): K terms fit only up to K = 66311.  The recurrent and upper-layer K
+        # (H, D*H) are far below that under the bound above; input_size is not.
+        if 255 * 127 * widest > INT32_MAX:
+            raise SizeLimitError(f"{what}: the int8 kernels sum 255*127*K in 32-bit "
+                                 f"integers, so K = max(input_size, ...) = {widest} must be "
+                                 f"at most {INT32_MAX // (255 * 127)} (quantize a layer with "
+                                 f"fewer inputs, or keep it in float32 or bf16)")
         weights = D * 3 * H * (I + H) + (L - 1) * D * 3 * H * (D * H + H)
         check_memory(what, weights + L * D * 4 * 3 * H * 4)
 
