@@ -583,3 +583,19 @@ def test_a_child_forked_after_a_threaded_call_runs_and_can_use_threads(tmp_path)
     out = __import__("json").loads(line)
     assert status == "0"
     assert out == {"threads": 1, "same": True, "same_2": True, "workers": 1}
+
+
+def test_omp_num_threads_is_bounded_as_the_setter_is():
+    # OMP_NUM_THREADS=100000 used to start ~950 workers for one call on a 2-core box
+    # (60x slower); the environment default now has set_num_threads's bound.
+    import subprocess
+    import sys
+    code = "import grucy, grucy._threads as t; print(grucy.get_num_threads(), t.MAX_THREADS)"
+    for value, want in [("100000", None), ("3", 3)]:
+        env = {**os.environ, "OMP_NUM_THREADS": value}
+        proc = subprocess.run([sys.executable, "-c", code], text=True, env=env,
+                              capture_output=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        got, bound = map(int, proc.stdout.split())
+        assert got == (bound if want is None else want)
+        assert bound == max(64, 4 * (os.cpu_count() or 1))

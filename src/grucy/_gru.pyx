@@ -77,12 +77,19 @@ cdef extern from "_pool.h" nogil:
 # ---------------------------------------------------------------------------------------
 # Threads.
 
+# The most threads a call may be given: four times the cores, and never less than 64
+# (oversubscription stays possible for experiments; thousands of threads, which would
+# exhaust the process's threads and memory, are not).  grucy.set_num_threads refuses more;
+# a larger OMP_NUM_THREADS is taken as this.
+MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
+
+
 cdef int _default_threads():
-    """OMP_NUM_THREADS when set (the usual way to ask numeric libraries for a count),
-    else the CPUs this process may run on."""
+    """OMP_NUM_THREADS when set (the usual way to ask numeric libraries for a count; at
+    most MAX_THREADS), else the CPUs this process may run on."""
     value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if value.isdigit() and int(value) > 0:
-        return int(value)
+    if value.isascii() and value.isdigit() and int(value) > 0:
+        return min(int(value), MAX_THREADS)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - platforms without affinity

@@ -318,7 +318,7 @@ static int grucy_pool_grow(int want)
     }
     if (want - 1 > grucy_pool.cap) {
         /* Never realloc: running workers hold pointers into the array.  Allocate the
-         * largest array once (MAX_THREADS is bounded by the Python setter). */
+         * largest array once (MAX_THREADS in _gru.pyx bounds the setter and OMP_NUM_THREADS). */
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         int cap = 4 * (cpus > 64 ? (int)cpus : 64);   /* the Python setter's bound */
         if (cap < want - 1)

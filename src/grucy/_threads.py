@@ -14,9 +14,7 @@ from ._validation import _positive_int
 
 __all__ = ["MAX_THREADS", "set_num_threads"]
 
-# Four times the cores, and never less than 64 (oversubscription stays possible for
-# experiments; thousands of threads are not).
-MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
+MAX_THREADS = _gru.MAX_THREADS   # (the bound and why: _gru.pyx)
 
 
 def set_num_threads(n: int) -> None:
