@@ -335,6 +335,27 @@ def test_the_estimate_counts_every_pool_of_a_deep_stack():
     assert g._scratch_bytes() >= 0.99 * pools
 
 
+@pytest.mark.parametrize("cls", ["GRU", "QuantizedGRU"])
+def test_max_scratch_bytes_is_checked_when_set(cls):
+    # A wrong value used to fail only at the end of the next call, after its work.
+    g = grucy.GRU(3, 4, seed=0)
+    layer = grucy.quantize(g, "int8") if cls == "QuantizedGRU" else g
+    default = getattr(grucy, cls).max_scratch_bytes
+    assert default == 512 << 20 and layer.max_scratch_bytes == default
+    with pytest.raises(TypeError, match="max_scratch_bytes must be an integer, got str"):
+        layer.max_scratch_bytes = "64M"
+    with pytest.raises(ValueError, match="max_scratch_bytes must be None or a number of "
+                                         "bytes >= 0, got -1"):
+        layer.max_scratch_bytes = -1
+    assert layer.max_scratch_bytes == default      # unchanged by the refusals
+    layer.max_scratch_bytes = np.int64(0)
+    assert layer.max_scratch_bytes == 0 and type(layer.max_scratch_bytes) is int
+    x = np.ones((2, 1, 3), np.float32)
+    layer(x) if cls == "QuantizedGRU" else layer(x, training=False)
+    assert layer._scratch_bytes() == 0
+    assert getattr(grucy, cls).max_scratch_bytes == default   # the class keeps its own
+
+
 def test_scratch_is_kept_up_to_max_scratch_bytes_and_freed_beyond():
     x = np.ones((50, 16, 32), np.float32)
     small = grucy.GRU(32, 32, seed=0)

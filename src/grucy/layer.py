@@ -9,7 +9,34 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from . import _gru
 from ._base import Gates, GRUBase, _positive_int, as_float_array, exclusive
+from ._validation import _integer
 from .io import register
+
+
+class ScratchBound:
+    """A layer's ``max_scratch_bytes``: None or a non-negative int, checked when it is
+    set (a wrong value would otherwise fail only after the next call's work); the class
+    attribute reads as the default."""
+
+    def __init__(self, default: Optional[int]) -> None:
+        self.default = default
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.key = name, "_" + name
+
+    def __get__(self, obj: Any, owner: Any = None) -> Optional[int]:
+        if obj is None:
+            return self.default
+        value: Optional[int] = obj.__dict__.get(self.key, self.default)
+        return value
+
+    def __set__(self, obj: Any, value: Optional[int]) -> None:
+        if value is not None:
+            value = _integer(self.name, value)
+            if value < 0:
+                raise ValueError(f"{self.name} must be None or a number of bytes >= 0, "
+                                 f"got {value}")
+        obj.__dict__[self.key] = value
 
 #: The arithmetic of the products with the weights (README, "Low precision"): "fp32" (the
 #: layer's dtype), or "bf16" (bf16 operands, float32 sums; float32 layers only).
@@ -75,7 +102,7 @@ class GRU(GRUBase):
     """
 
     #: Bytes of kernel scratch a layer keeps between calls (None: all of it, 0: none).
-    max_scratch_bytes: Optional[int] = 512 << 20
+    max_scratch_bytes = ScratchBound(512 << 20)
 
     _precision: str
 

@@ -28,7 +28,7 @@ from ._params import _names, exclusive
 from ._validation import (_flag, _positive_int, as_float_array,
                           check_finite, check_result, state_array)
 from .io import register
-from .layer import GRU
+from .layer import GRU, ScratchBound
 
 __all__ = ["quantize", "QuantizedGRU", "quantize_weight", "quantized_copy"]
 
@@ -107,7 +107,7 @@ class QuantizedGRU:
     dtype = np.dtype(np.float32)
     precision = "int8"
     #: Bytes of kernel scratch a layer keeps between calls (as grucy.GRU's).
-    max_scratch_bytes = GRU.max_scratch_bytes
+    max_scratch_bytes = ScratchBound(GRU.max_scratch_bytes)
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True,
                  batch_first=False, bidirectional=False, reset_after=True, weights=None):
