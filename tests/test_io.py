@@ -313,8 +313,40 @@ def test_paths_that_are_not_files(tmp_path):
         grucy.load(None)
 
 
+def test_bytes_and_empty_paths(tmp_path):
+    g = grucy.GRU(2, 3, seed=0)
+    path = os.fsencode(tmp_path / "g.grucy")
+    grucy.save(g, path)                      # bytes paths, as load takes them
+    assert grucy.load(path).state_dict().keys() == g.state_dict().keys()
+    with pytest.raises(ValueError, match="path must name a file, got an empty path"):
+        grucy.save(g, "")
+
+
 # ---------------------------------------------------------------------------------------
 # Atomic writes: permissions, failures, and a process killed mid-save.
+
+def test_a_write_protected_file_is_not_replaced(tmp_path, monkeypatch):
+    # The rename needs only the directory's permission, so without the check a save
+    # replaced a file its owner had made read-only.  (root may write anything: there
+    # the answer of os.access for a non-root owner is given to the check.)
+    path = tmp_path / "release.grucy"
+    grucy.save(grucy.GRU(2, 3, seed=0), path)
+    before = path.read_bytes()
+    path.chmod(0o444)
+    if os.geteuid() == 0:
+        real = os.access
+        monkeypatch.setattr(io.os, "access", lambda p, mode, **kw: False
+                            if os.fspath(p) == os.fspath(path) and mode & os.W_OK
+                            else real(p, mode, **kw))
+    with pytest.raises(PermissionError, match="write-protected"):
+        grucy.save(grucy.GRU(2, 3, seed=1), path)
+    assert path.read_bytes() == before
+    assert not glob.glob(io.temp_name_pattern(path))
+    path.chmod(0o644)
+    monkeypatch.undo()
+    grucy.save(grucy.GRU(2, 3, seed=1), path)  # writable again: replaced
+    assert path.read_bytes() != before
+
 
 def test_saved_files_get_the_usual_permissions(tmp_path):
     path = tmp_path / "g.grucy"

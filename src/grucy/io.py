@@ -25,6 +25,7 @@ wrong numbers.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib
 import json
@@ -72,7 +73,7 @@ def temp_name_pattern(path):
     from one another process is still writing); delete them when no save is running.
     They start with a dot and end in ``.tmp``, so ``*.grucy`` globs do not see them.
     """
-    path = os.fspath(path)
+    path = os.fsdecode(path)
     return os.path.join(os.path.dirname(os.path.abspath(path)),
                         f".{os.path.basename(path)}.*.tmp")
 
@@ -83,12 +84,19 @@ def atomic_write(path, chunks):
     The bytes go to a temporary file in the same directory (see
     :func:`temp_name_pattern`), are flushed to disk and renamed over ``path``; a failure
     or a crash at any point leaves the previous file as it was.  The new file gets the
-    permissions of the one it replaces (else those of any new file).
+    permissions of the one it replaces (else those of any new file).  A target its
+    owner made read-only is refused, as ``open(path, "wb")`` would refuse it (the rename
+    itself needs only the directory's permission).
     """
-    path = os.fspath(path)
+    path = os.fsdecode(path)
+    if not path:
+        raise ValueError("path must name a file, got an empty path")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot save {path}: directory {directory} does not exist")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise PermissionError(errno.EACCES, "cannot save over a write-protected file "
+                              "(make it writable or delete it first)", path)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
                                dir=directory)
     try:
