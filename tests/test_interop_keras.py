@@ -187,6 +187,25 @@ def test_keras_stateful_and_ignore_dropout():
     assert layer.hidden_size == 3
 
 
+def test_to_keras_refuses_non_finite_weights():
+    g = grucy.GRU(3, 4, seed=0)
+    g.parameters()[0][0, 0] = np.nan
+    with pytest.raises(ValueError, match="parameter 'weight_ih_l0' contains NaN or inf"):
+        interop.to_keras(g)
+
+
+def test_bidirectional_keras_output_without_sequences_is_the_final_states():
+    # (the from_keras docstring: not y[:, -1], whose backward half is the first step's)
+    layer = keras.layers.Bidirectional(keras.layers.GRU(5, return_sequences=False))
+    layer.build((None, None, 4))
+    g = interop.from_keras(layer)
+    x = np.random.default_rng(0).standard_normal((3, 6, 4)).astype(np.float32)
+    want = keras.ops.convert_to_numpy(layer(x))
+    y, h_n = g(x, training=False)
+    np.testing.assert_allclose(np.concatenate(h_n[-2:], axis=-1), want, atol=1e-6)
+    assert np.abs(y[:, -1] - want).max() > 1e-2
+
+
 def test_to_keras_refuses_return_state_for_stacks():
     with pytest.raises(ValueError, match="return_state"):
         interop.to_keras(_layer(num_layers=2), return_state=True)

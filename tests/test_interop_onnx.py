@@ -132,6 +132,19 @@ def test_to_onnx_refusals():
         interop.to_onnx("gru")
 
 
+def test_to_onnx_never_replaces_a_good_file_with_non_finite_weights(tmp_path):
+    # grucy.save refuses such a layer; to_onnx used to write it over the good model,
+    # and from_onnx then refused the file.
+    path = tmp_path / "m.onnx"
+    g = grucy.GRU(2, 3, seed=0)
+    interop.to_onnx(g, path)
+    before = path.read_bytes()
+    g.parameters()[1][0, 0] = np.nan
+    with pytest.raises(ValueError, match="parameter 'weight_hh_l0' contains NaN or inf"):
+        interop.to_onnx(g, path)
+    assert path.read_bytes() == before
+
+
 # --------------------------------------------------------------------------------------
 # from_onnx on hand-built graphs
 

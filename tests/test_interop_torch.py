@@ -88,6 +88,13 @@ def test_to_torch_can_build_the_drop_in_module():
     _state_equal({k: v.numpy() for k, v in module.state_dict().items()}, layer.state_dict())
 
 
+def test_to_torch_refuses_non_finite_weights():
+    g = grucy.GRU(3, 4, seed=0)
+    g.parameters()[2][1] = np.inf
+    with pytest.raises(ValueError, match="parameter 'bias_ih_l0' contains NaN or inf"):
+        interop.to_torch(g)
+
+
 def test_torch_refusals():
     with pytest.raises(ValueError, match="reset_after=False"):
         interop.to_torch(grucy.GRU(3, 4, reset_after=False))

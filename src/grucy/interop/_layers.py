@@ -36,6 +36,9 @@ def _check_gru(gru):
     if not isinstance(gru, GRUBase):
         raise TypeError(f"gru must be a grucy GRU layer (grucy.GRU or grucy.reference.GRU), "
                         f"got {type(gru).__name__}")
+    # the check grucy.save makes: a model whose weights became NaN or inf is never
+    # written (to_onnx would replace a good file with one from_onnx refuses)
+    gru._check_parameters()
 
 
 def _build(cls, params, **config):

@@ -152,9 +152,12 @@ def from_keras(layer: Any, *, batch_first: bool = True, ignore_dropout: bool = F
     Returns
     -------
     grucy.GRU
-        ``y`` equals Keras' output with ``return_sequences=True`` (Keras' last output when
-        False is ``y[:, -1]``); ``h_n`` stacks the final states Keras returns with
-        ``return_state=True``.  Keras' initial states are grucy's ``h0``.
+        ``y`` equals Keras' output with ``return_sequences=True``.  Keras' output when
+        False is each direction's final state: ``y[:, -1]`` for a one-directional layer,
+        ``np.concatenate(h_n[-2:], axis=-1)`` (the last layer's two final states) for a
+        ``Bidirectional`` one, whose backward direction ends at the first step.
+        ``h_n`` stacks the final states Keras returns with ``return_state=True``.
+        Keras' initial states are grucy's ``h0``.
 
     Notes
     -----
