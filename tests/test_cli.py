@@ -239,6 +239,9 @@ def files(tmp_path_factory):
     paths["two"].write_text("t,value\n" + "".join(f"{i},{i % 7}\n" for i in range(40)))
     paths["empty"].write_text("t,value\n" + "".join(f"{i},\n" for i in range(40)))
     paths["text"].write_text("abc abd abe " * 30)
+    paths["latin1"] = d / "latin1.csv"   # a CSV saved in Latin-1, not UTF-8
+    paths["latin1"].write_bytes("temp \xb0C\n".encode("latin-1")
+                                + b"".join(b"%d\n" % i for i in range(40)))
     series = np.sin(np.arange(60) / 4)
     f = grucy.Forecaster(lookback=4, hidden_size=3, epochs=1, random_state=0)
     f.fit(series, checkpoint=d / "run.ckpt")
@@ -417,6 +420,22 @@ MISTAKES = {
                                  2, "--prompt does not apply with --text"),
     "predict-temperature-negative": (["predict", "{lm}", "--temperature", "-1"], 2,
                                      "argument --temperature: must be >= 0"),
+    "csv-not-utf8": (["train", "--csv", "{latin1}", "-o", "x.grucy"], 2,
+                     "{latin1} is not UTF-8 text"),
+    "predict-csv-not-utf8": (["predict", "{model}", "--csv", "{latin1}"], 2,
+                             "{latin1} is not UTF-8 text"),
+    # "²".isdigit() is True but int("²") fails: a name, not an index
+    "column-superscript-digit": (TRAIN[:3] + ["--column", "\u00b2", "-o", "x.grucy"], 2,
+                                 "column '\u00b2' not found"),
+    # the same path twice would overwrite the data or the model
+    "output-is-the-input": (["train", "--csv", "{csv}", "-o", "{csv}"], 2,
+                            "--output {csv} is the same file as --csv {csv}"),
+    "checkpoint-is-the-output": (TRAIN + ["--checkpoint", "x.grucy", "-o", "x.grucy"], 2,
+                                 "--checkpoint x.grucy is the same file as --output "
+                                 "x.grucy"),
+    "checkpoint-is-the-text": (["train", "--text", "{text}", "--checkpoint", "{text}", "-o",
+                                "x.grucy"], 2, "--checkpoint {text} is the same file as "
+                                               "--text {text}"),
 }
 
 

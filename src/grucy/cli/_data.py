@@ -11,18 +11,14 @@ def _read_column(path, column, missing="error"):
     """One numeric column of a CSV file (by header name or 0-based index) as float64."""
     import numpy as np
 
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if r]
-    except OSError as exc:
-        raise CLIError(f"cannot read {path}: {exc.strerror}") from None
+    rows = _csv_rows(path)
     if not rows:
         raise CLIError(f"{path} is empty")
     header = rows[0]
     has_header = not _is_number(header[0]) if header else False
     if column is None:
         index = 0 if len(header) == 1 else len(header) - 1
-    elif column.isdigit():
+    elif column.isascii() and column.isdigit():   # (str.isdigit alone takes "²")
         index = int(column)
         if index >= len(header):
             raise CLIError(f"column {index} is out of range: {path} has {len(header)} "
@@ -66,11 +62,7 @@ def _read_rows(path):
     """A numeric CSV (optional header) as a 2-D float64 array: one sequence per row."""
     import numpy as np
 
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if r]
-    except OSError as exc:
-        raise CLIError(f"cannot read {path}: {exc.strerror}") from None
+    rows = _csv_rows(path)
     if rows and not all(_is_number(v) for v in rows[0]):
         rows = rows[1:]
     try:
@@ -78,6 +70,17 @@ def _read_rows(path):
     except ValueError as exc:
         raise CLIError(f"{path}: every row must be numbers of the same length ({exc})") \
             from None
+
+
+def _csv_rows(path):
+    """The non-empty rows of a UTF-8 CSV file."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return [r for r in csv.reader(f) if r]
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"{path} is not UTF-8 text ({exc.reason})") from None
 
 
 def _read_text(path):

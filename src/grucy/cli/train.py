@@ -14,6 +14,25 @@ _SERIES_OPTIONS = ("column", "missing", "lookback", "horizon")
 _TEXT_OPTIONS = ("max_chars", "bptt", "embedding_dim")
 
 
+def _check_distinct(args):
+    """The model and the checkpoint never overwrite the input or each other (the same
+    path twice is a typo that would lose the data)."""
+    source = ("--csv", args.csv) if args.csv is not None else ("--text", args.text)
+    paths = [source, ("--output", args.output)]
+    if args.checkpoint is not None:
+        paths.append(("--checkpoint", args.checkpoint.replace("{epoch}", "1")))
+    for i, (a, pa) in enumerate(paths):
+        for b, pb in paths[i + 1:]:
+            if _same_file(pa, pb):
+                raise CLIError(f"{b} {pb} is the same file as {a} {pa}; give another path")
+
+
+def _same_file(a, b):
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
 def _run_train(args):
     from .. import io
     from ..distributed import get_communicator
@@ -40,6 +59,7 @@ def _run_train(args):
         _check_output(args.output, "--output")
         if args.checkpoint is not None:
             _check_output(args.checkpoint, "--checkpoint")
+        _check_distinct(args)
     common = dict(random_state=args.seed, dtype=args.dtype,
                   verbose=0 if args.quiet else 1)
     for name in ("epochs", "lr", "dropout", "patience", "schedule", "hidden_size",
