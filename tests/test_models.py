@@ -541,6 +541,31 @@ def test_resume_with_other_data_is_refused(tmp_path):
             X[:50], y[:50], resume=tmp_path / "c.grucy")
 
 
+def test_resume_with_other_training_options_is_refused(tmp_path):
+    X, y = _toy_sequences(n=40, T=5)
+    kw = dict(hidden_size=4, epochs=4, random_state=0)
+    grucy.GRURegressor(loss="mse", **kw).fit(X, y, checkpoint=tmp_path / "r-{epoch}.grucy")
+    with pytest.raises(ValueError, match=r"other options .*: loss='mse' in the "
+                                         r"checkpoint, 'mae' now"):
+        grucy.GRURegressor(loss="mae", **kw).fit(X, y, resume=tmp_path / "r-2.grucy")
+    # (lr used to be taken from the checkpoint without a word)
+    with pytest.raises(ValueError, match=r"lr=0.01 in the checkpoint, 0.5 now; "
+                                         r"optimizer='adam' in the checkpoint, 'sgd' now"):
+        grucy.GRURegressor(lr=0.5, optimizer="sgd", **kw).fit(
+            X, y, resume=tmp_path / "r-2.grucy")
+    s = np.sin(np.arange(100) / 5)
+    grucy.Forecaster(8, quantiles=(0.2, 0.8), **kw).fit(
+        s, checkpoint=tmp_path / "f-{epoch}.grucy")
+    with pytest.raises(ValueError, match=r"quantiles=\[0.2, 0.8\] in the checkpoint, "
+                                         r"\[0.1, 0.9\] now"):
+        grucy.Forecaster(8, quantiles=(0.1, 0.9), **kw).fit(s, resume=tmp_path / "f-2.grucy")
+    # what may change: more epochs, patience, verbose, random_state (the seed is the
+    # checkpoint's), and a quantiles list equal to the tuple
+    longer = grucy.Forecaster(8, quantiles=[0.2, 0.8], hidden_size=4, epochs=6,
+                              patience=3, random_state=5).fit(s, resume=tmp_path / "f-2.grucy")
+    assert longer.n_epochs_ == 6 and len(longer.history_["loss"]) == 6
+
+
 # -- save / load --------------------------------------------------------------------------
 def _fitted_models():
     X, y = _toy_sequences(n=60, T=5)

@@ -306,6 +306,32 @@ def test_resume_refuses_other_data_model_or_file(tmp_path):
         train(make_task(X, Y), epochs=2, resume=tmp_path / "m.grucy")
 
 
+def test_resume_refuses_other_options_in_the_metadata(tmp_path):
+    X, Y = make_data()
+    path = tmp_path / "o.grucy"
+    meta = {"model": "m", "options": {"loss": "mse", "quantiles": (0.1, 0.9)}}
+    train(make_task(X, Y), epochs=1, seed=0, checkpoint=path, metadata=meta)
+    other = {"model": "m", "options": {"loss": "mae", "quantiles": (0.1, 0.9)}}
+    with pytest.raises(io.FileFormatError, match=r"other options .*: loss='mse' in the "
+                                                 r"checkpoint, 'mae' now$"):
+        train(make_task(X, Y), epochs=2, seed=0, resume=path, metadata=other)
+    # equal options (a tuple is the list the checkpoint holds) resume; options only one
+    # side holds (another version's) and runs without options are not compared
+    more = {"model": "m", "options": {"loss": "mse", "quantiles": [0.1, 0.9], "new": 1}}
+    assert train(make_task(X, Y), epochs=2, seed=0, resume=path,
+                 metadata=more).epoch == 2
+    assert train(make_task(X, Y), epochs=2, seed=0, resume=path).epoch == 2
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_max_grad_norm_must_be_finite(bad):
+    X, Y = make_data()
+    # (inf used to pass and fail inside the first step: "max_norm must be finite")
+    with pytest.raises(ValueError, match=r"max_grad_norm must be None or > 0, got "
+                                         r"(inf|nan) \(a finite norm"):
+        Trainer(make_task(X, Y), epochs=1, max_grad_norm=bad)
+
+
 # -- the data-parallel contract -----------------------------------------------------------
 class ThreadComm:
     """An in-process communicator for N threads (the interface of grucy.distributed)."""

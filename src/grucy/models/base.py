@@ -266,6 +266,27 @@ class GRUModel:
                     schedule=self.schedule, max_grad_norm=self.max_grad_norm,
                     patience=self.patience, verbose=self.verbose)
 
+    #: options a run may resume with other values of: epochs (resuming to train longer
+    #: is what resume is for), patience (when to stop, not what a step does; the early
+    #: stopping state is in the checkpoint), verbose (output only) and random_state (a
+    #: resumed run takes its seed from the checkpoint)
+    _RESUME_MAY_CHANGE: ClassVar[Tuple[str, ...]] = ("epochs", "patience", "verbose",
+                                                     "random_state")
+
+    def _resume_options(self):
+        """The options a checkpoint records and a resume must repeat (Trainer refuses
+        other values): those of the objective and the trajectory (loss, quantiles, lr,
+        optimizer, schedule, ...).  Values JSON cannot hold (a callable schedule) are
+        left out: they cannot be compared."""
+        out = {}
+        for name, value in self.get_params().items():
+            if name in self._RESUME_MAY_CHANGE:
+                continue
+            value = value.tolist() if isinstance(value, np.ndarray) else _plain(value)
+            if _is_json(value):
+                out[name] = value
+        return out
+
     @staticmethod
     def _seed_for_fit(random_state, resume, distributed):
         """The run's seed: from the checkpoint when resuming (same split, same init)."""
@@ -285,7 +306,8 @@ class GRUModel:
                           distributed=distributed, checkpoint=checkpoint,
                           checkpoint_every=checkpoint_every, resume=resume,
                           description=type(self).__name__,
-                          metadata={"model": type(self).__name__, "seed": seed},
+                          metadata={"model": type(self).__name__, "seed": seed,
+                                    "options": self._resume_options()},
                           **self._training_options())
         trainer.fit()
         self.history_ = trainer.history

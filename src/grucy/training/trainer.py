@@ -92,7 +92,9 @@ class Trainer:
     description : str
         Progress bar label.
     metadata : dict, optional
-        JSON stored in checkpoints under ``"metadata"`` (the model's configuration).
+        JSON stored in checkpoints under ``"metadata"`` (the model's configuration).  Its
+        ``"options"`` dict (what shapes the training: a model's loss, learning rate...)
+        must equal the checkpoint's on resume (the options both hold).
     """
 
     def __init__(self, task: Task, *, epochs: int, batch_size: int = 32,
@@ -113,8 +115,10 @@ class Trainer:
         self.checkpoint_every = _positive_int("checkpoint_every", checkpoint_every)
         if max_grad_norm is not None and not (
                 isinstance(max_grad_norm, numbers.Real)
-                and not isinstance(max_grad_norm, (bool, np.bool_)) and max_grad_norm > 0):
-            raise ValueError(f"max_grad_norm must be None or > 0, got {max_grad_norm!r}")
+                and not isinstance(max_grad_norm, (bool, np.bool_)) and max_grad_norm > 0
+                and math.isfinite(max_grad_norm)):  # (clipping to inf fails in a step)
+            raise ValueError(f"max_grad_norm must be None or > 0, got {max_grad_norm!r} (a "
+                             f"finite norm; None turns clipping off)")
         if patience is not None and (isinstance(patience, bool)
                                      or not isinstance(patience, numbers.Integral)
                                      or patience < 1):
@@ -373,6 +377,17 @@ class Trainer:
                 f"previous run still writing it, or does each node see its own copy? "
                 f"Nothing was restored")
 
+    def _other_options(self, saved_metadata):
+        """{option: (checkpoint's, this run's)} for the ``metadata["options"]`` that
+        differ (options only one side holds, from another version, are not compared)."""
+        theirs = saved_metadata.get("options") if isinstance(saved_metadata, dict) else None
+        mine = self.metadata.get("options")
+        if not isinstance(theirs, dict) or not isinstance(mine, dict):
+            return {}
+        mine = json.loads(json.dumps(mine))  # as the checkpoint holds it (tuples: lists)
+        return {k: (theirs[k], mine[k]) for k in sorted(set(theirs) & set(mine), key=str)
+                if theirs[k] != mine[k]}
+
     def _restore(self, config, arrays, where):
         def fail(message):
             raise io.FileFormatError(f"{where}: {message}")
@@ -392,6 +407,12 @@ class Trainer:
         if config.get("task") != self.task.fingerprint():
             fail(f"checkpoint of training on other data or settings "
                  f"({str(config.get('task'))[:300]}); this run: {self.task.fingerprint()}")
+        differ = self._other_options(config.get("metadata"))
+        if differ:
+            fail("checkpoint of training with other options (a resumed run must continue "
+                 "the same training): " + "; ".join(
+                     f"{k}={a!r} in the checkpoint, {b!r} now"
+                     for k, (a, b) in differ.items())[:2000])
         gens = self.task.generators()
         if len(field("generators", list)) != len(gens):
             fail(f"checkpoint has {len(config['generators'])} random generators, this "
