@@ -420,6 +420,21 @@ def test_estimator_input_errors():
         grucy.GRURegressor(dtype="int8").fit(np.zeros((4, 3)), [0, 1, 0, 1])
 
 
+def test_labels_of_mixed_types_are_refused_naming_y():
+    X = np.random.default_rng(0).normal(size=(20, 5, 2))
+    clf = grucy.GRUClassifier(hidden_size=4, epochs=1)
+    # (np.unique's own error: "'<' not supported between instances of 'str' and 'int'")
+    for labels, kinds in [(np.array([1, "a"] * 10, dtype=object), r"\['int', 'str'\]"),
+                          ([None, 1] * 10, r"\['NoneType', 'int'\]")]:
+        with pytest.raises(TypeError, match=r"y mixes labels of types " + kinds +
+                                            r"; class labels must be of one comparable"):
+            clf.fit(X, labels)
+    X_seq = [x for x in X]
+    with pytest.raises(TypeError, match="y mixes labels"):
+        grucy.GRUClassifier(return_sequences=True, epochs=1).fit(
+            X_seq, [np.array([1, "a", 2, "b", 3], dtype=object)] * 20)
+
+
 # -- CharLM -------------------------------------------------------------------------------
 TEXT = ("the cat sat on the mat. the dog sat on the log. " * 40
         + "a cat and a dog sat on a mat and a log. " * 30)

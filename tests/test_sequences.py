@@ -406,3 +406,71 @@ def test_zero_weights_on_a_plain_array_equal_leaving_the_rows_out():
     make = lambda: grucy.GRUClassifier(hidden_size=5, epochs=4, random_state=0)  # noqa: E731
     np.testing.assert_array_equal(make().fit(X, y, sample_weight=w).predict_proba(X),
                                   make().fit(X[w > 0], y[w > 0]).predict_proba(X))
+
+
+# -- a list is a list of sequences, whatever their lengths --------------------------------
+def test_a_list_of_equal_length_sequences_stays_a_list():
+    rng = np.random.default_rng(0)
+    X_var = [rng.normal(size=(T, 1)) for T in (3, 5, 4)]
+    X_eq = [rng.normal(size=(4, 1)) for _ in range(3)]
+    reg = grucy.GRURegressor(return_sequences=True, hidden_size=4, epochs=2,
+                             random_state=0).fit(X_var, [np.cumsum(x) for x in X_var])
+    out = reg.predict(X_eq)  # (was an (3, 4) array)
+    assert isinstance(out, list) and [o.shape for o in out] == [(4,)] * 3
+    np.testing.assert_array_equal(np.stack(out), reg.predict(np.stack(X_eq)))
+    assert isinstance(reg.predict(X_eq[:1]), list)
+    clf = grucy.GRUClassifier(return_sequences=True, hidden_size=4, epochs=2,
+                              random_state=0)
+    clf.fit(X_var, [(x[:, 0] > 0).astype(int) for x in X_var])
+    assert isinstance(clf.predict(X_eq), list) and isinstance(clf.predict_proba(X_eq), list)
+    # a model fitted on a list of equal-length (T,) sequences predicts on any lengths
+    # (it used to record 10 "features" and refuse a list of one sequence of 5 steps)
+    X = [rng.normal(size=10) for _ in range(20)]
+    reg = grucy.GRURegressor(hidden_size=4, epochs=2, random_state=0).fit(
+        X, rng.normal(size=20))
+    assert reg.n_features_in_ == 1
+    short = [rng.normal(size=5)]
+    np.testing.assert_array_equal(reg.predict(short),
+                                  reg.predict(short[0][None], lengths=[5]))
+    # nested lists of numbers are the array they spell (scikit-learn's X.tolist())
+    A = rng.normal(size=(20, 6))
+    fixed = grucy.GRURegressor(hidden_size=4, epochs=2, random_state=0).fit(
+        A.tolist(), rng.normal(size=20))
+    assert fixed.n_features_in_ == 6
+
+
+def test_padding_of_string_labels_is_never_a_class():
+    X, _, lengths = _tagging(n=20, seed=2)
+    tags = [np.where(x[:, 0] > 0, "pos", "") for x in X]  # "" is a class
+    tagger = grucy.GRUClassifier(return_sequences=True, hidden_size=4, epochs=2,
+                                 random_state=0).fit(X, tags)
+    assert tagger.classes_.tolist() == ["", "pos"]
+    pred = tagger.predict(_pad(X, 0.0), lengths=lengths)
+    i = int(np.argmin(lengths))
+    assert pred[i, lengths[i]:].tolist() == ["<pad>"] * (pred.shape[1] - lengths[i])
+    for p, q, T in zip(tagger.predict(X), pred, lengths):
+        np.testing.assert_array_equal(q[:T], p)
+    # and "<pad>" too: the fill grows until it is none
+    tags2 = [np.where(t == "", "<pad>", "") for t in tags]
+    tagger.fit(X, tags2)
+    pred = tagger.predict(_pad(X, 0.0), lengths=lengths)
+    assert pred[i, -1] == "<pad><pad>" and "<pad><pad>" not in tagger.classes_
+
+
+def test_non_finite_per_step_values_are_named_by_sequence_and_step():
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(4, 5, 1)), rng.normal(size=(4, 5))
+    Y[2, 1] = np.nan
+    reg = grucy.GRURegressor(return_sequences=True, hidden_size=4, epochs=1)
+    # (was "first at index (11,)": a row of the internal packed array)
+    with pytest.raises(ValueError, match=r"y contains NaN or inf within sequence 2 "
+                                         r"\(step 1\)"):
+        reg.fit(X, Y)
+    with pytest.raises(ValueError, match=r"y contains NaN or inf within sequence 2 "
+                                         r"\(step 1\)"):
+        reg.fit(list(X[:, :, 0]), [y for y in Y])
+    w = np.ones((4, 5))
+    w[3, 4] = np.inf
+    with pytest.raises(ValueError, match=r"sample_weight contains NaN or inf within "
+                                         r"sequence 3 \(step 4\)"):
+        reg.fit(X, np.nan_to_num(Y), sample_weight=w)

@@ -7,7 +7,8 @@ Sequences arrive as
 - an array (n, T) (univariate: T steps of one feature) or (n, T, F);
 - the same padded array with ``lengths`` (n,): sequence i is its first ``lengths[i]``
   steps, whatever the padding holds (zeros, NaN: it is never read);
-- a list of arrays (T_i,) or (T_i, F) of different lengths.
+- a list of arrays (T_i,) or (T_i, F), of different lengths or not (nested lists of
+  numbers of one shape are the array they spell, as scikit-learn passes ``X.tolist()``).
 
 and are held as :class:`~grucy.training.Packed` (the valid steps one after the other),
 so padding is neither stored nor read.
@@ -53,6 +54,16 @@ def _is_sequence_list(X):
     return isinstance(X, (list, tuple)) and len(X) > 0 and not np.isscalar(X[0])
 
 
+def _spells_array(X, seqs):
+    """Whether the list ``X`` (read as ``seqs``) is an array written as nested lists
+    (scikit-learn's array-like, e.g. ``X.tolist()``: rows of numbers of one shape)
+    rather than a list of sequences.  A list holding arrays is a list of sequences even
+    when their lengths happen to be equal: read as an array, predict would return an
+    array for it and fit would fix the number of steps."""
+    return (all(isinstance(s, (list, tuple)) for s in X)
+            and len({s.shape for s in seqs}) == 1)
+
+
 def read_lengths(lengths, n, width, name="lengths"):
     """``lengths`` as n int64 values in [1, width]."""
     arr = _as_real_array(name, lengths)
@@ -89,9 +100,9 @@ def read_sequences(X, lengths=None, *, owner="the estimator", name="X") -> Seque
                         f"array first")
     if _is_sequence_list(X) and lengths is None:
         seqs = [_real_values(f"{name}[{i}]", s) for i, s in enumerate(X)]
-        if len({s.shape for s in seqs}) > 1:
+        if not _spells_array(X, seqs):
             return _read_list(seqs, name)
-        X = np.stack(seqs)  # equal shapes: the array it spells
+        X = np.stack(seqs)
     elif _is_sequence_list(X):
         if len({np.shape(s) for s in X}) > 1:
             raise ValueError(f"lengths goes with a padded array {name}; a list of "
@@ -118,20 +129,21 @@ def read_sequences(X, lengths=None, *, owner="the estimator", name="X") -> Seque
         return SequenceInput(Packed(values, offsets), "array", arr.ndim, arr.shape[1])
     lens = read_lengths(lengths, arr.shape[0], arr.shape[1])
     packed = Packed.from_padded(arr3, lens)
-    _check_valid_finite(name, packed, arr.ndim)
+    _check_valid_finite(name, packed)
     return SequenceInput(packed, "padded", arr.ndim, arr.shape[1])
 
 
-def _check_valid_finite(name, packed, ndim):
-    """NaN/inf in the valid steps (the padding may hold anything) named by (i, t[, f])."""
+def _check_valid_finite(name, packed, hint="fill or drop missing values first"):
+    """NaN/inf in the valid steps (the padding may hold anything) named by (sequence,
+    step): the user's positions, not the packed array's."""
     v = packed.values
     if v.dtype.kind != "f" or np.all(np.isfinite(v)):
         return
     row = int(np.argwhere(~np.isfinite(v))[0][0])
     i = int(np.searchsorted(packed.offsets, row, side="right") - 1)
     t = row - int(packed.offsets[i])
-    raise ValueError(f"{name} contains NaN or inf within sequence {i} (step {t}); fill or "
-                     f"drop missing values first (padding past lengths may hold anything)")
+    raise ValueError(f"{name} contains NaN or inf within sequence {i} (step {t}); {hint} "
+                     f"(padding past lengths may hold anything)")
 
 
 def _read_list(seqs, name):
@@ -152,7 +164,7 @@ def _read_list(seqs, name):
     if widths == {0}:
         raise ValueError(f"the sequences of {name} have 0 features per step")
     packed = Packed.from_list(seqs2)
-    _check_valid_finite(name, packed, ndim + 1)
+    _check_valid_finite(name, packed)
     return SequenceInput(packed, "list", ndim + 1, int(packed.lengths.max()))
 
 
@@ -196,8 +208,9 @@ def per_step_values(name, y, seqs: SequenceInput, *, numeric=True):
         ndim = arr.ndim
     if numeric:
         values = _real_values(name, values)
-        check_finite(name, values, hint="every valid step needs a finite target (padding "
-                                        "may hold anything)")
+        # values are packed as X's steps are: name the bad one by (sequence, step)
+        _check_valid_finite(name, Packed(values, seqs.packed.offsets),
+                            hint="every valid step needs a finite value")
     return values, ndim
 
 
@@ -242,7 +255,8 @@ def restructure(values, seqs: SequenceInput, fill):
     if seqs.form == "list":
         return seqs.packed.split(values)
     n, T = seqs.n, seqs.width
-    dtype = (values.dtype if values.dtype.kind in "OUS"
+    # (strings: the wider of the labels and the fill, so a fill never gets truncated)
+    dtype = (values.dtype if values.dtype.kind == "O"
              else np.result_type(values.dtype, np.asarray(fill).dtype))
     out = np.full((n, T) + values.shape[1:], fill, dtype=dtype)
     mask = np.arange(T)[None, :] < seqs.lengths[:, None]

@@ -350,7 +350,13 @@ class GRUClassifier(_SequenceEstimator):
                                  "discrete class labels; use GRURegressor for continuous "
                                  "targets.")
         counted = labels if w is None or len(w) != len(labels) else labels[w > 0]
-        classes = np.unique(counted)
+        try:
+            classes = np.unique(counted)
+        except TypeError:  # classes_ are sorted: labels that do not compare cannot be
+            kinds = sorted({type(v).__name__ for v in counted.ravel().tolist()})
+            raise TypeError(f"y mixes labels of types {kinds}; class labels must be of "
+                            f"one comparable kind (all strings or all numbers, no None)"
+                            ) from None
         if len(classes) < 2:
             raise ValueError(f"GRUClassifier needs samples of at least 2 classes; got 1 "
                              f"class ({classes[0]!r})")
@@ -451,7 +457,7 @@ class GRUClassifier(_SequenceEstimator):
     def predict(self, X: Any, *, lengths: Optional[ArrayLike] = None) -> Any:
         """The most probable label of each sequence; with ``return_sequences`` of each
         step, in the structure of X (past each end of a padded X: -1, or "" for string
-        labels, or None; never a class)."""
+        labels ("<pad>" when "" is a class), or None; never a class)."""
         out, seqs = self._outputs(X, lengths)
         return self._structured(self.classes_[np.argmax(out, axis=1)], seqs,
                                 _label_padding(self.classes_))
@@ -632,13 +638,20 @@ class GRURegressor(_SequenceEstimator):
 
 
 def _label_padding(classes):
-    """A value that is no class, for the steps past each end of padded predictions."""
+    """A value that is no class, for the steps past each end of padded predictions:
+    -1 (or min - 1) for integers, NaN for floats, "" for strings (or, when "" is a
+    class, the first of "<pad>", "<pad><pad>", ... that is not one), None otherwise."""
     if classes.dtype.kind in "iu":
         return -1 if not np.any(classes == -1) else int(classes.min()) - 1
     if classes.dtype.kind == "f":
         return np.nan
     if classes.dtype.kind in "US":
-        return ""
+        make = classes.dtype.type  # str or bytes, as the labels
+        fill, k = make(""), 0
+        while np.any(classes == fill):
+            k += 1
+            fill = make("<pad>" * k)
+        return fill
     return None
 
 
