@@ -304,6 +304,9 @@ PROCESS_MISTAKES = {
                                 "not a saved model: continue that run with 'grucy train "
                                 "<the same options> --resume {ckpt}'"),
     "unknown-command": (["fly"], 2, "argument COMMAND: invalid choice: 'fly'"),
+    # one line without a warning printed before it (float32 overflow of the history)
+    "predict-values-too-large": (["predict", "{model}", "--values", ",".join(["1e308"] * 6)],
+                                 2, "too large for float32; rescale y"),
 }
 
 

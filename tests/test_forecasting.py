@@ -404,3 +404,92 @@ def test_ar_order_with_quantiles_weights_saving_and_bad_values(tmp_path):
                             (True, TypeError, "ar_order must be an integer, got bool")]:
         with pytest.raises(exc, match=match):
             grucy.Forecaster(ar_order=bad, **kw).fit(y)
+
+
+# -- pandas labels are matched, never silently shifted -------------------------------------
+@requires("pandas")
+def test_repeated_index_labels_in_covariates_or_weights_are_refused():
+    import pandas as pd
+
+    idx = pd.date_range("2020-01-04", periods=70, freq="W-SAT")
+    y = pd.Series(np.sin(np.arange(60) / 4) + 5, index=idx[:60])
+    X = pd.DataFrame({"promo": (np.arange(70) % 5 == 0).astype(float)}, index=idx)
+    # one week listed twice (a bad join): .loc gives 61 rows for 60 steps, every later
+    # covariate shifted by one step
+    X_dup = pd.concat([X.iloc[:30], X.iloc[29:]])
+    model = grucy.Forecaster(8, hidden_size=4, epochs=2, random_state=0)
+    with pytest.raises(ValueError, match=r"X's index repeats 1 label\(s\), first "
+                                         r"\[Timestamp\('2020-07-25 00:00:00'\)\]"):
+        model.fit(y, X_dup)
+    model.fit(y, X)
+    with pytest.raises(ValueError, match=r"X's index repeats 1 label"):
+        model.predict(y, 3, X=X_dup)
+    w = pd.Series(np.ones(60), index=y.index)
+    with pytest.raises(ValueError, match=r"sample_weight's index repeats 1 label\(s\), "
+                                         r"first \[Timestamp\('2020-01-04 00:00:00'\)\]"):
+        grucy.Forecaster(8, hidden_size=4, epochs=1).fit(y, sample_weight=pd.concat(
+            [w, w.iloc[:1]]))
+
+
+@requires("pandas")
+def test_dataframe_columns_are_taken_by_name_or_refused():
+    import pandas as pd
+
+    t = np.arange(60.)
+    df = pd.DataFrame({"a": np.sin(t / 3), "b": 10 + np.cos(t / 5)},
+                      index=pd.date_range("2000-01-01", periods=60, freq="D"))
+    model = grucy.Forecaster(8, hidden_size=4, epochs=2, random_state=0).fit(df)
+    ok = model.predict(df, 2).to_numpy()
+    # names on both sides that do not match: "b" would be read as "a"
+    with pytest.raises(ValueError, match=r"y lacks the column\(s\) \['a'\] the model was "
+                                         r"fitted on \(its columns: \['b', 'c'\]\)"):
+        model.predict(df[["b", "a"]].rename(columns={"a": "c"}), 2)
+    # a superset (by name), an array and a frame of default labels (by position) agree
+    more = df.assign(c=0.0)[["c", "b", "a"]]
+    np.testing.assert_array_equal(model.predict(more, 2).to_numpy(), ok)
+    np.testing.assert_array_equal(model.predict(df.to_numpy(), 2), ok)
+    unnamed = pd.DataFrame(df.to_numpy(), index=df.index)
+    np.testing.assert_array_equal(model.predict(unnamed, 2).to_numpy(), ok)
+    # a model fitted on unnamed columns reads any frame by position
+    plain = grucy.Forecaster(8, hidden_size=4, epochs=2, random_state=0).fit(unnamed)
+    np.testing.assert_array_equal(plain.predict(df, 2).to_numpy(),
+                                  plain.predict(unnamed, 2).to_numpy())
+    # covariates alike
+    y = df["a"]
+    X = pd.DataFrame({"u": np.arange(70) % 3 * 1.0, "v": np.sin(np.arange(70.))},
+                     index=pd.date_range("2000-01-01", periods=70, freq="D"))
+    cov = grucy.Forecaster(8, hidden_size=4, epochs=2, random_state=0).fit(y, X)
+    with pytest.raises(ValueError, match=r"X lacks the column\(s\) \['u'\]"):
+        cov.predict(y, 2, X=X.rename(columns={"u": "w"}))
+    np.testing.assert_array_equal(cov.predict(y, 2, X=X[["v", "u"]]).to_numpy(),
+                                  cov.predict(y, 2, X=X).to_numpy())
+
+
+def test_backtest_checks_y_against_the_fitted_series():
+    t = np.arange(80.)
+    y1, y2 = np.sin(t / 4), np.c_[np.sin(t / 4), np.cos(t / 5)]
+    two = grucy.Forecaster(8, horizon=2, hidden_size=4, epochs=2, random_state=0).fit(y2)
+    # (the 1-D series used to be broadcast into both columns, with forecasts and errors)
+    with pytest.raises(ValueError, match=r"y must be \(m, 2\) or \(N, m, 2\) for a model "
+                                         r"fitted on 2 series, got shape \(80,\)"):
+        two.backtest(y1, start=60, horizon=2)
+    one = grucy.Forecaster(8, horizon=2, hidden_size=4, epochs=2, random_state=0).fit(y1)
+    with pytest.raises(ValueError, match=r"y must be \(m,\) or \(N, m\) for a model fitted "
+                                         r"on a 1-D series, got shape \(80, 2\)"):
+        one.backtest(y2, start=60, horizon=2)
+
+
+@requires("pandas")
+def test_backtest_takes_pandas_covariates_by_name_as_predict_does():
+    import pandas as pd
+
+    idx = pd.date_range("2020-01-04", periods=90, freq="W-SAT")
+    y = pd.Series(np.sin(np.arange(80) / 4), index=idx[:80], name="y")
+    X = pd.DataFrame({"a": np.arange(90) % 4 * 1.0, "b": np.sin(np.arange(90.))},
+                     index=idx)
+    model = grucy.Forecaster(8, horizon=2, hidden_size=4, epochs=2, random_state=0).fit(y, X)
+    r = model.backtest(y, X[["b", "a"]], start=idx[70], horizon=2)
+    np.testing.assert_array_equal(r["forecast"], model.backtest(y, X, start=idx[70],
+                                                                horizon=2)["forecast"])
+    np.testing.assert_array_equal(r["forecast"][0],
+                                  model.predict(y.iloc[:70], 2, X).to_numpy())

@@ -82,7 +82,9 @@ def _history(y, o):
 
 
 def _backtest_one(model, y, X, row, start, horizon, stride, refit, coverage):
-    series = read_series("y", y)
+    # a fitted model reads y as predict does (its columns, by name for a DataFrame);
+    # a refit one is fitted on y itself
+    series = read_series("y", y) if refit else model._read_history("y", y)
     n = len(series.values)
     L = model.lookback if refit else model.lookback_
     L = _positive_int("lookback", L)
@@ -93,7 +95,10 @@ def _backtest_one(model, y, X, row, start, horizon, stride, refit, coverage):
         raise ValueError("X is missing: the model was fitted with covariates" if
                          model.n_covariates_ else
                          "X was given, but the model was fitted without covariates")
-    cov = read_covariates("X", X, series) if uses_covariates else None
+    cov = None
+    if uses_covariates:  # (by name as predict reads them; a refit reads X as fit does)
+        cov = read_covariates("X", X, series,
+                              columns=None if refit else model.covariate_names_)
     if refit:
         blocks = []
         for o in origins:

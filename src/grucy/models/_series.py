@@ -15,7 +15,7 @@ import numpy as np
 from .._validation import check_finite
 
 __all__ = ["is_pandas", "Series", "read_series", "read_covariates", "future_index",
-           "check_frequency", "as_pandas"]
+           "check_frequency", "as_pandas", "json_label", "by_name", "check_unique_labels"]
 
 
 def is_pandas(obj) -> bool:
@@ -73,6 +73,44 @@ def read_series(name, y, *, hint="fill or drop missing values first") -> Series:
     return Series(s.reshape(len(s), -1), s.ndim == 1, index, columns, sname)
 
 
+def json_label(label):
+    """A column label as a fitted model keeps it (a JSON scalar; other labels as str)."""
+    if label is None or isinstance(label, (str, bool, int, float)):
+        return label
+    if isinstance(label, np.generic):
+        return label.item()
+    return str(label)
+
+
+def by_name(name, frame, fitted):
+    """The columns ``fitted`` (labels as :func:`json_label` keeps them) of the DataFrame
+    ``frame``, in that order; ``frame`` as given (read by position) when either side has
+    no names: nothing fitted, or default labels 0, 1, ... (an array made a frame).  A
+    ValueError when names on both sides do not match: read by position, they would
+    silently feed one column in as another."""
+    if fitted is None:
+        return frame
+    labels = [json_label(c) for c in frame.columns]
+    if set(fitted) <= set(labels):
+        return frame.iloc[:, [labels.index(c) for c in fitted]]
+    if fitted == list(range(len(fitted))) or labels == list(range(len(labels))):
+        return frame
+    missing = [c for c in fitted if c not in labels]
+    raise ValueError(f"{name} lacks the column(s) {missing[:20]} the model was fitted on "
+                     f"(its columns: {labels[:20]}); a DataFrame's columns are taken by "
+                     f"name: rename them (or pass an array to give them by position)")
+
+
+def check_unique_labels(name, index):
+    """A ValueError naming ``name`` and its repeated labels: aligned by label, a repeated
+    one gives two rows for one step and shifts every later step."""
+    if not index.is_unique:
+        repeated = index[index.duplicated()].unique()
+        raise ValueError(f"{name}'s index repeats {len(repeated)} label(s), first "
+                         f"{list(repeated[:5])}; each step needs one row (drop the "
+                         f"repeats, e.g. {name}[~{name}.index.duplicated()])")
+
+
 def _check_index(name, index):
     if len(index) > 1 and not (index.is_monotonic_increasing and index.is_unique):
         raise ValueError(f"{name}'s index must be increasing without repeats (oldest "
@@ -128,26 +166,27 @@ def read_covariates(name, X, target: Series, *, future=0, n_covariates=None,
 
     An array must have exactly that many rows (its first row is the first step of the
     target); a pandas object with the target's index is aligned by its labels (extra
-    rows are ignored) and its columns are taken by name when ``columns`` is given.
+    rows are ignored, repeated labels refused) and its columns are taken by name when
+    ``columns`` (the fitted names) is given (see :func:`by_name`).
     """
     n = len(target.values)
     if X is None:
         raise ValueError(f"{name} is missing: the model was fitted with covariates; give "
                          f"them for the {n} steps of y and the {future} steps ahead "
                          f"({n + future} rows)")
+    if is_pandas(X):
+        X = by_name(name, X.to_frame() if X.ndim == 1 else X, columns)
     if is_pandas(X) and target.is_pandas:
         labels = target.index
         if future:
             labels = labels.append(future_index("y", target.index, future))
-        frame = X.to_frame() if X.ndim == 1 else X
-        if columns is not None and all(c in frame.columns for c in columns):
-            frame = frame[list(columns)]
-        missing = labels.difference(frame.index)
+        check_unique_labels(name, X.index)
+        missing = labels.difference(X.index)
         if len(missing):
             raise ValueError(f"{name} has no rows for {len(missing)} of the steps it must "
                              f"cover (y's steps and the {future} ahead), first {missing[0]}; "
                              f"covariates are known in advance: give them for every step")
-        values = _values(name, frame.loc[labels])
+        values = _values(name, X.loc[labels])
     else:
         values = _values(name, X)
         if len(values) != n + future:

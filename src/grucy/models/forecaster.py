@@ -17,8 +17,8 @@ from ..io import PathLike, register
 from ..losses import LOSSES, check_quantiles, monotone_quantiles, quantile_loss
 from ..training import SequenceTask
 from ._backtest import interpolate_level, run_backtest
-from ._series import (Series, as_pandas, check_frequency, is_pandas, read_covariates,
-                      read_series)
+from ._series import (Series, as_pandas, by_name, check_frequency, check_unique_labels,
+                      is_pandas, json_label, read_covariates, read_series)
 from .base import (GRUModel, _check_fraction, _check_output, _fitted_array, _fitted_check,
                    _fitted_int, _mean_output_gradient, _standardization)
 from .nets import ReadoutNet, SequenceNet, net_from_config
@@ -327,6 +327,7 @@ class Forecaster(GRUModel):
         for i, (w, s) in enumerate(zip(ws, series)):
             name = f"sample_weight[{i}]" if many else "sample_weight"
             if is_pandas(w) and s.is_pandas:
+                check_unique_labels(name, w.index)
                 w = w.reindex(s.index)
             arr = _as_real_array(name, w).astype(np.float64)
             if arr.shape != (len(s.values),):
@@ -545,10 +546,8 @@ class Forecaster(GRUModel):
         return items, form
 
     def _read_history(self, name, h):
-        if is_pandas(h) and h.ndim == 2 and self.columns_ is not None \
-                and set(self.columns_) <= set(map(_json_label, h.columns)):
-            h = h[[c for c in h.columns if _json_label(c) in self.columns_]]
-            h = h[sorted(h.columns, key=lambda c: self.columns_.index(_json_label(c)))]
+        if is_pandas(h) and h.ndim == 2:
+            h = by_name(name, h, self.columns_)
         s = read_series(name, h)
         k = self.n_series_
         if self._univariate and s.values.shape[1] != 1:
@@ -602,8 +601,9 @@ class Forecaster(GRUModel):
         with np.errstate(over="ignore", invalid="ignore"):
             scaled = ((windows - np.atleast_2d(self.mean_)[rows][:, None])
                       / np.atleast_2d(self.scale_)[rows][:, None])
-        check_result("the history standardised (with mean_ and scale_)",
-                     scaled.astype(self.net_.dtype), hint="rescale y")
+            cast = scaled.astype(self.net_.dtype)   # (float32 overflow: refused below)
+        check_result("the history standardised (with mean_ and scale_)", cast,
+                     hint="rescale y")
         return scaled
 
     def _scaled_covariates(self, covs):
@@ -611,8 +611,9 @@ class Forecaster(GRUModel):
             return None
         with np.errstate(over="ignore", invalid="ignore"):
             scaled = (covs - self.covariate_mean_) / self.covariate_scale_
+            cast = scaled.astype(self.net_.dtype)
         check_result("the covariates standardised (with covariate_mean_ and "
-                     "covariate_scale_)", scaled.astype(self.net_.dtype), hint="rescale X")
+                     "covariate_scale_)", cast, hint="rescale X")
         return scaled
 
     def _unscaled(self, q, rows):
@@ -818,14 +819,6 @@ def _batch_covariates(X, n):
     return list(arr)
 
 
-def _json_label(label):
-    if label is None or isinstance(label, (str, bool, int, float)):
-        return label
-    if isinstance(label, np.generic):
-        return label.item()
-    return str(label)
-
-
 def _check_labels(name, labels, n):
     """A fitted list of ``n`` column labels as ``fit`` keeps them (JSON scalars), or
     None."""
@@ -836,7 +829,7 @@ def _check_labels(name, labels, n):
 
 
 def _json_labels(labels):
-    return None if labels is None else [_json_label(c) for c in labels]
+    return None if labels is None else [json_label(c) for c in labels]
 
 
 def _freq_name(freq):
