@@ -463,6 +463,15 @@ def test_dataframe_columns_are_taken_by_name_or_refused():
         cov.predict(y, 2, X=X.rename(columns={"u": "w"}))
     np.testing.assert_array_equal(cov.predict(y, 2, X=X[["v", "u"]]).to_numpy(),
                                   cov.predict(y, 2, X=X).to_numpy())
+    # a global model: every table's columns by the first one's names
+    ys, Xs = [y, y * 2], [X, X]
+    kw = dict(hidden_size=4, epochs=2, random_state=0)
+    want = grucy.Forecaster(8, **kw).fit(ys, Xs).predict(ys, 2, X=Xs)
+    got = grucy.Forecaster(8, **kw).fit(ys, [X, X[["v", "u"]]]).predict(ys, 2, X=Xs)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a.to_numpy(), b.to_numpy())
+    with pytest.raises(ValueError, match=r"X\[1\] lacks the column\(s\) \['u'\]"):
+        grucy.Forecaster(8, **kw).fit(ys, [X, X.rename(columns={"u": "w"})])
 
 
 def test_backtest_checks_y_against_the_fitted_series():

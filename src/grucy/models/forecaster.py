@@ -303,12 +303,14 @@ class Forecaster(GRUModel):
             what = f"a list of {len(series)} covariate tables" if many else "one table"
             raise ValueError(f"X must match y: {what}, one per series of y")
         Xs = X if many else [X]
-        covs = [read_covariates(f"X[{i}]" if many else "X", x, s)
+        if is_pandas(Xs[0]) and Xs[0].ndim == 2:
+            self.covariate_names_ = _json_labels(list(Xs[0].columns))
+        # the first table's names: the others' columns are taken by name, as at predict
+        covs = [read_covariates(f"X[{i}]" if many else "X", x, s,
+                                columns=self.covariate_names_)
                 for i, (x, s) in enumerate(zip(Xs, series))]
         if len({c.shape[1] for c in covs}) != 1:
             raise ValueError("every covariate table of X must have the same columns")
-        if is_pandas(Xs[0]) and Xs[0].ndim == 2:
-            self.covariate_names_ = _json_labels(list(Xs[0].columns))
         allc = np.concatenate(covs)
         self.n_covariates_ = allc.shape[1]
         self.covariate_mean_, self.covariate_scale_, scaled = _standardization(
