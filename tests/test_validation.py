@@ -413,6 +413,17 @@ def test_overflow_inside_the_cell_is_reported_not_returned(cls):
         layer.forward(np.zeros((1, 1, 1)), h0)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_overflow_of_a_single_number_shows_its_value_and_blames_no_dtype():
+    """float32 inputs whose difference overflows float32, summed into a float64 loss:
+    the message showed an empty value at index () and blamed float64."""
+    with pytest.raises(ValueError, match=r"^the loss overflowed to NaN or inf \(value "
+                                         r"inf\): the numbers it was computed from are too "
+                                         r"large for their dtype$") as info:
+        mse_loss(np.float32([3e38]), np.float32([-3e38]))
+    assert "float64" not in str(info.value) and "index ()" not in str(info.value)
+
+
 def test_linear_nan_policy(rng):
     lin = Linear(3, 2, dtype=np.float64, seed=0)
     x = rng.standard_normal((4, 3))

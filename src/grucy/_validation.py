@@ -27,6 +27,24 @@ def _integer(name, value):
     return int(value)
 
 
+def _str_list(name, value, items, item):
+    """``value`` as a list of str (``items``: what the list holds, ``item``: one of
+    them, for the messages).  A bare str is refused: iterating it would give one item
+    per character."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a list of {items}, got a single "
+                        f"{type(value).__name__} {value[:40]!r}; wrap it in a list")
+    try:
+        value = list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of {items}, got "
+                        f"{type(value).__name__}") from None
+    for i, v in enumerate(value):
+        if not isinstance(v, str):
+            raise TypeError(f"{name}[{i}] must be {item}, got {type(v).__name__} {v!r}")
+    return value
+
+
 def _positive_int(name, value):
     value = _integer(name, value)
     if value <= 0:
@@ -137,11 +155,19 @@ def check_result(what, arr, hint=""):
     is an overflow (or inf - inf), never bad input."""
     if arr.dtype.kind != "f" or _finite(arr):
         return
-    bad = ~np.isfinite(arr)
-    where = tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else ()
-    value = arr[where] if where else ""
+    if arr.ndim == 0:
+        # A single number (a loss summed into a Python float): no index to show, and its
+        # dtype says nothing of where the overflow happened, often in float32 terms
+        # before a float64 sum.
+        raise NumericOverflowError(f"{what} overflowed to NaN or inf (value {arr[()]}): "
+                                   f"the numbers it was computed from are too large for "
+                                   f"their dtype" + (f"; {hint}" if hint else ""))
+    bad = np.argwhere(~np.isfinite(arr))
+    if not bad.size:
+        return
+    where = tuple(int(i) for i in bad[0])
     raise NumericOverflowError(f"{what} overflowed to NaN or inf (first at index {where}, "
-                               f"value {value}): the numbers are too large for "
+                               f"value {arr[where]}): the numbers are too large for "
                                f"{arr.dtype}" + (f"; {hint}" if hint else ""))
 
 

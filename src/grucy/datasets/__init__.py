@@ -70,17 +70,51 @@ def load_co2(fill: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     return dates, values
 
 
+def _wall_clock(dates):
+    """``dates`` with every timezone-aware timestamp replaced by its local (wall-clock)
+    time.  NumPy's datetime64 has no timezone: it would convert such a timestamp to UTC,
+    and 2021-01-01 02:00 in Tokyo would get the features of December 31."""
+    accessor = getattr(dates, "dt", None)  # a pandas Series of datetimes
+    if getattr(accessor, "tz", None) is not None:
+        return accessor.tz_localize(None)
+    if getattr(dates, "tz", None) is not None and hasattr(dates, "tz_localize"):
+        return dates.tz_localize(None)  # a pandas DatetimeIndex or Timestamp
+    arr = np.asarray(dates)
+    if arr.dtype == object:  # datetime or Timestamp objects, each maybe with its own zone
+        arr = np.array([v.replace(tzinfo=None) if getattr(v, "tzinfo", None) is not None
+                        else v for v in arr.ravel()], dtype=object).reshape(arr.shape)
+    return arr
+
+
 def calendar_features(dates, harmonics: int = 2, period_days: float = 365.25) -> np.ndarray:
     """Calendar covariates of ``dates`` (datetime64 or anything NumPy reads as dates):
     ``sin`` and ``cos`` of ``2 pi k t`` for k = 1..``harmonics``, t the fraction of the
     year (of ``period_days``) gone by.  Known in advance for any date: the covariates a
-    :class:`grucy.Forecaster` reads for the seasons.  Returns (n, 2 * harmonics)."""
-    from .._validation import _positive_int
+    :class:`grucy.Forecaster` reads for the seasons.  Returns (n, 2 * harmonics).
+
+    ``dates`` is 1-D (n dates) or a single date; a missing date (NaT) is refused.
+    Timezone-aware timestamps (pandas, :class:`datetime.datetime`) count by their local
+    calendar date, the one their wall clock shows (NumPy itself converts them to UTC;
+    strings with a UTC offset are still converted so, by NumPy)."""
+    from .._validation import _positive_int, _real
 
     harmonics = _positive_int("harmonics", harmonics)
-    d = np.asarray(dates, dtype="datetime64[D]")
+    period_days = _real("period_days", period_days)
+    if period_days <= 0:
+        raise ValueError(f"period_days must be a positive finite number (the length of "
+                         f"the cycle in days), got {period_days}")
+    d = np.asarray(_wall_clock(dates), dtype="datetime64[D]")
+    if d.ndim > 1:  # column_stack would interleave the rows' features
+        raise ValueError(f"dates must be 1-D (one date per row) or a single date, got "
+                         f"shape {d.shape}")
+    missing = np.isnat(d)
+    if missing.any():
+        # NaT minus its year is NaT, which as a float is -9.2e18: finite made-up features
+        first = int(np.flatnonzero(missing)[0]) if d.ndim else 0
+        raise ValueError(f"dates contains NaT, a missing date (first at index {first}); "
+                         f"calendar features need every date")
     days = (d - d.astype("datetime64[Y]")).astype(np.float64)
-    phase = 2 * np.pi * days / float(period_days)
+    phase = 2 * np.pi * days / period_days
     return np.column_stack([f(k * phase) for k in range(1, harmonics + 1)
                             for f in (np.sin, np.cos)])
 
@@ -132,18 +166,9 @@ def load_stdlib_text(max_chars: int = 400_000, modules: Sequence[str] = STDLIB_M
 
     max_chars = _positive_int("max_chars", max_chars)
     parts, total = [], 0
-    for name in modules:
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError):
-            continue
-        origin = getattr(spec, "origin", None)
-        if not origin or not origin.endswith(".py"):
-            continue
-        try:
-            with open(origin, encoding="utf-8") as f:
-                source = f.read()
-        except OSError:
+    for name in _module_names(modules):
+        source = _source(name)
+        if source is None:
             continue
         piece = f"# ---- {name} ----\n{source}"
         parts.append(piece[:max_chars - total])
@@ -170,7 +195,15 @@ LINE_KINDS = {
 }
 
 
+def _module_names(modules):
+    from .._validation import _str_list
+
+    return _str_list("modules", modules, "module names", "a module name (str)")
+
+
 def _source(name):
+    """The source text of the module ``name``, or None when it is absent from this
+    Python or shipped without its .py file."""
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
@@ -244,7 +277,7 @@ def load_stdlib_lines(max_length: int = 80,
 
     max_length = _positive_int("max_length", max_length)
     lines, kinds, seen = [], [], set()
-    for name in modules:
+    for name in _module_names(modules):
         source = _source(name)
         if source is None:
             continue

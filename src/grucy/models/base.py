@@ -65,6 +65,13 @@ def _not_fitted_error_class():
     return _NOT_FITTED[0]
 
 
+def not_fitted(obj):
+    """The error for a method of the unfitted estimator ``obj`` (raise it)."""
+    return _not_fitted_error_class()(
+        f"This {type(obj).__name__} instance is not fitted yet. Call 'fit' with "
+        f"appropriate arguments before using it.")
+
+
 @dataclass(eq=False, repr=False, kw_only=True)
 class GRUModel:
     """Options, training and fitted-state handling shared by every model.
@@ -165,9 +172,7 @@ class GRUModel:
 
     def _check_is_fitted(self):
         if not hasattr(self, "net_"):
-            raise _not_fitted_error_class()(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                f"appropriate arguments before using it.")
+            raise not_fitted(self)
 
     def _quantized_copy(self):
         """What ``grucy.quantize(model, "int8")`` returns: a copy whose GRU runs in int8
