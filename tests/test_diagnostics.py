@@ -124,6 +124,19 @@ def test_regimes():
         regimes(Gates(rr, zz, zz, zz), near=0.6)
 
 
+def test_regimes_refuses_gates_without_a_valid_step_and_a_near_not_a_number():
+    # all NaN: every unit was labelled 'carry' (the argmax of zero counts)
+    nan = np.full((2, 3, 4), np.nan)
+    with pytest.raises(ValueError, match=r"^g has no valid step: its gates are NaN "
+                                         r"everywhere \(shape \(2, 3, 4\)\)"):
+        regimes(Gates(nan, nan, nan, nan))
+    half = np.full((1, 1, 4), 0.5)
+    with pytest.raises(TypeError, match=r"^near must be a real number, got str '0.1'"):
+        regimes(Gates(half, half, half, half), near="0.1")
+    with pytest.raises(ValueError, match=r"^near must be finite"):
+        regimes(Gates(half, half, half, half), near=float("nan"))
+
+
 def _fd_step_jacobian(layer, x, h0, layer_index, t):
     """d h_t / d h_{t-1} of one layer by central differences (its input held fixed)."""
     single = type(layer)(**{**_config(layer), "num_layers": 1,
@@ -258,6 +271,18 @@ def test_gradient_flow_of_a_bare_layer(make):
         gradient_flow(layer, x, y=np.zeros(2))
     with pytest.raises(ValueError, match="shape of h_n"):
         gradient_flow(layer, x, dh_n=np.zeros((1, 1, 1)))
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_gradient_flow_refuses_an_input_without_steps_or_sequences(batch_first):
+    # was "need at least one array to stack" (T=0) or ZeroDivisionError (B=0)
+    gru = grucy.GRU(3, 4, batch_first=batch_first, seed=0)
+    for shape in [(0, 2, 3), (5, 0, 3)]:
+        # shape is (T, B, I); the message shows it so whatever the layout
+        x = np.zeros((shape[1], shape[0], 3) if batch_first else shape, np.float32)
+        with pytest.raises(ValueError, match=rf"^x must have at least one step and one "
+                                             rf"sequence, got \({shape[0]}, {shape[1]}, 3\)"):
+            gradient_flow(gru, x)
 
 
 def _layer_copy64(layer):

@@ -108,8 +108,13 @@ def test_missing_mpi4py(monkeypatch):
 
 
 def test_local_mpiexec_checks_its_arguments(monkeypatch):
-    with pytest.raises(ValueError, match="positive number of ranks"):
+    with pytest.raises(ValueError, match=r"^n must be a positive integer, got 0"):
         local_mpiexec(0)
+    # int(n) made 2.5 two ranks, and 'two' a raw int() error
+    with pytest.raises(TypeError, match=r"^n must be an integer, got float 2.5"):
+        local_mpiexec(2.5)
+    with pytest.raises(TypeError, match=r"^n must be an integer, got str 'two'"):
+        local_mpiexec("two")
     with pytest.raises(ValueError, match="transport must be"):
         local_mpiexec(2, transport="infiniband")
     monkeypatch.setenv("PATH", "")

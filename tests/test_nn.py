@@ -105,6 +105,17 @@ def test_sequential_gradients_names_and_state(rng):
         Sequential(object())
 
 
+def test_sequential_refuses_the_same_layer_twice():
+    # a layer keeps one forward's cache: used twice, backward found it overwritten and
+    # said "needs a preceding forward" right after a forward
+    lin = Linear(2, 2, dtype=np.float64, seed=0)
+    with pytest.raises(ValueError, match=r"layer 2 is the same object as layer 0"):
+        Sequential(lin, Dropout(0.1), lin)
+    drop = Dropout(0.5)
+    with pytest.raises(ValueError, match=r"layer 2 is the same object as layer 1"):
+        Sequential(Linear(2, 2, dtype=np.float64), drop, drop)
+
+
 # -- losses -------------------------------------------------------------------------------
 REGRESSION = {"mse": losses.mse_loss, "mae": losses.mae_loss, "huber": losses.huber_loss}
 
@@ -423,6 +434,21 @@ def test_optimizer_state_dict_errors():
         Adam(p, g).load_state_dict(state)
     with pytest.raises(ValueError, match="nesterov"):
         SGD(p, g, nesterov=True)
+    # a negative second moment passed the shape and finiteness checks, and the next
+    # step took its square root: NaN in the parameters
+    for opt_class in (Adam, AdamW):
+        params = [np.ones(2)]
+        opt = opt_class(params, [np.full(2, 0.1)])
+        state = opt.state_dict()
+        state["exp_avg_sq"] = [np.array([0.5, -1.0])]
+        with pytest.raises(ValueError, match=r"state\['exp_avg_sq'\]\[0\] holds a "
+                                             r"negative value \(-1.0\)"):
+            opt.load_state_dict(state)
+        opt.step()  # the refused state changed nothing
+        assert np.all(np.isfinite(params[0]))
+    state = SGD(p, g, momentum=0.9).state_dict()
+    state["momentum_buffer"] = [np.array([-1.0, 2.0])]  # any sign is a valid momentum
+    SGD(p, g, momentum=0.9).load_state_dict(state)
     with pytest.raises(ValueError, match="optimizer must be one of"):
         make_optimizer("lbfgs", p, g, lr=0.1)
     assert isinstance(make_optimizer("AdamW", p, g, lr=0.1), AdamW)
@@ -515,3 +541,33 @@ def test_schedule_state_dict_resumes_exactly(make):
         b.step(m)
     assert opt_b.lr == lrs[-1]
     assert math.isfinite(opt_b.lr)
+
+
+def test_schedule_load_state_dict_checks_the_values():
+    """Bad values were stored as they came, and step() failed later with a raw
+    TypeError ("can only concatenate str (not "int") to str")."""
+    def opt():
+        return SGD([np.zeros(3)], [np.zeros(3)], lr=0.1)
+
+    s = StepLR(opt(), 2)
+    for key, value, error, message in [
+            ("last_epoch", "3", TypeError, r"state\['last_epoch'\] must be an integer"),
+            ("last_epoch", -1, ValueError, r"state\['last_epoch'\] must be a non-negative"),
+            ("base_lr", "0.1", TypeError, r"state\['base_lr'\] must be a real number"),
+            ("base_lr", float("nan"), ValueError, r"state\['base_lr'\] must be finite")]:
+        with pytest.raises(error, match=message):
+            s.load_state_dict({**s.state_dict(), key: value})
+    assert (s.last_epoch, s.base_lr) == (0, 0.1)  # nothing changed
+    r = ReduceLROnPlateau(opt())
+    for key, value, error, message in [
+            ("best", "abc", ValueError, r"state\['best'\] must be a number or None"),
+            ("best", float("nan"), ValueError, r"state\['best'\] must be a number"),
+            ("num_bad_epochs", 1.5, TypeError, r"state\['num_bad_epochs'\] must be an "
+                                               r"integer"),
+            ("cooldown_counter", -2, ValueError, r"state\['cooldown_counter'\]")]:
+        with pytest.raises(error, match=message):
+            r.load_state_dict({**r.state_dict(), key: value})
+    r.load_state_dict({**r.state_dict(), "best": 2, "num_bad_epochs": np.int64(1)})
+    assert r.best == 2.0 and r.num_bad_epochs == 1
+    r.step(1.0)
+    assert r.best == 1.0

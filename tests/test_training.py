@@ -463,3 +463,46 @@ def test_models_on_two_simulated_ranks_match_one_process(kind):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=name)
         for k, v in single.history_.items():
             np.testing.assert_allclose(model.history_[k], v, rtol=1e-10, err_msg=k)
+
+
+def test_packed_from_padded_checks_lengths():
+    """Lengths past T were blamed on "offsets", a wrong count was a raw IndexError, and
+    fractional lengths were truncated."""
+    from grucy.training import Packed
+
+    padded = np.arange(6.0).reshape(2, 3, 1)
+    for lengths, error, message in [
+            ([4, 1], ValueError, r"^lengths must lie in \[1, T=3\], got min 1, max 4"),
+            ([0, 1], ValueError, r"^lengths must lie in \[1, T=3\]"),
+            ([1, 1, 1], ValueError, r"^lengths must have shape \(B,\) = \(2,\), got \(3,\)"),
+            ([[1, 1]], ValueError, r"^lengths must have shape"),
+            ([2.5, 1], TypeError, r"^lengths must be integers")]:
+        with pytest.raises(error, match=message):
+            Packed.from_padded(padded, lengths)
+    with pytest.raises(ValueError, match=r"^padded must be \(n, T, \.\.\.\), at least 2-D"):
+        Packed.from_padded(np.zeros(3), [1])
+    p = Packed.from_padded(padded, [2, 3.0])
+    assert p.lengths.tolist() == [2, 3] and p.values.ravel().tolist() == [0, 1, 3, 4, 5]
+    assert len(Packed.from_padded(np.zeros((0, 3, 1)), [])) == 0
+
+
+def test_a_schedule_state_refused_on_resume_leaves_the_optimizer_as_it_was(tmp_path):
+    # The optimizer's state is restored before the schedule's; when the schedule then
+    # refuses, the optimizer goes back ("everything is checked before anything changes").
+    X, Y = make_data()
+    path = tmp_path / "s.grucy"
+    t = Trainer(make_task(X, Y), epochs=2, schedule="step", seed=0, checkpoint=path)
+    t.fit()
+    fresh = Trainer(make_task(X, Y), epochs=3, schedule="step", seed=0)
+    fresh.optimizer.step()   # some state of its own to keep
+    before = fresh.optimizer.state_dict()
+
+    def refuse(state):
+        raise ValueError("schedule state refused")
+    fresh.schedule.load_state_dict = refuse
+    with pytest.raises(ValueError, match="schedule state refused"):
+        fresh.load_checkpoint(path)
+    after = fresh.optimizer.state_dict()
+    assert after.keys() == before.keys()
+    for key in before:
+        assert str(after[key]) == str(before[key]), key

@@ -33,7 +33,8 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._base import Gates
+from ._base import Gates, time_major_x
+from ._validation import _real
 
 __all__ = ["Gates", "REGIMES", "Regimes", "StateJacobian", "gates", "gradient_flow",
            "regimes", "state_jacobian"]
@@ -184,6 +185,11 @@ def regimes(g: Gates, *, near: float = 0.1) -> Regimes:
     -------
     Regimes
 
+    Raises
+    ------
+    ValueError
+        When ``g`` has no valid step (NaN everywhere): no unit has a regime.
+
     Examples
     --------
     >>> import numpy as np
@@ -196,6 +202,7 @@ def regimes(g: Gates, *, near: float = 0.1) -> Regimes:
     >>> res.fractions["carry"], res.fractions["mixed"]
     (0.25, 0.25)
     """
+    near = _real("near", near)
     if not 0.0 < near < 0.5:
         raise ValueError(f"near must be in (0, 0.5), got {near}")
     z = np.asarray(g.z, dtype=np.float64)
@@ -203,6 +210,10 @@ def regimes(g: Gates, *, near: float = 0.1) -> Regimes:
     H = z.shape[-1]
     z2, r2 = z.reshape(-1, H), r.reshape(-1, H)
     valid = ~np.isnan(z2[:, 0])
+    if not valid.any():
+        # with no step to count every unit would get the argmax of zero counts: 'carry'
+        raise ValueError(f"g has no valid step: its gates are NaN everywhere (shape "
+                         f"{z.shape}), so there is nothing to classify")
     z2, r2 = z2[valid], r2[valid]
     masks = {"carry": z2 >= 1 - near,
              "reset": (z2 <= near) & (r2 <= near),
@@ -442,12 +453,10 @@ def _layer_flow_inputs(layer, x, y, dh_n):
         raise ValueError("y is a model's target; for a bare layer pass dh_n, the "
                          "gradient reaching h_n")
     gru = _layer_copy(layer, dtype="float64", batch_first=True, dropout=0.0)
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 3:
-        raise ValueError(f"x must be 3-D (the layer's input), got shape {x.shape}")
-    if not layer.batch_first:
-        x = x.transpose(1, 0, 2)
-    x = np.ascontiguousarray(x)
+    # checked as the layer's forward checks it (3-D, at least one step and one
+    # sequence): an empty x would fail below with raw stacking or division errors
+    x = time_major_x(x, layer.batch_first, layer.input_size)
+    x = np.ascontiguousarray(x.transpose(1, 0, 2), dtype=np.float64)
     B = x.shape[0]
     D = getattr(layer, "num_directions", 1)
     shape = (layer.num_layers * D, B, layer.hidden_size)

@@ -54,6 +54,8 @@ from typing import Any, List, Mapping, Optional, Sequence, Union
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._validation import _positive_int
+
 __all__ = ["MPICommunicator", "SingleProcess", "common_seed", "get_communicator",
            "launcher_size", "local_mpiexec"]
 
@@ -366,9 +368,7 @@ def local_mpiexec(n: int, *, transport: Optional[str] = "tcp-loopback",
     import shutil
     import subprocess
 
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"n must be a positive number of ranks, got {n}")
+    n = _positive_int("n", n)  # not int(n): 2.5 would quietly become 2 ranks
     if transport not in ("tcp-loopback", "shared-memory", None):
         raise ValueError(f"transport must be 'tcp-loopback', 'shared-memory' or None, got "
                          f"{transport!r}")

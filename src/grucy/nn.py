@@ -357,6 +357,14 @@ class Sequential(ParameterHolder):
             if isinstance(layer, Embedding) and i > 0:
                 raise ValueError(f"layer {i} is an Embedding: it may only come first (its "
                                  f"integer input has no gradient to pass back)")
+            # A layer caches one forward's input for its backward: used twice, its
+            # second forward would overwrite the first one's cache, and backward would
+            # fail (or compute a wrong gradient).
+            first = next(j for j, other in enumerate(layers) if other is layer)
+            if first < i:
+                raise ValueError(f"layer {i} is the same object as layer {first}; a layer "
+                                 f"keeps the cache of one forward for its backward, so "
+                                 f"each may appear in a Sequential only once")
         self.layers = list(layers)
         self._params, self.grads = {}, {}
         dtypes = set()

@@ -25,7 +25,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 
-from ._validation import _flag, _positive_int, _real, as_float_array, check_finite
+from ._validation import (_flag, _integer, _positive_int, _real, as_float_array,
+                          check_finite)
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm", "Schedule", "StepLR",
            "CosineAnnealingLR", "ReduceLROnPlateau", "OPTIMIZERS", "make_optimizer"]
@@ -57,6 +58,14 @@ def _nonneg(name, value):
     return value
 
 
+def _count(name, value):
+    """A non-negative integer (an epoch or a counter)."""
+    value = _integer(name, value)
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value}")
+    return value
+
+
 class Optimizer:
     """Base of the optimisers: validated parallel lists of parameters and gradients.
 
@@ -73,6 +82,9 @@ class Optimizer:
     """
 
     _buffers: tuple = ()
+    #: the buffers that can never be negative (a sum of squares): a loaded negative
+    #: value would reach a square root in the next step and write NaN into the weights
+    _nonnegative_buffers: tuple = ()
     _hyper: tuple = ("lr",)
 
     @property
@@ -177,6 +189,10 @@ class Optimizer:
                     raise ValueError(f"state[{b!r}][{i}] has shape {a.shape}, expected "
                                      f"{p.shape}")
                 check_finite(f"state[{b!r}][{i}]", a)
+                if b in self._nonnegative_buffers and np.any(a < 0):
+                    raise ValueError(f"state[{b!r}][{i}] holds a negative value ("
+                                     f"{a[a < 0].flat[0]}); it is a running mean of "
+                                     f"squared gradients, never below 0")
                 checked.append(a)
             new[b] = checked
         hyper = self._check_hyper(**{h: state[h] for h in self._hyper})
@@ -271,6 +287,7 @@ class Adam(Optimizer):
     """
 
     _buffers = ("exp_avg", "exp_avg_sq")
+    _nonnegative_buffers = ("exp_avg_sq",)
     _hyper = ("lr", "betas", "eps", "weight_decay")
     betas: Tuple[float, float]
     eps: float
@@ -434,11 +451,17 @@ class Schedule:
         missing = [k for k in self._state if k not in state]
         if missing:
             raise ValueError(f"state lacks {missing}")
-        for k in self._state:
-            setattr(self, k, self._restore(k, state[k]))
+        # every value checked before any is set: a bad one would otherwise surface
+        # later, from step(), as a raw TypeError naming nothing
+        restored = {k: self._restore(k, state[k]) for k in self._state}
+        for k, v in restored.items():
+            setattr(self, k, v)
 
     def _restore(self, key, value):
-        return value
+        """``state[key]`` checked and converted to what the schedule keeps."""
+        if key == "base_lr":
+            return _nonneg("state['base_lr']", value)
+        return _count(f"state[{key!r}]", value)  # last_epoch and the other counters
 
     def __repr__(self):
         args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._args)
@@ -558,6 +581,11 @@ class ReduceLROnPlateau(Schedule):
             self.num_bad_epochs = 0
 
     def _restore(self, key, value):
-        if key == "best" and value is None:
+        if key != "best":
+            return super()._restore(key, value)
+        if value is None:  # state_dict() writes the initial infinity as None (JSON)
             return math.inf if self.mode == "min" else -math.inf
-        return value
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
+                or math.isnan(value):
+            raise ValueError(f"state['best'] must be a number or None, got {value!r}")
+        return float(value)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 
+from .._base import GRUBase
 from .._validation import _as_real_array, check_finite
 from ..losses import count_terms
 from .tasks import ArrayTask, _check_loss, _check_net, _digest, _indices
@@ -56,11 +57,20 @@ class Packed:
     @classmethod
     def from_padded(cls, padded: np.ndarray, lengths: Optional[np.ndarray] = None) -> "Packed":
         """Pack ``padded`` (n, T, ...) keeping the first ``lengths[i]`` steps of row i
-        (all T when ``lengths`` is None)."""
+        (all T when ``lengths`` is None): n integers in [1, T]."""
         padded = np.asarray(padded)
+        if padded.ndim < 2:
+            raise ValueError(f"padded must be (n, T, ...), at least 2-D, got shape "
+                             f"{padded.shape}")
         n, T = padded.shape[:2]
-        lengths = np.full(n, T, np.int64) if lengths is None else np.asarray(lengths,
-                                                                             np.int64)
+        # checked as the GRU checks its lengths: a length past T would otherwise show up
+        # as a wrong "offsets" complaint, a wrong count as a raw IndexError
+        if lengths is None:
+            lengths = np.full(n, T, np.int64)
+        elif n == 0 and np.size(lengths) == 0:  # no rows: no range to check
+            lengths = np.zeros(0, np.int64)
+        else:
+            lengths = GRUBase._check_lengths(lengths, T, n)
         mask = np.arange(T)[None, :] < lengths[:, None]
         return cls(padded[mask], np.concatenate([[0], np.cumsum(lengths)]))
 

@@ -470,9 +470,14 @@ class Trainer:
         for g, state in zip(gens, config["generators"]):
             type(g.bit_generator)().state = state
         type(self.rng.bit_generator)().state = config["rng"]
+        before = self.optimizer.state_dict() if self.schedule is not None else None
         self.optimizer.load_state_dict(opt_state)
         if self.schedule is not None:
-            self.schedule.load_state_dict(config["schedule"])
+            try:
+                self.schedule.load_state_dict(config["schedule"])
+            except BaseException:  # the optimizer goes back: nothing restored at all
+                self.optimizer.load_state_dict(before)
+                raise
         for p, a in zip(self.params, params):
             p[...] = a
         self.rng.bit_generator.state = config["rng"]
