@@ -502,3 +502,69 @@ def test_backtest_takes_pandas_covariates_by_name_as_predict_does():
                                                                 horizon=2)["forecast"])
     np.testing.assert_array_equal(r["forecast"][0],
                                   model.predict(y.iloc[:70], 2, X).to_numpy())
+
+
+@requires("pandas")
+def test_a_global_model_reads_every_frame_as_its_first_and_as_predict_does():
+    import pandas as pd
+
+    n = 60
+    idx = pd.date_range("2021-01-01", periods=n, freq="D")
+    t = np.arange(n)
+    s1 = pd.DataFrame({"a": np.sin(t / 4), "b": 100 + np.cos(t / 4)}, index=idx)
+    s2 = pd.DataFrame({"a": np.sin(t / 5), "b": 100 + np.cos(t / 5)}, index=idx)
+    kw = dict(hidden_size=4, epochs=2, random_state=0)
+    want = grucy.Forecaster(6, **kw).fit([s1, s2])
+    # (s2's columns reordered used to be read by position: "b" trained as "a")
+    got = grucy.Forecaster(6, **kw).fit([s1, s2[["b", "a"]]])
+    np.testing.assert_array_equal(got.mean_, want.mean_)
+    for a, b in zip(got.predict([s1, s2], 2), want.predict([s1, s2], 2)):
+        np.testing.assert_array_equal(a.to_numpy(), b.to_numpy())
+    with pytest.raises(ValueError, match=r"y\[1\] lacks the column\(s\) \['a', 'b'\]"):
+        grucy.Forecaster(6, **kw).fit([s1, s2.rename(columns={"a": "x", "b": "y"})])
+    # every series evenly spaced, named (the second used to be trained on as it was)
+    gappy = s2.drop(s2.index[[5, 9, 30]])
+    with pytest.raises(ValueError, match=r"frequency of y\[1\]'s DatetimeIndex"):
+        grucy.Forecaster(6, **kw).fit([s1, gappy])
+    with pytest.raises(ValueError, match=r"frequency of y\[1\]'s DatetimeIndex"):
+        want.predict([s1, gappy], 2)
+
+
+@requires("pandas")
+def test_pandas_weights_without_a_label_of_y_are_named_not_nan():
+    import pandas as pd
+
+    idx = pd.date_range("2021-01-01", periods=40, freq="D")
+    y = pd.Series(np.sin(np.arange(40) / 3), index=idx)
+    m = grucy.Forecaster(4, hidden_size=4, epochs=1, random_state=0)
+    # (both read as "sample_weight contains NaN or inf")
+    for w in (pd.Series(1.0, index=idx[5:]), pd.Series(np.ones(40))):
+        with pytest.raises(ValueError, match=r"sample_weight has no weight for \d+ of y's "
+                                             r"steps, first 2021-01-01"):
+            m.fit(y, sample_weight=w)
+
+
+@requires("pandas")
+def test_forecasts_keep_a_period_index_name():
+    import pandas as pd
+
+    idx = pd.period_range("2000-01", periods=40, freq="M", name="month")
+    y = pd.Series(np.sin(np.arange(40) / 3), index=idx)
+    f = grucy.Forecaster(4, hidden_size=4, epochs=1, random_state=0).fit(y).predict(y, 3)
+    assert f.index.name == "month" and f.index[0] == pd.Period("2003-05", "M")
+
+
+def test_backtest_refuses_an_interval_the_levels_do_not_span_before_refitting(monkeypatch):
+    y = np.sin(np.arange(80) / 4)
+    m = grucy.Forecaster(6, quantiles=(0.25, 0.75), hidden_size=4, epochs=1,
+                         random_state=0)
+    fits = []
+    real_fit = grucy.Forecaster.fit
+    monkeypatch.setattr(grucy.Forecaster, "fit",
+                        lambda self, *a, **k: fits.append(1) or real_fit(self, *a, **k))
+    with pytest.raises(ValueError, match=r"coverage=0.8 needs the 0.1 and 0.9 quantiles, "
+                                         r"outside the fitted levels \[0.25, 0.5, 0.75\]"):
+        m.backtest(y, start=40, horizon=2, stride=2, refit=True)
+    assert len(fits) == 1          # (it used to come after all 20 refits)
+    bt = m.fit(y[:40]).backtest(y, start=40, horizon=2, coverage=0.5)
+    assert 0 <= bt["coverage"] <= 1

@@ -456,6 +456,9 @@ def test_charlm_learns_beyond_a_bigram_and_generates():
     assert sample == lm.generate("the ", 40, temperature=0.5, random_state=1)
     greedy = lm.generate("the c", 3, temperature=0)
     assert greedy == "at "
+    # a vanishing temperature is greedy (1e-310 overflowed z / t: NumPy's NaN error)
+    for t in (1e-300, 1e-310, 5e-324):
+        assert lm.generate("the c", 3, temperature=t, random_state=1) == greedy
     # unseen characters map to the unknown symbol and are still scored
     assert np.isfinite(lm.bits_per_char("the zebra"))
 

@@ -81,6 +81,19 @@ def _history(y, o):
     return y.iloc[:o] if is_pandas(y) else np.asarray(y)[:o]
 
 
+def _interval_levels(coverage, levels):
+    """The quantile levels of a ``coverage`` interval, which the fitted ``levels``
+    must span (None: no interval, or a model without quantiles)."""
+    if coverage is None or levels is None:
+        return None
+    lo, hi = (1 - coverage) / 2, (1 + coverage) / 2
+    if lo < levels[0] - 1e-12 or hi > levels[-1] + 1e-12:
+        raise ValueError(f"coverage={coverage} needs the {lo:g} and {hi:g} quantiles, "
+                         f"outside the fitted levels {levels.tolist()}; give a coverage "
+                         f"they span, or coverage=None")
+    return lo, hi
+
+
 def _backtest_one(model, y, X, row, start, horizon, stride, refit, coverage):
     # a fitted model reads y as predict does (its columns, by name for a DataFrame);
     # a refit one is fitted on y itself
@@ -104,11 +117,14 @@ def _backtest_one(model, y, X, row, start, horizon, stride, refit, coverage):
         for o in origins:
             m = type(model)(**model.get_params())
             m.fit(_history(y, o), None if X is None else _covariate_history(X, y, o))
+            if not blocks:  # refused after the first fit, not after all of them
+                _interval_levels(coverage, m.quantiles_)
             blocks.append(_forecast_at(m, series, cov, [o], horizon, 0)[0])
         q = np.stack(blocks)
         levels = m.quantiles_
         med = 0 if levels is None else m._median_index()
     else:
+        _interval_levels(coverage, model.quantiles_)
         q = _forecast_at(model, series, cov, origins, horizon, row)
         levels = model.quantiles_
         med = 0 if levels is None else model._median_index()
@@ -122,10 +138,7 @@ def _backtest_one(model, y, X, row, start, horizon, stride, refit, coverage):
         result["levels"] = levels
         result["quantiles"] = q
         if coverage is not None:
-            lo, hi = (1 - coverage) / 2, (1 + coverage) / 2
-            if lo < levels[0] - 1e-12 or hi > levels[-1] + 1e-12:
-                raise ValueError(f"coverage={coverage} needs the {lo:g} and {hi:g} "
-                                 f"quantiles, outside the fitted levels {levels.tolist()}")
+            lo, hi = _interval_levels(coverage, levels)
             result["lower"], result["upper"] = interpolate_level(q, levels, lo), \
                 interpolate_level(q, levels, hi)
             result["covered"] = (actual >= result["lower"]) & (actual <= result["upper"])

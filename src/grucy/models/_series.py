@@ -151,7 +151,7 @@ def future_index(name, index, horizon):
     freq = check_frequency(name, index)
     last = index[-1]
     if isinstance(index, pd.PeriodIndex):
-        return pd.period_range(start=last + 1, periods=horizon, freq=freq)
+        return pd.period_range(start=last + 1, periods=horizon, freq=freq, name=index.name)
     if isinstance(index, pd.DatetimeIndex):
         return pd.DatetimeIndex([last + i * freq for i in range(1, horizon + 1)],
                                 freq=freq, name=index.name)

@@ -177,8 +177,10 @@ class CharLM(GRUModel):
             if temperature == 0:
                 c = int(np.argmax(z))
             else:
-                z = z / temperature
-                p = np.exp(z - z.max())
+                # shifted before the division: a tiny temperature (1e-310) made z / t
+                # overflow to inf, and inf - inf is NaN; now the others go to -inf
+                with np.errstate(over="ignore"):
+                    p = np.exp((z - z.max()) / temperature)
                 c = int(rng.choice(V, p=p / p.sum()))
             out.append(self.vocab_[c])
             logits = net.forward(np.array([[c]]), None, training=False)[0, -1]

@@ -282,7 +282,18 @@ class Forecaster(GRUModel):
     def _read_all(self, name, y, many) -> List[Series]:
         if not many:
             return [read_series(name, y)]
-        series = [read_series(f"{name}[{i}]", s) for i, s in enumerate(y)]
+        # the columns of every DataFrame after the first by the first one's names, as
+        # predict takes them (by position, a reordered frame trained on a column as
+        # another); each series evenly spaced, as one series is
+        first = y[0]
+        names = ([json_label(c) for c in first.columns]
+                 if is_pandas(first) and first.ndim == 2 else None)
+        series = [read_series(f"{name}[{i}]", by_name(f"{name}[{i}]", s, names)
+                              if i and names is not None and is_pandas(s) and s.ndim == 2
+                              else s) for i, s in enumerate(y)]
+        for i, s in enumerate(series):
+            if s.is_pandas:
+                check_frequency(f"{name}[{i}]", s.index)
         shapes = {(s.values.shape[1], s.univariate) for s in series}
         if len(shapes) != 1:
             raise ValueError(f"every series of {name} must have the same columns (all 1-D, "
@@ -330,6 +341,11 @@ class Forecaster(GRUModel):
             name = f"sample_weight[{i}]" if many else "sample_weight"
             if is_pandas(w) and s.is_pandas:
                 check_unique_labels(name, w.index)
+                missing = s.index.difference(w.index)
+                if len(missing):  # (reindexed, they read as NaN weights)
+                    raise ValueError(f"{name} has no weight for {len(missing)} of y's "
+                                     f"steps, first {missing[0]}; a pandas weight is "
+                                     f"aligned by y's index labels")
                 w = w.reindex(s.index)
             arr = _as_real_array(name, w).astype(np.float64)
             if arr.shape != (len(s.values),):
@@ -537,6 +553,8 @@ class Forecaster(GRUModel):
         for i, (h, x) in enumerate(zip(ys, Xs)):
             name = f"y[{i}]" if form != "single" else "y"
             s = self._read_history(name, h)
+            if s.is_pandas:  # (named here: the forecast's index needs it)
+                check_frequency(name, s.index)
             cov = None
             if self.n_covariates_:
                 cov = read_covariates(f"X[{i}]" if form != "single" else "X", x, s,
