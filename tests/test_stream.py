@@ -104,8 +104,9 @@ def test_stream_reads_either_byte_order(kind):
         want = native.step(x[t])
         got = swapped.step(x[t].astype(x.dtype.newbyteorder(">")))
         np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(want, layer(x, training=False)[0][-1]
-                                  if kind != "int8" else layer(x)[0][-1])
+    if grucy.kernel_isa() != "blas":   # (BLAS makes no stream = forward promise)
+        np.testing.assert_array_equal(want, layer(x, training=False)[0][-1]
+                                      if kind != "int8" else layer(x)[0][-1])
 
 
 def test_stream_arguments():
