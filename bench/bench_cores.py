@@ -6,7 +6,8 @@ For a lent machine where one prepared command runs and its files come back::
     python3 setup.py build_ext --inplace && export PYTHONPATH=src
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_cores.py --out DIR
 
-It writes DIR/cores.json (and the sweep's own bench_gru.json and sweep.md) with:
+It writes DIR/cores.json (and the sweep's own bench_gru.json and sweep.md; DIR defaults
+to bench/results/cores) with:
 
 1. the machine: CPU, cores, L2, kernels, the FMA and SGEMM peaks;
 2. the thread sweep of bench_gru.py (grucy, PyTorch, ONNX Runtime at 1, 2, 4, ...
@@ -36,6 +37,14 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:  # the helper modules beside this file, when imported from elsewhere
+    sys.path.insert(0, HERE)
+
+from _bench_args import (checked_default, output_dir, positive_float,  # noqa: E402
+                         positive_int, shape_list, subset)
+
+DEFAULT_OUT = os.path.join(HERE, "results", "cores")  # git-ignored, as bench/results/ is
+STEPS = ("sweep", "plans", "mpi", "isas", "lasting", "identical")
 SHAPES = ((256, 50, 256, 512), (64, 50, 256, 512), (1, 100, 32, 64))
 PLANS = ((0, 0), (16, 1), (8, 2), (4, 4), (2, 8))
 
@@ -336,29 +345,34 @@ def targets(sweep, plans, mpi, threads):
 def main(argv=None):
     global SHAPES
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=None, help="folder for cores.json and the sweep")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--out", type=output_dir, default=None, metavar="DIR",
+                        help="folder for cores.json and the sweep, made if missing "
+                             "(default: bench/results/cores)")
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="largest thread count (default: the CPUs, at most 16)")
-    parser.add_argument("--seconds", type=float, default=1.5,
+    parser.add_argument("--seconds", type=positive_float, default=1.5,
                         help="time per measured case")
-    parser.add_argument("--shapes", default=None,
+    parser.add_argument("--shapes", type=shape_list(indices=None), default=None,
                         help="BxTxIxH list (default: " + ",".join(label(x) for x in SHAPES)
                         + "; the first two are the large ones)")
-    parser.add_argument("--skip", default="", help="comma list of steps to skip: "
-                        "sweep,plans,mpi,isas,lasting,identical")
+    parser.add_argument("--skip", type=subset(STEPS, "--skip", allow_all=False), default=[],
+                        help="comma list of steps to skip: " + ",".join(STEPS))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--worker-threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-threads", type=positive_int, default=1,
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
+    if args.out is None:  # the default, checked like a given --out
+        args.out = checked_default(parser, "--out", DEFAULT_OUT, output_dir)
+    out_dir = args.out
     if args.shapes:
-        SHAPES = tuple(tuple(int(v) for v in s.split("x")) for s in args.shapes.split(","))
+        SHAPES = tuple(args.shapes)
     import grucy
     threads = args.threads or min(16, os.cpu_count() or 1)
     counts = [n for n in (1, 2, 4, 8, 16, 32, 64) if n < threads] + [threads]
-    out_dir = args.out or "."
     os.makedirs(out_dir, exist_ok=True)
-    skip = set(args.skip.split(",")) - {""}
+    skip = set(args.skip)
     doc = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
            "threads": threads, "counts": counts}
     t0 = time.perf_counter()

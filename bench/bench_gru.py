@@ -47,6 +47,8 @@ if HERE not in sys.path:  # the helper modules beside this file, when imported f
     sys.path.insert(0, HERE)
 
 from _bench_machine import cpu_model, loadavg, usable_cores  # noqa: E402,F401 (bench_mpi)
+from _bench_args import (nonnegative_int, output_path, parse_shapes,  # noqa: E402
+                         positive_float, positive_int, shape, subset, thread_counts)
 from _bench_peers import DEFAULT_SHAPES, ISAS  # noqa: E402
 
 __all__ = ["main", "build_parser", "DEFAULT_SHAPES", "SWEEP_SHAPES"]
@@ -63,74 +65,8 @@ DEFAULT_PEERS = ("torch", "onnxruntime", "numpy", "keras-tf")
 
 
 # -- options --------------------------------------------------------------------------
-def _shape(text, n=4, what="BxTxIxH"):
-    parts = text.strip().lower().split("x")
-    if len(parts) != n or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"{text!r} is not {what} with positive integers")
-    return tuple(int(p) for p in parts)
-
-
-def parse_shapes(text):
-    """``1,3`` (1-based indices into the default list) or ``16x100x64x128`` (BxTxIxH)."""
-    shapes = []
-    for item in text.split(","):
-        item = item.strip().lower()
-        if not item:
-            continue
-        if "x" in item:
-            shapes.append(_shape(item))
-        elif item.isdigit() and 1 <= int(item) <= len(DEFAULT_SHAPES):
-            shapes.append(DEFAULT_SHAPES[int(item) - 1])
-        else:
-            raise argparse.ArgumentTypeError(
-                f"{item!r} is neither an index 1..{len(DEFAULT_SHAPES)} nor BxTxIxH")
-    if not shapes:
-        raise argparse.ArgumentTypeError("no shapes given")
-    return shapes
-
-
-def _subset(allowed, what):
-    def parse(text):
-        items = [t.strip() for t in text.split(",") if t.strip()]
-        if items == ["all"]:
-            return list(allowed)
-        bad = [t for t in items if t not in allowed]
-        if bad or not items:
-            raise argparse.ArgumentTypeError(
-                f"{what} must be a comma-separated subset of {','.join(allowed)} (or 'all'), "
-                f"got {text!r}")
-        return items
-    return parse
-
-
-def _number(convert, what, minimum=0, strict=True):
-    """An argparse type: ``convert(text)`` if it is > minimum (>= when not strict)."""
-    def parse(text):
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-        if not (value > minimum if strict else value >= minimum) or value != value:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
-        return value
-    return parse
-
-
-positive_int = _number(int, "a positive integer")
-positive_float = _number(float, "a positive number")
-
-
-def thread_counts(text):
-    """``8`` or ``1,2,4,8,16``: distinct positive counts, ascending."""
-    try:
-        counts = sorted({positive_int(t) for t in text.split(",") if t.strip()})
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"must be a positive integer or a comma-separated list of them, got {text!r}") \
-            from None
-    if not counts:
-        raise argparse.ArgumentTypeError("no thread count given")
-    return counts
+# The argparse types (shapes, counts, subsets, output paths) are shared with the other
+# bench/ scripts: _bench_args.py.
 
 
 def build_parser(prog=None):
@@ -153,26 +89,26 @@ def build_parser(prog=None):
     p.add_argument("--shapes", type=parse_shapes, default=None, metavar="LIST",
                    help="core shapes: comma-separated 1-based indices into the default "
                         "shapes and/or explicit BxTxIxH, e.g. '1,2' or '8x200x40x96'")
-    p.add_argument("--modes", type=_subset(MODES, "--modes"), default=list(MODES),
+    p.add_argument("--modes", type=subset(MODES, "--modes"), default=list(MODES),
                    metavar="LIST", help="subset of 'train,infer' (default: both)")
-    p.add_argument("--peers", type=_subset(PEER_NAMES, "--peers"),
+    p.add_argument("--peers", type=subset(PEER_NAMES, "--peers"),
                    default=list(DEFAULT_PEERS), metavar="LIST",
                    help=f"peers to run, subset of {','.join(PEER_NAMES)} or 'all' "
                         f"(default: {','.join(DEFAULT_PEERS)}; keras-torch is opt-in, "
                         f"it is slow, and only one Keras backend can run per process)")
-    p.add_argument("--isa", type=_subset(ISAS, "--isa"), default=[], metavar="LIST",
+    p.add_argument("--isa", type=subset(ISAS, "--isa"), default=[], metavar="LIST",
                    help=f"also time grucy on its other GEMM kernels, subset of "
                         f"{','.join(ISAS)} (each a column like a peer: grucy-avx2, ...; "
                         f"for CPUs without AVX-512 run it with ATEN_CPU_CAPABILITY=avx2 "
                         f"so PyTorch is restricted alike)")
-    p.add_argument("--precisions", type=_subset(PRECISIONS, "--precisions"),
+    p.add_argument("--precisions", type=subset(PRECISIONS, "--precisions"),
                    default=list(PRECISIONS), metavar="LIST",
                    help="subset of 'fp32,bf16,int8' (default: all): bf16 adds grucy's "
                         "precision='bf16' (training and inference), int8 adds "
                         "grucy.quantize(gru, 'int8') and, when torch is a peer, PyTorch's "
                         "dynamic int8 GRU (inference), to the core, bidir and varlen cases, "
                         "in their own table (issue 18); grucy float32 always runs")
-    p.add_argument("--cases", type=_subset(CASES, "--cases"), default=list(CASES),
+    p.add_argument("--cases", type=subset(CASES, "--cases"), default=list(CASES),
                    metavar="LIST", help=f"subset of {','.join(CASES)} (default: all)")
     p.add_argument("--threads", type=thread_counts, default=None, metavar="N|LIST",
                    help="thread counts, e.g. 8 or 1,2,4,8,16: the cases run at the largest "
@@ -183,23 +119,24 @@ def build_parser(prog=None):
     p.add_argument("--sweep-shapes", type=parse_shapes, default=None, metavar="LIST",
                    help=f"shapes of the thread sweep (default: {sweep}; with --quick the "
                         f"first two)")
-    p.add_argument("--busy", type=_number(int, "a non-negative integer", strict=False),
+    p.add_argument("--busy", type=nonnegative_int,
                    default=0, metavar="N",
                    help="also time every implementation on the core shapes while N "
                         "spinning threads of other processes compete for the cores "
                         "(started and stopped by the benchmark; default 0: off)")
-    p.add_argument("--extra-shape", type=_shape, default=EXTRA_SHAPE, metavar="BxTxIxH",
+    p.add_argument("--extra-shape", type=shape, default=EXTRA_SHAPE, metavar="BxTxIxH",
                    help="shape of the bidir, float64 and varlen cases (default: "
                         f"{'x'.join(map(str, EXTRA_SHAPE))})")
-    p.add_argument("--stream-size", type=lambda s: _shape(s, 2, "IxH"), default=STREAM_SIZE,
+    p.add_argument("--stream-size", type=lambda t: shape(t, 2, "IxH"), default=STREAM_SIZE,
                    metavar="IxH", help="input and hidden size of the streaming case "
                                        f"(default: {'x'.join(map(str, STREAM_SIZE))})")
-    p.add_argument("--json", default=None, metavar="PATH",
+    p.add_argument("--json", type=output_path(folder_ok=True), default=None, metavar="PATH",
                    help="also write the results as JSON to PATH (atomically; a folder or "
                         "a path ending in '/': bench_gru.json in it); default: print only")
-    p.add_argument("--plot", default=None, metavar="PATH",
+    p.add_argument("--plot", type=output_path(), default=None, metavar="PATH",
                    help="PNG of the speedups on the core shapes (needs matplotlib)")
-    p.add_argument("--markdown", nargs="?", const="-", default=None, metavar="PATH",
+    p.add_argument("--markdown", type=output_path(literals=("-",)), nargs="?", const="-",
+                   default=None, metavar="PATH",
                    help="print the README tables (Markdown) after the report, or write "
                         "them to PATH")
     p.add_argument("--target-seconds", type=positive_float, default=None, metavar="S",

@@ -42,6 +42,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from _bench_args import (checked_default, output_path, parse_shapes,  # noqa: E402
+                         positive_float, positive_int)
 from bench_gru import DEFAULT_SHAPES, cpu_model, loadavg, usable_cores  # noqa: E402
 
 SHAPES = DEFAULT_SHAPES[:4]  # (B, T, I, H); the fifth takes too long for 3 configurations
@@ -322,38 +324,29 @@ def projection(data):
     return "\n".join(lines)
 
 
-def parse_shapes(text):
-    shapes = []
-    for item in text.split(","):
-        item = item.strip()
-        if item.isdigit():
-            shapes.append(list(DEFAULT_SHAPES[int(item) - 1]))
-        else:
-            shapes.append([int(v) for v in item.split("x")])
-            if len(shapes[-1]) != 4:
-                raise argparse.ArgumentTypeError(f"{item!r} is not BxTxIxH")
-    return shapes
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="1 round, short repeats")
-    p.add_argument("--shapes", type=parse_shapes, default=[list(s) for s in SHAPES],
+    p.add_argument("--shapes", type=lambda t: [list(s) for s in parse_shapes(t)],
+                   default=[list(s) for s in SHAPES],
                    help="BxTxIxH list or 1-based indices into bench_gru's shapes")
-    p.add_argument("--rounds", type=int, default=3,
+    p.add_argument("--rounds", type=positive_int, default=3,
                    help="rounds over the three configurations (default: 3)")
-    p.add_argument("--repeats", type=int, default=3,
+    p.add_argument("--repeats", type=positive_int, default=3,
                    help="minimum timed calls per case and launch")
-    p.add_argument("--target-seconds", type=float, default=1.5,
+    p.add_argument("--target-seconds", type=positive_float, default=1.5,
                    help="approximate time of the timed calls per case and launch")
-    p.add_argument("--json", default=DEFAULT_JSON, help="results file ('-' to skip)")
-    p.add_argument("--markdown", default=None, help="also write the tables here")
+    json_path = output_path(literals=("-", ""))
+    p.add_argument("--json", type=json_path, default=None,
+                   help="results file ('-' to skip; default: bench/results/bench_mpi.json)")
+    p.add_argument("--markdown", type=output_path(), default=None,
+                   help="also write the tables here")
     p.add_argument("--project", nargs="?", const=DEFAULT_JSON, default=None,
                    metavar="JSON", help="print the scaling projection of a results file")
     # worker mode (internal)
     p.add_argument("--worker", choices=["train", "allreduce"], help=argparse.SUPPRESS)
-    p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=positive_int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")],
                    help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -364,10 +357,21 @@ def main(argv=None):
     if args.worker == "allreduce":
         return worker_allreduce(args)
     if args.project:
-        with open(args.project) as f:
-            data = json.load(f)
-        print(projection(data))
+        if not os.path.isfile(args.project):
+            p.error(f"argument --project: no results file {args.project} yet; run "
+                    f"python bench/bench_mpi.py first (--quick for a short run; it writes "
+                    f"bench/results/bench_mpi.json, or --json PATH)")
+        try:
+            with open(args.project) as f:
+                data = json.load(f)
+            text = projection(data)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            p.error(f"argument --project: {args.project} is not a bench_mpi.py results "
+                    f"file ({type(exc).__name__}: {exc})")
+        print(text)
         return 0
+    if args.json is None:  # the default, checked like a given --json
+        args.json = checked_default(p, "--json", DEFAULT_JSON, json_path)
     if args.quick:
         args.rounds, args.repeats, args.target_seconds = 1, 3, 0.5
     data = measure(args)

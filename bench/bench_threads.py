@@ -34,6 +34,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import grucy
+from _bench_args import shape
 
 
 def workload(layer, x, dy, mode, repeats):
@@ -115,12 +116,13 @@ def progress_ratio(f, alone_seconds=0.3):
     return box["n"] / wall / rate_alone
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
-    ap.add_argument("--shape", default="32x100x128x256", help="BxTxIxH")
-    args = ap.parse_args()
-    B, T, I, H = (int(v) for v in args.shape.split("x"))
+    ap.add_argument("--shape", type=shape, default=(32, 100, 128, 256),
+                    help="BxTxIxH (default 32x100x128x256)")
+    args = ap.parse_args(argv)
+    B, T, I, H = args.shape
     repeats, rounds = (2, 2) if args.quick else (5, 5)
     rng = np.random.default_rng(0)
     layers = [grucy.GRU(I, H, seed=s) for s in (1, 2)]

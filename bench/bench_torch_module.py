@@ -25,6 +25,8 @@ import statistics
 import sys
 import time
 
+from _bench_args import nonnegative_int, positive_int, shape
+
 
 def _cpu_name():
     try:
@@ -37,28 +39,20 @@ def _cpu_name():
     return platform.processor() or "unknown"
 
 
-def parse_shape(text):
-    try:
-        b, t, i, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--shape must be BxTxIxH, got {text!r}") from None
-    return b, t, i, h
-
-
 def main(argv=None):
     omp_env = {k: os.environ.get(k, "(unset)") for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shape", type=parse_shape, default=(32, 100, 128, 256),
+    ap.add_argument("--shape", type=shape, default=(32, 100, 128, 256),
                     help="BxTxIxH (default 32x100x128x256)")
-    ap.add_argument("--layers", type=int, default=1)
+    ap.add_argument("--layers", type=positive_int, default=1)
     ap.add_argument("--bidirectional", action="store_true")
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     ap.add_argument("--mode", choices=["train", "infer"], default="train")
-    ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2,
+    ap.add_argument("--repeats", type=positive_int, default=20)
+    ap.add_argument("--warmup", type=nonnegative_int, default=3)
+    ap.add_argument("--threads", type=positive_int, default=2,
                     help="torch.set_num_threads and grucy.set_num_threads (default 2)")
-    ap.add_argument("--grucy-threads", type=int, default=None,
+    ap.add_argument("--grucy-threads", type=positive_int, default=None,
                     help="threads of grucy's kernels (grucy.set_num_threads and "
                          "grucy.torch.GRU.grucy_threads); default: --threads")
     ap.add_argument("--import-order", choices=["torch-first", "grucy-first"],

@@ -22,19 +22,19 @@ import os
 import sys
 import time
 
+from _bench_args import nonnegative_float, positive_float
+
 TESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fuzzer", choices=("load", "onnx", "all"), default="all")
-    parser.add_argument("--seconds", type=float, default=3600.0,
+    parser.add_argument("--seconds", type=positive_float, default=3600.0,
                         help="seconds per fuzzer (default 3600)")
-    parser.add_argument("--every", type=float, default=60.0,
+    parser.add_argument("--every", type=nonnegative_float, default=60.0,
                         help="seconds between progress lines (default 60)")
     args = parser.parse_args(argv)
-    if args.seconds <= 0:
-        parser.error(f"--seconds must be positive, got {args.seconds}")
     if importlib.util.find_spec("hypothesis") is None:
         parser.error("needs hypothesis (pip install 'grucy[test]')")
     sys.path.insert(0, TESTS)

@@ -21,6 +21,8 @@ import grucy
 from grucy.datasets import load_co2
 from grucy.diagnostics import gradient_flow
 
+from _bench_args import output_path
+
 STEPS = 400
 LOOKBACK = 104
 SETTINGS = dict(lookback=LOOKBACK, hidden_size=32, epochs=30, lr=3e-3, random_state=0)
@@ -37,8 +39,9 @@ def co2_series():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=os.path.join("bench", "results",
-                                                      "gradient_flow.png"))
+    parser.add_argument("--out", type=output_path(),
+                        default=os.path.join("bench", "results", "gradient_flow.png"),
+                        help="the PNG to write (default: bench/results/gradient_flow.png)")
     args = parser.parse_args(argv)
     dates, values = co2_series()
     train_end = int(np.searchsorted(dates, np.datetime64("1996-01-01")))

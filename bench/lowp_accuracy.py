@@ -31,6 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
+from _bench_args import output_path, parse_shapes  # noqa: E402
 from _bench_peers import DEFAULT_SHAPES, Problem  # noqa: E402
 
 
@@ -108,15 +109,16 @@ def markdown(rows, torch_version):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shapes", default=None, help="1-based indices into the core shapes "
-                   "and/or BxTxIxH, comma-separated (default: the five core shapes)")
+    p.add_argument("--shapes", type=parse_shapes, default=None,
+                   help="1-based indices into the core shapes and/or BxTxIxH, "
+                        "comma-separated (default: the five core shapes)")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    p.add_argument("--json", default=None, metavar="PATH", help="also write JSON there")
+    p.add_argument("--json", type=output_path(), default=None, metavar="PATH",
+                   help="also write JSON there")
     args = p.parse_args(argv)
-    from bench_gru import parse_shapes
 
     import grucy
-    shapes = parse_shapes(args.shapes) if args.shapes else DEFAULT_SHAPES
+    shapes = args.shapes or DEFAULT_SHAPES
     rows = []
     for shape in shapes:
         rows.append(measure(shape, grucy))

@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from _bench_args import output_path, subset
+
 BUDGETS = {"forecast": ("RMSE", "relative", 0.03), "classify": ("accuracy", "points", 0.01),
            "lm": ("bits/char", "absolute", 0.03)}
 
@@ -81,12 +83,14 @@ def within(demo, value, ref):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--demos", default="forecast,classify,lm")
+    p.add_argument("--demos", type=subset(tuple(DEMOS), "--demos"), default=list(DEMOS),
+                   metavar="LIST", help="comma-separated subset of " + ",".join(DEMOS)
+                   + " (default: all)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, metavar="PATH")
+    p.add_argument("--json", type=output_path(), default=None, metavar="PATH")
     args = p.parse_args(argv)
     rows = []
-    for demo in args.demos.split(","):
+    for demo in args.demos:
         res = {}
         for precision in ("fp32", "bf16", "int8"):
             t0 = time.perf_counter()

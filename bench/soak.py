@@ -39,6 +39,8 @@ import grucy
 from grucy.nn import Linear, mse_loss
 from grucy.optim import Adam, clip_grad_norm
 
+from _bench_args import fraction, output_path, positive_int
+
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -149,11 +151,14 @@ def train_phase(n_steps, samples, warmup, seed=0):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    ap.add_argument("--stream-steps", type=int, default=100_000)
-    ap.add_argument("--train-steps", type=int, default=10_000)
-    ap.add_argument("--samples", type=int, default=50, help="memory samples per phase")
-    ap.add_argument("--warmup", type=float, default=0.1, help="fraction of steps skipped")
-    ap.add_argument("--json", default=None, help="write results here ('-': stdout)")
+    ap.add_argument("--stream-steps", type=positive_int, default=100_000)
+    ap.add_argument("--train-steps", type=positive_int, default=10_000)
+    ap.add_argument("--samples", type=positive_int, default=50,
+                    help="memory samples per phase")
+    ap.add_argument("--warmup", type=fraction, default=0.1,
+                    help="fraction of steps skipped, in [0, 1)")
+    ap.add_argument("--json", type=output_path(literals=("-",)), default=None,
+                    help="write results here ('-': stdout)")
     ap.add_argument("--no-tracemalloc", action="store_true",
                     help="RSS only: tracemalloc slows small steps several times over")
     args = ap.parse_args(argv)

@@ -423,3 +423,104 @@ def test_the_portable_target_names_the_blas_kernel_it_was_measured_against():
     for core, platform in (("Nehalem", "Linux-6.1-x86_64-with-glibc2.36"),
                            ("NEOVERSEN1", "Linux-6.1-aarch64-with-glibc2.36")):
         assert all(t["note"] == "" for t in portable(doc(core, platform)))
+
+
+# -- bad options of the bench/ scripts: refused up front, before any work ------------------
+# Each script's argparse types come from bench/_bench_args.py: a bad value is the usual
+# one-line "error: argument --x: ..." with exit status 2, no traceback, and nothing is
+# measured or written.  (The arguments that come with each bad one keep the run tiny, in
+# case a script does not refuse it.)
+def _refused(capsys, main, argv, option):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2, err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and f"error: argument {option}: " in errors[0], err
+    return errors[0]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """An empty working directory holding only ``afile`` (a file, so ``afile/x`` cannot
+    be made) and ``adir`` (a folder); returns a function listing what else is there."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir").mkdir()
+    return lambda: sorted(set(os.listdir(tmp_path)) - {"afile", "adir"}) + sorted(
+        os.listdir(tmp_path / "adir"))
+
+
+@pytest.mark.parametrize("bad", [["--json", "afile/x.json"], ["--markdown", "afile/x.md"],
+                                 ["--plot", "afile/x.png"], ["--markdown", "adir"],
+                                 ["--plot", "adir/"], ["--json", "/proc/grucy/x.json"]])
+def test_bench_gru_checks_its_output_paths_before_measuring(bad, workdir, capsys,
+                                                            monkeypatch):
+    def run(*args):
+        raise AssertionError("measured before the output paths were checked")
+    monkeypatch.setattr(bench_gru, "run", run)
+    _refused(capsys, bench_gru.main, TINY + ["--cases", "core"] + bad, bad[0])
+    assert workdir() == []
+
+
+CORE_STEPS = "plans,mpi,isas,lasting,identical"
+
+
+@pytest.mark.parametrize("bad", [["--skip", "sweeps," + CORE_STEPS],
+                                 ["--skip", "sweep,all"], ["--threads", "0"],
+                                 ["--seconds", "-1"], ["--seconds", "nan"],
+                                 ["--shapes", "foo"], ["--shapes", "1x2x3"],
+                                 ["--out", "afile"]])
+def test_bench_cores_refuses_bad_options(bad, workdir, capsys, monkeypatch):
+    import bench_cores
+
+    def machine(*args):
+        raise AssertionError("measured despite a bad option")
+    monkeypatch.setattr(bench_cores, "machine", machine)
+    tiny = ["--threads", "1", "--seconds", "0.01", "--shapes", "1x3x2x4",
+            "--skip", "sweep," + CORE_STEPS]
+    line = _refused(capsys, bench_cores.main, tiny + bad, bad[0])
+    if bad[0] == "--skip":  # the known steps are listed
+        assert "sweep,plans,mpi,isas,lasting,identical" in line
+    assert workdir() == []
+
+
+def test_bench_cores_writes_into_bench_results_by_default():
+    import bench_cores
+
+    assert Path(bench_cores.DEFAULT_OUT) == BENCH / "results" / "cores"  # git-ignored
+    assert "(default `bench/results/cores/`" in (BENCH / "README.md").read_text()
+
+
+@pytest.mark.parametrize("script, bad, option", [
+    ("bench_threads", ["--quick", "--shape", "foo"], "--shape"),
+    ("bench_threads", ["--quick", "--shape", "0x1x1x1"], "--shape"),
+    ("bench_torch_module", ["--shape", "1x2x3x4", "--warmup", "0", "--repeats", "0"],
+     "--repeats"),
+    ("bench_torch_module", ["--shape", "1x2x3x4", "--warmup", "0", "--repeats", "1",
+                            "--threads", "0"], "--threads"),
+    ("lowp_accuracy", ["--shapes", "0"], "--shapes"),
+    ("lowp_accuracy", ["--shapes", "1x3x2x4", "--json", "afile/x.json"], "--json"),
+    ("lowp_demos", ["--demos", "foo"], "--demos"),
+    ("soak", ["--stream-steps", "-1", "--train-steps", "10"], "--stream-steps"),
+    ("soak", ["--stream-steps", "10", "--train-steps", "10", "--samples", "0"],
+     "--samples"),
+    ("soak", ["--stream-steps", "10", "--train-steps", "10", "--json", "adir"], "--json"),
+    ("gradient_flow", ["--out", "afile/x.png"], "--out"),
+])
+def test_bench_scripts_refuse_bad_options(script, bad, option, workdir, capsys,
+                                          monkeypatch):
+    main = importlib.import_module(script).main
+    monkeypatch.setattr(sys, "argv", [f"{script}.py"] + bad)  # as run from the shell
+    _refused(capsys, lambda argv: main(), bad, option)
+    assert workdir() == []
+
+
+def test_bench_mpi_project_before_any_run_says_what_to_run(workdir, capsys, monkeypatch):
+    import bench_mpi
+
+    monkeypatch.setattr(bench_mpi, "DEFAULT_JSON", os.path.join("results", "bench_mpi.json"))
+    line = _refused(capsys, bench_mpi.main, ["--project"], "--project")
+    assert "no results file" in line and "python bench/bench_mpi.py" in line
+    assert workdir() == []
