@@ -1,6 +1,7 @@
 """grucy's file format: exact round trips, and damaged files refused with clear errors;
 atomic writes (a save killed mid-write leaves the previous file intact); no pickle."""
 
+import errno
 import glob
 import hashlib
 import json
@@ -313,6 +314,30 @@ def test_paths_that_are_not_files(tmp_path):
         grucy.load(None)
 
 
+def test_a_read_only_file_system_is_named_as_such(tmp_path, monkeypatch):
+    # (os.access says "not writable" there too, and the error blamed the file's mode)
+    path = tmp_path / "m.grucy"
+    grucy.save(grucy.GRU(2, 3, seed=0), path)
+    before = path.read_bytes()
+    real = os.statvfs
+
+    class ReadOnly:
+        def __init__(self, st):
+            self.st = st
+
+        def __getattr__(self, name):
+            value = getattr(self.st, name)
+            return value | os.ST_RDONLY if name == "f_flag" else value
+
+    monkeypatch.setattr(io.os, "statvfs", lambda d: ReadOnly(real(d)))
+    for target in (path, tmp_path / "new.grucy"):
+        with pytest.raises(OSError, match="cannot save: the file system is mounted "
+                                          "read-only") as info:
+            grucy.save(grucy.GRU(2, 3, seed=1), target)
+        assert info.value.errno == errno.EROFS
+    assert path.read_bytes() == before and not (tmp_path / "new.grucy").exists()
+
+
 def test_bytes_and_empty_paths(tmp_path):
     g = grucy.GRU(2, 3, seed=0)
     path = os.fsencode(tmp_path / "g.grucy")
@@ -363,7 +388,7 @@ def test_saved_files_get_the_usual_permissions(tmp_path):
 
 def test_disk_full_mid_write_keeps_the_previous_file(tmp_path, monkeypatch):
     path, raw = _saved(tmp_path)
-    real_fdopen = os.fdopen
+    real_open = open
 
     class Full:
         def __init__(self, f):
@@ -384,7 +409,9 @@ def test_disk_full_mid_write_keeps_the_previous_file(tmp_path, monkeypatch):
         def __getattr__(self, name):
             return getattr(self.f, name)
 
-    monkeypatch.setattr(io.os, "fdopen", lambda fd, mode: Full(real_fdopen(fd, mode)))
+    # (io's temporary file is made with open(name, "xb"): the hook sits on that name)
+    monkeypatch.setattr(io, "open", lambda name, mode: Full(real_open(name, mode)),
+                        raising=False)
     with pytest.raises(OSError, match="No space"):
         grucy.save(grucy.GRU(2, 3, seed=5), path)
     monkeypatch.undo()
@@ -405,7 +432,7 @@ SLOW_SAVE = textwrap.dedent("""
     from grucy import io
     path = sys.argv[1]
     model = grucy.GRU(64, 256, num_layers=2, seed=2)
-    real_fdopen = os.fdopen
+    real_open = open
 
     class Stalling:
         # Writes the first chunk and half of the second, then hangs until killed.
@@ -426,7 +453,7 @@ SLOW_SAVE = textwrap.dedent("""
         def __getattr__(self, name):
             return getattr(self.f, name)
 
-    os.fdopen = lambda fd, mode: Stalling(real_fdopen(fd, mode))
+    io.open = lambda name, mode: Stalling(real_open(name, mode))   # its temporary file
     grucy.save(model, path)
 """)
 

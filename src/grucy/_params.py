@@ -39,18 +39,53 @@ def exclusive(method: _F) -> _F:
     """
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        lock = self._lock
-        if not lock.acquire(blocking=False):
-            raise RuntimeError(
-                f"{type(self).__name__} is in use by another thread ({method.__name__} "
-                f"refused): a layer keeps per-call state (the cache backward needs), so "
-                f"one layer serves one thread at a time; give each thread its own layer "
-                f"(copy.deepcopy, or load_state_dict into a new one)")
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            lock.release()
+        return run_exclusive(self, method.__name__, method, self, *args, **kwargs)
     return cast(_F, wrapper)
+
+
+class ThreadOwner:
+    """Which thread is inside an object's exclusive methods (``obj._lock``), and how
+    deep.
+
+    Not an RLock taken with ``acquire()``: Python may raise a KeyboardInterrupt right
+    after a call returns, before the ``try`` that releases, and the lock then stayed
+    taken for good (every other thread refused; reproduced within 7 Ctrl-Cs of a tight
+    loop of calls).  The owner and depth here are plain stores, between which Python
+    never raises, made under a guard held for those stores only.
+    """
+
+    __slots__ = ("guard", "state")
+
+    def __init__(self) -> None:
+        self.guard = threading.Lock()
+        self.state: List[Any] = [None, 0]   # owner thread's ident, depth
+
+
+def run_exclusive(obj: Any, what: str, fn: Callable[..., Any], *args: Any,
+                  **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` as ``obj``'s owner (RuntimeError if another thread is
+    inside; the same thread may re-enter); :func:`exclusive` runs methods so, and a
+    caller that makes a sequence of calls on ``obj`` one use runs the sequence so."""
+    me, owner, entered = threading.get_ident(), obj._lock, False
+    try:
+        with owner.guard:
+            state = owner.state
+            if state[0] is not None and state[0] != me:
+                raise RuntimeError(
+                    f"{type(obj).__name__} is in use by another thread ({what} refused): "
+                    f"a layer keeps per-call state (the cache backward needs), so one "
+                    f"layer serves one thread at a time; give each thread its own layer "
+                    f"(copy.deepcopy, or load_state_dict into a new one)")
+            state[0] = me       # (no call from here to `entered`: nothing interrupts)
+            state[1] += 1
+            entered = True
+        return fn(*args, **kwargs)
+    finally:
+        if entered:
+            with owner.guard:
+                state[1] -= 1
+                if state[1] == 0:
+                    state[0] = None
 
 
 class PerThreadState:
@@ -98,7 +133,7 @@ class ParameterHolder:
 
     def __new__(cls, *args, **kwargs):
         obj = super().__new__(cls)
-        obj._lock = threading.RLock()
+        obj._lock = ThreadOwner()
         return obj
 
     def __getstate__(self):
@@ -111,7 +146,7 @@ class ParameterHolder:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._lock = threading.RLock()
+        self._lock = ThreadOwner()
 
     def _init_grads(self):
         self.grads = {k: np.zeros_like(v) for k, v in self._params.items()}

@@ -17,14 +17,13 @@ imports the models.
 from __future__ import annotations
 
 import copy
-import threading
 
 import numpy as np
 
 from . import _gru
 from ._base import GRUBase, param_names, time_major_x
 from ._limits import INT32_MAX, SizeLimitError, check_int32, check_memory
-from ._params import _names, exclusive
+from ._params import ThreadOwner, _names, exclusive
 from ._validation import (_flag, _positive_int, as_float_array,
                           check_finite, check_result, state_array)
 from .io import register
@@ -119,7 +118,7 @@ class QuantizedGRU:
         self.bidirectional = _flag("bidirectional", bidirectional)
         self.reset_after = _flag("reset_after", reset_after)
         self.num_directions = 2 if self.bidirectional else 1
-        self._lock = threading.RLock()
+        self._lock = ThreadOwner()
         H, D = self.hidden_size, self.num_directions
         if weights is None or len(weights) != self.num_layers * D:
             raise ValueError(f"weights must hold {self.num_layers * D} entries (layers x "
@@ -209,7 +208,7 @@ class QuantizedGRU:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._lock = threading.RLock()
+        self._lock = ThreadOwner()
 
     def __repr__(self):
         opts = [f"{self.input_size}", f"{self.hidden_size}"]

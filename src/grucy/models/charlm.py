@@ -8,6 +8,7 @@ from typing import Any, Callable, ClassVar, Optional, Tuple
 
 import numpy as np
 
+from .._params import run_exclusive
 from .._validation import _positive_int, _real, _rng
 from ..io import PathLike, register
 from ..losses import cross_entropy_loss
@@ -141,15 +142,19 @@ class CharLM(GRUModel):
         codes = self.encode(text)
         if len(codes) < 2:
             raise ValueError("text needs at least 2 characters")
+        chunk = _positive_int("chunk", chunk)
         net = self.net_
-        net.reset_state(1)
-        total = 0.0
-        for s in TruncatedBPTT.chunk_slices(len(codes) - 1, _positive_int("chunk", chunk)):
-            logits = net.forward(codes[None, s], None, training=False)
-            loss, _ = cross_entropy_loss(logits, codes[None, s.start + 1:s.stop + 1],
-                                         normalizer=1.0)
-            total += loss
-        return total / (len(codes) - 1) / math.log(2)
+
+        def read():  # one stream through the network's state: one thread at a time
+            net.reset_state(1)
+            total = 0.0
+            for s in TruncatedBPTT.chunk_slices(len(codes) - 1, chunk):
+                logits = net.forward(codes[None, s], None, training=False)
+                loss, _ = cross_entropy_loss(logits, codes[None, s.start + 1:s.stop + 1],
+                                             normalizer=1.0)
+                total += loss
+            return total
+        return run_exclusive(net, "bits_per_char", read) / (len(codes) - 1) / math.log(2)
 
     def generate(self, prompt: str = "\n", n: int = 200, temperature: float = 1.0,
                  random_state: Any = None) -> str:
@@ -166,6 +171,12 @@ class CharLM(GRUModel):
         if not isinstance(prompt, str) or not prompt:
             raise ValueError(f"prompt must be a non-empty str, got {prompt!r}")
         rng = _rng(random_state, "random_state")
+        # one stream through the network's state: another thread's generate or
+        # bits_per_char in between would reset it (RuntimeError instead, as for a layer)
+        return run_exclusive(self.net_, "generate", self._generate, prompt, n,
+                             temperature, rng)
+
+    def _generate(self, prompt, n, temperature, rng):
         net = self.net_
         net.reset_state(1)
         codes = self.encode(prompt)
