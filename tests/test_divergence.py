@@ -328,3 +328,59 @@ def test_a_backtest_scales_as_predict_does_and_never_returns_inf():
     model.scale_ = np.full_like(model.scale_, 1e306)
     with pytest.raises(NumericOverflowError, match="Forecaster's forecast overflowed"):
         model.backtest(series * 1e306, start=40, horizon=2)
+
+
+def test_ctrl_c_in_fit_leaves_the_model_as_it_was(monkeypatch):
+    # KeyboardInterrupt is no Exception: fit's all-or-nothing let it through, and the
+    # model kept a half-trained network and the new data's fitted attributes.
+    rng = np.random.default_rng(0)
+    X3, y = rng.normal(size=(40, 6, 3)), rng.normal(size=40)
+    model = grucy.GRURegressor(hidden_size=4, epochs=2, random_state=0).fit(X3, y)
+    before = model.predict(X3)
+    epochs = {"n": 0}
+    real = Trainer._run_epoch
+
+    def interrupted(self, *a, **k):
+        epochs["n"] += 1
+        if epochs["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "_run_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.set_params(epochs=3).fit(rng.normal(size=(40, 6, 5)), y)
+    assert model.n_features_in_ == 3
+    np.testing.assert_array_equal(model.predict(X3), before)
+    fresh = grucy.GRURegressor(hidden_size=4, epochs=3, random_state=0)
+    epochs["n"] = 0
+    with pytest.raises(KeyboardInterrupt):
+        fresh.fit(X3, y)
+    assert not hasattr(fresh, "net_")
+
+
+def test_a_checkpoint_that_cannot_be_written_names_the_one_to_resume_from(tmp_path,
+                                                                          monkeypatch):
+    from grucy import io
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(32, 3)), rng.normal(size=(32, 2))
+    net = Sequential(Linear(3, 5, dtype=np.float64, seed=1),
+                     Linear(5, 2, dtype=np.float64, seed=2))
+    task = ArrayTask(net, X, Y, mse_loss, np.arange(32))
+    real, writes = io.write_archive, {"n": 0}
+
+    def full(*a, **k):  # the second checkpoint meets a full disk
+        writes["n"] += 1
+        if writes["n"] == 2:
+            raise OSError(28, "No space left on device")
+        return real(*a, **k)
+
+    monkeypatch.setattr(io, "write_archive", full)
+    trainer = Trainer(task, epochs=3, batch_size=8, seed=0,
+                      checkpoint=tmp_path / "ck-{epoch}.grucy")
+    # (it was a bare "[Errno 28] No space left on device")
+    with pytest.raises(OSError, match=r"cannot write the checkpoint of epoch 2 \(No space "
+                                      r"left on device\); the last one written, .*ck-1"
+                                      r"\.grucy, is intact: resume from it") as info:
+        trainer.fit()
+    assert info.value.errno == 28 and info.value.filename.endswith("ck-2.grucy")

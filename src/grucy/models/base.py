@@ -344,7 +344,7 @@ def _fitted_check(ok, message):
 
 def _fit_or_nothing(fit):
     """``fit`` made all-or-nothing: when it raises (bad data, a diverged run:
-    :class:`grucy.TrainingDivergedError`), the model is left as it was before the call
+    :class:`grucy.TrainingDivergedError`, Ctrl-C), the model is left as it was before the call
     (unfitted, or with its previous fit), never half-fitted; the error is re-raised."""
     if getattr(fit, "_all_or_nothing", False):
         return fit
@@ -354,7 +354,7 @@ def _fit_or_nothing(fit):
         before = dict(vars(self))
         try:
             return fit(self, *args, **kwargs)
-        except Exception:
+        except BaseException:  # (Ctrl-C too: it left the model half-fitted)
             vars(self).clear()
             vars(self).update(before)
             raise

@@ -333,6 +333,19 @@ class Trainer:
         io.write_archive(path, CHECKPOINT_KIND, config, arrays)
         self._last_checkpoint = os.fspath(path)
 
+    def _write_checkpoint(self):
+        """The run's checkpoint for this epoch; an OSError (a full disk, a file system
+        gone read-only) says which file and epoch, and what is left to resume from."""
+        path = self._checkpoint_path()
+        previous = getattr(self, "_last_checkpoint", None) or self.resume
+        try:
+            self.save_checkpoint(path)
+        except OSError as exc:
+            left = (f"the last one written, {os.fspath(previous)}, is intact: resume from "
+                    f"it" if previous is not None else "no checkpoint of this run exists")
+            raise type(exc)(exc.errno, f"cannot write the checkpoint of epoch {self.epoch} "
+                            f"({exc.strerror or exc}); {left}", path) from exc
+
     def load_checkpoint(self, path: Union[str, "os.PathLike[str]"]) -> dict:
         """Restore the complete training state written by :meth:`save_checkpoint`.
 
@@ -522,7 +535,7 @@ class Trainer:
                 progress.epoch(self.epoch, logs, last)
                 if self.checkpoint is not None and comm.is_root and (
                         self.epoch % self.checkpoint_every == 0 or last):
-                    self.save_checkpoint(self._checkpoint_path())
+                    self._write_checkpoint()
         except TrainingDivergedError:
             for p, s in zip(self.params, start):
                 p[...] = s
