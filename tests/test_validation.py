@@ -519,8 +519,13 @@ def test_size_limit_error_is_value_and_memory_error(monkeypatch):
     assert issubclass(SizeLimitError, ValueError) and issubclass(SizeLimitError, MemoryError)
     # 3 H^2 = 2147365548 still fits in an int32: refused for its memory only.
     monkeypatch.setenv("GRUCY_MAX_MEMORY", "1G")
-    with pytest.raises(SizeLimitError, match="GiB"):
+    # the limit's source: the variable when it is set (not "physical memory, ...")
+    with pytest.raises(SizeLimitError, match=r"GiB grucy may use \(GRUCY_MAX_MEMORY=1G\)$"):
         grucy.GRU(1, 26754)
+    monkeypatch.delenv("GRUCY_MAX_MEMORY")
+    with pytest.raises(SizeLimitError, match=r"\(physical memory, container and ulimit -v "
+                                             r"limits; set GRUCY_MAX_MEMORY to change\)$"):
+        grucy.GRU(1, 26754, num_layers=10**5)   # (~0.9 TB of weights)
 
 
 def test_forward_over_the_memory_limit_is_refused_before_allocating(monkeypatch, rng):

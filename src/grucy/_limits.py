@@ -125,9 +125,11 @@ def check_memory(what, nbytes):
     """
     limit = memory_limit()
     if nbytes > limit:
+        env = os.environ.get("GRUCY_MAX_MEMORY")   # (the limit's source, as memory_limit)
+        why = (f"GRUCY_MAX_MEMORY={env}" if env else "physical memory, container and "
+               "ulimit -v limits; set GRUCY_MAX_MEMORY to change")
         raise SizeLimitError(f"{_describe(what)} needs about {_gib(nbytes)}, more than the "
-                             f"{_gib(limit)} grucy may use (physical memory, container "
-                             f"and ulimit -v limits; set GRUCY_MAX_MEMORY to change)")
+                             f"{_gib(limit)} grucy may use ({why})")
     budget = _BUDGET.get()
     if budget is not None and nbytes > budget[0]:
         raise SizeLimitError(f"{_describe(what)} needs about {_gib(nbytes)}, more than "
