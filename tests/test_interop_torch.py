@@ -390,3 +390,29 @@ def test_grucy_imports_no_peer():
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_torch_tensors_in_the_layer_api():
+    g = grucy.GRU(4, 3, seed=0)
+    x = torch.randn(5, 2, 4)
+    want = g(x.numpy(), training=False)[0]
+    # (a training forward of an x that requires grad failed in torch's .numpy();
+    # a bfloat16 tensor failed with torch's "unsupported ScalarType BFloat16")
+    np.testing.assert_array_equal(g(x.requires_grad_())[0], want)
+    xb = x.detach().to(torch.bfloat16)
+    np.testing.assert_array_equal(g(xb, training=False)[0],
+                                  g(xb.float().numpy(), training=False)[0])
+    sd = {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in g.state_dict().items()}
+    g.load_state_dict(sd)
+    for k, v in g.state_dict().items():
+        np.testing.assert_array_equal(v, sd[k].float().numpy())
+
+
+def test_drop_in_grucy_threads_is_named():
+    m = DropIn(4, 3)
+    m.grucy_threads = "2"
+    with pytest.raises(TypeError, match=r"^grucy_threads must be an integer, got str"):
+        m(torch.randn(5, 2, 4))
+    m.grucy_threads = 0
+    with pytest.raises(ValueError, match=r"^grucy_threads must be a positive integer"):
+        m(torch.randn(5, 2, 4))

@@ -667,3 +667,46 @@ def test_all_finite_matches_numpy(dtype):
     assert _gru.all_finite(np.ones((4, 4), dtype)[:, ::2]) is None  # not contiguous
     assert _gru.all_finite(np.ones(3, np.int64)) is None
     assert _gru.all_finite(np.ones(0, dtype)) is True
+
+
+def test_load_state_dict_into_read_only_parameters_changes_nothing(tmp_path):
+    # (joblib's mmap_mode="r" gives read-only parameters: the first ones were
+    # overwritten, then NumPy's "assignment destination is read-only" named none)
+    g = grucy.GRU(3, 4, seed=0)
+    new = grucy.GRU(3, 4, seed=1).state_dict()
+    before = g.state_dict()
+    g.parameters()[1].flags.writeable = False
+    with pytest.raises(ValueError, match=r"parameter 'weight_hh_l0' is read-only"):
+        g.load_state_dict(new)
+    for k, v in g.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_layer_indices_step_state_and_grads_are_named():
+    g = grucy.GRU(3, 4, num_layers=2, seed=0)
+    with pytest.raises(ValueError, match=r"^layer must be in 0..1, got 2$"):
+        g.layer_params(2, 0)
+    with pytest.raises(ValueError, match=r"^direction must be in 0..0 \(bidirectional="
+                                         r"False\), got 1$"):
+        g.layer_grads(0, 1)
+    bi = grucy.GRU(3, 4, bidirectional=True, seed=0)
+    for d in (2, -1):  # (read as the reverse direction)
+        with pytest.raises(ValueError, match=r"^direction must be in 0..1"):
+            bi.layer_params(0, d)
+    with pytest.raises(ValueError, match=r"^step\(\) needs a unidirectional GRU"):
+        bi.step(np.ones((2, 3), np.float32))
+    x = np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"^h must have shape \(num_layers, batch_size, "
+                                         r"hidden_size\) = \(2, 2, 4\)"):
+        g.step(x, np.zeros((2, 1, 4), np.float32))   # (it was called h0)
+    # a replaced grads is named as grads, and inference does not need it
+    want = g(np.ones((5, 2, 3), np.float32), training=False)[0]
+    g.grads = {}
+    np.testing.assert_array_equal(g(np.ones((5, 2, 3), np.float32), training=False)[0],
+                                  want)
+    y, _ = g(np.ones((5, 2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"^grads\['weight_ih_l0'\] must be a writeable"):
+        g.backward(np.ones_like(y))
+    g.grads = None
+    with pytest.raises(ValueError, match=r"^grads must be the dict of gradient arrays"):
+        g.backward(np.ones_like(y))

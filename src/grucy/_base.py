@@ -18,7 +18,7 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from ._limits import check_int32, check_memory
 from ._params import ParameterHolder, PerThreadState, _names
-from ._validation import (_as_real_array, _finite, _flag, _positive_int, _rng,
+from ._validation import (_as_real_array, _finite, _flag, _integer, _positive_int, _rng,
                           as_float_array, check_dtype, check_finite, check_result,
                           state_array)
 # (layer.py, the compiled layer, imports exclusive from here too)
@@ -223,10 +223,22 @@ class GRUBase(ParameterHolder):
             return (3 * H, H)
         return (3 * H,)
 
+    def _suffix(self, layer, direction):
+        """The parameter names' suffix of ``layer`` and ``direction``, both checked (a
+        direction of 2 or -1 read as the reverse one; a layer out of range was a bare
+        KeyError)."""
+        layer, direction = _integer("layer", layer), _integer("direction", direction)
+        if not 0 <= layer < self.num_layers:
+            raise ValueError(f"layer must be in 0..{self.num_layers - 1}, got {layer}")
+        if not 0 <= direction < self.num_directions:
+            raise ValueError(f"direction must be in 0..{self.num_directions - 1} "
+                             f"(bidirectional={self.bidirectional}), got {direction}")
+        return f"l{layer}" + ("_reverse" if direction else "")
+
     def layer_params(self, layer: int, direction: int
                      ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(W_ih, W_hh, b_ih, b_hh) of one layer and direction; zero biases when bias=False."""
-        sfx = f"l{layer}" + ("_reverse" if direction else "")
+        sfx = self._suffix(layer, direction)
         p = self._params
         w_ih, w_hh = p[f"weight_ih_{sfx}"], p[f"weight_hh_{sfx}"]
         if self.bias:
@@ -241,7 +253,7 @@ class GRUBase(ParameterHolder):
         With ``bias=False`` the kernels still add bias gradients somewhere: into fresh
         scratch arrays (written, so never the shared read-only zeros of layer_params).
         """
-        sfx = f"l{layer}" + ("_reverse" if direction else "")
+        sfx = self._suffix(layer, direction)
         g = self.grads
         if self.bias:
             return (g[f"weight_ih_{sfx}"], g[f"weight_hh_{sfx}"],
@@ -251,10 +263,11 @@ class GRUBase(ParameterHolder):
                 np.zeros(3 * self.hidden_size, self.dtype))
 
     # -- input checks -----------------------------------------------------------------
-    def _initial_state(self, h0, shape, layout):
+    def _initial_state(self, h0, shape, layout, name="h0"):
         """``h0`` validated as a finite array of ``shape`` in the layer's dtype (zeros
-        for None); ``layout`` names the axes in the error message."""
-        return state_array("h0", h0, shape, self.dtype, f"shape {layout} = {shape}")
+        for None); ``layout`` names the axes in the error message, ``name`` the
+        argument."""
+        return state_array(name, h0, shape, self.dtype, f"shape {layout} = {shape}")
 
     def _check_inputs(self, x, h0, lengths, training=True):
         """Validate and convert; returns time-major x (T, B, I), h0 (L*D, B, H), lengths.

@@ -150,6 +150,17 @@ class ParameterHolder:
 
     def _init_grads(self):
         self.grads = {k: np.zeros_like(v) for k, v in self._params.items()}
+        self._shapes = {k: v.shape for k, v in self._params.items()}
+
+    def _param_shapes(self):
+        """Each parameter's shape as made (a parameter of another shape was resized or
+        replaced); for holders that did not make their own (a Sequential collects its
+        layers'), the gradients' shapes."""
+        shapes = self.__dict__.get("_shapes")
+        if shapes is not None and shapes.keys() == self._params.keys():
+            return shapes
+        grads = self.grads if isinstance(self.grads, dict) else {}
+        return {k: getattr(grads.get(k), "shape", v.shape) for k, v in self._params.items()}
 
     def parameters(self) -> List[np.ndarray]:
         """The parameter arrays themselves, in the order of ``grads``; update in place."""
@@ -184,6 +195,10 @@ class ParameterHolder:
                 raise ValueError(
                     f"state_dict[{k!r}] has shape {arr.shape}, expected {target.shape}"
                 )
+            if not target.flags.writeable:  # (found before any parameter is written)
+                raise ValueError(f"parameter {k!r} is read-only (a memory-mapped or frozen "
+                                 f"array): load_state_dict copies into the parameters in "
+                                 f"place; give the layer writeable parameters first")
             check_finite(f"state_dict[{k!r}]", arr)
             # A copy: values may be views of this object's own parameters.
             new[k] = np.array(arr, copy=True)
@@ -206,12 +221,15 @@ class ParameterHolder:
         alone would not do.
         """
         dtype, grad_arrays = self.dtype, self.grads
+        if grads and not isinstance(grad_arrays, dict):
+            raise ValueError(f"grads must be the dict of gradient arrays the layer made, "
+                             f"got {type(grad_arrays).__name__} (replaced?)")
+        shapes = self._param_shapes()
         for k, p in self._params.items():
-            g = grad_arrays.get(k)
             # (ndarray subclasses are fine: a model unpickled by joblib holds read-only
             # memmaps, which inference reads as they are)
             if (not isinstance(p, np.ndarray) or p.dtype != dtype
-                    or not p.flags.c_contiguous or g is None or p.shape != g.shape):
+                    or not p.flags.c_contiguous or p.shape != shapes[k]):
                 raise ValueError(f"parameter {k!r} is no longer a C-contiguous {self.dtype} "
                                  f"array of its original shape (resized or replaced?)")
             if values and not _finite(p):
@@ -220,12 +238,14 @@ class ParameterHolder:
                 except ValueError as exc:
                     raise ValueError(f"{exc} (written in place through parameters()?)") \
                         from None
+            g = grad_arrays.get(k) if grads else None
             if grads and (not isinstance(g, np.ndarray) or g.dtype != self.dtype
-                          or not g.flags.c_contiguous or not g.flags.writeable):
+                          or g.shape != p.shape or not g.flags.c_contiguous
+                          or not g.flags.writeable):
                 raise ValueError(f"grads[{k!r}] must be a writeable C-contiguous "
                                  f"{self.dtype} array of shape {p.shape}, got "
                                  f"{type(g).__name__} {getattr(g, 'dtype', '')} "
-                                 f"(replaced or made read-only?)")
+                                 f"{getattr(g, 'shape', '')} (replaced or made read-only?)")
 
     def _check_result(self, name, arr):
         """After a computation from finite inputs and parameters: a non-finite result is

@@ -12,7 +12,7 @@ import os
 from . import _gru
 from ._validation import _positive_int
 
-__all__ = ["MAX_THREADS", "set_num_threads"]
+__all__ = ["MAX_THREADS", "set_num_threads", "check_threads"]
 
 MAX_THREADS = _gru.MAX_THREADS   # (the bound and why: _gru.pyx)
 
@@ -24,11 +24,17 @@ def set_num_threads(n: int) -> None:
     Results are bit-identical for every thread count.  A process forked after a
     multi-threaded call starts with 1 until it calls this.
     """
-    n = _positive_int("n", n)
+    _gru.set_num_threads(check_threads("n", n))
+
+
+def check_threads(name: str, n: int) -> int:
+    """``n`` as a thread count for grucy's kernels (1 .. MAX_THREADS), or an error
+    naming ``name``."""
+    n = _positive_int(name, n)
     if n > MAX_THREADS:
-        raise ValueError(f"n must be at most {MAX_THREADS} threads (4 x the "
+        raise ValueError(f"{name} must be at most {MAX_THREADS} threads (4 x the "
                          f"{os.cpu_count()} cores, at least 64), got {n}")
-    _gru.set_num_threads(n)
+    return n
 
 
 # Launcher variables giving the number of ranks on this node (Open MPI, MPICH/Hydra, PMIx,

@@ -80,7 +80,10 @@ def _as_real_array(name, value):
     Torch tensors are detached and moved to the CPU first.
     """
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":  # NumPy has none: widened, exactly
+            value = value.float()
+        value = value.numpy()
     try:
         arr = np.asarray(value)
     except (TypeError, ValueError) as exc:

@@ -155,8 +155,8 @@ class GRU(GRUBase):
         h_n holds each sequence's state at its last valid step.  With ``training=True``
         what backward() needs is kept; with False nothing is kept and dropout is off.
         """
-        given = x
         x, h0, lengths = self._check_inputs(x, h0, lengths, training)
+        given = x  # (the caller's memory when no copy was made: an array, a tensor's)
         T, B, _ = x.shape
         H, D = self.hidden_size, self.num_directions
         order = None
@@ -368,6 +368,9 @@ class GRU(GRUBase):
         for the length of its call; a second thread stepping the same layer meanwhile
         builds a stream of its own, so concurrent calls are safe and exact.
         """
+        if self.bidirectional:
+            raise ValueError("step() needs a unidirectional GRU: a bidirectional layer "
+                             "reads the whole sequence (bidirectional=True)")
         x = as_float_array("x", x, self.dtype)
         if x.ndim != 2:
             raise ValueError(f"x must be 2-D (B, input_size), got shape {x.shape}")
@@ -375,6 +378,9 @@ class GRU(GRUBase):
         # dict.pop is atomic: the calling thread owns the cached stream until it puts it
         # back; a thread finding none (another one holds it) builds its own.
         cached = self.__dict__.pop("_step_stream", None)
+        if h is not None:   # (checked here, by its name: the stream would call it h0)
+            h = self._initial_state(h, (self.num_layers, B, self.hidden_size),
+                                    "(num_layers, batch_size, hidden_size)", name="h")
         arrays = [a for layer in range(self.num_layers) for a in self.layer_params(layer, 0)]
         if (cached is not None and cached[0] == B
                 and cached[1] == (self.reset_after, self.precision)
@@ -388,8 +394,7 @@ class GRU(GRUBase):
             if h is None:
                 s.reset()
             else:
-                s.h = self._initial_state(h, (self.num_layers, B, self.hidden_size),
-                                          "(num_layers, batch_size, hidden_size)")
+                s.h = h
         else:
             s = self.stream(B, h)
         y = s.step(x)

@@ -28,7 +28,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from . import _gru
 from ._limits import check_int32, check_memory
-from ._threads import set_num_threads as _set_num_threads
+from ._threads import check_threads
 from .layer import GRU as _LayerGRU
 
 __all__ = ["GRU"]
@@ -57,10 +57,14 @@ def _as_numpy(t):
 def _grucy_threads(n):
     """grucy's threads set to ``n`` for the block (None: leave them)."""
     old = _gru.get_num_threads()
-    if n is None or n == old:
+    if n is None:
         yield
         return
-    _set_num_threads(n)  # validated: n comes from the user
+    n = check_threads("grucy_threads", n)   # (the user's attribute, named as such)
+    if n == old:
+        yield
+        return
+    _gru.set_num_threads(n)
     try:
         yield
     finally:
