@@ -182,6 +182,8 @@ def test_train_and_predict_a_forecaster(capsys, tmp_path):
     status, out, _ = run(capsys, ["predict", str(model_path), "--values",
                                   ",".join(str(v) for v in series[-8:])])
     assert status == 0 and float(out) == pytest.approx(values[0], rel=1e-5)
+    # every digit printed (it was .6g: 1234542.448 came out as 1.23454e+06)
+    assert float(out) == model.predict(series[-8:], horizon=1)[0]
 
 
 def test_train_resume_continues_exactly(capsys, tmp_path):
@@ -246,10 +248,15 @@ def files(tmp_path_factory):
     f = grucy.Forecaster(lookback=4, hidden_size=3, epochs=1, random_state=0)
     f.fit(series, checkpoint=d / "run.ckpt")
     grucy.save(f, d / "f.grucy")
+    kw = dict(lookback=4, hidden_size=3, epochs=1, random_state=0)
+    grucy.save(grucy.Forecaster(**kw).fit(series, np.c_[series, series ** 2]),
+               d / "fcov.grucy")
+    grucy.save(grucy.Forecaster(**kw).fit(np.c_[series, series]), d / "ftwo.grucy")
     lm = grucy.CharLM(hidden_size=4, embedding_dim=2, bptt=8, batch_size=2, epochs=1,
                       random_state=0).fit("abc abd abe " * 30)
     grucy.save(lm, d / "lm.grucy")
-    paths.update(model=d / "f.grucy", lm=d / "lm.grucy", ckpt=d / "run.ckpt")
+    paths.update(model=d / "f.grucy", lm=d / "lm.grucy", ckpt=d / "run.ckpt",
+                 fcov=d / "fcov.grucy", ftwo=d / "ftwo.grucy")
     return paths
 
 
@@ -307,6 +314,11 @@ PROCESS_MISTAKES = {
     # one line without a warning printed before it (float32 overflow of the history)
     "predict-values-too-large": (["predict", "{model}", "--values", ",".join(["1e308"] * 6)],
                                  2, "too large for float32; rescale y"),
+    # what the command cannot pass: covariates, several series (it asked for them)
+    "predict-with-covariates": (["predict", "{fcov}", "--values", "1,2,3,4,5"], 2,
+                                "was fitted with 2 covariates, which it needs"),
+    "predict-several-series": (["predict", "{ftwo}", "--values", "1,2,3,4,5"], 2,
+                               "was fitted on 2 series at once; grucy predict reads one"),
 }
 
 
@@ -652,3 +664,31 @@ def test_console_script_help():
     proc = subprocess.run(["grucy", "demo", "--help"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0 and "--seed" in proc.stdout
+
+
+def test_header_option_reads_a_header_of_numbers(capsys, tmp_path):
+    # pandas' to_csv(index=False) of an unnamed Series writes the header "0": read as a
+    # value by default (a first row of numbers is data), skipped with --header yes
+    series = np.sin(np.arange(40) / 3)
+    csv = tmp_path / "s.csv"
+    csv.write_text("0\n" + "".join(f"{float(v)!r}\n" for v in series))
+    model = grucy.Forecaster(lookback=4, hidden_size=3, epochs=1, random_state=0)
+    grucy.save(model.fit(series), tmp_path / "f.grucy")
+    status, out, _ = run(capsys, ["predict", str(tmp_path / "f.grucy"), "--csv", str(csv),
+                                  "--header", "yes"])
+    assert status == 0 and float(out) == model.predict(series)[0]
+    status, out, _ = run(capsys, ["predict", str(tmp_path / "f.grucy"), "--csv", str(csv)])
+    assert status == 0 and float(out) == model.predict(np.r_[0.0, series])[0]
+    rows = tmp_path / "rows.csv"
+    rows.write_text("0,1,2\n1,2,3\n4,5,6\n")
+    reg = grucy.GRURegressor(hidden_size=3, epochs=1, random_state=0)
+    grucy.save(reg.fit(np.arange(12.).reshape(4, 3), np.arange(4.)), tmp_path / "r.grucy")
+    status, out, _ = run(capsys, ["predict", str(tmp_path / "r.grucy"), "--csv", str(rows),
+                                  "--header", "yes"])
+    assert status == 0 and len(out.split()) == 2
+    status, out, _ = run(capsys, ["predict", str(tmp_path / "r.grucy"), "--csv", str(rows),
+                                  "--header", "no"])
+    assert status == 0 and len(out.split()) == 3
+    status, _, err = run(capsys, ["train", "--text", str(csv), "--header", "yes", "-o",
+                                  str(tmp_path / "lm.grucy")])
+    assert status == 2 and "--header does not apply to a CharLM" in err

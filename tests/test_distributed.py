@@ -95,6 +95,14 @@ def test_get_communicator_arguments(monkeypatch):
     assert isinstance(get_communicator("auto"), SingleProcess)
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "1")  # mpirun -n 1: nothing to do
     assert isinstance(get_communicator("auto"), SingleProcess)
+    # a worker process a rank started (joblib, multiprocessing) inherits the launcher's
+    # variables but is no rank (taken for one it crashed or hung in MPI)
+    import multiprocessing
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    monkeypatch.setattr(multiprocessing, "parent_process", lambda: object())
+    monkeypatch.setattr(distributed, "MPICommunicator",
+                        lambda *a: pytest.fail("a worker process started MPI"))
+    assert isinstance(get_communicator("auto"), SingleProcess)
 
 
 def test_missing_mpi4py(monkeypatch):
@@ -396,3 +404,48 @@ def test_an_exception_on_one_rank_ends_the_job(tmp_path):
     assert code != 0
     assert "deliberate failure on rank 1" in stderr
     assert not Path(f"{out}.rank0").exists()
+
+
+def test_a_cli_error_on_one_rank_ends_the_job(tmp_path):
+    """grucy train checks its output paths on rank 0 only; rank 0 used to exit with its
+    one-line error and wait in MPI's shutdown, rank 1 in its first collective."""
+    csv = tmp_path / "s.csv"
+    csv.write_text("value\n" + "".join(f"{np.sin(i / 3):.5f}\n" for i in range(60)))
+    code, _, stderr = run(mpi_launcher(2) + [sys.executable, "-m", "grucy", "train",
+                                             "--csv", csv, "--epochs", "1", "-q", "-o",
+                                             tmp_path / "nodir" / "m.grucy"], check=False)
+    assert code == 2, stderr
+    assert "grucy train: error: --output" in stderr and "does not exist" in stderr
+
+
+RANK_DATA = """
+import numpy as np, grucy
+from grucy.distributed import get_communicator
+rank = get_communicator("auto").rank
+X = np.random.default_rng(rank).normal(size=(13, 6, 2))   # other data on each rank
+grucy.GRURegressor(hidden_size=4, epochs=2, random_state=0).fit(X, X[:, :, 0].sum(1))
+"""
+
+
+def test_ranks_given_different_data_fail_together():
+    """They trained silently into different models (or died in a bare MPI_ERR_TRUNCATE
+    when the row counts differed)."""
+    code, _, stderr = run(mpi_launcher(2) + [sys.executable, "-c", RANK_DATA], check=False)
+    assert code != 0
+    assert "the ranks hold different training data (1 of 2 differ from rank 0's)" in stderr
+
+
+WORKER_PROCESS = """
+import multiprocessing as mp
+from grucy.distributed import get_communicator
+def kind(_):
+    return type(get_communicator("auto")).__name__
+with mp.get_context("fork").Pool(1) as pool:   # before this rank starts MPI
+    child = pool.map(kind, [0])[0]
+print(kind(0), child, flush=True)
+"""
+
+
+def test_a_ranks_worker_processes_are_no_ranks():
+    _, out, _ = run(mpi_launcher(2) + [sys.executable, "-c", WORKER_PROCESS])
+    assert out.split() == ["MPICommunicator", "SingleProcess"] * 2, out

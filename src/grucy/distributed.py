@@ -46,6 +46,7 @@ the global batch.  :func:`local_mpiexec` gives a robust command for one machine.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import sys
 import warnings
@@ -323,6 +324,19 @@ def launcher_size(environ: Optional[Mapping[str, str]] = None) -> Optional[int]:
     return 0
 
 
+def abort_running_job(status: int) -> None:
+    """End every rank of a running MPI job with ``status`` (``MPI_Abort``) when this
+    process is one of several ranks; nothing otherwise.  For an error on one rank after
+    MPI started: exiting alone, the rank would wait in MPI's shutdown and the others in
+    their next collective, for ever."""
+    MPI = sys.modules.get("mpi4py.MPI")
+    if MPI is None or not MPI.Is_initialized() or MPI.Is_finalized():
+        return
+    if MPI.COMM_WORLD.Get_size() > 1:
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(status)
+
+
 def _import_mpi():
     try:
         from mpi4py import MPI
@@ -417,7 +431,10 @@ def get_communicator(distributed: Union[str, bool, None, Any] = "auto") -> Any:
         return SingleProcess()
     if isinstance(distributed, str) and distributed == "auto":
         size = launcher_size()
-        if size == 0 or size == 1:
+        # A process started by another Python process (joblib/loky or multiprocessing
+        # workers of a rank: cross_val_score(n_jobs=2) under mpirun) inherits the
+        # launcher's variables but is no rank; taken for one, it crashed or hung in MPI.
+        if size == 0 or size == 1 or multiprocessing.parent_process() is not None:
             return SingleProcess()
         try:
             comm = MPICommunicator()

@@ -59,10 +59,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return args.handler(args)
     except CLIError as exc:
         print(f"{where}: error: {exc}", file=sys.stderr)
-        return exc.status
+        return _failed(exc.status)
     except KeyboardInterrupt:
         print(f"{where}: interrupted", file=sys.stderr)
-        return 130
+        return _failed(130)
     except BrokenPipeError:
         # The reader went away (grucy predict ... | head): quietly, like other tools.
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -74,4 +74,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         message = " ".join(str(exc).split()) or "(no message)"
         print(f"{where}: error: {type(exc).__name__}: {message} (GRUCY_TRACEBACK=1 "
               f"shows where)", file=sys.stderr)
-        return 1
+        return _failed(1)
+
+
+def _failed(status):
+    """``status``, after ending the whole MPI job when this is one of its ranks: an
+    error on one rank (a path only it checks, a file only it cannot read) otherwise
+    left it in MPI's shutdown and the others in their next collective, for ever."""
+    from ..distributed import abort_running_job
+
+    abort_running_job(status)
+    return status

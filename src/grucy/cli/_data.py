@@ -7,15 +7,28 @@ import csv
 from ._common import CLIError
 
 
-def _read_column(path, column, missing="error"):
+HEADER_HELP = ("whether the CSV's first row names the columns (default auto: when it "
+               "holds anything but numbers; a header of numbers, such as the 0 that "
+               "pandas writes for an unnamed column, needs yes)")
+
+
+def _has_header(first_row, header):
+    """--header: "yes", "no", or "auto" (a first row with anything but numbers)."""
+    if header == "auto":
+        return not all(_is_number(v) for v in first_row)
+    return header == "yes"
+
+
+def _read_column(path, column, missing="error", header="auto"):
     """One numeric column of a CSV file (by header name or 0-based index) as float64."""
     import numpy as np
 
     rows = _csv_rows(path)
     if not rows:
         raise CLIError(f"{path} is empty")
-    header = rows[0]
-    has_header = not _is_number(header[0]) if header else False
+    header_row = rows[0]
+    has_header = _has_header(header_row, header)
+    header = header_row
     if column is None:
         index = 0 if len(header) == 1 else len(header) - 1
     elif column.isascii() and column.isdigit():   # (str.isdigit alone takes "²")
@@ -58,12 +71,12 @@ def _read_column(path, column, missing="error"):
     return series
 
 
-def _read_rows(path):
+def _read_rows(path, header="auto"):
     """A numeric CSV (optional header) as a 2-D float64 array: one sequence per row."""
     import numpy as np
 
     rows = _csv_rows(path)
-    if rows and not all(_is_number(v) for v in rows[0]):
+    if rows and _has_header(rows[0], header):
         rows = rows[1:]
     try:
         return np.array([[float(v) for v in r] for r in rows], dtype=np.float64)

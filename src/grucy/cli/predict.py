@@ -9,11 +9,11 @@ prints the predictions.  A new model reading one of these kinds needs nothing he
 from __future__ import annotations
 
 from ._common import _COUNT, _SEED, CLIError, _number, _refuse
-from ._data import _read_column, _read_rows, _read_text
+from ._data import HEADER_HELP, _read_column, _read_rows, _read_text
 
 __all__ = ["add"]
 
-_FORECASTER_OPTIONS = ("csv", "column", "missing", "values", "horizon")
+_FORECASTER_OPTIONS = ("csv", "column", "missing", "header", "values", "horizon")
 _GENERATE_OPTIONS = ("prompt", "n", "temperature", "seed")
 _CHARLM_OPTIONS = _GENERATE_OPTIONS + ("text",)
 
@@ -62,6 +62,17 @@ def _predict_series(args, model, name):
     import numpy as np
 
     _refuse(args, _CHARLM_OPTIONS, f"to a {name} (they are CharLM options)")
+    # what this command cannot give: the future covariates, several columns of history
+    if model.n_covariates_:
+        raise CLIError(f"this {name} was fitted with {model.n_covariates_} covariates, "
+                       f"which it needs for the history and the steps ahead; grucy "
+                       f"predict reads one column: use the Python API "
+                       f"(model.predict(y, horizon, X=...))")
+    if model.n_series_ > 1 or model.n_fitted_series_ is not None:
+        what = (f"{model.n_series_} series at once" if model.n_series_ > 1
+                else f"a list of {model.n_fitted_series_} series")
+        raise CLIError(f"this {name} was fitted on {what}; grucy predict reads one "
+                       f"column of one series: use the Python API (model.predict)")
     if args.values is not None and args.csv is not None:
         raise CLIError("give the history as --csv FILE or --values, not both")
     if args.values is not None:
@@ -70,13 +81,14 @@ def _predict_series(args, model, name):
         except ValueError:
             raise CLIError("--values must be comma-separated numbers") from None
     elif args.csv is not None:
-        history = _read_column(args.csv, args.column, args.missing or "error")
+        history = _read_column(args.csv, args.column, args.missing or "error",
+                               args.header or "auto")
     else:
         raise CLIError("a Forecaster needs the history: --csv FILE [--column C] "
                        "or --values v1,v2,...")
     pred = model.predict(history, horizon=args.horizon or 1)
-    for row in np.atleast_1d(pred):
-        print(" ".join(f"{v:.6g}" for v in np.atleast_1d(row)))
+    for row in np.atleast_1d(pred):   # (repr: every digit; .6g printed 1.23454e+06)
+        print(" ".join(repr(float(v)) for v in np.atleast_1d(row)))
 
 
 def _predict_text(args, model, name):
@@ -103,7 +115,7 @@ def _predict_sequences(args, model, name):
             f"to a {name} (it takes --csv FILE with one sequence per row)")
     if args.csv is None:
         raise CLIError(f"a {name} needs --csv FILE with one sequence per row")
-    for v in model.predict(_read_rows(args.csv)):
+    for v in model.predict(_read_rows(args.csv, args.header or "auto")):
         print(" ".join(str(x) for x in np.atleast_1d(v)))
 
 
@@ -130,6 +142,7 @@ def add(subparsers):
     p.add_argument("--missing", choices=["error", "drop", "interpolate"],
                    help="Forecaster: empty or non-finite values in the column "
                         "(default: error)")
+    p.add_argument("--header", choices=["auto", "yes", "no"], help=HEADER_HELP)
     p.add_argument("--values", metavar="V1,V2,...", help="Forecaster: the history inline")
     p.add_argument("--horizon", type=_COUNT, help="Forecaster: steps (default: 1)")
     p.add_argument("--prompt", help="CharLM: text to continue (default: a newline)")

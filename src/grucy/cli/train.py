@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 
 from ._common import _COUNT, _SEED, CLIError, CLIFailure, _check_output, _number, _refuse
-from ._data import _read_column, _read_text
+from ._data import HEADER_HELP, _read_column, _read_text
 
 __all__ = ["add"]
 
 
-_SERIES_OPTIONS = ("column", "missing", "lookback", "horizon")
+_SERIES_OPTIONS = ("column", "missing", "header", "lookback", "horizon")
 _TEXT_OPTIONS = ("max_chars", "bptt", "embedding_dim")
 
 
@@ -67,7 +67,8 @@ def _run_train(args):
         if getattr(args, name) is not None:
             common[name] = getattr(args, name)
     if args.csv is not None:
-        data = _read_column(args.csv, args.column, args.missing or "error")
+        data = _read_column(args.csv, args.column, args.missing or "error",
+                            args.header or "auto")
         model = Forecaster(lookback=args.lookback or 12, horizon=args.horizon or 1,
                            **common)
         what = f"{len(data)} values from {args.csv}"
@@ -120,6 +121,7 @@ def add(subparsers):
                      help="column name (header) or 0-based index (default: the last)")
     src.add_argument("--missing", choices=["error", "drop", "interpolate"],
                      help="what to do with empty or non-finite values (default: error)")
+    src.add_argument("--header", choices=["auto", "yes", "no"], help=HEADER_HELP)
     src.add_argument("--text", metavar="FILE", help="UTF-8 text file for a CharLM")
     src.add_argument("--max-chars", type=_COUNT, metavar="N",
                      help="use only the first N characters of the text")

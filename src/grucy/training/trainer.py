@@ -333,6 +333,24 @@ class Trainer:
         io.write_archive(path, CHECKPOINT_KIND, config, arrays)
         self._last_checkpoint = os.fspath(path)
 
+    def _check_same_task(self):
+        """Every rank holds the same data (each trains on its shard of it): ranks given
+        other data trained silently into different models, or died in a collective with
+        a bare MPI_ERR_TRUNCATE.  The task's digest is compared with the root's."""
+        comm = self.comm
+        if comm.size <= 1:
+            return
+        digest = hashlib.sha256(json.dumps(self.task.fingerprint(), sort_keys=True,
+                                           default=str).encode()).digest()
+        mine = np.frombuffer(digest, np.uint8).astype(np.float64)
+        root = mine.copy()
+        comm.broadcast_([root])
+        differ = comm.allreduce_sum(np.array([float(not np.array_equal(root, mine))]))
+        if differ[0]:
+            raise ValueError(f"the ranks hold different training data ({int(differ[0])} of "
+                             f"{comm.size} differ from rank 0's): every rank must be given "
+                             f"the same data (each trains on its share of it)")
+
     def _write_checkpoint(self):
         """The run's checkpoint for this epoch; an OSError (a full disk, a file system
         gone read-only) says which file and epoch, and what is left to resume from."""
@@ -520,6 +538,7 @@ class Trainer:
             if not os.path.isdir(directory):
                 raise FileNotFoundError(f"checkpoint {os.fspath(self.checkpoint)!r}: "
                                         f"directory {directory} does not exist")
+        self._check_same_task()
         comm.broadcast_(self.params)
         if self.resume is not None:
             self.load_checkpoint(self.resume)
