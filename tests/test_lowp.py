@@ -787,3 +787,15 @@ def test_int8_refuses_inputs_whose_integer_sums_could_overflow():
     assert abs(float(want[0, 0, 0])) > 0.1
     with pytest.raises(grucy.SizeLimitError, match="at most 66311"):
         grucy.quantize(grucy.GRU(K + 1, 1, seed=0), "int8")
+
+
+def test_quantizing_float64_weights_beyond_float32_names_the_parameter():
+    # (three NumPy overflow warnings, then "weights[0]['scale_ih'] contains NaN or inf")
+    import warnings
+    g = grucy.GRU(3, 4, seed=0, dtype=np.float64)
+    g.parameters()[0][1, 2] = 1e39
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"^parameter 'weight_ih_l0' has values beyond "
+                                             r"float32's range \(up to 1e\+39"):
+            grucy.quantize(g, "int8")

@@ -2848,7 +2848,9 @@ cdef class GRUStream:
 
     def refresh(self):
         """Take a new snapshot of the layer's parameters (checked, packed); the state is
-        kept.  ValueError when a parameter is not finite (the old snapshot stays)."""
+        kept.  ValueError when a parameter is not finite (the old snapshot stays).  The
+        precision stays the one the stream was made with: after changing a layer's
+        ``precision``, make a new stream (``GRU.step`` does so itself)."""
         self._take_snapshot()
 
     def _changed(self):

@@ -186,6 +186,15 @@ class QuantizedGRU:
         if not isinstance(layer, GRU):
             raise TypeError(f"layer must be a grucy.GRU, got {type(layer).__name__}")
         layer._check_parameters()
+        big = float(np.finfo(np.float32).max)
+        for name, p in layer.state_dict().items():
+            # (int8 quantizes through float32: a float64 weight beyond its range became
+            # inf, then an error about an internal scale_ih the user never passed)
+            if p.size and float(np.max(np.abs(p))) > big:
+                raise ValueError(f"parameter {name!r} has values beyond float32's range "
+                                 f"(up to {float(np.max(np.abs(p))):.3g}; at most "
+                                 f"{big:.3g}): int8 quantization goes through "
+                                 f"float32; rescale the layer's weights first")
         weights = []
         for k in range(layer.num_layers):
             for d in range(layer.num_directions):
