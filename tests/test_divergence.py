@@ -88,12 +88,17 @@ def test_every_model_reports_divergence_and_stays_unfitted(make):
     assert not hasattr(model, "net_") and not hasattr(model, "history_")
 
 
-def test_the_error_names_the_last_checkpoint(tmp_path):
+def _small_task():
+    """A two-layer float64 regression task of 32 rows: (net, task)."""
     rng = np.random.default_rng(0)
     X, Y = rng.normal(size=(32, 3)), rng.normal(size=(32, 2))
     net = Sequential(Linear(3, 5, dtype=np.float64, seed=1),
                      Linear(5, 2, dtype=np.float64, seed=2))
-    task = ArrayTask(net, X, Y, mse_loss, np.arange(32))
+    return net, ArrayTask(net, X, Y, mse_loss, np.arange(32))
+
+
+def test_the_error_names_the_last_checkpoint(tmp_path):
+    net, task = _small_task()
     backward, calls = net.backward, {"n": 0}
 
     def poisoned(dy):  # the 10th backward (epoch 3 of 4 steps each) overflows
@@ -362,11 +367,7 @@ def test_a_checkpoint_that_cannot_be_written_names_the_one_to_resume_from(tmp_pa
                                                                           monkeypatch):
     from grucy import io
 
-    rng = np.random.default_rng(0)
-    X, Y = rng.normal(size=(32, 3)), rng.normal(size=(32, 2))
-    net = Sequential(Linear(3, 5, dtype=np.float64, seed=1),
-                     Linear(5, 2, dtype=np.float64, seed=2))
-    task = ArrayTask(net, X, Y, mse_loss, np.arange(32))
+    _, task = _small_task()
     real, writes = io.write_archive, {"n": 0}
 
     def full(*a, **k):  # the second checkpoint meets a full disk
