@@ -426,6 +426,8 @@ class TruncatedBPTT:
     n_streams : int
         Number of parallel streams whose states are kept.
 
+    Notes
+    -----
     The carried states belong to one sequence of chunks: drive a TruncatedBPTT from one
     thread (its GRU refuses a second thread inside it with RuntimeError).
     """

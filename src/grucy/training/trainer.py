@@ -75,6 +75,8 @@ class Trainer:
         Early stopping: stop after this many epochs without improving the monitored loss
         (validation loss when there is validation data, else training loss) by more than
         ``min_delta``, and restore the best weights.  None: train all epochs.
+    min_delta : float, default 0.0
+        The improvement of the monitored loss that counts for ``patience``.
     seed : int, SeedSequence or None
         Seeds the shuffling.
     verbose : int
