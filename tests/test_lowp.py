@@ -799,3 +799,25 @@ def test_quantizing_float64_weights_beyond_float32_names_the_parameter():
         with pytest.raises(ValueError, match=r"^parameter 'weight_ih_l0' has values beyond "
                                              r"float32's range \(up to 1e\+39"):
             grucy.quantize(g, "int8")
+
+
+def test_int8_refuses_inputs_whose_scaled_sums_overflow_float32():
+    # ((float)S * scale) * weight_scale: the first product overflowed for inputs near
+    # float32's maximum (x = 3e38, weights 1e-38: a true pre-activation of 0.3), the
+    # gate saw inf and the output came back 0.0 instead of ~0.124, without an error.
+    from grucy._validation import NumericOverflowError
+    g = grucy.GRU(2, 1, seed=0, bias=False)
+    sd = g.state_dict()
+    sd["weight_ih_l0"] = np.array([[1.3e-38, 1.2e-38]] * 3, np.float32)
+    sd["weight_hh_l0"] = np.zeros((3, 1), np.float32)
+    g.load_state_dict(sd)
+    q = grucy.quantize(g, "int8")
+    x = np.array([[[3e38, -3e38]]], np.float32)
+    for call in (lambda: q(x), lambda: q.step(x[0]),
+                 lambda: q(np.ones_like(x), np.full((1, 1, 1), 3e38, np.float32))):
+        with pytest.raises(NumericOverflowError, match=r"(x|h0) holds values up to 3e\+38: "
+                                                       r"the int8 kernels"):
+            call()
+    limit = np.finfo(np.float32).max / (255 * 2)   # at the bound: finite, as float32's
+    y = q(np.full((1, 1, 2), limit * 0.999, np.float32))[0]
+    assert np.all(np.isfinite(y))
