@@ -227,6 +227,11 @@ class GRUBase(ParameterHolder):
         """The parameter names' suffix of ``layer`` and ``direction``, both checked (a
         direction of 2 or -1 read as the reverse one; a layer out of range was a bare
         KeyError)."""
+        # (forward, step and stream ask for every layer on every call: plain valid ints
+        # go straight through)
+        if (type(layer) is int and type(direction) is int and 0 <= layer < self.num_layers
+                and 0 <= direction < self.num_directions):
+            return f"l{layer}" + ("_reverse" if direction else "")
         layer, direction = _integer("layer", layer), _integer("direction", direction)
         if not 0 <= layer < self.num_layers:
             raise ValueError(f"layer must be in 0..{self.num_layers - 1}, got {layer}")
