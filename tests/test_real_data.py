@@ -21,14 +21,17 @@ def test_sunspots_median_beats_ar9_and_seasonal_naive_and_the_interval_covers(se
     assert np.all(r["lower"] <= r["predicted"]) and np.all(r["predicted"] <= r["upper"])
 
 
-def test_co2_with_calendar_covariates_a_year_ahead():
-    """The full demo (about 15 s): 52-week forecasts from 102 origins of the held-out
-    weeks.  The GRU beats the seasonal naive by a factor of three and AR with its order
-    chosen by BIC; AR(104), which reads the same 104 weeks, stays ahead of it (the
-    README says so)."""
-    r = demo.run_co2_demo(seed=0, verbose=False)
+@pytest.mark.parametrize("seed", [0, 3])
+def test_co2_with_calendar_covariates_a_year_ahead(seed):
+    """The full demo (about 7 s): 52-week forecasts from 102 origins of the held-out
+    weeks.  The GRU beats the seasonal naive by a factor of two and a half and AR with
+    its order chosen by BIC; AR(104), which reads the same 104 weeks, stays ahead of it
+    (the README says so).  Seed 3 fell short of both the AR and the coverage before the
+    demo's cosine schedule."""
+    r = demo.run_co2_demo(seed=seed, verbose=False)
     assert r["n_origins"] == 102 and r["backtest"]["forecast"].shape == (102, 52)
-    assert r["rmse_model"] < r["rmse_ar"] and 3 * r["rmse_model"] < r["rmse_seasonal_naive"]
+    assert r["ar_order"] == 59 and r["rmse_ar"] == pytest.approx(0.688, abs=0.001)
+    assert r["rmse_model"] < r["rmse_ar"] and 2.5 * r["rmse_model"] < r["rmse_seasonal_naive"]
     assert 0.7 <= r["coverage"] <= 0.9  # 5304 forecasts
     assert r["rmse_ar_lookback"] < r["rmse_model"]  # the honest part of the comparison
 
