@@ -821,3 +821,28 @@ def test_int8_refuses_inputs_whose_scaled_sums_overflow_float32():
     limit = np.finfo(np.float32).max / (255 * 2)   # at the bound: finite, as float32's
     y = q(np.full((1, 1, 2), limit * 0.999, np.float32))[0]
     assert np.all(np.isfinite(y))
+
+
+def test_int8_stream_refuses_each_steps_x_and_a_state_beyond_the_range():
+    # A stream checked only its h0: a later step's x = 3e38 overflowed the first float32
+    # product and the step returned a plausible, wrong output (0.0, not ~0.124).
+    from grucy._validation import NumericOverflowError
+    g = grucy.GRU(2, 1, seed=0, bias=False)
+    sd = g.state_dict()
+    sd["weight_ih_l0"] = np.array([[1.3e-38, 1.2e-38]] * 3, np.float32)
+    sd["weight_hh_l0"] = np.full((3, 1), 0.5, np.float32)
+    g.load_state_dict(sd)
+    q = grucy.quantize(g, "int8")
+    s = q.stream()
+    x = np.array([0.5, -0.25], np.float32)
+    s.step(x)
+    h = s.h
+    with pytest.raises(NumericOverflowError, match=r"^x holds values up to 3e\+38: the int8"):
+        s.step(np.array([3e38, -3e38], np.float32))
+    np.testing.assert_array_equal(s.h, h)  # the refused step left the state alone
+    with pytest.raises(NumericOverflowError, match=r"^h holds values up to 3e\+38"):
+        s.h = np.full((1, 1, 1), 3e38, np.float32)
+    np.testing.assert_array_equal(s.h, h)
+    # the stream still gives the one-step forward's numbers from that state
+    y = s.step(x)
+    np.testing.assert_array_equal(y, q.step(x[None], h)[0][0])

@@ -2679,6 +2679,16 @@ cdef inline bint _all_finite(const floating* p, Py_ssize_t n) noexcept nogil:
         return grucy_finite_d(p, n)
 
 
+cdef inline double _abs_max_f(const float* p, Py_ssize_t n) noexcept nogil:
+    cdef float m = 0, v
+    cdef Py_ssize_t i
+    for i in range(n):
+        v = p[i] if p[i] >= 0 else -p[i]
+        if v > m:
+            m = v
+    return m
+
+
 PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
@@ -2877,6 +2887,9 @@ cdef class GRUStream:
         arr = arr.astype(self.dtype, copy=False)
         if not np.all(np.isfinite(arr)):
             raise ValueError("h contains NaN or inf")
+        if self.precision == LP_INT8:
+            from ._validation import check_int8_range  # (a leaf, but it imports this module)
+            check_int8_range("h", arr, self.hidden_size)
         self.S_arr[...] = arr
 
     def reset(self):
@@ -2942,7 +2955,10 @@ cdef class GRUStream:
         cdef char* op = <char*>cnp.PyArray_DATA(<cnp.ndarray>out)
         cdef char* S = self.S
         cdef char* S_prev = self.S_prev
-        cdef bint ok, state_ok = True
+        cdef bint ok, state_ok = True, in_range = True
+        # int8: the first layer's input must keep 255 * I0 * max|x| finite in float32
+        # (the later layers read outputs, |h| <= max(1, |h0|), and h0 was checked)
+        cdef double int8_limit = 3.4028234663852886e38 / (255.0 * I0)
         cdef Py_ssize_t ns = <Py_ssize_t>self.num_layers * B * H
         cdef size_t nbytes = ns * (8 if self.dbl else 4)
         cdef int L = self.num_layers
@@ -2961,7 +2977,9 @@ cdef class GRUStream:
                 ok = _all_finite(<double*>xp, <Py_ssize_t>B * I0)
             else:
                 ok = _all_finite(<float*>xp, <Py_ssize_t>B * I0)
-            if ok:
+            if ok and self.precision == LP_INT8:
+                in_range = _abs_max_f(<float*>xp, <Py_ssize_t>B * I0) <= int8_limit
+            if ok and in_range:
                 memcpy(S_prev, S, nbytes)
                 if self.dbl:
                     self._run(<double*>xp, <double*>op, ptr)
@@ -2973,6 +2991,9 @@ cdef class GRUStream:
                     memcpy(S, S_prev, nbytes)
         if not ok:
             raise ValueError("x contains NaN or inf")
+        if not in_range:
+            from ._validation import check_int8_range
+            check_int8_range("x", x, I0)
         if not state_ok:
             raise ValueError("the new state is not finite (the inputs or the state are "
                              "too large for these weights); the state is left as it was")

@@ -151,6 +151,21 @@ class NumericOverflowError(ValueError):
     into :class:`grucy.TrainingDivergedError`."""
 
 
+def check_int8_range(name, arr, K):
+    """NumericOverflowError for values so large that the int8 GEMM's first float32
+    product overflows: it scales the exact int32 sum S (|S| <= 255 * 127 * K) by the
+    row's scale amax / 127, so |S * scale| <= 255 * K * amax must stay finite.  (Beyond,
+    the gate saw inf, and the sigmoid turned it into a plausible, wrong output.)"""
+    arr = np.asarray(arr)
+    amax = float(np.max(np.abs(arr))) if arr.size else 0.0
+    limit = float(np.finfo(np.float32).max) / (255 * K)
+    if amax > limit:
+        raise NumericOverflowError(
+            f"{name} holds values up to {amax:.3g}: the int8 kernels scale their integer "
+            f"sums by them and overflow float32 beyond {limit:.3g} (255 x {K} x value); "
+            f"rescale {name}, or run the float layer")
+
+
 def check_result(what, arr, hint=""):
     """NumericOverflowError naming ``what`` unless the float array ``arr`` is finite.
 

@@ -24,8 +24,8 @@ from . import _gru
 from ._base import GRUBase, param_names, time_major_x
 from ._limits import INT32_MAX, SizeLimitError, check_int32, check_memory
 from ._params import ThreadOwner, _names, exclusive
-from ._validation import (NumericOverflowError, _flag, _positive_int, as_float_array,
-                          check_finite, check_result, state_array)
+from ._validation import (_flag, _positive_int, as_float_array, check_finite,
+                          check_int8_range, check_result, state_array)
 from .io import register
 from .layer import GRU, ScratchBound
 
@@ -33,20 +33,6 @@ __all__ = ["quantize", "QuantizedGRU", "quantize_weight", "quantized_copy"]
 
 #: What the int8 arithmetic is, recorded in saved files.
 SCHEME = "int8: weights symmetric per output channel, activations dynamic per row (u8+128)"
-
-
-def _check_int8_range(name, arr, K):
-    """NumericOverflowError for values so large that the int8 GEMM's first float32
-    product overflows: it scales the exact int32 sum S (|S| <= 255 * 127 * K) by the
-    row's scale amax / 127, so |S * scale| <= 255 * K * amax must stay finite.  (Beyond,
-    the gate saw inf, and the sigmoid turned it into a plausible, wrong output.)"""
-    amax = float(np.max(np.abs(arr))) if arr.size else 0.0
-    limit = float(np.finfo(np.float32).max) / (255 * K)
-    if amax > limit:
-        raise NumericOverflowError(
-            f"{name} holds values up to {amax:.3g}: the int8 kernels scale their integer "
-            f"sums by them and overflow float32 beyond {limit:.3g} (255 x {K} x value); "
-            f"rescale {name}, or run the float layer")
 
 
 def quantize_weight(w):
@@ -266,11 +252,11 @@ class QuantizedGRU:
         check_memory(what, 4 * (3 * N * I + 3 * N * D * H + 4 * L * D * B * H) + pool)
         x = as_float_array("x", x, np.float32)
         check_finite("x", x)
-        _check_int8_range("x", x, I)
+        check_int8_range("x", x, I)
         shape = (L * D, B, H)
         h0 = state_array("h0", h0, shape, np.float32,
                          f"shape (num_layers*num_directions, B, H) = {shape}")
-        _check_int8_range("h0", h0, H)
+        check_int8_range("h0", h0, H)
         if lengths is not None:
             lengths = GRUBase._check_lengths(lengths, T, B)
             if np.all(lengths == T):
@@ -360,7 +346,7 @@ class QuantizedGRU:
         shape = (L, B, H)
         h0 = state_array("h0", h0, shape, np.float32,
                          f"shape (num_layers, batch_size, hidden_size) = {shape}")
-        _check_int8_range("h0", h0, H)
+        check_int8_range("h0", h0, H)
         layers = [[w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], w["scale_ih"],
                    w["scale_hh"]] for w in self.weights]
         return _gru.GRUStream(layers, B, H, self.reset_after, np.float32, h0, 2)
@@ -379,8 +365,7 @@ class QuantizedGRU:
                 raise ValueError(f"h must have shape (num_layers, batch_size, "
                                  f"hidden_size) = {shape}, got {h.shape}")
             check_finite("h", h)
-            _check_int8_range("h", h, self.hidden_size)
-        _check_int8_range("x", x, self.input_size)
+        # (the stream checks h, as h0 or through its setter, and x against the int8 range)
         cached = self.__dict__.pop("_step_stream", None)
         if cached is not None and cached[0] == B:
             s = cached[1]
