@@ -286,8 +286,7 @@ class Forecaster(GRUModel):
         # predict takes them (by position, a reordered frame trained on a column as
         # another); each series evenly spaced, as one series is
         first = y[0]
-        names = ([json_label(c) for c in first.columns]
-                 if is_pandas(first) and first.ndim == 2 else None)
+        names = _json_labels(first.columns) if is_pandas(first) and first.ndim == 2 else None
         series = [read_series(f"{name}[{i}]", by_name(f"{name}[{i}]", s, names)
                               if i and names is not None and is_pandas(s) and s.ndim == 2
                               else s) for i, s in enumerate(y)]
