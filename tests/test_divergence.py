@@ -385,3 +385,41 @@ def test_a_checkpoint_that_cannot_be_written_names_the_one_to_resume_from(tmp_pa
                                       r"\.grucy, is intact: resume from it") as info:
         trainer.fit()
     assert info.value.errno == 28 and info.value.filename.endswith("ck-2.grucy")
+
+
+# -- data near the smallest float64: the squares underflow, the scale must not ----------
+def test_data_so_small_that_its_squares_underflow_is_standardised_as_at_unit_scale():
+    """y near 1e-170 (or X near 1e-300): np.std squared the deviations to 0, the scale
+    became 1 as for constant data, and the model predicted ~1e167 times the data."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 6, 2))
+    y = X[:, -1, 0] + 0.3 * X[:, 0, 1]
+    kw = dict(hidden_size=4, epochs=3, random_state=0)
+    unit = grucy.GRURegressor(**kw).fit(X, y)
+    for sx, sy in ((1.0, 1e-170), (1e-300, 1.0)):
+        tiny = grucy.GRURegressor(**kw).fit(X * sx, y * sy)
+        np.testing.assert_allclose(tiny.y_scale_, unit.y_scale_ * sy, rtol=1e-12)
+        np.testing.assert_allclose(tiny.x_scale_, unit.x_scale_ * sx, rtol=1e-12)
+        np.testing.assert_allclose(tiny.predict(X * sx) / sy, unit.predict(X), rtol=1e-5,
+                                   atol=1e-6)
+    series = 1e-170 * np.sin(np.arange(60.0))
+    f = grucy.Forecaster(lookback=4, hidden_size=4, epochs=1, random_state=0).fit(series)
+    assert f.scale_ == pytest.approx(np.std(np.sin(np.arange(60.0))) * 1e-170, rel=1e-12)
+    constant = grucy.GRURegressor(**kw).fit(X, np.full(60, 1e-200))
+    assert constant.y_scale_[0] == 1.0  # truly constant data keeps a scale of 1
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e160, 1e-170])
+def test_regressor_score_is_r2_at_every_scale(scale):
+    """R^2 squared the raw residuals: NaN (overflow) near 1e160 and 1.0 (both sums
+    underflowed to 0) near 1e-170; it does not depend on the scale."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((40, 5, 2))
+    y = np.stack([X[:, -1, 0], X[:, 0, 1] - X[:, 2, 0]], axis=1)
+    model = grucy.GRURegressor(hidden_size=4, epochs=2, random_state=0).fit(X, y * scale)
+    pred = model.predict(X) / scale
+    w = rng.uniform(0.5, 2.0, 40)
+    expect = np.mean([1 - np.average((y[:, j] - pred[:, j]) ** 2, weights=w)
+                      / np.average((y[:, j] - np.average(y[:, j], weights=w)) ** 2,
+                                   weights=w) for j in range(2)])
+    assert model.score(X, y * scale, sample_weight=w) == pytest.approx(expect, rel=1e-9)

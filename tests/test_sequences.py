@@ -474,3 +474,83 @@ def test_non_finite_per_step_values_are_named_by_sequence_and_step():
     with pytest.raises(ValueError, match=r"sample_weight contains NaN or inf within "
                                          r"sequence 3 \(step 4\)"):
         reg.fit(X, np.nan_to_num(Y), sample_weight=w)
+
+
+# -- labels and inputs as pandas and object arrays hand them over --------------------------
+def test_object_labels_with_a_missing_value_are_refused_as_float_ones_are():
+    """An object column [1, 2, nan, ...] (labels with gaps) made NaN a class (several,
+    unsorted: classes_ [1 2 nan 2 nan 2]) and trained on a garbage encoding."""
+    X = np.random.default_rng(0).normal(size=(30, 5))
+    y = np.array([1, 2] * 15, dtype=object)
+    y[3] = y[8] = np.nan
+    kw = dict(hidden_size=4, epochs=1, random_state=0)
+    with pytest.raises(ValueError, match=r"^y contains a missing label \(nan, first at "
+                                         r"index \(3,\)\); every sample needs a class"):
+        grucy.GRUClassifier(**kw).fit(X, y)
+    y[3] = y[8] = 1
+    y[5] = None
+    with pytest.raises(ValueError, match=r"missing label \(None, first at index \(5,\)\)"):
+        grucy.GRUClassifier(**kw).fit(X, y)
+    Y = np.where(X > 0, "a", "b").astype(object)  # a label per step
+    Y[4, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"missing label \(nan, first at index \(.+\)\)"):
+        grucy.GRUClassifier(return_sequences=True, **kw).fit(X, Y)
+
+
+def test_pandas_missing_values_in_X_are_named():
+    pd = pytest.importorskip("pandas", reason="pandas")
+    X = pd.DataFrame(np.random.default_rng(0).normal(size=(20, 4))).astype("Float64")
+    X.iloc[3, 2] = pd.NA
+    y = np.arange(20) % 2
+    with pytest.raises(ValueError, match=r"^X contains a missing value \(<NA>, first at "
+                                         r"index \(3, 2\)\); fill or drop it first"):
+        grucy.GRUClassifier(hidden_size=4, epochs=1).fit(X, y)
+    with pytest.raises(ValueError, match="X must hold real numbers: could not convert "
+                                         "string to float: 'a'"):
+        grucy.GRUClassifier(hidden_size=4, epochs=1).fit(np.array([[1, "a"]] * 4,
+                                                                  dtype=object), [0, 1] * 2)
+
+
+def test_a_validation_split_of_total_weight_zero_is_refused():
+    """Its loss was 0/0 = NaN every epoch, and early stopping, never seeing an
+    improvement, ended the run after `patience` epochs without a word."""
+    series = np.sin(np.arange(120.0) / 3)
+    w = np.ones(120)
+    w[-25:] = 0.0  # the newest values flagged unreliable
+    kw = dict(lookback=6, hidden_size=4, epochs=10, validation_fraction=0.2, patience=2)
+    with pytest.raises(ValueError, match=r"validation examples \(val_idx; an estimator's "
+                                         r"validation_fraction picks them\) have total "
+                                         r"weight 0"):
+        grucy.Forecaster(**kw).fit(series, sample_weight=w)
+    from grucy.models.base import _validation_split
+    X, _, _ = _ragged(n=20)
+    Y = [x[:, 0] for x in X]
+    sw = [np.ones(len(x)) for x in X]
+    task = dict(validation_fraction=0.2, hidden_size=4, epochs=3, random_state=0,
+                return_sequences=True)
+    model = grucy.GRURegressor(**task)
+    _, val = _validation_split(20, 0.2, np.random.default_rng(0))  # the split fit draws
+    for k in val:  # sequences whose steps are all unlabelled stay in the data
+        sw[k][:] = 0.0
+    with pytest.raises(ValueError, match="have total weight 0"):
+        model.fit(X, Y, sample_weight=sw)
+    sw[val[0]][0] = 1.0  # one weighted step is enough
+    assert np.isfinite(model.fit(X, Y, sample_weight=sw).history_["val_loss"]).all()
+    net = grucy.nn.Sequential(grucy.nn.Linear(2, 1))
+    with pytest.raises(ValueError, match="the 2 validation examples"):
+        SequenceTask(net, np.ones((4, 3, 2)), np.ones((4, 1)), grucy.losses.mse_loss,
+                     [0, 1], [2, 3], weight=np.array([1.0, 1.0, 0.0, 0.0]))
+
+
+def test_score_takes_a_column_of_targets_and_refuses_labels_of_another_kind():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 4))
+    y = X[:, -1] + X[:, 0]
+    reg = grucy.GRURegressor(hidden_size=4, epochs=2, random_state=0).fit(X, y)
+    assert reg.score(X, y[:, None]) == reg.score(X, y)  # as r2_score takes it
+    clf = grucy.GRUClassifier(hidden_size=4, epochs=1, random_state=0).fit(X, y > 0)
+    labels = (y > 0).astype(int)
+    clf = grucy.GRUClassifier(hidden_size=4, epochs=1, random_state=0).fit(X, labels)
+    with pytest.raises(ValueError, match=r"y holds strings, but the classifier's classes_ "
+                                         r"are numbers"):
+        clf.score(X, labels.astype(str))  # every prediction "wrong": 0.0 before

@@ -146,3 +146,18 @@ def test_fit_is_idempotent_and_predictions_are_batch_invariant():
     np.testing.assert_array_equal(p1, p2)
     parts = np.concatenate([clf.predict_proba(X[i:i + 7]) for i in range(0, len(X), 7)])
     np.testing.assert_allclose(parts, p1, rtol=0, atol=1e-7)
+
+
+def test_check_is_fitted_and_the_html_repr_work_on_every_model():
+    """scikit-learn >= 1.6 reads __sklearn_tags__ there: Forecaster and CharLM had none
+    (AttributeError, fitted or not)."""
+    from sklearn.utils import estimator_html_repr
+    from sklearn.utils.validation import check_is_fitted
+    for model in (grucy.Forecaster(lookback=4, hidden_size=4, epochs=1, random_state=0),
+                  grucy.CharLM(hidden_size=8, embedding_dim=4, epochs=1, bptt=8,
+                               random_state=0)):
+        with pytest.raises(NotFittedError):
+            check_is_fitted(model)
+        assert type(model).__name__ in estimator_html_repr(model)
+    f = grucy.Forecaster(lookback=4, hidden_size=4, epochs=1, random_state=0)
+    check_is_fitted(f.fit(np.sin(np.arange(40.0))))

@@ -87,7 +87,15 @@ def _real_values(name, value):
     if arr.dtype.kind == "c":
         raise ValueError("Complex data not supported")
     if arr.dtype.kind == "O":
-        arr = arr.astype(np.float64)  # numbers pass, anything else raises TypeError
+        try:
+            arr = arr.astype(np.float64)  # numbers pass
+        except (TypeError, ValueError) as exc:
+            for i, v in enumerate(arr.ravel().tolist()):
+                if v is None or type(v).__name__ in ("NAType", "NaTType"):
+                    where = tuple(int(j) for j in np.unravel_index(i, arr.shape))
+                    raise ValueError(f"{name} contains a missing value ({v!r}, first at "
+                                     f"index {where}); fill or drop it first") from None
+            raise type(exc)(f"{name} must hold real numbers: {exc}") from None
     elif arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     return arr.astype(np.float64)

@@ -155,6 +155,14 @@ class GRUModel:
     def __sklearn_is_fitted__(self):
         return hasattr(self, "net_")
 
+    def __sklearn_tags__(self):
+        """scikit-learn >= 1.6 reads these in check_is_fitted and the HTML repr (the
+        sequence estimators say more); imported here: scikit-learn is optional."""
+        from sklearn.utils import Tags, TargetTags
+
+        return Tags(estimator_type=self._estimator_type,
+                    target_tags=TargetTags(required=False))
+
     def network_inputs(self, x: Any, y: Any = None) -> Tuple[np.ndarray, Callable]:
         """What the fitted network ``net_`` reads for ``x``, and how a loss reaches it.
 
@@ -366,13 +374,19 @@ def _standardization(name, values, axis, weights=None):
     """``(mean, scale, standardised values)`` of the finite float64 ``values`` over
     ``axis`` (a scale of 0 becomes 1), weighted by ``weights`` (finite, >= 0, positive
     sum, along ``axis``; None: unweighted).  For values (or weights) so large that the
-    plain mean or standard deviation overflows (a std squares 1e308), both are computed
-    relative to each column's largest magnitude (and the weights relative to the
-    largest); standardised values that still overflow raise NumericOverflowError naming
+    plain mean or standard deviation overflows (a std squares 1e308), or so small that
+    it underflows (1e-170), both are computed relative to each column's largest
+    magnitude (and the weights relative to the largest); standardised values that still overflow raise NumericOverflowError naming
     ``name``, never reach the network as inf."""
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         mean, scale = _moments(values, axis, weights)
-        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale))):
+        # (and for values so small that the squares underflow: below ~1e-154 the std
+        # loses digits, and below ~1e-162 it is 0 for values that are not all equal)
+        tiny = scale < 1e-150
+        if np.any(tiny):
+            spread = np.ptp(values, axis=axis)
+            tiny &= spread > 0
+        if np.any(tiny) or not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale))):
             unit = np.max(np.abs(values), axis=axis, keepdims=True)
             unit[unit == 0] = 1.0
             w = None if weights is None else weights / np.max(weights)

@@ -343,6 +343,8 @@ class GRUClassifier(_SequenceEstimator):
         w = sample_weights(sample_weight, seqs, seqs.n, per_step=per_step)
         seqs, w, (labels,) = self._keep_weighted(seqs, w, labels)
         w = None if w is None or np.all(w == 1.0) else w
+        if labels.dtype.kind == "O":  # (np.unique would keep NaN as classes, unsorted)
+            _check_no_missing_label(labels)
         if labels.dtype.kind == "f":
             check_finite("y", labels, hint="every sample needs a class label")
             if np.any(labels != np.round(labels)):
@@ -484,6 +486,7 @@ class GRUClassifier(_SequenceEstimator):
                                  f"{np.shape(y)}")
             labels = labels[:, 0]
             w = sample_weights(sample_weight, None, len(pred))
+        _check_label_kind(labels, self.classes_)
         return float(np.average(pred == labels, weights=w))
 
     def _loss_gradient(self, out, y):
@@ -619,6 +622,8 @@ class GRURegressor(_SequenceEstimator):
             target = _as_real_array("y", self._check_y_present(len(pred), y)
                                     ).astype(np.float64)
             check_finite("y", target)
+            if target.shape == pred.shape + (1,) or target.shape + (1,) == pred.shape:
+                target = target.reshape(pred.shape)  # (n, 1) for (n,), as r2_score takes
             if target.shape != pred.shape:
                 raise ValueError(f"y must have the shape of the predictions, {pred.shape}, "
                                  f"got {target.shape}")
@@ -626,8 +631,14 @@ class GRURegressor(_SequenceEstimator):
             pred = pred.reshape(len(target), -1)
             w = sample_weights(sample_weight, None, len(target))
         mean = np.average(y2, axis=0, weights=w)
-        ss_res = np.average(np.square(y2 - pred), axis=0, weights=w)
-        ss_tot = np.average(np.square(y2 - mean), axis=0, weights=w)
+        # residuals and deviations in units of each target's largest deviation: R^2 does
+        # not change, and their squares neither overflow (targets near 1e160) nor
+        # underflow to 0 (near 1e-170)
+        unit = np.max(np.abs(y2 - mean), axis=0)
+        unit = np.where(unit > 0, unit, 1.0)
+        with np.errstate(over="ignore"):
+            ss_res = np.average(np.square((y2 - pred) / unit), axis=0, weights=w)
+        ss_tot = np.average(np.square((y2 - mean) / unit), axis=0, weights=w)
         r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1),
                       np.where(ss_res > 0, 0.0, 1.0))
         return float(np.mean(r2))
@@ -662,3 +673,28 @@ def _sklearn_warning(category_name):
     except ImportError:  # pragma: no cover - depends on the environment
         return UserWarning
     return getattr(exceptions, category_name, UserWarning)
+
+
+def _check_no_missing_label(labels):
+    """ValueError for a missing value (None, NaN, pandas' NA or NaT) among object labels,
+    as float labels with NaN get."""
+    for i, v in enumerate(labels.ravel().tolist()):
+        if (v is None or type(v).__name__ in ("NAType", "NaTType")
+                or (isinstance(v, (float, np.floating)) and v != v)):
+            where = np.unravel_index(i, labels.shape)
+            raise ValueError(f"y contains a missing label ({v!r}, first at index "
+                             f"{tuple(int(j) for j in where)}); every sample needs a class "
+                             f"label")
+
+
+def _check_label_kind(labels, classes):
+    """ValueError for numbers scored against string classes or the reverse (no label
+    would ever match: the accuracy came back 0.0, where scikit-learn refuses)."""
+    def kind(a):
+        a = np.asarray(a)
+        return "numbers" if a.dtype.kind in "biuf" else "strings" if a.dtype.kind in "US" \
+            else None
+    got, want = kind(labels), kind(classes)
+    if got and want and got != want:
+        raise ValueError(f"y holds {got}, but the classifier's classes_ are {want} "
+                         f"({classes[:3].tolist()}...): no label could match")

@@ -183,6 +183,23 @@ class SequenceTask(ArrayTask):
         self._term_shape = tuple(term_shape)
         self._terms_per_item = count_terms(term_shape)
         self.weight = self._check_weight(weight, n)
+        if self.val_idx.size and not self._total_weight(self.val_idx) > 0:
+            # (their loss and metrics would be 0/0 = NaN in every epoch, and early
+            # stopping, never seeing an improvement, would end the run after `patience`)
+            raise ValueError(f"the {self.val_idx.size} validation examples (val_idx; an "
+                             f"estimator's validation_fraction picks them) have total "
+                             f"weight 0: nothing to validate on; give some of them a "
+                             f"positive weight, or validate on none")
+
+    def _total_weight(self, indices):
+        w = self.weight
+        if w is None:
+            return float(indices.size)
+        if isinstance(w, Packed):
+            steps = w.values.reshape(len(w.values), -1).sum(axis=1)
+            ends = np.concatenate([[0.0], np.cumsum(steps)])
+            return float(np.sum(ends[w.offsets[indices + 1]] - ends[w.offsets[indices]]))
+        return float(np.sum(w[indices]))
 
     def _check_weight(self, weight, n):
         if weight is None:
