@@ -571,3 +571,78 @@ def test_schedule_load_state_dict_checks_the_values():
     assert r.best == 2.0 and r.num_bad_epochs == 1
     r.step(1.0)
     assert r.best == 1.0
+
+
+# -- Linear: each row on its own (the readout of every model) ----------------------------
+def _linear_run(lin, x, dy):
+    y = lin.forward(x)
+    lin.zero_grad()
+    dx = lin.backward(dy)
+    return y, dx, lin.grads["weight"].copy()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(64, 64), (9, 9), (32, 10), (256, 97)])
+def test_linear_gives_a_row_the_same_bits_in_any_batch(dtype, shape):
+    """Through scipy's BLAS a readout's row differed by up to 9e-8 between a batch of 1
+    and one of 16 (OpenBLAS picks its kernel by the number of rows), so a model's
+    prediction for a sequence depended on the other sequences in the call."""
+    if grucy._gru.kernel_isa() == "blas":
+        pytest.skip("GRUCY_ISA=blas: the products are OpenBLAS's, not promised")
+    K, N = shape
+    lin = Linear(K, N, seed=1, dtype=dtype)
+    r = np.random.default_rng(2)
+    x = r.standard_normal((70, K)).astype(dtype)
+    dy = r.standard_normal((70, N)).astype(dtype)
+    y, dx, dw = _linear_run(lin, x, dy)
+    np.testing.assert_allclose(y, x.astype(np.float64) @ lin.weight.T
+                               + lin.state_dict()["bias"],
+                               rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-5)
+    np.testing.assert_allclose(dx, dy.astype(np.float64) @ lin.weight,
+                               rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-5)
+    np.testing.assert_allclose(dw, dy.T.astype(np.float64) @ x,
+                               rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-4)
+    for rows in ([0], [5, 6, 7], list(range(3, 19)), [69, 0, 33]):
+        yb, dxb, _ = _linear_run(lin, x[rows], dy[rows])
+        assert np.array_equal(yb, y[rows]) and np.array_equal(dxb, dx[rows]), rows
+
+
+def test_linear_gives_the_same_bits_on_every_kernel_and_thread_count():
+    from conftest import kernels
+    from test_invariance import _kernel_fuses
+    lin = Linear(300, 130, seed=3)
+    r = np.random.default_rng(4)
+    x = r.standard_normal((512, 300)).astype(np.float32)  # large enough for the team
+    dy = r.standard_normal((512, 130)).astype(np.float32)
+    runs = {}
+    for isa in [i for i in grucy._gru.available_isas() if i != "blas"]:
+        with kernels(isa):
+            if not _kernel_fuses():
+                continue  # (x86's SSE2 portable build: no FMA, each product rounds)
+            for threads in (1, 2, 3):
+                old = grucy._gru.get_num_threads()
+                grucy._gru.set_num_threads(threads)
+                try:
+                    runs[isa, threads] = _linear_run(lin, x, dy)
+                finally:
+                    grucy._gru.set_num_threads(old)
+    first = next(iter(runs.values()))
+    assert len(runs) >= 3
+    for key, got in runs.items():
+        assert all(np.array_equal(a, b) for a, b in zip(got, first)), key
+
+
+def test_models_predict_a_sequence_the_same_alone_or_in_a_batch():
+    r = np.random.default_rng(0)
+    X = [r.normal(size=(T, 3)) for T in r.integers(2, 12, size=40)]
+    y = np.array([int(abs(x[-1, 0]) * 5) % 10 for x in X])
+    clf = grucy.GRUClassifier(hidden_size=32, epochs=2, random_state=0).fit(X, y)
+    batch = clf.predict_proba(X)
+    assert np.array_equal(np.concatenate([clf.predict_proba([x]) for x in X]), batch)
+    series = np.sin(np.arange(300.0) / 4) + 0.01 * np.arange(300.0)
+    f = grucy.Forecaster(lookback=12, horizon=3, ar_order=6, hidden_size=9, epochs=2,
+                         quantiles=(0.1, 0.9), random_state=0).fit(series[:250])
+    H = np.stack([series[i:i + 100] for i in range(0, 170, 10)])
+    together = np.asarray(f.predict_quantiles(H, horizon=7))
+    alone = np.stack([np.asarray(f.predict_quantiles(h, horizon=7)) for h in H])
+    assert np.array_equal(together, alone)

@@ -3054,6 +3054,70 @@ cdef class GRUStream:
 # ---------------------------------------------------------------------------------------
 # Test and profiling hook of the GEMM itself.
 
+ctypedef struct _RowsJob:
+    int M, N, K, nr, dbl
+    const void* a
+    const void* P
+    void* c
+
+
+cdef void _rows_job(void* p, int tid, int nt) noexcept nogil:
+    """Thread tid's share of gemm_rows: a contiguous block of rows (a row's numbers do
+    not depend on the block it is in)."""
+    cdef _RowsJob* j = <_RowsJob*>p
+    cdef int lo = <int>((<long long>j.M * tid) // nt)
+    cdef int hi = <int>((<long long>j.M * (tid + 1)) // nt)
+    if hi <= lo:
+        return
+    if j.dbl:
+        grucy_pgemm_d(hi - lo, j.N, j.K, <const double*>j.a + <Py_ssize_t>lo * j.K, j.K,
+                      <const double*>j.P, j.nr, <Py_ssize_t>j.K * j.nr,
+                      <double*>j.c + <Py_ssize_t>lo * j.N, j.N, False, False)
+    else:
+        grucy_pgemm_f(hi - lo, j.N, j.K, <const float*>j.a + <Py_ssize_t>lo * j.K, j.K,
+                      <const float*>j.P, j.nr, <Py_ssize_t>j.K * j.nr,
+                      <float*>j.c + <Py_ssize_t>lo * j.N, j.N, False, False)
+
+
+def gemm_rows(const floating[:, ::1] a, const floating[:, ::1] w, bint transposed,
+              floating[:, ::1] c):
+    """c = a @ w.T (``transposed``: w is (N, K)) or c = a @ w (w is (K, N)) on grucy's
+    packed GEMM and thread team, the GIL released.
+
+    What grucy.nn.Linear runs: every output is one chain of FMAs over k in order, so a
+    row of c does not depend on the other rows of a (BLAS picks its kernel and blocking
+    by the number of rows: a readout's row differed by 1e-8 between a batch of 1 and
+    one of 16), on the threads nor on the kernel in use (AVX-512, AVX2, portable with
+    FMA).  Products under 4 MFLOP run on the calling thread.  Sizes must be positive;
+    not under GRUCY_ISA=blas."""
+    cdef int M = a.shape[0], K = a.shape[1]
+    cdef int N = w.shape[0] if transposed else w.shape[1]
+    if (w.shape[1] if transposed else w.shape[0]) != K or c.shape[0] != M or c.shape[1] != N:
+        raise ValueError("gemm_rows: shapes do not match")
+    if M < 1 or N < 1 or K < 1:
+        raise ValueError("gemm_rows: sizes must be positive")
+    if grucy_isa == GRUCY_ISA_BLAS:
+        raise RuntimeError("gemm_rows: the kernels are set to BLAS")
+    dtype = np.float32 if floating is float else np.float64
+    cdef int nr = _nr(&a[0, 0])
+    cdef floating[::1] P = np.empty(grucy_pgemm_size(K, N, nr), dtype)
+    cdef _RowsJob job
+    job.M, job.N, job.K, job.nr, job.dbl = M, N, K, nr, floating is double
+    job.a, job.P, job.c = &a[0, 0], &P[0], &c[0, 0]
+    # (a thread per 4 MFLOP and at least 16 rows: below, waking workers costs more)
+    cdef double flops = 2.0 * M * N * K
+    cdef int want = <int>min(<double>grucy_nthreads, flops / 4e6, M / 16.0)
+    cdef int nt
+    with nogil:
+        if transposed:
+            _pack_t(nr, K, N, 0, 1, 0, 0, &w[0, 0], K, &P[0])
+        else:
+            _pack_n(nr, K, N, &w[0, 0], N, &P[0])
+        nt = grucy_pool_acquire(want)
+        grucy_pool_run(_rows_job, &job, nt, 0)
+        grucy_pool_release(nt)
+
+
 def _pgemm_probe(const floating[:, ::1] a, const floating[:, ::1] w, bint transposed,
                  floating[:, ::1] c, int repeats):
     """Pack ``w`` once, then run the GEMM in use ``repeats`` times: c = a @ w.T

@@ -29,21 +29,37 @@ __all__ = ["Linear", "Embedding", "Dropout", "Sequential", "TruncatedBPTT", "mse
 
 _GEMM = {np.dtype(np.float32): _scipy_blas.sgemm, np.dtype(np.float64): _scipy_blas.dgemm}
 
+try:  # the compiled kernels are optional here: without them the products are BLAS's
+    from ._gru import gemm_rows as _gemm_rows, kernel_isa as _kernel_isa
+except ImportError:
+    _gemm_rows = None  # type: ignore[assignment]
 
-def _matmul(a, b, trans_a=False, trans_b=False):
-    """``op(a) @ op(b)`` for 2-D arrays through scipy's BLAS, the library the GRU kernels
-    call.
 
-    numpy's matmul would run on numpy's own OpenBLAS, a second BLAS thread pool next to
-    scipy's and the kernels' threads.  On 2 cores the three pools spin against
+def matmul(a, b, trans_a=False, trans_b=False):
+    """``op(a) @ op(b)`` for 2-D float arrays, each row of the result computed on its own:
+    on grucy's packed GEMM (``_gru.gemm_rows``), so a row's numbers do not depend on the
+    other rows (a readout gives a sequence the same bits in any batch) nor on the CPU's
+    instruction set.  Under ``GRUCY_ISA=blas``: scipy's BLAS, the library the GRU
+    kernels call then.
+
+    Not numpy's matmul: it would run on numpy's own OpenBLAS, a second BLAS thread pool
+    next to scipy's and the kernels' threads.  On 2 cores the three pools spin against
     each other: a CharLM training step (32 x 64 characters, 256 units) took 422 ms with
-    numpy's matmul here and 49 ms with numpy's pool limited to one thread.  Row-major
-    operands are passed as their (column-major) transposes: C^T = op(b)^T op(a)^T, so
-    nothing is copied.
+    numpy's matmul here and 49 ms with numpy's pool limited to one thread.  For BLAS,
+    row-major operands are passed as their (column-major) transposes: C^T = op(b)^T
+    op(a)^T, so nothing is copied.
     """
     gemm = _GEMM.get(a.dtype)
     if gemm is None or a.dtype != b.dtype or 0 in a.shape or 0 in b.shape:
         return (a.T if trans_a else a) @ (b.T if trans_b else b)
+    if _gemm_rows is not None and _kernel_isa() != "blas":
+        # grucy's GEMM: a row's result depends on that row only, and not on the CPU
+        # (the README's promise; see grucy._gru.gemm_rows)
+        a = np.ascontiguousarray(a.T if trans_a else a)
+        b = np.ascontiguousarray(b)
+        c = np.empty((a.shape[0], b.shape[0] if trans_b else b.shape[1]), a.dtype)
+        _gemm_rows(a, b, trans_b, c)
+        return c
     a = np.ascontiguousarray(a)
     b = np.ascontiguousarray(b)
     return gemm(1.0, b.T, a.T, trans_a=trans_b, trans_b=trans_a).T
@@ -111,7 +127,7 @@ class Linear(ParameterHolder):
         check_finite("x", xa)
         self._check_parameters()
         # y = x @ W^T + b
-        y = _matmul(xa.reshape(-1, self.in_features), self._params["weight"],
+        y = matmul(xa.reshape(-1, self.in_features), self._params["weight"],
                     trans_b=True).reshape(xa.shape[:-1] + (self.out_features,))
         if self.bias:
             y += self._params["bias"]
@@ -138,11 +154,11 @@ class Linear(ParameterHolder):
         x2 = x.reshape(-1, self.in_features)
         dy2 = dya.reshape(-1, self.out_features)
         # dW += dy^T x ; db += sum_rows dy ; dx = dy @ W
-        self.grads["weight"] += _matmul(dy2, x2, trans_a=True)
+        self.grads["weight"] += matmul(dy2, x2, trans_a=True)
         if self.bias:
             self.grads["bias"] += dy2.sum(axis=0)
         self._x = None
-        dx = _matmul(dy2, weight).reshape(x.shape)
+        dx = matmul(dy2, weight).reshape(x.shape)
         for name, arr in (("grads['weight']", self.grads["weight"]),
                           ("grads['bias']", self.grads.get("bias")), ("dx", dx)):
             if arr is not None:  # from finite values: NaN or inf is an overflow
