@@ -423,3 +423,44 @@ def test_regressor_score_is_r2_at_every_scale(scale):
                       / np.average((y[:, j] - np.average(y[:, j], weights=w)) ** 2,
                                    weights=w) for j in range(2)])
     assert model.score(X, y * scale, sample_weight=w) == pytest.approx(expect, rel=1e-9)
+
+
+@pytest.mark.parametrize("cw, sw", [(1e200, 1e200), (1e-200, 1e-200), (1.0, 5e-324)])
+def test_extreme_class_and_sample_weights_train_as_equal_weights_do(cw, sw):
+    """Only the weights' ratios matter: 1e200 x 1e200 overflowed to inf ("weight
+    contains NaN or inf"), 1e-200 x 1e-200 vanished ("no training step was taken"),
+    and all-equal weights of 5e-324 trained nothing."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 4, 1))
+    y = (X[:, :, 0].sum(1) > 0).astype(int)
+    kw = dict(hidden_size=4, epochs=2, random_state=0)
+    plain = grucy.GRUClassifier(**kw).fit(X, y)
+    model = grucy.GRUClassifier(class_weight={0: cw, 1: cw}, **kw).fit(
+        X, y, sample_weight=np.full(20, sw))
+    np.testing.assert_allclose(model.history_["loss"], plain.history_["loss"], rtol=1e-12)
+
+
+def test_validation_rmse_and_backtest_rmse_of_data_near_1e160_are_finite():
+    """Squared in data units, the validation RMSE overflowed and fit raised
+    TrainingDivergedError ("the validation loss is not finite ... lower the learning
+    rate"); backtest's rmse came back inf."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 5, 2))
+    y = X[:, -1, 0] - X[:, 0, 1]
+    kw = dict(hidden_size=4, epochs=2, random_state=0, validation_fraction=0.2)
+    unit = grucy.GRURegressor(**kw).fit(X, y)
+    big = grucy.GRURegressor(**kw).fit(X, y * 1e160)
+    np.testing.assert_allclose(np.array(big.history_["val_rmse"]) / 1e160,
+                               unit.history_["val_rmse"], rtol=1e-6)
+    series = np.sin(np.arange(80.0) / 3)
+    fkw = dict(lookback=6, hidden_size=4, epochs=2, random_state=0, validation_fraction=0.2)
+    f1 = grucy.Forecaster(**fkw).fit(series)
+    fb = grucy.Forecaster(**fkw).fit(series * 1e160)
+    np.testing.assert_allclose(np.array(fb.history_["val_rmse"]) / 1e160,
+                               f1.history_["val_rmse"], rtol=1e-6)
+    b1 = f1.backtest(series, start=60, horizon=3)
+    bb = fb.backtest(series * 1e160, start=60, horizon=3)
+    assert np.all(np.isfinite(bb["rmse"]))
+    np.testing.assert_allclose(bb["rmse"] / 1e160, b1["rmse"], rtol=1e-6)
+    err = b1["error"].reshape(len(b1["error"]), -1)
+    np.testing.assert_allclose(b1["rmse"], np.sqrt(np.mean(err ** 2, axis=1)), rtol=1e-12)

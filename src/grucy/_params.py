@@ -54,10 +54,11 @@ class ThreadOwner:
     never raises, made under a guard held for those stores only.
     """
 
-    __slots__ = ("guard", "state")
+    __slots__ = ("guard", "freed", "state")
 
     def __init__(self) -> None:
         self.guard = threading.Lock()
+        self.freed = threading.Condition(self.guard)  # (run_waiting's callers wait here)
         self.state: List[Any] = [None, 0]   # owner thread's ident, depth
 
 
@@ -81,11 +82,38 @@ def run_exclusive(obj: Any, what: str, fn: Callable[..., Any], *args: Any,
             entered = True
         return fn(*args, **kwargs)
     finally:
-        if entered:
+        if entered:  # (inline, not a helper: a call is where Python checks for Ctrl-C)
             with owner.guard:
                 state[1] -= 1
                 if state[1] == 0:
                     state[0] = None
+                    owner.freed.notify_all()
+
+
+def run_waiting(obj: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` as ``obj``'s owner, as :func:`run_exclusive`, but a call
+    while another thread is inside waits for it to leave instead of raising: for the
+    uses that threads share and that need no state between calls (a fitted model's
+    predict from the threads of a web server or of joblib's threading backend)."""
+    me, owner, entered = threading.get_ident(), obj._lock, False
+    try:
+        with owner.guard:  # (the Condition's own lock)
+            state = owner.state
+            while state[0] is not None and state[0] != me:
+                # (Ctrl-C interrupts it, with nothing taken; the timeout re-checks in
+                # case a leaving thread was interrupted before its notify)
+                owner.freed.wait(0.05)
+            state[0] = me
+            state[1] += 1
+            entered = True
+        return fn(*args, **kwargs)
+    finally:
+        if entered:  # (as run_exclusive leaves)
+            with owner.guard:
+                state[1] -= 1
+                if state[1] == 0:
+                    state[0] = None
+                    owner.freed.notify_all()
 
 
 class PerThreadState:

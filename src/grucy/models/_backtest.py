@@ -133,7 +133,7 @@ def _backtest_one(model, y, X, row, start, horizon, stride, refit, coverage):
     error = forecast - actual
     result = {"origins": origins, "forecast": forecast, "actual": actual, "error": error,
               "mae": np.mean(np.abs(error), axis=(1, 2)),
-              "rmse": np.sqrt(np.mean(np.square(error), axis=(1, 2)))}
+              "rmse": _rms(error)}
     if levels is not None:
         result["levels"] = levels
         result["quantiles"] = q
@@ -196,3 +196,11 @@ def _frame(result, series, origins, horizon):
                     row["lower"], row["upper"] = result["lower"][sel], result["upper"][sel]
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _rms(error):
+    """Root mean square per origin, in units of its largest error (squared directly,
+    errors near 1e160 gave inf)."""
+    top = np.max(np.abs(error), axis=(1, 2), keepdims=True)
+    top = np.where(top > 0, top, 1.0)
+    return np.sqrt(np.mean(np.square(error / top), axis=(1, 2))) * top[:, 0, 0]

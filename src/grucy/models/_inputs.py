@@ -249,12 +249,15 @@ def sample_weights(sample_weight, seqs: Optional[SequenceInput], n, *, per_step=
 
 
 def _finite_total(w):
-    """Weights whose total overflows float64 (each near 1e308) divided by the largest:
-    only their ratios matter (weighted means, the loss's normaliser), and the training
-    loop and np.average sum them.  Others are returned as given (bit for bit)."""
+    """Weights whose total overflows float64 (each near 1e308), or so small that their
+    products with a loss underflow (all below 1e-150: 5e-324 weights trained nothing),
+    divided by the largest: only their ratios matter (weighted means, the loss's
+    normaliser), and the training loop and np.average sum them.  Others are returned as
+    given (bit for bit)."""
     with np.errstate(over="ignore"):
         total = w.sum()
-    return w if np.isfinite(total) else w / w.max()
+    top = w.max() if w.size else 0.0
+    return w if np.isfinite(total) and not 0 < top < 1e-150 else w / top
 
 
 def restructure(values, seqs: SequenceInput, fill):

@@ -8,7 +8,7 @@ from typing import Any, Callable, ClassVar, Optional, Tuple
 
 import numpy as np
 
-from .._params import run_exclusive
+from .._params import run_waiting
 from .._validation import _positive_int, _real, _rng
 from ..io import PathLike, register
 from ..losses import cross_entropy_loss
@@ -154,7 +154,7 @@ class CharLM(GRUModel):
                                              normalizer=1.0)
                 total += loss
             return total
-        return run_exclusive(net, "bits_per_char", read) / (len(codes) - 1) / math.log(2)
+        return run_waiting(net, read) / (len(codes) - 1) / math.log(2)
 
     def generate(self, prompt: str = "\n", n: int = 200, temperature: float = 1.0,
                  random_state: Any = None) -> str:
@@ -172,9 +172,8 @@ class CharLM(GRUModel):
             raise ValueError(f"prompt must be a non-empty str, got {prompt!r}")
         rng = _rng(random_state, "random_state")
         # one stream through the network's state: another thread's generate or
-        # bits_per_char in between would reset it (RuntimeError instead, as for a layer)
-        return run_exclusive(self.net_, "generate", self._generate, prompt, n,
-                             temperature, rng)
+        # bits_per_char in between would reset it, so threads take turns
+        return run_waiting(self.net_, self._generate, prompt, n, temperature, rng)
 
     def _generate(self, prompt, n, temperature, rng):
         net = self.net_

@@ -11,10 +11,12 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .._limits import check_memory
+from .._params import run_waiting
 from .._validation import (_as_real_array, _flag, _integer, _positive_int, _real,
                            check_finite, check_result)
 from ..io import PathLike, register
 from ..losses import LOSSES, check_quantiles, monotone_quantiles, quantile_loss
+from ..nn import matmul
 from ..training import SequenceTask
 from ._backtest import interpolate_level, run_backtest
 from ._series import (Series, as_pandas, by_name, check_frequency, check_unique_labels,
@@ -216,9 +218,14 @@ class Forecaster(GRUModel):
         loss = self._loss()
         point = self._point
 
+        # (in units of the largest scale, multiplied back after the root: squared in
+        # data units, series near 1e160 overflowed and fit called it divergence)
+        top = float(np.max(unit))
+
         def rmse(out, target, wt, indices):
-            err = (point(out) - target) * unit[indices]
+            err = (point(out) - target) * (unit[indices] / top)
             return float(np.sum(wt * np.square(err))), float(wt.sum())
+        rmse.unit = top  # type: ignore[attr-defined]
 
         task = SequenceTask(net, Xw.astype(dtype), Yw.astype(dtype), loss, train_idx,
                             val_idx, metrics={"rmse": rmse}, weight=Ww)
@@ -677,7 +684,8 @@ class Forecaster(GRUModel):
             inputs = inputs.astype(self.net_.dtype)
             check_result("the Forecaster's network input (the standardised history and "
                          "covariates)", inputs, hint="rescale y or X")
-            out = self.net_.forward(inputs, training=False)
+            # (threads sharing the model take turns: a layer serves one at a time)
+            out = run_waiting(self.net_, self.net_.forward, inputs, training=False)
             block = out.astype(np.float64).reshape(B, h, k, Q)
             if self.quantiles_ is not None:
                 block = monotone_quantiles(block)
@@ -700,7 +708,9 @@ class Forecaster(GRUModel):
             return 0.0
         feats = _ar_features(self._window(inputs), self.n_series_,
                              len(self.ar_coef_) // self.n_series_)
-        return feats @ self.ar_coef_ + self.ar_intercept_
+        # (row by row, as the network's readout: a history's forecast is the same in any
+        # batch of histories)
+        return matmul(feats.astype(np.float64), self.ar_coef_) + self.ar_intercept_
 
     def _window(self, inputs):
         """The last L steps before the origin in network inputs: with covariates the

@@ -21,6 +21,7 @@ from typing import Any, Callable, ClassVar, Optional, Tuple
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .._params import run_waiting
 from .._validation import _as_real_array, _flag, _positive_int, check_finite, check_result
 from ..io import PathLike, register
 from ..losses import LOSSES, cross_entropy_loss
@@ -198,8 +199,8 @@ class _SequenceEstimator(GRUModel):
         per_step = isinstance(self.net_, SequenceNet)
         if seqs.form == "array" and not per_step:
             X3 = values.reshape(seqs.n, seqs.width, -1)
-            out = [self.net_.forward(X3[i:i + 4096], training=False)
-                   for i in range(0, seqs.n, 4096)]
+            out = [run_waiting(self.net_, self.net_.forward, X3[i:i + 4096],
+                               training=False) for i in range(0, seqs.n, 4096)]
             return np.concatenate(out).astype(np.float64), seqs
         packed = Packed(values, seqs.packed.offsets)
         order = np.argsort(seqs.lengths, kind="stable")  # similar lengths share a batch
@@ -208,7 +209,9 @@ class _SequenceEstimator(GRUModel):
         for start in range(0, seqs.n, _PREDICT_BATCH):
             idx = order[start:start + _PREDICT_BATCH]
             batch, lens = packed.padded(idx)
-            out = self.net_.forward(batch, training=False, lengths=lens)
+            # (threads sharing the model take turns: a layer serves one at a time)
+            out = run_waiting(self.net_, self.net_.forward, batch, training=False,
+                              lengths=lens)
             if per_step:
                 mask = np.arange(batch.shape[1])[None, :] < lens[:, None]
                 result[packed.rows(idx)] = out[mask]
@@ -423,7 +426,15 @@ class GRUClassifier(_SequenceEstimator):
         cw = self.class_weight_[y_enc]
         if per_step:
             w = self._step_weights(seqs, w)
-        term = _finite_total(cw if w is None else w * cw)
+        if w is None:
+            term = cw
+        else:
+            with np.errstate(over="ignore", under="ignore"):
+                term = w * cw
+            if not np.all(np.isfinite(term)) or np.any((term == 0) & (w > 0) & (cw > 0)):
+                # (1e200 x 1e200 overflowed, 1e-200 x 1e-200 vanished: only ratios matter)
+                term = (w / w.max()) * (cw / cw.max())
+        term = _finite_total(term)
         return None if np.all(term == 1.0) else term
 
     def _check_fitted_state(self):
@@ -566,9 +577,14 @@ class GRURegressor(_SequenceEstimator):
         self.y_mean_, self.y_scale_, Y_scaled = _standardization("y", Y, 0, yw)
         y_scale = self.y_scale_
 
+        # (in units of the largest scale, multiplied back after the root: squared in
+        # data units, targets near 1e160 overflowed and fit called it divergence)
+        top = float(np.max(y_scale))
+
         def rmse(out, target, wt, _):
-            return (float(np.sum(wt * np.square((out - target) * y_scale))),
+            return (float(np.sum(wt * np.square((out - target) * (y_scale / top)))),
                     float(wt.sum()))
+        rmse.unit = top  # type: ignore[attr-defined]
 
         self._fit_network(seqs, Y_scaled.astype(self._dtype()), w,
                           Y.shape[1], LOSSES[self.loss], {"rmse": rmse}, sample_w=w,

@@ -21,7 +21,7 @@ import numpy as np
 from .._base import GRUBase
 from .._validation import _as_real_array, check_finite
 from ..losses import count_terms
-from .tasks import ArrayTask, _check_loss, _check_net, _digest, _indices
+from .tasks import ArrayTask, _check_loss, _check_net, _digest, _indices, metric_value
 
 __all__ = ["Packed", "SequenceTask"]
 
@@ -138,7 +138,8 @@ class SequenceTask(ArrayTask):
     metrics : dict, optional
         name -> ``fn(out, Y_batch, w, indices) -> (sum, count)``, ``w`` the batch's term
         weights (float64, the shape of the loss terms; 0 on padded steps), ``indices``
-        its example numbers.
+        its example numbers (for names starting with ``rmse``: the root is reported,
+        times ``fn.unit`` when the function has that attribute).
     weight : ndarray or Packed, optional
         Weights of the loss terms: (n,) one per example (broadcast to its terms), an array
         of the terms' shape, or (with per-step targets) a Packed of one weight per step.
@@ -291,7 +292,7 @@ class SequenceTask(ArrayTask):
         for i, name in enumerate(self.metric_names):
             total = sums[3 + 2 * i]
             value = sums[2 + 2 * i] / total if total > 0 else math.nan
-            out[name] = math.sqrt(value) if name.startswith("rmse") else value
+            out[name] = metric_value(name, self._metric_fns[name], value)
         return out
 
     def fingerprint(self):

@@ -155,6 +155,14 @@ class _NetTask(Task):
         return self.net.generators()
 
 
+def metric_value(name, fn, value):
+    """A metric from its summed ``value``: the root, times ``fn.unit`` (default 1), for
+    names starting with ``rmse``."""
+    if name.startswith("rmse"):
+        return math.sqrt(value) * getattr(fn, "unit", 1.0)
+    return value
+
+
 class ArrayTask(_NetTask):
     """Supervised examples ``X[i] -> Y[i]`` through a network with forward/backward.
 
@@ -173,7 +181,8 @@ class ArrayTask(_NetTask):
     metrics : dict, optional
         Extra validation metrics, name -> ``fn(out, Y_batch) -> (sum, count)``;
         :meth:`metrics` reports ``sum / count`` (the square root for names starting with
-        ``rmse``).
+        ``rmse``, times ``fn.unit`` when the function has that attribute: its sums can
+        then be kept in units whose squares do not overflow).
     """
 
     def __init__(self, net: Any, X: np.ndarray, Y: np.ndarray, loss: Callable,
@@ -239,7 +248,7 @@ class ArrayTask(_NetTask):
         out = {"loss": sums[0] / sums[1]}
         for i, name in enumerate(self.metric_names):
             value = sums[2 + 2 * i] / sums[3 + 2 * i]
-            out[name] = math.sqrt(value) if name.startswith("rmse") else value
+            out[name] = metric_value(name, self._metric_fns[name], value)
         return out
 
     def fingerprint(self):
