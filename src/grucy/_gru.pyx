@@ -3054,6 +3054,29 @@ cdef class GRUStream:
 # ---------------------------------------------------------------------------------------
 # Test and profiling hook of the GEMM itself.
 
+cdef object _packed_operand(str who, const floating[:, ::1] a, const floating[:, ::1] w,
+                            bint transposed, floating[:, ::1] c):
+    """The checks of c = a @ w.T (``transposed``: w is (N, K)) or a @ w (w is (K, N)) on
+    grucy's packed GEMM, then ``w`` packed for it (a 1-D array of a's dtype)."""
+    cdef int M = a.shape[0], K = a.shape[1]
+    cdef int N = w.shape[0] if transposed else w.shape[1]
+    if (w.shape[1] if transposed else w.shape[0]) != K or c.shape[0] != M or c.shape[1] != N:
+        raise ValueError(f"{who}: shapes do not match")
+    if M < 1 or N < 1 or K < 1:
+        raise ValueError(f"{who}: sizes must be positive")
+    if grucy_isa == GRUCY_ISA_BLAS:
+        raise RuntimeError(f"{who}: the kernels are set to BLAS")
+    cdef int nr = _nr(&a[0, 0])
+    out = np.empty(grucy_pgemm_size(K, N, nr), np.float32 if floating is float else np.float64)
+    cdef floating[::1] P = out
+    with nogil:
+        if transposed:
+            _pack_t(nr, K, N, 0, 1, 0, 0, &w[0, 0], K, &P[0])
+        else:
+            _pack_n(nr, K, N, &w[0, 0], N, &P[0])
+    return out
+
+
 ctypedef struct _RowsJob:
     int M, N, K, nr, dbl
     const void* a
@@ -3090,17 +3113,8 @@ def gemm_rows(const floating[:, ::1] a, const floating[:, ::1] w, bint transpose
     one of 16), on the threads nor on the kernel in use (AVX-512, AVX2, portable with
     FMA).  Products under 4 MFLOP run on the calling thread.  Sizes must be positive;
     not under GRUCY_ISA=blas."""
-    cdef int M = a.shape[0], K = a.shape[1]
-    cdef int N = w.shape[0] if transposed else w.shape[1]
-    if (w.shape[1] if transposed else w.shape[0]) != K or c.shape[0] != M or c.shape[1] != N:
-        raise ValueError("gemm_rows: shapes do not match")
-    if M < 1 or N < 1 or K < 1:
-        raise ValueError("gemm_rows: sizes must be positive")
-    if grucy_isa == GRUCY_ISA_BLAS:
-        raise RuntimeError("gemm_rows: the kernels are set to BLAS")
-    dtype = np.float32 if floating is float else np.float64
-    cdef int nr = _nr(&a[0, 0])
-    cdef floating[::1] P = np.empty(grucy_pgemm_size(K, N, nr), dtype)
+    cdef floating[::1] P = _packed_operand("gemm_rows", a, w, transposed, c)
+    cdef int M = a.shape[0], K = a.shape[1], N = c.shape[1], nr = _nr(&a[0, 0])
     cdef _RowsJob job
     job.M, job.N, job.K, job.nr, job.dbl = M, N, K, nr, floating is double
     job.a, job.P, job.c = &a[0, 0], &P[0], &c[0, 0]
@@ -3109,10 +3123,6 @@ def gemm_rows(const floating[:, ::1] a, const floating[:, ::1] w, bint transpose
     cdef int want = <int>min(<double>grucy_nthreads, flops / 4e6, M / 16.0)
     cdef int nt
     with nogil:
-        if transposed:
-            _pack_t(nr, K, N, 0, 1, 0, 0, &w[0, 0], K, &P[0])
-        else:
-            _pack_n(nr, K, N, &w[0, 0], N, &P[0])
         nt = grucy_pool_acquire(want)
         grucy_pool_run(_rows_job, &job, nt, 0)
         grucy_pool_release(nt)
@@ -3123,24 +3133,12 @@ def _pgemm_probe(const floating[:, ::1] a, const floating[:, ::1] w, bint transp
     """Pack ``w`` once, then run the GEMM in use ``repeats`` times: c = a @ w.T
     (``transposed``, the forward's shape: w is (N, K)) or c = a @ w (the backward's: w
     is (K, N)).  Returns the seconds of the repeats (packing excluded)."""
-    cdef int M = a.shape[0], K = a.shape[1]
-    cdef int N = w.shape[0] if transposed else w.shape[1]
-    if (w.shape[1] if transposed else w.shape[0]) != K or c.shape[0] != M or c.shape[1] != N:
-        raise ValueError("_pgemm_probe: shapes do not match")
-    if repeats < 1 or M < 1 or N < 1 or K < 1:
-        raise ValueError("_pgemm_probe: sizes and repeats must be positive")
-    if grucy_isa == GRUCY_ISA_BLAS:
-        raise RuntimeError("_pgemm_probe: the kernels are set to BLAS")
-    dtype = np.float32 if floating is float else np.float64
-    cdef int nr = _nr(&a[0, 0])
-    cdef floating[::1] P = np.empty(grucy_pgemm_size(K, N, nr), dtype)
+    if repeats < 1:
+        raise ValueError("_pgemm_probe: repeats must be positive")
+    cdef floating[::1] P = _packed_operand("_pgemm_probe", a, w, transposed, c)
+    cdef int M = a.shape[0], K = a.shape[1], N = c.shape[1], nr = _nr(&a[0, 0])
     cdef int r
     cdef double t0
-    with nogil:
-        if transposed:
-            _pack_t(nr, K, N, 0, 1, 0, 0, &w[0, 0], K, &P[0])
-        else:
-            _pack_n(nr, K, N, &w[0, 0], N, &P[0])
     t0 = grucy_now()
     with nogil:
         for r in range(repeats):
