@@ -47,8 +47,8 @@ FORECAST_SETTINGS = dict(lookback=12, hidden_size=32, epochs=80, lr=3e-3, batch_
                          quantiles=(0.1, 0.5, 0.9))
 # The cosine schedule (lr decayed to 0 over the 60 epochs) was chosen on two validation
 # folds before the held-out weeks: mean RMSE 0.705 and 0.599 ppm against a constant lr's
-# 0.759 and 0.634 (seeds 0-2), and it makes the result depend far less on the seed:
-# held-out RMSE 0.664-0.679 for seeds 0-4, where the constant lr gave 0.614-0.798.
+# 0.749 and 0.632 (seeds 0-2), and it makes the result depend far less on the seed:
+# held-out RMSE 0.664-0.680 for seeds 0-4, where the constant lr gave 0.615-0.801.
 CO2_SETTINGS = dict(lookback=104, horizon=52, hidden_size=32, epochs=60, lr=3e-3,
                     schedule="cosine", batch_size=32, temporal_norm=True,
                     quantiles=(0.1, 0.5, 0.9))
