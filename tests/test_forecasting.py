@@ -568,3 +568,28 @@ def test_backtest_refuses_an_interval_the_levels_do_not_span_before_refitting(mo
     assert len(fits) == 1          # (it used to come after all 20 refits)
     bt = m.fit(y[:40]).backtest(y, start=40, horizon=2, coverage=0.5)
     assert 0 <= bt["coverage"] <= 1
+
+
+def test_validation_windows_share_no_target_step_with_training_windows():
+    """A window's targets are its next horizon steps: the last horizon - 1 training
+    windows were trained on steps the first validation window is scored on."""
+    from grucy.models.forecaster import _chronological_split
+    train, val = _chronological_split([50, 30], 0.2, 3)
+    np.testing.assert_array_equal(val, [*range(40, 50), *range(74, 80)])
+    np.testing.assert_array_equal(train, [*range(0, 37), *range(50, 71)])
+    L, h = 4, 4  # window i reads steps i..i+L-1 and is scored on i+L..i+L+h-1
+    for first_val, last_train in ((40, 36), (74, 70)):
+        assert last_train + L + h - 1 < first_val + L  # no target step in common
+    train, val = _chronological_split([5], 0.2, 4)  # no room for a gap: no validation
+    np.testing.assert_array_equal(train, range(5))
+    assert val.size == 0
+    series = np.sin(np.arange(120.0) / 3)
+    model = grucy.Forecaster(lookback=6, horizon=4, hidden_size=4, epochs=2,
+                             validation_fraction=0.25, random_state=0).fit(series)
+    n = len(series) - 6 - 4 + 1  # windows
+    val_windows = int(n * 0.25)
+    # the recorded validation RMSE is that of the held-out windows' forecasts
+    X = np.stack([series[i:i + 6] for i in range(n - val_windows, n)])
+    Y = np.stack([series[i + 6:i + 10] for i in range(n - val_windows, n)])
+    want = np.sqrt(np.mean((model.predict(X, horizon=4) - Y) ** 2))
+    assert model.history_["val_rmse"][-1] == pytest.approx(want, rel=1e-5)

@@ -86,7 +86,9 @@ class Forecaster(GRUModel):
     schedule : None, "step", "cosine" or "plateau"
     max_grad_norm : float or None, default 1.0
     validation_fraction : float in [0, 1), default 0
-        The latest windows of each series held out for validation (chronological).
+        The latest windows of each series held out for validation (chronological); the
+        ``horizon - 1`` training windows before them, whose targets would overlap the
+        first validation window's, are left out of both.
     patience : int or None
         Early stopping patience (restores the best weights).
     dtype : {"float32", "float64"}, default "float32"
@@ -197,7 +199,7 @@ class Forecaster(GRUModel):
         Ww = None if weights is None else np.concatenate([p[2] for p in parts])
         unit = np.concatenate([np.broadcast_to(np.tile(scales[i], h), p[1].shape)
                                for i, p in enumerate(parts)])
-        train_idx, val_idx = _chronological_split([len(p[1]) for p in parts], frac)
+        train_idx, val_idx = _chronological_split([len(p[1]) for p in parts], frac, h - 1)
         self.ar_coef_, self.ar_intercept_ = _fit_linear(
             _ar_features(self._window(Xw), k, ar), Yw, Ww, train_idx)
         Yw = Yw - self._linear(Xw)  # the network learns the residual
@@ -823,14 +825,18 @@ def _with_median(quantiles):
     return q
 
 
-def _chronological_split(counts, fraction):
-    """(train, val) window indices: the latest ``fraction`` of each series' windows."""
+def _chronological_split(counts, fraction, gap=0):
+    """(train, val) window indices: the latest ``fraction`` of each series' windows for
+    validation, and the windows before them less ``gap`` (horizon - 1: a window's
+    targets are its next horizon steps, so the last gap training windows would train on
+    targets the first validation window is scored on) for training."""
     train, val, start = [], [], 0
     for n in counts:
         n_val = int(np.floor(n * fraction))
-        if n_val < 1 or n - n_val < 1:
-            n_val = 0
-        train.append(np.arange(start, start + n - n_val))
+        skip = gap
+        if n_val < 1 or n - n_val - gap < 1:
+            n_val = skip = 0
+        train.append(np.arange(start, start + n - n_val - skip))
         val.append(np.arange(start + n - n_val, start + n))
         start += n
     return np.concatenate(train), np.concatenate(val)

@@ -294,7 +294,11 @@ class GRUClassifier(_SequenceEstimator):
         As in :class:`Forecaster`.
     validation_fraction : float, default 0
         Random share of the training sequences held out for validation; its loss and
-        accuracy are in ``history_`` and early stopping watches its loss.
+        accuracy are in ``history_`` and early stopping watches its loss.  Both are
+        weighted as the training loss is (``sample_weight`` times ``class_weight``):
+        with ``class_weight="balanced"`` the accuracy is close to the balanced
+        accuracy (the weights come from all the training labels), not what
+        :meth:`score` reports.
     patience : int or None, default None
         Early stopping: stop after ``patience`` epochs without improvement of the
         validation loss (the training loss without validation data), restoring the best
