@@ -593,3 +593,67 @@ def test_validation_windows_share_no_target_step_with_training_windows():
     Y = np.stack([series[i + 6:i + 10] for i in range(n - val_windows, n)])
     want = np.sqrt(np.mean((model.predict(X, horizon=4) - Y) ** 2))
     assert model.history_["val_rmse"][-1] == pytest.approx(want, rel=1e-5)
+
+
+@requires("pandas")
+def test_messy_calendars_found_by_exploratory_testing():
+    import warnings
+
+    import pandas as pd
+
+    kw = dict(hidden_size=4, epochs=2, random_state=0)
+    # business days read back from a file (no freq): the last lookback days looked
+    # daily to pandas, and the forecast fell on a Saturday
+    days = pd.bdate_range("2024-01-01", periods=40)
+    y = pd.Series(np.sin(np.arange(40) / 3), index=pd.DatetimeIndex(list(days)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (pandas 3's infer_freq warned on every call)
+        model = grucy.Forecaster(5, **kw).fit(y)
+        assert model.freq_ == "B"
+        short = model.predict(y.iloc[-5:], 3)
+    want = pd.bdate_range(days[-1] + pd.offsets.BDay(), periods=3)
+    assert list(short.index) == list(want)
+    np.testing.assert_array_equal(short.to_numpy(), model.predict(y, 3).to_numpy())
+    # ... and read the covariates of those days, not Saturday's
+    cal = pd.DataFrame({"monday": (pd.date_range("2024-01-01", "2024-03-31").day_of_week
+                                   == 0).astype(float)},
+                       index=pd.date_range("2024-01-01", "2024-03-31"))
+    with_x = grucy.Forecaster(5, **kw).fit(y, cal)
+    np.testing.assert_array_equal(with_x.predict(y.iloc[-5:], 3, X=cal).to_numpy(),
+                                  with_x.predict(y, 3, X=cal).to_numpy())
+    # one label of an integer index steps by the fitted step
+    ranged = pd.Series(np.sin(np.arange(40) / 3), index=pd.RangeIndex(0, 200, 5))
+    one = grucy.Forecaster(1, **kw).fit(ranged)
+    assert list(one.predict(ranged.iloc[-1:], 3).index) == [200, 205, 210]
+    # a PeriodIndex's frequency is kept as pandas' period alias
+    monthly = pd.Series(np.sin(np.arange(40) / 3),
+                        index=pd.period_range("2020-01", periods=40, freq="M"))
+    m = grucy.Forecaster(4, **kw).fit(monthly)
+    assert m.freq_ == "M" and len(pd.period_range("2024-01", periods=2, freq=m.freq_))
+    # backtest from a partial date naming one step
+    dated = monthly.copy()
+    dated.index = dated.index.to_timestamp()
+    mb = grucy.Forecaster(4, **kw).fit(dated)
+    a = mb.backtest(dated, start="2022-03", horizon=2)
+    b = mb.backtest(dated, start=26, horizon=2)
+    np.testing.assert_array_equal(a["forecast"], b["forecast"])
+    # repeated column labels: the first column was read for each
+    frame = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 2)), columns=["s", "s"])
+    with pytest.raises(ValueError, match=r"y repeats the column label\(s\) \['s'\]"):
+        grucy.Forecaster(4, **kw).fit(frame)
+    with pytest.raises(ValueError, match=r"X repeats the column label\(s\) \['t'\]"):
+        grucy.Forecaster(4, **kw).fit(y, pd.DataFrame(np.ones((40, 2)), columns=["t", "t"],
+                                                      index=y.index))
+    # an index of strings or with NaT: "sort it" was the wrong advice
+    with pytest.raises(ValueError, match=r"DatetimeIndex, PeriodIndex or integer index .* "
+                                         r"pd.to_datetime\(y.index\)"):
+        grucy.Forecaster(4, **kw).fit(pd.Series(np.ones(20),
+                                                index=[str(i) for i in range(1, 21)]))
+    gap = y.copy()
+    gap.index = pd.DatetimeIndex(list(days[:-1]) + [pd.NaT])
+    with pytest.raises(ValueError, match="y's index holds NaT at position 39"):
+        grucy.Forecaster(4, **kw).fit(gap)
+    flags = pd.DataFrame({"holiday": pd.array([True, False, None] + [False] * 37,
+                                              dtype="boolean")}, index=y.index)
+    with pytest.raises(ValueError, match=r"X has a missing value at \(2, 0\)"):
+        grucy.Forecaster(4, **kw).fit(y, flags)  # (was: "values ... that are not numbers")

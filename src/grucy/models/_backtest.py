@@ -65,6 +65,10 @@ def _start_position(start, series, n, lookback, horizon):
             pos = series.index.get_loc(start)
         except KeyError:
             raise ValueError(f"start={start!r} is not a label of y's index") from None
+        if isinstance(pos, slice) and pos.stop - pos.start == 1:
+            pos = pos.start  # (a partial date such as "2021-03" of monthly data)
+        elif isinstance(pos, np.ndarray) and pos.dtype == bool and pos.sum() == 1:
+            pos = int(np.flatnonzero(pos)[0])
         if not isinstance(pos, numbers.Integral):
             raise ValueError(f"start={start!r} matches several steps of y's index")
     else:

@@ -7,7 +7,8 @@ pandas is optional: nothing here imports it unless a pandas object was handed ov
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from typing import Any, List, Optional
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from .._validation import check_finite
 
 __all__ = ["is_pandas", "Series", "read_series", "read_covariates", "future_index",
+           "freq_label", "with_fitted_frequency",
            "check_frequency", "as_pandas", "json_label", "by_name", "check_unique_labels"]
 
 
@@ -44,6 +46,12 @@ def _values(name, obj):
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError):
+            missing = [v is None or type(v).__name__ in ("NAType", "NaTType")
+                       for v in arr.ravel().tolist()]
+            if any(missing):  # (a nullable column's pd.NA)
+                where = np.unravel_index(missing.index(True), arr.shape)
+                raise ValueError(f"{name} has a missing value at {tuple(map(int, where))}; "
+                                 f"fill or drop missing values first") from None
             raise TypeError(f"{name} must hold real numbers, got values of dtype object "
                             f"that are not numbers") from None
     if arr.dtype.kind not in "biuf":
@@ -62,6 +70,7 @@ def read_series(name, y, *, hint="fill or drop missing values first") -> Series:
         if y.ndim == 1:
             sname = y.name
         else:
+            check_unique_columns(name, y.columns)
             columns = list(y.columns)
     s = _values(name, y)
     if s.ndim not in (1, 2):
@@ -87,7 +96,8 @@ def by_name(name, frame, fitted):
     ``frame``, in that order; ``frame`` as given (read by position) when either side has
     no names: nothing fitted, or default labels 0, 1, ... (an array made a frame).  A
     ValueError when names on both sides do not match: read by position, they would
-    silently feed one column in as another."""
+    silently feed one column in as another (and so would a repeated label)."""
+    check_unique_columns(name, frame.columns)
     if fitted is None:
         return frame
     labels = [json_label(c) for c in frame.columns]
@@ -111,7 +121,29 @@ def check_unique_labels(name, index):
                          f"repeats, e.g. {name}[~{name}.index.duplicated()])")
 
 
+def check_unique_columns(name, columns):
+    """A ValueError naming ``name`` and its repeated column labels: taken by name, a
+    repeated one fed the first column in for each (the second series was forecast from
+    the first one's history, a second covariate never seen)."""
+    if not columns.is_unique:
+        repeated = list(columns[columns.duplicated()].unique()[:5])
+        raise ValueError(f"{name} repeats the column label(s) {repeated}; give each "
+                         f"column its own name")
+
+
 def _check_index(name, index):
+    import pandas as pd
+
+    if isinstance(index, (pd.DatetimeIndex, pd.PeriodIndex)) and index.hasnans:
+        raise ValueError(f"{name}'s index holds NaT at position "
+                         f"{int(np.flatnonzero(index.isna())[0])}; every step needs its "
+                         f"date")
+    if not isinstance(index, (pd.DatetimeIndex, pd.PeriodIndex)) and (
+            index.dtype.kind in "OSU" or pd.api.types.is_string_dtype(index.dtype)):
+        # (not "sort it": sorting strings orders "10" before "2")
+        raise ValueError(f"{name}'s index must be a DatetimeIndex, PeriodIndex or "
+                         f"integer index to name the forecast steps, got labels of dtype "
+                         f"{index.dtype} (dates as strings: pd.to_datetime({name}.index))")
     if len(index) > 1 and not (index.is_monotonic_increasing and index.is_unique):
         raise ValueError(f"{name}'s index must be increasing without repeats (oldest "
                          f"first); sort it, e.g. {name}.sort_index()")
@@ -127,13 +159,17 @@ def check_frequency(name, index):
     if isinstance(index, pd.DatetimeIndex):
         freq = index.freq
         if freq is None and len(index) >= 3:
-            freq = pd.infer_freq(index)
+            with warnings.catch_warnings():  # (pandas 3 warns that a later version will
+                warnings.simplefilter("ignore")  # return an offset: both are read below)
+                freq = pd.infer_freq(index)
         if freq is None:
             raise ValueError(
                 f"cannot infer the frequency of {name}'s DatetimeIndex (irregular dates, "
                 f"gaps, or fewer than 3 of them); set it, e.g. {name} = {name}.asfreq('D') "
                 f"(or 'W-SAT', 'MS', ...), which also shows missing steps as NaN")
         return pd.tseries.frequencies.to_offset(freq)
+    if isinstance(index, pd.RangeIndex):  # (its step, even for one label)
+        return int(index.step)
     if pd.api.types.is_integer_dtype(index.dtype):
         steps = np.diff(np.asarray(index, dtype=np.int64))
         if len(steps) and np.any(steps != steps[0]):
@@ -142,6 +178,58 @@ def check_frequency(name, index):
         return int(steps[0]) if len(steps) else 1
     raise ValueError(f"{name}'s index must be a DatetimeIndex, PeriodIndex or integer "
                      f"index to name the forecast steps, got {type(index).__name__}")
+
+
+def freq_label(index):
+    """How a fitted model records ``index``'s frequency (its ``freq_``): the period alias
+    of a PeriodIndex ("M"), the offset of a DatetimeIndex ("B", "ME"), or the integer
+    step as a string ("5")."""
+    import pandas as pd
+
+    freq = check_frequency("y", index)
+    if isinstance(index, pd.PeriodIndex):
+        return str(index.freqstr)
+    return str(getattr(freq, "freqstr", freq))
+
+
+def with_fitted_frequency(target: Series, fitted) -> Series:
+    """``target`` with its index stepping by ``fitted`` (a :func:`freq_label`) where the
+    index does not say its own step and fits that grid.  A DatetimeIndex read from a
+    file has no ``freq``, and its last few business days look daily to pandas (the
+    forecast fell on a Saturday and read Saturday's covariates); one label of an integer
+    index has no step.  An index with its own ``freq`` or step, of another kind, or off
+    the fitted grid is left as it is (its own frequency is inferred, as without a
+    fitted one)."""
+    import pandas as pd
+
+    index = target.index
+    if fitted is None or index is None or getattr(index, "freq", None) is not None:
+        return target
+    if isinstance(index, pd.DatetimeIndex):
+        offset = _offset(fitted)
+        if offset is None:
+            return target
+        try:
+            grid = pd.date_range(start=index[0], periods=len(index), freq=offset,
+                                 name=index.name)
+        except (ValueError, TypeError):  # (an offset date_range cannot step by)
+            return target
+        return replace(target, index=grid) if grid.equals(index) else target
+    if (len(index) == 1 and pd.api.types.is_integer_dtype(index.dtype)
+            and not isinstance(index, pd.RangeIndex) and fitted.lstrip("-").isdigit()):
+        first, step = int(index[0]), int(fitted)
+        return replace(target, index=pd.RangeIndex(first, first + step, step,
+                                                   name=index.name))
+    return target
+
+
+def _offset(label):
+    import pandas as pd
+
+    try:
+        return pd.tseries.frequencies.to_offset(label)
+    except ValueError:
+        return None
 
 
 def future_index(name, index, horizon):

@@ -20,7 +20,8 @@ from ..nn import matmul
 from ..training import SequenceTask
 from ._backtest import interpolate_level, run_backtest
 from ._series import (Series, as_pandas, by_name, check_frequency, check_unique_labels,
-                      is_pandas, json_label, read_covariates, read_series)
+                      freq_label, is_pandas, json_label, read_covariates, read_series,
+                      with_fitted_frequency)
 from .base import (GRUModel, _check_fraction, _check_output, _fitted_array, _fitted_check,
                    _fitted_int, _mean_output_gradient, _standardization)
 from .nets import ReadoutNet, SequenceNet, net_from_config
@@ -117,7 +118,11 @@ class Forecaster(GRUModel):
     quantiles_ : ndarray or None
         The quantile levels predicted (with 0.5).
     freq_ : str or None
-        The frequency of a pandas series' index.
+        The frequency of a pandas series' index (of the first, for many series): the
+        period alias of a PeriodIndex, the offset of a DatetimeIndex, the integer step.
+        ``predict`` steps a pandas history and its forecast by it.
+    freqs_ : list or None
+        With many series, each one's ``freq_``.
     history_ : dict of lists
         Per-epoch ``loss`` (scaled units), ``lr`` and, with validation, ``val_loss`` and
         ``val_rmse`` (data units, of the point forecast).
@@ -179,8 +184,11 @@ class Forecaster(GRUModel):
         weights = self._fit_weights(sample_weight, series, many)
         self._univariate = series[0].univariate
         self.n_series_, self.n_fitted_series_ = k, len(series) if many else None
-        self.freq_ = (str(_freq_name(check_frequency("y", series[0].index)))
-                      if series[0].is_pandas else None)
+        freqs = [freq_label(s.index) if s.is_pandas else None for s in series]
+        self.freq_ = freqs[0]
+        # (each series' own: predict steps a history by it, not by what pandas infers
+        # from the history's last few labels)
+        self.freqs_ = freqs if many else None
         self.columns_ = _json_labels(series[0].columns)
         # each series standardised on its own (overflow-safe: see _standardization)
         stats = [_standardization(f"y[{i}]" if many else "y", s.values, 0)
@@ -271,6 +279,12 @@ class Forecaster(GRUModel):
         _check_labels("columns_", self.columns_, k)
         _fitted_check(self.freq_ is None or isinstance(self.freq_, str),
                       f"fitted freq_ must be a string or None, got {self.freq_!r}")
+        freqs = getattr(self, "freqs_", None)
+        _fitted_check(freqs is None or (isinstance(freqs, list)
+                                        and len(freqs) == self.n_fitted_series_
+                                        and all(f is None or isinstance(f, str)
+                                                for f in freqs)),
+                      "fitted freqs_ must be None or one frequency (or None) per series")
         _temporal_norm(self.temporal_norm)  # (predict reads the option)
         p = _ar_order(self.ar_order, self.lookback_)
         _fitted_check(np.all(np.isfinite(_fitted_array(self, "ar_coef_", (p * k, h * k))))
@@ -499,7 +513,9 @@ class Forecaster(GRUModel):
         X : covariates as for :meth:`fit` (rows for every step of ``y``), optional
         start : int, float or label, default 0.8
             The first forecast step: an index (>= lookback), a fraction of the length,
-            or a label of a pandas index.
+            or a label of a pandas index (a date, a string such as "2021-03" that names
+            one step).  An int is always a position, also on an integer index: for the
+            step labelled 150 there, give ``y.index.get_loc(150)``.
         horizon, stride : int, default 1
         refit : bool, default False
             Refit a copy of the model (same options) on the history before each origin
@@ -562,6 +578,7 @@ class Forecaster(GRUModel):
             name = f"y[{i}]" if form != "single" else "y"
             s = self._read_history(name, h)
             if s.is_pandas:  # (named here: the forecast's index needs it)
+                s = with_fitted_frequency(s, self._fitted_freq(i if S else None))
                 check_frequency(name, s.index)
             cov = None
             if self.n_covariates_:
@@ -572,6 +589,13 @@ class Forecaster(GRUModel):
                 raise ValueError("X was given, but the model was fitted without covariates")
             items.append((s, i if S is not None else 0, cov))
         return items, form
+
+    def _fitted_freq(self, i):
+        """The frequency series ``i`` was fitted at (None: a single series)."""
+        if i is None:
+            return self.freq_
+        freqs = getattr(self, "freqs_", None)  # (None in files saved before it)
+        return None if freqs is None else freqs[i]
 
     def _read_history(self, name, h):
         if is_pandas(h) and h.ndim == 2:
@@ -866,6 +890,3 @@ def _check_labels(name, labels, n):
 def _json_labels(labels):
     return None if labels is None else [json_label(c) for c in labels]
 
-
-def _freq_name(freq):
-    return getattr(freq, "freqstr", freq)
