@@ -180,6 +180,11 @@ class CharLM(GRUModel):
         net.reset_state(1)
         codes = self.encode(prompt)
         logits = net.forward(codes[None], None, training=False)[0, -1]
+        # then one character at a time on a stream from the prompt's state: a
+        # forward per character checked and packed the weights every time (5.8x
+        # slower at 256 units, 7.2x at 2 x 512); the stream's steps are the forward's
+        # numbers
+        stream = net.gru.stream(1, net.tbptt.state)
         out = []
         V = len(self.vocab_)
         for _ in range(n):
@@ -193,7 +198,8 @@ class CharLM(GRUModel):
                     p = np.exp((z - z.max()) / temperature)
                 c = int(rng.choice(V, p=p / p.sum()))
             out.append(self.vocab_[c])
-            logits = net.forward(np.array([[c]]), None, training=False)[0, -1]
+            x = net.embedding.forward(np.array([c]), training=False)
+            logits = net.head.forward(stream.step(x), training=False)[0]
         return "".join(out)
 
     def network_inputs(self, x: str, y: None = None) -> Tuple[np.ndarray, Callable]:
