@@ -657,3 +657,24 @@ def test_messy_calendars_found_by_exploratory_testing():
                                               dtype="boolean")}, index=y.index)
     with pytest.raises(ValueError, match=r"X has a missing value at \(2, 0\)"):
         grucy.Forecaster(4, **kw).fit(y, flags)  # (was: "values ... that are not numbers")
+
+
+@requires("pandas")
+def test_backtest_frame_has_a_row_per_origin_step_and_series():
+    """Built column by column now (a dict per row cost 2.5x the forecasts); checked
+    against rows made one by one."""
+    import pandas as pd
+
+    n = 50
+    index = pd.date_range("2024-03-30", periods=n, freq="h", tz="Europe/Berlin")
+    y = pd.DataFrame(np.random.default_rng(0).normal(size=(n, 2)), index=index,
+                     columns=["a", "b"])
+    m = grucy.Forecaster(4, horizon=3, quantiles=(0.1, 0.9), hidden_size=4, epochs=1,
+                         random_state=0).fit(y)
+    res = m.backtest(y, start=40, horizon=3, stride=2, coverage=0.8)
+    rows = [{"origin": index[o], "time": index[o + j], "step": j + 1,
+             "forecast": res["forecast"][i, j, c], "actual": res["actual"][i, j, c],
+             "error": res["error"][i, j, c], "series": ["a", "b"][c],
+             "lower": res["lower"][i, j, c], "upper": res["upper"][i, j, c]}
+            for i, o in enumerate(res["origins"]) for j in range(3) for c in range(2)]
+    pd.testing.assert_frame_equal(res["frame"], pd.DataFrame(rows))

@@ -180,26 +180,24 @@ def _forecast_at(model, series, cov, origins, horizon, row):
 
 
 def _frame(result, series, origins, horizon):
-    """One row per (origin, forecast step): a long DataFrame."""
+    """One row per (origin, forecast step[, series]): a long DataFrame, built column by
+    column (a dict per row cost 9 us a row, 2.5x the forecasts themselves)."""
     import pandas as pd
 
     index = series.index
     k = series.values.shape[1]
     cols = series.columns or [series.name if series.name is not None else "y"]
-    rows = []
-    for i, o in enumerate(origins):
-        for j in range(horizon):
-            for c in range(k):
-                sel = (i, j) if series.univariate else (i, j, c)
-                row = {"origin": index[o], "time": index[o + j], "step": j + 1,
-                       "forecast": result["forecast"][sel], "actual": result["actual"][sel],
-                       "error": result["error"][sel]}
-                if not series.univariate:
-                    row["series"] = cols[c]
-                if "lower" in result:
-                    row["lower"], row["upper"] = result["lower"][sel], result["upper"][sel]
-                rows.append(row)
-    return pd.DataFrame(rows)
+    origins = np.asarray(origins)
+    n = len(origins)
+    o = np.repeat(origins, horizon * k)                        # (origin, step, series)
+    step = np.tile(np.repeat(np.arange(horizon), k), n)
+    frame = {"origin": index[o], "time": index[o + step], "step": step + 1}
+    for key in ("forecast", "actual", "error", "lower", "upper"):
+        if key in result:
+            frame[key] = np.asarray(result[key]).reshape(-1)
+            if key == "error" and not series.univariate:
+                frame["series"] = np.tile(np.asarray(cols, dtype=object), n * horizon)
+    return pd.DataFrame(frame)
 
 
 def _rms(error):
