@@ -34,7 +34,7 @@ entering each step.
 """
 
 from cython cimport floating
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 from libc.stdlib cimport getenv
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
@@ -2864,10 +2864,22 @@ cdef class GRUStream:
         self._take_snapshot()
 
     def _changed(self):
-        """True when a parameter of the layer differs from the snapshot (GRU.step)."""
+        """True when a parameter of the layer differs from the snapshot (GRU.step).
+
+        Byte by byte where the parameter is a contiguous array of the snapshot's type:
+        np.array_equal made a boolean array of the weights' size on every step (1.3 of
+        the 2.0 ms of a 1024-unit GRU.step).  (A -0.0 for 0.0 then counts as a change:
+        a new snapshot, never a wrong one.)"""
+        cdef cnp.ndarray arr, snp
         for arrs, snap in zip(self.params, self.snapshot):
             for a, s in zip(arrs, snap):
-                if a.shape != s.shape or not np.array_equal(a, s):
+                if (type(a) is np.ndarray and a.dtype == s.dtype and a.shape == s.shape
+                        and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)):
+                    arr, snp = <cnp.ndarray>a, <cnp.ndarray>s
+                    if memcmp(cnp.PyArray_DATA(arr), cnp.PyArray_DATA(snp),
+                              <size_t>cnp.PyArray_NBYTES(arr)) != 0:
+                        return True
+                elif a.shape != s.shape or not np.array_equal(a, s):
                     return True
         return False
 
