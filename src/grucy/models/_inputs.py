@@ -98,7 +98,7 @@ def _real_values(name, value):
             raise type(exc)(f"{name} must hold real numbers: {exc}") from None
     elif arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    return arr.astype(np.float64)
+    return arr.astype(np.float64, copy=False)  # (a float64 array as it is: padding too)
 
 
 def read_sequences(X, lengths=None, *, owner="the estimator", name="X") -> SequenceInput:
