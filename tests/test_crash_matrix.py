@@ -488,8 +488,8 @@ CASES = [
     ("torch-gru-nan", "import torch, grucy.torch\n"
      "grucy.torch.GRU(3, 4)(torch.full((5, 2, 3), float('nan')))", "ValueError",
      r"x contains NaN"),
-    ("torch-gru-empty-batch", "import torch, grucy.torch\n"
-     "grucy.torch.GRU(3, 4)(torch.ones(5, 0, 3))", "ValueError",
+    ("torch-gru-no-steps", "import torch, grucy.torch\n"
+     "grucy.torch.GRU(3, 4)(torch.ones(0, 2, 3))", "ValueError",
      r"at least one step and one sequence"),
     ("torch-gru-weight-resized",
      "import torch, grucy.torch\ng = grucy.torch.GRU(3, 4)\n"

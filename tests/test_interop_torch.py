@@ -370,10 +370,10 @@ def test_drop_in_refusals():
     with pytest.raises(ValueError, match="2D or 3D"):
         module(torch.randn(2, 1, 1, 3))
     y, _ = module(torch.randn(2, 1, 3, requires_grad=True))
-    # dy = 2y depends on the weights, so this needs a second derivative of the kernels.
-    (g,) = torch.autograd.grad(y.square().sum(), module.weight_hh_l0, create_graph=True)
-    with pytest.raises(RuntimeError, match="once_differentiable"):
-        g.sum().backward()
+    # dy = 2y depends on the weights, so this needs a second derivative of the kernels:
+    # refused when the graph of the gradient is asked for
+    with pytest.raises(RuntimeError, match=r"no double backward \(create_graph=True\)"):
+        torch.autograd.grad(y.square().sum(), module.weight_hh_l0, create_graph=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -416,3 +416,51 @@ def test_drop_in_grucy_threads_is_named():
     m.grucy_threads = 0
     with pytest.raises(ValueError, match=r"^grucy_threads must be a positive integer"):
         m(torch.randn(5, 2, 4))
+
+
+# -- the drop-in module inside the rest of PyTorch (found by exploratory testing) --------
+def test_drop_in_refuses_double_backward_tracing_and_func_transforms_loudly():
+    """Each of these ran and gave silently different numbers, or an obscure error: a
+    gradient penalty's terms were constants (the weight gradient 4500x too small), a
+    trace under no_grad recorded the output as a constant (and so did ONNX export)."""
+    import io
+    from grucy.torch import GRU
+    torch.manual_seed(0)
+    m = GRU(4, 6)
+    x = torch.randn(5, 2, 4, requires_grad=True)
+    y, _ = m(x)
+    with pytest.raises(RuntimeError, match=r"no double backward \(create_graph=True\)"):
+        torch.autograd.grad(y.sum(), x, create_graph=True)
+    m.eval()
+    with torch.no_grad():
+        with pytest.raises(RuntimeError, match="cannot be traced or exported through torch"
+                                               ".*grucy.interop.to_onnx"):
+            torch.jit.trace(m, (x.detach(),), check_trace=False)
+        with pytest.raises(RuntimeError, match="cannot be traced or exported"):
+            torch.onnx.export(m, (x.detach(),), io.BytesIO(), dynamo=False)
+    params = dict(m.named_parameters())
+    with pytest.raises(RuntimeError, match="torch.func transforms"):
+        torch.func.grad(lambda p: torch.func.functional_call(m, p, (x.detach(),))[0].sum())(
+            params)
+
+
+def test_drop_in_under_torch_compile_dropout_one_and_an_empty_batch():
+    from grucy.torch import GRU
+    torch.manual_seed(0)
+    ref = torch.nn.GRU(4, 6, num_layers=2, dropout=1.0)
+    m = GRU(4, 6, num_layers=2, dropout=1.0)
+    m.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 3, 4)
+    # p = 1 drops every value between the layers, as torch does (1 / (1 - p) was 0/0)
+    torch.testing.assert_close(m(x)[0], ref(x)[0])
+    m.eval()
+    compiled = torch.compile(m, backend="eager")  # a graph break: run eagerly
+    torch.testing.assert_close(compiled(x)[0], m(x)[0], rtol=0, atol=0)
+    # 0 sequences: torch.nn.GRU's empty outputs, and a backward through them
+    xe = torch.randn(0, 5, 4, requires_grad=True)
+    mb, rb = GRU(4, 6, batch_first=True), torch.nn.GRU(4, 6, batch_first=True)
+    y, h = mb(xe)
+    ye, he = rb(xe)
+    assert y.shape == ye.shape == (0, 5, 6) and h.shape == he.shape == (1, 0, 6)
+    (y.sum() + h.sum()).backward()
+    assert xe.grad.shape == (0, 5, 4) and mb.weight_hh_l0.grad is not None

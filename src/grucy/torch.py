@@ -8,7 +8,10 @@ grucy's backward kernel.  A ``torch.nn.GRU`` state dict loads as it is, and vice
 
 Differences from ``torch.nn.GRU`` (all refused loudly, never computed differently):
 CPU tensors of float32 or float64 only; input or h0 containing NaN or inf raise a
-ValueError; no double backward (``create_graph=True``); no TorchScript.  Dropout between
+ValueError; no double backward (``create_graph=True``); no TorchScript, tracing or export
+through torch (``torch.jit``, ``torch.onnx.export``: export with
+``grucy.interop.to_onnx``), no ``torch.func`` transforms.  ``torch.compile`` runs the
+layer eagerly (a graph break: its kernels are not torch operators).  Dropout between
 layers draws its masks from torch's generator (``torch.manual_seed`` makes them
 reproducible), but not the same masks as torch's own kernel.
 
@@ -41,6 +44,8 @@ class _Engine(_LayerGRU):
 
     def _dropout_mask(self, shape):
         tdtype = torch.float32 if self.dtype == np.float32 else torch.float64
+        if self.dropout >= 1.0:  # torch's p=1: every value dropped (1 / (1 - p) is 0/0)
+            return torch.zeros(shape, dtype=tdtype).numpy()
         keep = torch.empty(shape, dtype=tdtype).bernoulli_(1.0 - self.dropout)
         return keep.div_(1.0 - self.dropout).numpy()
 
@@ -50,7 +55,13 @@ def _as_numpy(t):
     t = t.detach()
     if not t.is_contiguous():
         t = t.contiguous()
-    return t.numpy()
+    try:
+        return t.numpy()
+    except RuntimeError as exc:  # ("Cannot access data pointer of Tensor that doesn't
+        raise RuntimeError(      # have storage": a torch.func wrapper)
+            "grucy.torch.GRU computes on NumPy views of its tensors, so torch.func "
+            "transforms (grad, vmap, functional_call on wrapped tensors) cannot run it; "
+            "use torch.autograd, or torch.nn.GRU with the same state_dict") from exc
 
 
 @contextlib.contextmanager
@@ -127,8 +138,19 @@ class _GRUFunction(torch.autograd.Function):
         return torch.from_numpy(y), torch.from_numpy(h_n)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy, dh_n):
+        if torch.is_grad_enabled():
+            # create_graph=True: once_differentiable alone refuses it only when an
+            # incoming gradient requires grad; y.sum()'s does not, and a gradient
+            # penalty's own terms were then silently treated as constants
+            raise RuntimeError("grucy.torch.GRU has no double backward "
+                               "(create_graph=True): its backward is grucy's kernel, not "
+                               "torch operators; use torch.nn.GRU for gradient penalties")
+        return _GRUFunction._backward(ctx, dy, dh_n)
+
+    @staticmethod
+    @once_differentiable
+    def _backward(ctx, dy, dh_n):
         ctx.saved_tensors  # noqa: B018  raises if a weight was modified in place
         engine = ctx.engine
         engine._cache = ctx.cache
@@ -203,8 +225,17 @@ class GRU(torch.nn.GRU):
 
     def _run(self, x, hx, lengths, batch_first):
         """Forward through grucy; x is padded (lengths given) or full, hx may be None."""
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            # (a trace records the NumPy result as a constant: the traced module and the
+            # exported ONNX graph ignored their input)
+            raise RuntimeError("grucy.torch.GRU cannot be traced or exported through "
+                               "torch (its kernels are not torch operators): export it "
+                               "with grucy.interop.to_onnx, or trace a torch.nn.GRU "
+                               "loaded with this module's state_dict")
         # Looked up afresh: load_state_dict, .double() or assignment may have replaced them.
         weights = [getattr(self, name) for name in self._flat_weights_names]
+        if x.size(0 if batch_first else 1) == 0:
+            return self._empty_batch(x, hx, weights, batch_first)
         dtype = _check_tensor("parameter weight_ih_l0", weights[0])
         for name, w in zip(self._flat_weights_names, weights):
             if _check_tensor(f"parameter {name}", w) != dtype:
@@ -225,6 +256,20 @@ class GRU(torch.nn.GRU):
                                     lengths=lengths, training=engine.dropout > 0)
         return torch.from_numpy(y), torch.from_numpy(h_n)
 
+    def _empty_batch(self, x, hx, weights, batch_first):
+        """torch.nn.GRU's outputs for a batch of 0 sequences (grucy's layer needs one);
+        tied to the inputs so that a backward gives their (empty or zero) gradients."""
+        D = 2 if self.bidirectional else 1
+        T = x.size(1 if batch_first else 0)
+        tie = x.sum() * 0 + sum(w.sum() * 0 for w in weights)
+        if hx is not None:
+            tie = tie + hx.sum() * 0
+        y = x.new_zeros((0, T, D * self.hidden_size) if batch_first
+                        else (T, 0, D * self.hidden_size)) + tie
+        h_n = x.new_zeros((self.num_layers * D, 0, self.hidden_size)) + tie
+        return y, h_n
+
+    @torch.compiler.disable
     def forward(self, input, hx=None):  # noqa: A002  (torch's argument name)
         """Same inputs and outputs as ``torch.nn.GRU.forward``.
 
