@@ -394,6 +394,9 @@ MISTAKES = {
                           "x.grucy"], 2, "no values in column 1"),
     "text-missing": (["train", "--text", "{dir}/nope.txt", "-o", "x.grucy"], 2,
                      "cannot read"),
+    "lookback-longer-than-the-csv": (TRAIN + ["--lookback", "500", "-o", "x.grucy"], 2,
+                                     "holds 150 values; --lookback 500 and --horizon 1 "
+                                     "need at least 501"),
     "resume-missing": (TRAIN + ["--resume", "{dir}/nope.ckpt", "-o", "x.grucy"], 2,
                        "--resume {dir}/nope.ckpt: no such file"),
     "epochs-not-an-integer": (TRAIN + ["--epochs", "2.5", "-o", "x.grucy"], 2,
@@ -421,7 +424,8 @@ MISTAKES = {
                                2, "not both"),
     "predict-no-history": (["predict", "{model}"], 2, "a Forecaster needs the history"),
     "predict-short-history": (["predict", "{model}", "--values", "1,2"], 2,
-                              "y needs at least lookback=4 steps, got 2"),
+                              "--values holds 2 values; this Forecaster reads the last "
+                              "lookback=4"),
     "predict-bad-values": (["predict", "{model}", "--values", "1,x"], 2,
                            "--values must be comma-separated numbers"),
     "predict-horizon-zero": (["predict", "{model}", "--values", "1,2,3,4", "--horizon",
@@ -692,3 +696,14 @@ def test_header_option_reads_a_header_of_numbers(capsys, tmp_path):
     status, _, err = run(capsys, ["train", "--text", str(csv), "--header", "yes", "-o",
                                   str(tmp_path / "lm.grucy")])
     assert status == 2 and "--header does not apply to a CharLM" in err
+
+
+def test_a_ragged_sequence_csv_names_its_row(tmp_path):
+    from grucy.cli import CLIError
+    from grucy.cli._data import _read_rows
+    path = tmp_path / "rows.csv"
+    path.write_text("a,b,c\n1,2,3\n4,5\n")
+    with pytest.raises(CLIError, match=r"every row must hold the same number of values "
+                                       r"\(one sequence per row\); row 3 holds 2, the "
+                                       r"first 3"):  # (NumPy's "inhomogeneous shape")
+        _read_rows(path)

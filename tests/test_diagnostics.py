@@ -278,10 +278,11 @@ def test_gradient_flow_refuses_an_input_without_steps_or_sequences(batch_first):
     # was "need at least one array to stack" (T=0) or ZeroDivisionError (B=0)
     gru = grucy.GRU(3, 4, batch_first=batch_first, seed=0)
     for shape in [(0, 2, 3), (5, 0, 3)]:
-        # shape is (T, B, I); the message shows it so whatever the layout
+        # shape is (T, B, I); the message shows x as given, in the caller's layout
         x = np.zeros((shape[1], shape[0], 3) if batch_first else shape, np.float32)
         with pytest.raises(ValueError, match=rf"^x must have at least one step and one "
-                                             rf"sequence, got \({shape[0]}, {shape[1]}, 3\)"):
+                                             rf"sequence, got \({x.shape[0]}, {x.shape[1]}, "
+                                             rf"3\)"):
             gradient_flow(gru, x)
 
 

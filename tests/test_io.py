@@ -549,3 +549,15 @@ def test_no_pickle_when_loading_anywhere_in_the_package():
             if re.search(r"\btorch\.load\s*\(", text) and "weights_only=True" not in text:
                 offenders.append(f"{name}: torch.load without weights_only=True")
     assert offenders == []
+
+
+def test_loading_a_training_checkpoint_says_how_to_resume_it(tmp_path):
+    """It read "holds a 'grucy.checkpoint', which this grucy cannot build", as for a
+    file from another version."""
+    series = np.sin(np.arange(60.0) / 3)
+    grucy.Forecaster(lookback=4, hidden_size=4, epochs=2, random_state=0).fit(
+        series, checkpoint=tmp_path / "run.ckpt")
+    with pytest.raises(grucy.io.FileFormatError, match=r"run.ckpt: is a training "
+                                                      r"checkpoint, not a model: resume "
+                                                      r"it with fit\(\.\.\., resume="):
+        grucy.load(tmp_path / "run.ckpt")

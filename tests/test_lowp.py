@@ -505,7 +505,7 @@ def test_int8_is_inference_only_and_refuses_onnx(rng):
     with pytest.raises(NotImplementedError, match="ONNX"):
         q.to_onnx("x.onnx")
     if not peer_missing("onnx"):      # (to_onnx imports onnx before anything else)
-        with pytest.raises(TypeError, match="grucy GRU layer"):
+        with pytest.raises(NotImplementedError, match="ONNX Runtime has no quantized GRU"):
             grucy.interop.to_onnx(q)
     with pytest.raises(ValueError, match="int8"):
         grucy.quantize(layer, "int4")
@@ -846,3 +846,21 @@ def test_int8_stream_refuses_each_steps_x_and_a_state_beyond_the_range():
     # the stream still gives the one-step forward's numbers from that state
     y = s.step(x)
     np.testing.assert_array_equal(y, q.step(x[None], h)[0][0])
+
+
+def test_exporting_a_quantized_layer_is_refused_with_the_reason():
+    """interop.to_onnx(q) said only "gru must be a grucy GRU layer ..., got QuantizedGRU";
+    the README promises the reason."""
+    from grucy import interop
+    q = grucy.quantize(grucy.GRU(3, 4, seed=0), "int8")
+    ran = 0
+    for export, to, peer in ((interop.to_torch, "PyTorch", "torch"),
+                             (interop.to_keras, "Keras", "keras")):
+        if peer_missing(peer):  # (each export imports its peer first)
+            continue
+        with pytest.raises(TypeError, match=f"a QuantizedGRU cannot be exported to {to}: "
+                                            f".*export the float layer"):
+            export(q)
+        ran += 1
+    if not ran:
+        pytest.skip("torch, keras")

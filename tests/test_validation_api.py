@@ -833,3 +833,12 @@ def test_fitted_models_give_identical_numbers_for_every_layout(fitted):
         before = h.copy()
         np.testing.assert_array_equal(fc.predict(h, horizon=3), ref_f, err_msg=name)
         np.testing.assert_array_equal(h, before)
+
+
+def test_an_empty_batch_first_input_is_named_in_the_callers_layout():
+    """batch_first: (0, 5, 8) was reported as (5, 0, 8), the kernels' layout."""
+    g = grucy.GRU(8, 4, batch_first=True)
+    for shape in ((0, 5, 8), (2, 0, 8)):
+        with pytest.raises(ValueError, match=rf"at least one step and one sequence, got "
+                                             rf"\({shape[0]}, {shape[1]}, 8\)"):
+            g(np.zeros(shape))

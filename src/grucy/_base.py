@@ -53,11 +53,12 @@ def time_major_x(x, batch_first, input_size):
     if x.ndim != 3:
         layout = "(B, T, I)" if batch_first else "(T, B, I)"
         raise ValueError(f"x must be 3-D {layout}, got shape {x.shape}")
+    given = x.shape  # (the user's layout in the messages)
     if batch_first:
         x = x.transpose(1, 0, 2)
     T, B, I = x.shape
     if T == 0 or B == 0:
-        raise ValueError(f"x must have at least one step and one sequence, got {x.shape}")
+        raise ValueError(f"x must have at least one step and one sequence, got {given}")
     if I != input_size:
         raise ValueError(f"x has {I} features on its last axis, expected input_size="
                          f"{input_size}")

@@ -560,6 +560,10 @@ def _registered(kind, path):
                 raise FileFormatError(f"{os.fspath(path)}: holds a {kind!r}, which this "
                                       f"grucy cannot build here: {exc}") from None
     cls = _REGISTRY.get(kind)
+    if cls is None and kind == "grucy.checkpoint":  # (training/checkpoint.py's kind)
+        raise FileFormatError(f"{os.fspath(path)}: is a training checkpoint, not a model: "
+                              f"resume it with fit(..., resume={os.fspath(path)!r}) (or "
+                              f"grucy train --resume), then save the model")
     if cls is None:
         raise FileFormatError(f"{os.fspath(path)}: holds a {kind!r}, which this grucy "
                               f"cannot build (known: {sorted(_REGISTRY)})")

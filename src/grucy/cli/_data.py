@@ -76,13 +76,17 @@ def _read_rows(path, header="auto"):
     import numpy as np
 
     rows = _csv_rows(path)
-    if rows and _has_header(rows[0], header):
-        rows = rows[1:]
+    first = 1 if rows and _has_header(rows[0], header) else 0
+    rows = rows[first:]
+    for i, r in enumerate(rows):
+        if len(r) != len(rows[0]):  # (NumPy's own words were of an "inhomogeneous shape")
+            raise CLIError(f"{path}: every row must hold the same number of values (one "
+                           f"sequence per row); row {i + first + 1} holds {len(r)}, the "
+                           f"first {len(rows[0])}")
     try:
         return np.array([[float(v) for v in r] for r in rows], dtype=np.float64)
     except ValueError as exc:
-        raise CLIError(f"{path}: every row must be numbers of the same length ({exc})") \
-            from None
+        raise CLIError(f"{path}: every row must be numbers ({exc})") from None
 
 
 def _csv_rows(path):

@@ -86,6 +86,10 @@ def _predict_series(args, model, name):
     else:
         raise CLIError("a Forecaster needs the history: --csv FILE [--column C] "
                        "or --values v1,v2,...")
+    if len(history) < model.lookback_:  # (the model's own message says "y")
+        source = "--values" if args.values is not None else f"--csv {args.csv}"
+        raise CLIError(f"{source} holds {len(history)} values; this {name} reads the last "
+                       f"lookback={model.lookback_} of the history")
     pred = model.predict(history, horizon=args.horizon or 1)
     for row in np.atleast_1d(pred):   # (repr: every digit; .6g printed 1.23454e+06)
         print(" ".join(repr(float(v)) for v in np.atleast_1d(row)))
@@ -115,6 +119,10 @@ def _predict_sequences(args, model, name):
             f"to a {name} (it takes --csv FILE with one sequence per row)")
     if args.csv is None:
         raise CLIError(f"a {name} needs --csv FILE with one sequence per row")
+    if getattr(model, "_input_ndim", 2) == 3 and model.n_features_in_ > 1:
+        raise CLIError(f"this {name} reads {model.n_features_in_} features per step; grucy "
+                       f"predict reads one value per step (a CSV row is one sequence): "
+                       f"use the Python API (model.predict(X))")
     for v in model.predict(_read_rows(args.csv, args.header or "auto")):
         print(" ".join(str(x) for x in np.atleast_1d(v)))
 

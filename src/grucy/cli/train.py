@@ -71,11 +71,19 @@ def _run_train(args):
                             args.header or "auto")
         model = Forecaster(lookback=args.lookback or 12, horizon=args.horizon or 1,
                            **common)
+        need = model.lookback + model.horizon
+        if len(data) < need:  # (before "Training ...", and naming the options)
+            raise CLIError(f"--csv {args.csv} holds {len(data)} values; --lookback "
+                           f"{model.lookback} and --horizon {model.horizon} need at least "
+                           f"{need}")
         what = f"{len(data)} values from {args.csv}"
     else:
         data = _read_text(args.text)
         if args.max_chars:
             data = data[:args.max_chars]
+        if len(data) < 2:  # (before "Training ...")
+            raise CLIError(f"--text {args.text} holds {len(data)} characters; a CharLM "
+                           f"needs at least 2 to learn from")
         extra = {k: getattr(args, k) for k in ("bptt", "embedding_dim")
                  if getattr(args, k) is not None}
         model = CharLM(**common, **extra)

@@ -32,7 +32,16 @@ def _layer_class(cls):
     return cls
 
 
-def _check_gru(gru):
+def _check_gru(gru, to):
+    from ..quantized import QuantizedGRU
+
+    if isinstance(gru, QuantizedGRU):
+        if to == "ONNX":
+            gru.to_onnx()  # (refused with its reason: ONNX Runtime has no quantized GRU)
+        raise TypeError(f"a QuantizedGRU cannot be exported to {to}: its GRU has no int8 "
+                        f"weights with per-row scales, nor states quantized per row "
+                        f"inside the recurrence, so it would not reproduce these numbers; "
+                        f"export the float layer it was quantized from")
     if not isinstance(gru, GRUBase):
         raise TypeError(f"gru must be a grucy GRU layer (grucy.GRU or grucy.reference.GRU), "
                         f"got {type(gru).__name__}")

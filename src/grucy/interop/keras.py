@@ -261,7 +261,7 @@ def to_keras(gru: GRUBase, *, return_sequences: bool = True,
         ``gru.dropout > 0``.  Keras input is batch first: ``(B, T, I)``.
     """
     keras = _keras()
-    _check_gru(gru)
+    _check_gru(gru, "Keras")
     return_sequences = _flag("return_sequences", return_sequences)
     return_state = _flag("return_state", return_state)
     if gru.num_layers > 1 and return_state:

@@ -71,7 +71,7 @@ def to_onnx(gru: GRUBase, path: Optional[Union[str, "os.PathLike[str]"]] = None,
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
 
-    _check_gru(gru)
+    _check_gru(gru, "ONNX")
     opset = _positive_int("opset", opset)
     newest = onnx.defs.onnx_opset_version()
     if not 14 <= opset <= newest:

@@ -81,7 +81,7 @@ def to_torch(gru: GRUBase, *, module_class: Optional[type] = None) -> Any:
     """
     import torch
 
-    _check_gru(gru)
+    _check_gru(gru, "PyTorch")
     if module_class is None:
         module_class = torch.nn.GRU
     if not (isinstance(module_class, type) and issubclass(module_class, torch.nn.GRU)):
