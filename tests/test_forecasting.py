@@ -655,7 +655,8 @@ def test_messy_calendars_found_by_exploratory_testing():
         grucy.Forecaster(4, **kw).fit(gap)
     flags = pd.DataFrame({"holiday": pd.array([True, False, None] + [False] * 37,
                                               dtype="boolean")}, index=y.index)
-    with pytest.raises(ValueError, match=r"X has a missing value at \(2, 0\)"):
+    with pytest.raises(ValueError, match=r"X contains a missing value \(<NA>, first at "
+                                         r"index \(2, 0\)\)"):
         grucy.Forecaster(4, **kw).fit(y, flags)  # (was: "values ... that are not numbers")
 
 

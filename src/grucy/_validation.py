@@ -151,6 +151,25 @@ class NumericOverflowError(ValueError):
     into :class:`grucy.TrainingDivergedError`."""
 
 
+def first_missing(arr):
+    """``(index, value)`` of the first missing value of an object array (None, NaN,
+    pandas' NA or NaT, as a nullable column or a label column with gaps holds them), or
+    None."""
+    for i, v in enumerate(arr.ravel().tolist()):
+        if (v is None or type(v).__name__ in ("NAType", "NaTType")
+                or (isinstance(v, (float, np.floating)) and v != v)):
+            return tuple(int(j) for j in np.unravel_index(i, arr.shape)), v
+    return None
+
+
+def raise_missing(name, arr):
+    """ValueError naming the first missing value of the object array ``arr``, if any."""
+    miss = first_missing(arr)
+    if miss is not None:
+        raise ValueError(f"{name} contains a missing value ({miss[1]!r}, first at index "
+                         f"{miss[0]}); fill or drop it first")
+
+
 def check_int8_range(name, arr, K):
     """NumericOverflowError for values so large that the int8 GEMM's first float32
     product overflows: it scales the exact int32 sum S (|S| <= 255 * 127 * K) by the

@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from .._validation import _as_real_array, check_finite
+from .._validation import _as_real_array, check_finite, raise_missing
 from ..training import Packed
 
 __all__ = ["SequenceInput", "read_sequences", "read_lengths", "per_step_values",
@@ -90,11 +90,7 @@ def _real_values(name, value):
         try:
             arr = arr.astype(np.float64)  # numbers pass
         except (TypeError, ValueError) as exc:
-            for i, v in enumerate(arr.ravel().tolist()):
-                if v is None or type(v).__name__ in ("NAType", "NaTType"):
-                    where = tuple(int(j) for j in np.unravel_index(i, arr.shape))
-                    raise ValueError(f"{name} contains a missing value ({v!r}, first at "
-                                     f"index {where}); fill or drop it first") from None
+            raise_missing(name, arr)
             raise type(exc)(f"{name} must hold real numbers: {exc}") from None
     elif arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")

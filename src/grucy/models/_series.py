@@ -13,7 +13,7 @@ from typing import Any, List, Optional
 
 import numpy as np
 
-from .._validation import check_finite
+from .._validation import check_finite, raise_missing
 
 __all__ = ["is_pandas", "Series", "read_series", "read_covariates", "future_index",
            "freq_label", "with_fitted_frequency",
@@ -46,12 +46,7 @@ def _values(name, obj):
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError):
-            missing = [v is None or type(v).__name__ in ("NAType", "NaTType")
-                       for v in arr.ravel().tolist()]
-            if any(missing):  # (a nullable column's pd.NA)
-                where = np.unravel_index(missing.index(True), arr.shape)
-                raise ValueError(f"{name} has a missing value at {tuple(map(int, where))}; "
-                                 f"fill or drop missing values first") from None
+            raise_missing(name, arr)  # (a nullable column's pd.NA)
             raise TypeError(f"{name} must hold real numbers, got values of dtype object "
                             f"that are not numbers") from None
     if arr.dtype.kind not in "biuf":

@@ -22,7 +22,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .._params import run_waiting
-from .._validation import _as_real_array, _flag, _positive_int, check_finite, check_result
+from .._validation import (_as_real_array, _flag, _positive_int, check_finite,
+                           check_result, first_missing)
 from ..io import PathLike, register
 from ..losses import LOSSES, cross_entropy_loss
 from ..training import Packed, SequenceTask
@@ -718,13 +719,10 @@ def _sklearn_warning(category_name):
 def _check_no_missing_label(labels):
     """ValueError for a missing value (None, NaN, pandas' NA or NaT) among object labels,
     as float labels with NaN get."""
-    for i, v in enumerate(labels.ravel().tolist()):
-        if (v is None or type(v).__name__ in ("NAType", "NaTType")
-                or (isinstance(v, (float, np.floating)) and v != v)):
-            where = np.unravel_index(i, labels.shape)
-            raise ValueError(f"y contains a missing label ({v!r}, first at index "
-                             f"{tuple(int(j) for j in where)}); every sample needs a class "
-                             f"label")
+    miss = first_missing(labels)
+    if miss is not None:
+        raise ValueError(f"y contains a missing label ({miss[1]!r}, first at index "
+                         f"{miss[0]}); every sample needs a class label")
 
 
 def _check_label_kind(labels, classes):
