@@ -356,3 +356,42 @@ def test_rnn_file_and_states(tmp_path):
     states = rnn.states(x, lengths=[4, 2])
     assert np.isnan(states[1][1, 2:]).all()
     np.testing.assert_array_equal(np.nan_to_num(states[1]), y)
+
+
+def test_gradient_flow_of_models_with_dropout_or_bf16_is_the_predictions_gradient():
+    """A model with dropout got random masks in its float64 copy (every call's numbers
+    differed, none the gradient of the prediction), and a bf16 layer or model failed
+    ("precision='bf16' needs dtype float32")."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 6, 2))
+    y = (X[:, -1, 0] > 0).astype(int)
+    kw = dict(hidden_size=6, num_layers=2, epochs=1, random_state=0, dtype="float64")
+    noisy = grucy.GRUClassifier(dropout=0.5, **kw).fit(X, y)
+    plain = grucy.GRUClassifier(**kw).fit(X, y)
+    plain.net_.load_state_dict(noisy.net_.state_dict())  # the same weights, no dropout
+    first = gradient_flow(noisy, X[:4])
+    np.testing.assert_array_equal(gradient_flow(noisy, X[:4]), first)
+    np.testing.assert_array_equal(first, gradient_flow(plain, X[:4]))
+    layer = grucy.GRU(2, 4, seed=0, precision="bf16")
+    full = grucy.GRU(2, 4, seed=0)
+    x = rng.normal(size=(5, 3, 2))
+    np.testing.assert_array_equal(gradient_flow(layer, x), gradient_flow(full, x))
+    model = grucy.GRUClassifier(hidden_size=4, epochs=1, random_state=0,
+                                precision="bf16").fit(X, y)
+    assert np.all(np.isfinite(gradient_flow(model, X[:3])))
+
+
+def test_diagnostics_arguments_are_checked_by_name():
+    gru = grucy.GRU(2, 3, seed=0)
+    x = np.random.default_rng(0).normal(size=(4, 2, 2))
+    with pytest.raises(TypeError, match=r"g must be one Gates \(gates\(\.\.\.\)\[layer\]"
+                                        r"\[direction\]\), got list"):
+        regimes(gates(gru, x))
+    with pytest.raises(TypeError, match="matrices must be True or False"):
+        state_jacobian(gru, x, matrices="no")
+    with pytest.raises(TypeError, match="seed must be None, a non-negative integer"):
+        state_jacobian(gru, x, matrices=False, seed=-1)
+    with pytest.raises(TypeError, match="h0 must be an array of real numbers"):
+        state_jacobian(gru, x, h0=np.zeros((1, 2, 3), complex))
+    with pytest.raises(TypeError, match="dh_n must be an array of real numbers"):
+        gradient_flow(gru, x, dh_n=np.ones((1, 2, 3), bool))

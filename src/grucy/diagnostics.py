@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ._base import Gates, time_major_x
-from ._validation import _real
+from ._validation import _flag, _real, _rng, as_float_array
 
 __all__ = ["Gates", "REGIMES", "Regimes", "StateJacobian", "gates", "gradient_flow",
            "regimes", "state_jacobian"]
@@ -205,6 +205,9 @@ def regimes(g: Gates, *, near: float = 0.1) -> Regimes:
     near = _real("near", near)
     if not 0.0 < near < 0.5:
         raise ValueError(f"near must be in (0, 0.5), got {near}")
+    if not (hasattr(g, "z") and hasattr(g, "r")):
+        raise TypeError(f"g must be one Gates (gates(...)[layer][direction]), got "
+                        f"{type(g).__name__}")
     z = np.asarray(g.z, dtype=np.float64)
     r = np.asarray(g.r, dtype=np.float64)
     H = z.shape[-1]
@@ -281,7 +284,7 @@ def _layer_steps(layer, x, h0):
     L, H = layer.num_layers, layer.hidden_size
     batch_first = layer.batch_first
     B = np.shape(x)[0 if batch_first else 1]
-    h0 = np.zeros((L, B, H)) if h0 is None else np.asarray(h0, dtype=np.float64)
+    h0 = np.zeros((L, B, H)) if h0 is None else as_float_array("h0", h0, np.float64)
     if callable(getattr(layer, "gates", None)):
         per_layer = [g[0] for g in layer.gates(x, h0=h0)]
         news = [g.h for g in per_layer]
@@ -377,8 +380,8 @@ def state_jacobian(layer_or_model: Any, x: Any, *, h0: Optional[ArrayLike] = Non
     if _is_model(layer_or_model) and h0 is not None:
         raise ValueError("h0 is for a layer; a model's GRU starts from zeros")
     H = layer.hidden_size
-    if matrices is None:
-        matrices = H <= 128
+    matrices = H <= 128 if matrices is None else _flag("matrices", matrices)
+    rng = _rng(seed)
     results = []
     for h, step in _layer_steps(layer, x, h0):
         B, T = h.shape[:2]
@@ -389,7 +392,7 @@ def state_jacobian(layer_or_model: Any, x: Any, *, h0: Optional[ArrayLike] = Non
         if matrices:
             P = np.broadcast_to(np.eye(H), (B, H, H)).copy()      # dh_T/dh_T
         else:
-            u = np.random.default_rng(seed).standard_normal((B, H))
+            u = rng.standard_normal((B, H))
             P = u / np.linalg.norm(u, axis=1, keepdims=True)      # u^T dh_T/dh_t
         for t in range(T - 1, -1, -1):
             if matrices:
@@ -411,8 +414,12 @@ def state_jacobian(layer_or_model: Any, x: Any, *, h0: Optional[ArrayLike] = Non
 
 # -- gradient flow --------------------------------------------------------------------------
 def _float64_copy(net):
-    """The same network in float64, so that tiny gradients are not lost to rounding."""
-    copy = type(net)(**dict(net.config, dtype="float64"))
+    """The same network in float64, so that tiny gradients are not lost to rounding,
+    without dropout (the gradient of the prediction: random masks made every call's
+    numbers differ) and in full precision (bf16 needs float32)."""
+    changes = {k: v for k, v in (("dropout", 0.0), ("precision", "fp32"))
+               if k in net.config}
+    copy = type(net)(**dict(net.config, dtype="float64", **changes))
     copy.load_state_dict(net.state_dict())
     return copy
 
@@ -452,7 +459,8 @@ def _layer_flow_inputs(layer, x, y, dh_n):
     if y is not None:
         raise ValueError("y is a model's target; for a bare layer pass dh_n, the "
                          "gradient reaching h_n")
-    gru = _layer_copy(layer, dtype="float64", batch_first=True, dropout=0.0)
+    gru = _layer_copy(layer, dtype="float64", batch_first=True, dropout=0.0,
+                      precision="fp32")
     # checked as the layer's forward checks it (3-D, at least one step and one
     # sequence): an empty x would fail below with raw stacking or division errors
     x = time_major_x(x, layer.batch_first, layer.input_size)
@@ -464,7 +472,7 @@ def _layer_flow_inputs(layer, x, y, dh_n):
         dh_n = np.zeros(shape)
         dh_n[-D:] = 1.0 / B
     else:
-        dh_n = np.asarray(dh_n, dtype=np.float64)
+        dh_n = as_float_array("dh_n", dh_n, np.float64)
         if dh_n.shape != shape:
             raise ValueError(f"dh_n must have the shape of h_n, {shape}, got "
                              f"{dh_n.shape}")
@@ -506,9 +514,10 @@ def gradient_flow(model: Any, x: Any, y: Optional[ArrayLike] = None, *,
     Returns
     -------
     ndarray, shape (T,)
-        ``result[t - 1] = ||dLoss/dh_t||``.  For a CharLM the last entry is 0 (the state
-        after the last character feeds nothing); its entries count only the gradient that
-        flows back through time, not the readout at step t itself.
+        ``result[t - 1] = ||dLoss/dh_t||``.  For a model with an output at every step
+        (a CharLM, an estimator with ``return_sequences=True``) the entries count only
+        the gradient that flows back through time from the later steps, not the
+        readout at step t itself, and the last entry is 0.
 
     Examples
     --------
