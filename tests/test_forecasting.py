@@ -679,3 +679,36 @@ def test_backtest_frame_has_a_row_per_origin_step_and_series():
              "lower": res["lower"][i, j, c], "upper": res["upper"][i, j, c]}
             for i, o in enumerate(res["origins"]) for j in range(3) for c in range(2)]
     pd.testing.assert_frame_equal(res["frame"], pd.DataFrame(rows))
+
+
+def test_quantile_levels_found_by_exploratory_testing():
+    y = np.sin(np.arange(80.0) / 3)
+    kw = dict(lookback=6, hidden_size=4, epochs=2, random_state=0)
+    # float32 levels and coverages (0.10000000149, 0.800000011920929) were refused:
+    # "needs the 0.1 and 0.9 quantiles, outside the fitted levels [0.1, 0.5, 0.9]"
+    m = grucy.Forecaster(quantiles=np.array([0.1, 0.9], np.float32), **kw).fit(y)
+    lo, hi = m.predict_interval(y, 2, coverage=np.float32(0.8))
+    q = m.predict_quantiles(y, 2)
+    np.testing.assert_array_equal(lo, q[:, 0])
+    np.testing.assert_array_equal(hi, q[:, 2])
+    assert "coverage" in m.backtest(y, start=60, horizon=2)  # its default coverage=0.8
+    with pytest.raises(ValueError, match=r"needs the 0.025 and 0.975 quantiles, outside "
+                                         r"the fitted levels \[0.10000000149"):
+        m.predict_interval(y, 2, coverage=0.95)
+    # 0.499999 stood in for the median (np.isclose): 0.5 was never added, and predict
+    # returned the 0.499999 quantile
+    near = grucy.Forecaster(quantiles=(0.1, 0.499999, 0.9), **kw).fit(y)
+    assert near.quantiles_.tolist() == [0.1, 0.499999, 0.5, 0.9]
+    np.testing.assert_array_equal(near.predict(y, 2), near.predict_quantiles(y, 2)[:, 2])
+
+
+@requires("pandas")
+def test_backtest_frame_keeps_multiindex_column_labels():
+    import pandas as pd
+
+    cols = pd.MultiIndex.from_tuples([("s", "a"), ("s", "b")])
+    y = pd.DataFrame(np.random.default_rng(0).normal(size=(60, 2)), columns=cols,
+                     index=pd.date_range("2021-01-01", periods=60))
+    m = grucy.Forecaster(4, hidden_size=4, epochs=1, random_state=0).fit(y)
+    frame = m.backtest(y, start=50, horizon=2)["frame"]  # (a pandas-internal error)
+    assert frame["series"].tolist()[:2] == [("s", "a"), ("s", "b")]

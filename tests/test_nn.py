@@ -646,3 +646,15 @@ def test_models_predict_a_sequence_the_same_alone_or_in_a_batch():
     together = np.asarray(f.predict_quantiles(H, horizon=7))
     alone = np.stack([np.asarray(f.predict_quantiles(h, horizon=7)) for h in H])
     assert np.array_equal(together, alone)
+
+
+def test_monotone_quantiles_that_overflow_are_named():
+    """The running sum passed 1.8e308: inf came back with only NumPy's warning, and
+    quantile_loss then blamed a "pred" its caller never passed."""
+    from grucy._validation import NumericOverflowError
+    raw = np.array([[0.0, 1e308, 1e308]])
+    for call in (lambda: losses.monotone_quantiles(raw),
+                 lambda: losses.quantile_loss(raw, np.zeros(1), [0.1, 0.5, 0.9])):
+        with pytest.raises(NumericOverflowError, match=r"the quantiles \(their cumulative "
+                                                       r"sum\) overflowed"):
+            call()

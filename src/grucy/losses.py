@@ -334,7 +334,12 @@ def monotone_quantiles(raw: ArrayLike) -> np.ndarray:
     if a.ndim == 0:
         raise ValueError("raw must have a quantile axis (..., n_quantiles)")
     steps = np.concatenate([a[..., :1], _softplus(a[..., 1:])], axis=-1)
-    return np.cumsum(steps, axis=-1)
+    with np.errstate(over="ignore"):
+        q = np.cumsum(steps, axis=-1)
+    # (finite steps whose running sum passes 1.8e308: inf came back with only NumPy's
+    # warning, and quantile_loss then blamed a "pred" its caller never passed)
+    check_result("the quantiles (their cumulative sum)", q, hint="rescale the targets")
+    return q
 
 
 def quantile_loss(raw: ArrayLike, target: ArrayLike, quantiles: ArrayLike,

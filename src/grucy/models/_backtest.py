@@ -13,10 +13,15 @@ from ._series import is_pandas, read_covariates, read_series
 __all__ = ["run_backtest", "interpolate_level"]
 
 
+#: Quantile levels this close are one level: float32 levels (0.10000000149) and
+#: coverages (0.800000011920929) differ from their decimals by up to 6e-8.
+LEVEL_TOL = 1e-7
+
+
 def interpolate_level(q, levels, level):
     """The ``level`` quantile from quantiles (..., Q) at ``levels``, linearly."""
-    j = int(np.searchsorted(levels, level - 1e-12))
-    if j < len(levels) and abs(levels[j] - level) < 1e-9:
+    j = int(np.searchsorted(levels, level - LEVEL_TOL))
+    if j < len(levels) and abs(levels[j] - level) < LEVEL_TOL:
         return q[..., j]
     lo, hi = levels[j - 1], levels[j]
     t = (level - lo) / (hi - lo)
@@ -85,16 +90,16 @@ def _history(y, o):
     return y.iloc[:o] if is_pandas(y) else np.asarray(y)[:o]
 
 
-def _interval_levels(coverage, levels):
+def interval_levels(coverage, levels, fix="give a coverage they span, or coverage=None"):
     """The quantile levels of a ``coverage`` interval, which the fitted ``levels``
     must span (None: no interval, or a model without quantiles)."""
     if coverage is None or levels is None:
         return None
     lo, hi = (1 - coverage) / 2, (1 + coverage) / 2
-    if lo < levels[0] - 1e-12 or hi > levels[-1] + 1e-12:
-        raise ValueError(f"coverage={coverage} needs the {lo:g} and {hi:g} quantiles, "
-                         f"outside the fitted levels {levels.tolist()}; give a coverage "
-                         f"they span, or coverage=None")
+    if lo < levels[0] - LEVEL_TOL or hi > levels[-1] + LEVEL_TOL:
+        raise ValueError(f"coverage={coverage} needs the {lo:.10g} and {hi:.10g} "
+                         f"quantiles, outside the fitted levels "
+                         f"{[float(v) for v in levels]}; {fix}")
     return lo, hi
 
 
@@ -122,13 +127,13 @@ def _backtest_one(model, y, X, row, start, horizon, stride, refit, coverage):
             m = type(model)(**model.get_params())
             m.fit(_history(y, o), None if X is None else _covariate_history(X, y, o))
             if not blocks:  # refused after the first fit, not after all of them
-                _interval_levels(coverage, m.quantiles_)
+                interval_levels(coverage, m.quantiles_)
             blocks.append(_forecast_at(m, series, cov, [o], horizon, 0)[0])
         q = np.stack(blocks)
         levels = m.quantiles_
         med = 0 if levels is None else m._median_index()
     else:
-        _interval_levels(coverage, model.quantiles_)
+        interval_levels(coverage, model.quantiles_)
         q = _forecast_at(model, series, cov, origins, horizon, row)
         levels = model.quantiles_
         med = 0 if levels is None else model._median_index()
@@ -142,7 +147,7 @@ def _backtest_one(model, y, X, row, start, horizon, stride, refit, coverage):
         result["levels"] = levels
         result["quantiles"] = q
         if coverage is not None:
-            lo, hi = _interval_levels(coverage, levels)
+            lo, hi = interval_levels(coverage, levels)
             result["lower"], result["upper"] = interpolate_level(q, levels, lo), \
                 interpolate_level(q, levels, hi)
             result["covered"] = (actual >= result["lower"]) & (actual <= result["upper"])
@@ -196,7 +201,9 @@ def _frame(result, series, origins, horizon):
         if key in result:
             frame[key] = np.asarray(result[key]).reshape(-1)
             if key == "error" and not series.univariate:
-                frame["series"] = np.tile(np.asarray(cols, dtype=object), n * horizon)
+                labels = np.empty(len(cols), dtype=object)  # (tuples of MultiIndex
+                labels[:] = list(cols)                       # columns: one label each)
+                frame["series"] = np.tile(labels, n * horizon)
     return pd.DataFrame(frame)
 
 

@@ -18,7 +18,7 @@ from ..io import PathLike, register
 from ..losses import LOSSES, check_quantiles, monotone_quantiles, quantile_loss
 from ..nn import matmul
 from ..training import SequenceTask
-from ._backtest import interpolate_level, run_backtest
+from ._backtest import interpolate_level, interval_levels, run_backtest
 from ._series import (Series, as_pandas, by_name, check_frequency, check_unique_labels,
                       freq_label, is_pandas, json_label, read_covariates, read_series,
                       with_fitted_frequency)
@@ -449,7 +449,9 @@ class Forecaster(GRUModel):
         return q[..., self._median_index()]
 
     def _median_index(self):
-        return int(np.flatnonzero(np.isclose(self.quantiles_, 0.5))[0])
+        # (exactly 0.5, which _with_median adds; files saved before kept a level near it)
+        exact = np.flatnonzero(self.quantiles_ == 0.5)
+        return int(exact[0] if exact.size else np.argmin(np.abs(self.quantiles_ - 0.5)))
 
     # -- forecasting ------------------------------------------------------------------------
     def predict(self, y: Any, horizon: int = 1, X: Any = None) -> Any:
@@ -500,12 +502,8 @@ class Forecaster(GRUModel):
         c = _real("coverage", coverage)
         if not 0 < c < 1:
             raise ValueError(f"coverage must lie strictly between 0 and 1, got {c}")
-        lo, hi = (1 - c) / 2, (1 + c) / 2
         levels = self.quantiles_
-        if lo < levels[0] - 1e-12 or hi > levels[-1] + 1e-12:
-            raise ValueError(f"coverage={c} needs the {lo:g} and {hi:g} quantiles, outside "
-                             f"the fitted levels {levels.tolist()}; fit with quantiles "
-                             f"that include them")
+        lo, hi = interval_levels(c, levels, "fit with quantiles that include them")
         q, items, form = self._forecast(y, horizon, X)
         lower = [interpolate_level(a, levels, lo) for a in q]
         upper = [interpolate_level(a, levels, hi) for a in q]
@@ -855,7 +853,8 @@ def _with_median(quantiles):
     if quantiles is None:
         return None
     q = check_quantiles(quantiles)
-    if not np.any(np.isclose(q, 0.5)):
+    # (exactly 0.5, not np.isclose's 1e-5: 0.499999 stood in for the median)
+    if not np.any(q == 0.5):
         q = np.sort(np.append(q, 0.5))
     return q
 
