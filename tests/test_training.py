@@ -2,6 +2,7 @@
 schedules, progress output, exact resume from checkpoints, and the data-parallel contract
 (simulated with two threads and an in-process communicator)."""
 
+import os
 import sys
 import threading
 
@@ -506,3 +507,96 @@ def test_a_schedule_state_refused_on_resume_leaves_the_optimizer_as_it_was(tmp_p
     assert after.keys() == before.keys()
     for key in before:
         assert str(after[key]) == str(before[key]), key
+
+
+# -- a researcher's own nets (found by exploratory testing) ------------------------------
+class _ExpNet:
+    """exp(|Linear|), whose output overflows from the 5th call while ``explode``."""
+
+    def __init__(self, explode=False):
+        self.lin = Linear(3, 1, dtype=np.float64, seed=0)
+        self.grads = self.lin.grads
+        self.explode, self.calls = explode, 0
+
+    def parameters(self):
+        return self.lin.parameters()
+
+    def generators(self):
+        return []
+
+    def forward(self, X, training=True):
+        self.calls += 1
+        self._scale = 1e4 if self.explode and self.calls > 4 else 1.0
+        self._z = self.lin.forward(X[:, -1], training=training)
+        with np.errstate(over="ignore"):
+            self._y = np.exp(np.abs(self._z) * self._scale)
+        return self._y
+
+    def backward(self, dout):
+        self.lin.backward(dout * self._y * np.sign(self._z) * self._scale)
+
+
+def test_a_custom_nets_overflowing_output_is_a_divergence_and_rewinds_the_whole_run():
+    """The loss's 'pred contains NaN or inf' ValueError escaped with the steps applied;
+    and a divergence rewound only the parameters (a second fit went on from the failed
+    epoch with its Adam moments, history and best weights)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((12, 4, 3))
+    Y = rng.standard_normal((12, 1))
+    net = _ExpNet(explode=True)
+    start = [p.copy() for p in net.parameters()]
+    task = ArrayTask(net, X, Y, mse_loss, train_idx=np.arange(8), val_idx=np.arange(8, 12))
+    tr = Trainer(task, epochs=6, batch_size=3, lr=0.05, patience=5, distributed=False,
+                 max_grad_norm=None, seed=0)
+    fresh = tr.optimizer.state_dict()
+    with pytest.raises(TrainingDivergedError, match="the network's output overflowed"):
+        tr.fit()
+    assert all(np.array_equal(a, b) for a, b in zip(start, net.parameters()))
+    assert (tr.epoch, tr.step, tr.best_params, tr.history) == (0, 0, None,
+                                                               {"loss": [], "lr": []})
+    state = tr.optimizer.state_dict()
+    assert state["step"] == fresh["step"] == 0
+    assert not any(a.any() for a in state["exp_avg"])  # (Adam's moments back to 0)
+    # fit again with a lower rate: exactly a fresh run at that rate
+    net.explode = False
+    tr.optimizer.lr = 1e-3
+    again = tr.fit()
+    net2 = _ExpNet()
+    task2 = ArrayTask(net2, X, Y, mse_loss, train_idx=np.arange(8), val_idx=np.arange(8, 12))
+    want = Trainer(task2, epochs=6, batch_size=3, lr=1e-3, patience=5, distributed=False,
+                   max_grad_norm=None, seed=0).fit()
+    assert again == want
+
+
+def test_tasks_refuse_what_failed_only_mid_run():
+    from grucy.training import Packed, SequenceTask
+    rng = np.random.default_rng(0)
+    net = Sequential(Linear(3, 1, dtype=np.float64, seed=0))
+    X, Y = rng.standard_normal((6, 3)), rng.standard_normal((6, 1))
+    mae = lambda out, y: (float(np.abs(out - y).sum()), float(y.size))  # noqa: E731
+    with pytest.raises(ValueError, match='metrics may not be named "loss"'):
+        ArrayTask(net, X, Y, mse_loss, [0, 1, 2, 3], [4, 5], metrics={"loss": mae})
+    seqs = Packed.from_list([rng.standard_normal((n, 2)) for n in (3, 0, 2)])
+    with pytest.raises(ValueError, match="X's sequence 1 has no steps"):
+        SequenceTask(net, seqs, np.zeros((3, 1)), mse_loss, [0, 1, 2])
+
+    class NoGenerators:
+        def __init__(self):
+            self.lin = Linear(3, 1, dtype=np.float64, seed=0)
+            self.grads = self.lin.grads
+
+        def parameters(self):
+            return self.lin.parameters()
+
+        def forward(self, X, training=True):
+            return self.lin.forward(X, training=training)
+
+        def backward(self, dout):
+            self.lin.backward(dout)
+
+    task = ArrayTask(NoGenerators(), X, Y, mse_loss, [0, 1, 2, 3, 4, 5])
+    tr = Trainer(task, epochs=2, checkpoint=os.path.join(os.getcwd(), "never.ckpt"),
+                 distributed=False)
+    with pytest.raises(TypeError, match=r"checkpoints need the net's generators\(\)"):
+        tr.fit()  # (a bare AttributeError after the first epoch)
+    assert tr.epoch == 0

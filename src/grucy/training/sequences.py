@@ -21,7 +21,8 @@ import numpy as np
 from .._base import GRUBase
 from .._validation import _as_real_array, check_finite
 from ..losses import count_terms
-from .tasks import ArrayTask, _check_loss, _check_net, _digest, _indices, metric_value
+from .tasks import (ArrayTask, _check_loss, _check_net, _digest, _indices,
+                    check_metric_names, metric_value, net_output)
 
 __all__ = ["Packed", "SequenceTask"]
 
@@ -168,6 +169,10 @@ class SequenceTask(ArrayTask):
                 raise TypeError("per-step targets need packed inputs X")
         for name, part in (("X", X), ("Y", Y)):
             check_finite(name, part.values if isinstance(part, Packed) else part)
+        if isinstance(X, Packed) and len(X) and X.lengths.min() < 1:
+            # (Packed.from_list takes one; the GRU refused it mid-epoch, after steps)
+            raise ValueError(f"X's sequence {int(np.argmin(X.lengths))} has no steps; "
+                             f"every example needs at least one")
         self.net, self.X, self.Y, self.loss = net, X, Y, loss
         self.train_idx = _indices("train_idx", train_idx, n)
         self.val_idx = _indices("val_idx", val_idx, n)
@@ -178,6 +183,7 @@ class SequenceTask(ArrayTask):
             raise TypeError(f"metrics must be a dict of name -> fn(out, Y_batch, w, "
                             f"indices) -> (sum, count), got {metrics!r}")
         self._metric_fns = dict(metrics or {})
+        check_metric_names(self._metric_fns)
         self.metric_names = tuple(self._metric_fns)
         # one loss term per target value (class indices have no class axis)
         term_shape = Y.step_shape if self.per_step else Y.shape[1:]
@@ -256,8 +262,8 @@ class SequenceTask(ArrayTask):
     def _forward(self, indices, training):
         Xb, lengths = self._inputs(indices)
         if lengths is None:
-            return self.net.forward(Xb, training=training)
-        return self.net.forward(Xb, training=training, lengths=lengths)
+            return net_output(self.net.forward(Xb, training=training))
+        return net_output(self.net.forward(Xb, training=training, lengths=lengths))
 
     def count(self, indices, key):
         if self.per_step:

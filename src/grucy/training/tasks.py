@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Iterator, Optional
 
 import numpy as np
 
-from .._validation import _as_real_array, _positive_int, check_finite
+from .._validation import _as_real_array, _positive_int, check_finite, check_result
 from ..losses import count_terms
 
 __all__ = ["Task", "ArrayTask", "StreamTask"]
@@ -105,6 +105,24 @@ def _check_net(net, methods):
         what = missing or ["grads"]
         raise TypeError(f"net must be a network with {', '.join(methods)} and grads, got "
                         f"{type(net).__name__} (missing {', '.join(what)})")
+
+
+def net_output(out):
+    """``out``, a net's output, checked: a float array holding NaN or inf is a
+    NumericOverflowError (which the Trainer turns into TrainingDivergedError and
+    rewinds); the loss's own "pred contains NaN" ValueError left a custom net's
+    diverged run with its steps applied."""
+    if isinstance(out, np.ndarray) and out.dtype.kind == "f":
+        check_result("the network's output", out)
+    return out
+
+
+def check_metric_names(metrics):
+    """ValueError for a metric named "loss": it replaced the validation loss (which
+    early stopping and the plateau schedule watch)."""
+    if "loss" in metrics:
+        raise ValueError('metrics may not be named "loss": that name is the validation '
+                         'loss early stopping and schedules watch; name it otherwise')
 
 
 def _check_loss(loss):
@@ -206,6 +224,7 @@ class ArrayTask(_NetTask):
             raise TypeError(f"metrics must be a dict of name -> fn(out, Y_batch) -> (sum, "
                             f"count), got {metrics!r}")
         self._metric_fns = dict(metrics or {})
+        check_metric_names(self._metric_fns)
         self.metric_names = tuple(self._metric_fns)
         # one loss term per target element (cross-entropy targets have no class axis)
         self._terms_per_example = count_terms(Y.shape[1:])
@@ -230,13 +249,13 @@ class ArrayTask(_NetTask):
         return len(indices) * self._terms_per_example
 
     def train_step(self, indices, key, normalizer):
-        out = self.net.forward(self.X[indices], training=True)
+        out = net_output(self.net.forward(self.X[indices], training=True))
         loss, dout = self.loss(out, self.Y[indices], normalizer=normalizer)
         self.net.backward(dout)
         return loss
 
     def evaluate(self, indices, key):
-        out = self.net.forward(self.X[indices], training=False)
+        out = net_output(self.net.forward(self.X[indices], training=False))
         Yb = self.Y[indices]
         loss_sum, _ = self.loss(out, Yb, normalizer=1.0)
         sums = [loss_sum, self.count(indices, key)]
@@ -326,14 +345,14 @@ class StreamTask(_NetTask):
 
     def train_step(self, indices, key, normalizer):
         inputs, targets = self._chunk(indices, key)
-        logits = self.net.forward(inputs, indices, training=True)
+        logits = net_output(self.net.forward(inputs, indices, training=True))
         loss, dlogits = self.loss(logits, targets, normalizer=normalizer)
         self.net.backward(dlogits)
         return loss
 
     def evaluate(self, indices, key):
         inputs, targets = self._chunk(indices, key)
-        logits = self.net.forward(inputs, indices, training=False)
+        logits = net_output(self.net.forward(inputs, indices, training=False))
         loss_sum, _ = self.loss(logits, targets, normalizer=1.0)
         return np.array([loss_sum, self.count(indices, key)], dtype=np.float64)
 

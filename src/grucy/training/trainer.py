@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -529,11 +530,22 @@ class Trainer:
         """Train; returns ``history`` (dict of per-epoch lists).
 
         Raises :class:`TrainingDivergedError` when a NaN or inf appears (an output, the
-        loss, a gradient, a parameter after a step), after putting the parameters back
-        to their values when ``fit`` started (after ``resume``: the checkpoint's); the
-        checkpoints written until then stay.
+        loss, a gradient, a parameter after a step), after putting the run back where
+        ``fit`` started (after ``resume``: the checkpoint's): the parameters, the
+        optimizer's and schedule's state, the random streams, the counters, early
+        stopping and the history, so that ``fit`` again (say with a lower
+        ``optimizer.lr``) runs as a fresh start would; the checkpoints written until
+        then stay.
         """
         comm = self.comm
+        net = getattr(self.task, "net", None)
+        if ((self.checkpoint is not None or self.resume is not None) and net is not None
+                and not callable(getattr(net, "generators", None))):
+            # (a checkpoint keeps the net's random streams: without generators() the
+            # first one failed after an epoch's work, with a bare AttributeError)
+            raise TypeError(f"checkpoints need the net's generators() (its random "
+                            f"streams, [] when it draws none); {type(net).__name__} has "
+                            f"none")
         if self.checkpoint is not None and comm.is_root:
             # Fail now rather than after the first epoch's work.
             directory = os.path.dirname(os.path.abspath(self._checkpoint_path()))
@@ -548,7 +560,7 @@ class Trainer:
         progress = _Progress(self.verbose if comm.is_root else 0, self.epochs,
                              min(self.epoch, self.epochs), self.description,
                              self.task.n_train_batches(self.batch_size))
-        start = [p.copy() for p in self.params]
+        start = self._run_state()
         try:
             while self.epoch < self.epochs and not self.stopped:
                 logs = self._run_epoch(progress.batch)
@@ -558,8 +570,7 @@ class Trainer:
                         self.epoch % self.checkpoint_every == 0 or last):
                     self._write_checkpoint()
         except TrainingDivergedError:
-            for p, s in zip(self.params, start):
-                p[...] = s
+            self._rewind(start)
             raise
         finally:
             progress.close()
@@ -567,6 +578,42 @@ class Trainer:
             for p, b in zip(self.params, self.best_params):
                 p[...] = b
         return self.history
+
+    def _run_state(self):
+        """Everything a run changes, as it is now (what a divergence rewinds to)."""
+        try:
+            gens = list(self.task.generators())
+        except AttributeError:  # (a net without generators(): nothing of it to rewind)
+            gens = []
+        return {"params": [p.copy() for p in self.params],
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "schedule": (None if self.schedule is None
+                             else copy.deepcopy(self.schedule.state_dict())),
+                "rng": copy.deepcopy(self.rng.bit_generator.state),
+                "generators": [(g, copy.deepcopy(g.bit_generator.state)) for g in gens],
+                "counters": (self.epoch, self.step, self.skipped_steps),
+                "early": (self.best, self.best_epoch, self.wait, self.stopped,
+                          None if self.best_params is None
+                          else [b.copy() for b in self.best_params]),
+                "history": {k: list(v) for k, v in self.history.items()}}
+
+    def _rewind(self, snap):
+        """Back to a :meth:`_run_state`: the parameters, and the optimizer's moments, the
+        schedule, the random streams, the counters, early stopping and the history, so
+        that fit again (say with a lower lr) starts where this fit started (before, only
+        the parameters went back: a second fit went on from the failed epoch with its
+        Adam moments, history and best weights)."""
+        for p, a in zip(self.params, snap["params"]):
+            p[...] = a
+        self.optimizer.load_state_dict(snap["optimizer"])
+        if self.schedule is not None:
+            self.schedule.load_state_dict(snap["schedule"])
+        self.rng.bit_generator.state = snap["rng"]
+        for g, state in snap["generators"]:
+            g.bit_generator.state = state
+        self.epoch, self.step, self.skipped_steps = snap["counters"]
+        self.best, self.best_epoch, self.wait, self.stopped, self.best_params = snap["early"]
+        self.history = snap["history"]
 
     def _run_epoch(self, on_batch=None):
         lr = self.optimizer.lr
