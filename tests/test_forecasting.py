@@ -709,6 +709,13 @@ def test_backtest_frame_keeps_multiindex_column_labels():
     cols = pd.MultiIndex.from_tuples([("s", "a"), ("s", "b")])
     y = pd.DataFrame(np.random.default_rng(0).normal(size=(60, 2)), columns=cols,
                      index=pd.date_range("2021-01-01", periods=60))
+    y.columns.names = ["region", "store"]
     m = grucy.Forecaster(4, hidden_size=4, epochs=1, random_state=0).fit(y)
     frame = m.backtest(y, start=50, horizon=2)["frame"]  # (a pandas-internal error)
     assert frame["series"].tolist()[:2] == [("s", "a"), ("s", "b")]
+    # predict keeps the MultiIndex and its level names (it gave a flat Index of tuples)
+    pred = m.predict(y, 2)
+    assert pred.columns.equals(y.columns) and list(pred.columns.names) == ["region", "store"]
+    q = grucy.Forecaster(4, quantiles=(0.1, 0.9), hidden_size=4, epochs=1,
+                         random_state=0).fit(y).predict_quantiles(y, 2)
+    assert q.columns.nlevels == 3 and q.columns[0] == ("s", "a", 0.1)

@@ -600,3 +600,11 @@ def test_tasks_refuse_what_failed_only_mid_run():
     with pytest.raises(TypeError, match=r"checkpoints need the net's generators\(\)"):
         tr.fit()  # (a bare AttributeError after the first epoch)
     assert tr.epoch == 0
+
+
+def test_a_negative_min_delta_is_refused():
+    # it let a worse epoch count as an improvement (and restored it as the best)
+    task = ArrayTask(Sequential(Linear(3, 1, dtype=np.float64, seed=0)), np.ones((4, 3)),
+                     np.ones((4, 1)), mse_loss, [0, 1, 2, 3])
+    with pytest.raises(ValueError, match=r"min_delta must be >= 0 .*got -0.5"):
+        Trainer(task, epochs=2, patience=1, min_delta=-0.5, distributed=False)

@@ -34,6 +34,7 @@ class Series:
     index: Any = None           # the pandas index, None for arrays
     columns: Optional[List[Any]] = None   # DataFrame columns
     name: Any = None            # Series name
+    column_names: Any = None    # a MultiIndex's level names (its labels are tuples)
 
     @property
     def is_pandas(self):
@@ -58,7 +59,7 @@ def read_series(name, y, *, hint="fill or drop missing values first") -> Series:
     """``y`` (array (n,) / (n, k), pandas Series or DataFrame) as a :class:`Series`."""
     if hasattr(y, "toarray") or hasattr(y, "tocsr"):
         raise TypeError(f"{name} must be dense (an array, a pandas Series or DataFrame)")
-    index = columns = sname = None
+    index = columns = sname = levels = None
     if is_pandas(y):
         index = y.index
         _check_index(name, index)
@@ -67,6 +68,8 @@ def read_series(name, y, *, hint="fill or drop missing values first") -> Series:
         else:
             check_unique_columns(name, y.columns)
             columns = list(y.columns)
+            if getattr(y.columns, "nlevels", 1) > 1:
+                levels = list(y.columns.names)
     s = _values(name, y)
     if s.ndim not in (1, 2):
         raise ValueError(f"{name} must be 1-D (n,) or 2-D (n, k), got shape {s.shape}")
@@ -74,7 +77,7 @@ def read_series(name, y, *, hint="fill or drop missing values first") -> Series:
         raise ValueError(f"{name} is empty (shape {s.shape}); it needs values, oldest "
                          f"first, in at least one column")
     check_finite(name, s, hint=hint)
-    return Series(s.reshape(len(s), -1), s.ndim == 1, index, columns, sname)
+    return Series(s.reshape(len(s), -1), s.ndim == 1, index, columns, sname, levels)
 
 
 def json_label(label):
@@ -298,12 +301,19 @@ def as_pandas(values, target: Series, horizon, *, levels=None, columns=None):
 
     index = future_index("y", target.index, horizon)
     cols = columns if columns is not None else (target.columns or [target.name])
+    names = target.column_names if cols == target.columns else None
     if levels is None:
         if target.univariate:
             return pd.Series(values[:, 0], index=index, name=target.name)
+        if names is not None:  # (MultiIndex columns kept, with their level names)
+            cols = pd.MultiIndex.from_tuples(cols, names=names)
         return pd.DataFrame(values, index=index, columns=cols)
     levels = [float(q) for q in levels]
     if target.univariate:
         return pd.DataFrame(values[:, 0, :], index=index, columns=levels)
-    return pd.DataFrame(values.reshape(horizon, -1), index=index,
-                        columns=pd.MultiIndex.from_product([cols, levels]))
+    if names is not None:  # one more level: the quantile's
+        header = pd.MultiIndex.from_tuples([(*c, q) for c in cols for q in levels],
+                                           names=[*names, None])
+    else:
+        header = pd.MultiIndex.from_product([cols, levels])
+    return pd.DataFrame(values.reshape(horizon, -1), index=index, columns=header)

@@ -149,6 +149,9 @@ class Trainer:
         self.max_grad_norm = max_grad_norm
         self.patience = patience
         self.min_delta = _real("min_delta", min_delta)
+        if not self.min_delta >= 0:  # (a negative one let a worse epoch count as better)
+            raise ValueError(f"min_delta must be >= 0 (the improvement an epoch must make "
+                             f"to count), got {self.min_delta}")
         self.verbose = int(verbose)
         self.checkpoint = checkpoint
         self.resume = resume
