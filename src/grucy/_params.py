@@ -39,7 +39,7 @@ def exclusive(method: _F) -> _F:
     """
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        return run_exclusive(self, method.__name__, method, self, *args, **kwargs)
+        return _run_owned(self, method.__name__, False, method, (self, *args), kwargs)
     return cast(_F, wrapper)
 
 
@@ -67,27 +67,7 @@ def run_exclusive(obj: Any, what: str, fn: Callable[..., Any], *args: Any,
     """``fn(*args, **kwargs)`` as ``obj``'s owner (RuntimeError if another thread is
     inside; the same thread may re-enter); :func:`exclusive` runs methods so, and a
     caller that makes a sequence of calls on ``obj`` one use runs the sequence so."""
-    me, owner, entered = threading.get_ident(), obj._lock, False
-    try:
-        with owner.guard:
-            state = owner.state
-            if state[0] is not None and state[0] != me:
-                raise RuntimeError(
-                    f"{type(obj).__name__} is in use by another thread ({what} refused): "
-                    f"a layer keeps per-call state (the cache backward needs), so one "
-                    f"layer serves one thread at a time; give each thread its own layer "
-                    f"(copy.deepcopy, or load_state_dict into a new one)")
-            state[0] = me       # (no call from here to `entered`: nothing interrupts)
-            state[1] += 1
-            entered = True
-        return fn(*args, **kwargs)
-    finally:
-        if entered:  # (inline, not a helper: a call is where Python checks for Ctrl-C)
-            with owner.guard:
-                state[1] -= 1
-                if state[1] == 0:
-                    state[0] = None
-                    owner.freed.notify_all()
+    return _run_owned(obj, what, False, fn, args, kwargs)
 
 
 def run_waiting(obj: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -95,20 +75,31 @@ def run_waiting(obj: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> 
     while another thread is inside waits for it to leave instead of raising: for the
     uses that threads share and that need no state between calls (a fitted model's
     predict from the threads of a web server or of joblib's threading backend)."""
+    return _run_owned(obj, "", True, fn, args, kwargs)
+
+
+def _run_owned(obj, what, wait, fn, args, kwargs):
     me, owner, entered = threading.get_ident(), obj._lock, False
     try:
-        with owner.guard:  # (the Condition's own lock)
+        with owner.guard:  # (also the Condition's lock)
             state = owner.state
             while state[0] is not None and state[0] != me:
+                if not wait:
+                    raise RuntimeError(
+                        f"{type(obj).__name__} is in use by another thread ({what} "
+                        f"refused): a layer keeps per-call state (the cache backward "
+                        f"needs), so one layer serves one thread at a time; give each "
+                        f"thread its own layer (copy.deepcopy, or load_state_dict into a "
+                        f"new one)")
                 # (Ctrl-C interrupts it, with nothing taken; the timeout re-checks in
                 # case a leaving thread was interrupted before its notify)
                 owner.freed.wait(0.05)
-            state[0] = me
+            state[0] = me       # (no call from here to `entered`: nothing interrupts)
             state[1] += 1
             entered = True
         return fn(*args, **kwargs)
     finally:
-        if entered:  # (as run_exclusive leaves)
+        if entered:  # (inline, not a helper: a call is where Python checks for Ctrl-C)
             with owner.guard:
                 state[1] -= 1
                 if state[1] == 0:
