@@ -178,13 +178,13 @@ def check_frequency(name, index):
                      f"index to name the forecast steps, got {type(index).__name__}")
 
 
-def freq_label(index):
+def freq_label(name, index):
     """How a fitted model records ``index``'s frequency (its ``freq_``): the period alias
     of a PeriodIndex ("M"), the offset of a DatetimeIndex ("B", "ME"), or the integer
-    step as a string ("5")."""
+    step as a string ("5"); errors name ``name``."""
     import pandas as pd
 
-    freq = check_frequency("y", index)
+    freq = check_frequency(name, index)
     if isinstance(index, pd.PeriodIndex):
         return str(index.freqstr)
     return str(getattr(freq, "freqstr", freq))

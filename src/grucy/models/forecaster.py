@@ -178,13 +178,12 @@ class Forecaster(GRUModel):
         ar = _ar_order(self.ar_order, L)
         self.quantiles_ = _with_median(self.quantiles)
         many = _is_series_list(y)
-        series = self._read_all("y", y, many)
+        series, freqs = self._read_all("y", y, many)
         k = series[0].values.shape[1]
         covs = self._fit_covariates(X, series, many)
         weights = self._fit_weights(sample_weight, series, many)
         self._univariate = series[0].univariate
         self.n_series_, self.n_fitted_series_ = k, len(series) if many else None
-        freqs = [freq_label(s.index) if s.is_pandas else None for s in series]
         self.freq_ = freqs[0]
         # (each series' own: predict steps a history by it, not by what pandas infers
         # from the history's last few labels)
@@ -308,9 +307,12 @@ class Forecaster(GRUModel):
                       f"fit makes for {k} series, horizon_ {h}, {Q} quantile levels and "
                       f"{c} covariates ({want})")
 
-    def _read_all(self, name, y, many) -> List[Series]:
+    def _read_all(self, name, y, many) -> Tuple[List[Series], List[Optional[str]]]:
+        """The series of ``y`` and each one's frequency (:func:`freq_label`; None for an
+        array)."""
         if not many:
-            return [read_series(name, y)]
+            s = read_series(name, y)
+            return [s], [freq_label(name, s.index) if s.is_pandas else None]
         # the columns of every DataFrame after the first by the first one's names, as
         # predict takes them (by position, a reordered frame trained on a column as
         # another); each series evenly spaced, as one series is
@@ -319,16 +321,15 @@ class Forecaster(GRUModel):
         series = [read_series(f"{name}[{i}]", by_name(f"{name}[{i}]", s, names)
                               if i and names is not None and is_pandas(s) and s.ndim == 2
                               else s) for i, s in enumerate(y)]
-        for i, s in enumerate(series):
-            if s.is_pandas:
-                check_frequency(f"{name}[{i}]", s.index)
+        freqs = [freq_label(f"{name}[{i}]", s.index) if s.is_pandas else None
+                 for i, s in enumerate(series)]
         shapes = {(s.values.shape[1], s.univariate) for s in series}
         if len(shapes) != 1:
             raise ValueError(f"every series of {name} must have the same columns (all 1-D, "
                              f"or all with the same k), got {sorted(shapes)}")
         if len({s.is_pandas for s in series}) != 1:
             raise ValueError(f"{name} mixes pandas objects and arrays; give one kind")
-        return series
+        return series, freqs
 
     def _fit_covariates(self, X, series, many):
         """Sets the covariates' fitted attributes; returns each series' covariates
