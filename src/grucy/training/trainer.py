@@ -507,25 +507,13 @@ class Trainer:
         for g, state in zip(gens, config["generators"]):
             type(g.bit_generator)().state = state
         type(self.rng.bit_generator)().state = config["rng"]
-        before = self.optimizer.state_dict() if self.schedule is not None else None
-        self.optimizer.load_state_dict(opt_state)
-        if self.schedule is not None:
-            try:
-                self.schedule.load_state_dict(config["schedule"])
-            except BaseException:  # the optimizer goes back: nothing restored at all
-                self.optimizer.load_state_dict(before)
-                raise
-        for p, a in zip(self.params, params):
-            p[...] = a
-        self.rng.bit_generator.state = config["rng"]
-        for g, state in zip(gens, config["generators"]):
-            g.bit_generator.state = state
-        self.best = math.inf if best is None else float(best)
-        self.best_epoch, self.wait, self.stopped = best_epoch, wait, stopped
-        self.best_params = best_params
-        self.history = {k: _from_json_floats(v) for k, v in history.items()}
-        self.epoch, self.step = counters["epoch"], counters["step"]
-        self.skipped_steps = counters["skipped_steps"]
+        self._set_run_state({
+            "params": params, "optimizer": opt_state, "schedule": config["schedule"],
+            "rng": config["rng"], "generators": list(zip(gens, config["generators"])),
+            "counters": (counters["epoch"], counters["step"], counters["skipped_steps"]),
+            "early": (math.inf if best is None else float(best), best_epoch, wait,
+                      stopped, best_params),
+            "history": {k: _from_json_floats(v) for k, v in history.items()}})
         return config
 
     # -- the run --------------------------------------------------------------------------
@@ -573,7 +561,7 @@ class Trainer:
                         self.epoch % self.checkpoint_every == 0 or last):
                     self._write_checkpoint()
         except TrainingDivergedError:
-            self._rewind(start)
+            self._set_run_state(start)
             raise
         finally:
             progress.close()
@@ -600,17 +588,24 @@ class Trainer:
                           else [b.copy() for b in self.best_params]),
                 "history": {k: list(v) for k, v in self.history.items()}}
 
-    def _rewind(self, snap):
-        """Back to a :meth:`_run_state`: the parameters, and the optimizer's moments, the
-        schedule, the random streams, the counters, early stopping and the history, so
-        that fit again (say with a lower lr) starts where this fit started (before, only
-        the parameters went back: a second fit went on from the failed epoch with its
-        Adam moments, history and best weights)."""
-        for p, a in zip(self.params, snap["params"]):
-            p[...] = a
+    def _set_run_state(self, snap):
+        """The run set to a :meth:`_run_state` (a divergence rewinds to the one taken when
+        ``fit`` started, so that fit again, say with a lower lr, starts where this fit
+        started; before, only the parameters went back) or to a checkpoint's: the
+        parameters, the optimizer's moments, the schedule, the random streams, the
+        counters, early stopping and the history.  The optimizer and schedule go first:
+        they check everything and change nothing when they refuse, and a refused
+        schedule puts the optimizer back, so nothing is set at all."""
+        before = self.optimizer.state_dict() if self.schedule is not None else None
         self.optimizer.load_state_dict(snap["optimizer"])
         if self.schedule is not None:
-            self.schedule.load_state_dict(snap["schedule"])
+            try:
+                self.schedule.load_state_dict(snap["schedule"])
+            except BaseException:  # the optimizer goes back: nothing restored at all
+                self.optimizer.load_state_dict(before)
+                raise
+        for p, a in zip(self.params, snap["params"]):
+            p[...] = a
         self.rng.bit_generator.state = snap["rng"]
         for g, state in snap["generators"]:
             g.bit_generator.state = state
